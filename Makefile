@@ -1,0 +1,67 @@
+# wangge: `make run` serves the Guiyang demo, `make test` runs the suite.
+# Both install what they need: the venv, Python packages, PostgreSQL + PostGIS from apt.
+# DATABASE_URL=postgresql://... uses an existing PostGIS instead of the local cluster.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES ?= postgresql postgresql-contrib postgis gdal-bin
+
+.PHONY: run test stop db migrate demo postgis venv bench lint clean
+
+run: db migrate demo
+	@echo ""
+	@echo "  wangge:   http://$(HOST):$(PORT)/"
+	@echo "  API docs: http://$(HOST):$(PORT)/docs"
+	@echo "  health:   http://$(HOST):$(PORT)/health"
+	@echo ""
+	$(BIN)/wangge serve --host $(HOST) --port $(PORT)
+
+test: db
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+stop: venv
+	-$(BIN)/wangge db stop
+
+db: venv postgis
+	$(BIN)/wangge db start
+
+migrate: db
+	$(BIN)/wangge migrate
+
+demo: migrate
+	$(BIN)/wangge demo
+
+bench: db
+	$(BIN)/python -m bench.lookup
+
+lint: venv
+	$(BIN)/ruff check geo service maps fixtures tests bench
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3 python3-venv; }
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip >/dev/null
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+# PostGIS is needed only for the local cluster; with DATABASE_URL the server is yours.
+postgis:
+	@if [ -n "$$DATABASE_URL" ]; then exit 0; fi; \
+	if ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 \
+	   && command -v ogrinfo >/dev/null; then exit 0; fi; \
+	echo "installing PostgreSQL + PostGIS from apt"; \
+	$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $(APT_PACKAGES); \
+	for v in $$(ls /usr/lib/postgresql); do \
+	  [ -f /usr/share/postgresql/$$v/extension/postgis.control ] || \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql-$$v-postgis-3; \
+	done
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,136 @@
+"""Return principals from API tokens; create tokens. Every request acts as a principal.
+
+A token looks like ``wg_<id>_<secret>``. Only the SHA-256 of the secret is stored: the secret
+is 32 random bytes, so a slow password hash would add nothing but latency to every request.
+Verified tokens are cached in memory for ``WANGGE_API_TOKEN_CACHE_SECONDS`` (default 30 s),
+so a revocation takes effect within that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, text
+
+from service.errors import NotFoundError, UnprocessableError
+
+__all__ = [
+    "ROLES",
+    "ROLE_LEVEL",
+    "Principal",
+    "split_token",
+    "hash_secret",
+    "create_token",
+    "revoke_token",
+]
+
+#: Roles and the level of area their scope must be (None: any level; admin: everything).
+ROLE_LEVEL: dict[str, tuple[str, ...] | None] = {
+    "admin": None,
+    "planner": ("city", "district", "community"),
+    "city_dispatcher": ("city",),
+    "district_dispatcher": ("district",),
+    "community_dispatcher": ("community",),
+    "grid_officer": ("grid",),
+}
+ROLES = tuple(ROLE_LEVEL)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: role and area scope (``scope_path`` None means the whole system)."""
+
+    token_id: str
+    name: str
+    role: str
+    area_code: str | None
+    scope_path: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def covers_path(self, path: str) -> bool:
+        """Return whether an area with materialised ``path`` is inside this scope."""
+        if self.scope_path is None:
+            return True
+        return path == self.scope_path or path.startswith(self.scope_path + "/")
+
+    def sees_path(self, path: str) -> bool:
+        """Return whether the area is inside the scope or one of the scope's ancestors."""
+        if self.covers_path(path):
+            return True
+        return self.scope_path.startswith(path + "/")
+
+    def as_dict(self) -> dict:
+        return {
+            "token_id": self.token_id,
+            "name": self.name,
+            "role": self.role,
+            "area_code": self.area_code,
+        }
+
+
+def hash_secret(secret: str) -> bytes:
+    """Return the SHA-256 digest stored for ``secret``."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def split_token(token: str) -> tuple[str, str] | None:
+    """Return (id, secret) of a well-formed token, else None."""
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != "wg" or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+def verify_secret(secret: str, digest: bytes) -> bool:
+    """Return whether ``secret`` hashes to ``digest`` (constant time)."""
+    return hmac.compare_digest(hash_secret(secret), bytes(digest))
+
+
+def create_token(conn: Connection, *, name: str, role: str, area_code: str | None) -> str:
+    """Return a new token (shown once) for ``role`` scoped to ``area_code``; store its hash."""
+    if role not in ROLE_LEVEL:
+        raise UnprocessableError(f"unknown role {role!r}; one of {', '.join(ROLES)}", field="role")
+    allowed = ROLE_LEVEL[role]
+    if allowed is not None:
+        if not area_code:
+            raise UnprocessableError(f"a {role} needs an area", field="area_code")
+        level = conn.execute(
+            text("SELECT level FROM area WHERE code = :c ORDER BY generation_high DESC LIMIT 1"),
+            {"c": area_code},
+        ).scalar()
+        if level is None:
+            raise NotFoundError(f"no area with code {area_code}", field="area_code")
+        if level not in allowed:
+            raise UnprocessableError(
+                f"a {role} is scoped to a {' or '.join(allowed)}, {area_code} is a {level}",
+                field="area_code",
+            )
+    elif area_code:
+        raise UnprocessableError("an admin token is not scoped to an area", field="area_code")
+    token_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    conn.execute(
+        text(
+            "INSERT INTO api_token (id, name, role, area_code, secret_sha256) "
+            "VALUES (:id, :name, :role, :area, :digest)"
+        ),
+        {"id": token_id, "name": name, "role": role, "area": area_code,
+         "digest": hash_secret(secret)},
+    )
+    return f"wg_{token_id}_{secret}"
+
+
+def revoke_token(conn: Connection, *, token_id: str) -> None:
+    """Revoke the token ``token_id``."""
+    res = conn.execute(
+        text("UPDATE api_token SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"),
+        {"id": token_id},
+    )
+    if res.rowcount == 0:
+        raise NotFoundError(f"no active token {token_id}", field="token_id")

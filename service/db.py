@@ -1,0 +1,99 @@
+"""Return database engines and connections for the service, the CLI and migrations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from importlib import resources
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+__all__ = [
+    "sync_url",
+    "async_url",
+    "make_engine",
+    "make_async_engine",
+    "migrate",
+    "load_sql",
+    "connection",
+]
+
+
+def _with_driver(url: str, driver: str) -> str:
+    scheme, rest = url.split("://", 1)
+    base = scheme.split("+", 1)[0]
+    if base == "postgres":
+        base = "postgresql"
+    return f"{base}+{driver}://{rest}"
+
+
+def sync_url(url: str) -> str:
+    """Return ``url`` with the psycopg (v3) driver, for the CLI and migrations."""
+    return _with_driver(url, "psycopg")
+
+
+def async_url(url: str) -> str:
+    """Return ``url`` with the asyncpg driver, for the HTTP service."""
+    return _with_driver(url, "asyncpg")
+
+
+def make_engine(url: str) -> Engine:
+    """Return a synchronous engine on ``url``."""
+    return create_engine(sync_url(url), pool_pre_ping=True)
+
+
+def make_async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """Return the service's asyncpg engine on ``url``."""
+    return create_async_engine(
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+        connect_args={"server_settings": {"application_name": "wangge", "jit": "off"}},
+    )
+
+
+def alembic_config(url: str) -> Config:
+    """Return the Alembic configuration for the packaged migrations."""
+    cfg = Config()
+    cfg.set_main_option("script_location", "service:migrations")
+    cfg.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Upgrade the database at ``url`` to ``revision``."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def load_sql(name: str) -> str:
+    """Return the text of ``service/sql/<name>.sql``."""
+    return resources.files("service.sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
+
+
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """Yield one connection inside a transaction that ends with the request."""
+    async with engine.begin() as conn:
+        yield conn
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database named in ``url`` if the server lacks it; return True if created."""
+    from sqlalchemy.engine import make_url
+
+    target = make_url(sync_url(url))
+    admin = target.set(database="postgres")
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.exec_driver_sql(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (target.database,)
+            ).scalar()
+            if exists:
+                return False
+            conn.exec_driver_sql(f'CREATE DATABASE "{target.database}"')
+            return True
+    finally:
+        engine.dispose()

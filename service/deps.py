@@ -1,0 +1,105 @@
+"""Request dependencies: a database connection and the principal the request acts as."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from cachetools import TTLCache
+from fastapi import Depends, Header, Request
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.auth import Principal, split_token, verify_secret
+from service.errors import ForbiddenError, UnauthorizedError
+
+__all__ = [
+    "ConnDep",
+    "WriteConnDep",
+    "PrincipalDep",
+    "AdminDep",
+    "get_conn",
+    "get_write_conn",
+    "get_principal",
+    "require_admin",
+]
+
+_TOKEN_SQL = text(
+    "SELECT t.id, t.name, t.role, t.area_code, t.secret_sha256, "
+    "(t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())) AS valid, "
+    "(SELECT a.path FROM area a WHERE a.code = t.area_code "
+    " ORDER BY a.generation_high DESC LIMIT 1) AS scope_path "
+    "FROM api_token t WHERE t.id = :id"
+)
+
+
+async def get_conn(request: Request) -> AsyncIterator[AsyncConnection]:
+    """Yield a read connection for this request."""
+    async with request.app.state.engine.connect() as conn:
+        yield conn
+
+
+async def get_write_conn(request: Request) -> AsyncIterator[AsyncConnection]:
+    """Yield a connection in a transaction committed when the request succeeds."""
+    async with request.app.state.engine.begin() as conn:
+        yield conn
+
+
+def _bearer(authorization: str | None, api_key: str | None) -> str | None:
+    if api_key:
+        return api_key.strip()
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return None
+
+
+async def get_principal(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    """Return the principal of the request's token (``Authorization: Bearer`` or ``X-API-Key``)."""
+    token = _bearer(authorization, x_api_key)
+    if token is None:
+        raise UnauthorizedError(
+            "send a token as 'Authorization: Bearer <token>' or 'X-API-Key: <token>'",
+            field="Authorization",
+        )
+    cache: TTLCache = request.app.state.token_cache
+    principal = cache.get(token)
+    if principal is not None:
+        return principal
+    parts = split_token(token)
+    if parts is None:
+        raise UnauthorizedError("malformed token", field="Authorization")
+    token_id, secret = parts
+    async with request.app.state.engine.connect() as conn:
+        row = (await conn.execute(_TOKEN_SQL, {"id": token_id})).first()
+    if row is None or not verify_secret(secret, row.secret_sha256) or not row.valid:
+        raise UnauthorizedError("unknown, revoked or expired token", field="Authorization")
+    if row.area_code is not None and row.scope_path is None:
+        raise ForbiddenError(f"the token's area {row.area_code} no longer exists")
+    principal = Principal(
+        token_id=row.id,
+        name=row.name,
+        role=row.role,
+        area_code=row.area_code,
+        scope_path=row.scope_path,
+    )
+    cache[token] = principal
+    return principal
+
+
+def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    """Return the principal if it is an admin, else refuse with 403."""
+    if not principal.is_admin:
+        raise ForbiddenError(f"this needs the admin role; you are {principal.role}")
+    return principal
+
+
+ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
+WriteConnDep = Annotated[AsyncConnection, Depends(get_write_conn)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+AdminDep = Annotated[Principal, Depends(require_admin)]

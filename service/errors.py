@@ -1,0 +1,135 @@
+"""Domain errors, and the handlers that turn every error into RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from service.responses import JSON
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+__all__ = [
+    "WanggeError",
+    "NotFoundError",
+    "ForbiddenError",
+    "UnauthorizedError",
+    "ConflictError",
+    "UnprocessableError",
+    "PayloadTooLargeError",
+    "problem",
+    "register_error_handlers",
+]
+
+log = logging.getLogger("wangge")
+PROBLEM_JSON = "application/problem+json"
+
+
+class WanggeError(Exception):
+    """Base of the errors a client can be told about; ``field`` names the input at fault."""
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, detail: str, *, field: str | None = None, extra: dict | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.extra = extra or {}
+
+
+class UnauthorizedError(WanggeError):
+    status = 401
+    title = "Authentication required"
+
+
+class ForbiddenError(WanggeError):
+    status = 403
+    title = "Outside your area or role"
+
+
+class NotFoundError(WanggeError):
+    status = 404
+    title = "Not found"
+
+
+class ConflictError(WanggeError):
+    status = 409
+    title = "Conflict"
+
+
+class PayloadTooLargeError(WanggeError):
+    status = 413
+    title = "Request too large"
+
+
+class UnprocessableError(WanggeError):
+    status = 422
+    title = "Invalid input"
+
+
+def problem(
+    status: int, title: str, detail: str, *, instance: str | None = None, **extra: Any
+) -> JSON:
+    """Return an RFC 9457 problem+json response."""
+    body: dict[str, Any] = {
+        "type": f"https://wangge.example/problems/{status}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update({k: v for k, v in extra.items() if v is not None})
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSON(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _loc(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    if parts and parts[0] in ("query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+async def _wangge_error(request: Request, exc: WanggeError) -> JSON:
+    return problem(
+        exc.status, exc.title, exc.detail, instance=request.url.path, field=exc.field, **exc.extra
+    )
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSON:
+    errors = [
+        {"field": _loc(tuple(e.get("loc", ()))), "reason": e.get("msg", "invalid")}
+        for e in exc.errors()
+    ]
+    fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
+    detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:10])
+    return problem(
+        422, f"Invalid input in {fields}", detail, instance=request.url.path, errors=errors
+    )
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSON:
+    titles = {404: "Not found", 405: "Method not allowed", 401: "Authentication required"}
+    return problem(
+        exc.status_code,
+        titles.get(exc.status_code, "HTTP error"),
+        str(exc.detail),
+        instance=request.url.path,
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSON:
+    # The traceback stays in the log; the client learns nothing internal.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "Internal error", "the server failed; the error was logged")
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Register the problem+json handlers on ``app``."""
+    app.add_exception_handler(WanggeError, _wangge_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,131 @@
+"""The boundary hierarchy: list, one area, children, ancestors, history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from service.deps import ConnDep, PrincipalDep
+from service.errors import UnprocessableError
+from service.repositories import areas as repo
+from service.schemas.areas import AreaList, AreaRead, Level
+
+router = APIRouter(prefix="/areas", tags=["areas"])
+
+Code = Annotated[str, Path(pattern=r"^[0-9]{6,18}$", description="area code (digits)")]
+Generation = Annotated[int | None, Query(ge=1, description="default: the current generation")]
+WithGeometry = Annotated[bool, Query(description="include the boundary as GeoJSON")]
+SimplifyM = Annotated[
+    float,
+    Query(ge=0, le=10_000, allow_inf_nan=False, description="simplification tolerance, metres"),
+]
+Srid = Annotated[int, Query(ge=1, le=999_999, description="EPSG code of the output geometry")]
+
+
+def _geometry(include: bool, simplify_m: float, srid: int) -> repo.GeometryOptions:
+    return repo.GeometryOptions(include=include, simplify_m=simplify_m, srid=srid)
+
+
+@router.get("", response_model=AreaList, summary="List areas by level, parent or name")
+async def list_areas(
+    request: Request,
+    conn: ConnDep,
+    principal: PrincipalDep,
+    level: Annotated[Level | None, Query()] = None,
+    parent: Annotated[str | None, Query(pattern=r"^[0-9]{6,18}$")] = None,
+    q: Annotated[str | None, Query(max_length=100, description="name contains")] = None,
+    generation: Generation = None,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    geometry: WithGeometry = False,
+    simplify_m: SimplifyM = 0.0,
+    srid: Srid = 4326,
+) -> dict:
+    """Return the areas you may see, ordered by code, one page at a time."""
+    api = request.app.state.settings.api
+    if limit is None:
+        limit = api.default_page_size
+    if limit > api.max_page_size:
+        raise UnprocessableError(f"limit {limit} exceeds {api.max_page_size}", field="limit")
+    gen = await repo.resolve_generation(conn, principal, generation)
+    items, total = await repo.list_areas(
+        conn,
+        principal=principal,
+        generation=gen,
+        level=level,
+        parent_code=parent,
+        name_contains=q,
+        limit=limit,
+        offset=offset,
+        geometry=_geometry(geometry, simplify_m, srid),
+    )
+    next_url = None
+    if offset + len(items) < total:
+        next_url = str(request.url.include_query_params(offset=offset + limit, limit=limit))
+    return {
+        "items": items,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "generation": gen,
+        "next": next_url,
+    }
+
+
+@router.get("/{code}", response_model=AreaRead, summary="One area by code")
+async def get_area(
+    conn: ConnDep,
+    principal: PrincipalDep,
+    code: Code,
+    generation: Generation = None,
+    geometry: WithGeometry = True,
+    simplify_m: SimplifyM = 0.0,
+    srid: Srid = 4326,
+) -> dict:
+    """Return the area with its boundary (simplified and reprojected on request)."""
+    gen = await repo.resolve_generation(conn, principal, generation)
+    return await repo.get_area(
+        conn,
+        principal=principal,
+        code=code,
+        generation=gen,
+        geometry=_geometry(geometry, simplify_m, srid),
+    )
+
+
+@router.get("/{code}/children", response_model=list[AreaRead], summary="An area's children")
+async def list_children(
+    conn: ConnDep,
+    principal: PrincipalDep,
+    code: Code,
+    generation: Generation = None,
+    geometry: WithGeometry = False,
+    simplify_m: SimplifyM = 0.0,
+    srid: Srid = 4326,
+) -> list[dict]:
+    gen = await repo.resolve_generation(conn, principal, generation)
+    return await repo.list_children(
+        conn,
+        principal=principal,
+        code=code,
+        generation=gen,
+        geometry=_geometry(geometry, simplify_m, srid),
+    )
+
+
+@router.get("/{code}/ancestors", response_model=list[AreaRead], summary="An area's ancestors")
+async def list_ancestors(
+    conn: ConnDep, principal: PrincipalDep, code: Code, generation: Generation = None
+) -> list[dict]:
+    """Return the ancestors from the city down (the area itself excluded)."""
+    gen = await repo.resolve_generation(conn, principal, generation)
+    return await repo.list_ancestors(conn, principal=principal, code=code, generation=gen)
+
+
+@router.get(
+    "/{code}/history", response_model=list[AreaRead], summary="Every version of an area"
+)
+async def list_history(conn: ConnDep, principal: PrincipalDep, code: Code) -> list[dict]:
+    """Return each stored version of the area with the generations it was valid in."""
+    return await repo.list_area_history(conn, principal=principal, code=code)

@@ -1,0 +1,98 @@
+"""Boundary generations: list; create, load, retire and activate (admin)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from geo.areas import parse_area_features
+from service.deps import AdminDep, ConnDep, PrincipalDep, WriteConnDep
+from service.errors import UnprocessableError
+from service.repositories import boundaries
+from service.repositories.areas import list_generations
+from service.schemas.areas import AreaImportResult, GenerationCreate, GenerationRead
+
+router = APIRouter(prefix="/generations", tags=["generations"])
+
+GenerationId = Annotated[int, Path(ge=1)]
+
+
+class RetireRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    codes: list[Annotated[str, Field(pattern=r"^[0-9]{6,18}$")]] = Field(min_length=1)
+
+
+@router.get("", response_model=list[GenerationRead], summary="All boundary generations")
+async def get_generations(conn: ConnDep, principal: PrincipalDep) -> list[dict]:
+    return await list_generations(conn)
+
+
+@router.post("", status_code=201, summary="Create a pending generation (admin)")
+async def create_generation(
+    conn: WriteConnDep, admin: AdminDep, body: GenerationCreate
+) -> dict[str, int]:
+    """Create the generation new boundaries are loaded into; it stays inactive until activated."""
+    new_id = await conn.run_sync(
+        lambda c: boundaries.create_generation(
+            c, description=body.description, carry_over=body.carry_over
+        )
+    )
+    return {"id": new_id}
+
+
+@router.post(
+    "/{generation_id}/areas",
+    response_model=AreaImportResult,
+    summary="Load areas into a pending generation (admin)",
+)
+async def import_areas(
+    conn: WriteConnDep,
+    admin: AdminDep,
+    generation_id: GenerationId,
+    collection: Annotated[dict[str, Any], Body(description="GeoJSON FeatureCollection")],
+) -> dict[str, int]:
+    """Load a FeatureCollection of areas, all or nothing.
+
+    Each feature needs ``code``, ``name``, ``level`` and (below city) ``parent_code``
+    properties and a valid Polygon/MultiPolygon in EPSG:4326 or EPSG:4490. Any bad
+    feature refuses the whole collection with a 422 listing every problem (row, field,
+    reason); nothing is written.
+    """
+    known = await conn.run_sync(lambda c: boundaries.levels_in_generation(c, generation_id))
+    records, problems = parse_area_features(collection, known_parents=known)
+    if problems:
+        first = problems[0]
+        raise UnprocessableError(
+            f"{len(problems)} problem(s); first: feature {first.index} {first.field}: "
+            f"{first.reason}. Nothing was imported.",
+            field=first.field,
+            extra={"errors": [p.as_dict() for p in problems]},
+        )
+    summary = await conn.run_sync(
+        lambda c: boundaries.write_areas(
+            c, generation_id=generation_id, records=records, source="api"
+        )
+    )
+    return summary.as_dict()
+
+
+@router.post("/{generation_id}/retire", summary="End areas (and their children) (admin)")
+async def retire_areas(
+    conn: WriteConnDep, admin: AdminDep, generation_id: GenerationId, body: RetireRequest
+) -> dict[str, int]:
+    n = await conn.run_sync(
+        lambda c: boundaries.retire_areas(c, generation_id=generation_id, codes=body.codes)
+    )
+    return {"retired": n}
+
+
+@router.post("/{generation_id}/activate", summary="Make a pending generation current (admin)")
+async def activate(conn: WriteConnDep, admin: AdminDep, generation_id: GenerationId) -> dict:
+    """Switch lookups and listings to this generation in one step; history stays queryable."""
+    await conn.run_sync(
+        lambda c: boundaries.activate_generation(c, generation_id=generation_id)
+    )
+    return {"id": generation_id, "active": True, "current": True}

@@ -1,0 +1,87 @@
+"""Point → grid, community, district, city: one point or many."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from service.responses import JSON
+
+from geo.crs import parse_point_crs
+from service.deps import ConnDep, PrincipalDep
+from service.errors import PayloadTooLargeError, UnprocessableError
+from service.repositories.areas import resolve_generation
+from service.repositories.lookup import find_chain_for_point, find_chains_for_points
+from service.schemas.lookup import BatchLookupRequest, BatchLookupResult, LookupResult
+
+router = APIRouter(prefix="/lookup", tags=["lookup"])
+
+
+def _crs(value: str, field: str = "crs") -> int:
+    try:
+        return parse_point_crs(value)
+    except ValueError as exc:
+        raise UnprocessableError(str(exc), field=field) from None
+
+
+@router.get("", response_model=LookupResult, summary="Which grid, community, district is a point in")
+async def lookup_point(
+    conn: ConnDep,
+    principal: PrincipalDep,
+    lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
+    lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
+    crs: Annotated[str, Query(description="EPSG:4326 (default) or EPSG:4490")] = "EPSG:4326",
+    generation: Annotated[int | None, Query(ge=1, description="default: current")] = None,
+) -> JSON:
+    """Return the chain of areas covering the point.
+
+    A point outside every area answers 200 with ``matched: []`` and a note; a point in an
+    area outside your scope answers 403. On a shared edge the deepest level's area with the
+    smallest code wins, so the same point always gets the same grid.
+    """
+    srid = _crs(crs)
+    result = await find_chain_for_point(
+        conn, principal=principal, lon=lon, lat=lat, generation=generation
+    )
+    result["point"] = {"lon": lon, "lat": lat, "crs": f"EPSG:{srid}"}
+    return JSON(result)
+
+
+@router.post("/batch", response_model=BatchLookupResult, summary="Look up many points at once")
+async def lookup_batch(
+    request: Request, conn: ConnDep, principal: PrincipalDep, body: BatchLookupRequest
+) -> JSON:
+    """Return one result per point, in input order, each with a ``status``.
+
+    ``matched`` (down to a grid), ``partial`` (some levels), ``unmatched`` (no area) or
+    ``outside_scope`` (in an area you may not see: no codes are given).
+    """
+    limit = request.app.state.settings.api.max_batch_points
+    if len(body.points) > limit:
+        raise PayloadTooLargeError(
+            f"{len(body.points)} points; at most {limit} per request", field="points"
+        )
+    _crs(body.crs)
+    generation = await resolve_generation(conn, principal, body.generation)
+    lons: list[float] = []
+    lats: list[float] = []
+    ids: list[str | int | None] = []
+    for p in body.points:
+        if isinstance(p, tuple):
+            lons.append(p[0])
+            lats.append(p[1])
+            ids.append(None)
+        else:
+            lons.append(p.lon)
+            lats.append(p.lat)
+            ids.append(p.id)
+    results = await find_chains_for_points(
+        conn, principal=principal, lons=lons, lats=lats, generation=generation
+    )
+    summary = {"matched": 0, "partial": 0, "unmatched": 0, "outside_scope": 0}
+    for item in results:
+        summary[item["status"]] += 1
+        if ids[item["index"]] is not None:
+            item["id"] = ids[item["index"]]
+    summary["total"] = len(results)
+    return JSON({"generation": generation, "summary": summary, "results": results})

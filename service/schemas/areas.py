@@ -1,0 +1,81 @@
+"""Schemas of areas, generations and tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Level = Literal["city", "district", "community", "grid"]
+
+
+class AreaRead(BaseModel):
+    code: str
+    name: str
+    level: Level
+    parent_code: str | None
+    path: list[str] = Field(description="codes from the city down to this area")
+    generation_low: int
+    generation_high: int
+    area_km2: float
+    source: str
+    geometry: dict[str, Any] | None = None
+
+
+class AreaList(BaseModel):
+    items: list[AreaRead]
+    total: int
+    limit: int
+    offset: int
+    generation: int
+    next: str | None
+
+
+class GenerationRead(BaseModel):
+    id: int
+    description: str
+    active: bool
+    current: bool
+    created_at: datetime
+    activated_at: datetime | None
+    areas: int
+
+
+class GenerationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(min_length=1, max_length=500)
+    carry_over: bool = Field(True, description="carry the current areas into the new generation")
+
+
+class AreaImportResult(BaseModel):
+    generation: int
+    inserted: int
+    replaced: int
+    unchanged: int
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    role: Literal[
+        "admin", "planner", "city_dispatcher", "district_dispatcher",
+        "community_dispatcher", "grid_officer",
+    ]
+    area_code: str | None = Field(None, pattern=r"^[0-9]{6,18}$")
+
+
+class TokenCreated(BaseModel):
+    token: str = Field(description="shown once; only its hash is stored")
+    name: str
+    role: str
+    area_code: str | None
+
+
+class PrincipalRead(BaseModel):
+    token_id: str
+    name: str
+    role: str
+    area_code: str | None

@@ -1,0 +1,62 @@
+"""Schemas of point lookups."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Lon = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, description="longitude")]
+Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, description="latitude")]
+
+
+class AreaRef(BaseModel):
+    code: str
+    name: str
+
+
+class LookupResult(BaseModel):
+    """The chain of areas covering a point; levels that did not match are null."""
+
+    generation: int
+    matched: list[Literal["city", "district", "community", "grid"]]
+    city: AreaRef | None
+    district: AreaRef | None
+    community: AreaRef | None
+    grid: AreaRef | None
+    note: str | None = Field(None, description="why the chain is incomplete, when it is")
+    point: dict | None = None
+
+
+class BatchPoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lon: Lon
+    lat: Lat
+    id: str | int | None = Field(None, description="your identifier, echoed back")
+
+
+class BatchLookupRequest(BaseModel):
+    """Points to look up, as objects or as ``[lon, lat]`` pairs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points: list[BatchPoint | tuple[Lon, Lat]] = Field(min_length=1)
+    crs: str = Field("EPSG:4326", description="EPSG:4326 (default) or EPSG:4490")
+    generation: int | None = Field(None, ge=1)
+
+
+class BatchLookupItem(BaseModel):
+    index: int
+    id: str | int | None = None
+    status: Literal["matched", "partial", "unmatched", "outside_scope"]
+    city: AreaRef | None
+    district: AreaRef | None
+    community: AreaRef | None
+    grid: AreaRef | None
+
+
+class BatchLookupResult(BaseModel):
+    generation: int
+    summary: dict[str, int]
+    results: list[BatchLookupItem]

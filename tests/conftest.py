@@ -1,0 +1,137 @@
+"""The PostGIS fixtures: throwaway databases in the project's cluster (or DATABASE_URL's).
+
+No test skips for want of a database: if PostGIS is unreachable the tests fail, saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from service.db import make_engine, migrate, sync_url
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _server_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    from service.localdb import LocalCluster
+
+    return LocalCluster.from_env().url
+
+
+def _create_database(prefix: str) -> str:
+    server = make_url(sync_url(_server_url()))
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except Exception as exc:  # fail loudly: the suite needs a real PostGIS
+        pytest.fail(
+            f"cannot create a test database on {server.render_as_string(hide_password=True)}: "
+            f"{exc}. Run `make test` (it starts the local PostGIS) or set DATABASE_URL.",
+            pytrace=False,
+        )
+    finally:
+        admin.dispose()
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(url: str) -> None:
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :d AND pid <> pg_backend_pid()"
+            ),
+            {"d": target.database},
+        )
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target.database}"')
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def demo_db_url() -> str:
+    """Return the URL of a throwaway database holding the Guiyang demo (built once)."""
+    from fixtures.guiyang import build_guiyang_demo
+
+    url = _create_database("wangge_test_demo")
+    migrate(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        build_guiyang_demo(conn, seed=2014)
+    engine.dispose()
+    yield url
+    _drop_database(url)
+
+
+@pytest.fixture
+def tiny_db_url() -> str:
+    """Return the URL of a fresh throwaway database holding the tiny hierarchy."""
+    from fixtures.tiny import tiny_records
+    from service.repositories import boundaries
+
+    url = _create_database("wangge_test_tiny")
+    migrate(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        gen = boundaries.create_generation(conn, description="tiny")
+        boundaries.write_areas(conn, generation_id=gen, records=tiny_records(), source="tiny")
+        boundaries.activate_generation(conn, generation_id=gen)
+    engine.dispose()
+    yield url
+    _drop_database(url)
+
+
+def _client(url: str):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import APISettings, DatabaseSettings, Settings
+
+    settings = Settings(
+        db=DatabaseSettings(DATABASE_URL=url),
+        api=APISettings(token_cache_seconds=0, max_batch_points=2_000),
+    )
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+def make_tokens(url: str, specs: dict[str, tuple[str, str | None]]) -> dict[str, str]:
+    """Return name → token for ``specs`` (name → (role, area code))."""
+    from service.auth import create_token
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        tokens = {
+            name: create_token(conn, name=name, role=role, area_code=area)
+            for name, (role, area) in specs.items()
+        }
+    engine.dispose()
+    return tokens
+
+
+@pytest.fixture(scope="session")
+def demo_client(demo_db_url):
+    with _client(demo_db_url) as client:
+        yield client
+
+
+@pytest.fixture
+def tiny_client(tiny_db_url):
+    with _client(tiny_db_url) as client:
+        yield client
+
+
+def auth(token: str) -> dict[str, str]:
+    """Return the header that authenticates ``token``."""
+    return {"Authorization": f"Bearer {token}"}
