@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from importlib import resources
 
@@ -18,6 +19,9 @@ __all__ = [
     "migrate",
     "load_sql",
     "connection",
+    "positional",
+    "make_pg_pool",
+    "ensure_database",
 ]
 
 
@@ -97,3 +101,55 @@ def ensure_database(url: str) -> bool:
             return True
     finally:
         engine.dispose()
+
+
+_NAMED = re.compile(r"(?<![:\w]):([a-zA-Z_]\w*)")
+
+
+def positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """Return ``sql`` with ``:name`` parameters as asyncpg's ``$n`` and the names in order.
+
+    Examples
+    --------
+    >>> positional("SELECT :a, :b, :a")
+    ('SELECT $1, $2, $1', ('a', 'b'))
+    """
+    names: list[str] = []
+
+    def repl(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _NAMED.sub(repl, sql), tuple(names)
+
+
+async def make_pg_pool(url: str, *, size: int = 10):
+    """Return an asyncpg pool for the hot read paths (lookups, token checks).
+
+    The SQLAlchemy engine serves everything else; lookups skip its layers because a point
+    lookup is ~0.1 ms in PostGIS and the Python around it is what limits throughput.
+    """
+    import asyncpg
+
+    class _NoResetConnection(asyncpg.Connection):
+        # The hot pool runs single read-only statements and never changes session state,
+        # so the reset round trip asyncpg makes on every release is pure latency.
+        def get_reset_query(self) -> str:
+            return ""
+
+    dsn = url.split("://", 1)[1]
+    return await asyncpg.create_pool(
+        f"postgresql://{dsn}",
+        min_size=1,
+        max_size=size,
+        connection_class=_NoResetConnection,
+        # Generic plans: the hot statements are fixed and planning them anew per call cost
+        # more than running them (0.3 ms against 0.15 ms for one point).
+        server_settings={
+            "application_name": "wangge-hot",
+            "jit": "off",
+            "plan_cache_mode": "force_generic_plan",
+        },
+    )

@@ -1,34 +1,84 @@
-"""Return the area chain (city → district → community → grid) for points."""
+"""Return the area chain (city → district → community → grid) for points.
+
+This is the hot path. It runs on the asyncpg pool with prepared statements rather than the
+SQLAlchemy engine (see ``service.db.make_pg_pool``), and single-point lookups that arrive
+together are answered by one batch query (:class:`PointLookupBatcher`): under load a round
+trip to PostgreSQL serves many requests, at no cost in latency when requests are few.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from service.auth import Principal
-from service.db import load_sql
+from service.db import load_sql, positional
 from service.errors import ForbiddenError, NotFoundError
 
-__all__ = ["find_chain_for_point", "find_chains_for_points", "LEVELS"]
+__all__ = ["PointLookupBatcher", "find_chain_for_point", "find_chains_for_points", "LEVELS"]
 
 LEVELS = ("city", "district", "community", "grid")
-_LOOKUP = text(load_sql("lookup"))
-_LOOKUP_BATCH = text(load_sql("lookup_batch"))
+_LOOKUP_BATCH, _LOOKUP_BATCH_ARGS = positional(load_sql("lookup_batch"))
 
 
-def _chain(rows: Sequence[Any]) -> tuple[dict[str, Any], str | None]:
-    """Return level → {code, name} for a chain of rows, and the deepest path."""
-    chain: dict[str, Any] = {}
-    path = None
-    for r in rows:
-        if r.code is None:
-            continue
-        chain[r.level] = {"code": r.code, "name": r.name}
-        path = r.path
-    return chain, path
+def _args(names: tuple[str, ...], **values: Any) -> list[Any]:
+    return [values[n] for n in names]
+
+
+async def _fetch_chains(pool, lons: list[float], lats: list[float], generation: int | None):
+    return await pool.fetch(
+        _LOOKUP_BATCH, *_args(_LOOKUP_BATCH_ARGS, lons=lons, lats=lats, generation=generation)
+    )
+
+
+class PointLookupBatcher:
+    """Coalesce concurrent single-point lookups into batch queries.
+
+    A lookup joins the batch being collected for its generation; the batch is sent at the
+    next turn of the event loop, so a lone request waits for nothing. At most
+    ``max_in_flight`` batches run at once; requests arriving meanwhile queue into the next.
+    """
+
+    def __init__(self, pool, *, max_in_flight: int = 8, max_batch: int = 512):
+        self._pool = pool
+        self._pending: dict[int | None, list[tuple[float, float, asyncio.Future]]] = {}
+        self._scheduled = False
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_batch = max_batch
+
+    async def lookup(self, lon: float, lat: float, generation: int | None):
+        """Return the batch query's row for one point."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.setdefault(generation, []).append((lon, lat, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, {}
+        for generation, items in pending.items():
+            for start in range(0, len(items), self._max_batch):
+                asyncio.ensure_future(self._run(generation, items[start : start + self._max_batch]))
+
+    async def _run(self, generation: int | None, items: list) -> None:
+        try:
+            async with self._slots:
+                rows = await _fetch_chains(
+                    self._pool, [i[0] for i in items], [i[1] for i in items], generation
+                )
+        except BaseException as exc:  # every waiter must learn of the failure
+            for _, _, future in items:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for row, (_, _, future) in zip(rows, items, strict=True):
+            if not future.done():
+                future.set_result(row)
 
 
 def _in_scope(principal: Principal, path: str | None) -> bool:
@@ -38,24 +88,16 @@ def _in_scope(principal: Principal, path: str | None) -> bool:
     return path is not None and principal.covers_path(path)
 
 
-def _describe(chain: dict[str, Any], generation: int) -> dict[str, Any]:
-    matched = [level for level in LEVELS if level in chain]
-    out: dict[str, Any] = {"generation": generation, "matched": matched}
-    for level in LEVELS:
-        out[level] = chain.get(level)
-    if not matched:
-        out["note"] = f"the point lies outside every area of generation {generation}"
-    elif len(matched) < len(LEVELS):
-        deepest = matched[-1]
-        below = LEVELS[len(matched)]
-        out["note"] = (
-            f"the point lies in {deepest} {chain[deepest]['code']} but in no {below} of it"
-        )
+def _levels(codes: list[str], names: list[str]) -> dict[str, Any]:
+    # A chain always starts at the city (depth 0), so position i is level LEVELS[i].
+    out: dict[str, Any] = {level: None for level in LEVELS}
+    for level, code, name in zip(LEVELS, codes, names, strict=False):
+        out[level] = {"code": code, "name": name}
     return out
 
 
 async def find_chain_for_point(
-    conn: AsyncConnection,
+    batcher: PointLookupBatcher,
     *,
     principal: Principal,
     lon: float,
@@ -67,29 +109,36 @@ async def find_chain_for_point(
     A point outside every area is an answer (``matched: []``), not an error. A point inside
     the system but outside the caller's scope is refused (403) without naming its areas.
     """
-    rows = (
-        await conn.execute(_LOOKUP, {"lon": lon, "lat": lat, "generation": generation})
-    ).all()
-    gen = rows[0].generation
-    if gen is None or rows[0].generation_active is None:
+    row = await batcher.lookup(lon, lat, generation)
+    gen = row["generation"]
+    if gen is None or row["generation_active"] is None:
         if generation is None:
             raise NotFoundError("no boundaries have been activated yet", field="generation")
         raise NotFoundError(f"generation {generation} does not exist", field="generation")
-    if not rows[0].generation_active and principal.role not in ("admin", "planner"):
+    if not row["generation_active"] and principal.role not in ("admin", "planner"):
         raise ForbiddenError(
             f"generation {gen} is pending; only planners and admins may read it",
             field="generation",
         )
-    chain, path = _chain(rows)
-    if chain and not _in_scope(principal, path):
+    codes, names = row["codes"], row["names"]
+    if codes and not _in_scope(principal, row["path"]):
         raise ForbiddenError(
             f"the point lies outside your area {principal.area_code}", field="lon,lat"
         )
-    return _describe(chain, gen)
+    matched = list(LEVELS[: len(codes)])
+    out: dict[str, Any] = {"generation": gen, "matched": matched, **_levels(codes, names)}
+    if not codes:
+        out["note"] = f"the point lies outside every area of generation {gen}"
+    elif len(codes) < len(LEVELS):
+        deepest = matched[-1]
+        out["note"] = (
+            f"the point lies in {deepest} {codes[-1]} but in no {LEVELS[len(codes)]} of it"
+        )
+    return out
 
 
 async def find_chains_for_points(
-    conn: AsyncConnection,
+    pool,
     *,
     principal: Principal,
     lons: list[float],
@@ -101,32 +150,17 @@ async def find_chains_for_points(
     Each result has a ``status``: ``matched`` (a grid), ``partial`` (some levels),
     ``unmatched`` (no area) or ``outside_scope`` (in an area the caller may not see).
     """
-    rows = (
-        await conn.execute(
-            _LOOKUP_BATCH, {"lons": lons, "lats": lats, "generation": generation}
-        )
-    ).all()
+    rows = await _fetch_chains(pool, lons, lats, generation)
+    empty = _levels([], [])
     results: list[dict[str, Any]] = []
-    start = 0
-    n = len(rows)
-    while start < n:
-        stop = start
-        index = rows[start].i
-        while stop < n and rows[stop].i == index:
-            stop += 1
-        chain, path = _chain(rows[start:stop])
-        if not chain:
-            status = "unmatched"
-        elif not _in_scope(principal, path):
-            status = "outside_scope"
-            chain = {}
-        elif "grid" in chain:
-            status = "matched"
+    for row in rows:
+        codes = row["codes"]
+        if not codes:
+            status, chain = "unmatched", empty
+        elif not _in_scope(principal, row["path"]):
+            status, chain = "outside_scope", empty
         else:
-            status = "partial"
-        item: dict[str, Any] = {"index": index - 1, "status": status}
-        for level in LEVELS:
-            item[level] = chain.get(level)
-        results.append(item)
-        start = stop
+            status = "matched" if len(codes) == len(LEVELS) else "partial"
+            chain = _levels(codes, row["names"])
+        results.append({"index": row["i"] - 1, "status": status, **chain})
     return results

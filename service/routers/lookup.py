@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from service.responses import JSON
 
 from geo.crs import parse_point_crs
-from service.deps import ConnDep, PrincipalDep
+from service.deps import ConnDep, PrincipalDep, get_principal
+from service.querymodels import parse_query, query_parameters_doc
 from service.errors import PayloadTooLargeError, UnprocessableError
 from service.repositories.areas import resolve_generation
 from service.repositories.lookup import find_chain_for_point, find_chains_for_points
-from service.schemas.lookup import BatchLookupRequest, BatchLookupResult, LookupResult
+from service.schemas.lookup import (
+    BatchLookupRequest,
+    BatchLookupResult,
+    LookupQuery,
+    LookupResult,
+)
 
 router = APIRouter(prefix="/lookup", tags=["lookup"])
 
@@ -24,26 +28,32 @@ def _crs(value: str, field: str = "crs") -> int:
         raise UnprocessableError(str(exc), field=field) from None
 
 
-@router.get("", response_model=LookupResult, summary="Which grid, community, district is a point in")
-async def lookup_point(
-    conn: ConnDep,
-    principal: PrincipalDep,
-    lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
-    lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
-    crs: Annotated[str, Query(description="EPSG:4326 (default) or EPSG:4490")] = "EPSG:4326",
-    generation: Annotated[int | None, Query(ge=1, description="default: current")] = None,
-) -> JSON:
-    """Return the chain of areas covering the point.
+@router.get(
+    "",
+    response_model=LookupResult,
+    summary="Which grid, community, district is a point in",
+    openapi_extra=query_parameters_doc(LookupQuery),
+)
+async def lookup_point(request: Request) -> JSON:
+    """Return the chain of areas covering the point (``lon``, ``lat``).
 
     A point outside every area answers 200 with ``matched: []`` and a note; a point in an
     area outside your scope answers 403. On a shared edge the deepest level's area with the
-    smallest code wins, so the same point always gets the same grid.
+    smallest code wins, so the same point always gets the same grid. Unknown parameters are
+    refused rather than ignored.
     """
-    srid = _crs(crs)
+    # The hot path: token and parameters are read by hand (see service.querymodels).
+    principal = await get_principal(request)
+    q = parse_query(LookupQuery, request)
+    srid = _crs(q.crs)
     result = await find_chain_for_point(
-        conn, principal=principal, lon=lon, lat=lat, generation=generation
+        request.app.state.lookup_batcher,
+        principal=principal,
+        lon=q.lon,
+        lat=q.lat,
+        generation=q.generation,
     )
-    result["point"] = {"lon": lon, "lat": lat, "crs": f"EPSG:{srid}"}
+    result["point"] = {"lon": q.lon, "lat": q.lat, "crs": f"EPSG:{srid}"}
     return JSON(result)
 
 
@@ -76,7 +86,7 @@ async def lookup_batch(
             lats.append(p.lat)
             ids.append(p.id)
     results = await find_chains_for_points(
-        conn, principal=principal, lons=lons, lats=lats, generation=generation
+        request.app.state.pg_pool, principal=principal, lons=lons, lats=lats, generation=generation
     )
     summary = {"matched": 0, "partial": 0, "unmatched": 0, "outside_scope": 0}
     for item in results:

@@ -10,6 +10,17 @@ Lon = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, description="
 Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, description="latitude")]
 
 
+class LookupQuery(BaseModel):
+    """Query parameters of ``GET /lookup``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lon: Lon
+    lat: Lat
+    crs: str = Field("EPSG:4326", description="EPSG:4326 (default) or EPSG:4490")
+    generation: int | None = Field(None, ge=1, description="default: the current generation")
+
+
 class AreaRef(BaseModel):
     code: str
     name: str

@@ -1,4 +1,6 @@
--- Many points -> one chain each (same tie-break as lookup.sql), ordered by input position.
+-- Many points -> one row each, in input order (same tie-break as lookup.sql): the 1-based
+-- input index, the generation and whether it is active, the deepest area's path and the
+-- chain's codes and names from the top down.
 WITH g AS (
     SELECT COALESCE(CAST(:generation AS integer),
                     (SELECT max(id) FROM generation WHERE active)) AS id
@@ -16,11 +18,23 @@ WITH g AS (
         ORDER BY p.depth DESC, p.code
         LIMIT 1
     ) h ON true
+), chains AS (
+    -- Points falling in the same area share one chain: resolve each distinct area once.
+    SELECT d.id AS area_id, d.path,
+           array_agg(a.code ORDER BY a.depth) AS codes,
+           array_agg(a.name ORDER BY a.depth) AS names
+    FROM (SELECT DISTINCT area_id FROM hit WHERE area_id IS NOT NULL) h
+    JOIN area d ON d.id = h.area_id
+    CROSS JOIN g
+    JOIN area a ON a.code = ANY (string_to_array(d.path, '/'))
+               AND a.generation_low <= g.id AND a.generation_high >= g.id
+    GROUP BY d.id, d.path
 )
-SELECT hit.i, a.code, a.name, a.level, a.depth, a.path
+SELECT hit.i, g.id AS generation,
+       (SELECT active FROM generation WHERE id = g.id) AS generation_active,
+       chains.path, coalesce(chains.codes, '{}') AS codes,
+       coalesce(chains.names, '{}') AS names
 FROM hit
 CROSS JOIN g
-LEFT JOIN area d ON d.id = hit.area_id
-LEFT JOIN area a ON a.code = ANY (string_to_array(d.path, '/'))
-                AND a.generation_low <= g.id AND a.generation_high >= g.id
-ORDER BY hit.i, a.depth
+LEFT JOIN chains ON chains.area_id = hit.area_id
+ORDER BY hit.i

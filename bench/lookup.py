@@ -1,0 +1,264 @@
+"""Lookup benchmark: single-point and batch HTTP lookups beside a bare route and raw PostGIS.
+
+Everything is measured in one run against one database (a throwaway copy of the Guiyang
+demo) and one server process (uvicorn, 1 worker):
+
+- ``bare``: ``GET /bench/bare`` on the same app (no auth, no database) — the ceiling.
+- ``lookup``: ``GET /lookup`` with a token, a different point per request.
+- ``raw``: the same SQL from Python with psycopg (no HTTP), one connection.
+- ``batch``: ``POST /lookup/batch`` with 1,000 points per request, and the raw batch SQL.
+
+HTTP load comes from ``wrk`` (Debian package; installed by ``make bench``) with a Lua script
+rotating the points; ``--connections`` concurrent connections. Run: ``make bench`` or
+``.venv/bin/python -m bench.lookup [--seconds 10] [--connections 32]``.
+Goal: single lookups at >= 0.5x the bare route's throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psycopg
+
+from service.db import ensure_database, load_sql, make_engine, migrate, sync_url
+
+PORT = 8765
+BATCH = 1_000
+
+
+def _server_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    from service.localdb import LocalCluster
+
+    return LocalCluster.from_env().url
+
+
+def prepare_database() -> tuple[str, str]:
+    """Return (url, city token) of the benchmark database, building the demo on first use."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(sync_url(_server_url())).set(database="wangge_bench")
+    url = url.render_as_string(hide_password=False)
+    ensure_database(url)
+    migrate(url)
+    from fixtures.guiyang import build_guiyang_demo
+    from service.auth import create_token
+    from service.repositories.boundaries import current_generation
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        if current_generation(conn) is None:
+            print(build_guiyang_demo(conn, seed=2014))
+        token = create_token(conn, name="bench", role="city_dispatcher", area_code="520100")
+    engine.dispose()
+    return url, token
+
+
+def sample_points(url: str, n: int, seed: int = 7) -> np.ndarray:
+    """Return n points: 90 % inside gridded areas, 10 % anywhere in the city's bbox."""
+    with psycopg.connect(url.replace("+psycopg", "")) as conn:
+        rows = conn.execute(
+            "SELECT ST_X(p), ST_Y(p) FROM (SELECT (ST_Dump(ST_GeneratePoints(geom, 20, 7))).geom p "
+            "FROM area WHERE level = 'grid') s"
+        ).fetchall()
+        bbox = conn.execute(
+            "SELECT ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom) FROM area "
+            "WHERE level = 'city'"
+        ).fetchone()
+    rng = np.random.default_rng(seed)
+    inside = np.array(rows)[rng.integers(0, len(rows), int(n * 0.9))]
+    anywhere = np.column_stack(
+        [rng.uniform(bbox[0], bbox[2], n - len(inside)), rng.uniform(bbox[1], bbox[3], n - len(inside))]
+    )
+    pts = np.vstack([inside, anywhere])
+    rng.shuffle(pts)
+    return pts
+
+
+def start_server(url: str) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": url, "WANGGE_DB_POOL_SIZE": "20"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.lookup_app:create_bench_app", "--factory",
+         "--host", "127.0.0.1", "--port", str(PORT), "--log-level", "warning",
+         "--no-access-log"],
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{PORT}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("benchmark server did not start")
+
+
+WRK_LUA = """
+local points = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  local p = points[(i %% #points) + 1]
+  return wrk.format("GET", "/lookup?lon=" .. p[1] .. "&lat=" .. p[2], {["Authorization"] = "Bearer %s"})
+end
+"""
+
+
+def _parse_wrk(out: str) -> dict:
+    def ms(text: str) -> float:
+        value = float(re.match(r"([\d.]+)", text).group(1))
+        unit = re.match(r"[\d.]+(\w+)", text).group(1)
+        return value * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+    if "Latency Distribution" not in out:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": errors}
+
+
+def run_wrk(path: str, seconds: int, connections: int, lua: str | None = None) -> dict:
+    args = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        if lua:
+            fh.write(lua)
+            args += ["-s", fh.name]
+    out = subprocess.run(
+        [*args, f"http://127.0.0.1:{PORT}{path}"], capture_output=True, text=True, check=True
+    ).stdout
+    Path(fh.name).unlink()
+    return _parse_wrk(out)
+
+
+def _raw_sql() -> str:
+    sql = load_sql("lookup_batch").replace("CAST(:generation AS integer)", "CAST(%(generation)s AS integer)")
+    return sql.replace(":lons", "%(lons)s").replace(":lats", "%(lats)s")
+
+
+def run_raw(url: str, pts: np.ndarray, seconds: float) -> dict:
+    """Time the service's lookup SQL for one point at a time, straight from psycopg."""
+    sql = _raw_sql()
+    lat_ms = []
+    with psycopg.connect(url.replace("+psycopg", ""), prepare_threshold=0,
+                         options="-c plan_cache_mode=force_generic_plan") as conn:
+        deadline = time.perf_counter() + seconds
+        i = 0
+        while time.perf_counter() < deadline:
+            lon, lat = pts[i % len(pts)]
+            t = time.perf_counter()
+            conn.execute(sql, {"lons": [float(lon)], "lats": [float(lat)], "generation": None}).fetchall()
+            lat_ms.append((time.perf_counter() - t) * 1e3)
+            i += 1
+    total = sum(lat_ms) / 1e3
+    return _summary(lat_ms, len(lat_ms) / total)
+
+
+def run_raw_batch(url: str, pts: np.ndarray, rounds: int) -> dict:
+    sql = _raw_sql()
+    lat_ms = []
+    with psycopg.connect(url.replace("+psycopg", ""), prepare_threshold=0,
+                         options="-c plan_cache_mode=force_generic_plan") as conn:
+        for r in range(rounds):
+            chunk = pts[(r * BATCH) % len(pts):][:BATCH]
+            t = time.perf_counter()
+            conn.execute(sql, {"lons": chunk[:, 0].tolist(), "lats": chunk[:, 1].tolist(),
+                               "generation": None}).fetchall()
+            lat_ms.append((time.perf_counter() - t) * 1e3)
+    return _summary(lat_ms, BATCH * len(lat_ms) / (sum(lat_ms) / 1e3))
+
+
+def run_http_batch(token: str, pts: np.ndarray, rounds: int) -> dict:
+    lat_ms = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=60,
+                      headers={"Authorization": f"Bearer {token}"}) as client:
+        for r in range(rounds):
+            chunk = pts[(r * BATCH) % len(pts):][:BATCH]
+            t = time.perf_counter()
+            resp = client.post("/lookup/batch", json={"points": chunk.tolist()})
+            resp.raise_for_status()
+            lat_ms.append((time.perf_counter() - t) * 1e3)
+    return _summary(lat_ms, BATCH * len(lat_ms) / (sum(lat_ms) / 1e3))
+
+
+def _summary(lat_ms: list[float], throughput: float) -> dict:
+    lat_ms = sorted(lat_ms)
+    return {
+        "rps": throughput,
+        "p50_ms": statistics.median(lat_ms),
+        "p99_ms": lat_ms[min(len(lat_ms) - 1, int(len(lat_ms) * 0.99))],
+        "n": len(lat_ms),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--batch-rounds", type=int, default=40)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        print("wrk is missing: `make bench` installs it (apt-get install wrk)", file=sys.stderr)
+        return 2
+
+    url, token = prepare_database()
+    pts = sample_points(url, 20_000)
+    lua = WRK_LUA % (", ".join(f"{{{x:.6f},{y:.6f}}}" for x, y in pts[:5000]), token)
+    server = start_server(url)
+    try:
+        run_wrk("/bench/bare", 2, args.connections)  # warm-up
+        run_wrk("/", 2, args.connections, lua)
+        results = {
+            "bare": run_wrk("/bench/bare", args.seconds, args.connections),
+            "lookup": run_wrk("/", args.seconds, args.connections, lua),
+            "raw": run_raw(url, pts, args.seconds),
+            "batch_http": run_http_batch(token, pts, args.batch_rounds),
+            "batch_raw": run_raw_batch(url, pts, args.batch_rounds),
+        }
+    finally:
+        server.terminate()
+        server.wait(10)
+
+    ratio = results["lookup"]["rps"] / results["bare"]["rps"]
+    print(f"\nlookup benchmark: 1 uvicorn worker, wrk -c {args.connections}, {args.seconds}s each, "
+          f"{os.cpu_count()} cores\n")
+    print(f"{'what':<34}{'throughput':>16}{'p50 ms':>10}{'p99 ms':>10}")
+    rows = [
+        ("bare route GET /bench/bare", results["bare"], "req/s"),
+        ("lookup GET /lookup", results["lookup"], "req/s"),
+        ("raw PostGIS query (psycopg, 1 conn)", results["raw"], "q/s"),
+        (f"batch POST /lookup/batch ({BATCH} pts)", results["batch_http"], "pts/s"),
+        (f"raw batch SQL ({BATCH} pts)", results["batch_raw"], "pts/s"),
+    ]
+    for name, r, unit in rows:
+        print(f"{name:<34}{r['rps']:>10,.0f} {unit:<5}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}")
+    print(f"\nlookup / bare route throughput: {ratio:.2f}x (goal >= 0.5x)")
+    print(f"lookup / raw PostGIS throughput: {results['lookup']['rps'] / results['raw']['rps']:.2f}x")
+    print(f"batch HTTP / raw batch SQL: {results['batch_http']['rps'] / results['batch_raw']['rps']:.2f}x")
+    if results["lookup"]["non_2xx"]:
+        print(f"WARNING: {results['lookup']['non_2xx']} lookups were not 2xx")
+    if args.json:
+        args.json.write_text(json.dumps({**results, "ratio_lookup_bare": ratio}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""B-tree index on area codes for the lookup's ancestor chain.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-27
+"""
+
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # The exclusion constraint's GiST index can answer code = ANY(...), but a B-tree on
+    # (code, generations) makes the per-point ancestor lookup an index-only probe.
+    op.execute(
+        "CREATE INDEX area_code_generations ON area (code, generation_low, generation_high) "
+        "INCLUDE (depth, name)"
+    )
+
+
+def downgrade() -> None:
+    op.execute("DROP INDEX area_code_generations")

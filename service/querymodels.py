@@ -1,0 +1,48 @@
+"""Parse query strings into Pydantic models by hand, for the hot routes.
+
+FastAPI's per-parameter machinery costs more than the rest of a point lookup; validating one
+model is a few microseconds. Errors still leave as FastAPI's RequestValidationError (so as
+problem+json naming the field) and the parameters are still documented in OpenAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+
+__all__ = ["parse_query", "query_parameters_doc"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_query(model: type[M], request: Request) -> M:
+    """Return ``model`` validated from the request's query string (422 on bad input)."""
+    params = request.query_params
+    try:
+        return model.model_validate(dict(params))
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors(include_url=False):
+            err = dict(err)
+            err["loc"] = ("query", *err.get("loc", ()))
+            errors.append(err)
+        raise RequestValidationError(errors) from None
+
+
+def query_parameters_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """Return ``openapi_extra`` documenting ``model``'s fields as query parameters."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        description = prop.pop("description", None)
+        prop.pop("title", None)
+        param = {"name": name, "in": "query", "required": name in required, "schema": prop}
+        if description:
+            param["description"] = description
+        parameters.append(param)
+    return {"parameters": parameters}
