@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 
 from cachetools import TTLCache
@@ -37,6 +38,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = make_async_engine(url, pool_size=settings.db.pool_size)
         app.state.pg_pool = await make_pg_pool(url, size=settings.db.pool_size)
         app.state.lookup_batcher = PointLookupBatcher(app.state.pg_pool)
+        # Everything allocated so far lives as long as the process: move it out of the
+        # collector's sight, so full collections do not walk the app on every request burst
+        # (they were the p99 of lookups, and a fifth of their throughput).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
