@@ -82,7 +82,10 @@ def sample_points(url: str, n: int, seed: int = 7) -> np.ndarray:
     rng = np.random.default_rng(seed)
     inside = np.array(rows)[rng.integers(0, len(rows), int(n * 0.9))]
     anywhere = np.column_stack(
-        [rng.uniform(bbox[0], bbox[2], n - len(inside)), rng.uniform(bbox[1], bbox[3], n - len(inside))]
+        [
+            rng.uniform(bbox[0], bbox[2], n - len(inside)),
+            rng.uniform(bbox[1], bbox[3], n - len(inside)),
+        ]
     )
     pts = np.vstack([inside, anywhere])
     rng.shuffle(pts)
@@ -92,9 +95,20 @@ def sample_points(url: str, n: int, seed: int = 7) -> np.ndarray:
 def start_server(url: str) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": url, "WANGGE_DB_POOL_SIZE": "20"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench.lookup_app:create_bench_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(PORT), "--log-level", "warning",
-         "--no-access-log"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.lookup_app:create_bench_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(PORT),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
         env=env,
     )
     deadline = time.monotonic() + 30
@@ -149,7 +163,9 @@ def run_wrk(path: str, seconds: int, connections: int, lua: str | None = None) -
 
 
 def _raw_sql() -> str:
-    sql = load_sql("lookup_batch").replace("CAST(:generation AS integer)", "CAST(%(generation)s AS integer)")
+    sql = load_sql("lookup_batch").replace(
+        "CAST(:generation AS integer)", "CAST(%(generation)s AS integer)"
+    )
     return sql.replace(":lons", "%(lons)s").replace(":lats", "%(lats)s")
 
 
@@ -157,14 +173,19 @@ def run_raw(url: str, pts: np.ndarray, seconds: float) -> dict:
     """Time the service's lookup SQL for one point at a time, straight from psycopg."""
     sql = _raw_sql()
     lat_ms = []
-    with psycopg.connect(url.replace("+psycopg", ""), prepare_threshold=0,
-                         options="-c plan_cache_mode=force_generic_plan") as conn:
+    with psycopg.connect(
+        url.replace("+psycopg", ""),
+        prepare_threshold=0,
+        options="-c plan_cache_mode=force_generic_plan",
+    ) as conn:
         deadline = time.perf_counter() + seconds
         i = 0
         while time.perf_counter() < deadline:
             lon, lat = pts[i % len(pts)]
             t = time.perf_counter()
-            conn.execute(sql, {"lons": [float(lon)], "lats": [float(lat)], "generation": None}).fetchall()
+            conn.execute(
+                sql, {"lons": [float(lon)], "lats": [float(lat)], "generation": None}
+            ).fetchall()
             lat_ms.append((time.perf_counter() - t) * 1e3)
             i += 1
     total = sum(lat_ms) / 1e3
@@ -174,23 +195,31 @@ def run_raw(url: str, pts: np.ndarray, seconds: float) -> dict:
 def run_raw_batch(url: str, pts: np.ndarray, rounds: int) -> dict:
     sql = _raw_sql()
     lat_ms = []
-    with psycopg.connect(url.replace("+psycopg", ""), prepare_threshold=0,
-                         options="-c plan_cache_mode=force_generic_plan") as conn:
+    with psycopg.connect(
+        url.replace("+psycopg", ""),
+        prepare_threshold=0,
+        options="-c plan_cache_mode=force_generic_plan",
+    ) as conn:
         for r in range(rounds):
-            chunk = pts[(r * BATCH) % len(pts):][:BATCH]
+            chunk = pts[(r * BATCH) % len(pts) :][:BATCH]
             t = time.perf_counter()
-            conn.execute(sql, {"lons": chunk[:, 0].tolist(), "lats": chunk[:, 1].tolist(),
-                               "generation": None}).fetchall()
+            conn.execute(
+                sql,
+                {"lons": chunk[:, 0].tolist(), "lats": chunk[:, 1].tolist(), "generation": None},
+            ).fetchall()
             lat_ms.append((time.perf_counter() - t) * 1e3)
     return _summary(lat_ms, BATCH * len(lat_ms) / (sum(lat_ms) / 1e3))
 
 
 def run_http_batch(token: str, pts: np.ndarray, rounds: int) -> dict:
     lat_ms = []
-    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=60,
-                      headers={"Authorization": f"Bearer {token}"}) as client:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{PORT}",
+        timeout=60,
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
         for r in range(rounds):
-            chunk = pts[(r * BATCH) % len(pts):][:BATCH]
+            chunk = pts[(r * BATCH) % len(pts) :][:BATCH]
             t = time.perf_counter()
             resp = client.post("/lookup/batch", json={"points": chunk.tolist()})
             resp.raise_for_status()
@@ -238,8 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         server.wait(10)
 
     ratio = results["lookup"]["rps"] / results["bare"]["rps"]
-    print(f"\nlookup benchmark: 1 uvicorn worker, wrk -c {args.connections}, {args.seconds}s each, "
-          f"{os.cpu_count()} cores\n")
+    print(
+        f"\nlookup benchmark: 1 uvicorn worker, wrk -c {args.connections}, {args.seconds}s each, "
+        f"{os.cpu_count()} cores\n"
+    )
     print(f"{'what':<34}{'throughput':>16}{'p50 ms':>10}{'p99 ms':>10}")
     rows = [
         ("bare route GET /bench/bare", results["bare"], "req/s"),
@@ -251,8 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, r, unit in rows:
         print(f"{name:<34}{r['rps']:>10,.0f} {unit:<5}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}")
     print(f"\nlookup / bare route throughput: {ratio:.2f}x (goal >= 0.5x)")
-    print(f"lookup / raw PostGIS throughput: {results['lookup']['rps'] / results['raw']['rps']:.2f}x")
-    print(f"batch HTTP / raw batch SQL: {results['batch_http']['rps'] / results['batch_raw']['rps']:.2f}x")
+    print(
+        f"lookup / raw PostGIS throughput: {results['lookup']['rps'] / results['raw']['rps']:.2f}x"
+    )
+    print(
+        f"batch HTTP / raw batch SQL: {results['batch_http']['rps'] / results['batch_raw']['rps']:.2f}x"
+    )
     if results["lookup"]["non_2xx"]:
         print(f"WARNING: {results['lookup']['non_2xx']} lookups were not 2xx")
     if args.json:

@@ -43,7 +43,9 @@ def _polygonal(geom_json: dict[str, Any]):
     if not geom.is_valid:
         # Survey data occasionally has self-touching rings; keep only polygonal output.
         geom = shapely.make_valid(geom)
-        parts = [g for g in getattr(geom, "geoms", [geom]) if g.geom_type in ("Polygon", "MultiPolygon")]
+        parts = [
+            g for g in getattr(geom, "geoms", [geom]) if g.geom_type in ("Polygon", "MultiPolygon")
+        ]
         geom = shapely.union_all(parts)
     return as_multipolygon(geom)
 

@@ -78,7 +78,9 @@ def _check_code(code: Any, level: str | None) -> str:
     if not _CODE_RE.match(text):
         raise ValueError(f"{text!r} is not a string of digits")
     if level in _CODE_LENGTH and len(text) != _CODE_LENGTH[level]:
-        raise ValueError(f"a {level} code has {_CODE_LENGTH[level]} digits, {text!r} has {len(text)}")
+        raise ValueError(
+            f"a {level} code has {_CODE_LENGTH[level]} digits, {text!r} has {len(text)}"
+        )
     return text
 
 
@@ -118,7 +120,8 @@ def parse_area_features(
     --------
     >>> fc = {"type": "FeatureCollection", "features": [{"type": "Feature",
     ...   "properties": {"code": "520100", "name": "贵阳市", "level": "city"},
-    ...   "geometry": {"type": "Polygon", "coordinates": [[[106, 26], [107, 26], [107, 27], [106, 26]]]}}]}
+    ...   "geometry": {"type": "Polygon",
+    ...                "coordinates": [[[106, 26], [107, 26], [107, 27], [106, 26]]]}}]}
     >>> records, problems = parse_area_features(fc)
     >>> records[0].code, problems
     ('520100', [])
@@ -134,7 +137,9 @@ def parse_area_features(
             return [], [FeatureProblem(-1, "crs", "unreadable crs member")]
         if srid not in ACCEPTED_INPUT_SRIDS:
             return [], [
-                FeatureProblem(-1, "crs", f"EPSG:{srid} is not accepted; use EPSG:4326 or EPSG:4490")
+                FeatureProblem(
+                    -1, "crs", f"EPSG:{srid} is not accepted; use EPSG:4326 or EPSG:4490"
+                )
             ]
     features = collection.get("features")
     if not isinstance(features, list) or not features:
@@ -195,7 +200,9 @@ def parse_area_features(
             problems.extend(row_problems)
             continue
         seen[code] = i
-        extra = {k: v for k, v in props.items() if k not in ("code", "name", "level", "parent_code")}
+        extra = {
+            k: v for k, v in props.items() if k not in ("code", "name", "level", "parent_code")
+        }
         records.append(AreaRecord(code, name.strip(), level, parent, geom, extra))
 
     levels = {r.code: r.level for r in records}

@@ -7,12 +7,12 @@ from contextlib import asynccontextmanager
 
 from cachetools import TTLCache
 from fastapi import FastAPI
-from service.responses import JSON
 
 from service import __version__
 from service.db import make_async_engine, make_pg_pool
 from service.errors import register_error_handlers
 from service.repositories.lookup import PointLookupBatcher
+from service.responses import JSON
 from service.routers import areas, generations, health, lookup, tokens
 from service.settings import Settings, get_settings
 

@@ -120,8 +120,13 @@ def create_token(conn: Connection, *, name: str, role: str, area_code: str | Non
             "INSERT INTO api_token (id, name, role, area_code, secret_sha256) "
             "VALUES (:id, :name, :role, :area, :digest)"
         ),
-        {"id": token_id, "name": name, "role": role, "area": area_code,
-         "digest": hash_secret(secret)},
+        {
+            "id": token_id,
+            "name": name,
+            "role": role,
+            "area": area_code,
+            "digest": hash_secret(secret),
+        },
     )
     return f"wg_{token_id}_{secret}"
 

@@ -21,7 +21,9 @@ app.add_typer(token_app, name="token")
 app.add_typer(gen_app, name="generation")
 
 DEMO_TOKENS_FILE = Path(
-    os.environ.get("WANGGE_DEMO_TOKENS", Path(__file__).resolve().parent.parent / ".demo-tokens.json")
+    os.environ.get(
+        "WANGGE_DEMO_TOKENS", Path(__file__).resolve().parent.parent / ".demo-tokens.json"
+    )
 )
 
 
@@ -214,7 +216,10 @@ def demo(
     from service.repositories import boundaries
 
     def work(conn):
-        if boundaries.current_generation(conn) is None and boundaries.pending_generation(conn) is None:
+        if (
+            boundaries.current_generation(conn) is None
+            and boundaries.pending_generation(conn) is None
+        ):
             summary = build_guiyang_demo(conn, seed=seed, progress=lambda m: typer.echo(m))
             typer.echo(summary)
         else:
@@ -234,9 +239,7 @@ def _demo_tokens(conn, create_demo_tokens) -> list[dict]:
         saved = json.loads(DEMO_TOKENS_FILE.read_text())
         ids = [t["token"].split("_")[1] for t in saved]
         alive = conn.execute(
-            text(
-                "SELECT count(*) FROM api_token WHERE id = ANY(:ids) AND revoked_at IS NULL"
-            ),
+            text("SELECT count(*) FROM api_token WHERE id = ANY(:ids) AND revoked_at IS NULL"),
             {"ids": ids},
         ).scalar()
         if alive == len(saved):

@@ -119,8 +119,10 @@ class LocalCluster:
         self._run(
             [
                 str(bindir / "initdb"),
-                "-D", str(self.datadir),
-                "-U", SUPERUSER,
+                "-D",
+                str(self.datadir),
+                "-U",
+                SUPERUSER,
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--locale=C.UTF-8",
@@ -155,9 +157,17 @@ class LocalCluster:
             os.chown(self.logfile, pg.pw_uid, pg.pw_gid)
         self._run(
             [
-                str(bindir / "pg_ctl"), "start", "-w", "-t", str(int(timeout_s)),
-                "-D", str(self.datadir), "-l", str(self.logfile),
-                "-o", f"-p {self.port}",
+                str(bindir / "pg_ctl"),
+                "start",
+                "-w",
+                "-t",
+                str(int(timeout_s)),
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.logfile),
+                "-o",
+                f"-p {self.port}",
             ],
             capture_output=True,
         )

@@ -49,7 +49,9 @@ area = Table(
     Column("path", Text, nullable=False),
     Column("generation_low", Integer, ForeignKey("generation.id"), nullable=False),
     Column("generation_high", Integer, ForeignKey("generation.id"), nullable=False),
-    Column("geom", Geometry("MULTIPOLYGON", srid=STORAGE_SRID, spatial_index=False), nullable=False),
+    Column(
+        "geom", Geometry("MULTIPOLYGON", srid=STORAGE_SRID, spatial_index=False), nullable=False
+    ),
     Column("area_m2", BigInteger, nullable=False),
     Column("source", Text, nullable=False, server_default=""),
     Column("properties", JSONB, nullable=False, server_default="{}"),

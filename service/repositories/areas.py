@@ -74,9 +74,7 @@ async def resolve_generation(
 ) -> int:
     """Return the generation to read: ``requested`` if it exists and may be read, else current."""
     if requested is None:
-        current = (
-            await conn.execute(text("SELECT max(id) FROM generation WHERE active"))
-        ).scalar()
+        current = (await conn.execute(text("SELECT max(id) FROM generation WHERE active"))).scalar()
         if current is None:
             raise NotFoundError("no boundaries have been activated yet", field="generation")
         return current
@@ -233,9 +231,7 @@ async def list_area_history(
         f"SELECT {_COLUMNS} FROM area a WHERE a.code = :code AND {_VISIBLE} "
         "ORDER BY a.generation_low"
     )
-    rows = (
-        await conn.execute(text(sql), {"code": code, "scope": principal.scope_path})
-    ).all()
+    rows = (await conn.execute(text(sql), {"code": code, "scope": principal.scope_path})).all()
     if not rows:
         raise NotFoundError(f"no area {code} that you may see, in any generation", field="code")
     return [_row_to_dict(r) for r in rows]

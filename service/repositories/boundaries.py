@@ -95,10 +95,7 @@ def _require_pending(conn: Connection, generation_id: int) -> None:
 def levels_in_generation(conn: Connection, generation_id: int) -> dict[str, str]:
     """Return code → level of every area valid in ``generation_id``."""
     rows = conn.execute(
-        text(
-            "SELECT code, level FROM area "
-            "WHERE generation_low <= :g AND generation_high >= :g"
-        ),
+        text("SELECT code, level FROM area WHERE generation_low <= :g AND generation_high >= :g"),
         {"g": generation_id},
     )
     return {r.code: r.level for r in rows}
@@ -119,13 +116,16 @@ def write_areas(
         if record.parent_code is None:
             path = record.code
         else:
-            parent_path = paths.get(record.parent_code) or conn.execute(
-                text(
-                    "SELECT path FROM area WHERE code = :c "
-                    "AND generation_low <= :g AND generation_high >= :g"
-                ),
-                {"c": record.parent_code, "g": generation_id},
-            ).scalar()
+            parent_path = (
+                paths.get(record.parent_code)
+                or conn.execute(
+                    text(
+                        "SELECT path FROM area WHERE code = :c "
+                        "AND generation_low <= :g AND generation_high >= :g"
+                    ),
+                    {"c": record.parent_code, "g": generation_id},
+                ).scalar()
+            )
             if parent_path is None:
                 raise UnprocessableError(
                     f"area {record.code}: parent {record.parent_code} is not in generation "
@@ -194,7 +194,8 @@ def retire_areas(conn: Connection, *, generation_id: int, codes: list[str]) -> i
     rows = conn.execute(
         text(
             "SELECT id, generation_low FROM area a WHERE a.generation_low <= :g "
-            "AND a.generation_high >= :g AND EXISTS (SELECT 1 FROM unnest(CAST(:codes AS text[])) c "
+            "AND a.generation_high >= :g "
+            "AND EXISTS (SELECT 1 FROM unnest(CAST(:codes AS text[])) c "
             "WHERE a.code = c OR a.path LIKE '%' || c || '/%')"
         ),
         {"g": generation_id, "codes": list(codes)},
@@ -224,8 +225,7 @@ def activate_generation(conn: Connection, *, generation_id: int) -> None:
     ).first()
     if orphan is not None:
         raise UnprocessableError(
-            f"area {orphan.code} has no parent {orphan.parent_code} in generation "
-            f"{generation_id}",
+            f"area {orphan.code} has no parent {orphan.parent_code} in generation {generation_id}",
             field="generation",
         )
     empty = conn.execute(

@@ -123,9 +123,7 @@ async def list_ancestors(
     return await repo.list_ancestors(conn, principal=principal, code=code, generation=gen)
 
 
-@router.get(
-    "/{code}/history", response_model=list[AreaRead], summary="Every version of an area"
-)
+@router.get("/{code}/history", response_model=list[AreaRead], summary="Every version of an area")
 async def list_history(conn: ConnDep, principal: PrincipalDep, code: Code) -> list[dict]:
     """Return each stored version of the area with the generations it was valid in."""
     return await repo.list_area_history(conn, principal=principal, code=code)

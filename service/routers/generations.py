@@ -92,7 +92,5 @@ async def retire_areas(
 @router.post("/{generation_id}/activate", summary="Make a pending generation current (admin)")
 async def activate(conn: WriteConnDep, admin: AdminDep, generation_id: GenerationId) -> dict:
     """Switch lookups and listings to this generation in one step; history stays queryable."""
-    await conn.run_sync(
-        lambda c: boundaries.activate_generation(c, generation_id=generation_id)
-    )
+    await conn.run_sync(lambda c: boundaries.activate_generation(c, generation_id=generation_id))
     return {"id": generation_id, "active": True, "current": True}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from service.responses import JSON
 from sqlalchemy import text
 
 from service import __version__
 from service.deps import ConnDep, PrincipalDep
+from service.responses import JSON
 
 router = APIRouter(tags=["health"])
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from service.responses import JSON
 
 from geo.crs import parse_point_crs
 from service.deps import ConnDep, PrincipalDep, get_principal
-from service.querymodels import parse_query, query_parameters_doc
 from service.errors import PayloadTooLargeError, UnprocessableError
+from service.querymodels import parse_query, query_parameters_doc
 from service.repositories.areas import resolve_generation
 from service.repositories.lookup import find_chain_for_point, find_chains_for_points
+from service.responses import JSON
 from service.schemas.lookup import (
     BatchLookupRequest,
     BatchLookupResult,

@@ -61,8 +61,12 @@ class TokenCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     role: Literal[
-        "admin", "planner", "city_dispatcher", "district_dispatcher",
-        "community_dispatcher", "grid_officer",
+        "admin",
+        "planner",
+        "city_dispatcher",
+        "district_dispatcher",
+        "community_dispatcher",
+        "grid_officer",
     ]
     area_code: str | None = Field(None, pattern=r"^[0-9]{6,18}$")
 

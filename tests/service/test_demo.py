@@ -35,12 +35,24 @@ def tokens(demo_db_url):
 
 
 def test_city_and_its_ten_real_divisions(db):
-    rows = db.execute(text(f"SELECT code, level, name FROM area a, {G} WHERE {CURRENT} "
-                           "AND level IN ('city', 'district') ORDER BY code")).all()
+    rows = db.execute(
+        text(
+            f"SELECT code, level, name FROM area a, {G} WHERE {CURRENT} "
+            "AND level IN ('city', 'district') ORDER BY code"
+        )
+    ).all()
     assert rows[0] == ("520100", "city", "贵阳市")
     assert {r.code for r in rows[1:]} == {
-        "520102", "520103", "520111", "520112", "520113", "520115",
-        "520121", "520122", "520123", "520181",
+        "520102",
+        "520103",
+        "520111",
+        "520112",
+        "520113",
+        "520115",
+        "520121",
+        "520122",
+        "520123",
+        "520181",
     }
     # The stored districts are the Tianditu survey boundaries (the shared reference copy).
     reference = json.loads(
@@ -48,35 +60,57 @@ def test_city_and_its_ten_real_divisions(db):
     )
     for feat in reference["features"]:
         code = str(feat["properties"]["adcode"])
-        wkb = db.execute(text(f"SELECT ST_AsBinary(geom) FROM area a, {G} WHERE {CURRENT} "
-                              "AND code = :c"), {"c": code}).scalar()
+        wkb = db.execute(
+            text(f"SELECT ST_AsBinary(geom) FROM area a, {G} WHERE {CURRENT} AND code = :c"),
+            {"c": code},
+        ).scalar()
         stored = shapely.from_wkb(bytes(wkb))
         ref = shape(feat["geometry"])
         assert stored.symmetric_difference(ref).area / ref.area < 1e-9, code
 
 
 def test_community_and_grid_counts(db):
-    rows = dict(db.execute(text(
-        f"SELECT parent_code, count(*) FROM area a, {G} WHERE {CURRENT} AND level = 'community' "
-        "GROUP BY parent_code")).all())
+    rows = dict(
+        db.execute(
+            text(
+                f"SELECT parent_code, count(*) FROM area a, {G} WHERE {CURRENT} "
+                "AND level = 'community' "
+                "GROUP BY parent_code"
+            )
+        ).all()
+    )
     assert {k: rows[k] for k in URBAN_COMMUNITIES} == URBAN_COMMUNITIES
     assert sum(URBAN_COMMUNITIES.values()) == 93
     assert rows[KAIYANG] == 18
-    kaiyang_grids = db.execute(text(
-        f"SELECT count(*) FROM area a, {G} WHERE {CURRENT} AND level = 'grid' "
-        "AND path LIKE :p"), {"p": f"520100/{KAIYANG}/%"}).scalar()
+    kaiyang_grids = db.execute(
+        text(
+            f"SELECT count(*) FROM area a, {G} WHERE {CURRENT} AND level = 'grid' AND path LIKE :p"
+        ),
+        {"p": f"520100/{KAIYANG}/%"},
+    ).scalar()
     assert kaiyang_grids == 66
     # Kaiyang's communities follow its townships: official 9-digit codes + community 001.
-    codes = db.execute(text(f"SELECT code FROM area a, {G} WHERE {CURRENT} AND "
-                            "parent_code = :k ORDER BY code"), {"k": KAIYANG}).scalars().all()
+    codes = (
+        db.execute(
+            text(
+                f"SELECT code FROM area a, {G} WHERE {CURRENT} AND parent_code = :k ORDER BY code"
+            ),
+            {"k": KAIYANG},
+        )
+        .scalars()
+        .all()
+    )
     assert codes[0] == "520121001001" and codes[-1] == "520121209001"
 
 
 def test_grids_are_numbered_west_to_east_north_to_south(db):
-    rows = db.execute(text(
-        f"SELECT parent_code, code, ST_Y(ST_PointOnSurface(geom)) AS y, "
-        f"ST_X(ST_PointOnSurface(geom)) AS x FROM area a, {G} WHERE {CURRENT} "
-        "AND level = 'grid' AND parent_code = '520121001001' ORDER BY code")).all()
+    rows = db.execute(
+        text(
+            f"SELECT parent_code, code, ST_Y(ST_PointOnSurface(geom)) AS y, "
+            f"ST_X(ST_PointOnSurface(geom)) AS x FROM area a, {G} WHERE {CURRENT} "
+            "AND level = 'grid' AND parent_code = '520121001001' ORDER BY code"
+        )
+    ).all()
     assert len(rows) >= 2
     assert [r.code[-3:] for r in rows] == [f"{i:03d}" for i in range(1, len(rows) + 1)]
     # The first grid is in the northern half of the community, the last in the southern.
@@ -114,23 +148,32 @@ def test_every_parent_is_tiled_by_its_children(db):
 
 
 def test_no_two_kaiyang_grids_overlap_by_more_than_a_square_metre(db):
-    worst = db.execute(text(f"""
+    worst = db.execute(
+        text(f"""
         WITH g66 AS (SELECT a.code, a.geom FROM area a, {G} WHERE {CURRENT}
                      AND level = 'grid' AND code LIKE '520121%')
         SELECT coalesce(max(ST_Area(ST_Intersection(x.geom, y.geom)::geography)), 0)
         FROM g66 x JOIN g66 y ON x.code < y.code AND ST_Intersects(x.geom, y.geom)
-    """)).scalar()
+    """)
+    ).scalar()
     assert worst < 1.0
-    single = db.execute(text(f"SELECT bool_and(ST_NumGeometries(geom) = 1) FROM area a, {G} "
-                             f"WHERE {CURRENT} AND level = 'grid'")).scalar()
+    single = db.execute(
+        text(
+            f"SELECT bool_and(ST_NumGeometries(geom) = 1) FROM area a, {G} "
+            f"WHERE {CURRENT} AND level = 'grid'"
+        )
+    ).scalar()
     assert single, "every grid is one contiguous polygon"
 
 
 def test_lookup_inside_kaiyang_returns_the_full_chain(demo_client, db, tokens):
-    rows = db.execute(text(
-        f"SELECT code, parent_code, ST_X(p) AS lon, ST_Y(p) AS lat FROM ("
-        f"SELECT code, parent_code, ST_PointOnSurface(geom) AS p FROM area a, {G} "
-        f"WHERE {CURRENT} AND level = 'grid' AND code LIKE '520121%') s ORDER BY code")).all()
+    rows = db.execute(
+        text(
+            f"SELECT code, parent_code, ST_X(p) AS lon, ST_Y(p) AS lat FROM ("
+            f"SELECT code, parent_code, ST_PointOnSurface(geom) AS p FROM area a, {G} "
+            f"WHERE {CURRENT} AND level = 'grid' AND code LIKE '520121%') s ORDER BY code"
+        )
+    ).all()
     assert len(rows) == 66
     h = auth(tokens["kaiyang"])
     for r in rows[::5]:
@@ -147,11 +190,15 @@ def test_lookup_inside_kaiyang_returns_the_full_chain(demo_client, db, tokens):
 
 def test_point_in_another_city_has_no_grid_and_says_so(demo_client, tokens):
     # Zunyi, the next city north.
-    r = demo_client.get("/lookup", params={"lon": 106.93, "lat": 27.70}, headers=auth(tokens["city"]))
+    r = demo_client.get(
+        "/lookup", params={"lon": 106.93, "lat": 27.70}, headers=auth(tokens["city"])
+    )
     assert r.status_code == 200
     assert r.json()["matched"] == [] and r.json()["grid"] is None
     # Xifeng county is in Guiyang but has no communities: the answer says which levels matched.
-    r = demo_client.get("/lookup", params={"lon": 106.74, "lat": 27.09}, headers=auth(tokens["city"]))
+    r = demo_client.get(
+        "/lookup", params={"lon": 106.74, "lat": 27.09}, headers=auth(tokens["city"])
+    )
     body = r.json()
     assert body["matched"] == ["city", "district"]
     assert body["district"]["code"] == "520122"
@@ -160,9 +207,14 @@ def test_point_in_another_city_has_no_grid_and_says_so(demo_client, tokens):
 
 def test_metro_stations_land_in_urban_grids(demo_client, tokens):
     stations = json.loads((SHARED_DATA / "guiyang_rail_stations_osm_wgs84.geojson").read_text())
-    pts = [f["geometry"]["coordinates"][:2] for f in stations["features"]
-           if f["geometry"]["type"] == "Point"]
-    body = demo_client.post("/lookup/batch", json={"points": pts}, headers=auth(tokens["city"])).json()
+    pts = [
+        f["geometry"]["coordinates"][:2]
+        for f in stations["features"]
+        if f["geometry"]["type"] == "Point"
+    ]
+    body = demo_client.post(
+        "/lookup/batch", json={"points": pts}, headers=auth(tokens["city"])
+    ).json()
     assert body["summary"]["total"] == len(pts)
     # Most metro and rail stations are in the six urban districts, which are fully gridded.
     assert body["summary"]["matched"] / len(pts) > 0.6

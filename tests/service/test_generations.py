@@ -16,7 +16,9 @@ def _grid_feature(code, parent, geom, name="Redrawn grid"):
 
 
 def test_redrawn_grid_in_new_generation_leaves_history_queryable(tiny_client, tiny_db_url):
-    tokens = make_tokens(tiny_db_url, {"admin": ("admin", None), "city": ("city_dispatcher", "990100")})
+    tokens = make_tokens(
+        tiny_db_url, {"admin": ("admin", None), "city": ("city_dispatcher", "990100")}
+    )
     admin, city = auth(tokens["admin"]), auth(tokens["city"])
     point = {"lon": 106.005, "lat": 26.015}  # in grid 990101001001001 (north-west)
     before = tiny_client.get("/lookup", params=point, headers=city).json()
@@ -34,8 +36,10 @@ def test_redrawn_grid_in_new_generation_leaves_history_queryable(tiny_client, ti
         headers=admin,
     )
     assert r.json() == {"retired": 2}
-    fc = {"type": "FeatureCollection",
-          "features": [_grid_feature("990101001001003", "990101001001", merged)]}
+    fc = {
+        "type": "FeatureCollection",
+        "features": [_grid_feature("990101001001003", "990101001001", merged)],
+    }
     r = tiny_client.post(f"/generations/{gen_id}/areas", json=fc, headers=admin)
     assert r.status_code == 200, r.text
     assert r.json()["inserted"] == 1
@@ -71,13 +75,20 @@ def test_redrawn_grid_in_new_generation_leaves_history_queryable(tiny_client, ti
 def test_changed_geometry_of_a_kept_code_makes_a_new_version(tiny_client, tiny_db_url):
     tokens = make_tokens(tiny_db_url, {"admin": ("admin", None)})
     admin = auth(tokens["admin"])
-    gen_id = tiny_client.post("/generations", json={"description": "survey"}, headers=admin).json()["id"]
+    gen_id = tiny_client.post("/generations", json={"description": "survey"}, headers=admin).json()[
+        "id"
+    ]
     # The city boundary from a new survey: same code, slightly different polygon.
-    fc = {"type": "FeatureCollection", "features": [{
-        "type": "Feature",
-        "properties": {"code": "990100", "name": "Tiny City", "level": "city"},
-        "geometry": mapping(box(106.0, 26.0, 106.04, 26.0201)),
-    }]}
+    fc = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"code": "990100", "name": "Tiny City", "level": "city"},
+                "geometry": mapping(box(106.0, 26.0, 106.04, 26.0201)),
+            }
+        ],
+    }
     r = tiny_client.post(f"/generations/{gen_id}/areas", json=fc, headers=admin)
     assert r.json()["replaced"] == 1
     tiny_client.post(f"/generations/{gen_id}/activate", headers=admin)
@@ -88,24 +99,33 @@ def test_changed_geometry_of_a_kept_code_makes_a_new_version(tiny_client, tiny_d
 def test_only_one_pending_generation_and_active_ones_are_frozen(tiny_client, tiny_db_url):
     tokens = make_tokens(tiny_db_url, {"admin": ("admin", None), "planner": ("planner", "990100")})
     admin = auth(tokens["admin"])
-    assert tiny_client.post("/generations", json={"description": "a"}, headers=admin).status_code == 201
+    assert (
+        tiny_client.post("/generations", json={"description": "a"}, headers=admin).status_code
+        == 201
+    )
     second = tiny_client.post("/generations", json={"description": "b"}, headers=admin)
     assert second.status_code == 409
-    fc = {"type": "FeatureCollection",
-          "features": [_grid_feature("990101001001009", "990101001001", box(106, 26.01, 106.001, 26.011))]}
+    fc = {
+        "type": "FeatureCollection",
+        "features": [
+            _grid_feature("990101001001009", "990101001001", box(106, 26.01, 106.001, 26.011))
+        ],
+    }
     frozen = tiny_client.post("/generations/1/areas", json=fc, headers=admin)
     assert frozen.status_code == 409
     assert "active" in frozen.json()["detail"]
-    not_admin = tiny_client.post("/generations", json={"description": "c"},
-                                 headers=auth(tokens["planner"]))
+    not_admin = tiny_client.post(
+        "/generations", json={"description": "c"}, headers=auth(tokens["planner"])
+    )
     assert not_admin.status_code == 403
 
 
 def test_activation_refuses_orphans(tiny_client, tiny_db_url):
     tokens = make_tokens(tiny_db_url, {"admin": ("admin", None)})
     admin = auth(tokens["admin"])
-    gen_id = tiny_client.post("/generations", json={"description": "empty", "carry_over": False},
-                              headers=admin).json()["id"]
+    gen_id = tiny_client.post(
+        "/generations", json={"description": "empty", "carry_over": False}, headers=admin
+    ).json()["id"]
     r = tiny_client.post(f"/generations/{gen_id}/activate", headers=admin)
     assert r.status_code == 422
     assert "no areas" in r.json()["detail"]

@@ -82,7 +82,11 @@ def test_batch_keeps_order_ids_and_reports_each_status(tiny_client, tiny_db_url)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["summary"] == {
-        "matched": 2, "partial": 0, "unmatched": 1, "outside_scope": 0, "total": 3
+        "matched": 2,
+        "partial": 0,
+        "unmatched": 1,
+        "outside_scope": 0,
+        "total": 3,
     }
     res = body["results"]
     assert [x["index"] for x in res] == [0, 1, 2]
@@ -102,9 +106,9 @@ def test_batch_matches_single_lookups(tiny_client, city):
 
     rng = np.random.default_rng(1)
     pts = np.column_stack([rng.uniform(105.99, 106.05, 300), rng.uniform(25.99, 26.03, 300)])
-    batch = tiny_client.post(
-        "/lookup/batch", json={"points": pts.tolist()}, headers=city
-    ).json()["results"]
+    batch = tiny_client.post("/lookup/batch", json={"points": pts.tolist()}, headers=city).json()[
+        "results"
+    ]
     for (lon, lat), item in zip(pts[:60], batch[:60], strict=True):
         single = tiny_client.get("/lookup", params={"lon": lon, "lat": lat}, headers=city).json()
         assert (single["grid"] or {}).get("code") == (item["grid"] or {}).get("code")

@@ -93,7 +93,9 @@ def test_each_role_sees_exactly_its_subtree(tiny_client, h):
     # The district dispatcher's lookup of the other district is refused.
     lon, lat = POINT[COUSIN_GRID]
     assert (
-        tiny_client.get("/lookup", params={"lon": lon, "lat": lat}, headers=h["district"]).status_code
+        tiny_client.get(
+            "/lookup", params={"lon": lon, "lat": lat}, headers=h["district"]
+        ).status_code
         == 403
     )
 

@@ -10,7 +10,9 @@ from tests.conftest import auth, make_tokens
 
 @pytest.fixture
 def tokens(tiny_db_url):
-    return make_tokens(tiny_db_url, {"admin": ("admin", None), "city": ("city_dispatcher", "990100")})
+    return make_tokens(
+        tiny_db_url, {"admin": ("admin", None), "city": ("city_dispatcher", "990100")}
+    )
 
 
 def _problem(r, status, field):
@@ -85,47 +87,76 @@ def _count_areas(client, h):
 
 def test_malformed_geometry_on_import_names_the_feature_and_imports_nothing(tiny_client, tokens):
     h = auth(tokens["admin"])
-    gen = tiny_client.post("/generations", json={"description": "bad import"}, headers=h).json()["id"]
+    gen = tiny_client.post("/generations", json={"description": "bad import"}, headers=h).json()[
+        "id"
+    ]
     before = _count_areas(tiny_client, h)
     good = {
         "type": "Feature",
-        "properties": {"code": "990101001001003", "name": "ok", "level": "grid",
-                       "parent_code": "990101001001"},
+        "properties": {
+            "code": "990101001001003",
+            "name": "ok",
+            "level": "grid",
+            "parent_code": "990101001001",
+        },
         "geometry": mapping(box(106.0, 26.01, 106.001, 26.011)),
     }
     bowtie = {
         "type": "Feature",
-        "properties": {"code": "990101001001004", "name": "bowtie", "level": "grid",
-                       "parent_code": "990101001001"},
-        "geometry": {"type": "Polygon", "coordinates": [[[106, 26], [106.01, 26.01],
-                                                         [106.01, 26], [106, 26.01], [106, 26]]]},
+        "properties": {
+            "code": "990101001001004",
+            "name": "bowtie",
+            "level": "grid",
+            "parent_code": "990101001001",
+        },
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [[[106, 26], [106.01, 26.01], [106.01, 26], [106, 26.01], [106, 26]]],
+        },
     }
     broken = {
         "type": "Feature",
-        "properties": {"code": "990101001001005", "name": "x", "level": "grid",
-                       "parent_code": "990101001001"},
+        "properties": {
+            "code": "990101001001005",
+            "name": "x",
+            "level": "grid",
+            "parent_code": "990101001001",
+        },
         "geometry": {"type": "Polygon", "coordinates": [[[106, 26], [106.01]]]},
     }
     orphan = {
         "type": "Feature",
-        "properties": {"code": "990101009001001", "name": "orphan", "level": "grid",
-                       "parent_code": "990101009001"},
+        "properties": {
+            "code": "990101009001001",
+            "name": "orphan",
+            "level": "grid",
+            "parent_code": "990101009001",
+        },
         "geometry": mapping(box(106.0, 26.0, 106.001, 26.001)),
     }
-    point = {**good, "properties": {**good["properties"], "code": "990101001001006"},
-             "geometry": {"type": "Point", "coordinates": [106, 26]}}
+    point = {
+        **good,
+        "properties": {**good["properties"], "code": "990101001001006"},
+        "geometry": {"type": "Point", "coordinates": [106, 26]},
+    }
     fc = {"type": "FeatureCollection", "features": [good, bowtie, broken, orphan, point]}
     r = tiny_client.post(f"/generations/{gen}/areas", json=fc, headers=h)
     body = _problem(r, 422, "geometry")
     problems = {(e["row"], e["field"]) for e in body["errors"]}
     assert problems == {
-        (1, "geometry"), (2, "geometry"), (3, "properties.parent_code"), (4, "geometry")
+        (1, "geometry"),
+        (2, "geometry"),
+        (3, "properties.parent_code"),
+        (4, "geometry"),
     }
     assert "Self-intersection" in body["errors"][0]["reason"]
     assert "Nothing was imported" in body["detail"]
     assert _count_areas(tiny_client, h) == before
 
-    wrong_crs = {"type": "FeatureCollection", "crs": {"type": "name",
-                 "properties": {"name": "EPSG:3857"}}, "features": [good]}
+    wrong_crs = {
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": "EPSG:3857"}},
+        "features": [good],
+    }
     _problem(tiny_client.post(f"/generations/{gen}/areas", json=wrong_crs, headers=h), 422, "crs")
     assert _count_areas(tiny_client, h) == before
