@@ -55,7 +55,7 @@ def test_parent_may_already_be_stored():
         (_feature("520121", "district", "520100", name=" "), "properties.name", "non-empty"),
         (_feature("520122001001001", "grid", "520121001001"), "properties.code", "start with"),
         (_feature("520121999001001", "grid", "520121999001"), "properties.parent_code", "unknown"),
-        (_feature("520121001001001", "grid", "520121"), "properties.parent_code", "needs a community"),
+        (_feature("520121001001001", "grid", "520121"), "properties.parent_code", "needs a comm"),
     ],
 )
 def test_each_problem_names_its_field(feature, field, reason):
