@@ -36,6 +36,7 @@ demo: migrate
 	$(BIN)/wangge demo
 
 bench: db
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
 	$(BIN)/python -m bench.lookup
 
 lint: venv
