@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import shapely
 from shapely.geometry import shape
 
 from geo.admin_boundaries import AdminSourceError, load_city_boundaries
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests.reference import reference_path
 
 
 def test_guiyang_matches_the_tianditu_reference_and_tiles_exactly():
@@ -22,7 +20,7 @@ def test_guiyang_matches_the_tianditu_reference_and_tiles_exactly():
     union = shapely.union_all([d.geom for d in districts])
     assert city.geom.symmetric_difference(union).area / city.geom.area < 1e-9
     reference = json.loads(
-        (SHARED / "guiyang_520100_districts_tianditu_cgcs2000.geojson").read_text()
+        reference_path("guiyang_520100_districts_tianditu_cgcs2000.geojson").read_text()
     )
     ref = {str(f["properties"]["adcode"]): shape(f["geometry"]) for f in reference["features"]}
     for d in districts:

@@ -6,7 +6,6 @@ import json
 import math
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,9 @@ from geo.partition import (
     polsby_popper,
 )
 from geo.population import Kernel, LocalFrame, PopulationSurface, random_surface
+from tests.reference import SHARED_DATA, reference_path
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DATA
 KAIYANG = DATA / "kaiyang_520121_outline_tianditu_cgcs2000.geojson"
 KAIYANG_SEAT = (106.965, 27.057)
 
@@ -95,9 +95,7 @@ def wkb(pieces) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def kaiyang() -> MultiPolygon:
-    if not KAIYANG.exists():
-        pytest.skip(f"reference data not found at {KAIYANG}")
-    collection = json.loads(KAIYANG.read_text(encoding="utf-8"))
+    collection = json.loads(reference_path(KAIYANG.name).read_text(encoding="utf-8"))
     return shape(collection["features"][0]["geometry"])
 
 

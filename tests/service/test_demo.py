@@ -12,7 +12,8 @@ from sqlalchemy import text
 
 from fixtures.guiyang import KAIYANG, URBAN_COMMUNITIES
 from service.db import make_engine
-from tests.conftest import SHARED_DATA, auth, make_tokens
+from tests.conftest import auth, make_tokens
+from tests.reference import reference_path
 
 CURRENT = "generation_low <= g.id AND generation_high >= g.id"
 G = "(SELECT max(id) AS id FROM generation WHERE active) g"
@@ -56,7 +57,7 @@ def test_city_and_its_ten_real_divisions(db):
     }
     # The stored districts are the Tianditu survey boundaries (the shared reference copy).
     reference = json.loads(
-        (SHARED_DATA / "guiyang_520100_districts_tianditu_cgcs2000.geojson").read_text()
+        reference_path("guiyang_520100_districts_tianditu_cgcs2000.geojson").read_text()
     )
     for feat in reference["features"]:
         code = str(feat["properties"]["adcode"])
@@ -206,7 +207,7 @@ def test_point_in_another_city_has_no_grid_and_says_so(demo_client, tokens):
 
 
 def test_metro_stations_land_in_urban_grids(demo_client, tokens):
-    stations = json.loads((SHARED_DATA / "guiyang_rail_stations_osm_wgs84.geojson").read_text())
+    stations = json.loads(reference_path("guiyang_rail_stations_osm_wgs84.geojson").read_text())
     pts = [
         f["geometry"]["coordinates"][:2]
         for f in stations["features"]
