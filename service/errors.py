@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.responses import JSON
@@ -122,6 +123,18 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSON:
     )
 
 
+async def _integrity_error(request: Request, exc: Exception) -> JSON:
+    # A constraint refused a write (e.g. two concurrent loads of one generation): the
+    # request is safe to retry; the constraint's text stays in the log.
+    log.warning("integrity error on %s %s: %s", request.method, request.url.path, exc)
+    return problem(
+        409,
+        "Conflict",
+        "the write conflicts with data stored meanwhile; nothing was written, retry",
+        instance=request.url.path,
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSON:
     # The traceback stays in the log; the client learns nothing internal.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -133,4 +146,5 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(WanggeError, _wangge_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(Exception, _unexpected)

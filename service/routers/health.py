@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse
 from sqlalchemy import text
 
 from service import __version__
@@ -10,6 +11,12 @@ from service.deps import ConnDep, PrincipalDep
 from service.responses import JSON
 
 router = APIRouter(tags=["health"])
+
+
+@router.get("/", include_in_schema=False)
+async def root() -> RedirectResponse:
+    """Send people who open the bare address to the API documentation."""
+    return RedirectResponse("/docs")
 
 
 @router.get("/health", summary="Is the service up and its database reachable")
