@@ -35,7 +35,11 @@ ROLE_LEVEL: dict[str, tuple[str, ...] | None] = {
     "district_dispatcher": ("district",),
     "community_dispatcher": ("community",),
     "grid_officer": ("grid",),
+    # A system that files cases (the 12319 hotline, a camera platform): it creates incidents
+    # in its area, stamped with its source, and reads them back (Open311).
+    "intake": ("city", "district"),
 }
+SOURCES = ("hotline_12319", "patrol", "resident", "camera", "referral")
 ROLES = tuple(ROLE_LEVEL)
 
 
@@ -48,6 +52,7 @@ class Principal:
     role: str
     area_code: str | None
     scope_path: str | None
+    source: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -92,8 +97,20 @@ def verify_secret(secret: str, digest: bytes) -> bool:
     return hmac.compare_digest(hash_secret(secret), bytes(digest))
 
 
-def create_token(conn: Connection, *, name: str, role: str, area_code: str | None) -> str:
-    """Return a new token (shown once) for ``role`` scoped to ``area_code``; store its hash."""
+def create_token(
+    conn: Connection, *, name: str, role: str, area_code: str | None, source: str | None = None
+) -> str:
+    """Return a new token (shown once) for ``role`` scoped to ``area_code``; store its hash.
+
+    An ``intake`` token names the ``source`` its incidents come from (e.g. hotline_12319).
+    """
+    if (role == "intake") != (source is not None):
+        raise UnprocessableError(
+            "an intake token needs a source, and only intake tokens have one", field="source"
+        )
+    if source is not None and source not in SOURCES:
+        raise UnprocessableError(f"unknown source {source!r}; one of {', '.join(SOURCES)}",
+                                 field="source")
     if role not in ROLE_LEVEL:
         raise UnprocessableError(f"unknown role {role!r}; one of {', '.join(ROLES)}", field="role")
     allowed = ROLE_LEVEL[role]

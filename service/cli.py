@@ -256,11 +256,16 @@ def token_create(
     role: Annotated[str, typer.Option(help="admin, planner, city_dispatcher, ...")],
     name: Annotated[str, typer.Option(help="who or what holds it")],
     area: Annotated[str | None, typer.Option(help="area code the token is scoped to")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="intake tokens: hotline_12319, camera, ...")
+    ] = None,
 ) -> None:
     """Create a token and print it (it is shown once; only its hash is stored)."""
     from service.auth import create_token
 
-    typer.echo(_run(lambda c: create_token(c, name=name, role=role, area_code=area)))
+    typer.echo(
+        _run(lambda c: create_token(c, name=name, role=role, area_code=area, source=source))
+    )
 
 
 @token_app.command("list")

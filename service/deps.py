@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 _TOKEN_SQL = text(
-    "SELECT t.id, t.name, t.role, t.area_code, t.secret_sha256, "
+    "SELECT t.id, t.name, t.role, t.area_code, t.secret_sha256, t.source, "
     "(t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())) AS valid, "
     "(SELECT a.path FROM area a WHERE a.code = t.area_code "
     " ORDER BY a.generation_high DESC LIMIT 1) AS scope_path "
@@ -86,6 +86,7 @@ async def get_principal(request: Request) -> Principal:
         role=row.role,
         area_code=row.area_code,
         scope_path=row.scope_path,
+        source=row.source,
     )
     cache[token] = principal
     return principal

@@ -132,3 +132,54 @@ def tiny_client(tiny_db_url):
 def auth(token: str) -> dict[str, str]:
     """Return the header that authenticates ``token``."""
     return {"Authorization": f"Bearer {token}"}
+
+
+class LiveServer:
+    """A real uvicorn server on a free port, in a thread (for concurrency and GDAL tests)."""
+
+    def __init__(self, url: str):
+        import socket
+        import threading
+
+        import uvicorn
+
+        from service.app import create_app
+        from service.settings import APISettings, DatabaseSettings, Settings
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        settings = Settings(
+            db=DatabaseSettings(DATABASE_URL=url, WANGGE_DB_POOL_SIZE=25),
+            api=APISettings(token_cache_seconds=0),
+        )
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("live server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def tiny_server(tiny_db_url):
+    with LiveServer(tiny_db_url) as server:
+        yield server

@@ -25,6 +25,7 @@ __all__ = [
     "retire_areas",
     "activate_generation",
     "levels_in_generation",
+    "remap_entities",
 ]
 
 
@@ -211,8 +212,35 @@ def retire_areas(conn: Connection, *, generation_id: int, codes: list[str]) -> i
     return len(rows)
 
 
-def activate_generation(conn: Connection, *, generation_id: int) -> None:
-    """Make the pending ``generation_id`` current, after checking every parent is in it."""
+POINT_TABLES = ("unit", "facility", "care_household", "incident")
+
+
+def remap_entities(conn: Connection, *, generation_id: int) -> dict[str, int]:
+    """Re-map every point entity to its cells in ``generation_id``; return rows per table.
+
+    Incidents keep the cell they were reported in (``reported_*`` columns) for ever; their
+    current cell follows the boundaries, so an open case goes to today's grid team.
+    """
+    counts = {}
+    for table in POINT_TABLES:
+        result = conn.execute(
+            text(
+                f"UPDATE {table} t SET (generation, area_path, grid_code, community_code, "
+                "district_code, city_code) = (SELECT :g, l.area_path, l.grid_code, "
+                "l.community_code, l.district_code, l.city_code "
+                "FROM locate_point(t.geom, :g) l)"
+            ),
+            {"g": generation_id},
+        )
+        counts[table] = result.rowcount
+    return counts
+
+
+def activate_generation(conn: Connection, *, generation_id: int) -> dict[str, int]:
+    """Make the pending ``generation_id`` current, after checking every parent is in it.
+
+    Returns how many entities of each table were re-mapped to the new boundaries.
+    """
     _require_pending(conn, generation_id)
     orphan = conn.execute(
         text(
@@ -245,6 +273,7 @@ def activate_generation(conn: Connection, *, generation_id: int) -> None:
     # plans on their indexes from the first request.
     conn.execute(text("ANALYZE area"))
     conn.execute(text("ANALYZE area_part"))
+    return remap_entities(conn, generation_id=generation_id)
 
 
 def _json(value: dict) -> str:

@@ -22,7 +22,9 @@ async def me(principal: PrincipalDep) -> dict:
 async def create_token(conn: WriteConnDep, admin: AdminDep, body: TokenCreate) -> dict:
     """Create a token for a role and area; the token is shown once, only its hash is kept."""
     token = await conn.run_sync(
-        lambda c: auth.create_token(c, name=body.name, role=body.role, area_code=body.area_code)
+        lambda c: auth.create_token(
+            c, name=body.name, role=body.role, area_code=body.area_code, source=body.source
+        )
     )
     return {"token": token, "name": body.name, "role": body.role, "area_code": body.area_code}
 

@@ -67,8 +67,12 @@ class TokenCreate(BaseModel):
         "district_dispatcher",
         "community_dispatcher",
         "grid_officer",
+        "intake",
     ]
     area_code: str | None = Field(None, pattern=r"^[0-9]{6,18}$")
+    source: Literal["hotline_12319", "patrol", "resident", "camera", "referral"] | None = Field(
+        None, description="intake tokens: where their incidents come from"
+    )
 
 
 class TokenCreated(BaseModel):

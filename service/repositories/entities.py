@@ -1,0 +1,439 @@
+"""Create, read, update, delete and count entities, every query filtered by scope.
+
+Generic over :class:`service.entities.EntitySpec`: identifiers come from the spec (code),
+values are bound parameters. Cells are assigned by the database on write (``locate_entity``
+trigger); a write whose location falls outside the caller's area is refused and rolled back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from geo.coords import CoordinateError, to_wgs84, validate_point
+from service.auth import Principal
+from service.entities import DISPATCHERS, EntitySpec
+from service.errors import ForbiddenError, NotFoundError, UnprocessableError
+
+__all__ = [
+    "visible_sql",
+    "list_entities",
+    "get_entity",
+    "create_entity",
+    "update_entity",
+    "delete_entity",
+    "count_entities",
+    "convert_point",
+    "covers_entity",
+]
+
+COUNT_GROUPS = {
+    "grid": "grid_code",
+    "community": "community_code",
+    "district": "district_code",
+    "kind": "kind",
+    "category": "category",
+    "status": "status",
+}
+
+
+def visible_sql(spec: EntitySpec, alias: str = "t") -> str:
+    """Return the SQL condition "the caller may see this row" (params :scope, :scope_city)."""
+    if spec.point:
+        path = f"{alias}.area_path"
+        return (
+            f"(CAST(:scope AS text) IS NULL OR {path} = :scope OR {path} LIKE :scope || '/%' "
+            f"OR ({path} IS NULL AND :scope_city))"
+        )
+    return (
+        f"(CAST(:scope AS text) IS NULL "
+        f"OR {alias}.home_path = :scope OR {alias}.home_path LIKE :scope || '/%' "
+        f"OR {alias}.serving_path = :scope OR {alias}.serving_path LIKE :scope || '/%')"
+    )
+
+
+def _scope_params(principal: Principal) -> dict[str, Any]:
+    # Points outside every area belong to the city-level queue.
+    city_level = principal.scope_path is not None and "/" not in principal.scope_path
+    return {"scope": principal.scope_path, "scope_city": city_level}
+
+
+def covers_entity(principal: Principal, path: str | None) -> bool:
+    """Return whether a point entity whose chain ends at ``path`` is in the caller's area."""
+    if principal.scope_path is None:
+        return True
+    if path is None:
+        return "/" not in principal.scope_path
+    return principal.covers_path(path)
+
+
+def _select(spec: EntitySpec) -> str:
+    cols = ["t.id", *(f"t.{c}" for c in spec.columns), *(f"t.{c}" for c in spec.extra_read_columns)]
+    cols += ["t.created_at", "t.updated_at"]
+    if spec.point:
+        cols += [
+            "ST_X(t.geom) AS lon",
+            "ST_Y(t.geom) AS lat",
+            "t.generation",
+            "t.area_path",
+            "t.grid_code",
+            "t.community_code",
+            "t.district_code",
+        ]
+    else:
+        cols += ["t.home_path", "t.serving_path"]
+    return ", ".join(cols)
+
+
+def row_to_read(spec: EntitySpec, row: Any) -> dict[str, Any]:
+    """Return the ``…Read`` shape of a selected row."""
+    m = row._mapping
+    out = {c: m[c] for c in ("id", *spec.columns, "created_at", "updated_at")}
+    if spec.point:
+        out["lon"] = m["lon"]
+        out["lat"] = m["lat"]
+        out["cells"] = {
+            "generation": m["generation"],
+            "grid_code": m["grid_code"],
+            "community_code": m["community_code"],
+            "district_code": m["district_code"],
+        }
+    if spec.table == "incident":
+        out["closed_at"] = m["closed_at"]
+        out["reported"] = {
+            "generation": m["reported_generation"],
+            "grid_code": m["reported_grid_code"],
+        }
+    if "floor_area_m2" in out and out["floor_area_m2"] is not None:
+        out["floor_area_m2"] = float(out["floor_area_m2"])
+    return out
+
+
+def convert_point(lon: float | None, lat: float | None, crs: str) -> tuple[float, float]:
+    """Return WGS84 (lon, lat) of a point given in ``crs``; 422 naming the field if bad."""
+    if lon is None or lat is None:
+        raise UnprocessableError("give both lon and lat", field="lon" if lon is None else "lat")
+    try:
+        validate_point(lon, lat, crs)
+        x, y = to_wgs84(lon, lat, crs)
+    except CoordinateError as exc:
+        raise UnprocessableError(str(exc), field=exc.field) from None
+    except ValueError as exc:  # unknown crs
+        raise UnprocessableError(str(exc), field="crs") from None
+    return float(x), float(y)
+
+
+def _require_role(spec: EntitySpec, principal: Principal, roles: frozenset[str], verb: str) -> None:
+    if principal.role not in roles:
+        raise ForbiddenError(f"a {principal.role} may not {verb} {spec.name}", field="role")
+
+
+def _require_details(spec: EntitySpec, principal: Principal) -> None:
+    if spec.sensitive and principal.role not in spec.detail_roles:
+        raise ForbiddenError(
+            f"{spec.name} are sensitive personal data: a {principal.role} sees counts only "
+            f"(GET /{spec.name}/counts)",
+            field="role",
+        )
+
+
+async def _log_reads(conn: AsyncConnection, spec: EntitySpec, principal: Principal, ids, action):
+    if not spec.sensitive or not ids:
+        return
+    await conn.execute(
+        text(
+            "INSERT INTO access_log (token_id, role, action, entity, entity_id) "
+            "SELECT :token, :role, :action, :entity, unnest(CAST(:ids AS bigint[]))"
+        ),
+        {
+            "token": principal.token_id,
+            "role": principal.role,
+            "action": action,
+            "entity": spec.table,
+            "ids": list(ids),
+        },
+    )
+
+
+async def list_entities(
+    conn: AsyncConnection,
+    spec: EntitySpec,
+    *,
+    principal: Principal,
+    filters: dict[str, Any],
+    grid: str | None = None,
+    community: str | None = None,
+    district: str | None = None,
+    unassigned: bool | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int,
+    offset: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """Return a page of visible entities (ordered by id) and how many match in all."""
+    _require_details(spec, principal)
+    where = [visible_sql(spec)]
+    params: dict[str, Any] = {**_scope_params(principal), "limit": limit, "offset": offset}
+    for column, value in filters.items():
+        if column not in spec.filters:
+            raise UnprocessableError(f"cannot filter {spec.name} by {column}", field=column)
+        if value is not None:
+            where.append(f"t.{column} = :f_{column}")
+            params[f"f_{column}"] = value
+    if spec.point:
+        for column, value in (("grid_code", grid), ("community_code", community),
+                              ("district_code", district)):
+            if value is not None:
+                where.append(f"t.{column} = :{column}")
+                params[column] = value
+        if unassigned is not None:
+            where.append("t.grid_code IS NULL" if unassigned else "t.grid_code IS NOT NULL")
+        if bbox is not None:
+            where.append("t.geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)")
+            params.update(x0=bbox[0], y0=bbox[1], x1=bbox[2], y1=bbox[3])
+    elif grid is not None:
+        where.append("t.serving_grid_code = :grid")
+        params["grid"] = grid
+    if spec.table == "incident":
+        if since is not None:
+            where.append("t.reported_at >= :since")
+            params["since"] = since
+        if until is not None:
+            where.append("t.reported_at < :until")
+            params["until"] = until
+    sql = (
+        f"SELECT {_select(spec)}, count(*) OVER () AS total FROM {spec.table} t "
+        f"WHERE {' AND '.join(where)} ORDER BY t.id LIMIT :limit OFFSET :offset"
+    )
+    rows = (await conn.execute(text(sql), params)).all()
+    total = rows[0].total if rows else 0
+    if not rows and offset:
+        total = (
+            await conn.execute(
+                text(f"SELECT count(*) FROM {spec.table} t WHERE {' AND '.join(where)}"), params
+            )
+        ).scalar()
+    items = [row_to_read(spec, r) for r in rows]
+    await _log_reads(conn, spec, principal, [i["id"] for i in items], "list")
+    return items, total
+
+
+async def _fetch_visible(conn, spec: EntitySpec, principal: Principal, entity_id: int):
+    row = (
+        await conn.execute(
+            text(
+                f"SELECT {_select(spec)} FROM {spec.table} t WHERE t.id = :id "
+                f"AND {visible_sql(spec)}"
+            ),
+            {"id": entity_id, **_scope_params(principal)},
+        )
+    ).first()
+    if row is None:
+        raise NotFoundError(f"no {spec.label} {entity_id} that you may see", field="id")
+    return row
+
+
+async def get_entity(
+    conn: AsyncConnection, spec: EntitySpec, *, principal: Principal, entity_id: int
+) -> dict[str, Any]:
+    """Return one visible entity (404 when absent or outside the scope)."""
+    _require_details(spec, principal)
+    row = await _fetch_visible(conn, spec, principal, entity_id)
+    await _log_reads(conn, spec, principal, [entity_id], "read")
+    return row_to_read(spec, row)
+
+
+async def _check_references(conn, spec: EntitySpec, principal: Principal, values: dict) -> None:
+    """Refuse codes and ids that do not exist, are of the wrong level, or lie outside scope."""
+    checks = (("home_community_code", "community"), ("serving_grid_code", "grid"))
+    for column, level in checks:
+        code = values.get(column)
+        if code is None:
+            continue
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT level, path FROM area WHERE code = :c "
+                    "ORDER BY generation_high DESC LIMIT 1"
+                ),
+                {"c": code},
+            )
+        ).first()
+        if row is None or row.level != level:
+            raise UnprocessableError(f"{code} is not a {level}", field=column)
+    if values.get("team_role") is not None and values.get("serving_grid_code") is None:
+        raise UnprocessableError("a team role needs the grid served", field="serving_grid_code")
+    if values.get("serving_grid_code") is not None and values.get("team_role") is None:
+        raise UnprocessableError("serving a grid needs a team role", field="team_role")
+    cadre = values.get("cadre_member_id")
+    if cadre is not None:
+        from service.entities import MEMBERS
+
+        try:
+            await _fetch_visible(conn, MEMBERS, principal, cadre)
+        except NotFoundError:
+            raise UnprocessableError(
+                f"no member {cadre} in your area", field="cadre_member_id"
+            ) from None
+
+
+def _check_scope_after_write(spec: EntitySpec, principal: Principal, row: Any) -> None:
+    m = row._mapping
+    if spec.point:
+        ok = covers_entity(principal, m["area_path"])
+    else:
+        ok = principal.scope_path is None or any(
+            p is not None and principal.covers_path(p) for p in (m["home_path"], m["serving_path"])
+        )
+    if not ok:
+        raise ForbiddenError(
+            f"the {spec.label} would lie outside your area {principal.area_code}; "
+            "nothing was written",
+            field="lon,lat" if spec.point else "home_community_code",
+        )
+
+
+def _values(spec: EntitySpec, data: BaseModel, *, exclude_unset: bool) -> dict[str, Any]:
+    raw = data.model_dump(exclude_unset=exclude_unset)
+    values = {k: raw[k] for k in spec.columns if k in raw}
+    if "attachments" in values and values["attachments"] is not None:
+        values["attachments"] = [str(u) for u in values["attachments"]]
+    return values
+
+
+async def create_entity(
+    conn: AsyncConnection,
+    spec: EntitySpec,
+    *,
+    principal: Principal,
+    data: BaseModel,
+    defaults: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Store a new entity, mapped to its cells; return it as read back."""
+    _require_role(spec, principal, spec.write_roles, "create")
+    values = {**(defaults or {}), **_values(spec, data, exclude_unset=False)}
+    values = {k: v for k, v in values.items() if v is not None or k in ("staff",)}
+    if spec.table == "incident":
+        values.pop("status", None)
+        if values.get("source") is None:
+            raise UnprocessableError("say where the incident came from", field="source")
+        if values.get("reported_at") is None:
+            values.pop("reported_at", None)
+    await _check_references(conn, spec, principal, values)
+    cols = list(values)
+    params = dict(values)
+    if spec.point:
+        params["lon"], params["lat"] = convert_point(data.lon, data.lat, data.crs)
+        cols_sql = ", ".join([*cols, "geom", "created_by"])
+        vals_sql = ", ".join(
+            [*(f":{c}" for c in cols), "ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)", ":token"]
+        )
+    else:
+        cols_sql = ", ".join([*cols, "created_by"])
+        vals_sql = ", ".join([*(f":{c}" for c in cols), ":token"])
+    params["token"] = principal.token_id
+    new_id = (
+        await conn.execute(
+            text(f"INSERT INTO {spec.table} ({cols_sql}) VALUES ({vals_sql}) RETURNING id"),
+            params,
+        )
+    ).scalar_one()
+    row = (
+        await conn.execute(
+            text(f"SELECT {_select(spec)} FROM {spec.table} t WHERE t.id = :id"), {"id": new_id}
+        )
+    ).first()
+    _check_scope_after_write(spec, principal, row)
+    return row_to_read(spec, row)
+
+
+async def update_entity(
+    conn: AsyncConnection,
+    spec: EntitySpec,
+    *,
+    principal: Principal,
+    entity_id: int,
+    patch: BaseModel,
+) -> dict[str, Any]:
+    """Change the fields given in ``patch``; a moved entity is re-mapped to its cells."""
+    write_roles = spec.write_roles - {"intake"}
+    _require_role(spec, principal, write_roles, "change")
+    current = await _fetch_visible(conn, spec, principal, entity_id)
+    values = _values(spec, patch, exclude_unset=True)
+    if spec.table == "member":
+        merged = {**current._mapping, **values}
+        await _check_references(
+            conn, spec, principal, {k: merged.get(k) for k in spec.columns}
+        )
+    else:
+        await _check_references(conn, spec, principal, values)
+    sets = [f"{c} = :{c}" for c in values]
+    params: dict[str, Any] = {**values, "id": entity_id}
+    fields_set = patch.model_fields_set
+    if spec.point and ({"lon", "lat"} & fields_set):
+        params["lon"], params["lat"] = convert_point(patch.lon, patch.lat, patch.crs)
+        sets.append("geom = ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)")
+    if spec.table == "incident" and "status" in values:
+        if values["status"] is None:
+            raise UnprocessableError("status cannot be empty", field="status")
+        sets.append(
+            "closed_at = CASE WHEN :status = 'closed' THEN coalesce(closed_at, now()) END"
+        )
+    for column in ("name", "kind", "category", "head_name", "party_org", "party_members",
+                   "co_building", "home_community_code"):
+        if column in values and values[column] is None:
+            raise UnprocessableError(f"{column} cannot be empty", field=column)
+    if not sets:
+        return row_to_read(spec, current)
+    sets.append("updated_at = now()")
+    await conn.execute(
+        text(f"UPDATE {spec.table} SET {', '.join(sets)} WHERE id = :id"), params
+    )
+    row = (
+        await conn.execute(
+            text(f"SELECT {_select(spec)} FROM {spec.table} t WHERE t.id = :id"),
+            {"id": entity_id},
+        )
+    ).first()
+    _check_scope_after_write(spec, principal, row)
+    await _log_reads(conn, spec, principal, [entity_id], "update")
+    return row_to_read(spec, row)
+
+
+async def delete_entity(
+    conn: AsyncConnection, spec: EntitySpec, *, principal: Principal, entity_id: int
+) -> None:
+    """Delete a visible entity (dispatchers and admins only)."""
+    _require_role(spec, principal, spec.write_roles & DISPATCHERS, "delete")
+    await _fetch_visible(conn, spec, principal, entity_id)
+    await conn.execute(text(f"DELETE FROM {spec.table} WHERE id = :id"), {"id": entity_id})
+    await _log_reads(conn, spec, principal, [entity_id], "delete")
+
+
+async def count_entities(
+    conn: AsyncConnection, spec: EntitySpec, *, principal: Principal, by: list[str]
+) -> list[dict[str, Any]]:
+    """Return counts of visible entities grouped by ``by`` (grid, community, kind, ...)."""
+    columns = []
+    for key in by:
+        column = COUNT_GROUPS.get(key)
+        if column is None or (column not in spec.columns and not column.endswith("_code")):
+            raise UnprocessableError(
+                f"cannot group {spec.name} by {key}", field="by"
+            )
+        if column.endswith("_code") and not spec.point:
+            raise UnprocessableError(f"cannot group {spec.name} by {key}", field="by")
+        columns.append((key, column))
+    select = ", ".join(f"t.{c} AS {k}" for k, c in columns)
+    group = ", ".join(f"t.{c}" for _, c in columns)
+    sql = f"SELECT {select + ', ' if select else ''}count(*) AS count FROM {spec.table} t " \
+          f"WHERE {visible_sql(spec)}"
+    if group:
+        sql += f" GROUP BY {group} ORDER BY {group}"
+    rows = (await conn.execute(text(sql), _scope_params(principal))).all()
+    return [dict(r._mapping) for r in rows]

@@ -1,0 +1,209 @@
+"""One router per entity kind, built from its :class:`~service.entities.EntitySpec`.
+
+Routes: list (filters, bbox, paging), counts, one by id, create (``Idempotency-Key``
+honoured), update, delete. Sensitive kinds answer details only to their detail roles and log
+every detail read.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the spec's models from the
+# handlers' annotations at definition time.
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from service.deps import get_principal
+from service.entities import ENTITIES, EntitySpec
+from service.errors import UnprocessableError
+from service.idempotency import request_fingerprint, run_idempotent
+from service.querymodels import parse_query, query_parameters_doc
+from service.repositories import entities as repo
+from service.responses import JSON
+
+__all__ = ["routers"]
+
+
+class _ListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grid: str | None = Field(None, pattern=r"^[0-9]{6,18}$", description="current grid code")
+    community: str | None = Field(None, pattern=r"^[0-9]{6,18}$")
+    district: str | None = Field(None, pattern=r"^[0-9]{6,18}$")
+    unassigned: bool | None = Field(None, description="only those outside every grid")
+    bbox: str | None = Field(None, description="min_lon,min_lat,max_lon,max_lat (WGS84)")
+    limit: int | None = Field(None, ge=1)
+    offset: int = Field(0, ge=0)
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            x0, y0, x1, y1 = (float(v) for v in value.split(","))
+        except ValueError:
+            raise ValueError("bbox is four comma-separated numbers") from None
+        if not (-180 <= x0 < x1 <= 180 and -90 <= y0 < y1 <= 90):
+            raise ValueError("bbox must be min_lon,min_lat,max_lon,max_lat within the world")
+        return value
+
+
+def _list_model(spec: EntitySpec) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    create_fields = spec.create.model_fields
+    for name in spec.filters:
+        annotation = create_fields[name].annotation if name in create_fields else str
+        fields[name] = (annotation | None, None)
+    if spec.table == "incident":
+        fields["since"] = (datetime | None, Field(None, description="reported at or after"))
+        fields["until"] = (datetime | None, Field(None, description="reported before"))
+        fields["status"] = (
+            spec.update.model_fields["status"].annotation,
+            Field(None, description="new, open or closed"),
+        )
+    return create_model(f"{spec.read.__name__}Query", __base__=_ListQuery, **fields)
+
+
+class _CountQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field("grid", description="comma-separated: grid, community, district, kind, ...")
+
+
+def _make_router(spec: EntitySpec) -> APIRouter:
+    router = APIRouter(prefix=f"/{spec.name}", tags=[spec.name])
+    ListQuery = _list_model(spec)
+    detail_note = (
+        f" Sensitive: details only for {', '.join(sorted(spec.detail_roles))}; every read "
+        "is logged."
+        if spec.sensitive
+        else ""
+    )
+
+    @router.get(
+        "",
+        summary=f"List {spec.name} in your area",
+        openapi_extra=query_parameters_doc(ListQuery),
+        response_model=dict,
+        description=f"Ordered by id, paged with a `next` link.{detail_note}",
+    )
+    async def list_items(request: Request) -> JSON:
+        principal = await get_principal(request)
+        q = parse_query(ListQuery, request)
+        api = request.app.state.settings.api
+        limit = q.limit or api.default_page_size
+        if limit > api.max_page_size:
+            raise UnprocessableError(f"limit {limit} exceeds {api.max_page_size}", field="limit")
+        bbox = tuple(float(v) for v in q.bbox.split(",")) if q.bbox else None
+        filters = {f: getattr(q, f) for f in spec.filters}
+        if spec.table == "incident" and q.status is not None:
+            filters["status"] = q.status
+        async with request.app.state.engine.begin() as conn:
+            items, total = await repo.list_entities(
+                conn,
+                spec,
+                principal=principal,
+                filters=filters,
+                grid=q.grid,
+                community=q.community,
+                district=q.district,
+                unassigned=q.unassigned,
+                bbox=bbox,
+                since=getattr(q, "since", None),
+                until=getattr(q, "until", None),
+                limit=limit,
+                offset=q.offset,
+            )
+        next_url = None
+        if q.offset + len(items) < total:
+            next_url = str(request.url.include_query_params(offset=q.offset + limit, limit=limit))
+        return JSON(
+            {"items": items, "total": total, "limit": limit, "offset": q.offset, "next": next_url}
+        )
+
+    @router.get(
+        "/counts",
+        summary=f"Count {spec.name} in your area",
+        openapi_extra=query_parameters_doc(_CountQuery),
+        response_model=list[dict],
+    )
+    async def counts(request: Request) -> JSON:
+        principal = await get_principal(request)
+        q = parse_query(_CountQuery, request)
+        by = [b.strip() for b in q.by.split(",") if b.strip()]
+        async with request.app.state.engine.connect() as conn:
+            rows = await repo.count_entities(conn, spec, principal=principal, by=by)
+        return JSON(rows)
+
+    @router.get("/{entity_id}", response_model=spec.read, summary=f"One {spec.label}")
+    async def get_item(request: Request, entity_id: int = Path(ge=1)) -> JSON:
+        principal = await get_principal(request)
+        async with request.app.state.engine.begin() as conn:
+            item = await repo.get_entity(conn, spec, principal=principal, entity_id=entity_id)
+        return JSON(item)
+
+    async def create_item(request: Request, body: spec.create) -> JSON:
+        principal = await get_principal(request)
+        key = request.headers.get("idempotency-key")
+        fingerprint = request_fingerprint("POST", request.url.path, body.model_dump(mode="json"))
+        defaults = {}
+        if spec.table == "incident" and principal.role == "intake":
+            defaults["source"] = principal.source
+        async with request.app.state.engine.begin() as conn:
+
+            async def work():
+                item = await repo.create_entity(
+                    conn, spec, principal=principal, data=body, defaults=defaults
+                )
+                return 201, item
+
+            status, item, replayed = await run_idempotent(
+                conn, principal=principal, key=key, fingerprint=fingerprint, work=work
+            )
+        headers = {"Location": f"/{spec.name}/{item['id']}"}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return JSON(item, status_code=status, headers=headers)
+
+    router.add_api_route(
+        "",
+        create_item,
+        methods=["POST"],
+        status_code=201,
+        response_model=spec.read,
+        summary=f"Create a {spec.label}",
+        description="Mapped to its grid, community and district at once. Send an "
+        "`Idempotency-Key` header to make retries safe.",
+    )
+
+    async def update_item(
+        request: Request, body: spec.update, entity_id: int = Path(ge=1)
+    ) -> JSON:
+        principal = await get_principal(request)
+        async with request.app.state.engine.begin() as conn:
+            item = await repo.update_entity(
+                conn, spec, principal=principal, entity_id=entity_id, patch=body
+            )
+        return JSON(item)
+
+    router.add_api_route(
+        "/{entity_id}",
+        update_item,
+        methods=["PATCH"],
+        response_model=spec.read,
+        summary=f"Change a {spec.label}",
+    )
+
+    @router.delete("/{entity_id}", status_code=204, summary=f"Delete a {spec.label}")
+    async def delete_item(request: Request, entity_id: int = Path(ge=1)) -> Response:
+        principal = await get_principal(request)
+        async with request.app.state.engine.begin() as conn:
+            await repo.delete_entity(conn, spec, principal=principal, entity_id=entity_id)
+        return Response(status_code=204)
+
+    return router
+
+
+routers = [_make_router(spec) for spec in ENTITIES.values()]

@@ -1,0 +1,226 @@
+"""Schemas of the entities mapped to cells: units, facilities, members, care households,
+incidents. One family per resource: ``…Create``, ``…Update`` (all optional), ``…Read``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+UnitKind = Literal[
+    "government_agency", "enterprise", "public_institution", "non_public_firm",
+    "social_organisation", "shop",
+]
+PartyOrg = Literal["none", "group", "branch", "general_branch", "committee"]
+FacilityKind = Literal["service_hall", "service_station", "party_member_station"]
+MemberKind = Literal["party_member", "volunteer", "grid_staff"]
+TeamRole = Literal["party_building_instructor", "grid_manager", "grid_police"]
+CareKind = Literal[
+    "hardship", "dispute", "laid_off", "serious_illness", "correction", "elderly_alone"
+]
+IncidentCategory = Literal[
+    "water", "gas", "street_light", "road", "sanitation", "public_order", "other"
+]
+IncidentSource = Literal["hotline_12319", "patrol", "resident", "camera", "referral"]
+IncidentStatus = Literal["new", "open", "closed"]
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Text = Annotated[str, Field(max_length=2000)]
+Code = Annotated[str, Field(pattern=r"^[0-9]{6,18}$")]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class PointIn(_In):
+    """A location in any of the coordinate systems field data arrives in."""
+
+    lon: float = Field(description="longitude in `crs`")
+    lat: float = Field(description="latitude in `crs`")
+    crs: str = Field(
+        "EPSG:4326",
+        description="EPSG:4326 (GPS, default), EPSG:4490 (CGCS2000), GCJ-02 (Amap, Tencent) "
+        "or BD-09 (Baidu); converted to WGS84 before storing",
+    )
+
+
+class PointPatch(_In):
+    lon: float | None = None
+    lat: float | None = None
+    crs: str = "EPSG:4326"
+
+
+class Cells(BaseModel):
+    """Where an entity lies, for the generation it was (re)mapped in."""
+
+    generation: int | None
+    grid_code: str | None
+    community_code: str | None
+    district_code: str | None
+
+
+class _PointRead(BaseModel):
+    id: int
+    lon: float
+    lat: float
+    cells: Cells
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- units --------------------------------------------------------------------------------
+class UnitCreate(PointIn):
+    name: Name
+    kind: UnitKind
+    address: Text = ""
+    party_org: PartyOrg = "none"
+    party_members: int = Field(0, ge=0, le=1_000_000)
+    staff: int | None = Field(None, ge=0, le=10_000_000)
+    co_building: bool = False
+
+
+class UnitUpdate(PointPatch):
+    name: Name | None = None
+    kind: UnitKind | None = None
+    address: Text | None = None
+    party_org: PartyOrg | None = None
+    party_members: int | None = Field(None, ge=0, le=1_000_000)
+    staff: int | None = Field(None, ge=0, le=10_000_000)
+    co_building: bool | None = None
+
+
+class UnitRead(_PointRead):
+    name: str
+    kind: UnitKind
+    address: str
+    party_org: PartyOrg
+    party_members: int
+    staff: int | None
+    co_building: bool
+
+
+# -- facilities ---------------------------------------------------------------------------
+class FacilityCreate(PointIn):
+    name: Name
+    kind: FacilityKind
+    address: Text = ""
+    floor_area_m2: float | None = Field(None, ge=0, le=1_000_000)
+
+
+class FacilityUpdate(PointPatch):
+    name: Name | None = None
+    kind: FacilityKind | None = None
+    address: Text | None = None
+    floor_area_m2: float | None = Field(None, ge=0, le=1_000_000)
+
+
+class FacilityRead(_PointRead):
+    name: str
+    kind: FacilityKind
+    address: str
+    floor_area_m2: float | None
+
+
+# -- members ------------------------------------------------------------------------------
+class MemberCreate(_In):
+    name: Name
+    kind: MemberKind
+    home_community_code: Code
+    team_role: TeamRole | None = None
+    serving_grid_code: Code | None = None
+    phone: Annotated[str, Field(max_length=40)] = ""
+
+
+class MemberUpdate(_In):
+    name: Name | None = None
+    kind: MemberKind | None = None
+    home_community_code: Code | None = None
+    team_role: TeamRole | None = None
+    serving_grid_code: Code | None = None
+    phone: Annotated[str, Field(max_length=40)] | None = None
+
+
+class MemberRead(BaseModel):
+    id: int
+    name: str
+    kind: MemberKind
+    home_community_code: str
+    team_role: TeamRole | None
+    serving_grid_code: str | None
+    phone: str
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- care households (sensitive) -----------------------------------------------------------
+class CareHouseholdCreate(PointIn):
+    kind: CareKind
+    head_name: Name
+    address: Text = ""
+    notes: Text = ""
+    cadre_member_id: int | None = Field(None, ge=1)
+
+
+class CareHouseholdUpdate(PointPatch):
+    kind: CareKind | None = None
+    head_name: Name | None = None
+    address: Text | None = None
+    notes: Text | None = None
+    cadre_member_id: int | None = Field(None, ge=1)
+
+
+class CareHouseholdRead(_PointRead):
+    kind: CareKind
+    head_name: str
+    address: str
+    notes: str
+    cadre_member_id: int | None
+
+
+# -- incidents ----------------------------------------------------------------------------
+class IncidentCreate(PointIn):
+    category: IncidentCategory
+    description: Text = ""
+    address: Text = ""
+    source: IncidentSource | None = Field(
+        None, description="required unless the token is an intake source's"
+    )
+    reported_at: datetime | None = Field(None, description="default: now")
+    attachments: list[AnyHttpUrl] = Field(default_factory=list, max_length=20)
+
+
+class IncidentUpdate(PointPatch):
+    category: IncidentCategory | None = None
+    description: Text | None = None
+    address: Text | None = None
+    status: IncidentStatus | None = None
+    attachments: list[AnyHttpUrl] | None = Field(None, max_length=20)
+
+
+class ReportedCell(BaseModel):
+    """The cell an incident was reported in, kept when boundaries are redrawn."""
+
+    generation: int | None
+    grid_code: str | None
+
+
+class IncidentRead(_PointRead):
+    category: IncidentCategory
+    description: str
+    address: str
+    source: IncidentSource
+    status: IncidentStatus
+    reported_at: datetime
+    closed_at: datetime | None
+    attachments: list[str]
+    reported: ReportedCell
+
+
+class Page(BaseModel):
+    items: list
+    total: int
+    limit: int
+    offset: int
+    next: str | None
