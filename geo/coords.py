@@ -323,23 +323,29 @@ def _invert(
     """Return p with forward(p) = (lon, lat), by p ← p − (forward(p) − target) from start.
 
     Both transforms are the identity plus a shift whose gradient is < 1e-2, so each step
-    shrinks the error over a hundredfold. The step just taken is the residual of the old p;
-    the new p's error is about that times the observed contraction (this step / the last),
-    so the loop stops as soon as either is < 1e-9°: 3 steps for GCJ-02, 2 for BD-09.
+    shrinks a point's error over a hundredfold. The step just taken is the old p's residual
+    and, the map being near-linear at this scale, the new p's error is about that step times
+    the point's observed contraction (this step / its last). The loop stops when every
+    point's step, or ten times that error estimate, is below 1e-9°: after 3 steps for
+    GCJ-02 and 2–3 for BD-09, instead of the 4 that waiting for a step < 1e-9° would take.
     """
     p_lon, p_lat = start_lon, start_lat
-    last = np.inf
+    last = None
     for _ in range(_MAX_ITER):
         f_lon, f_lat = forward(p_lon, p_lat)
         e_lon = f_lon - lon
         e_lat = f_lat - lat
         p_lon = p_lon - e_lon
         p_lat = p_lat - e_lat
-        err = np.maximum(np.abs(e_lon), np.abs(e_lat))
+        step = np.maximum(np.abs(e_lon), np.abs(e_lat))
         # Non-finite input stays non-finite; it must not keep the loop going.
-        step = float(np.max(err, where=np.isfinite(err), initial=0.0))
-        if step < _TOL_DEG or (last < np.inf and step * (step / last) < _TOL_DEG):
+        step[~np.isfinite(step)] = 0.0
+        if step.max(initial=0.0) < _TOL_DEG:
             break
+        if last is not None:
+            estimate = np.divide(step * step, last, out=np.zeros_like(step), where=last > 0)
+            if 10.0 * estimate.max() < _TOL_DEG:
+                break
         last = step
     return p_lon, p_lat
 

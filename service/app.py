@@ -13,7 +13,7 @@ from service.db import make_async_engine, make_pg_pool
 from service.errors import register_error_handlers
 from service.repositories.lookup import PointLookupBatcher
 from service.responses import JSON
-from service.routers import areas, entities, generations, health, lookup, tokens
+from service.routers import areas, entities, generations, health, lookup, open311, tokens
 from service.settings import Settings, get_settings
 
 __all__ = ["create_app"]
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_cache = TTLCache(maxsize=10_000, ttl=settings.api.token_cache_seconds or 1e-9)
     register_error_handlers(app)
     _document_security(app)
-    routers = [m.router for m in (health, lookup, areas, generations, tokens)]
+    routers = [m.router for m in (health, lookup, areas, generations, tokens, open311)]
     for router in [*routers, *entities.routers]:
         # Routes are added to the app itself rather than as an included router: on the
         # lookup hot path FastAPI's included-router matching is a measurable share.

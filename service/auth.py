@@ -109,8 +109,9 @@ def create_token(
             "an intake token needs a source, and only intake tokens have one", field="source"
         )
     if source is not None and source not in SOURCES:
-        raise UnprocessableError(f"unknown source {source!r}; one of {', '.join(SOURCES)}",
-                                 field="source")
+        raise UnprocessableError(
+            f"unknown source {source!r}; one of {', '.join(SOURCES)}", field="source"
+        )
     if role not in ROLE_LEVEL:
         raise UnprocessableError(f"unknown role {role!r}; one of {', '.join(ROLES)}", field="role")
     allowed = ROLE_LEVEL[role]
@@ -134,8 +135,8 @@ def create_token(
     secret = secrets.token_urlsafe(32)
     conn.execute(
         text(
-            "INSERT INTO api_token (id, name, role, area_code, secret_sha256) "
-            "VALUES (:id, :name, :role, :area, :digest)"
+            "INSERT INTO api_token (id, name, role, area_code, secret_sha256, source) "
+            "VALUES (:id, :name, :role, :area, :digest, :source)"
         ),
         {
             "id": token_id,
@@ -143,6 +144,7 @@ def create_token(
             "role": role,
             "area": area_code,
             "digest": hash_secret(secret),
+            "source": source,
         },
     )
     return f"wg_{token_id}_{secret}"

@@ -263,9 +263,7 @@ def token_create(
     """Create a token and print it (it is shown once; only its hash is stored)."""
     from service.auth import create_token
 
-    typer.echo(
-        _run(lambda c: create_token(c, name=name, role=role, area_code=area, source=source))
-    )
+    typer.echo(_run(lambda c: create_token(c, name=name, role=role, area_code=area, source=source)))
 
 
 @token_app.command("list")

@@ -21,6 +21,7 @@ __all__ = [
     "get_conn",
     "get_write_conn",
     "get_principal",
+    "principal_from_token",
     "require_admin",
 ]
 
@@ -66,7 +67,12 @@ async def get_principal(request: Request) -> Principal:
             "send a token as 'Authorization: Bearer <token>' or 'X-API-Key: <token>'",
             field="Authorization",
         )
-    cache: TTLCache = request.app.state.token_cache
+    return await principal_from_token(request.app, token)
+
+
+async def principal_from_token(app, token: str) -> Principal:
+    """Return the principal of ``token`` (cached for the configured seconds)."""
+    cache: TTLCache = app.state.token_cache
     principal = cache.get(token)
     if principal is not None:
         return principal
@@ -74,7 +80,7 @@ async def get_principal(request: Request) -> Principal:
     if parts is None:
         raise UnauthorizedError("malformed token", field="Authorization")
     token_id, secret = parts
-    async with request.app.state.engine.connect() as conn:
+    async with app.state.engine.connect() as conn:
         row = (await conn.execute(_TOKEN_SQL, {"id": token_id})).first()
     if row is None or not verify_secret(secret, row.secret_sha256) or not row.valid:
         raise UnauthorizedError("unknown, revoked or expired token", field="Authorization")

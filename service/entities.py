@@ -14,9 +14,7 @@ from service.schemas import entities as s
 
 __all__ = ["EntitySpec", "ENTITIES", "UNITS", "FACILITIES", "MEMBERS", "CARE", "INCIDENTS"]
 
-DISPATCHERS = frozenset(
-    {"admin", "city_dispatcher", "district_dispatcher", "community_dispatcher"}
-)
+DISPATCHERS = frozenset({"admin", "city_dispatcher", "district_dispatcher", "community_dispatcher"})
 
 
 @dataclass(frozen=True)
@@ -97,14 +95,19 @@ INCIDENTS = EntitySpec(
     create=s.IncidentCreate,
     update=s.IncidentUpdate,
     read=s.IncidentRead,
-    columns=("category", "description", "address", "source", "status", "reported_at",
-             "attachments"),
+    columns=(
+        "category",
+        "description",
+        "address",
+        "source",
+        "status",
+        "reported_at",
+        "attachments",
+    ),
     filters=("category", "source", "status", "reported_grid_code"),
     write_roles=DISPATCHERS | {"grid_officer", "intake"},
     sortable=("id", "reported_at"),
     extra_read_columns=("closed_at", "reported_generation", "reported_grid_code"),
 )
 
-ENTITIES: dict[str, EntitySpec] = {
-    e.name: e for e in (UNITS, FACILITIES, MEMBERS, CARE, INCIDENTS)
-}
+ENTITIES: dict[str, EntitySpec] = {e.name: e for e in (UNITS, FACILITIES, MEMBERS, CARE, INCIDENTS)}

@@ -29,6 +29,9 @@ __all__ = [
     "count_entities",
     "convert_point",
     "covers_entity",
+    "select_columns",
+    "scope_params",
+    "row_to_read",
 ]
 
 COUNT_GROUPS = {
@@ -56,7 +59,7 @@ def visible_sql(spec: EntitySpec, alias: str = "t") -> str:
     )
 
 
-def _scope_params(principal: Principal) -> dict[str, Any]:
+def scope_params(principal: Principal) -> dict[str, Any]:
     # Points outside every area belong to the city-level queue.
     city_level = principal.scope_path is not None and "/" not in principal.scope_path
     return {"scope": principal.scope_path, "scope_city": city_level}
@@ -71,7 +74,7 @@ def covers_entity(principal: Principal, path: str | None) -> bool:
     return principal.covers_path(path)
 
 
-def _select(spec: EntitySpec) -> str:
+def select_columns(spec: EntitySpec) -> str:
     cols = ["t.id", *(f"t.{c}" for c in spec.columns), *(f"t.{c}" for c in spec.extra_read_columns)]
     cols += ["t.created_at", "t.updated_at"]
     if spec.point:
@@ -178,7 +181,7 @@ async def list_entities(
     """Return a page of visible entities (ordered by id) and how many match in all."""
     _require_details(spec, principal)
     where = [visible_sql(spec)]
-    params: dict[str, Any] = {**_scope_params(principal), "limit": limit, "offset": offset}
+    params: dict[str, Any] = {**scope_params(principal), "limit": limit, "offset": offset}
     for column, value in filters.items():
         if column not in spec.filters:
             raise UnprocessableError(f"cannot filter {spec.name} by {column}", field=column)
@@ -186,8 +189,11 @@ async def list_entities(
             where.append(f"t.{column} = :f_{column}")
             params[f"f_{column}"] = value
     if spec.point:
-        for column, value in (("grid_code", grid), ("community_code", community),
-                              ("district_code", district)):
+        for column, value in (
+            ("grid_code", grid),
+            ("community_code", community),
+            ("district_code", district),
+        ):
             if value is not None:
                 where.append(f"t.{column} = :{column}")
                 params[column] = value
@@ -207,7 +213,7 @@ async def list_entities(
             where.append("t.reported_at < :until")
             params["until"] = until
     sql = (
-        f"SELECT {_select(spec)}, count(*) OVER () AS total FROM {spec.table} t "
+        f"SELECT {select_columns(spec)}, count(*) OVER () AS total FROM {spec.table} t "
         f"WHERE {' AND '.join(where)} ORDER BY t.id LIMIT :limit OFFSET :offset"
     )
     rows = (await conn.execute(text(sql), params)).all()
@@ -227,10 +233,10 @@ async def _fetch_visible(conn, spec: EntitySpec, principal: Principal, entity_id
     row = (
         await conn.execute(
             text(
-                f"SELECT {_select(spec)} FROM {spec.table} t WHERE t.id = :id "
+                f"SELECT {select_columns(spec)} FROM {spec.table} t WHERE t.id = :id "
                 f"AND {visible_sql(spec)}"
             ),
-            {"id": entity_id, **_scope_params(principal)},
+            {"id": entity_id, **scope_params(principal)},
         )
     ).first()
     if row is None:
@@ -312,11 +318,14 @@ async def create_entity(
     *,
     principal: Principal,
     data: BaseModel,
-    defaults: dict[str, Any] | None = None,
+    forced: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Store a new entity, mapped to its cells; return it as read back."""
+    """Store a new entity, mapped to its cells; return it as read back.
+
+    ``forced`` values win over the body's (an intake token's source is its own).
+    """
     _require_role(spec, principal, spec.write_roles, "create")
-    values = {**(defaults or {}), **_values(spec, data, exclude_unset=False)}
+    values = {**_values(spec, data, exclude_unset=False), **(forced or {})}
     values = {k: v for k, v in values.items() if v is not None or k in ("staff",)}
     if spec.table == "incident":
         values.pop("status", None)
@@ -345,7 +354,8 @@ async def create_entity(
     ).scalar_one()
     row = (
         await conn.execute(
-            text(f"SELECT {_select(spec)} FROM {spec.table} t WHERE t.id = :id"), {"id": new_id}
+            text(f"SELECT {select_columns(spec)} FROM {spec.table} t WHERE t.id = :id"),
+            {"id": new_id},
         )
     ).first()
     _check_scope_after_write(spec, principal, row)
@@ -367,9 +377,7 @@ async def update_entity(
     values = _values(spec, patch, exclude_unset=True)
     if spec.table == "member":
         merged = {**current._mapping, **values}
-        await _check_references(
-            conn, spec, principal, {k: merged.get(k) for k in spec.columns}
-        )
+        await _check_references(conn, spec, principal, {k: merged.get(k) for k in spec.columns})
     else:
         await _check_references(conn, spec, principal, values)
     sets = [f"{c} = :{c}" for c in values]
@@ -381,22 +389,26 @@ async def update_entity(
     if spec.table == "incident" and "status" in values:
         if values["status"] is None:
             raise UnprocessableError("status cannot be empty", field="status")
-        sets.append(
-            "closed_at = CASE WHEN :status = 'closed' THEN coalesce(closed_at, now()) END"
-        )
-    for column in ("name", "kind", "category", "head_name", "party_org", "party_members",
-                   "co_building", "home_community_code"):
+        sets.append("closed_at = CASE WHEN :status = 'closed' THEN coalesce(closed_at, now()) END")
+    for column in (
+        "name",
+        "kind",
+        "category",
+        "head_name",
+        "party_org",
+        "party_members",
+        "co_building",
+        "home_community_code",
+    ):
         if column in values and values[column] is None:
             raise UnprocessableError(f"{column} cannot be empty", field=column)
     if not sets:
         return row_to_read(spec, current)
     sets.append("updated_at = now()")
-    await conn.execute(
-        text(f"UPDATE {spec.table} SET {', '.join(sets)} WHERE id = :id"), params
-    )
+    await conn.execute(text(f"UPDATE {spec.table} SET {', '.join(sets)} WHERE id = :id"), params)
     row = (
         await conn.execute(
-            text(f"SELECT {_select(spec)} FROM {spec.table} t WHERE t.id = :id"),
+            text(f"SELECT {select_columns(spec)} FROM {spec.table} t WHERE t.id = :id"),
             {"id": entity_id},
         )
     ).first()
@@ -423,17 +435,17 @@ async def count_entities(
     for key in by:
         column = COUNT_GROUPS.get(key)
         if column is None or (column not in spec.columns and not column.endswith("_code")):
-            raise UnprocessableError(
-                f"cannot group {spec.name} by {key}", field="by"
-            )
+            raise UnprocessableError(f"cannot group {spec.name} by {key}", field="by")
         if column.endswith("_code") and not spec.point:
             raise UnprocessableError(f"cannot group {spec.name} by {key}", field="by")
         columns.append((key, column))
     select = ", ".join(f"t.{c} AS {k}" for k, c in columns)
     group = ", ".join(f"t.{c}" for _, c in columns)
-    sql = f"SELECT {select + ', ' if select else ''}count(*) AS count FROM {spec.table} t " \
-          f"WHERE {visible_sql(spec)}"
+    sql = (
+        f"SELECT {select + ', ' if select else ''}count(*) AS count FROM {spec.table} t "
+        f"WHERE {visible_sql(spec)}"
+    )
     if group:
         sql += f" GROUP BY {group} ORDER BY {group}"
-    rows = (await conn.execute(text(sql), _scope_params(principal))).all()
+    rows = (await conn.execute(text(sql), scope_params(principal))).all()
     return [dict(r._mapping) for r in rows]

@@ -155,7 +155,7 @@ def _make_router(spec: EntitySpec) -> APIRouter:
 
             async def work():
                 item = await repo.create_entity(
-                    conn, spec, principal=principal, data=body, defaults=defaults
+                    conn, spec, principal=principal, data=body, forced=defaults
                 )
                 return 201, item
 
@@ -178,9 +178,7 @@ def _make_router(spec: EntitySpec) -> APIRouter:
         "`Idempotency-Key` header to make retries safe.",
     )
 
-    async def update_item(
-        request: Request, body: spec.update, entity_id: int = Path(ge=1)
-    ) -> JSON:
+    async def update_item(request: Request, body: spec.update, entity_id: int = Path(ge=1)) -> JSON:
         principal = await get_principal(request)
         async with request.app.state.engine.begin() as conn:
             item = await repo.update_entity(

@@ -9,8 +9,12 @@ from typing import Annotated, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 UnitKind = Literal[
-    "government_agency", "enterprise", "public_institution", "non_public_firm",
-    "social_organisation", "shop",
+    "government_agency",
+    "enterprise",
+    "public_institution",
+    "non_public_firm",
+    "social_organisation",
+    "shop",
 ]
 PartyOrg = Literal["none", "group", "branch", "general_branch", "committee"]
 FacilityKind = Literal["service_hall", "service_station", "party_member_station"]

@@ -53,22 +53,29 @@ def _sql(url, sql, **params):
 
 # -- create/read/update/delete within and outside scope ---------------------------------------
 def test_unit_crud_inside_the_callers_community(tiny_client, h):
-    r = tiny_client.post("/units", json=_unit(*IN_NE, party_org="branch", party_members=12),
-                         headers=h["community"])
+    r = tiny_client.post(
+        "/units", json=_unit(*IN_NE, party_org="branch", party_members=12), headers=h["community"]
+    )
     assert r.status_code == 201, r.text
     unit = r.json()
-    assert unit["cells"] == {"generation": 1, "grid_code": NE_OF_NW,
-                             "community_code": "990101001001", "district_code": "990101"}
+    assert unit["cells"] == {
+        "generation": 1,
+        "grid_code": NE_OF_NW,
+        "community_code": "990101001001",
+        "district_code": "990101",
+    }
     assert r.headers["location"] == f"/units/{unit['id']}"
     got = tiny_client.get(f"/units/{unit['id']}", headers=h["community"]).json()
     assert got["party_org"] == "branch" and got["party_members"] == 12
 
-    moved = tiny_client.patch(f"/units/{unit['id']}", json={"lon": IN_NW[0], "lat": IN_NW[1]},
-                              headers=h["community"])
+    moved = tiny_client.patch(
+        f"/units/{unit['id']}", json={"lon": IN_NW[0], "lat": IN_NW[1]}, headers=h["community"]
+    )
     assert moved.status_code == 200, moved.text
     assert moved.json()["cells"]["grid_code"] == NW_GRID
-    renamed = tiny_client.patch(f"/units/{unit['id']}", json={"co_building": True},
-                                headers=h["community"]).json()
+    renamed = tiny_client.patch(
+        f"/units/{unit['id']}", json={"co_building": True}, headers=h["community"]
+    ).json()
     assert renamed["co_building"] is True and renamed["cells"]["grid_code"] == NW_GRID
 
     listing = tiny_client.get("/units", params={"grid": NW_GRID}, headers=h["community"]).json()
@@ -85,8 +92,11 @@ def test_writes_outside_the_callers_area_are_refused_and_nothing_is_written(
     assert "outside your area" in r.json()["detail"]
     assert _sql(tiny_db_url, "SELECT count(*) FROM unit")[0][0] == 0
     unit = tiny_client.post("/units", json=_unit(*IN_NW), headers=h["community"]).json()
-    moved = tiny_client.patch(f"/units/{unit['id']}", json={"lon": IN_OTHER[0], "lat": IN_OTHER[1]},
-                              headers=h["community"])
+    moved = tiny_client.patch(
+        f"/units/{unit['id']}",
+        json={"lon": IN_OTHER[0], "lat": IN_OTHER[1]},
+        headers=h["community"],
+    )
     assert moved.status_code == 403
     still = tiny_client.get(f"/units/{unit['id']}", headers=h["community"]).json()
     assert still["cells"]["grid_code"] == NW_GRID
@@ -108,13 +118,26 @@ def test_grid_officer_sees_only_own_grid_and_planner_cannot_write(tiny_client, h
 
 def test_facilities_and_counts(tiny_client, h):
     for kind in ("service_hall", "service_station", "party_member_station"):
-        r = tiny_client.post("/facilities", json={"name": kind, "kind": kind, "lon": IN_NW[0],
-                             "lat": IN_NW[1], "floor_area_m2": 850}, headers=h["community"])
+        r = tiny_client.post(
+            "/facilities",
+            json={
+                "name": kind,
+                "kind": kind,
+                "lon": IN_NW[0],
+                "lat": IN_NW[1],
+                "floor_area_m2": 850,
+            },
+            headers=h["community"],
+        )
         assert r.status_code == 201, r.text
-    counts = tiny_client.get("/facilities/counts", params={"by": "grid,kind"},
-                             headers=h["city"]).json()
-    assert sorted(c["kind"] for c in counts) == ["party_member_station", "service_hall",
-                                                  "service_station"]
+    counts = tiny_client.get(
+        "/facilities/counts", params={"by": "grid,kind"}, headers=h["city"]
+    ).json()
+    assert sorted(c["kind"] for c in counts) == [
+        "party_member_station",
+        "service_hall",
+        "service_station",
+    ]
     assert all(c["grid"] == NW_GRID and c["count"] == 1 for c in counts)
     bad = tiny_client.get("/facilities/counts", params={"by": "colour"}, headers=h["city"])
     assert bad.status_code == 422 and bad.json()["field"] == "by"
@@ -122,16 +145,22 @@ def test_facilities_and_counts(tiny_client, h):
 
 # -- members ------------------------------------------------------------------------------------
 def test_members_registered_in_a_community_serving_a_grid(tiny_client, h):
-    body = {"name": "王芳", "kind": "grid_staff", "home_community_code": "990101001002",
-            "team_role": "grid_manager", "serving_grid_code": NW_GRID}
+    body = {
+        "name": "王芳",
+        "kind": "grid_staff",
+        "home_community_code": "990101001002",
+        "team_role": "grid_manager",
+        "serving_grid_code": NW_GRID,
+    }
     r = tiny_client.post("/members", json=body, headers=h["district"])
     assert r.status_code == 201, r.text
     member = r.json()
     # Registered elsewhere, serving in the officer's grid: the grid officer sees the member.
     assert tiny_client.get(f"/members/{member['id']}", headers=h["grid"]).status_code == 200
     assert tiny_client.get(f"/members/{member['id']}", headers=h["grid_ne"]).status_code == 404
-    listing = tiny_client.get("/members", params={"team_role": "grid_manager"},
-                              headers=h["community"]).json()
+    listing = tiny_client.get(
+        "/members", params={"team_role": "grid_manager"}, headers=h["community"]
+    ).json()
     assert [m["name"] for m in listing["items"]] == ["王芳"]
     for bad, field in [
         ({**body, "home_community_code": NW_GRID}, "home_community_code"),
@@ -149,13 +178,22 @@ def test_members_registered_in_a_community_serving_a_grid(tiny_client, h):
 def test_care_household_details_only_for_entitled_roles_and_every_read_is_logged(
     tiny_client, h, tiny_db_url
 ):
-    body = {"kind": "elderly_alone", "head_name": "李奶奶", "address": "1-2-301",
-            "lon": IN_NW[0], "lat": IN_NW[1], "notes": "lives alone, visit weekly"}
+    body = {
+        "kind": "elderly_alone",
+        "head_name": "李奶奶",
+        "address": "1-2-301",
+        "lon": IN_NW[0],
+        "lat": IN_NW[1],
+        "notes": "lives alone, visit weekly",
+    }
     r = tiny_client.post("/care-households", json=body, headers=h["community"])
     assert r.status_code == 201, r.text
     hid = r.json()["id"]
-    tiny_client.post("/care-households", json={**body, "kind": "hardship", "lon": IN_NE[0],
-                     "lat": IN_NE[1]}, headers=h["community"])
+    tiny_client.post(
+        "/care-households",
+        json={**body, "kind": "hardship", "lon": IN_NE[0], "lat": IN_NE[1]},
+        headers=h["community"],
+    )
 
     assert tiny_client.get(f"/care-households/{hid}", headers=h["grid"]).json()["head_name"] == (
         "李奶奶"
@@ -169,8 +207,9 @@ def test_care_household_details_only_for_entitled_roles_and_every_read_is_logged
         r = tiny_client.get("/care-households", headers=h[role])
         assert r.status_code == 403 and "counts" in r.json()["detail"]
         assert tiny_client.get(f"/care-households/{hid}", headers=h[role]).status_code == 403
-        counts = tiny_client.get("/care-households/counts", params={"by": "kind"},
-                                 headers=h[role]).json()
+        counts = tiny_client.get(
+            "/care-households/counts", params={"by": "kind"}, headers=h[role]
+        ).json()
         assert counts == [{"kind": "elderly_alone", "count": 1}, {"kind": "hardship", "count": 1}]
         assert "李奶奶" not in str(counts)
     log = _sql(tiny_db_url, "SELECT role, action, entity_id FROM access_log ORDER BY id")
@@ -179,8 +218,13 @@ def test_care_household_details_only_for_entitled_roles_and_every_read_is_logged
 
 
 def test_cadre_must_be_a_member_in_scope(tiny_client, h):
-    body = {"kind": "hardship", "head_name": "x", "lon": IN_NW[0], "lat": IN_NW[1],
-            "cadre_member_id": 999}
+    body = {
+        "kind": "hardship",
+        "head_name": "x",
+        "lon": IN_NW[0],
+        "lat": IN_NW[1],
+        "cadre_member_id": 999,
+    }
     r = tiny_client.post("/care-households", json=body, headers=h["community"])
     assert r.status_code == 422 and r.json()["field"] == "cadre_member_id"
 
@@ -193,8 +237,13 @@ def test_every_input_crs_lands_in_the_same_grid(tiny_client, h, crs):
         lon, lat = wgs84_to_gcj02(lon, lat)
     elif crs == "BD-09":
         lon, lat = wgs84_to_bd09(lon, lat)
-    body = {"category": "street_light", "source": "patrol", "lon": float(lon),
-            "lat": float(lat), "crs": crs}
+    body = {
+        "category": "street_light",
+        "source": "patrol",
+        "lon": float(lon),
+        "lat": float(lat),
+        "crs": crs,
+    }
     r = tiny_client.post("/incidents", json=body, headers=h["grid"])
     assert r.status_code == 201, r.text
     inc = r.json()
@@ -229,10 +278,13 @@ def test_bad_coordinates_are_refused_saying_which(tiny_client, h, point, field, 
 
 
 def test_nan_and_infinity_are_refused(tiny_client, h):
-    for raw in ('{"category":"water","source":"patrol","lon":NaN,"lat":26}',
-                '{"category":"water","source":"patrol","lon":106,"lat":Infinity}'):
-        r = tiny_client.post("/incidents", content=raw, headers={**h["city"],
-                             "content-type": "application/json"})
+    for raw in (
+        '{"category":"water","source":"patrol","lon":NaN,"lat":26}',
+        '{"category":"water","source":"patrol","lon":106,"lat":Infinity}',
+    ):
+        r = tiny_client.post(
+            "/incidents", content=raw, headers={**h["city"], "content-type": "application/json"}
+        )
         assert r.status_code == 422, r.text
 
 
@@ -244,26 +296,43 @@ def test_incident_outside_every_grid_is_kept_in_the_city_queue(tiny_client, h):
     queue = tiny_client.get("/incidents", params={"unassigned": "true"}, headers=h["city"]).json()
     assert [i["id"] for i in queue["items"]] == [r.json()["id"]]
     # Below the city level nobody is handed a case outside their area.
-    assert tiny_client.get("/incidents", params={"unassigned": "true"},
-                           headers=h["district"]).json()["total"] == 0
+    assert (
+        tiny_client.get("/incidents", params={"unassigned": "true"}, headers=h["district"]).json()[
+            "total"
+        ]
+        == 0
+    )
     # A district dispatcher cannot file it at all: it is outside their area.
     assert tiny_client.post("/incidents", json=body, headers=h["district"]).status_code == 403
 
 
 def test_incident_status_workflow_and_filters(tiny_client, h):
-    inc = tiny_client.post("/incidents", json={"category": "gas", "source": "patrol",
-                           "lon": IN_NW[0], "lat": IN_NW[1],
-                           "attachments": ["https://example.org/a.jpg"]},
-                           headers=h["grid"]).json()
+    inc = tiny_client.post(
+        "/incidents",
+        json={
+            "category": "gas",
+            "source": "patrol",
+            "lon": IN_NW[0],
+            "lat": IN_NW[1],
+            "attachments": ["https://example.org/a.jpg"],
+        },
+        headers=h["grid"],
+    ).json()
     assert inc["status"] == "new" and inc["attachments"] == ["https://example.org/a.jpg"]
-    opened = tiny_client.patch(f"/incidents/{inc['id']}", json={"status": "open"},
-                               headers=h["grid"]).json()
+    opened = tiny_client.patch(
+        f"/incidents/{inc['id']}", json={"status": "open"}, headers=h["grid"]
+    ).json()
     assert opened["status"] == "open" and opened["closed_at"] is None
-    closed = tiny_client.patch(f"/incidents/{inc['id']}", json={"status": "closed"},
-                               headers=h["grid"]).json()
+    closed = tiny_client.patch(
+        f"/incidents/{inc['id']}", json={"status": "closed"}, headers=h["grid"]
+    ).json()
     assert closed["closed_at"] is not None
-    assert tiny_client.get("/incidents", params={"status": "closed"},
-                           headers=h["grid"]).json()["total"] == 1
+    assert (
+        tiny_client.get("/incidents", params={"status": "closed"}, headers=h["grid"]).json()[
+            "total"
+        ]
+        == 1
+    )
     bad = tiny_client.patch(f"/incidents/{inc['id']}", json={"status": "done"}, headers=h["grid"])
     assert bad.status_code == 422
     bad = tiny_client.get("/incidents", params={"colour": "red"}, headers=h["grid"])
@@ -273,28 +342,51 @@ def test_incident_status_workflow_and_filters(tiny_client, h):
 # -- boundaries redrawn ----------------------------------------------------------------------
 def test_new_generation_remaps_entities_and_keeps_where_incidents_were_reported(tiny_client, h):
     unit = tiny_client.post("/units", json=_unit(*IN_NW), headers=h["admin"]).json()
-    inc = tiny_client.post("/incidents", json={"category": "water", "source": "patrol",
-                           "lon": IN_NW[0], "lat": IN_NW[1]}, headers=h["admin"]).json()
-    gen = tiny_client.post("/generations", json={"description": "merge"},
-                           headers=h["admin"]).json()["id"]
-    tiny_client.post(f"/generations/{gen}/retire", json={"codes": [NW_GRID, NE_OF_NW]},
-                     headers=h["admin"])
-    merged = {"type": "FeatureCollection", "features": [{
-        "type": "Feature", "geometry": mapping(box(106.0, 26.01, 106.02, 26.02)),
-        "properties": {"code": "990101001001003", "name": "merged", "level": "grid",
-                       "parent_code": "990101001001"}}]}
-    assert tiny_client.post(f"/generations/{gen}/areas", json=merged,
-                            headers=h["admin"]).status_code == 200
+    inc = tiny_client.post(
+        "/incidents",
+        json={"category": "water", "source": "patrol", "lon": IN_NW[0], "lat": IN_NW[1]},
+        headers=h["admin"],
+    ).json()
+    gen = tiny_client.post(
+        "/generations", json={"description": "merge"}, headers=h["admin"]
+    ).json()["id"]
+    tiny_client.post(
+        f"/generations/{gen}/retire", json={"codes": [NW_GRID, NE_OF_NW]}, headers=h["admin"]
+    )
+    merged = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "geometry": mapping(box(106.0, 26.01, 106.02, 26.02)),
+                "properties": {
+                    "code": "990101001001003",
+                    "name": "merged",
+                    "level": "grid",
+                    "parent_code": "990101001001",
+                },
+            }
+        ],
+    }
+    assert (
+        tiny_client.post(f"/generations/{gen}/areas", json=merged, headers=h["admin"]).status_code
+        == 200
+    )
     assert tiny_client.post(f"/generations/{gen}/activate", headers=h["admin"]).status_code == 200
 
     now = tiny_client.get(f"/units/{unit['id']}", headers=h["admin"]).json()
-    assert now["cells"] == {"generation": gen, "grid_code": "990101001001003",
-                            "community_code": "990101001001", "district_code": "990101"}
+    assert now["cells"] == {
+        "generation": gen,
+        "grid_code": "990101001001003",
+        "community_code": "990101001001",
+        "district_code": "990101",
+    }
     inc_now = tiny_client.get(f"/incidents/{inc['id']}", headers=h["admin"]).json()
     assert inc_now["cells"]["grid_code"] == "990101001001003"
     assert inc_now["reported"] == {"generation": 1, "grid_code": NW_GRID}
-    by_reported = tiny_client.get("/incidents", params={"reported_grid_code": NW_GRID},
-                                  headers=h["admin"]).json()
+    by_reported = tiny_client.get(
+        "/incidents", params={"reported_grid_code": NW_GRID}, headers=h["admin"]
+    ).json()
     assert [i["id"] for i in by_reported["items"]] == [inc["id"]]
 
 
@@ -307,16 +399,22 @@ def test_idempotency_key_replays_and_refuses_a_different_body(tiny_client, h):
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json()
     assert again.headers["idempotent-replayed"] == "true"
-    other = tiny_client.post("/incidents", json={**body, "category": "gas"},
-                             headers={**h["city"], **key})
+    other = tiny_client.post(
+        "/incidents", json={**body, "category": "gas"}, headers={**h["city"], **key}
+    )
     assert other.status_code == 422 and other.json()["field"] == "Idempotency-Key"
 
 
 def test_twenty_concurrent_identical_requests_make_exactly_one_incident(
     tiny_server, h, tiny_db_url
 ):
-    body = {"category": "water", "source": "hotline_12319", "lon": IN_NW[0], "lat": IN_NW[1],
-            "description": "水管爆裂"}
+    body = {
+        "category": "water",
+        "source": "hotline_12319",
+        "lon": IN_NW[0],
+        "lat": IN_NW[1],
+        "description": "水管爆裂",
+    }
     headers = {**h["city"], "Idempotency-Key": "hotline-20261127-0042"}
 
     async def fire():

@@ -245,8 +245,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("idempotency_key", "access_log", "incident", "care_household", "member",
-                  "facility", "unit"):
+    for table in (
+        "idempotency_key",
+        "access_log",
+        "incident",
+        "care_household",
+        "member",
+        "facility",
+        "unit",
+    ):
         op.execute(f"DROP TABLE IF EXISTS {table}")
     op.execute("ALTER TABLE api_token DROP COLUMN source")
     op.execute(

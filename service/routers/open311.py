@@ -1,0 +1,327 @@
+"""Open311 GeoReport v2: services, POST requests, GET requests (filters), GET request by id.
+
+Lets existing citizen-reporting clients and the 12319 hotline system file and read cases.
+Formats by suffix: ``.json`` or ``.xml``. Authentication: ``api_key`` (form field or query
+parameter, as the specification has it) or the usual headers. Errors follow Open311's own
+format (a list of ``{code, description}``, or ``<errors>`` in XML) because that is what its
+clients parse; the description names the field at fault. Coordinates are WGS84 per the
+specification; the non-standard ``crs`` parameter accepts GCJ-02 and BD-09 too.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from service.deps import get_principal, principal_from_token
+from service.entities import INCIDENTS
+from service.errors import WanggeError
+from service.idempotency import request_fingerprint, run_idempotent
+from service.repositories import entities as repo
+from service.responses import JSON
+from service.schemas.entities import IncidentCreate
+
+router = APIRouter(prefix="/open311/v2", tags=["open311"])
+
+#: service_code → (name, description, group); the categories residents complain about.
+SERVICES = {
+    "water": ("供水 Water", "Water not running, burst or leaking pipes", "utilities"),
+    "gas": ("燃气 Gas", "Gas not flowing, smell of gas", "utilities"),
+    "street_light": ("路灯 Street light", "Street light out or flickering", "streets"),
+    "road": ("道路 Road", "Uneven road, potholes, broken pavement", "streets"),
+    "sanitation": ("环境卫生 Sanitation", "Rubbish, dirty streets, blocked drains", "environment"),
+    "public_order": ("治安 Public order", "Disorder, noise, unsafe places", "safety"),
+    "other": ("其他 Other", "Anything else for the grid team", "other"),
+}
+MAX_RESULTS = 1000
+
+
+class Open311Error(Exception):
+    def __init__(self, status: int, description: str):
+        self.status = status
+        self.description = description
+
+
+def _fmt(fmt: str) -> str:
+    if fmt not in ("json", "xml"):
+        raise Open311Error(404, f"unknown format .{fmt}; use .json or .xml")
+    return fmt
+
+
+def _render(data: Any, fmt: str, root: str, item: str, status: int = 200) -> Response:
+    if fmt == "json":
+        return JSON(data, status_code=status)
+    top = ET.Element(root)
+    for entry in data:
+        el = ET.SubElement(top, item)
+        for key, value in entry.items():
+            child = ET.SubElement(el, key)
+            if isinstance(value, bool):
+                child.text = "true" if value else "false"
+            elif isinstance(value, list):
+                child.text = ",".join(str(v) for v in value)
+            elif value is not None:
+                child.text = str(value)
+    body = ET.tostring(top, encoding="utf-8", xml_declaration=True)
+    return Response(body, status_code=status, media_type="text/xml; charset=utf-8")
+
+
+def _error(exc: Open311Error, fmt: str) -> Response:
+    return _render(
+        [{"code": exc.status, "description": exc.description}],
+        fmt if fmt in ("json", "xml") else "json",
+        "errors",
+        "error",
+        exc.status,
+    )
+
+
+async def _principal(request: Request, form: dict[str, str] | None = None):
+    api_key = (form or {}).get("api_key") or request.query_params.get("api_key")
+    try:
+        if api_key:
+            return await principal_from_token(request.app, api_key)
+        return await get_principal(request)
+    except WanggeError as exc:
+        raise Open311Error(exc.status, f"api_key: {exc.detail}") from None
+
+
+def _service(code: str) -> dict[str, Any]:
+    name, description, group = SERVICES[code]
+    return {
+        "service_code": code,
+        "service_name": name,
+        "description": description,
+        "metadata": False,
+        "type": "realtime",
+        "keywords": [code.replace("_", " ")],
+        "group": group,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value else None
+
+
+def _as_request(item: dict[str, Any]) -> dict[str, Any]:
+    cells = item["cells"]
+    team = cells["grid_code"] or cells["community_code"] or cells["district_code"]
+    return {
+        "service_request_id": str(item["id"]),
+        "status": "closed" if item["status"] == "closed" else "open",
+        "status_notes": None if item["status"] != "new" else "received, awaiting dispatch",
+        "service_name": SERVICES[item["category"]][0],
+        "service_code": item["category"],
+        "description": item["description"],
+        "agency_responsible": f"grid team {team}"
+        if cells["grid_code"]
+        else (f"dispatch centre {team}" if team else "city dispatch centre"),
+        "service_notice": None,
+        "requested_datetime": _iso(item["reported_at"]),
+        "updated_datetime": _iso(item["updated_at"]),
+        "expected_datetime": None,
+        "address": item["address"],
+        "address_id": None,
+        "zipcode": None,
+        "lat": item["lat"],
+        "long": item["lon"],
+        "media_url": item["attachments"][0] if item["attachments"] else None,
+    }
+
+
+@router.get("/services.{fmt}", summary="Open311: the service list (incident categories)")
+async def services(request: Request, fmt: str) -> Response:
+    try:
+        fmt = _fmt(fmt)
+        await _principal(request)
+        return _render([_service(c) for c in SERVICES], fmt, "services", "service")
+    except Open311Error as exc:
+        return _error(exc, fmt)
+
+
+@router.get("/services/{code}.{fmt}", summary="Open311: one service definition")
+async def service_definition(request: Request, code: str, fmt: str) -> Response:
+    try:
+        fmt = _fmt(fmt)
+        await _principal(request)
+        if code not in SERVICES:
+            raise Open311Error(404, f"service_code: unknown service {code!r}")
+        if fmt == "json":
+            return JSON({"service_code": code, "attributes": []})
+        top = ET.Element("service_definition")
+        ET.SubElement(top, "service_code").text = code
+        ET.SubElement(top, "attributes")
+        return Response(
+            ET.tostring(top, encoding="utf-8", xml_declaration=True),
+            media_type="text/xml; charset=utf-8",
+        )
+    except Open311Error as exc:
+        return _error(exc, fmt)
+
+
+@router.post("/requests.{fmt}", summary="Open311: file a service request (an incident)")
+async def post_request(request: Request, fmt: str) -> Response:
+    """Form-encoded as in GeoReport v2: ``service_code``, ``lat``, ``long``, ``description``,
+    ``address_string``, ``media_url``, ``api_key``. ``Idempotency-Key`` is honoured."""
+    try:
+        fmt = _fmt(fmt)
+        form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+        principal = await _principal(request, form)
+        if not form.get("service_code"):
+            raise Open311Error(400, "service_code: required")
+        if form["service_code"] not in SERVICES:
+            raise Open311Error(404, f"service_code: unknown service {form['service_code']!r}")
+        if not form.get("lat") or not form.get("long"):
+            raise Open311Error(
+                400,
+                "lat, long: a location is required (address-only requests cannot be "
+                "placed in a grid)",
+            )
+        payload = {
+            "category": form["service_code"],
+            "description": form.get("description", ""),
+            "address": form.get("address_string", ""),
+            "lon": form["long"],
+            "lat": form["lat"],
+            "crs": form.get("crs", "EPSG:4326"),
+            "attachments": [form["media_url"]] if form.get("media_url") else [],
+            "source": None if principal.role == "intake" else "resident",
+        }
+        try:
+            data = IncidentCreate.model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = {"lon": "long", "category": "service_code", "attachments": "media_url"}.get(
+                str(first["loc"][0]), str(first["loc"][0])
+            )
+            raise Open311Error(400, f"{field}: {first['msg']}") from None
+        defaults = {"source": principal.source} if principal.role == "intake" else {}
+        fingerprint = request_fingerprint("POST", request.url.path, sorted(form.items()))
+        key = request.headers.get("idempotency-key")
+        async with request.app.state.engine.begin() as conn:
+
+            async def work():
+                item = await repo.create_entity(
+                    conn, INCIDENTS, principal=principal, data=data, forced=defaults
+                )
+                return 201, [
+                    {
+                        "service_request_id": str(item["id"]),
+                        "service_notice": None,
+                        "account_id": None,
+                    }
+                ]
+
+            try:
+                status, body, _ = await run_idempotent(
+                    conn, principal=principal, key=key, fingerprint=fingerprint, work=work
+                )
+            except WanggeError as exc:
+                field = {"lon": "long", "lon,lat": "lat, long"}.get(exc.field, exc.field)
+                raise Open311Error(
+                    exc.status if exc.status != 422 else 400, f"{field}: {exc.detail}"
+                ) from None
+        return _render(body, fmt, "service_requests", "request", status)
+    except Open311Error as exc:
+        return _error(exc, fmt)
+
+
+def _parse_time(value: str | None, field: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise Open311Error(400, f"{field}: not a W3C/ISO 8601 date-time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@router.get("/requests.{fmt}", summary="Open311: service requests, with its filters")
+async def get_requests(request: Request, fmt: str) -> Response:
+    """Filters: ``service_request_id`` (comma-separated; overrides the rest), ``service_code``,
+    ``start_date``, ``end_date`` (default: the last 90 days), ``status`` (open, closed)."""
+    try:
+        fmt = _fmt(fmt)
+        principal = await _principal(request)
+        q = request.query_params
+        known = {
+            "service_request_id",
+            "service_code",
+            "start_date",
+            "end_date",
+            "status",
+            "api_key",
+            "jurisdiction_id",
+        }
+        unknown = sorted(set(q) - known)
+        if unknown:
+            raise Open311Error(400, f"{unknown[0]}: unknown parameter")
+        where, params = [repo.visible_sql(INCIDENTS)], {}
+        if q.get("service_request_id"):
+            try:
+                ids = [int(x) for x in q["service_request_id"].split(",") if x.strip()]
+            except ValueError:
+                raise Open311Error(400, "service_request_id: comma-separated numbers") from None
+            where.append("t.id = ANY(CAST(:ids AS bigint[]))")
+            params["ids"] = ids
+        else:
+            end = _parse_time(q.get("end_date"), "end_date") or datetime.now(UTC)
+            start = _parse_time(q.get("start_date"), "start_date") or end - timedelta(days=90)
+            where += ["t.reported_at >= :start", "t.reported_at <= :end"]
+            params.update(start=start, end=end)
+            if q.get("service_code"):
+                codes = [c for c in q["service_code"].split(",") if c]
+                bad = [c for c in codes if c not in SERVICES]
+                if bad:
+                    raise Open311Error(400, f"service_code: unknown service {bad[0]!r}")
+                where.append("t.category = ANY(CAST(:codes AS text[]))")
+                params["codes"] = codes
+            if q.get("status"):
+                states = q["status"].split(",")
+                if not set(states) <= {"open", "closed"}:
+                    raise Open311Error(400, "status: open or closed")
+                wanted = (
+                    {"closed"}
+                    if states == ["closed"]
+                    else ({"new", "open"} if "closed" not in states else {"new", "open", "closed"})
+                )
+                where.append("t.status = ANY(CAST(:states AS text[]))")
+                params["states"] = sorted(wanted)
+        items = await _select_requests(request, principal, where, params)
+        return _render([_as_request(i) for i in items], fmt, "service_requests", "request")
+    except Open311Error as exc:
+        return _error(exc, fmt)
+
+
+@router.get("/requests/{request_id}.{fmt}", summary="Open311: one service request")
+async def get_request(request: Request, request_id: str, fmt: str) -> Response:
+    try:
+        fmt = _fmt(fmt)
+        principal = await _principal(request)
+        if not request_id.isdigit():
+            raise Open311Error(400, "service_request_id: a number")
+        items = await _select_requests(
+            request, principal, [repo.visible_sql(INCIDENTS), "t.id = :id"], {"id": int(request_id)}
+        )
+        if not items:
+            raise Open311Error(404, f"service_request_id: no request {request_id}")
+        return _render([_as_request(i) for i in items], fmt, "service_requests", "request")
+    except Open311Error as exc:
+        return _error(exc, fmt)
+
+
+async def _select_requests(request, principal, where: list[str], params: dict) -> list[dict]:
+    sql = (
+        f"SELECT {repo.select_columns(INCIDENTS)} FROM incident t WHERE {' AND '.join(where)} "
+        f"ORDER BY t.reported_at DESC, t.id DESC LIMIT {MAX_RESULTS}"
+    )
+    params = {**params, **repo.scope_params(principal)}
+    async with request.app.state.engine.connect() as conn:
+        rows = (await conn.execute(text(sql), params)).all()
+    return [repo.row_to_read(INCIDENTS, r) for r in rows]
