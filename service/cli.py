@@ -224,6 +224,12 @@ def demo(
             typer.echo(summary)
         else:
             typer.echo("boundaries already loaded; the demo is not rebuilt (data kept)")
+            from sqlalchemy import text
+
+            if not conn.execute(text("SELECT EXISTS (SELECT 1 FROM unit)")).scalar():
+                from fixtures.guiyang_entities import build_demo_entities
+
+                typer.echo(build_demo_entities(conn, seed=seed))
         return _demo_tokens(conn, create_demo_tokens)
 
     tokens = _run(work)

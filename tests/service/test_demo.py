@@ -243,3 +243,40 @@ def test_listing_pages_with_next_links(demo_client, tokens):
     assert {a["code"] for a in first["items"]}.isdisjoint(a["code"] for a in second["items"])
     ancestors = demo_client.get(f"/areas/{first['items'][0]['code']}/ancestors", headers=h).json()
     assert [a["level"] for a in ancestors] == ["city", "district", "community"]
+
+
+def test_demo_entities_are_plausible_with_deliberate_gaps(db):
+    counts = dict(
+        db.execute(
+            text(
+                "SELECT 'facility', count(*) FROM facility UNION ALL SELECT 'unit', count(*) FROM unit "
+                "UNION ALL SELECT 'care', count(*) FROM care_household UNION ALL "
+                "SELECT 'incident', count(*) FROM incident UNION ALL SELECT 'member', count(*) FROM member"
+            )
+        ).all()
+    )
+    assert counts["facility"] == 111 * 7  # one hall, five stations, one member station each
+    assert counts["unit"] > 1000 and counts["care"] > 1000 and counts["member"] > 2000
+    assert 2000 < counts["incident"] < 10000
+    # A full 1+1+1 team in most Kaiyang grids, some gaps and doubles on purpose.
+    teams = db.execute(
+        text(
+            "SELECT g.code, count(DISTINCT m.team_role) AS roles, count(m.id) AS people "
+            "FROM area g LEFT JOIN member m ON m.serving_grid_code = g.code "
+            "WHERE g.level = 'grid' AND g.code LIKE '520121%' GROUP BY g.code"
+        )
+    ).all()
+    full = [t for t in teams if t.roles == 3 and t.people == 3]
+    assert 50 <= len(full) < 66
+    assert any(t.roles < 3 for t in teams) and any(t.people > t.roles for t in teams)
+    # Every point entity was mapped on write; incidents span the last year; some wait unassigned.
+    span = db.execute(
+        text(
+            "SELECT min(reported_at), max(reported_at), count(*) FILTER (WHERE grid_code IS NULL), "
+            "count(*) FILTER (WHERE generation IS NULL) FROM incident"
+        )
+    ).one()
+    assert (span[1] - span[0]).days > 300
+    assert span[2] > 0 and span[3] == 0
+    unmapped = db.execute(text("SELECT count(*) FROM unit WHERE grid_code IS NULL")).scalar()
+    assert unmapped == 0
