@@ -88,7 +88,7 @@ class CellIndexError(ValueError):
 
 
 class CellIndex:
-    """Return-once structure: built from cells, :meth:`assign` maps points to them.
+    """An index of cells that assigns points to them as ``ST_Covers`` + smallest code would.
 
     Parameters
     ----------
@@ -238,7 +238,7 @@ class CellIndex:
         for start in range(0, edge.size, _CHUNK):
             sel = edge[start : start + _CHUNK]
             p = pts[sel]
-            out[p] = self._exact(x[p], y[p], row[sel], _EDGE - val[sel])
+            out[p] = self._exact(x[p], y[p], _EDGE - val[sel])
         return out.reshape(shape)
 
     def assign_codes(self, lon: np.ndarray, lat: np.ndarray) -> list[str | None]:
@@ -348,8 +348,8 @@ class CellIndex:
                 for r, c in ((r0, c0), (r0, c1), (r1, c0), (r1, c1))
             ]
         )
-        mark_keys = np.unique(mark_keys)
-        edge_pixels = np.unique(mark_keys // n_cells)
+        mark_keys = _unique(mark_keys)
+        edge_pixels = _unique(mark_keys // n_cells)
 
         # 2. Scanline fill through pixel centres: count and sum of (cell + 1) per pixel.
         count, total = self._fill()
@@ -376,7 +376,7 @@ class CellIndex:
         many = edge_pixels[count[edge_pixels] >= 2]
         if many.size:
             extra.append(self._meeting_pixels(many, n_cells))
-        cand_keys = np.unique(np.concatenate(extra))
+        cand_keys = _unique(np.concatenate(extra))
         cand_pix = cand_keys // n_cells
         cand_rank = cand_keys % n_cells
         ordinal = np.searchsorted(edge_pixels, cand_pix)
@@ -428,8 +428,8 @@ class CellIndex:
         np.add.at(count, r * width + cb, -1)
         np.add.at(total, r * width + ca, cell1)
         np.add.at(total, r * width + cb, -cell1)
-        count = np.cumsum(count.reshape(nrows, width), axis=1, out=count.reshape(nrows, width))
-        total = np.cumsum(total.reshape(nrows, width), axis=1, out=total.reshape(nrows, width))
+        count = np.cumsum(count.reshape(nrows, width), axis=1, dtype=np.int32)
+        total = np.cumsum(total.reshape(nrows, width), axis=1, dtype=np.int32)
         return count[:, :ncols].ravel(), total[:, :ncols].ravel()
 
     def _centres(self, pix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -446,7 +446,8 @@ class CellIndex:
         pt, cell = self._tree().query(shapely.points(x, y), predicate="intersects")
         best = np.full(x.size, len(self.codes), dtype=np.int64)
         np.minimum.at(best, pt, self._rank[cell])
-        return np.where(best < len(self.codes), self._by_rank[np.minimum(best, len(self.codes) - 1)], -1)
+        found = best < len(self.codes)
+        return np.where(found, self._by_rank[np.where(found, best, 0)], _OUTSIDE)
 
     def _meeting_pixels(self, pix: np.ndarray, n_cells: int) -> np.ndarray:
         """Return candidate keys (pixel * n_cells + rank) of every cell meeting each pixel."""
@@ -485,7 +486,7 @@ class CellIndex:
 
     # -------------------------------------------------------------------- exact
 
-    def _exact(self, px: np.ndarray, py: np.ndarray, row: np.ndarray, edge: np.ndarray):
+    def _exact(self, px: np.ndarray, py: np.ndarray, edge: np.ndarray) -> np.ndarray:
         """Return the covering cell with the smallest code for points in edge pixels."""
         out = np.full(px.size, _OUTSIDE, dtype=np.intp)
         cs = self._cand_start[edge]
@@ -625,6 +626,14 @@ def _check_cells(codes: list, geoms: np.ndarray) -> None:
         raise CellIndexError(
             f"cell {codes[i]!r}: invalid geometry ({shapely.is_valid_reason(geoms[i])})"
         )
+
+
+def _unique(a: np.ndarray) -> np.ndarray:
+    """Return the sorted distinct values of ``a`` (sorting beats numpy 2's hash unique here)."""
+    a = np.sort(a)
+    if a.size:
+        a = a[np.r_[True, a[1:] != a[:-1]]]
+    return a
 
 
 def _ragged_arange(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

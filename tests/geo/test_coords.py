@@ -22,7 +22,6 @@ import prcoords
 import pytest
 import shapely
 from pyproj import Geod, Transformer
-from scipy.spatial import cKDTree
 from shapely.geometry import shape
 
 from geo import coords
@@ -81,7 +80,7 @@ def test_gcj02_round_trip_below_a_millimetre(china_grid):
     lon, lat = china_grid
     back = gcj02_to_wgs84(*wgs84_to_gcj02(lon, lat))
     shift = metres(lon, lat, *wgs84_to_gcj02(lon, lat))
-    assert shift.min() > 50  # the shift is real everywhere, so the test can fail
+    assert shift.min() > 20  # the shift is real everywhere, so the test can fail
     assert metres(lon, lat, *back).max() < 0.01
     # The iteration reaches 1e-9° and beyond; a one-step inverse is metres off.
     assert np.abs(back[0] - lon).max() < 1e-9 and np.abs(back[1] - lat).max() < 1e-9
@@ -164,13 +163,18 @@ def _load(name: str) -> list[dict]:
         return json.load(fh)["features"]
 
 
-def _median_station_to_bus(bus_lon, bus_lat, st_lon, st_lat) -> float:
-    tree = cKDTree(np.column_stack(TO_UTM48.transform(bus_lon, bus_lat)))
-    dist, _ = tree.query(np.column_stack(TO_UTM48.transform(st_lon, st_lat)))
+def _median_station_to_route(routes: list[np.ndarray], stations: np.ndarray) -> float:
+    """Return the median distance in metres from each station to the nearest route line."""
+    lines = [shapely.LineString(np.column_stack(TO_UTM48.transform(*r.T))) for r in routes]
+    points = shapely.points(*TO_UTM48.transform(*stations.T))
+    _, dist = shapely.STRtree(lines).query_nearest(points, return_distance=True, all_matches=False)
+    assert len(dist) == len(stations)
     return float(np.median(dist))
 
 
 def test_baidu_bus_routes_meet_osm_metro_stations_after_conversion():
+    # Distances are to the route lines, as in shared/data/SOURCES.md (~6 m / ~125 m); to
+    # the nearest vertex they are ~16 m / ~127 m, vertices being up to ~100 m apart.
     routes = _load("guiyang_bus_routes_cityvein_bd09.geojson")
     stations = [
         f
@@ -178,13 +182,16 @@ def test_baidu_bus_routes_meet_osm_metro_stations_after_conversion():
         if f["properties"].get("station") == "subway"
     ]
     assert len(routes) == 241 and len(stations) > 50
-    bus = np.concatenate([np.asarray(f["geometry"]["coordinates"]) for f in routes])
+    bd09 = [np.asarray(f["geometry"]["coordinates"], dtype=float) for f in routes]
+    sizes = np.cumsum([len(r) for r in bd09])[:-1]
+    # All 84k vertices in one vectorised call, then split back into routes.
+    lon, lat = bd09_to_wgs84(*np.concatenate(bd09).T)
+    wgs84 = np.split(np.column_stack([lon, lat]), sizes)
     st = np.array([f["geometry"]["coordinates"] for f in stations])
 
-    conv_lon, conv_lat = bd09_to_wgs84(bus[:, 0], bus[:, 1])
-    converted = _median_station_to_bus(conv_lon, conv_lat, st[:, 0], st[:, 1])
-    raw = _median_station_to_bus(bus[:, 0], bus[:, 1], st[:, 0], st[:, 1])
-    print(f"metro station → nearest bus vertex, median: {converted:.1f} m, BD-09 raw {raw:.1f} m")
+    converted = _median_station_to_route(wgs84, st)
+    raw = _median_station_to_route(bd09, st)
+    print(f"metro station → nearest bus route, median: {converted:.1f} m, BD-09 raw {raw:.1f} m")
     assert converted < 15
     assert raw > 80
 
@@ -255,10 +262,15 @@ def test_large_input_chunked_on_threads_matches_small_calls():
     n = 3 * coords._CHUNK + 123  # above the threshold, with a ragged last chunk
     lon, lat = rng.uniform(73.5, 135.1, n), rng.uniform(18.1, 53.6, n)
     big = bd09_to_wgs84(lon, lat)
-    for part in (slice(0, 500), slice(coords._CHUNK - 250, coords._CHUNK + 250), slice(-500, None)):
+    assert big[0].shape == (n,)
+    edge = coords._CHUNK
+    for part in (slice(0, 500), slice(edge - 250, edge + 250), slice(-500, None)):
         small = bd09_to_wgs84(lon[part], lat[part])
-        assert np.abs(big[0][part] - small[0]).max() < 1e-11
-        assert np.abs(big[1][part] - small[1]).max() < 1e-11
+        # Both are within 1e-9° of the exact inverse; a misplaced chunk would be degrees off.
+        assert np.abs(big[0][part] - small[0]).max() < 2e-9
+        assert np.abs(big[1][part] - small[1]).max() < 2e-9
+    back = wgs84_to_bd09(*big)
+    assert np.abs(back[0] - lon).max() < 1e-9 and np.abs(back[1] - lat).max() < 1e-9
 
 
 def test_to_wgs84_dispatches_on_the_crs():
@@ -274,13 +286,13 @@ def test_to_wgs84_dispatches_on_the_crs():
 
 
 def test_throughput_is_millions_of_points_per_second():
-    # Generous bound (measured ~0.3 s per million): it catches a Python loop over points.
+    # Generous bound (measured 0.3–0.9 s per million): a Python loop over points takes ~15 s.
     rng = np.random.default_rng(5)
     lon, lat = rng.uniform(73.5, 135.1, 1_000_000), rng.uniform(18.1, 53.6, 1_000_000)
     for func in (gcj02_to_wgs84, bd09_to_wgs84):
         start = time.perf_counter()
         func(lon, lat)
-        assert time.perf_counter() - start < 3.0, func.__name__
+        assert time.perf_counter() - start < 5.0, func.__name__
 
 
 # --------------------------------------------------------------------------- CRS names
@@ -342,6 +354,10 @@ CASES = [
     (2.35, 48.86, "outside_china", "lon,lat"),  # Paris
     (-74.0, 40.7, "outside_china", "lon,lat"),  # New York
     (106.7, 10.0, "outside_china", "lon,lat"),
+    (82.9, 55.0, "outside_china", "lon,lat"),  # Novosibirsk, north of the box
+    (139.7, 35.7, "outside_china", "lon,lat"),  # Tokyo, east of it
+    (100.5, 13.75, "outside_china", "lon,lat"),  # Bangkok, south of it
+    (70.0, 35.0, "outside_china", "lon,lat"),  # west of it
 ]
 GUIYANG = [(106.63, 26.65), (106.7, 26.6), (106.87, 27.0), (106.45, 26.55)]
 
@@ -380,12 +396,24 @@ def test_guiyang_points_pass(crs):
     assert (point_reasons(lon, lat, crs=crs) == "").all()
 
 
+def test_china_box_edges():
+    lo_lon, lo_lat, hi_lon, hi_lat = coords.CHINA_BBOX
+    eps = 1e-9
+    inside = coords.in_china([lo_lon, hi_lon, 106.7, 106.7], [26.6, 26.6, lo_lat, hi_lat])
+    outside = coords.in_china(
+        [lo_lon - eps, hi_lon + eps, 106.7, 106.7], [26.6, 26.6, lo_lat - eps, hi_lat + eps]
+    )
+    assert inside.all() and not outside.any()
+    assert coords.in_china(121.5, 25.0) and coords.in_china(109.5, 18.3)  # Taipei, Sanya
+    assert coords.in_china(87.6, 43.8) and coords.in_china(126.6, 45.8)  # Urumqi, Harbin
+
+
 def test_require_china_is_a_parameter_for_wgs84_only():
     validate_point(2.35, 48.86, "wgs84", require_china=False)
     validate_point(20.0, 78.0, "wgs84", require_china=False)  # Svalbard, not "swapped"
     with pytest.raises(CoordinateError, match="swapped"):
         validate_point(26.6, 106.7, "wgs84", require_china=False)  # lat 106.7 is impossible
-    with pytest.raises(CoordinateError, match="range"):
+    with pytest.raises(CoordinateError, match=r"lon 200 is outside \[-180, 180\]"):
         validate_point(200.0, 26.6, "wgs84", require_china=False)
     for crs in ("gcj02", "bd09"):
         with pytest.raises(CoordinateError, match="outside China") as info:

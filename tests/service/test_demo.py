@@ -249,9 +249,11 @@ def test_demo_entities_are_plausible_with_deliberate_gaps(db):
     counts = dict(
         db.execute(
             text(
-                "SELECT 'facility', count(*) FROM facility UNION ALL SELECT 'unit', count(*) FROM unit "
-                "UNION ALL SELECT 'care', count(*) FROM care_household UNION ALL "
-                "SELECT 'incident', count(*) FROM incident UNION ALL SELECT 'member', count(*) FROM member"
+                "SELECT 'facility', count(*) FROM facility "
+                "UNION ALL SELECT 'unit', count(*) FROM unit "
+                "UNION ALL SELECT 'care', count(*) FROM care_household "
+                "UNION ALL SELECT 'incident', count(*) FROM incident "
+                "UNION ALL SELECT 'member', count(*) FROM member"
             )
         ).all()
     )

@@ -84,10 +84,12 @@ def test_get_requests_filters(tiny_client, keys):
     tiny_client.patch(
         f"/incidents/{ids['gas']}", json={"status": "closed"}, headers=auth(keys["city"])
     )
-    get = lambda **p: tiny_client.get(
-        "/open311/v2/requests.json",  # noqa: E731
-        params={"api_key": keys["hotline"], **p},
-    )
+
+    def get(**p):
+        return tiny_client.get(
+            "/open311/v2/requests.json", params={"api_key": keys["hotline"], **p}
+        )
+
     assert {r["service_request_id"] for r in get().json()} == set(ids.values())
     assert [r["service_code"] for r in get(status="closed").json()] == ["gas"]
     assert {r["service_code"] for r in get(status="open").json()} == {"water", "road"}
