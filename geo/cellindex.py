@@ -76,8 +76,9 @@ Semantics = Literal["postgis", "geos"]
 _MAX_PIXELS = 12_000_000
 #: Automatic resolution: pixel side as a share of a typical cell's side.
 _PIXELS_PER_CELL_SIDE = 40.0
-#: Edge points are tested in chunks of this many, to bound temporary memory.
-_CHUNK = 1 << 16
+#: Edge points are tested in chunks of about this many (point, segment) entries, to
+#: bound temporary memory whatever the number of candidates per pixel.
+_CHUNK_WORK = 1 << 21
 _OUTSIDE = -1
 #: Pixel values <= this are edge pixels: value = _EDGE - edge_ordinal.
 _EDGE = -2
@@ -183,6 +184,16 @@ class CellIndex:
         return self._w, self._h
 
     @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """Return (west, south, east, north) of the raster; points beyond it get -1 at once."""
+        return (
+            self._x0,
+            self._y0,
+            self._x0 + self._ncols * self._w,
+            self._y0 + self._nrows * self._h,
+        )
+
+    @property
     def edge_fraction(self) -> float:
         """Return the share of raster pixels that are edge pixels (tested exactly)."""
         return self._n_edge / self._pix.size
@@ -225,8 +236,9 @@ class CellIndex:
             return out.reshape(shape)
         # Same formula as the build (monotone in x and y): a point lands in the pixel
         # whose marks were computed for it. NaN fails every comparison: outside.
-        fx = (x - self._x0) / self._w
-        fy = (y - self._y0) / self._h
+        with np.errstate(over="ignore", invalid="ignore"):
+            fx = (x - self._x0) / self._w
+            fy = (y - self._y0) / self._h
         inside = (fx >= 0) & (fx < self._ncols) & (fy >= 0) & (fy < self._nrows)
         pts = np.flatnonzero(inside)
         row = fy[pts].astype(np.int64)
@@ -235,10 +247,13 @@ class CellIndex:
         interior = val >= 0
         out[pts[interior]] = val[interior]
         edge = np.flatnonzero(val <= _EDGE)
-        for start in range(0, edge.size, _CHUNK):
-            sel = edge[start : start + _CHUNK]
-            p = pts[sel]
-            out[p] = self._exact(x[p], y[p], _EDGE - val[sel])
+        ordinal = _EDGE - val[edge]
+        work = np.cumsum(self._edge_work[ordinal])
+        cuts = np.searchsorted(work, np.arange(_CHUNK_WORK, work[-1] if work.size else 0, _CHUNK_WORK))
+        for sel in np.split(np.arange(edge.size), np.unique(cuts)):
+            if sel.size:
+                p = pts[edge[sel]]
+                out[p] = self._exact(x[p], y[p], ordinal[sel])
         return out.reshape(shape)
 
     def assign_codes(self, lon: np.ndarray, lat: np.ndarray) -> list[str | None]:
@@ -483,6 +498,9 @@ class CellIndex:
         ckey = self._cand_row * n_cells + self._cand_cell
         self._cand_lo = np.searchsorted(self._slab_key, ckey, side="left")
         self._cand_hi = np.searchsorted(self._slab_key, ckey, side="right")
+        # Work of one point in each edge pixel: its candidates and their segments.
+        per_cand = np.r_[0, np.cumsum(self._cand_hi - self._cand_lo + 1)]
+        self._edge_work = per_cand[self._cand_start[1:]] - per_cand[self._cand_start[:-1]]
 
     # -------------------------------------------------------------------- exact
 

@@ -71,12 +71,12 @@ INPUT_CRS = (EPSG_4326, EPSG_4490, GCJ02, BD09)
 
 #: Coarse "in China" test used by validation, as (min lon, min lat, max lon, max lat).
 #: It covers the mainland, Hainan and Taiwan and also strips of the neighbouring countries
-#: (Mongolia, the Koreas, northern Vietnam, …); it leaves out the South China Sea islands
-#: south of 18.1°N (most of Sansha). Good enough to catch swapped or foreign coordinates,
-#: not to decide a border.
+#: (Mongolia, the Koreas, northern Vietnam, …) and leaves out the South China Sea islands
+#: (Sansha), all south of 18.1°N. Good enough to catch swapped or foreign coordinates, not
+#: to decide a border.
 CHINA_BBOX = (73.5, 18.1, 135.1, 53.6)
-#: The box inside which the published GCJ-02 code applies its shift; points outside it are
-#: returned unchanged by every implementation, so this one keeps the same box.
+#: The box inside which the published GCJ-02 code (eviltransform, prcoords) applies its
+#: shift, as (min lon, min lat, max lon, max lat); points outside it are returned unchanged.
 GCJ02_BBOX = (72.004, 0.8293, 137.8347, 55.8271)
 
 # Krasovsky 1940 ellipsoid, as used by the GCJ-02 formulas.

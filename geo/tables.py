@@ -23,6 +23,7 @@ import codecs
 import csv
 import io
 import json
+import math
 import re
 import stat
 import tempfile
@@ -136,6 +137,8 @@ class PointTable:
         strings); nulls are None/NaN/NA.
     row_numbers : numpy.ndarray
         int64 1-based data row numbers, ``1..n``.
+    format : str
+        ``"csv"``, ``"geojson"``, ``"gpkg"`` or ``"shp"``.
     problems : list of RowProblem
         Sorted by row; field is the CSV column name or ``"geometry"``.
     declared_crs : str or None
@@ -143,8 +146,6 @@ class PointTable:
         one that is not identifiable, None when it declares none (always None for CSV; None
         for a GeoJSON without a ``crs`` member even though RFC 7946 implies WGS84, because
         Chinese files without one are often GCJ-02: the caller decides).
-    format : str
-        ``"csv"``, ``"geojson"``, ``"gpkg"`` or ``"shp"``.
     encoding : str or None
         Text encoding the data was decoded with: ``"utf-8"``, ``"utf-8-sig"`` (UTF-8 with
         BOM), ``"utf-16"`` or ``"gb18030"`` (which covers GBK/GB2312) for CSV and GeoJSON;
@@ -159,9 +160,9 @@ class PointTable:
     lat: np.ndarray
     attributes: pd.DataFrame
     row_numbers: np.ndarray
+    format: str
     problems: list[RowProblem] = field(default_factory=list)
     declared_crs: str | None = None
-    format: str = "csv"
     encoding: str | None = None
     columns: dict[str, str] | None = None
     layer: str | None = None
@@ -210,8 +211,8 @@ def read_point_table(
         .shp to read when there are several (its path in the zip, or its name without
         ``.shp``).
     max_rows : int, optional
-        Refuse files with more data rows (checked before reading everything where the
-        format allows).
+        Refuse files with more data rows. GeoPackage and Shapefile: checked on the stored
+        feature count before reading; CSV and GeoJSON: parsing stops after ``max_rows + 1``.
     max_unzipped_bytes, max_compression_ratio, max_zip_members : optional
         Zip safety limits, checked on the member list before anything is decompressed.
         The ratio check skips members under 1 MiB, which cannot be bombs.
@@ -291,8 +292,9 @@ def _source(data: bytes | Path) -> bytes | Path:
     raise TypeError(f"data must be bytes or a pathlib.Path, got {type(data).__name__}")
 
 
-def _too_many_rows(count: int, max_rows: int) -> TableFormatError:
-    shown = f"{count:,}" if count > max_rows + 1 else f"more than {max_rows:,}"
+def _too_many_rows(max_rows: int, count: int | None = None) -> TableFormatError:
+    # count is None when reading stopped at max_rows + 1 rows: the total is unknown.
+    shown = f"more than {max_rows:,}" if count is None else f"{count:,}"
     return TableFormatError(f"the file has {shown} rows; at most {max_rows:,} are accepted")
 
 
@@ -398,6 +400,9 @@ def _coordinate_reason(cell: str) -> str:
         value = float(text)
     except ValueError:
         return f"not a number: {shown!r}"
+    if math.isfinite(value):
+        # Python's float() takes full-width digits and "1_000"; the table parser does not.
+        return f"not a number: {shown!r} (write it with plain ASCII digits)"
     return f"not a finite number: {value!r}"
 
 
@@ -452,7 +457,7 @@ def _read_csv(
             f"malformed CSV: {exc} (line numbers count the header line)".replace("\n", " ")
         ) from None
     if max_rows is not None and len(df) > max_rows:
-        raise _too_many_rows(len(df), max_rows)
+        raise _too_many_rows(max_rows)
     if len(df.columns) != len(names):
         raise TableFormatError(
             f"the header has {len(names)} columns but the rows have {len(df.columns)}"
@@ -588,7 +593,7 @@ def _read_ogr(
             # GeoPackage and Shapefile store their feature count: refuse before reading.
             count = pyogrio.read_info(path, layer=layer, encoding=encoding)["features"]
             if count > max_rows:
-                raise _too_many_rows(count, max_rows)
+                raise _too_many_rows(max_rows, count)
         meta, _, wkb, field_data = pyogrio.raw.read(
             path,
             layer=layer,
@@ -602,7 +607,7 @@ def _read_ogr(
         raise TableFormatError(f"the {label} layer has no geometry column")
     n = len(wkb)
     if max_rows is not None and n > max_rows:
-        raise _too_many_rows(n, max_rows)
+        raise _too_many_rows(max_rows)
     x, y, problems = _points_from_wkb(wkb)
     attributes = _attribute_frame(meta, field_data, n)
     return x, y, attributes, problems, meta.get("crs"), meta.get("encoding")
@@ -979,7 +984,7 @@ def write_point_table(
     - ``shp``: a zip of ``layer``.shp/.shx/.dbf/.prj/.cpg, text in UTF-8. Field names longer
       than 10 bytes are shortened by :func:`shapefile_field_names` (names of more than three
       Chinese characters are cut); text values over 254 bytes are refused rather than
-      silently truncated.
+      silently truncated. A .dbf cannot tell "" from null: empty strings read back as None.
 
     Raises
     ------

@@ -9,7 +9,7 @@ from cachetools import TTLCache
 from fastapi import FastAPI
 
 from service import __version__
-from service.db import make_async_engine, make_pg_pool
+from service.db import make_async_engine, make_engine, make_pg_pool
 from service.errors import register_error_handlers
 from service.repositories.lookup import PointLookupBatcher
 from service.responses import JSON
@@ -36,6 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         url = settings.db.resolved_url()
         app.state.engine = make_async_engine(url, pool_size=settings.db.pool_size)
+        # Bulk work (imports, re-mapping) is CPU-heavy numpy and COPY: it runs in worker
+        # threads on a synchronous psycopg engine, off the event loop.
+        app.state.sync_engine = make_engine(url)
         app.state.pg_pool = await make_pg_pool(url, size=settings.db.pool_size)
         app.state.lookup_batcher = PointLookupBatcher(app.state.pg_pool)
         # Everything allocated so far lives as long as the process: move it out of the
@@ -48,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.pg_pool.close()
             await app.state.engine.dispose()
+            app.state.sync_engine.dispose()
 
     app = FastAPI(
         title="wangge",

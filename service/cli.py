@@ -319,3 +319,119 @@ def serve(
 
 def main() -> None:  # pragma: no cover
     app(sys.argv[1:])
+
+
+# -- entities: import and export -------------------------------------------------------------
+def _cli_principal(conn):
+    """The CLI acts as an operator with the admin role (it has the database already)."""
+    from service.auth import Principal
+
+    return Principal(token_id="cli", name="cli", role="admin", area_code=None, scope_path=None)
+
+
+@app.command("import")
+def import_entities(
+    entity: Annotated[
+        str, typer.Argument(help="units, facilities, members, care-households, incidents")
+    ],
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    crs: Annotated[
+        str | None,
+        typer.Option(
+            help="EPSG:4326, EPSG:4490, GCJ-02 or BD-09 (default: the file's, else WGS84)"
+        ),
+    ] = None,
+    skip_bad: Annotated[bool, typer.Option(help="import the good rows, report the bad")] = False,
+    lon_column: Annotated[str | None, typer.Option()] = None,
+    lat_column: Annotated[str | None, typer.Option()] = None,
+    layer: Annotated[str | None, typer.Option()] = None,
+    report: Annotated[Path | None, typer.Option(help="write the full JSON report here")] = None,
+) -> None:
+    """Import entities from GeoJSON, CSV, GeoPackage or zipped Shapefile; all or nothing."""
+    from service.entities import ENTITIES
+    from service.transfer import import_file
+
+    spec = ENTITIES.get(entity)
+    if spec is None:
+        _fail(f"unknown entity {entity!r}; one of {', '.join(ENTITIES)}")
+    stages = {
+        "read": "reading",
+        "validate": "validating",
+        "assign": "assigning cells",
+        "write": "writing",
+    }
+    bar = {"obj": None, "stage": None}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage != bar["stage"]:
+            if bar["obj"] is not None:
+                bar["obj"].__exit__(None, None, None)
+                bar["obj"] = None
+            bar["stage"] = stage
+            if stage == "write" and total > 0:
+                bar["obj"] = typer.progressbar(length=total, label="writing", file=sys.stderr)
+                bar["obj"].__enter__()
+            else:
+                typer.echo(f"{stages.get(stage, stage)}…", err=True)
+        if bar["obj"] is not None:
+            bar["obj"].update(done - bar["obj"].pos)
+
+    engine = _engine()
+    from service.errors import WanggeError
+
+    try:
+        with engine.connect() as conn:
+            with conn.begin() as tx:
+                result = import_file(
+                    conn,
+                    spec,
+                    principal=_cli_principal(conn),
+                    data=path,
+                    filename=path.name,
+                    crs=crs,
+                    lon_column=lon_column,
+                    lat_column=lat_column,
+                    layer=layer,
+                    skip_bad=skip_bad,
+                    progress=progress,
+                )
+                if not result.committed:
+                    tx.rollback()
+    except WanggeError as exc:
+        _fail(exc.detail)
+    finally:
+        if bar["obj"] is not None:
+            bar["obj"].__exit__(None, None, None)
+        engine.dispose()
+    body = result.as_dict()
+    if report:
+        report.write_text(json.dumps(body, ensure_ascii=False, indent=1, default=str))
+    for p in body["problems"][:20]:
+        typer.echo(f"row {p['row']}: {p['field']}: {p['reason']}", err=True)
+    if body["problems_total"] > 20:
+        typer.echo(f"… and {body['problems_total'] - 20} more problems", err=True)
+    typer.echo(
+        f"{entity}: {result.rows} rows, {result.accepted} accepted, {result.rejected} rejected, "
+        f"{result.unassigned} outside every grid, {len(result.per_grid)} grids"
+        + ("" if result.committed else " — nothing imported (use --skip-bad to keep the good)")
+    )
+    if not result.committed:
+        raise typer.Exit(code=1)
+
+
+@app.command("export")
+def export_entities(
+    entity: Annotated[str, typer.Argument()],
+    output: Annotated[Path, typer.Argument(help="file to write")],
+    format: Annotated[str, typer.Option(help="geojson, csv, gpkg or shp")] = "geojson",
+) -> None:
+    """Export all entities of a kind to a file."""
+    from service.entities import ENTITIES
+    from service.transfer import export_rows
+
+    spec = ENTITIES.get(entity)
+    if spec is None:
+        _fail(f"unknown entity {entity!r}; one of {', '.join(ENTITIES)}")
+    data = _run(lambda c: export_rows(c, spec, principal=_cli_principal(c), format=format))
+    output.write_bytes(data)
+    typer.echo(f"wrote {output} ({len(data):,} bytes)")

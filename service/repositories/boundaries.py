@@ -221,19 +221,9 @@ def remap_entities(conn: Connection, *, generation_id: int) -> dict[str, int]:
     Incidents keep the cell they were reported in (``reported_*`` columns) for ever; their
     current cell follows the boundaries, so an open case goes to today's grid team.
     """
-    counts = {}
-    for table in POINT_TABLES:
-        result = conn.execute(
-            text(
-                f"UPDATE {table} t SET (generation, area_path, grid_code, community_code, "
-                "district_code, city_code) = (SELECT :g, l.area_path, l.grid_code, "
-                "l.community_code, l.district_code, l.city_code "
-                "FROM locate_point(t.geom, :g) l)"
-            ),
-            {"g": generation_id},
-        )
-        counts[table] = result.rowcount
-    return counts
+    from service.bulk import remap_table
+
+    return {table: remap_table(conn, table, generation_id) for table in POINT_TABLES}
 
 
 def activate_generation(conn: Connection, *, generation_id: int) -> dict[str, int]:

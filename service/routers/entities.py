@@ -72,6 +72,101 @@ class _CountQuery(BaseModel):
     by: str = Field("grid", description="comma-separated: grid, community, district, kind, ...")
 
 
+def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
+    """Import (multipart file upload) and export routes of one entity kind."""
+    from fastapi import File, Form, UploadFile
+    from starlette.concurrency import run_in_threadpool
+
+    from service.transfer import EXPORT_MEDIA, export_rows, import_file
+
+    @router.post(
+        "/import",
+        summary=f"Import {spec.name} from a file",
+        description="GeoJSON, CSV with coordinate columns, GeoPackage or zipped Shapefile "
+        "(members: CSV). All or nothing unless `skip_bad`; answers a per-row report "
+        "(row, field, reason) and a summary (accepted, rejected, unassigned, per grid). "
+        "`crs` overrides the file's own (a file without one is read as WGS84).",
+        response_model=dict,
+    )
+    async def import_items(
+        request: Request,
+        file: UploadFile = File(description="the file to import"),  # noqa: B008
+        crs: str | None = Form(None),
+        lon_column: str | None = Form(None),
+        lat_column: str | None = Form(None),
+        layer: str | None = Form(None),
+        skip_bad: bool = Form(False),
+    ) -> JSON:
+        principal = await get_principal(request)
+        limit = request.app.state.settings.api.max_upload_bytes
+        data = await file.read(limit + 1)
+        if len(data) > limit:
+            raise UnprocessableError(f"the file exceeds {limit} bytes", field="file")
+
+        def work():
+            engine = request.app.state.sync_engine
+            with engine.connect() as conn:
+                with conn.begin() as tx:
+                    report = import_file(
+                        conn,
+                        spec,
+                        principal=principal,
+                        data=data,
+                        filename=file.filename or "upload",
+                        crs=crs,
+                        lon_column=lon_column,
+                        lat_column=lat_column,
+                        layer=layer,
+                        skip_bad=skip_bad,
+                    )
+                    if not report.committed:
+                        tx.rollback()
+            return report
+
+        report = await run_in_threadpool(work)
+        body = report.as_dict()
+        if not report.committed:
+            first = report.problems[0] if report.problems else None
+            detail = f"{report.rejected} of {report.rows} rows refused; nothing was imported" + (
+                f"; first: row {first.row} {first.field}: {first.reason}" if first else ""
+            )
+            from service.errors import problem
+
+            return problem(
+                422,
+                "Import refused",
+                detail,
+                instance=request.url.path,
+                field=first.field if first else "file",
+                report=body,
+            )
+        return JSON(body)
+
+    @router.get(
+        "/export",
+        summary=f"Export your {spec.name} as a file",
+        description="format: geojson, csv, gpkg or shp (a zip); members: csv.",
+    )
+    async def export_items(request: Request, format: str = "geojson") -> Response:
+        principal = await get_principal(request)
+        if format not in EXPORT_MEDIA:
+            raise UnprocessableError(
+                f"unknown format {format!r}; one of {', '.join(EXPORT_MEDIA)}", field="format"
+            )
+
+        def work() -> bytes:
+            with request.app.state.sync_engine.begin() as conn:
+                return export_rows(conn, spec, principal=principal, format=format)
+
+        data = await run_in_threadpool(work)
+        media, ext = EXPORT_MEDIA[format]
+        return Response(
+            data,
+            media_type=media,
+            headers={"Content-Disposition": f'attachment; filename="{spec.table}.{ext}"'},
+        )
+
+
 def _make_router(spec: EntitySpec) -> APIRouter:
     router = APIRouter(prefix=f"/{spec.name}", tags=[spec.name])
     ListQuery = _list_model(spec)
@@ -136,6 +231,9 @@ def _make_router(spec: EntitySpec) -> APIRouter:
         async with request.app.state.engine.connect() as conn:
             rows = await repo.count_entities(conn, spec, principal=principal, by=by)
         return JSON(rows)
+
+    # Before "/{entity_id}", so that /import and /export are not taken for ids.
+    _add_transfer_routes(router, spec)
 
     @router.get("/{entity_id}", response_model=spec.read, summary=f"One {spec.label}")
     async def get_item(request: Request, entity_id: int = Path(ge=1)) -> JSON:

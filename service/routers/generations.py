@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path
+from fastapi import APIRouter, Body, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from geo.areas import parse_area_features
 from service.deps import AdminDep, ConnDep, PrincipalDep, WriteConnDep
@@ -90,7 +91,16 @@ async def retire_areas(
 
 
 @router.post("/{generation_id}/activate", summary="Make a pending generation current (admin)")
-async def activate(conn: WriteConnDep, admin: AdminDep, generation_id: GenerationId) -> dict:
-    """Switch lookups and listings to this generation in one step; history stays queryable."""
-    await conn.run_sync(lambda c: boundaries.activate_generation(c, generation_id=generation_id))
-    return {"id": generation_id, "active": True, "current": True}
+async def activate(request: Request, admin: AdminDep, generation_id: GenerationId) -> dict:
+    """Switch lookups and listings to this generation in one step; history stays queryable.
+
+    Every unit, facility, care household and incident is re-mapped to the new cells in the
+    same transaction; incidents keep the cell they were reported in.
+    """
+
+    def work() -> dict[str, int]:
+        with request.app.state.sync_engine.begin() as conn:
+            return boundaries.activate_generation(conn, generation_id=generation_id)
+
+    remapped = await run_in_threadpool(work)
+    return {"id": generation_id, "active": True, "current": True, "remapped": remapped}

@@ -1,0 +1,250 @@
+"""Import and export entities as files (GeoJSON, CSV, GeoPackage, zipped Shapefile).
+
+Shared by the API (run in a worker thread) and the CLI. Imports are all or nothing unless
+``skip_bad``; either way they return a per-row report. Exports are scoped to the caller and
+follow the sensitive-data rules (details only for entitled roles; every row read logged).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, text
+
+from geo.tables import RowProblem, TableFormatError, read_point_table, write_point_table
+from service.auth import Principal
+from service.bulk import ImportReport, ProgressFn, import_points, validate_frame
+from service.entities import DISPATCHERS, EntitySpec
+from service.errors import ForbiddenError, UnprocessableError
+
+__all__ = ["import_file", "export_rows", "EXPORT_MEDIA"]
+
+EXPORT_MEDIA = {
+    "geojson": ("application/geo+json", "geojson"),
+    "csv": ("text/csv; charset=utf-8", "csv"),
+    "gpkg": ("application/geopackage+sqlite3", "gpkg"),
+    "shp": ("application/zip", "zip"),
+}
+
+
+def _check_role(spec: EntitySpec, principal: Principal) -> None:
+    roles = spec.write_roles & (DISPATCHERS | {"intake"})
+    if principal.role not in roles:
+        raise ForbiddenError(f"a {principal.role} may not import {spec.name}", field="role")
+
+
+def import_file(
+    conn: Connection,
+    spec: EntitySpec,
+    *,
+    principal: Principal,
+    data: bytes | Path,
+    filename: str,
+    crs: str | None = None,
+    lon_column: str | None = None,
+    lat_column: str | None = None,
+    layer: str | None = None,
+    skip_bad: bool = False,
+    max_rows: int | None = None,
+    progress: ProgressFn | None = None,
+) -> ImportReport:
+    """Read a file and import its rows as ``spec`` entities; return the report."""
+    _check_role(spec, principal)
+    if not spec.point:
+        return _import_members(
+            conn, spec, principal=principal, data=data, filename=filename, skip_bad=skip_bad
+        )
+    if progress:
+        progress("read", 0, 0)
+    try:
+        table = read_point_table(
+            data,
+            filename=filename,
+            lon_column=lon_column,
+            lat_column=lat_column,
+            layer=layer,
+            max_rows=max_rows,
+        )
+    except TableFormatError as exc:
+        raise UnprocessableError(str(exc), field="file") from None
+    forced = {}
+    if spec.table == "incident" and principal.role == "intake":
+        forced["source"] = principal.source
+    try:
+        return import_points(
+            conn,
+            spec,
+            principal=principal,
+            table=table,
+            crs=crs,
+            skip_bad=skip_bad,
+            forced=forced,
+            progress=progress,
+        )
+    except ValueError as exc:  # an unknown crs name
+        raise UnprocessableError(str(exc), field="crs") from None
+
+
+def _import_members(conn, spec, *, principal, data, filename, skip_bad) -> ImportReport:
+    if not filename.lower().endswith(".csv"):
+        raise UnprocessableError(
+            "members are imported from CSV (they have no location)", field="file"
+        )
+    raw = data.read_bytes() if isinstance(data, Path) else data
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            frame = pd.read_csv(
+                io.BytesIO(raw), dtype=str, keep_default_na=False, encoding=encoding
+            )
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        raise UnprocessableError("the CSV is neither UTF-8 nor GB18030", field="file")
+    rows = np.arange(1, len(frame) + 1)
+    values, problems, extra = validate_frame(spec, frame, rows)
+    report = ImportReport(entity=spec.name, rows=len(frame), skip_bad=skip_bad)
+    if extra:
+        problems.append(
+            RowProblem(
+                0, ",".join(map(str, extra)), "unknown columns (members keep no extra fields)"
+            )
+        )
+    if not any(p.row == 0 for p in problems):
+        codes = conn.execute(
+            text(
+                "SELECT DISTINCT ON (code) code, level, path FROM area "
+                "ORDER BY code, generation_high DESC"
+            )
+        ).all()
+        known = {r.code: (r.level, r.path) for r in codes}
+        for i in range(len(frame)):
+            home = values["home_community_code"][i]
+            grid = values["serving_grid_code"][i] or None
+            role = values["team_role"][i] or None
+            if known.get(home, ("",))[0] != "community":
+                problems.append(
+                    RowProblem(int(rows[i]), "home_community_code", f"{home} is not a community")
+                )
+            if grid is not None and known.get(grid, ("",))[0] != "grid":
+                problems.append(
+                    RowProblem(int(rows[i]), "serving_grid_code", f"{grid} is not a grid")
+                )
+            if (grid is None) != (role is None):
+                problems.append(
+                    RowProblem(
+                        int(rows[i]), "team_role", "a team role and the grid served go together"
+                    )
+                )
+            paths = [known.get(c, (None, None))[1] for c in (home, grid) if c]
+            if principal.scope_path and not any(p and principal.covers_path(p) for p in paths):
+                problems.append(
+                    RowProblem(
+                        int(rows[i]),
+                        "home_community_code",
+                        f"outside your area {principal.area_code}",
+                    )
+                )
+    bad = {p.row for p in problems}
+    if any(p.row == 0 for p in problems):
+        bad = set(rows.tolist())
+    good = ~np.isin(rows, list(bad))
+    report.problems = sorted(problems, key=lambda p: (p.row, p.field))
+    report.rejected = int((~good).sum())
+    if report.rejected and not skip_bad:
+        return report
+    records = [
+        {
+            c: (values[c][i] or None) if c in ("team_role", "serving_grid_code") else values[c][i]
+            for c in spec.columns
+            if c in values
+        }
+        for i in np.flatnonzero(good)
+    ]
+    if records:
+        cols = list(records[0])
+        conn.execute(
+            text(
+                f"INSERT INTO member ({', '.join(cols)}, created_by) VALUES "
+                f"({', '.join(':' + c for c in cols)}, :created_by)"
+            ),
+            [{**r, "created_by": principal.token_id} for r in records],
+        )
+    report.accepted = len(records)
+    report.committed = True
+    return report
+
+
+def export_rows(conn: Connection, spec: EntitySpec, *, principal: Principal, format: str) -> bytes:
+    """Return the caller's visible ``spec`` entities as a file in ``format``."""
+    from service.repositories.entities import scope_params, visible_sql
+
+    if format not in EXPORT_MEDIA:
+        raise UnprocessableError(
+            f"unknown format {format!r}; one of {', '.join(EXPORT_MEDIA)}", field="format"
+        )
+    if spec.sensitive and principal.role not in spec.detail_roles:
+        raise ForbiddenError(
+            f"{spec.name} are sensitive personal data: a {principal.role} may export counts "
+            f"only (GET /{spec.name}/counts)",
+            field="role",
+        )
+    cols = ["id", *spec.columns]
+    if spec.point:
+        cols += ["grid_code", "community_code", "district_code", "generation"]
+    if spec.table == "incident":
+        cols += ["closed_at", "reported_grid_code"]
+    select = ", ".join(f"t.{c}" for c in cols)
+    geom = ", ST_X(t.geom) AS lon, ST_Y(t.geom) AS lat" if spec.point else ""
+    rows = conn.execute(
+        text(f"SELECT {select}{geom} FROM {spec.table} t WHERE {visible_sql(spec)} ORDER BY t.id"),
+        scope_params(principal),
+    ).all()
+    frame = pd.DataFrame(
+        [dict(r._mapping) for r in rows], columns=[*cols] + (["lon", "lat"] if spec.point else [])
+    )
+    if spec.sensitive and len(frame):
+        conn.execute(
+            text(
+                "INSERT INTO access_log (token_id, role, action, entity, entity_id) "
+                "SELECT :t, :r, 'export', :e, unnest(CAST(:ids AS bigint[]))"
+            ),
+            {
+                "t": principal.token_id,
+                "r": principal.role,
+                "e": spec.table,
+                "ids": frame["id"].tolist(),
+            },
+        )
+    for column in frame.columns:
+        if column in ("lon", "lat"):
+            continue
+        if frame[column].map(lambda v: isinstance(v, list)).any():
+            frame[column] = frame[column].map(lambda v: ";".join(v) if v else "")
+        elif (
+            pd.api.types.is_datetime64_any_dtype(frame[column])
+            or frame[column].map(lambda v: hasattr(v, "isoformat")).any()
+        ):
+            frame[column] = frame[column].map(
+                lambda v: v.isoformat() if v is not None and not pd.isna(v) else None
+            )
+    if not spec.point:
+        if format != "csv":
+            raise UnprocessableError("members have no location: export them as csv", field="format")
+        return frame.to_csv(index=False).encode("utf-8-sig")
+    lon = frame.pop("lon").to_numpy(float)
+    lat = frame.pop("lat").to_numpy(float)
+    return write_point_table(lon, lat, frame, format=format, layer=spec.table)
+
+
+def report_status(report: ImportReport) -> int:
+    """Return the HTTP status for an import report: 200 written, 422 refused."""
+    return 200 if report.committed else 422
+
+
+def problems_detail(report: ImportReport) -> dict[str, Any]:
+    return report.as_dict()
