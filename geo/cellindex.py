@@ -72,10 +72,19 @@ __all__ = ["CellIndex", "CellIndexError", "assign_points_to_cells"]
 
 Semantics = Literal["postgis", "geos"]
 
-#: Default bound on raster pixels (4 bytes each).
-_MAX_PIXELS = 12_000_000
-#: Automatic resolution: pixel side as a share of a typical cell's side.
-_PIXELS_PER_CELL_SIDE = 40.0
+#: Default bound on stored pixels (4 bytes each).
+_MAX_PIXELS = 16_000_000
+#: Automatic resolution: fine pixels along a typical cell's side.
+_PIXELS_PER_CELL_SIDE = 48.0
+#: A coarse pixel (tile) is TILE x TILE fine pixels; only tiles a boundary crosses are
+#: stored at the fine resolution.
+_TILE_SHIFT = 3
+_TILE = 1 << _TILE_SHIFT
+_TILE_MASK = _TILE - 1
+#: The fills add up, per pixel, the number of cells holding its centre (low bits) and
+#: the sum of (cell + 1) over them (high bits) in one int64.
+_PACK_SHIFT = 24
+_PACK_MASK = (1 << _PACK_SHIFT) - 1
 #: Edge points are tested in chunks of about this many (point, segment) entries, to
 #: bound temporary memory whatever the number of candidates per pixel.
 _CHUNK_WORK = 1 << 21
@@ -102,12 +111,13 @@ class CellIndex:
         (EPSG:4326). For results identical to PostGIS they must be the stored geometries
         vertex for vertex (see the module notes).
     pixel_size
-        Raster pixel height in degrees (the width is scaled by 1/cos(latitude) so that
-        pixels are square on the ground). ``None`` chooses it from the cells: about
-        1/40 of the side of a median cell, within ``max_pixels``.
+        Height of a fine raster pixel in degrees (the width is scaled by 1/cos(latitude)
+        so that pixels are square on the ground). ``None`` chooses it from the cells:
+        1/48 of the side of a median cell's bounding box.
     max_pixels
-        Upper bound on the number of raster pixels (4 bytes each); the pixel size is
-        enlarged to respect it.
+        Upper bound on the pixels stored (coarse pixels plus the fine pixels of edge
+        tiles, 4 bytes each); the pixel size is enlarged until it holds. A raster of a
+        single coarse pixel is always accepted.
     semantics
         ``"postgis"`` (default) repeats PostGIS 3's point-in-polygon arithmetic, so
         results equal ``ST_Covers`` exactly; ``"geos"`` uses GEOS's robust predicates, as
@@ -149,6 +159,7 @@ class CellIndex:
             raise CellIndexError(f"max_pixels must be >= 1, got {max_pixels}")
         if pixel_size is not None and not (
             isinstance(pixel_size, int | float | np.floating)
+            and not isinstance(pixel_size, bool)
             and math.isfinite(pixel_size)
             and pixel_size > 0
         ):
@@ -165,8 +176,8 @@ class CellIndex:
         self._by_rank = np.asarray(order, dtype=np.int64)
 
         self._extract_segments()
-        self._choose_raster(pixel_size, int(max_pixels))
-        self._classify()
+        marks = self._choose_raster(pixel_size, int(max_pixels))
+        self._classify(*marks)
         self._build_slabs()
         if semantics == "geos":
             shapely.prepare(self.geoms)
@@ -175,13 +186,18 @@ class CellIndex:
 
     @property
     def shape(self) -> tuple[int, int]:
-        """Return (rows, columns) of the raster."""
+        """Return (rows, columns) of the fine raster (only its edge tiles are stored)."""
         return self._nrows, self._ncols
 
     @property
     def pixel_size(self) -> tuple[float, float]:
-        """Return (width, height) of a raster pixel in degrees."""
+        """Return (width, height) of a fine raster pixel in degrees."""
         return self._w, self._h
+
+    @property
+    def tile_size(self) -> int:
+        """Return the side of a coarse pixel (a tile), in fine pixels."""
+        return _TILE
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -194,9 +210,14 @@ class CellIndex:
         )
 
     @property
+    def n_pixels(self) -> int:
+        """Return the number of pixels stored: coarse pixels and fine pixels of edge tiles."""
+        return int(self._coarse.size + self._fine.size)
+
+    @property
     def edge_fraction(self) -> float:
-        """Return the share of raster pixels that are edge pixels (tested exactly)."""
-        return self._n_edge / self._pix.size
+        """Return the share of fine pixels that are edge pixels (their points tested exactly)."""
+        return self._n_edge / (self._nrows * self._ncols)
 
     def assign(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """Return, per point, the index of the covering cell with the smallest code, or -1.
@@ -241,19 +262,17 @@ class CellIndex:
             fy = (y - self._y0) / self._h
         inside = (fx >= 0) & (fx < self._ncols) & (fy >= 0) & (fy < self._nrows)
         pts = np.flatnonzero(inside)
-        row = fy[pts].astype(np.int64)
-        pix = row * self._ncols + fx[pts].astype(np.int64)
-        val = self._pix[pix]
-        interior = val >= 0
-        out[pts[interior]] = val[interior]
-        edge = np.flatnonzero(val <= _EDGE)
-        ordinal = _EDGE - val[edge]
-        work = np.cumsum(self._edge_work[ordinal])
+        value, tile = self._lookup(fy[pts].astype(np.int64), fx[pts].astype(np.int64))
+        found = value >= 0
+        out[pts[found]] = value[found]
+        edge = np.flatnonzero(value == _EDGE)
+        tile = tile[edge]
+        work = np.cumsum(self._tile_work[tile])
         cuts = np.searchsorted(work, np.arange(_CHUNK_WORK, work[-1] if work.size else 0, _CHUNK_WORK))
         for sel in np.split(np.arange(edge.size), np.unique(cuts)):
             if sel.size:
                 p = pts[edge[sel]]
-                out[p] = self._exact(x[p], y[p], ordinal[sel])
+                out[p] = self._exact(x[p], y[p], tile[sel])
         return out.reshape(shape)
 
     def assign_codes(self, lon: np.ndarray, lat: np.ndarray) -> list[str | None]:
@@ -269,6 +288,19 @@ class CellIndex:
         codes = self.codes
         return [codes[i] if i >= 0 else None for i in idx.tolist()]
 
+    # ----------------------------------------------------------------- lookup
+
+    def _lookup(self, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return per fine pixel its value (cell, -1 outside, -2 edge) and tile (or -1)."""
+        value = self._coarse[(row >> _TILE_SHIFT) * self._nccols + (col >> _TILE_SHIFT)]
+        tile = np.full(value.size, -1, dtype=np.int64)
+        tiled = np.flatnonzero(value <= _EDGE)
+        t = (_EDGE - value[tiled]).astype(np.int64)
+        tile[tiled] = t
+        local = ((row[tiled] & _TILE_MASK) << _TILE_SHIFT) | (col[tiled] & _TILE_MASK)
+        value[tiled] = self._fine[(t << (2 * _TILE_SHIFT)) | local]
+        return value, tile
+
     # ------------------------------------------------------------------- build
 
     def _extract_segments(self) -> None:
@@ -280,14 +312,12 @@ class CellIndex:
         first_of_part = np.ones(len(rings), dtype=bool)
         first_of_part[1:] = ring_part[1:] != ring_part[:-1]
         seg = np.flatnonzero(coord_ring[1:] == coord_ring[:-1])
-        x1, y1 = coords[seg, 0], coords[seg, 1]
-        x2, y2 = coords[seg + 1, 0], coords[seg + 1, 1]
-        ring = coord_ring[seg]
+        self._sx1, self._sy1 = coords[seg, 0], coords[seg, 1]
+        self._sx2, self._sy2 = coords[seg + 1, 0], coords[seg + 1, 1]
         self._ring_part = ring_part.astype(np.int64)
         self._ring_is_hole = ~first_of_part
         self._part_cell = part_cell.astype(np.int64)
-        self._sx1, self._sy1, self._sx2, self._sy2 = x1, y1, x2, y2
-        self._seg_ring = ring.astype(np.int64)
+        self._seg_ring = coord_ring[seg].astype(np.int64)
         self._seg_part = self._ring_part[self._seg_ring]
         self._seg_cell = self._part_cell[self._seg_part]
         self._bounds = (
@@ -297,159 +327,277 @@ class CellIndex:
             float(coords[:, 1].max()),
         )
 
-    def _choose_raster(self, pixel_size: float | None, max_pixels: int) -> None:
+    def _choose_raster(self, pixel_size: float | None, max_pixels: int) -> tuple[np.ndarray, ...]:
+        """Fix the raster and return the edge marks (fine rows, columns, code ranks)."""
         minx, miny, maxx, maxy = self._bounds
         mid_lat = math.radians(0.5 * (miny + maxy))
         aspect = 1.0 / max(math.cos(mid_lat), 0.05)  # width / height, square on the ground
         if pixel_size is None:
             # A typical cell's side in degrees of latitude, from its bounding box area.
             b = shapely.bounds(self.geoms)
-            side = np.sqrt(np.maximum((b[:, 2] - b[:, 0]) / aspect * (b[:, 3] - b[:, 1]), 0))
-            side = side[side > 0]
-            typical = float(np.median(side)) if side.size else max(maxx - minx, maxy - miny)
-            h = typical / _PIXELS_PER_CELL_SIDE
+            side = np.sqrt((b[:, 2] - b[:, 0]) / aspect * (b[:, 3] - b[:, 1]))
+            h = float(np.median(side)) / _PIXELS_PER_CELL_SIDE
         else:
             h = float(pixel_size)
-        span_x = max(maxx - minx, 0.0)
-        span_y = max(maxy - miny, 0.0)
-        if not h > 0:
-            h = max(span_x / aspect, span_y, 1e-9)
-        # Enlarge the pixels until the raster fits (never below one pixel).
-        while (math.floor(span_x / (h * aspect)) + 1) * (math.floor(span_y / h) + 1) > max_pixels:
-            h *= 1.1
+        h = max(h, 1e-9 * max(maxx - minx, maxy - miny), 1e-12)
+        # Coarse pixels alone must fit; then the edge tiles as well (they are only known
+        # once the boundaries are marked).
+        while self._set_grid(h, aspect) > max_pixels and self._ncrows * self._nccols > 1:
+            h *= 1.25
+        while True:
+            marks = self._marks()
+            n_tiles = np.count_nonzero(self._tile_flags(*marks[:2]))
+            stored = self._ncrows * self._nccols + n_tiles * _TILE * _TILE
+            if stored <= max_pixels or self._ncrows * self._nccols == 1:
+                return marks
+            h *= max(1.25, math.sqrt(stored / max_pixels))
+            self._set_grid(h, aspect)
+
+    def _set_grid(self, h: float, aspect: float) -> int:
+        """Set the raster for pixel height ``h``; return the number of coarse pixels."""
+        minx, miny, maxx, maxy = self._bounds
         self._w = h * aspect
         self._h = h
         self._x0, self._y0 = minx, miny
         # Columns/rows by the formula assign() uses: the largest coordinate lands inside.
         self._ncols = int(math.floor((maxx - minx) / self._w)) + 1
         self._nrows = int(math.floor((maxy - miny) / self._h)) + 1
+        self._nccols = (self._ncols + _TILE - 1) >> _TILE_SHIFT
+        self._ncrows = (self._nrows + _TILE - 1) >> _TILE_SHIFT
         scale = max(abs(minx), abs(maxx), abs(miny), abs(maxy), 1.0)
         # Far wider than any rounding error of coordinate arithmetic (ulps), far narrower
         # than a pixel: pixels within it of a boundary are edge pixels.
         self._margin = max(1e-6 * min(self._w, self._h), 1024 * np.finfo(float).eps * scale)
+        return self._ncrows * self._nccols
 
-    def _col(self, x: np.ndarray) -> np.ndarray:
+    def _marks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (row, column, code rank) of every fine pixel a cell boundary comes near.
+
+        Each segment is walked along its major axis one pixel column (or row) at a time;
+        in each, the stretch of the segment within the column grown by the margin gives a
+        range of rows, grown by the margin too, of at most three pixels: they are marked.
+        Every pixel holding a point within the margin of the segment is marked (by the
+        same monotone pixel formula as :meth:`assign`). Marks repeat.
+        """
+        m = self._margin
+        x1, y1, x2, y2 = self._sx1, self._sy1, self._sx2, self._sy2
+        along_x = np.abs(x2 - x1) * self._h >= np.abs(y2 - y1) * self._w
+        rows, cols, segs = [], [], []
+        for walk_x in (True, False):
+            seg = np.flatnonzero(along_x == walk_x)
+            if walk_x:
+                a1, b1, a2, b2 = x1[seg], y1[seg], x2[seg], y2[seg]
+                a_index, b_index = self._fine_col, self._fine_row
+                a0, step = self._x0, self._w
+            else:
+                a1, b1, a2, b2 = y1[seg], x1[seg], y2[seg], x2[seg]
+                a_index, b_index = self._fine_row, self._fine_col
+                a0, step = self._y0, self._h
+            amin, amax = np.minimum(a1, a2), np.maximum(a1, a2)
+            k0, k1 = a_index(amin - m), a_index(amax + m)
+            n = k1 - k0 + 1
+            which = np.repeat(np.arange(seg.size), n)
+            k = _ragged_arange(k0, n)
+            lo_a, hi_a = amin[which], amax[which]
+            # The part of the segment within column k grown by the margin.
+            lo = np.clip(a0 + k * step - m, lo_a, hi_a)
+            hi = np.clip(a0 + (k + 1) * step + m, lo_a, hi_a)
+            sa1, sb1 = a1[which], b1[which]
+            da, db = a2[which] - sa1, b2[which] - sb1
+            with np.errstate(divide="ignore", invalid="ignore"):
+                slope = np.where(da != 0, db / da, 0.0)
+            b_lo, b_hi = sb1 + (lo - sa1) * slope, sb1 + (hi - sa1) * slope
+            j0 = b_index(np.minimum(b_lo, b_hi) - m)
+            j1 = b_index(np.maximum(b_lo, b_hi) + m)
+            # |slope| <= one pixel per pixel: at most three pixels across.
+            j_mid = np.minimum(j0 + 1, j1)
+            kk = np.concatenate([k, k, k])
+            jj = np.concatenate([j0, j_mid, j1])
+            rows.append(kk if not walk_x else jj)
+            cols.append(kk if walk_x else jj)
+            segs.append(np.tile(seg[which], 3))
+        seg = np.concatenate(segs)
+        return np.concatenate(rows), np.concatenate(cols), self._rank[self._seg_cell[seg]]
+
+    def _tile_flags(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+        """Return per coarse pixel whether it holds one of the fine pixels given."""
+        flags = np.zeros(self._ncrows * self._nccols, dtype=bool)
+        flags[(row >> _TILE_SHIFT) * self._nccols + (col >> _TILE_SHIFT)] = True
+        return flags
+
+    def _fine_col(self, x: np.ndarray) -> np.ndarray:
         return np.clip(np.floor((x - self._x0) / self._w), 0, self._ncols - 1).astype(np.int64)
 
-    def _row(self, y: np.ndarray) -> np.ndarray:
+    def _fine_row(self, y: np.ndarray) -> np.ndarray:
         return np.clip(np.floor((y - self._y0) / self._h), 0, self._nrows - 1).astype(np.int64)
 
-    def _classify(self) -> None:
-        ncols, nrows = self._ncols, self._nrows
+    def _classify(self, mrow: np.ndarray, mcol: np.ndarray, mrank: np.ndarray) -> None:
+        """Build the coarse raster, the edge tiles and the tiles' candidate cells."""
         n_cells = len(self.codes)
-        x1, y1, x2, y2 = self._sx1, self._sy1, self._sx2, self._sy2
-        m = self._margin
+        nccols = self._nccols
+        area = _TILE * _TILE
 
-        # 1. Edge marks: pieces at most half a pixel long, each marking the pixels its
-        # grown bounding box touches (at most 2 x 2, as it is narrower than a pixel).
-        dx, dy = x2 - x1, y2 - y1
-        n_pieces = np.maximum(
-            np.ceil(np.maximum(np.abs(dx) / self._w, np.abs(dy) / self._h) * 2.0), 1
-        ).astype(np.int64)
-        seg = np.repeat(np.arange(dx.size), n_pieces)
-        k = _ragged_arange(np.zeros_like(n_pieces), n_pieces).astype(np.float64)
-        t0 = k / n_pieces[seg]
-        t1 = (k + 1) / n_pieces[seg]
-        ax, ay = x1[seg] + dx[seg] * t0, y1[seg] + dy[seg] * t0
-        bx = np.where(t1 == 1.0, x2[seg], x1[seg] + dx[seg] * t1)
-        by = np.where(t1 == 1.0, y2[seg], y1[seg] + dy[seg] * t1)
-        c0, c1 = self._col(np.minimum(ax, bx) - m), self._col(np.maximum(ax, bx) + m)
-        r0, r1 = self._row(np.minimum(ay, by) - m), self._row(np.maximum(ay, by) + m)
-        rank = self._rank[self._seg_cell[seg]]
-        del ax, ay, bx, by, t0, t1, k
-        mark_keys = np.concatenate(
-            [
-                (r * ncols + c) * n_cells + rank
-                for r, c in ((r0, c0), (r0, c1), (r1, c0), (r1, c1))
-            ]
-        )
-        mark_keys = _unique(mark_keys)
-        edge_pixels = _unique(mark_keys // n_cells)
+        # Tiles: the coarse pixels holding a marked fine pixel.
+        tiles = np.flatnonzero(self._tile_flags(mrow, mcol))
+        tile_of = np.full(self._ncrows * nccols, -1, dtype=np.int64)
+        tile_of[tiles] = np.arange(tiles.size)
+        mtile = tile_of[(mrow >> _TILE_SHIFT) * nccols + (mcol >> _TILE_SHIFT)]
 
-        # 2. Scanline fill through pixel centres: count and sum of (cell + 1) per pixel.
-        count, total = self._fill()
-
-        pix = np.full(nrows * ncols, _OUTSIDE, dtype=np.int32)
+        # Coarse pixels: filled through their centres.
+        packed = self._coarse_fill()
+        count = packed & _PACK_MASK
+        coarse = np.full(self._ncrows * nccols, _OUTSIDE, dtype=np.int32)
         single = count == 1
-        pix[single] = total[single] - 1
+        coarse[single] = (packed[single] >> _PACK_SHIFT) - 1
         # Overlapping cells (count >= 2): the smallest code among the cells holding the
-        # pixel centre; rare, so a direct query.
-        multi = np.flatnonzero(count >= 2)
-        is_edge = np.zeros(nrows * ncols, dtype=bool)
-        is_edge[edge_pixels] = True
-        multi_inner = multi[~is_edge[multi]]
-        if multi_inner.size:
-            pix[multi_inner] = self._min_rank_cell_at(*self._centres(multi_inner))
+        # centre; rare, so a direct query.
+        is_tile = tile_of >= 0
+        multi = np.flatnonzero((count >= 2) & ~is_tile)
+        if multi.size:
+            r, c = np.divmod(multi, nccols)
+            coarse[multi] = self._min_rank_cell_at(
+                self._x0 + (c * _TILE + _TILE / 2) * self._w,
+                self._y0 + (r * _TILE + _TILE / 2) * self._h,
+            )
+        coarse[tiles] = _EDGE - np.arange(tiles.size, dtype=np.int32)
 
-        # 3. Candidates of edge pixels: cells whose boundary marks them, plus cells that
-        # may hold the whole pixel (by the fill; or, where cells overlap, any cell whose
-        # geometry meets the pixel).
-        extra = [mark_keys]
-        one = edge_pixels[single[edge_pixels]]
+        # Candidates of a tile: the cells whose boundary marks it, plus the cells that may
+        # hold the whole tile (by the fill; where cells overlap, any cell meeting it).
+        key = mtile * n_cells + mrank
+        # Consecutive pieces of a segment mostly mark the same tile: drop those repeats
+        # before sorting.
+        keys = [key[np.r_[True, key[1:] != key[:-1]]]]
+        one = np.flatnonzero(single[tiles])
         if one.size:
-            extra.append(one * n_cells + self._rank[total[one] - 1])
-        many = edge_pixels[count[edge_pixels] >= 2]
+            keys.append(one * n_cells + self._rank[(packed[tiles[one]] >> _PACK_SHIFT) - 1])
+        many = np.flatnonzero(count[tiles] >= 2)
         if many.size:
-            extra.append(self._meeting_pixels(many, n_cells))
-        cand_keys = _unique(np.concatenate(extra))
-        cand_pix = cand_keys // n_cells
-        cand_rank = cand_keys % n_cells
-        ordinal = np.searchsorted(edge_pixels, cand_pix)
-        self._cand_start = np.searchsorted(ordinal, np.arange(edge_pixels.size + 1))
+            keys.append(self._meeting_tiles(tiles, many, n_cells))
+        cand = _unique(np.concatenate(keys))
+        cand_tile, cand_rank = np.divmod(cand, n_cells)
+        self._cand_start = np.searchsorted(cand_tile, np.arange(tiles.size + 1))
         self._cand_cell = self._by_rank[cand_rank]
-        self._cand_row = cand_pix // ncols
-        pix[edge_pixels] = _EDGE - np.arange(edge_pixels.size, dtype=np.int32)
-        self._pix = pix
-        self._n_edge = int(edge_pixels.size)
+        self._cand_crow = tiles[cand_tile] // nccols
 
-    def _fill(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return per pixel the number of cells holding its centre and the sum of (cell+1)."""
-        ncols, nrows = self._ncols, self._nrows
+        # Fine pixels of the tiles: edge where marked, else filled through their centres.
+        packed = self._fine_fill(tiles, tile_of)
+        count = packed & _PACK_MASK
+        fine = np.full(tiles.size * area, _OUTSIDE, dtype=np.int32)
+        single = count == 1
+        fine[single] = (packed[single] >> _PACK_SHIFT) - 1
+        local = ((mrow & _TILE_MASK) << _TILE_SHIFT) | (mcol & _TILE_MASK)
+        edge = np.zeros(fine.size, dtype=bool)
+        edge[mtile * area + local] = True
+        multi = np.flatnonzero((count >= 2) & ~edge)
+        if multi.size:
+            t, local = np.divmod(multi, area)
+            r = (tiles[t] // nccols) * _TILE + (local >> _TILE_SHIFT)
+            c = (tiles[t] % nccols) * _TILE + (local & _TILE_MASK)
+            fine[multi] = self._min_rank_cell_at(
+                self._x0 + (c + 0.5) * self._w, self._y0 + (r + 0.5) * self._h
+            )
+        fine[edge] = _EDGE
+        self._coarse = coarse
+        self._fine = fine
+        self._tiles = tiles
+        self._n_edge = int(np.count_nonzero(edge))
+
+    def _spans(self, yc: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Return (row, x_start, x_end, cell + 1) of the runs inside cells along rows at ``yc``.
+
+        Scanline through each row's centre line ``y = yc[row]``: crossings with the
+        segments, paired up per polygon part (exterior and holes together, even-odd).
+        """
+        nrows = yc.size
         x1, y1, x2, y2 = self._sx1, self._sy1, self._sx2, self._sy2
-        yc_all = self._y0 + (np.arange(nrows) + 0.5) * self._h
         ylo, yhi = np.minimum(y1, y2), np.maximum(y1, y2)
         sloped = np.flatnonzero(ylo < yhi)
-        lo = np.clip(np.floor((ylo[sloped] - self._y0) / self._h - 0.5), 0, nrows - 1)
-        hi = np.clip(np.ceil((yhi[sloped] - self._y0) / self._h - 0.5), 0, nrows - 1)
-        lo, hi = lo.astype(np.int64), hi.astype(np.int64)
+        # Candidate rows (one spare each side), then the exact test below.
+        lo = np.searchsorted(yc, ylo[sloped], side="left") - 1
+        hi = np.searchsorted(yc, yhi[sloped], side="left")
+        lo, hi = np.clip(lo, 0, nrows - 1), np.clip(hi, 0, nrows - 1)
         counts = hi - lo + 1
         seg = np.repeat(sloped, counts)
         row = _ragged_arange(lo, counts)
-        yc = yc_all[row]
+        y = yc[row]
         # Half-open rule by exact comparison with the very same centre value, so that at a
         # vertex on a centre line exactly the right segments count, whatever the rounding.
-        keep = (ylo[seg] <= yc) & (yc < yhi[seg])
-        seg, row, yc = seg[keep], row[keep], yc[keep]
-        xc = x1[seg] + (yc - y1[seg]) * (x2[seg] - x1[seg]) / (y2[seg] - y1[seg])
+        keep = (ylo[seg] <= y) & (y < yhi[seg])
+        seg, row, y = seg[keep], row[keep], y[keep]
+        xc = x1[seg] + (y - y1[seg]) * (x2[seg] - x1[seg]) / (y2[seg] - y1[seg])
         group = self._seg_part[seg] * nrows + row
         order = np.lexsort((xc, group))
         group, xc, row, seg = group[order], xc[order], row[order], seg[order]
-        # Even-odd per polygon part (exterior and holes together): crossings pair up.
+        # Crossings of a closed ring under the half-open rule come in pairs: in even-odd
+        # order they open and close the runs inside the part.
         starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
         pos = np.arange(group.size) - np.repeat(starts, np.diff(np.r_[starts, group.size]))
         a = np.flatnonzero(pos % 2 == 0)
         a = a[a + 1 < group.size]
         a = a[group[a + 1] == group[a]]
-        xa, xb, r = xc[a], xc[a + 1], row[a]
-        cell1 = (self._seg_cell[seg[a]] + 1).astype(np.int64)
-        ca = np.clip(np.ceil((xa - self._x0) / self._w - 0.5), 0, ncols).astype(np.int64)
-        cb = np.clip(np.ceil((xb - self._x0) / self._w - 0.5), 0, ncols).astype(np.int64)
-        nonempty = cb > ca
-        ca, cb, r, cell1 = ca[nonempty], cb[nonempty], r[nonempty], cell1[nonempty]
-        width = ncols + 1
-        count = np.zeros(nrows * width, dtype=np.int32)
-        total = np.zeros(nrows * width, dtype=np.int32)
-        np.add.at(count, r * width + ca, 1)
-        np.add.at(count, r * width + cb, -1)
-        np.add.at(total, r * width + ca, cell1)
-        np.add.at(total, r * width + cb, -cell1)
-        count = np.cumsum(count.reshape(nrows, width), axis=1, dtype=np.int32)
-        total = np.cumsum(total.reshape(nrows, width), axis=1, dtype=np.int32)
-        return count[:, :ncols].ravel(), total[:, :ncols].ravel()
+        return row[a], xc[a], xc[a + 1], self._seg_cell[seg[a]] + 1
 
-    def _centres(self, pix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        r, c = np.divmod(pix, self._ncols)
-        return self._x0 + (c + 0.5) * self._w, self._y0 + (r + 0.5) * self._h
+    def _coarse_fill(self) -> np.ndarray:
+        """Return per coarse pixel the packed count and cell sum of the cells at its centre."""
+        nrows, ncols = self._ncrows, self._nccols
+        half = _TILE / 2
+        yc = self._y0 + (np.arange(nrows) * _TILE + half) * self._h
+        row, xa, xb, cell1 = self._spans(yc)
+        # First coarse column whose centre x0 + (C * TILE + TILE / 2) * w is >= x.
+        ca = np.clip(np.ceil(((xa - self._x0) / self._w - half) / _TILE), 0, ncols).astype(np.int64)
+        cb = np.clip(np.ceil(((xb - self._x0) / self._w - half) / _TILE), 0, ncols).astype(np.int64)
+        width = ncols + 1
+        packed = np.zeros(nrows * width, dtype=np.int64)
+        delta = 1 + (cell1 << _PACK_SHIFT)
+        np.add.at(packed, row * width + ca, delta)
+        np.add.at(packed, row * width + cb, -delta)
+        packed = np.cumsum(packed.reshape(nrows, width), axis=1)
+        return packed[:, :ncols].ravel()
+
+    def _fine_fill(self, tiles: np.ndarray, tile_of: np.ndarray) -> np.ndarray:
+        """Return per fine pixel of the tiles the packed count and cell sum at its centre.
+
+        Runs along every fine row become +/- events at their first and past-last column;
+        a pixel's value is the sum of its row's events up to its column: the part left
+        of its tile by a binary search in the sorted events, the part inside by a short
+        cumulative sum along the tile's row.
+        """
+        nccols = self._nccols
+        width = nccols * _TILE + 1  # fine columns of all tiles, plus one past the end
+        yc = self._y0 + (np.arange(self._ncrows * _TILE) + 0.5) * self._h
+        row, xa, xb, cell1 = self._spans(yc)
+        ca = np.clip(np.ceil((xa - self._x0) / self._w - 0.5), 0, width - 1).astype(np.int64)
+        cb = np.clip(np.ceil((xb - self._x0) / self._w - 0.5), 0, width - 1).astype(np.int64)
+        delta = 1 + (cell1 << _PACK_SHIFT)
+        ev_key = np.concatenate([row * width + ca, row * width + cb])
+        ev_delta = np.concatenate([delta, -delta])
+        order = np.argsort(ev_key)
+        ev_key, ev_delta = ev_key[order], ev_delta[order]
+
+        # Base: everything up to and including each tile row's first column. Each row's
+        # events sum to zero, so a running sum over all events is right at any row.
+        t_row, t_col = np.divmod(tiles, nccols)
+        r = (t_row[:, None] * _TILE + np.arange(_TILE)[None, :]).ravel()
+        first = r * width + np.repeat(t_col * _TILE, _TILE)
+        running = np.zeros(ev_delta.size + 1, dtype=np.int64)
+        np.cumsum(ev_delta, out=running[1:])
+        base = running[np.searchsorted(ev_key, first, side="right")]
+
+        # Inside: events in a tile past its first column, at their place in the tile row.
+        ev_row, ev_col = np.divmod(ev_key, width)
+        inner = ((ev_col & _TILE_MASK) != 0) & (ev_col < nccols * _TILE)
+        ev_row, ev_col, ev_delta = ev_row[inner], ev_col[inner], ev_delta[inner]
+        ev_tile = tile_of[(ev_row >> _TILE_SHIFT) * nccols + (ev_col >> _TILE_SHIFT)]
+        ok = ev_tile >= 0
+        at = (
+            ((ev_tile[ok] << _TILE_SHIFT) | (ev_row[ok] & _TILE_MASK)) << _TILE_SHIFT
+        ) | (ev_col[ok] & _TILE_MASK)
+        packed = np.zeros(tiles.size * _TILE * _TILE, dtype=np.int64)
+        np.add.at(packed, at, ev_delta[ok])
+        packed = packed.reshape(-1, _TILE)
+        np.cumsum(packed, axis=1, out=packed)
+        packed += base[:, None]
+        return packed.ravel()
 
     def _tree(self) -> shapely.STRtree:
         if not hasattr(self, "_strtree"):
@@ -464,29 +612,30 @@ class CellIndex:
         found = best < len(self.codes)
         return np.where(found, self._by_rank[np.where(found, best, 0)], _OUTSIDE)
 
-    def _meeting_pixels(self, pix: np.ndarray, n_cells: int) -> np.ndarray:
-        """Return candidate keys (pixel * n_cells + rank) of every cell meeting each pixel."""
-        r, c = np.divmod(pix, self._ncols)
+    def _meeting_tiles(self, tiles: np.ndarray, which: np.ndarray, n_cells: int) -> np.ndarray:
+        """Return candidate keys (tile * n_cells + rank) of every cell meeting the tiles."""
+        r, c = np.divmod(tiles[which], self._nccols)
         m = self._margin
+        side_x, side_y = _TILE * self._w, _TILE * self._h
         boxes = shapely.box(
-            self._x0 + c * self._w - m,
-            self._y0 + r * self._h - m,
-            self._x0 + (c + 1) * self._w + m,
-            self._y0 + (r + 1) * self._h + m,
+            self._x0 + c * side_x - m,
+            self._y0 + r * side_y - m,
+            self._x0 + (c + 1) * side_x + m,
+            self._y0 + (r + 1) * side_y + m,
         )
         i, cell = self._tree().query(boxes, predicate="intersects")
-        return pix[i] * n_cells + self._rank[cell]
+        return which[i] * n_cells + self._rank[cell]
 
     def _build_slabs(self) -> None:
-        """Index the segments by raster row and cell, for the exact tests."""
+        """Index the segments by coarse raster row and cell, for the exact tests."""
         n_cells = len(self.codes)
         x1, y1, x2, y2 = self._sx1, self._sy1, self._sx2, self._sy2
         # Zero-length segments are skipped by PostGIS's winding test, so here as well.
         real = np.flatnonzero((x1 != x2) | (y1 != y2))
         # Same monotone row formula as assign(): a segment whose y-range holds a point's
-        # latitude is listed in that point's row.
-        r0 = np.floor((np.minimum(y1, y2)[real] - self._y0) / self._h).astype(np.int64)
-        r1 = np.floor((np.maximum(y1, y2)[real] - self._y0) / self._h).astype(np.int64)
+        # latitude is listed in that point's (coarse) row.
+        r0 = self._fine_row(np.minimum(y1, y2)[real]) >> _TILE_SHIFT
+        r1 = self._fine_row(np.maximum(y1, y2)[real]) >> _TILE_SHIFT
         counts = r1 - r0 + 1
         seg = np.repeat(real, counts)
         row = _ragged_arange(r0, counts)
@@ -495,20 +644,20 @@ class CellIndex:
         order = np.argsort(key, kind="stable")
         self._slab_key = key[order]
         self._slab_seg = seg[order]
-        ckey = self._cand_row * n_cells + self._cand_cell
+        ckey = self._cand_crow * n_cells + self._cand_cell
         self._cand_lo = np.searchsorted(self._slab_key, ckey, side="left")
         self._cand_hi = np.searchsorted(self._slab_key, ckey, side="right")
-        # Work of one point in each edge pixel: its candidates and their segments.
+        # Work of one point in each tile: its candidates and their segments.
         per_cand = np.r_[0, np.cumsum(self._cand_hi - self._cand_lo + 1)]
-        self._edge_work = per_cand[self._cand_start[1:]] - per_cand[self._cand_start[:-1]]
+        self._tile_work = per_cand[self._cand_start[1:]] - per_cand[self._cand_start[:-1]]
 
     # -------------------------------------------------------------------- exact
 
-    def _exact(self, px: np.ndarray, py: np.ndarray, edge: np.ndarray) -> np.ndarray:
+    def _exact(self, px: np.ndarray, py: np.ndarray, tile: np.ndarray) -> np.ndarray:
         """Return the covering cell with the smallest code for points in edge pixels."""
         out = np.full(px.size, _OUTSIDE, dtype=np.intp)
-        cs = self._cand_start[edge]
-        nc = self._cand_start[edge + 1] - cs
+        cs = self._cand_start[tile]
+        nc = self._cand_start[tile + 1] - cs
         pair_pt = np.repeat(np.arange(px.size), nc)
         cand = _ragged_arange(cs, nc)
         cell = self._cand_cell[cand]

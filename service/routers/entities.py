@@ -90,7 +90,7 @@ def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
     )
     async def import_items(
         request: Request,
-        file: UploadFile = File(description="the file to import"),  # noqa: B008
+        file: UploadFile = File(description="the file to import"),
         crs: str | None = Form(None),
         lon_column: str | None = Form(None),
         lat_column: str | None = Form(None),
