@@ -507,6 +507,9 @@ class CellIndex:
 
         Scanline through each row's centre line ``y = yc[row]``: crossings with the
         segments, paired up per polygon part (exterior and holes together, even-odd).
+        Crossings are ordered by x rounded down to a quarter of the margin: that moves a
+        run's ends by less than the margin, i.e. only across edge pixels, whose fill is
+        not used; but it lets one integer sort order them.
         """
         nrows = yc.size
         x1, y1, x2, y2 = self._sx1, self._sy1, self._sx2, self._sy2
@@ -526,16 +529,25 @@ class CellIndex:
         seg, row, y = seg[keep], row[keep], y[keep]
         xc = x1[seg] + (y - y1[seg]) * (x2[seg] - x1[seg]) / (y2[seg] - y1[seg])
         group = self._seg_part[seg] * nrows + row
-        order = np.lexsort((xc, group))
-        group, xc, row, seg = group[order], xc[order], row[order], seg[order]
-        # Crossings of a closed ring under the half-open rule come in pairs: in even-odd
-        # order they open and close the runs inside the part.
+        quantum = self._margin / 4
+        n_steps = int((self._bounds[2] - self._x0) / quantum) + 2
+        if (int(group.max(initial=0)) + 1) * n_steps < 2**62:
+            steps = np.clip(np.floor((xc - self._x0) / quantum), 0, n_steps - 1).astype(np.int64)
+            key = np.sort(group * n_steps + steps)
+            group, steps = np.divmod(key, n_steps)
+            xc = self._x0 + steps * quantum
+        else:  # too many parts and rows to pack: sort the exact values
+            order = np.lexsort((xc, group))
+            group, xc = group[order], xc[order]
+        # Crossings of a closed ring under the half-open rule come in pairs: in x order
+        # they open and close the runs inside the part.
         starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
         pos = np.arange(group.size) - np.repeat(starts, np.diff(np.r_[starts, group.size]))
         a = np.flatnonzero(pos % 2 == 0)
         a = a[a + 1 < group.size]
         a = a[group[a + 1] == group[a]]
-        return row[a], xc[a], xc[a + 1], self._seg_cell[seg[a]] + 1
+        part, row = np.divmod(group[a], nrows)
+        return row, xc[a], xc[a + 1], self._part_cell[part] + 1
 
     def _coarse_fill(self) -> np.ndarray:
         """Return per coarse pixel the packed count and cell sum of the cells at its centre."""
@@ -644,6 +656,10 @@ class CellIndex:
         order = np.argsort(key, kind="stable")
         self._slab_key = key[order]
         self._slab_seg = seg[order]
+        # Where a new ring starts within the slab list (pair starts are added at use).
+        ring = self._seg_ring[self._slab_seg]
+        self._slab_new_ring = np.ones(ring.size, dtype=bool)
+        self._slab_new_ring[1:] = ring[1:] != ring[:-1]
         ckey = self._cand_crow * n_cells + self._cand_cell
         self._cand_lo = np.searchsorted(self._slab_key, ckey, side="left")
         self._cand_hi = np.searchsorted(self._slab_key, ckey, side="right")
@@ -679,35 +695,44 @@ class CellIndex:
         lo = self._cand_lo[cand]
         nseg = self._cand_hi[cand] - lo
         ent_pair = np.repeat(np.arange(n_pairs), nseg)
-        seg = self._slab_seg[_ragged_arange(lo, nseg)]
-        qx = px[pair_pt][ent_pair]
-        qy = py[pair_pt][ent_pair]
+        slab = _ragged_arange(lo, nseg)
+        seg = self._slab_seg[slab]
+        ent_pt = pair_pt[ent_pair]
+        qx, qy = px[ent_pt], py[ent_pt]
         x1, y1, x2, y2 = self._sx1[seg], self._sy1[seg], self._sx2[seg], self._sy2[seg]
         # determineSide(), operation for operation.
         side = (x2 - x1) * (qy - y1) - (qx - x1) * (y2 - y1)
-        # isOnSegment(): inside the segment's bounding box, bounds included.
-        on = (
-            (side == 0.0)
-            & (np.minimum(x1, x2) <= qx)
-            & (qx <= np.maximum(x1, x2))
-            & (np.minimum(y1, y2) <= qy)
-            & (qy <= np.maximum(y1, y2))
+        # isOnSegment() where the side is exactly 0 (rare): in the segment's bounding box.
+        zero = np.flatnonzero(side == 0.0)
+        zx, zy = qx[zero], qy[zero]
+        zx1, zy1, zx2, zy2 = x1[zero], y1[zero], x2[zero], y2[zero]
+        on = np.zeros(side.size, dtype=bool)
+        on[zero] = (
+            (np.minimum(zx1, zx2) <= zx)
+            & (zx <= np.maximum(zx1, zx2))
+            & (np.minimum(zy1, zy2) <= zy)
+            & (zy <= np.maximum(zy1, zy2))
         )
-        up = (y1 <= qy) & (qy < y2) & (side > 0)
-        down = (y2 <= qy) & (qy < y1) & (side < 0)
-        wind = up.astype(np.int32) - down.astype(np.int32)
-        ring = self._seg_ring[seg]
+        # Winding: +1 rising with the point on the left (y1 <= y < y2, side > 0), -1
+        # falling with it on the right (y2 <= y < y1, side < 0).
+        below1 = y1 <= qy
+        below2 = y2 <= qy
+        wind = (below1 & ~below2 & (side > 0)).view(np.int8) - (
+            below2 & ~below1 & (side < 0)
+        ).view(np.int8)
         # One group per (pair, ring); entries of a pair are contiguous and ring-ordered.
-        new = np.ones(ent_pair.size, dtype=bool)
-        new[1:] = (ent_pair[1:] != ent_pair[:-1]) | (ring[1:] != ring[:-1])
+        new = self._slab_new_ring[slab]
+        new[np.cumsum(nseg[nseg > 0])[:-1]] = True
+        if new.size:
+            new[0] = True
         g = np.flatnonzero(new)
         covered = np.zeros(n_pairs, dtype=bool)
         if g.size == 0:
             return covered
         g_on = np.logical_or.reduceat(on, g)
-        g_wind = np.add.reduceat(wind, g)
+        g_wind = np.add.reduceat(wind, g, dtype=np.int32)
         g_pair = ent_pair[g]
-        g_ring = ring[g]
+        g_ring = self._seg_ring[seg[g]]
         # point_in_ring: 0 on the boundary, 1 inside (winding number != 0), -1 outside.
         status = np.where(g_on, 0, np.where(g_wind != 0, 1, -1))
         keep = status != -1

@@ -55,8 +55,12 @@ def pg(city, points):
     conn = psycopg.connect(url.replace("+psycopg", ""), autocommit=True)
     try:
         conn.execute("CREATE EXTENSION postgis")
-        conn.execute("CREATE TABLE cells (code text PRIMARY KEY, geom geometry(MultiPolygon, 4326))")
-        conn.execute("CREATE TABLE cells_poly (code text PRIMARY KEY, geom geometry(Geometry, 4326))")
+        conn.execute(
+            "CREATE TABLE cells (code text PRIMARY KEY, geom geometry(MultiPolygon, 4326))"
+        )
+        conn.execute(
+            "CREATE TABLE cells_poly (code text PRIMARY KEY, geom geometry(Geometry, 4326))"
+        )
         conn.execute("CREATE TABLE pts (id integer PRIMARY KEY, geom geometry(Point, 4326))")
         for table, geoms in (("cells", city.geoms), ("cells_poly", _polygons(city))):
             with conn.cursor().copy(f"COPY {table} (code, geom) FROM STDIN") as copy:

@@ -282,3 +282,20 @@ def test_demo_entities_are_plausible_with_deliberate_gaps(db):
     assert span[2] > 0 and span[3] == 0
     unmapped = db.execute(text("SELECT count(*) FROM unit WHERE grid_code IS NULL")).scalar()
     assert unmapped == 0
+
+
+def test_unassigned_incidents_wait_in_the_lowest_level_that_contains_them(demo_client, demo_db_url):
+    tokens = make_tokens(
+        demo_db_url,
+        {"xifeng": ("district_dispatcher", "520122"), "kaiyang": ("district_dispatcher", KAIYANG)},
+    )
+    queue = demo_client.get(
+        "/incidents", params={"unassigned": "true", "limit": 1000}, headers=auth(tokens["xifeng"])
+    ).json()
+    assert queue["total"] == 40  # the demo files 40 in each county without grids
+    assert {i["cells"]["district_code"] for i in queue["items"]} == {"520122"}
+    assert all(i["cells"]["grid_code"] is None for i in queue["items"])
+    kaiyang = demo_client.get(
+        "/incidents", params={"unassigned": "true"}, headers=auth(tokens["kaiyang"])
+    ).json()
+    assert kaiyang["total"] == 0

@@ -427,3 +427,45 @@ def test_twenty_concurrent_identical_requests_make_exactly_one_incident(
     assert {r.status_code for r in responses} == {201}
     assert len({r.json()["id"] for r in responses}) == 1
     assert _sql(tiny_db_url, "SELECT count(*) FROM incident")[0][0] == 1
+
+
+POINT_BODIES = {
+    "units": {"name": "u", "kind": "shop"},
+    "facilities": {"name": "f", "kind": "service_station"},
+    "care-households": {"kind": "dispute", "head_name": "赵"},
+    "incidents": {"category": "road", "source": "patrol"},
+}
+
+
+@pytest.mark.parametrize("entity", sorted(POINT_BODIES))
+def test_every_point_entity_is_scoped_on_create_read_update_delete(tiny_client, h, entity):
+    body = POINT_BODIES[entity]
+    inside = tiny_client.post(
+        f"/{entity}", json={**body, "lon": IN_NW[0], "lat": IN_NW[1]}, headers=h["community"]
+    )
+    assert inside.status_code == 201, inside.text
+    assert inside.json()["cells"]["grid_code"] == NW_GRID
+    outside = tiny_client.post(
+        f"/{entity}", json={**body, "lon": IN_OTHER[0], "lat": IN_OTHER[1]}, headers=h["community"]
+    )
+    assert outside.status_code == 403
+    other = tiny_client.post(
+        f"/{entity}", json={**body, "lon": IN_OTHER[0], "lat": IN_OTHER[1]}, headers=h["district"]
+    ).json()
+    # The community dispatcher can neither read, change nor delete the other community's.
+    assert tiny_client.get(f"/{entity}/{other['id']}", headers=h["community"]).status_code == 404
+    assert (
+        tiny_client.patch(
+            f"/{entity}/{other['id']}",
+            json={"lon": IN_NW[0], "lat": IN_NW[1]},
+            headers=h["community"],
+        ).status_code
+        == 404
+    )
+    assert tiny_client.delete(f"/{entity}/{other['id']}", headers=h["community"]).status_code == 404
+    listed = tiny_client.get(f"/{entity}", headers=h["community"]).json()
+    assert [i["id"] for i in listed["items"]] == [inside.json()["id"]]
+    assert (
+        tiny_client.delete(f"/{entity}/{inside.json()['id']}", headers=h["community"]).status_code
+        == 204
+    )
