@@ -38,6 +38,8 @@ demo: migrate
 bench: db
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
 	$(BIN)/python -m bench.lookup
+	$(BIN)/python -m bench.bulk_assign
+	$(BIN)/python -m bench.bulk_import
 
 lint: venv
 	$(BIN)/ruff check geo service maps fixtures tests bench
