@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 from fastapi import APIRouter, Request
 
-from geo.crs import parse_point_crs
+from geo.coords import CoordinateError, check_points, parse_input_crs, to_wgs84, validate_point
 from service.deps import ConnDep, PrincipalDep, get_principal
 from service.errors import PayloadTooLargeError, UnprocessableError
 from service.querymodels import parse_query, query_parameters_doc
@@ -21,11 +22,23 @@ from service.schemas.lookup import (
 router = APIRouter(prefix="/lookup", tags=["lookup"])
 
 
-def _crs(value: str, field: str = "crs") -> int:
+def _crs(value: str, field: str = "crs") -> str:
     try:
-        return parse_point_crs(value)
+        return parse_input_crs(value)
     except ValueError as exc:
         raise UnprocessableError(str(exc), field=field) from None
+
+
+def _to_wgs84(lon: float, lat: float, crs: str) -> tuple[float, float]:
+    """Return the WGS84 point to look up; GCJ-02 and BD-09 must lie in China."""
+    if crs in ("EPSG:4326", "EPSG:4490"):
+        return lon, lat  # a point anywhere is a fair question (the answer may be "nowhere")
+    try:
+        validate_point(lon, lat, crs)
+    except CoordinateError as exc:
+        raise UnprocessableError(str(exc), field=exc.field) from None
+    x, y = to_wgs84(lon, lat, crs)
+    return float(x), float(y)
 
 
 @router.get(
@@ -45,15 +58,16 @@ async def lookup_point(request: Request) -> JSON:
     # The hot path: token and parameters are read by hand (see service.querymodels).
     principal = await get_principal(request)
     q = parse_query(LookupQuery, request)
-    srid = _crs(q.crs)
+    crs = _crs(q.crs)
+    lon, lat = _to_wgs84(q.lon, q.lat, crs)
     result = await find_chain_for_point(
         request.app.state.lookup_batcher,
         principal=principal,
-        lon=q.lon,
-        lat=q.lat,
+        lon=lon,
+        lat=lat,
         generation=q.generation,
     )
-    result["point"] = {"lon": q.lon, "lat": q.lat, "crs": f"EPSG:{srid}"}
+    result["point"] = {"lon": lon, "lat": lat, "crs": "EPSG:4326", "given_crs": crs}
     return JSON(result)
 
 
@@ -71,7 +85,7 @@ async def lookup_batch(
         raise PayloadTooLargeError(
             f"{len(body.points)} points; at most {limit} per request", field="points"
         )
-    _crs(body.crs)
+    crs = _crs(body.crs)
     generation = await resolve_generation(conn, principal, body.generation)
     lons: list[float] = []
     lats: list[float] = []
@@ -85,6 +99,21 @@ async def lookup_batch(
             lons.append(p.lon)
             lats.append(p.lat)
             ids.append(p.id)
+    if crs not in ("EPSG:4326", "EPSG:4490"):
+        problems = check_points(np.array(lons), np.array(lats), crs=crs)
+        if problems:
+            first = problems[0]
+            raise UnprocessableError(
+                f"{len(problems)} point(s) refused; first: points.{first.index}: {first.message}",
+                field=f"points.{first.index}",
+                extra={
+                    "errors": [
+                        {"field": f"points.{p.index}", "reason": p.message} for p in problems[:100]
+                    ]
+                },
+            )
+        x, y = to_wgs84(np.array(lons), np.array(lats), crs)
+        lons, lats = x.tolist(), y.tolist()
     results = await find_chains_for_points(
         request.app.state.pg_pool, principal=principal, lons=lons, lats=lats, generation=generation
     )

@@ -17,7 +17,9 @@ class LookupQuery(BaseModel):
 
     lon: Lon
     lat: Lat
-    crs: str = Field("EPSG:4326", description="EPSG:4326 (default) or EPSG:4490")
+    crs: str = Field(
+        "EPSG:4326", description="EPSG:4326 (default), EPSG:4490, GCJ-02 (Amap) or BD-09 (Baidu)"
+    )
     generation: int | None = Field(None, ge=1, description="default: the current generation")
 
 
@@ -53,7 +55,9 @@ class BatchLookupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     points: list[BatchPoint | tuple[Lon, Lat]] = Field(min_length=1)
-    crs: str = Field("EPSG:4326", description="EPSG:4326 (default) or EPSG:4490")
+    crs: str = Field(
+        "EPSG:4326", description="EPSG:4326 (default), EPSG:4490, GCJ-02 (Amap) or BD-09 (Baidu)"
+    )
     generation: int | None = Field(None, ge=1)
 
 

@@ -29,7 +29,26 @@ def test_cgcs2000_input_is_accepted(tiny_client, city):
         "/lookup", params={"lon": 106.035, "lat": 26.005, "crs": "EPSG:4490"}, headers=city
     )
     assert r.json()["grid"]["code"] == "990102001002002"
-    assert r.json()["point"]["crs"] == "EPSG:4490"
+    assert r.json()["point"]["given_crs"] == "EPSG:4490"
+
+
+@pytest.mark.parametrize("crs", ["GCJ-02", "BD-09"])
+def test_chinese_map_sdk_coordinates_are_converted(tiny_client, city, crs):
+    from geo.coords import wgs84_to_bd09, wgs84_to_gcj02
+
+    convert = wgs84_to_gcj02 if crs == "GCJ-02" else wgs84_to_bd09
+    lon, lat = convert(106.0098, 26.0195)  # 20 m inside the north-western grid's corner
+    r = tiny_client.get("/lookup", params={"lon": lon, "lat": lat, "crs": crs}, headers=city)
+    assert r.json()["grid"]["code"] == "990101001001001"
+    assert abs(r.json()["point"]["lon"] - 106.0098) < 1e-8
+    batch = tiny_client.post(
+        "/lookup/batch", json={"points": [[lon, lat]], "crs": crs}, headers=city
+    ).json()
+    assert batch["results"][0]["grid"]["code"] == "990101001001001"
+    outside = tiny_client.get(
+        "/lookup", params={"lon": 2.35, "lat": 48.85, "crs": crs}, headers=city
+    )
+    assert outside.status_code == 422 and "China" in outside.json()["detail"]
 
 
 def test_point_outside_every_area_is_an_answer_not_an_error(tiny_client, city):

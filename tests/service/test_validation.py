@@ -35,6 +35,7 @@ def _problem(r, status, field):
         ({"lon": 106, "lat": "inf"}, "lat"),
         ({"lat": 26}, "lon"),
         ({"lon": 106, "lat": 26, "crs": "EPSG:3857"}, "crs"),
+        ({"lon": 106, "lat": 26, "crs": "mars"}, "crs"),
         ({"lon": 106, "lat": 26, "generation": 0}, "generation"),
     ],
 )
