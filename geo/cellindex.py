@@ -328,7 +328,7 @@ class CellIndex:
         )
 
     def _choose_raster(self, pixel_size: float | None, max_pixels: int) -> tuple[np.ndarray, ...]:
-        """Fix the raster and return the edge marks (fine rows, columns, code ranks)."""
+        """Fix the raster; return the edge marks (fine rows, columns, code ranks), tile flags."""
         minx, miny, maxx, maxy = self._bounds
         mid_lat = math.radians(0.5 * (miny + maxy))
         aspect = 1.0 / max(math.cos(mid_lat), 0.05)  # width / height, square on the ground
@@ -346,10 +346,10 @@ class CellIndex:
             h *= 1.25
         while True:
             marks = self._marks()
-            n_tiles = np.count_nonzero(self._tile_flags(*marks[:2]))
-            stored = self._ncrows * self._nccols + n_tiles * _TILE * _TILE
+            flags = self._tile_flags(*marks[:2])
+            stored = self._ncrows * self._nccols + np.count_nonzero(flags) * _TILE * _TILE
             if stored <= max_pixels or self._ncrows * self._nccols == 1:
-                return marks
+                return (*marks, flags)
             h *= max(1.25, math.sqrt(stored / max_pixels))
             self._set_grid(h, aspect)
 
@@ -382,7 +382,7 @@ class CellIndex:
         m = self._margin
         x1, y1, x2, y2 = self._sx1, self._sy1, self._sx2, self._sy2
         along_x = np.abs(x2 - x1) * self._h >= np.abs(y2 - y1) * self._w
-        rows, cols, segs = [], [], []
+        rows, cols, ranks = [], [], []
         for walk_x in (True, False):
             seg = np.flatnonzero(along_x == walk_x)
             if walk_x:
@@ -415,9 +415,8 @@ class CellIndex:
             jj = np.concatenate([j0, j_mid, j1])
             rows.append(kk if not walk_x else jj)
             cols.append(kk if walk_x else jj)
-            segs.append(np.tile(seg[which], 3))
-        seg = np.concatenate(segs)
-        return np.concatenate(rows), np.concatenate(cols), self._rank[self._seg_cell[seg]]
+            ranks.append(np.tile(self._rank[self._seg_cell[seg]][which], 3))
+        return np.concatenate(rows), np.concatenate(cols), np.concatenate(ranks)
 
     def _tile_flags(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
         """Return per coarse pixel whether it holds one of the fine pixels given."""
@@ -431,14 +430,16 @@ class CellIndex:
     def _fine_row(self, y: np.ndarray) -> np.ndarray:
         return np.clip(np.floor((y - self._y0) / self._h), 0, self._nrows - 1).astype(np.int64)
 
-    def _classify(self, mrow: np.ndarray, mcol: np.ndarray, mrank: np.ndarray) -> None:
+    def _classify(
+        self, mrow: np.ndarray, mcol: np.ndarray, mrank: np.ndarray, is_tile: np.ndarray
+    ) -> None:
         """Build the coarse raster, the edge tiles and the tiles' candidate cells."""
         n_cells = len(self.codes)
         nccols = self._nccols
         area = _TILE * _TILE
 
         # Tiles: the coarse pixels holding a marked fine pixel.
-        tiles = np.flatnonzero(self._tile_flags(mrow, mcol))
+        tiles = np.flatnonzero(is_tile)
         tile_of = np.full(self._ncrows * nccols, -1, dtype=np.int64)
         tile_of[tiles] = np.arange(tiles.size)
         mtile = tile_of[(mrow >> _TILE_SHIFT) * nccols + (mcol >> _TILE_SHIFT)]
@@ -451,7 +452,6 @@ class CellIndex:
         coarse[single] = (packed[single] >> _PACK_SHIFT) - 1
         # Overlapping cells (count >= 2): the smallest code among the cells holding the
         # centre; rare, so a direct query.
-        is_tile = tile_of >= 0
         multi = np.flatnonzero((count >= 2) & ~is_tile)
         if multi.size:
             r, c = np.divmod(multi, nccols)

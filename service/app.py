@@ -13,8 +13,19 @@ from service.db import make_async_engine, make_engine, make_pg_pool
 from service.errors import register_error_handlers
 from service.repositories.lookup import PointLookupBatcher
 from service.responses import JSON
-from service.routers import areas, entities, generations, health, lookup, open311, tokens
+from service.routers import (
+    areas,
+    entities,
+    generations,
+    health,
+    lookup,
+    ogc,
+    open311,
+    tiles,
+    tokens,
+)
 from service.settings import Settings, get_settings
+from service.tilecache import TileCache
 
 __all__ = ["create_app"]
 
@@ -41,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sync_engine = make_engine(url)
         app.state.pg_pool = await make_pg_pool(url, size=settings.db.pool_size)
         app.state.lookup_batcher = PointLookupBatcher(app.state.pg_pool)
+        app.state.tile_cache = TileCache(settings.api.tile_cache_bytes)
+        listener = await _listen_for_changes(url, app.state.tile_cache)
         # Everything allocated so far lives as long as the process: move it out of the
         # collector's sight, so full collections do not walk the app on every request burst
         # (they were the p99 of lookups, and a fifth of their throughput).
@@ -49,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await listener.close()
             await app.state.pg_pool.close()
             await app.state.engine.dispose()
             app.state.sync_engine.dispose()
@@ -64,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_cache = TTLCache(maxsize=10_000, ttl=settings.api.token_cache_seconds or 1e-9)
     register_error_handlers(app)
     _document_security(app)
-    routers = [m.router for m in (health, lookup, areas, generations, tokens, open311)]
+    routers = [m.router for m in (health, lookup, areas, generations, tokens, open311, ogc, tiles)]
     for router in [*routers, *entities.routers]:
         # Routes are added to the app itself rather than as an included router: on the
         # lookup hot path FastAPI's included-router matching is a measurable share.
@@ -74,6 +88,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 PUBLIC_PATHS = {"/health"}
+
+
+async def _listen_for_changes(url: str, cache: TileCache):
+    """Return a connection that feeds the database's change notifications to the cache."""
+    import asyncpg
+
+    conn = await asyncpg.connect(f"postgresql://{url.split('://', 1)[1]}")
+    await conn.add_listener(
+        "wangge_changes", lambda _c, _pid, _ch, payload: cache.on_notification(payload)
+    )
+    return conn
 
 
 def _document_security(app: FastAPI) -> None:

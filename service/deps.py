@@ -63,6 +63,9 @@ async def get_principal(request: Request) -> Principal:
     headers = request.headers
     token = _bearer(headers.get("authorization"), headers.get("x-api-key"))
     if token is None:
+        # Map clients (Leaflet tile layers, GIS URLs) cannot set headers.
+        token = request.query_params.get("access_token")
+    if token is None:
         raise UnauthorizedError(
             "send a token as 'Authorization: Bearer <token>' or 'X-API-Key: <token>'",
             field="Authorization",

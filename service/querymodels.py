@@ -20,9 +20,10 @@ M = TypeVar("M", bound=BaseModel)
 
 def parse_query(model: type[M], request: Request) -> M:
     """Return ``model`` validated from the request's query string (422 on bad input)."""
-    params = request.query_params
+    # access_token authenticates map clients that cannot send headers; it is not a parameter.
+    params = {k: v for k, v in request.query_params.items() if k != "access_token"}
     try:
-        return model.model_validate(dict(params))
+        return model.model_validate(params)
     except ValidationError as exc:
         errors = []
         for err in exc.errors(include_url=False):

@@ -43,6 +43,7 @@ class APISettings(BaseSettings):
     token_cache_seconds: float = Field(default=30.0, ge=0, le=3600)
     cors_origins: list[str] = Field(default_factory=list)
     max_upload_bytes: int = Field(default=200_000_000, ge=1)
+    tile_cache_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
 
     @model_validator(mode="after")
     def _page_sizes_agree(self) -> APISettings:

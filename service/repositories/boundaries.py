@@ -263,6 +263,8 @@ def activate_generation(conn: Connection, *, generation_id: int) -> dict[str, in
     # plans on their indexes from the first request.
     conn.execute(text("ANALYZE area"))
     conn.execute(text("ANALYZE area_part"))
+    # Every boundary may have moved: map servers drop all their cached tiles (on commit).
+    conn.execute(text("""SELECT pg_notify('wangge_changes', '{"all": true}')"""))
     return remap_entities(conn, generation_id=generation_id)
 
 

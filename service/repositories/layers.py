@@ -1,0 +1,256 @@
+"""Read layers: GeoJSON features (paged, filtered, simplified) and Mapbox vector tiles.
+
+Runs on the asyncpg pool (the hot paths of a map screen), with SQL built from the layer's
+declaration: identifiers come from :mod:`service.layers`, values are bound parameters.
+GeoJSON is assembled in PostgreSQL, one text per feature, so Python only joins strings.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from service.auth import Principal
+from service.db import positional
+from service.errors import ForbiddenError, NotFoundError, UnprocessableError
+from service.layers import LayerSpec
+
+__all__ = [
+    "check_readable",
+    "layer_items",
+    "layer_item",
+    "layer_extent",
+    "layer_tile",
+    "tolerance_for_zoom",
+    "digits_for_tolerance",
+]
+
+# Queries a map may run are bounded: a runaway request fails fast rather than piling up.
+STATEMENT_TIMEOUT_MS = 15_000
+
+
+def check_readable(spec: LayerSpec, principal: Principal) -> None:
+    """Refuse sensitive layers to roles that may only count them."""
+    if spec.detail_roles is not None and principal.role not in spec.detail_roles:
+        raise ForbiddenError(
+            f"the {spec.name} layer holds sensitive personal data; a {principal.role} sees "
+            f"counts only",
+            field="collectionId",
+        )
+
+
+def tolerance_for_zoom(z: float) -> float:
+    """Return half a screen pixel at zoom ``z``, in degrees (a 256-pixel tile grid)."""
+    return 360.0 / (256 * 2**z) / 2
+
+
+def digits_for_tolerance(tolerance_deg: float) -> int:
+    """Return how many decimals keep coordinates finer than the simplification tolerance."""
+    if tolerance_deg <= 0:
+        return 7
+    return max(1, min(7, math.ceil(-math.log10(tolerance_deg)) + 1))
+
+
+def _where(spec: LayerSpec, principal: Principal, generation: int | None) -> tuple[list, dict]:
+    where: list[str] = []
+    params: dict[str, Any] = {"scope": principal.scope_path}
+    if spec.kind == "area":
+        where += [
+            "t.level = :level",
+            "t.generation_low <= :g",
+            "t.generation_high >= :g",
+            # Their own area, what lies below it, and the outlines of its ancestors.
+            "(CAST(:scope AS text) IS NULL OR t.path = :scope OR t.path LIKE :scope || '/%' "
+            "OR :scope LIKE t.path || '/%')",
+        ]
+        params.update(level=spec.level, g=generation)
+    else:
+        city_level = principal.scope_path is not None and "/" not in principal.scope_path
+        where.append(
+            "(CAST(:scope AS text) IS NULL OR t.area_path = :scope "
+            "OR t.area_path LIKE :scope || '/%' OR (t.area_path IS NULL AND :scope_city))"
+        )
+        params["scope_city"] = city_level
+    return where, params
+
+
+def _feature_sql(spec: LayerSpec, props: list[str], geom: str) -> str:
+    # Text concatenation and row_to_json give compact JSON (json_build_object pads with
+    # spaces): on a tablet's connection every byte counts.
+    cols = ", ".join(f'{spec.properties[p]} AS "{p}"' for p in props)
+    return (
+        """'{"type":"Feature","id":' || to_json("""
+        f"{spec.id_sql})::text || ',\"geometry\":' || ST_AsGeoJSON({geom}, :digits) || "
+        f"',\"properties\":' || row_to_json((SELECT p FROM (SELECT {cols}) p))::text || '}}'"
+    )
+
+
+def _geom_expr(spec: LayerSpec, tolerance_deg: float) -> str:
+    if spec.geometry == "polygon" and tolerance_deg > 0:
+        return "ST_SimplifyPreserveTopology(t.geom, CAST(:tol AS float8))"
+    return "t.geom"
+
+
+def _select_props(spec: LayerSpec, properties: list[str] | None) -> list[str]:
+    if properties is None:
+        return list(spec.properties)
+    unknown = [p for p in properties if p not in spec.properties]
+    if unknown:
+        raise UnprocessableError(
+            f"unknown property {unknown[0]!r}; {spec.name} has {', '.join(spec.properties)}",
+            field="properties",
+        )
+    return properties
+
+
+async def _fetch(pool, sql: str, params: dict[str, Any], method: str = "fetch"):
+    text_sql, names = positional(sql)
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+        return await getattr(conn, method)(text_sql, *[params[n] for n in names])
+
+
+async def layer_items(
+    pool,
+    spec: LayerSpec,
+    *,
+    principal: Principal,
+    generation: int | None,
+    bbox: tuple[float, float, float, float] | None = None,
+    filters: dict[str, str] | None = None,
+    datetime_range: tuple[Any, Any] | None = None,
+    limit: int,
+    offset: int = 0,
+    properties: list[str] | None = None,
+    tolerance_deg: float = 0.0,
+) -> tuple[list[str], int]:
+    """Return (GeoJSON feature texts, number matched) of one page of a layer."""
+    check_readable(spec, principal)
+    props = _select_props(spec, properties)
+    where, params = _where(spec, principal, generation)
+    if bbox is not None:
+        where.append("t.geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)")
+        params.update(x0=bbox[0], y0=bbox[1], x1=bbox[2], y1=bbox[3])
+    for i, (name, value) in enumerate((filters or {}).items()):
+        where.append(f"CAST({spec.properties[name]} AS text) = :f{i}")
+        params[f"f{i}"] = str(value)
+    if datetime_range is not None and spec.datetime_sql:
+        start, end = datetime_range
+        if start is not None:
+            where.append(f"{spec.datetime_sql} >= :t0")
+            params["t0"] = start
+        if end is not None:
+            where.append(f"{spec.datetime_sql} <= :t1")
+            params["t1"] = end
+    params.update(
+        limit=limit, offset=offset, digits=digits_for_tolerance(tolerance_deg), tol=tolerance_deg
+    )
+    geom = _geom_expr(spec, tolerance_deg)
+    sql = (
+        f"SELECT {_feature_sql(spec, props, geom)} AS feature, count(*) OVER () AS matched "
+        f"FROM {spec.source} WHERE {' AND '.join(where)} ORDER BY {spec.order_sql} "
+        "LIMIT :limit OFFSET :offset"
+    )
+    rows = await _fetch(pool, sql, params)
+    if rows:
+        return [r["feature"] for r in rows], rows[0]["matched"]
+    if offset:
+        count = await _fetch(
+            pool,
+            f"SELECT count(*) FROM {spec.source} WHERE {' AND '.join(where)}",
+            params,
+            "fetchval",
+        )
+        return [], count
+    return [], 0
+
+
+async def layer_item(
+    pool, spec: LayerSpec, *, principal: Principal, generation: int | None, feature_id: str
+) -> str:
+    """Return one feature's GeoJSON text (404 when absent or outside the scope)."""
+    check_readable(spec, principal)
+    where, params = _where(spec, principal, generation)
+    if spec.kind == "area":
+        where.append("t.code = :fid")
+        params["fid"] = feature_id
+    else:
+        if not feature_id.isdigit():
+            raise NotFoundError(f"no feature {feature_id} in {spec.name}", field="featureId")
+        where.append("t.id = :fid")
+        params["fid"] = int(feature_id)
+    params["digits"] = 7
+    sql = (
+        f"SELECT {_feature_sql(spec, list(spec.properties), 't.geom')} FROM {spec.source} "
+        f"WHERE {' AND '.join(where)}"
+    )
+    feature = await _fetch(pool, sql, params, "fetchval")
+    if feature is None:
+        raise NotFoundError(
+            f"no feature {feature_id} in {spec.name} that you may see", field="featureId"
+        )
+    return feature
+
+
+async def layer_extent(
+    pool, spec: LayerSpec, *, principal: Principal, generation: int | None
+) -> list[float] | None:
+    """Return the [minx, miny, maxx, maxy] of what the caller may see of a layer."""
+    where, params = _where(spec, principal, generation)
+    sql = (
+        f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT "
+        f"ST_Extent(t.geom) AS e FROM {spec.source} WHERE {' AND '.join(where)}) s"
+    )
+    row = await _fetch(pool, sql, params, "fetchrow")
+    if row is None or row[0] is None:
+        return None
+    return [round(float(v), 6) for v in row]
+
+
+def _tile_sql(spec: LayerSpec, where: list[str]) -> str:
+    props = ", ".join(f'{expr} AS "{name}"' for name, expr in spec.properties.items())
+    geom = "t.geom"
+    if spec.geometry == "polygon":
+        geom = "ST_Simplify(t.geom, CAST(:tol AS float8), true)"
+    return f"""
+        WITH env AS (
+            SELECT ST_TileEnvelope(CAST(:z AS integer), CAST(:x AS integer),
+                                   CAST(:y AS integer)) AS m
+        ), env4326 AS (
+            SELECT m, ST_Transform(m, 4326) AS g FROM env
+        ), feats AS (
+            SELECT ST_AsMVTGeom(ST_Transform({geom}, 3857), e.m, 4096, 64, true) AS geom,
+                   {spec.mvt_id_sql} AS fid, {props}
+            FROM {spec.source}, env4326 e
+            WHERE t.geom && e.g AND {" AND ".join(where)}
+            ORDER BY {spec.order_sql}
+            LIMIT CAST(:cap AS integer)
+        )
+        SELECT ST_AsMVT(feats.*, '{spec.name}', 4096, 'geom', 'fid') FROM feats
+        WHERE feats.geom IS NOT NULL
+    """
+
+
+async def layer_tile(
+    pool,
+    spec: LayerSpec,
+    *,
+    principal: Principal,
+    generation: int | None,
+    z: int,
+    x: int,
+    y: int,
+    filters: dict[str, str] | None = None,
+) -> bytes:
+    """Return the MVT bytes of one layer's tile (empty below the layer's minimum zoom)."""
+    check_readable(spec, principal)
+    if z < spec.min_zoom:
+        return b""
+    where, params = _where(spec, principal, generation)
+    for i, (name, value) in enumerate((filters or {}).items()):
+        where.append(f"CAST({spec.properties[name]} AS text) = :f{i}")
+        params[f"f{i}"] = str(value)
+    # One pixel of a 4096 extent: finer detail is lost in quantisation anyway.
+    params.update(z=z, x=x, y=y, cap=spec.max_features_per_tile, tol=360.0 / (4096 * 2**z))
+    data = await _fetch(pool, _tile_sql(spec, where), params, "fetchval")
+    return bytes(data or b"")

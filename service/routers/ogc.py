@@ -1,0 +1,348 @@
+"""OGC API – Features, Part 1 (Core, GeoJSON, OpenAPI 3.0) over the map layers.
+
+GDAL's OAPIF driver and QGIS read these as they are (token as ``Authorization: Bearer``,
+``X-API-Key`` or ``access_token=``). The items endpoint is also the project's GeoJSON layer:
+it adds ``zoom`` / ``simplify_m`` (simplified geometry, fewer digits: payload matters on a
+tablet), ``properties`` (a selection) and ``generation`` to the standard parameters.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from service.deps import get_principal
+from service.errors import NotFoundError, UnprocessableError
+from service.layers import LAYERS, LayerSpec
+from service.repositories import layers as repo
+from service.responses import JSON
+
+router = APIRouter(prefix="/ogc", tags=["ogc-features"])
+
+GEOJSON = "application/geo+json"
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+]
+STANDARD_PARAMS = {
+    "limit",
+    "offset",
+    "bbox",
+    "bbox-crs",
+    "datetime",
+    "f",
+    "properties",
+    "zoom",
+    "simplify_m",
+    "generation",
+    "access_token",
+}
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def layer_or_404(name: str) -> LayerSpec:
+    spec = LAYERS.get(name)
+    if spec is None:
+        raise NotFoundError(f"no layer {name!r}; layers: {', '.join(LAYERS)}", field="collectionId")
+    return spec
+
+
+async def resolve_generation(request: Request, principal, raw: str | None) -> int:
+    """Return the generation a layer request reads (the current one by default)."""
+    pool = request.app.state.pg_pool
+    if raw is None:
+        gen = await pool.fetchval("SELECT max(id) FROM generation WHERE active")
+        if gen is None:
+            raise NotFoundError("no boundaries have been activated yet", field="generation")
+        return gen
+    if not raw.isdigit():
+        raise UnprocessableError("generation is a number", field="generation")
+    row = await pool.fetchrow("SELECT active FROM generation WHERE id = $1", int(raw))
+    if row is None:
+        raise NotFoundError(f"generation {raw} does not exist", field="generation")
+    if not row["active"] and principal.role not in ("admin", "planner"):
+        raise UnprocessableError(f"generation {raw} is pending", field="generation")
+    return int(raw)
+
+
+def parse_bbox(raw: str | None) -> tuple[float, float, float, float] | None:
+    """Return a validated lon/lat bbox, or refuse it naming what is wrong."""
+    if raw is None:
+        return None
+    try:
+        values = [float(v) for v in raw.split(",")]
+    except ValueError:
+        raise UnprocessableError("bbox is minLon,minLat,maxLon,maxLat", field="bbox") from None
+    if len(values) == 6:  # 3D bboxes are allowed by the standard; heights are ignored
+        values = [values[0], values[1], values[3], values[4]]
+    if len(values) != 4 or any(v != v or abs(v) == float("inf") for v in values):
+        raise UnprocessableError("bbox is four finite numbers", field="bbox")
+    x0, y0, x1, y1 = values
+    if not (-180 <= x0 <= 180 and -180 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
+        raise UnprocessableError(
+            "bbox must lie within lon [-180, 180], lat [-90, 90] with minLat <= maxLat",
+            field="bbox",
+        )
+    if x0 > x1:
+        raise UnprocessableError("bbox crossing the antimeridian is not supported", field="bbox")
+    return x0, y0, x1, y1
+
+
+def _parse_datetime(raw: str | None) -> tuple[Any, Any] | None:
+    if raw is None:
+        return None
+
+    def one(text: str):
+        if text in ("", ".."):
+            return None
+        try:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise UnprocessableError(
+                f"not an RFC 3339 date-time: {text!r}", field="datetime"
+            ) from None
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    if "/" in raw:
+        start, end = raw.split("/", 1)
+        return one(start), one(end)
+    moment = one(raw)
+    return moment, moment
+
+
+def _collection(request: Request, spec: LayerSpec, extent: list[float] | None) -> dict:
+    base = _base(request)
+    out: dict[str, Any] = {
+        "id": spec.name,
+        "title": spec.title,
+        "description": spec.description,
+        "itemType": "feature",
+        "crs": [CRS84],
+        "links": [
+            {
+                "href": f"{base}/ogc/collections/{spec.name}",
+                "rel": "self",
+                "type": "application/json",
+                "title": spec.title,
+            },
+            {
+                "href": f"{base}/ogc/collections/{spec.name}/items",
+                "rel": "items",
+                "type": GEOJSON,
+                "title": f"{spec.title} (GeoJSON)",
+            },
+            {
+                "href": f"{base}/tiles/{spec.name}.json",
+                "rel": "describedby",
+                "type": "application/json",
+                "title": "TileJSON of the vector tiles",
+            },
+        ],
+    }
+    if extent:
+        out["extent"] = {"spatial": {"bbox": [extent], "crs": CRS84}}
+    return out
+
+
+@router.get("", summary="OGC API – Features landing page")
+async def landing(request: Request) -> JSON:
+    await get_principal(request)
+    base = _base(request)
+    return JSON(
+        {
+            "title": "wangge map layers",
+            "description": "Boundaries, incidents, units and facilities of your area",
+            "links": [
+                {"href": f"{base}/ogc", "rel": "self", "type": "application/json"},
+                {
+                    "href": f"{base}/openapi.json",
+                    "rel": "service-desc",
+                    "type": "application/vnd.oai.openapi+json;version=3.0",
+                },
+                {"href": f"{base}/docs", "rel": "service-doc", "type": "text/html"},
+                {
+                    "href": f"{base}/ogc/conformance",
+                    "rel": "conformance",
+                    "type": "application/json",
+                },
+                {"href": f"{base}/ogc/collections", "rel": "data", "type": "application/json"},
+            ],
+        }
+    )
+
+
+@router.get("/conformance", summary="OGC API – Features conformance classes")
+async def conformance(request: Request) -> JSON:
+    await get_principal(request)
+    return JSON({"conformsTo": CONFORMANCE})
+
+
+@router.get("/collections", summary="The layers you may read")
+async def collections(request: Request) -> JSON:
+    principal = await get_principal(request)
+    generation = await resolve_generation(request, principal, None)
+    out = []
+    for spec in LAYERS.values():
+        if spec.detail_roles is not None and principal.role not in spec.detail_roles:
+            continue
+        extent = await repo.layer_extent(
+            request.app.state.pg_pool, spec, principal=principal, generation=generation
+        )
+        out.append(_collection(request, spec, extent))
+    base = _base(request)
+    return JSON(
+        {
+            "collections": out,
+            "links": [
+                {"href": f"{base}/ogc/collections", "rel": "self", "type": "application/json"}
+            ],
+        }
+    )
+
+
+@router.get("/collections/{collection_id}", summary="One layer")
+async def collection(request: Request, collection_id: str) -> JSON:
+    principal = await get_principal(request)
+    spec = layer_or_404(collection_id)
+    repo.check_readable(spec, principal)
+    generation = await resolve_generation(request, principal, None)
+    extent = await repo.layer_extent(
+        request.app.state.pg_pool, spec, principal=principal, generation=generation
+    )
+    return JSON(_collection(request, spec, extent))
+
+
+def _int(raw: str | None, field: str, default: int, lo: int, hi: int) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UnprocessableError(f"{field} is a whole number", field=field) from None
+    if not lo <= value <= hi:
+        raise UnprocessableError(f"{field} must be between {lo} and {hi}", field=field)
+    return value
+
+
+def _float(raw: str | None, field: str, lo: float, hi: float) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UnprocessableError(f"{field} is a number", field=field) from None
+    if not lo <= value <= hi:
+        raise UnprocessableError(f"{field} must be between {lo} and {hi}", field=field)
+    return value
+
+
+@router.get(
+    "/collections/{collection_id}/items",
+    summary="Features of a layer (GeoJSON), paged",
+    description="Standard: `limit` (≤ 10000), `offset`, `bbox`, `datetime` (incidents), "
+    "property filters (`?status=open`). Extensions: `zoom` or `simplify_m` (simplify for "
+    "the map's scale), `properties=a,b` (a selection), `generation`.",
+)
+async def items(request: Request, collection_id: str) -> Response:
+    principal = await get_principal(request)
+    spec = layer_or_404(collection_id)
+    q = request.query_params
+    for key in q:
+        if key not in STANDARD_PARAMS and key not in spec.filters:
+            raise UnprocessableError(
+                f"unknown parameter {key!r}; {spec.name} filters on {', '.join(spec.filters)}",
+                field=key,
+            )
+    if q.get("f") not in (None, "json", "geojson"):
+        raise UnprocessableError("f must be json", field="f")
+    if q.get("bbox-crs") not in (None, CRS84):
+        raise UnprocessableError(f"bbox-crs must be {CRS84}", field="bbox-crs")
+    limit = _int(q.get("limit"), "limit", 100, 1, 10_000)
+    offset = _int(q.get("offset"), "offset", 0, 0, 10_000_000)
+    zoom = _float(q.get("zoom"), "zoom", 0, 24)
+    simplify_m = _float(q.get("simplify_m"), "simplify_m", 0, 100_000)
+    tolerance = 0.0
+    if zoom is not None:
+        tolerance = repo.tolerance_for_zoom(zoom)
+    elif simplify_m:
+        tolerance = simplify_m / 111_320.0
+    properties = [p for p in q["properties"].split(",") if p] if "properties" in q else None
+    generation = await resolve_generation(request, principal, q.get("generation"))
+    features, matched = await repo.layer_items(
+        request.app.state.pg_pool,
+        spec,
+        principal=principal,
+        generation=generation,
+        bbox=parse_bbox(q.get("bbox")),
+        filters={k: q[k] for k in spec.filters if k in q},
+        datetime_range=_parse_datetime(q.get("datetime")),
+        limit=limit,
+        offset=offset,
+        properties=properties,
+        tolerance_deg=tolerance,
+    )
+    url = request.url
+    links = [{"href": str(url), "rel": "self", "type": GEOJSON}]
+    if offset + len(features) < matched:
+        links.append(
+            {
+                "href": str(url.include_query_params(offset=offset + limit, limit=limit)),
+                "rel": "next",
+                "type": GEOJSON,
+            }
+        )
+    if offset:
+        links.append(
+            {
+                "href": str(url.include_query_params(offset=max(0, offset - limit), limit=limit)),
+                "rel": "prev",
+                "type": GEOJSON,
+            }
+        )
+    import orjson
+
+    head = orjson.dumps(
+        {
+            "type": "FeatureCollection",
+            "numberMatched": matched,
+            "numberReturned": len(features),
+            "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "links": links,
+        }
+    )
+    body = head[:-1] + b',"features":[' + ",".join(features).encode() + b"]}"
+    return Response(body, media_type=GEOJSON)
+
+
+@router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature")
+async def item(request: Request, collection_id: str, feature_id: str) -> Response:
+    principal = await get_principal(request)
+    spec = layer_or_404(collection_id)
+    generation = await resolve_generation(
+        request, principal, request.query_params.get("generation")
+    )
+    feature = await repo.layer_item(
+        request.app.state.pg_pool,
+        spec,
+        principal=principal,
+        generation=generation,
+        feature_id=feature_id,
+    )
+    base = _base(request)
+    links = (
+        ',"links":[{"href":"'
+        + f"{base}/ogc/collections/{spec.name}/items/{feature_id}"
+        + '","rel":"self","type":"application/geo+json"},{"href":"'
+        + f"{base}/ogc/collections/{spec.name}"
+        + '","rel":"collection",'
+        '"type":"application/json"}]}'
+    )
+    return Response(feature[:-1] + links, media_type=GEOJSON)

@@ -1,0 +1,160 @@
+"""Mapbox vector tiles and TileJSON 3.0 for every layer, cached and scoped.
+
+``/tiles/{layers}/{z}/{x}/{y}.mvt`` where ``layers`` is one layer or several separated by
+commas (one request for a whole map style); the layers' property filters apply
+(``?status=open`` draws open incidents only). Tiles are filtered by the caller's area,
+generalised per zoom, capped in features, and carry an ``ETag`` (``If-None-Match`` → 304).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from service.deps import get_principal
+from service.errors import UnprocessableError
+from service.layers import LayerSpec
+from service.repositories import layers as repo
+from service.responses import JSON
+from service.routers.ogc import layer_or_404, resolve_generation
+from service.tilecache import TileKey
+
+router = APIRouter(prefix="/tiles", tags=["tiles"])
+
+MVT = "application/vnd.mapbox-vector-tile"
+MAX_ZOOM = 22
+
+
+def _layers(raw: str) -> list[LayerSpec]:
+    names = [n for n in raw.split(",") if n]
+    if not names or len(names) > 10:
+        raise UnprocessableError("name one to ten layers, separated by commas", field="layers")
+    if len(set(names)) != len(names):
+        raise UnprocessableError("a layer is named twice", field="layers")
+    return [layer_or_404(n) for n in names]
+
+
+def _tile_numbers(z: int, x: int, y: int) -> None:
+    if not 0 <= z <= MAX_ZOOM:
+        raise UnprocessableError(f"z must be between 0 and {MAX_ZOOM}", field="z")
+    n = 2**z
+    if not 0 <= x < n:
+        raise UnprocessableError(f"x must be between 0 and {n - 1} at zoom {z}", field="x")
+    if not 0 <= y < n:
+        raise UnprocessableError(f"y must be between 0 and {n - 1} at zoom {z}", field="y")
+
+
+@router.get(
+    "/{layers}/{z}/{x}/{y}.mvt",
+    summary="A vector tile of one or more layers",
+    response_class=Response,
+)
+async def tile(request: Request, layers: str, z: int, x: int, y: int) -> Response:
+    principal = await get_principal(request)
+    specs = _layers(layers)
+    _tile_numbers(z, x, y)
+    for spec in specs:
+        repo.check_readable(spec, principal)
+    q = request.query_params
+    generation = await resolve_generation(request, principal, q.get("generation"))
+    filters: dict[str, dict[str, str]] = {s.name: {} for s in specs}
+    for name, value in q.items():
+        if name in ("generation", "access_token"):
+            continue
+        owners = [s for s in specs if name in s.filters]
+        if not owners:
+            raise UnprocessableError(f"unknown parameter {name!r} for these layers", field=name)
+        for spec in owners:
+            filters[spec.name][name] = value
+    cache = request.app.state.tile_cache
+    key = TileKey(
+        tuple(s.name for s in specs),
+        z,
+        x,
+        y,
+        principal.scope_path,
+        generation,
+        tuple(sorted((k, v) for k, v in q.items() if k != "access_token")),
+    )
+    entry = cache.get(key)
+    state = "hit"
+    if entry is None:
+        state = "miss"
+        parts = [
+            await repo.layer_tile(
+                request.app.state.pg_pool,
+                spec,
+                principal=principal,
+                generation=generation,
+                z=z,
+                x=x,
+                y=y,
+                filters=filters[spec.name],
+            )
+            for spec in specs
+        ]
+        # MVT layers are independent protobuf messages: concatenated tiles are one tile.
+        entry = cache.put(key, b"".join(parts))
+    headers = {
+        "ETag": entry.etag,
+        "Cache-Control": "private, max-age=60",
+        "Vary": "Authorization, X-API-Key",
+        "X-Tile-Cache": state,
+    }
+    if request.headers.get("if-none-match") == entry.etag:
+        return Response(status_code=304, headers=headers)
+    return Response(entry.data, media_type=MVT, headers=headers)
+
+
+@router.get("/{layer}.json", summary="TileJSON 3.0 of a layer")
+async def tilejson(request: Request, layer: str) -> JSON:
+    principal = await get_principal(request)
+    specs = _layers(layer)
+    for spec in specs:
+        repo.check_readable(spec, principal)
+    generation = await resolve_generation(request, principal, None)
+    base = str(request.base_url).rstrip("/")
+    query = ""
+    if "access_token" in request.query_params:
+        query = f"?access_token={request.query_params['access_token']}"
+    bounds = None
+    for spec in specs:
+        extent = await repo.layer_extent(
+            request.app.state.pg_pool, spec, principal=principal, generation=generation
+        )
+        if extent:
+            bounds = (
+                extent
+                if bounds is None
+                else [
+                    min(bounds[0], extent[0]),
+                    min(bounds[1], extent[1]),
+                    max(bounds[2], extent[2]),
+                    max(bounds[3], extent[3]),
+                ]
+            )
+    bounds = bounds or [-180, -85.0511, 180, 85.0511]
+    minzoom = min(s.min_zoom for s in specs)
+    types = {"string": "String", "integer": "Number", "number": "Number", "boolean": "Boolean"}
+    return JSON(
+        {
+            "tilejson": "3.0.0",
+            "name": layer,
+            "scheme": "xyz",
+            "tiles": [f"{base}/tiles/{layer}/{{z}}/{{x}}/{{y}}.mvt{query}"],
+            "minzoom": minzoom,
+            "maxzoom": MAX_ZOOM,
+            "bounds": bounds,
+            "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2, max(minzoom, 10)],
+            "vector_layers": [
+                {
+                    "id": s.name,
+                    "description": s.title,
+                    "minzoom": s.min_zoom,
+                    "maxzoom": MAX_ZOOM,
+                    "fields": {n: types[t] for n, t in s.property_types.items()},
+                }
+                for s in specs
+            ],
+        }
+    )

@@ -1,0 +1,120 @@
+"""A server-side cache of vector tiles, invalidated exactly for the tiles whose data changed.
+
+Entries are keyed by (layers, z, x, y, scope, generation). The database announces every
+write with the bounding boxes it touched (``NOTIFY wangge_changes``, migration 0006); each
+server process listens and drops only the cached tiles of the named layers that intersect
+those boxes: an edit to one grid never serves a stale tile, nor flushes the whole city.
+A new generation flushes everything (every boundary may have moved).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import orjson
+
+__all__ = ["TileCache", "TileKey", "tile_bounds", "CachedTile"]
+
+log = logging.getLogger("wangge.tiles")
+
+
+def tile_bounds(z: int, x: int, y: int) -> tuple[float, float, float, float]:
+    """Return the lon/lat bounds of a Web Mercator (XYZ) tile."""
+    n = 2**z
+
+    def lat(row: int) -> float:
+        return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * row / n))))
+
+    return x / n * 360 - 180, lat(y + 1), (x + 1) / n * 360 - 180, lat(y)
+
+
+@dataclass(frozen=True)
+class TileKey:
+    layers: tuple[str, ...]
+    z: int
+    x: int
+    y: int
+    scope: str | None
+    generation: int
+    params: tuple = ()
+
+
+@dataclass(frozen=True)
+class CachedTile:
+    data: bytes
+    etag: str
+
+
+class TileCache:
+    """LRU of rendered tiles, bounded in bytes, with bbox invalidation per layer."""
+
+    def __init__(self, max_bytes: int = 256 * 1024 * 1024):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[TileKey, CachedTile] = OrderedDict()
+        self._bytes = 0
+        self.hits = self.misses = self.invalidated = 0
+
+    def get(self, key: TileKey) -> CachedTile | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry
+
+    def put(self, key: TileKey, data: bytes) -> CachedTile:
+        entry = CachedTile(data, '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"')
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old.data)
+        self._entries[key] = entry
+        self._bytes += len(data)
+        while self._bytes > self.max_bytes and self._entries:
+            _, dropped = self._entries.popitem(last=False)
+            self._bytes -= len(dropped.data)
+        return entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def invalidate(self, layer: str, bbox: list[float] | tuple[float, ...]) -> int:
+        """Drop cached tiles containing ``layer`` that intersect ``bbox``; return how many."""
+        x0, y0, x1, y1 = bbox
+        stale = []
+        for key in self._entries:
+            if layer not in key.layers:
+                continue
+            tx0, ty0, tx1, ty1 = tile_bounds(key.z, key.x, key.y)
+            # Features are clipped with a buffer around the tile: widen it a little.
+            pad = (tx1 - tx0) * 64 / 4096
+            if x0 <= tx1 + pad and x1 >= tx0 - pad and y0 <= ty1 + pad and y1 >= ty0 - pad:
+                stale.append(key)
+        for key in stale:
+            self._bytes -= len(self._entries.pop(key).data)
+        self.invalidated += len(stale)
+        return len(stale)
+
+    def clear(self) -> None:
+        self.invalidated += len(self._entries)
+        self._entries.clear()
+        self._bytes = 0
+
+    def on_notification(self, payload: str) -> None:
+        """Apply one ``wangge_changes`` notification."""
+        try:
+            message = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            log.warning("unreadable change notification: %r", payload[:200])
+            self.clear()
+            return
+        if message.get("all"):
+            self.clear()
+            return
+        for layer, bbox in (message.get("layers") or {}).items():
+            if bbox:
+                self.invalidate(layer, bbox)
