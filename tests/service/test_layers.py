@@ -43,7 +43,7 @@ def h(tiny_db_url):
 @pytest.fixture
 def incidents(tiny_client, h):
     ids = []
-    for lon, lat, status in (
+    for lon, lat, _status in (
         (106.005, 26.015, "new"),
         (106.006, 26.016, "new"),
         (106.035, 26.005, "new"),
