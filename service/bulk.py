@@ -369,16 +369,22 @@ def import_points(
     paths = np.full(n, None, dtype=object)
     if good.any():
         paths[good] = cell_assigner(conn, generation).assign(x[good], y[good])
-    from service.repositories.entities import covers_entity
-
-    for i in np.flatnonzero(good):
-        if not covers_entity(principal, paths[i]):
+    if principal.scope_path is not None:
+        # Rows outside the caller's area are refused like any other bad row.
+        scope = principal.scope_path
+        city_level = "/" not in scope
+        as_text = pd.Series(paths).fillna("")
+        inside = (as_text == scope) | as_text.str.startswith(scope + "/")
+        if city_level:
+            inside |= pd.Series(paths).isna()
+        outside = good & ~inside.to_numpy()
+        for i in np.flatnonzero(outside):
             problems.append(
                 RowProblem(
                     int(table.row_numbers[i]), "lon,lat", f"outside your area {principal.area_code}"
                 )
             )
-            good[i] = False
+        good &= ~outside
     problems.sort(key=lambda p: (p.row, p.field))
     report.problems = problems
     report.rejected = int((~good).sum())
