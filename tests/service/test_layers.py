@@ -250,3 +250,25 @@ def test_a_whole_city_request_at_high_zoom_is_bounded(tiny_client, h):
     )
     assert r.status_code == 200 and r.json()["numberReturned"] == 8
     assert len(json.dumps(r.json())) < 200_000
+
+
+def test_tile_cache_is_dropped_when_the_change_listener_loses_its_connection(
+    tiny_client, h, tiny_db_url
+):
+    z, x, y = _tile_of(*IN_NW, 14)
+    url = f"/tiles/grids/{z}/{x}/{y}.mvt"
+    tiny_client.get(url, headers=h["city"])
+    assert tiny_client.get(url, headers=h["city"]).headers["x-tile-cache"] == "hit"
+    engine = make_engine(tiny_db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                "datname = current_database() AND query LIKE 'LISTEN%'"
+            )
+        )
+    engine.dispose()
+    # While it was not listening, changes may have been missed: nothing stale is served.
+    assert _wait_for(
+        lambda: tiny_client.get(url, headers=h["city"]).headers["x-tile-cache"] == "miss"
+    )
