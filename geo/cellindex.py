@@ -97,8 +97,9 @@ _PACK_LIMIT = 1 << 62
 #: Edge points are tested in chunks of about this many (point, segment) entries, to
 #: bound temporary memory whatever the number of candidates per pixel.
 _CHUNK_WORK = 1 << 21
+#: Pixel values: a cell index (>= 0), outside every cell, or edge (a fine pixel whose
+#: points are tested exactly; a coarse pixel stores _EDGE - tile ordinal instead).
 _OUTSIDE = -1
-#: Pixel values <= this are edge pixels: value = _EDGE - edge_ordinal.
 _EDGE = -2
 
 
@@ -121,8 +122,9 @@ class CellIndex:
         vertex for vertex (see the module notes).
     pixel_size
         Height of a fine raster pixel in degrees (the width is scaled by 1/cos(latitude)
-        so that pixels are square on the ground). ``None`` chooses it from the cells:
-        1/48 of the side of a median cell's bounding box.
+        so that pixels are square on the ground; at least a million ulps of the
+        coordinates, ~2.5e-8 degrees). ``None`` chooses it from the cells: 1/48 of the
+        side of a median cell's bounding box.
     max_pixels
         Upper bound on the pixels stored (coarse pixels plus the fine pixels of edge
         tiles, 4 bytes each); the pixel size is enlarged until it holds. A raster of a
@@ -277,7 +279,9 @@ class CellIndex:
         edge = np.flatnonzero(value == _EDGE)
         tile = tile[edge]
         work = np.cumsum(self._tile_work[tile])
-        cuts = np.searchsorted(work, np.arange(_CHUNK_WORK, work[-1] if work.size else 0, _CHUNK_WORK))
+        cuts = np.searchsorted(
+            work, np.arange(_CHUNK_WORK, work[-1] if work.size else 0, _CHUNK_WORK)
+        )
         for sel in np.split(np.arange(edge.size), np.unique(cuts)):
             if sel.size:
                 p = pts[edge[sel]]
@@ -348,7 +352,9 @@ class CellIndex:
             h = float(np.median(side)) / _PIXELS_PER_CELL_SIDE
         else:
             h = float(pixel_size)
-        h = max(h, 1e-9 * max(maxx - minx, maxy - miny), 1e-12)
+        # Pixels must stay far wider than the margin (whose floor is 1,024 ulps).
+        scale = max(abs(minx), abs(maxx), abs(miny), abs(maxy), 1.0)
+        h = max(h, 1e-9 * max(maxx - minx, maxy - miny), 2.0**20 * np.finfo(float).eps * scale)
         # Coarse pixels alone must fit; then the edge tiles as well (they are only known
         # once the boundaries are marked).
         while self._set_grid(h, aspect) > max_pixels and self._ncrows * self._nccols > 1:
@@ -473,7 +479,7 @@ class CellIndex:
         # Candidates of a tile: the cells whose boundary marks it, plus the cells that may
         # hold the whole tile (by the fill; where cells overlap, any cell meeting it).
         key = mtile * n_cells + mrank
-        # Consecutive pieces of a segment mostly mark the same tile: drop those repeats
+        # Consecutive columns of a segment mostly mark the same tile: drop those repeats
         # before sorting.
         keys = [key[np.r_[True, key[1:] != key[:-1]]]]
         one = np.flatnonzero(single[tiles])
@@ -610,9 +616,8 @@ class CellIndex:
         ev_row, ev_col, ev_delta = ev_row[inner], ev_col[inner], ev_delta[inner]
         ev_tile = tile_of[(ev_row >> _TILE_SHIFT) * nccols + (ev_col >> _TILE_SHIFT)]
         ok = ev_tile >= 0
-        at = (
-            ((ev_tile[ok] << _TILE_SHIFT) | (ev_row[ok] & _TILE_MASK)) << _TILE_SHIFT
-        ) | (ev_col[ok] & _TILE_MASK)
+        tile_row = (ev_tile[ok] << _TILE_SHIFT) | (ev_row[ok] & _TILE_MASK)
+        at = (tile_row << _TILE_SHIFT) | (ev_col[ok] & _TILE_MASK)
         packed = np.zeros(tiles.size * _TILE * _TILE, dtype=np.int64)
         np.add.at(packed, at, ev_delta[ok])
         packed = packed.reshape(-1, _TILE)
@@ -726,9 +731,9 @@ class CellIndex:
         # falling with it on the right (y2 <= y < y1, side < 0).
         below1 = y1 <= qy
         below2 = y2 <= qy
-        wind = (below1 & ~below2 & (side > 0)).view(np.int8) - (
-            below2 & ~below1 & (side < 0)
-        ).view(np.int8)
+        rising = below1 & ~below2 & (side > 0)
+        falling = below2 & ~below1 & (side < 0)
+        wind = rising.view(np.int8) - falling.view(np.int8)
         # One group per (pair, ring); entries of a pair are contiguous and ring-ordered.
         new = self._slab_new_ring[slab]
         new[np.cumsum(nseg[nseg > 0])[:-1]] = True
@@ -810,11 +815,15 @@ def _check_cells(codes: list, geoms: np.ndarray) -> None:
     if len(set(codes)) != len(codes):
         seen: set[str] = set()
         dup = next(c for c in codes if c in seen or seen.add(c))
-        raise CellIndexError(f"duplicate code {dup!r}: the smallest-code tie-break needs unique codes")
+        raise CellIndexError(
+            f"duplicate code {dup!r}: the smallest-code tie-break needs unique codes"
+        )
     for i, g in enumerate(geoms):
         if not isinstance(g, Polygon | MultiPolygon):
             kind = getattr(g, "geom_type", type(g).__name__)
-            raise CellIndexError(f"cell {codes[i]!r}: expected a Polygon or MultiPolygon, got {kind}")
+            raise CellIndexError(
+                f"cell {codes[i]!r}: expected a Polygon or MultiPolygon, got {kind}"
+            )
     empty = shapely.is_empty(geoms)
     if empty.any():
         raise CellIndexError(f"cell {codes[int(np.argmax(empty))]!r}: empty geometry")

@@ -22,9 +22,9 @@ import pytest
 import shapely
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 
+import geo.cellindex as cellindex_module
 from fixtures.synthetic import rounding_traps, synthetic_city, synthetic_points
 from fixtures.tiny import STEP, X0, Y0, tiny_records
-import geo.cellindex as cellindex_module
 from geo.cellindex import CellIndex, CellIndexError, assign_points_to_cells
 
 # ----------------------------------------------------------------------------- references
@@ -164,9 +164,10 @@ def test_tiny_grid_hand_checked(ij, code):
     lon, lat = _at(*ij)
     index = CellIndex(TINY_CODES, TINY_GEOMS)
     assert index.assign_codes([lon], [lat]) == [code]
-    assert [TINY_CODES[i] if i >= 0 else None for i in postgis_reference(
-        TINY_CODES, TINY_GEOMS, np.array([lon]), np.array([lat])
-    )] == [code]
+    assert [
+        TINY_CODES[i] if i >= 0 else None
+        for i in postgis_reference(TINY_CODES, TINY_GEOMS, np.array([lon]), np.array([lat]))
+    ] == [code]
 
 
 # ----------------------------------------------------------------------- synthetic city
@@ -367,6 +368,27 @@ def test_points_exactly_on_pixel_borders():
     assert index.edge_fraction > 0.5
 
 
+def test_diagonal_edges_through_pixel_corners():
+    """An edge at one pixel per pixel through pixel corners meets three rows a column."""
+    geoms = [
+        Polygon([(10, -0.01), (10.02, -0.01), (10.02, 0.01)]),
+        Polygon([(10, -0.01), (10.02, 0.01), (10, 0.01)]),
+        Polygon([(10.02, -0.01), (10.03, -0.01), (10.02, 0.01)]),  # steeper: walked by row
+    ]
+    codes = ["2", "1", "0"]
+    index = CellIndex(codes, geoms, pixel_size=0.0025)
+    w, h = index.pixel_size
+    assert w == h
+    _assert_conservative(index, geoms, 0.0)
+    west, south, _, _ = index.bounds
+    xs = west + w * np.arange(-1, index.shape[1] + 2)
+    ys = south + h * np.arange(-1, index.shape[0] + 2)
+    xs = np.unique(np.r_[xs, np.nextafter(xs, -np.inf), np.nextafter(xs, np.inf), xs + w / 2])
+    ys = np.unique(np.r_[ys, np.nextafter(ys, -np.inf), np.nextafter(ys, np.inf), ys + h / 2])
+    gx, gy = np.meshgrid(xs, ys)
+    _check_both(codes, geoms, gx.ravel(), gy.ravel(), pixel_size=0.0025)
+
+
 def test_points_on_pixel_borders_of_synthetic_cells(small_city):
     index = CellIndex(small_city.codes, small_city.geoms, pixel_size=0.003)
     w, h = index.pixel_size
@@ -461,4 +483,6 @@ def test_max_pixels_bounds_the_raster():
     index = CellIndex(TINY_CODES, TINY_GEOMS, pixel_size=1e-6, max_pixels=5000)
     assert index.n_pixels <= 5000
     lon, lat = _tiny_points()
-    np.testing.assert_array_equal(index.assign(lon, lat), CellIndex(TINY_CODES, TINY_GEOMS).assign(lon, lat))
+    np.testing.assert_array_equal(
+        index.assign(lon, lat), CellIndex(TINY_CODES, TINY_GEOMS).assign(lon, lat)
+    )
