@@ -1,0 +1,192 @@
+"""Planning analyses over a scope: staffing, partition topology, organisation, care, workload.
+
+Every analysis is one or a few set-based PostgreSQL/PostGIS statements over the caller's
+area (a :class:`~service.auth.Principal`), for the current boundary generation unless told
+otherwise, and returns ``{"summary": {...numbers...}, "items": [...findings, worst first...]}``;
+a finding that has a place carries ``"geometry"`` (GeoJSON, EPSG:4326).
+
+The ``run_*`` functions take a synchronous SQLAlchemy connection (the API runs them in a
+worker thread on ``app.state.sync_engine``; the CLI and the report on ``make_engine(url)``)
+and never commit: the care analysis writes its detail reads to ``access_log``, so the caller
+runs it in a transaction (``engine.begin()``).
+
+Scope: an analysis covers one area (``area_code``, default the caller's own) and everything
+below it. Areas outside the caller's scope answer 404 as if they did not exist, exactly like
+``GET /areas/{code}``. Planners, dispatchers and admins may run analyses; a grid officer
+only for their own grid; intake systems not at all.
+
+Generations: areas are read in ``generation`` (default the current one). Entities carry the
+cells of the current generation; for another generation they are re-located on the fly
+(``locate_point``, one index probe per row: fine for history, not for the hot path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, text
+
+from service.auth import Principal
+from service.errors import ForbiddenError, NotFoundError
+
+__all__ = [
+    "ANALYSIS_ROLES",
+    "Scope",
+    "resolve_scope",
+    "area_in_scope",
+    "located",
+    "geometry_json",
+    "ANALYSES",
+    "run_staffing",
+    "run_topology",
+    "run_organisation",
+    "run_care",
+    "run_workload",
+]
+
+#: Roles that may run analyses (a grid officer only on their own grid, by scope).
+ANALYSIS_ROLES = frozenset(
+    {
+        "admin",
+        "planner",
+        "city_dispatcher",
+        "district_dispatcher",
+        "community_dispatcher",
+        "grid_officer",
+    }
+)
+#: Roles that may analyse a pending generation (as with GET /areas?generation=).
+PENDING_ROLES = frozenset({"admin", "planner"})
+#: Digits of GeoJSON coordinates: 1e-8 degrees is about a millimetre, so slivers keep shape.
+GEOJSON_DIGITS = 8
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The area and generation an analysis covers (``path`` None: the whole system)."""
+
+    generation: int
+    current: bool
+    area_code: str | None
+    path: str | None
+    level: str | None
+    name: str | None
+
+    def params(self) -> dict[str, Any]:
+        """Return the bound parameters every analysis query uses (:g, :scope)."""
+        return {"g": self.generation, "scope": self.path}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.area_code,
+            "name": self.name,
+            "level": self.level,
+            "generation": self.generation,
+            "current_generation": self.current,
+        }
+
+
+def resolve_scope(
+    conn: Connection, *, principal: Principal, area_code: str | None, generation: int | None
+) -> Scope:
+    """Return the scope to analyse: ``area_code`` (default the caller's) in ``generation``.
+
+    403 for roles that may not run analyses or read a pending generation; 404 for an area
+    that does not exist in the generation or lies outside the caller's scope.
+    """
+    if principal.role not in ANALYSIS_ROLES:
+        raise ForbiddenError(f"a {principal.role} may not run analyses", field="role")
+    # PostGIS functions carry high planner costs, which push these one-off statements over
+    # the JIT thresholds: compiling them took over a second for 50 ms of work. Transaction
+    # scoped, so the caller's connection is left as it was.
+    conn.execute(text("SET LOCAL jit = off"))
+    current = conn.execute(text("SELECT max(id) FROM generation WHERE active")).scalar()
+    if generation is None:
+        if current is None:
+            raise NotFoundError("no boundaries have been activated yet", field="generation")
+        generation = current
+    else:
+        row = conn.execute(
+            text("SELECT active FROM generation WHERE id = :g"), {"g": generation}
+        ).first()
+        if row is None:
+            raise NotFoundError(f"generation {generation} does not exist", field="generation")
+        if not row.active and principal.role not in PENDING_ROLES:
+            raise ForbiddenError(
+                f"generation {generation} is pending; only planners and admins may read it",
+                field="generation",
+            )
+    code = area_code or principal.area_code
+    if code is None:  # an admin without an area: everything
+        return Scope(generation, generation == current, None, None, None, None)
+    row = conn.execute(
+        text(
+            "SELECT code, name, level, path FROM area WHERE code = :c "
+            "AND generation_low <= :g AND generation_high >= :g"
+        ),
+        {"c": code, "g": generation},
+    ).first()
+    # Outside the caller's scope answers like "does not exist" (no probing of codes).
+    if row is None or not principal.covers_path(row.path):
+        raise NotFoundError(
+            f"no area {code} in generation {generation} that you may analyse", field="area"
+        )
+    return Scope(generation, generation == current, row.code, row.path, row.level, row.name)
+
+
+def area_in_scope(alias: str = "a", column: str = "path") -> str:
+    """Return the SQL condition "this path is the scope's area or below it" (param :scope)."""
+    path = f"{alias}.{column}"
+    return f"(CAST(:scope AS text) IS NULL OR {path} = :scope OR {path} LIKE :scope || '/%')"
+
+
+def located(table: str, columns: tuple[str, ...], *, scope: Scope) -> str:
+    """Return a subquery of ``table`` rows with their cells in the analysed generation.
+
+    ``table`` and ``columns`` are fixed identifiers from the calling module, never input.
+    The subquery exposes ``columns`` plus ``area_path``, ``grid_code``, ``community_code``.
+    """
+    cols = ", ".join(f"e.{c}" for c in columns)
+    if scope.current:
+        # Cells written by the database for the current generation: a plain, indexable scan.
+        return f"(SELECT {cols}, e.area_path, e.grid_code, e.community_code FROM {table} e)"
+    return (
+        f"(SELECT {cols}, loc.area_path, loc.grid_code, loc.community_code FROM {table} e "
+        "CROSS JOIN LATERAL locate_point(e.geom, :g) loc)"
+    )
+
+
+def geometry_json(expr: str, enabled: bool) -> str:
+    """Return the select expression of ``expr`` as GeoJSON text (or NULL when disabled)."""
+    if not enabled:
+        return "NULL"
+    return f"ST_AsGeoJSON({expr}, {GEOJSON_DIGITS})"
+
+
+def parse_geometry(value: str | None) -> dict | None:
+    """Return the GeoJSON dict of a ``ST_AsGeoJSON`` text (None stays None)."""
+    return None if value is None else orjson.loads(value)
+
+
+def ratio(part: float, whole: float) -> float | None:
+    """Return part / whole rounded to 4 places, or None when whole is 0."""
+    return round(part / whole, 4) if whole else None
+
+
+# The analyses themselves; imported last because they use the helpers above.
+from service.analysis.care import run_care  # noqa: E402
+from service.analysis.organisation import run_organisation  # noqa: E402
+from service.analysis.staffing import run_staffing  # noqa: E402
+from service.analysis.topology import run_topology  # noqa: E402
+from service.analysis.workload import run_workload  # noqa: E402
+
+#: Name → function, in the order a report presents them.
+ANALYSES = {
+    "staffing": run_staffing,
+    "topology": run_topology,
+    "organisation": run_organisation,
+    "care": run_care,
+    "workload": run_workload,
+}
