@@ -40,6 +40,7 @@ bench: db
 	$(BIN)/python -m bench.lookup
 	$(BIN)/python -m bench.bulk_assign
 	$(BIN)/python -m bench.bulk_import
+	$(BIN)/python -m bench.tiles
 
 lint: venv
 	$(BIN)/ruff check geo service maps fixtures tests bench
@@ -58,12 +59,15 @@ $(BIN)/.installed: pyproject.toml
 postgis:
 	@if [ -n "$$DATABASE_URL" ]; then exit 0; fi; \
 	if ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 \
+	   && ls /usr/share/postgresql/*/extension/pgrouting.control >/dev/null 2>&1 \
 	   && command -v ogrinfo >/dev/null; then exit 0; fi; \
-	echo "installing PostgreSQL + PostGIS from apt"; \
+	echo "installing PostgreSQL + PostGIS + pgRouting from apt"; \
 	$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $(APT_PACKAGES); \
 	for v in $$(ls /usr/lib/postgresql); do \
 	  [ -f /usr/share/postgresql/$$v/extension/postgis.control ] || \
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql-$$v-postgis-3; \
+	  [ -f /usr/share/postgresql/$$v/extension/pgrouting.control ] || \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql-$$v-pgrouting; \
 	done
 
 clean:

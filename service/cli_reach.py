@@ -1,0 +1,283 @@
+"""``wangge network import`` and ``wangge analysis reach|siting``: reach and siting from the shell.
+
+``app`` holds two groups, ``network`` and ``analysis``; mounted without a name
+(``main_app.add_typer(cli_reach.app)``) they become ``wangge network …`` and
+``wangge analysis …``. The commands are also importable one by one (``network_import``,
+``analysis_reach``, ``analysis_siting``) to join an existing ``analysis`` group.
+
+The CLI acts as an operator with the admin role (it holds the database already). Results
+print as a short table; ``--json FILE`` writes the whole answer (``-`` for stdout).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from geo.reach import DEFAULT_DETOUR, DEFAULT_FRONTAGE_M, DEFAULT_MINUTES, WALK_SPEED_M_PER_MIN
+
+__all__ = [
+    "app",
+    "network_app",
+    "analysis_app",
+    "network_import",
+    "analysis_reach",
+    "analysis_siting",
+]
+
+app = typer.Typer(help="service reach, facility siting and the road network", no_args_is_help=True)
+network_app = typer.Typer(help="the road network walked by reach analyses", no_args_is_help=True)
+analysis_app = typer.Typer(help="planning analyses of an area", no_args_is_help=True)
+app.add_typer(network_app, name="network")
+app.add_typer(analysis_app, name="analysis")
+
+
+def _principal():
+    from service.auth import Principal
+
+    return Principal(token_id="cli", name="cli", role="admin", area_code=None, scope_path=None)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+def _run(fn, *, write: bool = False):
+    """Return ``(fn(conn), seconds fn took)`` on the configured database.
+
+    Domain errors end the command with their message (and field), without a traceback.
+    """
+    from service.db import make_engine
+    from service.errors import WanggeError
+    from service.settings import get_settings
+
+    engine = make_engine(get_settings().db.resolved_url())
+    try:
+        with engine.begin() if write else engine.connect() as conn:
+            started = time.perf_counter()
+            return fn(conn), time.perf_counter() - started
+    except WanggeError as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        _fail(f"{exc.detail}{where}")
+    finally:
+        engine.dispose()
+
+
+def _write_json(target: Path | None, body: dict) -> None:
+    if target is None:
+        return
+    text = json.dumps(body, ensure_ascii=False, indent=1, default=str)
+    if str(target) == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        target.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {target}", err=True)
+
+
+def _pct(value) -> str:
+    return "   –  " if value is None else f"{100 * value:5.1f}%"
+
+
+Area = Annotated[
+    str | None, typer.Option("--area", help="area code (default: everything; the CLI is admin)")
+]
+Generation = Annotated[int | None, typer.Option(help="boundary generation (default: current)")]
+Minutes = Annotated[float, typer.Option(help="walking time, minutes")]
+Speed = Annotated[float, typer.Option("--speed", help="walking speed, metres per minute")]
+Detour = Annotated[float, typer.Option(help="straight line: walked ÷ straight distance")]
+Kinds = Annotated[
+    str | None,
+    typer.Option(help="facility kinds that serve, comma-separated (default: halls, stations)"),
+]
+JsonOut = Annotated[
+    Path | None, typer.Option("--json", help="write the whole answer here (- = stdout)")
+]
+
+
+@network_app.command("import")
+def network_import(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".gpkg or .geojson")],
+    layer: Annotated[str | None, typer.Option(help="GeoPackage layer")] = None,
+    crs: Annotated[
+        str | None, typer.Option(help="override the file's CRS: EPSG code, GCJ-02, BD-09")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="a name for this import")] = None,
+    append: Annotated[bool, typer.Option(help="add to the stored network")] = False,
+    snap_m: Annotated[float, typer.Option(help="ends closer than this join, metres")] = 1.0,
+    node: Annotated[
+        str, typer.Option(help="split lines at: vertices (shared), crossings, endpoints")
+    ] = "vertices",
+) -> None:
+    """Import road lines (GeoPackage, GeoJSON) as the routable walking network."""
+    from service.analysis.network import import_network
+
+    report, elapsed = _run(
+        lambda conn: import_network(
+            conn,
+            principal=_principal(),
+            data=path,
+            filename=path.name,
+            layer=layer,
+            crs=crs,
+            name=name,
+            append=append,
+            snap_m=snap_m,
+            node=node,
+        ),
+        write=True,
+    )
+    typer.echo(
+        f"network import {report['import_id']}: {report['features']} lines → "
+        f"{report['edges']} edges, {report['vertices']} vertices, {report['length_km']} km; "
+        f"{report['components']} connected parts (largest {_pct(report['largest_component_share'])}"
+        f" of the length) in {elapsed:.1f} s"
+    )
+    if not report["pgrouting"]:
+        typer.secho(
+            "warning: pgRouting is not installed: network reach will refuse",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+
+
+@analysis_app.command("reach")
+def analysis_reach(
+    area: Area = None,
+    minutes: Minutes = DEFAULT_MINUTES,
+    speed: Speed = WALK_SPEED_M_PER_MIN,
+    detour: Detour = DEFAULT_DETOUR,
+    network: Annotated[
+        bool | None,
+        typer.Option(
+            "--network/--straight",
+            help="walk the road network, or straight lines "
+            "(default: the network when one is imported here)",
+        ),
+    ] = None,
+    frontage_m: Annotated[
+        float, typer.Option(help="network: served strip along streets, m")
+    ] = DEFAULT_FRONTAGE_M,
+    kinds: Kinds = None,
+    rank_by: Annotated[str, typer.Option(help="area, households or units")] = "area",
+    generation: Generation = None,
+    top: Annotated[int, typer.Option(help="communities to list")] = 15,
+    json_out: JsonOut = None,
+) -> None:
+    """Who and what lies beyond a walk of N minutes from a service facility, per community."""
+    from service.analysis.reach import run_reach
+
+    body, elapsed = _run(
+        lambda conn: run_reach(
+            conn,
+            principal=_principal(),
+            area_code=area,
+            generation=generation,
+            minutes=minutes,
+            speed_m_per_min=speed,
+            detour=detour,
+            use_network=network,
+            kinds=kinds,
+            frontage_m=frontage_m,
+            rank_by=rank_by,
+            geometry=json_out is not None,
+        )
+    )
+    s, p = body["summary"], body["parameters"]
+    how = (
+        f"network walk {p['walk_m']:.0f} m"
+        if p["distance"] == "network"
+        else f"straight line {p['radius_m']:.0f} m (detour {p['detour']})"
+    )
+    if str(json_out) != "-":
+        typer.echo(
+            f"{body['area']['name'] or 'all areas'}: {minutes:g} min at {speed:g} m/min, {how}; "
+            f"{s['facilities']} facilities, {s['communities']} communities "
+            f"({s['fully_covered']} fully covered)\n"
+            f"beyond reach: area {s['uncovered_area_m2'] / 1e6:,.1f} of {s['area_m2'] / 1e6:,.1f}"
+            f" km² ({_pct(s['uncovered_share'])}), households {s['households']['uncovered']} of "
+            f"{s['households']['total']} ({_pct(s['households']['uncovered_share'])}), units "
+            f"{s['units']['uncovered']} of {s['units']['total']} "
+            f"({_pct(s['units']['uncovered_share'])})  [{elapsed:.2f} s]"
+        )
+        for item in body["items"][:top]:
+            typer.echo(
+                f"{item['rank']:4d}  {item['code']:<15} {item['name'][:14]:<14} area "
+                f"{_pct(item['uncovered_share'])}  households "
+                f"{_pct(item['households']['uncovered_share'])}  units "
+                f"{_pct(item['units']['uncovered_share'])}"
+            )
+    _write_json(json_out, body)
+
+
+@analysis_app.command("siting")
+def analysis_siting(
+    area: Area = None,
+    k: Annotated[int | None, typer.Option("--k", help="new facilities to place (MCLP)")] = None,
+    lscp: Annotated[bool, typer.Option("--lscp", help="the fewest covering all (LSCP)")] = False,
+    candidates: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="JSON file of candidate sites [[lon, lat], …] (default: a lattice)",
+        ),
+    ] = None,
+    spacing_m: Annotated[float | None, typer.Option(help="candidate lattice spacing, m")] = None,
+    demand: Annotated[str, typer.Option(help="households, units or both")] = "households",
+    minutes: Minutes = DEFAULT_MINUTES,
+    speed: Speed = WALK_SPEED_M_PER_MIN,
+    detour: Detour = DEFAULT_DETOUR,
+    kinds: Kinds = None,
+    generation: Generation = None,
+    json_out: JsonOut = None,
+) -> None:
+    """Where k new facilities reach most demand (--k), or the fewest reaching all (--lscp)."""
+    from service.analysis.siting import run_siting
+
+    supplied = None
+    if candidates is not None:
+        try:
+            supplied = json.loads(candidates.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            _fail(f"{candidates} is not JSON: {exc}")
+    body, elapsed = _run(
+        lambda conn: run_siting(
+            conn,
+            principal=_principal(),
+            area_code=area,
+            generation=generation,
+            k=k,
+            lscp=lscp,
+            candidates=supplied,
+            spacing_m=spacing_m,
+            minutes=minutes,
+            speed_m_per_min=speed,
+            detour=detour,
+            demand=demand,
+            kinds=kinds,
+        )
+    )
+    s, p = body["summary"], body["parameters"]
+    if str(json_out) != "-":
+        typer.echo(
+            f"{body['area']['name'] or 'all areas'}: {s['method'].upper()} with "
+            f"{s['candidates']} candidates ({p['candidates']}"
+            + (f", {p['spacing_m']:.0f} m" if p["spacing_m"] else "")
+            + f"), radius {p['radius_m']:.0f} m, solver {p['solver']}  [{elapsed:.2f} s]\n"
+            f"{s['demand']} covered: {s['covered_before']:g} → {s['covered_after']:g} of "
+            f"{s['demand_total']:g} ({_pct(s['share_before'])} → {_pct(s['share_after'])}) "
+            f"with {s['new_sites']} new sites" + (f"; {s['note']}" if s.get("note") else "")
+        )
+        for item in body["items"]:
+            lon, lat = item["geometry"]["coordinates"]
+            typer.echo(
+                f"{item['rank']:4d}  {lon:.6f},{lat:.6f}  in {item['community_code'] or '–'}  "
+                f"adds {item['adds']:g}"
+            )
+    _write_json(json_out, body)
