@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES ?= postgresql postgresql-contrib postgis gdal-bin
+APT_PACKAGES ?= postgresql postgresql-contrib postgis gdal-bin chromium fonts-wqy-microhei
 
 .PHONY: run test stop db migrate demo postgis venv bench lint clean
 
@@ -60,7 +60,7 @@ postgis:
 	@if [ -n "$$DATABASE_URL" ]; then exit 0; fi; \
 	if ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 \
 	   && ls /usr/share/postgresql/*/extension/pgrouting.control >/dev/null 2>&1 \
-	   && command -v ogrinfo >/dev/null; then exit 0; fi; \
+	   && command -v ogrinfo >/dev/null && command -v chromium >/dev/null; then exit 0; fi; \
 	echo "installing PostgreSQL + PostGIS + pgRouting from apt"; \
 	$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $(APT_PACKAGES); \
 	for v in $$(ls /usr/lib/postgresql); do \

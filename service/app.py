@@ -14,6 +14,8 @@ from service.errors import register_error_handlers
 from service.repositories.lookup import PointLookupBatcher
 from service.responses import JSON
 from service.routers import (
+    analysis,
+    analysis_reach,
     areas,
     entities,
     generations,
@@ -21,6 +23,7 @@ from service.routers import (
     lookup,
     ogc,
     open311,
+    pages,
     tiles,
     tokens,
 )
@@ -78,7 +81,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_cache = TTLCache(maxsize=10_000, ttl=settings.api.token_cache_seconds or 1e-9)
     register_error_handlers(app)
     _document_security(app)
-    routers = [m.router for m in (health, lookup, areas, generations, tokens, open311, ogc, tiles)]
+    routers = [
+        m.router
+        for m in (
+            health,
+            lookup,
+            areas,
+            generations,
+            tokens,
+            open311,
+            ogc,
+            tiles,
+            pages,
+            analysis,
+            analysis_reach,
+        )
+    ]
     for router in [*routers, *entities.routers]:
         # Routes are added to the app itself rather than as an included router: on the
         # lookup hot path FastAPI's included-router matching is a measurable share.

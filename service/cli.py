@@ -20,6 +20,22 @@ app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(gen_app, name="generation")
 
+
+def _mount_analysis() -> None:
+    """Mount the coverage analyses (``wangge analysis …``) and the road network
+    (``wangge network …``) from their own modules."""
+    from service import cli_reach
+    from service.cli_analysis import app as analysis_app
+
+    # reach and siting join the other analyses in one group
+    for command in cli_reach.analysis_app.registered_commands:
+        analysis_app.registered_commands.append(command)
+    app.add_typer(analysis_app, name="analysis", help="coverage gap analyses")
+    app.add_typer(cli_reach.network_app, name="network")
+
+
+_mount_analysis()
+
 DEMO_TOKENS_FILE = Path(
     os.environ.get(
         "WANGGE_DEMO_TOKENS", Path(__file__).resolve().parent.parent / ".demo-tokens.json"
@@ -433,5 +449,51 @@ def export_entities(
     if spec is None:
         _fail(f"unknown entity {entity!r}; one of {', '.join(ENTITIES)}")
     data = _run(lambda c: export_rows(c, spec, principal=_cli_principal(c), format=format))
+    output.write_bytes(data)
+    typer.echo(f"wrote {output} ({len(data):,} bytes)")
+
+
+# -- map pages -------------------------------------------------------------------------------
+@app.command("map")
+def map_page(
+    page: Annotated[str, typer.Argument(help="dispatch, tablet or planning")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write")],
+    area: Annotated[str | None, typer.Option(help="dispatch: the area to focus on")] = None,
+    grid: Annotated[str | None, typer.Option(help="tablet: the grid (required)")] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(help="planning: incidents_90d, open_incidents, units or team_roles"),
+    ] = None,
+    link_base: Annotated[
+        str | None,
+        typer.Option(help="served wangge to link drill-downs to, e.g. https://wangge.example"),
+    ] = None,
+) -> None:
+    """Write a map page as one self-contained HTML file (data and scripts inline, no token).
+
+    The file opens offline from disk. It is drawn as an admin sees it; its tablet form is
+    disabled (it holds no token to file cases with).
+    """
+    from maps.geojson import PageDataError
+    from service.errors import WanggeError
+    from service.routers.pages import PAGE_ROLES, export_page
+
+    if page not in PAGE_ROLES:
+        _fail(f"unknown page {page!r}; one of {', '.join(PAGE_ROLES)}")
+    if page == "tablet" and grid is None:
+        _fail("the tablet page needs --grid CODE")
+    try:
+        html = export_page(
+            _url(),
+            _cli_principal(None),
+            page,
+            area=area,
+            grid=grid,
+            metric=metric,
+            link_base=link_base,
+        )
+    except (WanggeError, PageDataError) as exc:
+        _fail(getattr(exc, "detail", None) or str(exc))
+    data = html.encode("utf-8")
     output.write_bytes(data)
     typer.echo(f"wrote {output} ({len(data):,} bytes)")

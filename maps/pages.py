@@ -1,0 +1,792 @@
+"""Return the map pages of the dispatch platform as folium maps, and render them to HTML.
+
+Three pages, each built from GeoJSON dicts and URLs handed in (no database here):
+
+* :func:`dispatch_page` — the dispatch centre's wall: boundaries by level, grids coloured by
+  open incidents, clustered open incidents, drill-down links, a breadcrumb, a legend;
+* :func:`tablet_page` — one grid on a grid officer's tablet: its boundary, team, units and open
+  incidents with large touch targets, and a form that files a case at the device's position;
+* :func:`planning_page` — every grid's workload as a choropleth, with an empty "Coverage gaps"
+  group that analyses fill with :func:`add_coverage_gap_layer`.
+
+:func:`render_page` turns a page into HTML whose scripts come from ``maps/static`` (linked for
+the service, or inlined for a self-contained static file): nothing is fetched from a CDN.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import folium
+from branca.element import Figure
+from folium.elements import JSCSSMixin
+from folium.plugins import MarkerCluster
+
+from maps.assets import STATIC_URL, UNUSED_FOLIUM_ASSETS, asset_tags
+from maps.elements import (
+    AreaLayer,
+    ClusteredPoints,
+    HtmlControl,
+    PageScript,
+    PointLayer,
+    RawHtml,
+    html_text,
+    js,
+)
+from maps.geojson import (
+    POINT,
+    POLYGONAL,
+    PageDataError,
+    bounds_of,
+    check_collection,
+    check_feature,
+    collection,
+    merge_bounds,
+)
+from maps.style import (
+    BLUES,
+    CATEGORY_GLYPHS,
+    INCIDENT_CATEGORIES,
+    LEVEL_STYLE,
+    TEAM,
+    TEAM_ROLES,
+    YL_OR_RD,
+    Classes,
+    fixed_classes,
+    integer_classes,
+)
+
+__all__ = [
+    "LEVELS",
+    "PLANNING_METRICS",
+    "COVERAGE_GAPS",
+    "Basemap",
+    "Page",
+    "PageDataError",
+    "dispatch_page",
+    "tablet_page",
+    "planning_page",
+    "add_coverage_gap_layer",
+    "render_page",
+]
+
+LEVELS = ("city", "district", "community", "grid")
+LEVEL_LABELS = {"city": "City", "district": "District", "community": "Community", "grid": "Grid"}
+LEVEL_TITLES = {
+    "city": "City outline",
+    "district": "Districts",
+    "community": "Communities",
+    "grid": "Grids (open incidents)",
+}
+#: Outlines of higher levels are drawn over those of lower ones where they coincide.
+LINE_RANK = {"city": 3, "district": 2, "community": 1}
+#: Planning colour metrics: property → (title, palette; None for the fixed team classes).
+PLANNING_METRICS: dict[str, tuple[str, Sequence[str] | None]] = {
+    "incidents_90d": ("Incidents in the last 90 days", YL_OR_RD),
+    "open_incidents": ("Open incidents", YL_OR_RD),
+    "units": ("Stationed units", BLUES),
+    "team_roles": ("1+1+1 team roles filled (of 3)", None),
+}
+#: Name of the planning page's group that coverage-gap analyses add their layers to.
+COVERAGE_GAPS = "Coverage gaps"
+MISSING = "#cccccc"
+INCIDENT_FIELDS = [
+    ["category", "Category"],
+    ["status", "Status"],
+    ["reported_at", "Reported (UTC)"],
+    ["address", "Address"],
+    ["description", "Description"],
+    ["grid_code", "Grid"],
+]
+
+
+@dataclass(frozen=True)
+class Basemap:
+    """A raster basemap: an XYZ URL template and its attribution (none by default: the pages
+    must work without internet, and the boundaries carry the map)."""
+
+    url: str
+    attribution: str
+
+
+@dataclass
+class Page:
+    """A map page before rendering: its folium map and its layers by title."""
+
+    kind: str
+    title: str
+    map: folium.Map
+    layers: dict[str, Any] = field(default_factory=dict)
+    legend: Legend | None = None
+
+
+class Legend(HtmlControl):
+    """The page's legend; sections can be added until the page is rendered."""
+
+    def __init__(self, title: str, *, position: str = "bottomright"):
+        super().__init__("", position=position, cls="wg-legend")
+        self.title = title
+        self.sections: list[tuple[str, list[str]]] = []
+
+    def add_classes(self, heading: str, classes: Classes) -> None:
+        """Add a choropleth's swatches."""
+        rows = [
+            f'<div class="wg-row"><span class="wg-swatch" style="background:{c}"></span>'
+            f"{html_text(label)}</div>"
+            for c, label in zip(classes.colors, classes.labels, strict=True)
+        ]
+        self.sections.append((heading, rows))
+
+    def add_rows(self, heading: str, rows: list[str]) -> None:
+        """Add prepared (escaped) rows."""
+        self.sections.append((heading, rows))
+
+    def render(self, **kwargs):
+        parts = [f"<h4>{html_text(self.title)}</h4>"] if self.title else []
+        for heading, rows in self.sections:
+            parts.append(f'<div class="wg-note">{html_text(heading)}</div>' + "".join(rows))
+        self.html = "".join(parts)
+        self.html_js = js(self.html)
+        super().render(**kwargs)
+
+
+def _line_row(label: str, style: Mapping[str, Any]) -> str:
+    dash = "dashed" if style.get("dashArray") else "solid"
+    return (
+        f'<div class="wg-row"><span class="wg-swatch" style="background:transparent;'
+        f'border:{max(1, style["weight"])}px {dash} {style["color"]}"></span>'
+        f"{html_text(label)}</div>"
+    )
+
+
+def _category_rows() -> list[str]:
+    return [
+        f'<div class="wg-row"><span class="wg-pin wg-{k}">{CATEGORY_GLYPHS[k]}</span>'
+        f"{html_text(label)}</div>"
+        for k, label in INCIDENT_CATEGORIES.items()
+    ]
+
+
+def _new_map(
+    bounds: list[float] | None,
+    *,
+    tiles: Basemap | None,
+    padding: tuple[int, int, int, int] = (12, 12, 12, 12),
+    **kwargs,
+) -> folium.Map:
+    """Return a map fitted to ``bounds`` inside ``padding`` (left, top, right, bottom px)."""
+    center = [(bounds[1] + bounds[3]) / 2, (bounds[0] + bounds[2]) / 2] if bounds else [35.0, 105.0]
+    # Without a tile layer the map has no maximum zoom, which marker clustering needs. Half
+    # zoom steps let an area fill the screen (whole steps leave up to half of it empty).
+    m = folium.Map(
+        location=center,
+        zoom_start=4,
+        tiles=None,
+        control_scale=True,
+        maxZoom=19,
+        zoomSnap=0.5,
+        **kwargs,
+    )
+    if tiles is not None:
+        folium.TileLayer(tiles.url, attr=tiles.attribution, name="Basemap", control=False).add_to(m)
+    if bounds:
+        m.fit_bounds(
+            [[bounds[1], bounds[0]], [bounds[3], bounds[2]]],
+            padding_top_left=padding[:2],
+            padding_bottom_right=padding[2:],
+        )
+    return m
+
+
+def _check_url(template: str | None, name: str) -> str | None:
+    if template is None:
+        return None
+    if "{code}" not in template:
+        raise PageDataError(f"{name} must contain {{code}}, e.g. '/pages/dispatch?area={{code}}'")
+    if re.match(r"\s*(javascript|data|vbscript):", template, re.I):
+        raise PageDataError(f"{name} must be an http(s) or relative URL")
+    return template
+
+
+def _crumbs_html(
+    breadcrumb: Sequence[Mapping[str, Any]], area_url: str | None, *, current: str | None = None
+) -> str:
+    parts = []
+    for i, crumb in enumerate(breadcrumb):
+        for key in ("code", "name", "level"):
+            if not crumb.get(key):
+                raise PageDataError(f"breadcrumb: entry {i} lacks {key!r}")
+        label = f"{LEVEL_LABELS.get(crumb['level'], crumb['level'])} {crumb['name']}"
+        if area_url and crumb["code"] != current:
+            href = area_url.replace("{code}", str(crumb["code"]))
+            parts.append(f'<a href="{html_text(href)}">{html_text(label)}</a>')
+        else:
+            parts.append(f"<span>{html_text(label)}</span>")
+    return "".join(parts)
+
+
+# -- dispatch --------------------------------------------------------------------------------
+def dispatch_page(
+    *,
+    areas: Mapping[str, Mapping[str, Any]],
+    incidents: Mapping[str, Any],
+    breadcrumb: Sequence[Mapping[str, Any]] = (),
+    focus: str | None = None,
+    area_url: str | None = None,
+    tablet_url: str | None = None,
+    incidents_matched: int | None = None,
+    title: str = "Dispatch",
+    tiles: Basemap | None = None,
+) -> Page:
+    """Return the dispatch wall page: the caller's area by level, its open incidents.
+
+    Parameters
+    ----------
+    areas : mapping of level → FeatureCollection
+        Levels among ``city``, ``district``, ``community``, ``grid`` (top first), polygons
+        with ``code`` and ``name``; grids also need ``open_incidents`` (their colour).
+    incidents : FeatureCollection
+        Open incidents (points with ``category``), drawn clustered.
+    breadcrumb : sequence of {code, name, level}
+        The focused area's ancestors, then the area itself.
+    focus : str, optional
+        Code of the focused area (shown in the breadcrumb without a link).
+    area_url, tablet_url : str, optional
+        Link templates with ``{code}``: the drill-down page of an area, the tablet page of a
+        grid. Without them popups carry no links (a static export).
+    incidents_matched : int, optional
+        How many open incidents there are, when ``incidents`` holds only the first ones.
+    title : str
+        Page title.
+    tiles : Basemap, optional
+        A raster basemap (none by default: the page must work offline).
+
+    Raises
+    ------
+    PageDataError
+        When a layer is malformed, a level is unknown or there is no area at all.
+    """
+    unknown = [k for k in areas if k not in LEVELS]
+    if unknown:
+        raise PageDataError(f"unknown level {unknown[0]!r}; levels are {', '.join(LEVELS)}")
+    area_url = _check_url(area_url, "area_url")
+    tablet_url = _check_url(tablet_url, "tablet_url")
+    checked = {
+        level: check_collection(
+            areas[level],
+            layer=f"{level} areas",
+            geometry=POLYGONAL,
+            required=("code", "name", "open_incidents") if level == "grid" else ("code", "name"),
+            numeric=("open_incidents",),
+        )
+        for level in LEVELS
+        if level in areas
+    }
+    if not any(fc["features"] for fc in checked.values()):
+        raise PageDataError("the dispatch page needs at least one area to show")
+    points = check_collection(incidents, layer="incidents", geometry=POINT, required=("category",))
+    bounds = merge_bounds(*(bounds_of(fc["features"]) for fc in checked.values()))
+    # Room for the title (top left), the layer control (top right) and the legend (right).
+    m = _new_map(bounds, tiles=tiles, zoom_control="bottomleft", padding=(20, 80, 270, 20))
+    page = Page("dispatch", title, m)
+    legend = Legend("Legend")
+    page.legend = legend
+
+    grid_classes = None
+    if "grid" in checked:
+        grid_classes = integer_classes(
+            (f["properties"]["open_incidents"] for f in checked["grid"]["features"]), classes=6
+        )
+    for level, fc in checked.items():
+        links = []
+        if area_url:
+            links.append([area_url, f"Open this {LEVEL_LABELS[level].lower()} →"])
+        if level == "grid" and tablet_url:
+            links.append([tablet_url, "Tablet page of this grid →"])
+        fields = [["code", "Code"]]
+        if any("open_incidents" in f["properties"] for f in fc["features"]):
+            fields.append(["open_incidents", "Open incidents"])
+        style = dict(LEVEL_STYLE[level])
+        options: dict[str, Any] = {
+            "popup": {"title": "name", "fields": fields, "links": links},
+            "tooltip": {"title": "name", "fields": fields[1:]},
+        }
+        if level == "grid":
+            options["choropleth"] = {
+                "property": "open_incidents",
+                "breaks": list(grid_classes.breaks),
+                "colors": list(grid_classes.colors),
+                "missing": MISSING,
+            }
+        else:
+            # Lines above the grid colours; the whole area clickable (drill-down) below them.
+            options["lines"] = LINE_RANK[level]
+        options["style"] = style
+        layer = AreaLayer(fc, name=LEVEL_TITLES[level], options=options)
+        layer.add_to(m)
+        page.layers[LEVEL_TITLES[level]] = layer
+
+    cluster = MarkerCluster(
+        name="Open incidents",
+        options={"maxClusterRadius": 45, "disableClusteringAtZoom": 17, "chunkedLoading": True},
+    )
+    ClusteredPoints(
+        points,
+        options={
+            "cls": "wg-incident",
+            "classBy": "category",
+            "size": 26,
+            "glyphs": CATEGORY_GLYPHS,
+            "title": "category",
+            "popup": {"title": "category", "fields": INCIDENT_FIELDS[1:]},
+        },
+    ).add_to(cluster)
+    cluster.add_to(m)
+    page.layers["Open incidents"] = cluster
+
+    if grid_classes is not None:
+        legend.add_classes("Open incidents per grid", grid_classes)
+    legend.add_rows(
+        "Boundaries",
+        [_line_row(LEVEL_LABELS[lv], LEVEL_STYLE[lv]) for lv in checked if lv != "grid"],
+    )
+    legend.add_rows("Open incidents (clusters show counts)", _category_rows())
+    legend.add_to(m)
+
+    shown = len(points["features"])
+    count = _count(shown, "open incident")
+    if incidents_matched is not None and incidents_matched > shown:
+        count = f"{shown} of {incidents_matched} open incidents shown"
+    head = (
+        f'<div class="wg-title"><b>{html_text(title)}</b> · {html_text(count)}'
+        f'<div class="wg-crumbs">{_crumbs_html(breadcrumb, area_url, current=focus)}</div></div>'
+    )
+    HtmlControl(head, position="topleft", cls="wg-titlebar").add_to(m)
+    folium.LayerControl(collapsed=False, position="topright").add_to(m)
+    return page
+
+
+# -- tablet ----------------------------------------------------------------------------------
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _tel(phone: str) -> str:
+    return re.sub(r"[^0-9+]", "", phone or "")
+
+
+def _team_html(team: Sequence[Mapping[str, Any]]) -> str:
+    items = []
+    for i, member in enumerate(team):
+        if not isinstance(member, Mapping) or not member.get("name"):
+            raise PageDataError(f"team: member {i} needs a name")
+        role = member.get("team_role")
+        if role not in TEAM_ROLES:
+            raise PageDataError(
+                f"team: member {i} has role {role!r}; roles are {', '.join(TEAM_ROLES)}"
+            )
+        tel = _tel(str(member.get("phone") or ""))
+        call = f'<a class="wg-tel" href="tel:{tel}">Call</a>' if tel else ""
+        items.append(
+            f"<li><span><b>{html_text(str(member['name']))}</b>"
+            f'<span class="wg-role">{html_text(TEAM_ROLES[role])}</span></span>{call}</li>'
+        )
+    present = {m["team_role"] for m in team}
+    for role, label in TEAM_ROLES.items():
+        if role not in present:
+            missing = html_text(f"No {label.lower()} assigned")
+            items.append(f'<li><span class="wg-role">{missing}</span></li>')
+    return f'<ul class="wg-team">{"".join(items)}</ul>'
+
+
+def tablet_page(
+    *,
+    grid: Mapping[str, Any],
+    team: Sequence[Mapping[str, Any]],
+    units: Mapping[str, Any],
+    incidents: Mapping[str, Any],
+    report_endpoint: str | None = None,
+    token: str | None = None,
+    title: str | None = None,
+    tiles: Basemap | None = None,
+) -> Page:
+    """Return a grid officer's tablet page: one grid, its team, units, incidents, a report form.
+
+    Parameters
+    ----------
+    grid : Feature
+        The grid's (simplified) polygon with ``code`` and ``name``.
+    team : sequence of {name, team_role, phone}
+        Its 1+1+1 team; ``team_role`` one of ``party_building_instructor``, ``grid_manager``,
+        ``grid_police``.
+    units, incidents : FeatureCollection
+        Stationed units (points with ``name``) and open incidents (points with ``category``).
+    report_endpoint : str, optional
+        Where the form POSTs new incidents (``/incidents``). None renders the form disabled
+        with a note (a static copy cannot file cases).
+    token : str, optional
+        Sent as ``Authorization: Bearer`` with the report (the served page's own token).
+    title : str, optional
+        Page title (default: the grid's name).
+    tiles : Basemap, optional
+        A raster basemap.
+
+    Raises
+    ------
+    PageDataError
+        When the grid, the team or a layer is malformed.
+    """
+    feature = check_feature(grid, layer="grid", geometry=POLYGONAL, required=("code", "name"))
+    units_fc = check_collection(units, layer="units", geometry=POINT, required=("name",))
+    incidents_fc = check_collection(
+        incidents, layer="incidents", geometry=POINT, required=("category",)
+    )
+    team_html = _team_html(team)
+    props = feature["properties"]
+    title = title or f"Grid {props['name']}"
+    bounds = merge_bounds(
+        bounds_of([feature]), bounds_of(incidents_fc["features"]), bounds_of(units_fc["features"])
+    )
+    # The map takes the upper part of the screen; team and form follow below it.
+    m = _new_map(bounds, tiles=tiles, height="55%", padding=(30, 30, 30, 30))
+    page = Page("tablet", title, m)
+    boundary = AreaLayer(
+        collection([feature]),
+        name="Grid boundary",
+        options={
+            "style": {"color": "#0b57d0", "weight": 4, "fillColor": "#0b57d0", "fillOpacity": 0.06},
+            "popup": {"title": "name", "fields": [["code", "Code"]]},
+        },
+    )
+    boundary.add_to(m)
+    page.layers["Grid boundary"] = boundary
+    unit_layer = PointLayer(
+        units_fc,
+        name="Stationed units",
+        options={
+            "cls": "wg-unitpin",
+            "classBy": "kind",
+            "size": 36,
+            "glyphs": {},
+            "title": "name",
+            "popup": {
+                "title": "name",
+                "fields": [["kind", "Kind"], ["address", "Address"], ["party_org", "Party org"]],
+            },
+        },
+    )
+    unit_layer.add_to(m)
+    page.layers["Stationed units"] = unit_layer
+    pin = {
+        "cls": "wg-incident",
+        "classBy": "category",
+        "size": 44,  # a fingertip: at least 44 px, as touch guidelines ask
+        "glyphs": CATEGORY_GLYPHS,
+        "title": "category",
+        "popup": {"title": "category", "fields": INCIDENT_FIELDS[1:-1]},
+    }
+    incident_layer = PointLayer(incidents_fc, name="Open incidents", options=pin)
+    incident_layer.add_to(m)
+    page.layers["Open incidents"] = incident_layer
+    folium.LayerControl(collapsed=True).add_to(m)
+
+    options = "".join(
+        f'<option value="{k}">{html_text(label)}</option>'
+        for k, label in INCIDENT_CATEGORIES.items()
+    )
+    name, code = html_text(props["name"]), html_text(props["code"])
+    sheet = f"""
+<div class="wg-sheet wg-tablet">
+<h2>{name} <small class="wg-note">{code}</small></h2>
+<div class="wg-counts">{_count(len(incidents_fc["features"]), "open incident")} ·
+{_count(len(units_fc["features"]), "stationed unit")} (square markers)</div>
+<h2>Team</h2>
+{team_html}
+<h2>Report a case here</h2>
+<form id="wg-report" class="wg-form" autocomplete="off">
+<label for="wg-category">Category</label>
+<select id="wg-category" name="category" required>{options}</select>
+<label for="wg-description">What is wrong</label>
+<textarea id="wg-description" name="description" maxlength="2000"
+ placeholder="e.g. burst pipe at the east gate"></textarea>
+<button type="button" class="wg-locate">Use my position (GPS)</button>
+<div class="wg-where">position: not yet known (GPS, or tap the map)</div>
+<button type="submit">Report</button>
+<div class="wg-answer" role="status" aria-live="polite"></div>
+</form>
+</div>"""
+    form_options = {
+        "form": "wg-report",
+        "endpoint": report_endpoint,
+        "token": token,
+        "source": "patrol",
+        "crs": "EPSG:4326",
+        "retries": 3,
+        "pin": pin,
+    }
+    script = (
+        '{map}.getContainer().classList.add("wg-tablet");\n'
+        f"wg.reportForm({{map}}, {js(form_options)});"
+    )
+    # A landscape tablet puts the sheet beside the map rather than below it. This CSS goes
+    # in the head so the map has its final size before Leaflet fits the grid into it.
+    css = (
+        "@media (min-width: 900px) and (orientation: landscape) { "
+        "#{map} { position: fixed; top: 0; left: 0; width: 58%; height: 100%; } "
+        ".wg-sheet { margin-left: 58%; } }"
+    )
+    PageScript(html=sheet, script=script, css=css).add_to(m)
+    return page
+
+
+# -- planning --------------------------------------------------------------------------------
+def _planning_classes(metric: str, values: list[float]) -> Classes:
+    title, palette = PLANNING_METRICS[metric]
+    if palette is None:
+        return fixed_classes(
+            [0, 1, 2, 3], TEAM, ["no role filled", "1 of 3 roles", "2 of 3 roles", "complete"]
+        )
+    return integer_classes(values, classes=6, palette=palette)
+
+
+def planning_page(
+    *,
+    grids: Mapping[str, Any],
+    outlines: Mapping[str, Mapping[str, Any]] | None = None,
+    metric: str = "incidents_90d",
+    area_url: str | None = None,
+    title: str = "Planning: grid workload",
+    tiles: Basemap | None = None,
+) -> Page:
+    """Return the planning page: every grid's workload as a choropleth, a gap group.
+
+    Parameters
+    ----------
+    grids : FeatureCollection
+        Grid polygons with ``code``, ``name`` and the workload figures ``open_incidents``,
+        ``incidents_90d``, ``units`` and ``team_roles`` (0–3).
+    outlines : mapping of level → FeatureCollection, optional
+        Boundaries drawn for orientation (``city``, ``district``, ``community``).
+    metric : str
+        The figure that colours the grids: one of :data:`PLANNING_METRICS`.
+    area_url : str, optional
+        Link template with ``{code}`` for a grid's popup (its dispatch view).
+    title : str
+        Page title.
+    tiles : Basemap, optional
+        A raster basemap.
+
+    Raises
+    ------
+    PageDataError
+        For an unknown metric or malformed layer.
+    """
+    if metric not in PLANNING_METRICS:
+        raise PageDataError(f"unknown metric {metric!r}; one of {', '.join(PLANNING_METRICS)}")
+    area_url = _check_url(area_url, "area_url")
+    grid_fc = check_collection(
+        grids,
+        layer="grids",
+        geometry=POLYGONAL,
+        required=("code", "name", *PLANNING_METRICS),
+        numeric=tuple(PLANNING_METRICS),
+    )
+    for i, f in enumerate(grid_fc["features"]):
+        if f["properties"]["team_roles"] > 3:
+            raise PageDataError(f"grids: feature {i}: team_roles is 0 to 3")
+    outlines = outlines or {}
+    checked = {}
+    for level, fc in outlines.items():
+        if level not in LEVEL_STYLE or level == "grid":
+            raise PageDataError(f"outlines: unknown level {level!r}; city, district or community")
+        checked[level] = check_collection(
+            fc, layer=f"{level} outlines", geometry=POLYGONAL, required=("code", "name")
+        )
+    bounds = merge_bounds(
+        bounds_of(grid_fc["features"]), *(bounds_of(fc["features"]) for fc in checked.values())
+    )
+    m = _new_map(bounds, tiles=tiles, padding=(20, 110, 270, 20))
+    page = Page("planning", title, m)
+    metric_title = PLANNING_METRICS[metric][0]
+    classes = _planning_classes(metric, [f["properties"][metric] for f in grid_fc["features"]])
+    fields = [
+        ["code", "Code"],
+        ["open_incidents", "Open incidents"],
+        ["incidents_90d", "Incidents, 90 days"],
+        ["units", "Stationed units"],
+        ["team_roles", "Team roles (of 3)"],
+    ]
+    links = [[area_url, "Dispatch view of this grid →"]] if area_url else []
+    grid_layer = AreaLayer(
+        grid_fc,
+        name=f"Grids: {metric_title.lower()}",
+        options={
+            "style": {"color": "#555555", "weight": 1, "fillOpacity": 0.8},
+            "choropleth": {
+                "property": metric,
+                "breaks": list(classes.breaks),
+                "colors": list(classes.colors),
+                "missing": MISSING,
+            },
+            "tooltip": {"title": "name", "fields": [[metric, metric_title]]},
+            "popup": {"title": "name", "fields": fields, "links": links},
+        },
+    )
+    grid_layer.add_to(m)
+    page.layers["Grids"] = grid_layer
+    for level in ("community", "district", "city"):
+        if level in checked:
+            style = dict(LEVEL_STYLE[level])
+            # Lines only (not clickable): a click anywhere inside reaches the grid's popup.
+            layer = AreaLayer(
+                checked[level],
+                name=LEVEL_TITLES[level],
+                options={"style": style, "lines": LINE_RANK[level]},
+            )
+            layer.add_to(m)
+            page.layers[LEVEL_TITLES[level]] = layer
+    gaps = folium.FeatureGroup(name=COVERAGE_GAPS, overlay=True, show=True)
+    gaps.add_to(m)
+    page.layers[COVERAGE_GAPS] = gaps
+    legend = Legend(metric_title)
+    legend.add_classes("per grid", classes)
+    if checked:
+        legend.add_rows(
+            "Boundaries", [_line_row(LEVEL_LABELS[lv], LEVEL_STYLE[lv]) for lv in checked]
+        )
+    legend.add_to(m)
+    page.legend = legend
+    head = (
+        f'<div class="wg-title"><b>{html_text(title)}</b>'
+        f'<div class="wg-crumbs">{len(grid_fc["features"])} grids · colour: '
+        f"{html_text(metric_title.lower())}</div></div>"
+    )
+    HtmlControl(head, position="topleft", cls="wg-titlebar").add_to(m)
+    folium.LayerControl(collapsed=False).add_to(m)
+    return page
+
+
+def add_coverage_gap_layer(
+    page: Page,
+    data: Mapping[str, Any],
+    *,
+    name: str,
+    color: str = "#6a3d9a",
+    popup_fields: Sequence[tuple[str, str]] = (),
+) -> folium.map.Layer:
+    """Return the layer added to the planning page's "Coverage gaps" group (one call).
+
+    Parameters
+    ----------
+    page : Page
+        A page from :func:`planning_page`.
+    data : FeatureCollection
+        The gaps: polygons (areas nobody covers) or points (e.g. households out of reach).
+    name : str
+        What the gaps are, for the legend and tooltips.
+    color : str
+        A CSS colour.
+    popup_fields : sequence of (property, label)
+        Properties shown when a gap is clicked.
+
+    Raises
+    ------
+    PageDataError
+        When the page has no gap group or the data is malformed.
+    """
+    group = page.layers.get(COVERAGE_GAPS)
+    if group is None or page.legend is None:
+        raise PageDataError(f"the {page.kind} page has no {COVERAGE_GAPS!r} group")
+    if not re.fullmatch(r"#[0-9a-fA-F]{3,8}|[a-zA-Z]+", color):
+        raise PageDataError(f"color must be a CSS colour name or #hex, not {color!r}")
+    features = data.get("features") if isinstance(data, Mapping) else None
+    first = features[0]["geometry"]["type"] if features else "Polygon"
+    fields = [list(f) for f in popup_fields]
+    label = {"text": name, "fields": fields}
+    if first in POINT:
+        fc = check_collection(data, layer=name, geometry=POINT)
+        layer = PointLayer(
+            fc,
+            name=name,
+            control=False,
+            options={
+                "cls": "wg-gap",
+                "classBy": "kind",
+                "size": 18,
+                "color": color,
+                "popup": label,
+            },
+        )
+        swatch = f'<span class="wg-swatch" style="background:{color};border-radius:50%"></span>'
+    else:
+        fc = check_collection(data, layer=name, geometry=POLYGONAL)
+        layer = AreaLayer(
+            fc,
+            name=name,
+            control=False,
+            options={
+                "style": {
+                    "color": color,
+                    "weight": 2,
+                    "fillColor": color,
+                    "fillOpacity": 0.35,
+                    "dashArray": "4 3",
+                },
+                "tooltip": {"text": name},
+                "popup": label,
+            },
+        )
+        swatch = f'<span class="wg-swatch" style="background:{color};opacity:.6"></span>'
+    layer.add_to(group)
+    page.layers[f"{COVERAGE_GAPS}: {name}"] = layer
+    page.legend.add_rows(COVERAGE_GAPS, [f'<div class="wg-row">{swatch}{html_text(name)}</div>'])
+    return layer
+
+
+# -- rendering -------------------------------------------------------------------------------
+def _walk(element):
+    yield element
+    for child in list(element._children.values()):
+        yield from _walk(child)
+
+
+def render_page(page: Page, *, assets: str = "link", static_url: str = STATIC_URL) -> str:
+    """Return the page as one HTML document whose scripts come from ``maps/static``.
+
+    Parameters
+    ----------
+    page : Page
+        A page from one of the builders.
+    assets : {"link", "inline"}
+        ``"link"``: ``<script src>`` to ``static_url`` (served pages: cached by the browser);
+        ``"inline"``: every script, stylesheet and image in the file (a static export that
+        works offline from disk).
+    static_url : str
+        Where the service serves ``maps/static`` (for ``"link"``).
+
+    Raises
+    ------
+    ValueError
+        When an element needs a script that is not vendored (a new folium plugin: vendor it in
+        ``maps/static`` and list it in :data:`maps.assets.ASSETS`).
+    """
+    needed: set[str] = set()
+    for element in _walk(page.map):
+        if isinstance(element, JSCSSMixin):
+            # Class-level lists: what the element needs, even on a second rendering.
+            for name, _url in [*type(element).default_js, *type(element).default_css]:
+                if name not in UNUSED_FOLIUM_ASSETS:
+                    needed.add(name)
+            # Instance lists, emptied: folium would otherwise link its CDN copies.
+            element.default_js = []
+            element.default_css = []
+    figure = page.map.get_root()
+    if not isinstance(figure, Figure):  # pragma: no cover - folium always makes one
+        raise ValueError("the page's map is not in a figure")
+    figure.title = html_text(page.title)
+    figure.header.add_child(RawHtml(asset_tags(needed, assets, static_url)), name="wg_assets")
+    html = figure.render()
+    return html.replace("<html>", '<html lang="en">', 1)
