@@ -26,7 +26,15 @@ from fastapi.responses import Response
 
 from maps.assets import STATIC_URL, static_file
 from maps.geojson import bounds_of, collection, merge_bounds
-from maps.pages import LEVELS, PLANNING_METRICS, Page, dispatch_page, planning_page, tablet_page
+from maps.pages import (
+    LEVELS,
+    PLANNING_METRICS,
+    Page,
+    add_coverage_gap_layer,
+    dispatch_page,
+    planning_page,
+    tablet_page,
+)
 from maps.pages import render_page as render_html
 from maps.style import zoom_for_bounds
 from service.auth import Principal
@@ -407,6 +415,84 @@ def _require_role(kind: str, principal: Principal) -> None:
         )
 
 
+def _flat(item: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in item.items():
+        if key == "geometry":
+            continue
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                if isinstance(v, str | int | float | bool) or v is None:
+                    out[f"{key}_{sub}"] = v
+        elif isinstance(value, list):
+            out[key] = ", ".join(map(str, value))
+        elif isinstance(value, str | int | float | bool) or value is None:
+            out[key] = value
+    return out
+
+
+def _collection(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature", "geometry": i["geometry"], "properties": _flat(i)}
+            for i in items
+            if i.get("geometry")
+        ],
+    }
+
+
+def coverage_gaps(conn, principal: Principal) -> list[dict[str, Any]]:
+    """Return the planning page's gap layers from the coverage analyses (synchronous).
+
+    Where service is out of reach, grids missing a team role, workload outliers and
+    partition defects: each a FeatureCollection with the numbers behind it.
+    """
+    from service.analysis import run_staffing, run_topology, run_workload
+    from service.analysis.reach import run_reach
+
+    reach = run_reach(conn, principal=principal, simplify_m=20)
+    staffing = run_staffing(conn, principal=principal)
+    workload = run_workload(conn, principal=principal)
+    topology = run_topology(conn, principal=principal)
+    return [
+        {
+            "name": "Beyond a 15-minute walk",
+            "data": _collection([i for i in reach["items"] if i.get("uncovered_area_m2")]),
+            "color": "#6a3d9a",
+            "popup_fields": [
+                ("name", "Community"),
+                ("uncovered_share", "Share of area"),
+                ("households_uncovered", "Households beyond"),
+                ("units_uncovered", "Units beyond"),
+            ],
+        },
+        {
+            "name": "Grids missing a team role",
+            "data": _collection([i for i in staffing["items"] if i.get("kind") == "missing_role"]),
+            "color": "#e31a1c",
+            "popup_fields": [("grid_code", "Grid"), ("roles", "Missing")],
+        },
+        {
+            "name": "Workload outliers",
+            "data": _collection([i for i in workload["items"] if i.get("outlier")]),
+            "color": "#ff7f00",
+            "popup_fields": [
+                ("grid_code", "Grid"),
+                ("open", "Open"),
+                ("overdue", "Overdue"),
+                ("incidents", "Incidents"),
+            ],
+        },
+        {
+            "name": "Partition defects",
+            "data": _collection(topology["items"]),
+            "color": "#000000",
+            "popup_fields": [("kind", "Defect"), ("parent_code", "Parent")],
+        },
+    ]
+
+
 async def build_page(
     pool,
     principal: Principal,
@@ -417,6 +503,7 @@ async def build_page(
     area: str | None = None,
     grid: str | None = None,
     metric: str | None = None,
+    gaps: list[dict[str, Any]] | None = None,
 ) -> Page:
     """Return the ``kind`` page (dispatch, tablet, planning) as the principal may see it.
 
@@ -445,7 +532,17 @@ async def build_page(
         data = await tablet_data(pool, principal, generation, grid)
         return tablet_page(**data, report_endpoint=links.report_endpoint, token=links.token)
     data = await planning_data(pool, principal, generation, metric or "incidents_90d")
-    return planning_page(**data, area_url=links.area_url)
+    page = planning_page(**data, area_url=links.area_url)
+    for gap in gaps or []:
+        if gap["data"]["features"]:
+            add_coverage_gap_layer(
+                page,
+                gap["data"],
+                name=gap["name"],
+                color=gap["color"],
+                popup_fields=gap["popup_fields"],
+            )
+    return page
 
 
 # -- HTTP ------------------------------------------------------------------------------------
@@ -493,6 +590,14 @@ async def _serve(request: Request, kind: str, **params) -> Response:
     principal = await get_principal(request)
     _require_role(kind, principal)
     generation = await resolve_generation(request, principal, None)
+    if kind == "planning":
+        from starlette.concurrency import run_in_threadpool
+
+        def work():
+            with request.app.state.sync_engine.begin() as conn:
+                return coverage_gaps(conn, principal)
+
+        params["gaps"] = await run_in_threadpool(work)
     page = await build_page(
         request.app.state.pg_pool,
         principal,
@@ -588,6 +693,15 @@ async def _export(url: str, principal: Principal, kind: str, link_base: str | No
             area_url=f"{base}/pages/dispatch?area={{code}}" if base else None,
             tablet_url=f"{base}/pages/tablet?grid={{code}}" if base else None,
         )
+        if kind == "planning":
+            from service.db import make_engine
+
+            engine = make_engine(url)
+            try:
+                with engine.begin() as conn:
+                    params["gaps"] = coverage_gaps(conn, principal)
+            finally:
+                engine.dispose()
         page = await build_page(pool, principal, generation, kind, links=links, **params)
     finally:
         await pool.close()
