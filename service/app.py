@@ -29,6 +29,7 @@ from service.routers import (
 )
 from service.settings import Settings, get_settings
 from service.tilecache import TileCache
+from service.tilefast import CachedTileShortcut
 
 __all__ = ["create_app"]
 
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_cache = TTLCache(maxsize=10_000, ttl=settings.api.token_cache_seconds or 1e-9)
     register_error_handlers(app)
     _document_security(app)
+    app.add_middleware(CachedTileShortcut)
     routers = [
         m.router
         for m in (

@@ -151,5 +151,7 @@ async def make_pg_pool(url: str, *, size: int = 10):
             "application_name": "wangge-hot",
             "jit": "off",
             "plan_cache_mode": "force_generic_plan",
+            # Map and lookup queries are bounded: a runaway request fails fast.
+            "statement_timeout": "15000",
         },
     )

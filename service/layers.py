@@ -31,6 +31,8 @@ class LayerSpec:
     min_zoom: int = 0  #: tiles below this zoom are empty (too much to draw)
     max_features_per_tile: int = 5000
     order_sql: str = ""
+    #: properties sent when a request names none (``None``: all); the rest stay selectable
+    default_properties: tuple[str, ...] | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -70,6 +72,8 @@ def _area_layer(name: str, level: str, title: str, counts: str | None, min_zoom:
         level=level,
         min_zoom=min_zoom,
         order_sql="t.code",
+        # A layer holds one level: saying it on every feature is payload for nothing.
+        default_properties=tuple(p for p in props if p != "level"),
     )
 
 

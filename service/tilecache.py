@@ -9,6 +9,7 @@ A new generation flushes everything (every boundary may have moved).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import math
@@ -47,6 +48,15 @@ class TileKey:
 class CachedTile:
     data: bytes
     etag: str
+    gzipped: bytes | None = None  #: the same tile gzip-compressed, for clients that accept it
+
+    @property
+    def size(self) -> int:
+        # Bytes held, plus what an entry costs even when its tile is empty.
+        return len(self.data) + len(self.gzipped or b"") + ENTRY_OVERHEAD
+
+
+ENTRY_OVERHEAD = 200
 
 
 class TileCache:
@@ -57,6 +67,9 @@ class TileCache:
         self._entries: OrderedDict[TileKey, CachedTile] = OrderedDict()
         self._bytes = 0
         self.hits = self.misses = self.invalidated = 0
+        #: The current generation as last resolved; forgotten with everything else when
+        #: boundaries change, so the fast path (service.tilefast) never serves a past one.
+        self.current_generation: int | None = None
 
     def get(self, key: TileKey) -> CachedTile | None:
         entry = self._entries.get(key)
@@ -68,15 +81,22 @@ class TileCache:
         return entry
 
     def put(self, key: TileKey, data: bytes) -> CachedTile:
-        entry = CachedTile(data, '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"')
+        """Return the entry for ``data`` (ETag, gzipped copy); keep it if there is room."""
+        entry = CachedTile(
+            data,
+            '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"',
+            gzip.compress(data, 6, mtime=0) if len(data) > 256 else None,
+        )
+        if self.max_bytes <= 0:
+            return entry
         old = self._entries.pop(key, None)
         if old is not None:
-            self._bytes -= len(old.data)
+            self._bytes -= old.size
         self._entries[key] = entry
-        self._bytes += len(data)
+        self._bytes += entry.size
         while self._bytes > self.max_bytes and self._entries:
             _, dropped = self._entries.popitem(last=False)
-            self._bytes -= len(dropped.data)
+            self._bytes -= dropped.size
         return entry
 
     def __len__(self) -> int:
@@ -95,7 +115,7 @@ class TileCache:
             if x0 <= tx1 + pad and x1 >= tx0 - pad and y0 <= ty1 + pad and y1 >= ty0 - pad:
                 stale.append(key)
         for key in stale:
-            self._bytes -= len(self._entries.pop(key).data)
+            self._bytes -= self._entries.pop(key).size
         self.invalidated += len(stale)
         return len(stale)
 
@@ -103,6 +123,7 @@ class TileCache:
         self.invalidated += len(self._entries)
         self._entries.clear()
         self._bytes = 0
+        self.current_generation = None
 
     def on_notification(self, payload: str) -> None:
         """Apply one ``wangge_changes`` notification."""

@@ -319,7 +319,20 @@ async def items(request: Request, collection_id: str) -> Response:
         }
     )
     body = head[:-1] + b',"features":[' + ",".join(features).encode() + b"]}"
-    return Response(body, media_type=GEOJSON)
+    return _compressed(request, body)
+
+
+def _compressed(request: Request, body: bytes) -> Response:
+    """Return GeoJSON, gzipped when the client accepts it (a tablet's network pays per byte)."""
+    if len(body) > 1024 and "gzip" in request.headers.get("accept-encoding", ""):
+        import gzip
+
+        return Response(
+            gzip.compress(body, 5),
+            media_type=GEOJSON,
+            headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+        )
+    return Response(body, media_type=GEOJSON, headers={"Vary": "Accept-Encoding"})
 
 
 @router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature")

@@ -56,7 +56,10 @@ async def tile(request: Request, layers: str, z: int, x: int, y: int) -> Respons
     for spec in specs:
         repo.check_readable(spec, principal)
     q = request.query_params
+    cache = request.app.state.tile_cache
     generation = await resolve_generation(request, principal, q.get("generation"))
+    if q.get("generation") is None:
+        cache.current_generation = generation
     filters: dict[str, dict[str, str]] = {s.name: {} for s in specs}
     for name, value in q.items():
         if name in ("generation", "access_token"):
@@ -66,7 +69,6 @@ async def tile(request: Request, layers: str, z: int, x: int, y: int) -> Respons
             raise UnprocessableError(f"unknown parameter {name!r} for these layers", field=name)
         for spec in owners:
             filters[spec.name][name] = value
-    cache = request.app.state.tile_cache
     key = TileKey(
         tuple(s.name for s in specs),
         z,
@@ -103,6 +105,9 @@ async def tile(request: Request, layers: str, z: int, x: int, y: int) -> Respons
     }
     if request.headers.get("if-none-match") == entry.etag:
         return Response(status_code=304, headers=headers)
+    if entry.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(entry.gzipped, media_type=MVT, headers=headers)
     return Response(entry.data, media_type=MVT, headers=headers)
 
 

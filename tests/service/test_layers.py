@@ -272,3 +272,54 @@ def test_tile_cache_is_dropped_when_the_change_listener_loses_its_connection(
     assert _wait_for(
         lambda: tiny_client.get(url, headers=h["city"]).headers["x-tile-cache"] == "miss"
     )
+
+
+@pytest.fixture
+def caching_client(tiny_db_url):
+    """A client whose tokens stay verified for a while, so tile hits take the shortcut."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import APISettings, DatabaseSettings, Settings
+
+    settings = Settings(
+        db=DatabaseSettings(DATABASE_URL=tiny_db_url), api=APISettings(token_cache_seconds=60)
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_cache_hits_take_the_shortcut_without_crossing_scopes(caching_client, h, tiny_db_url):
+    z, x, y = _tile_of(*IN_NW, 15)
+    url = f"/tiles/grids,incidents/{z}/{x}/{y}.mvt"
+    first = caching_client.get(url, headers=h["city"])
+    assert first.headers["x-tile-cache"] == "miss" and "x-tile-shortcut" not in first.headers
+    again = caching_client.get(url, headers={**h["city"], "Accept-Encoding": "gzip"})
+    assert again.headers["x-tile-shortcut"] == "1"
+    assert again.content == first.content  # decoded by the client: same tile, gzipped
+    assert again.headers["etag"] == first.headers["etag"]
+    # Another scope never reads the city's entry.
+    officer = caching_client.get(url, headers=h["grid"])
+    assert "x-tile-shortcut" not in officer.headers
+    assert officer.headers["x-tile-cache"] == "miss"
+    # A sensitive layer is refused by the route, never answered from the cache.
+    assert (
+        caching_client.get(
+            url.replace("grids,incidents", "care-households"), headers=h["planner"]
+        ).status_code
+        == 403
+    )
+    # A write in the tile drops it: the next request is rendered again.
+    engine = make_engine(tiny_db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO incident (category, source, geom) VALUES ('road', "
+                "'patrol', ST_SetSRID(ST_MakePoint(:x, :y), 4326))"
+            ),
+            {"x": IN_NW[0], "y": IN_NW[1]},
+        )
+    engine.dispose()
+    assert _wait_for(
+        lambda: caching_client.get(url, headers=h["city"]).headers["x-tile-cache"] == "miss"
+    )

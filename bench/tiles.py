@@ -1,0 +1,692 @@
+"""Tiles and GeoJSON items benchmark: wangge against tipg on the same tables, tiles and bboxes.
+
+What is measured, in one run, on one database (``wangge_bench``, the Guiyang demo) and one
+machine, by three servers, each uvicorn with one worker and a pool of 10 database connections,
+loaded one at a time:
+
+- ``tipg`` (developmentseed's OGC Features and Tiles server for PostGIS, in its own
+  virtualenv ``build/tipg-venv``, created on first run) reading two views that select exactly
+  what wangge's ``grids`` and ``incidents`` layers select (current-generation grids with the
+  same properties, incl. the ``open_incidents`` count; every incident). Views in schema
+  ``tipg_bench``, made at start and dropped at the end. tipg's tile buffer is set to 64 px
+  (wangge's) so both tiles carry the same geometry; tipg has no server-side cache.
+- ``wangge uncached``: ``bench.lookup_app`` with ``WANGGE_API_TILE_CACHE_BYTES=0``.
+- ``wangge cached``: the default tile cache, warmed with one pass over the tile list.
+
+Workloads (HTTP load from ``wrk`` with a Lua script rotating the URLs, at 8 and at 64
+connections; ``--rounds`` rounds in which the servers take turns, ``--seconds`` per server in
+all, the median of the rounds reported with ± half their range: the machine may be shared):
+
+- tiles: every Web Mercator tile at zooms 8–14 covering Guiyang's urban core (106.55–106.85E,
+  26.45–26.70N, around 106.70E 26.58N) that holds data of the layer, shuffled; ``grids`` from
+  zoom 8, ``incidents`` from zoom 10 (wangge's minimum zooms of these layers; below them wangge
+  draws nothing). Empty tiles are left out: wangge's cache keeps zero-byte tiles even at size 0.
+  wangge ``/tiles/{layer}/{z}/{x}/{y}.mvt``, tipg
+  ``/collections/tipg_bench.{layer}/tiles/WebMercatorQuad/{z}/{x}/{y}``.
+- items: 100 dispatch-screen bboxes (0.05°×0.03° to 0.5°×0.3°) over the gridded city, grids,
+  ``limit=1000``; wangge with ``zoom=`` of a 1280-px screen (simplified, fewer digits), and at
+  full geometry for reference; tipg at full geometry.
+- bare: ``GET /bench/bare`` (no auth, no database) of the same wangge app: the most any of its
+  routes can serve, the ceiling for cached tiles.
+
+Before the load, every tile and bbox is fetched once from each server: the feature counts are
+compared (MVT decoded here) and the payloads summed (body, and as sent to a client accepting
+gzip: tipg compresses, wangge does not).
+Goals: uncached tiles >= 2x tipg's throughput, cached tiles >= 20x, items >= 1x with a
+payload <= 0.5x tipg's; p99 at 64 connections is printed for every row.
+
+Run: ``make bench`` or ``.venv/bin/python -m bench.tiles [--seconds 9] [--rounds 3] [--quick]
+[--json F]`` (``--quick``: 64 connections, one round of 3 s). About 3.5 minutes by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from bench.lookup import _parse_wrk, prepare_database
+from service.layers import LAYERS
+
+ROOT = Path(__file__).resolve().parent.parent
+TIPG_VENV = ROOT / "build" / "tipg-venv"  # build/ is gitignored
+TIPG_REQUIREMENT = os.environ.get("WANGGE_BENCH_TIPG", "tipg==1.6.1")
+WANGGE_PORT = 8766
+TIPG_PORT = 8767
+WANGGE_CACHED_PORT = 8768
+POOL = 10  # database connections per server (tipg's default maximum, wangge's default)
+SCHEMA = "tipg_bench"
+CORE = (106.55, 26.45, 106.85, 26.70)  # the urban core a dispatch screen pans over
+ZOOMS = range(8, 15)
+LAYER_NAMES = ("grids", "incidents")
+N_BBOXES = 100
+SCREEN_PX = 1280
+ITEMS_LIMIT = 1000
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def _pg(url: str) -> str:
+    return url.replace("+psycopg", "")
+
+
+def ensure_entities(url: str) -> None:
+    """Load the demo's entities (incidents, units, …) into a bench database made before the
+    demo had them (``prepare_database`` reuses a database that has boundaries)."""
+    from sqlalchemy import text
+
+    from fixtures.guiyang_entities import build_demo_entities
+    from service.db import make_engine
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('wangge_bench_entities'))"))
+        if conn.execute(text("SELECT count(*) FROM incident")).scalar_one() == 0:
+            print("bench database has no entities yet: loading the demo's", flush=True)
+            print(build_demo_entities(conn, seed=2014), flush=True)
+    engine.dispose()
+
+
+def view_sql() -> str:
+    """Return SQL making tipg's views: the same rows and properties as wangge's layers."""
+    grids, incidents = LAYERS["grids"], LAYERS["incidents"]
+
+    def cols(spec) -> str:
+        return ", ".join(f'{expr} AS "{name}"' for name, expr in spec.properties.items())
+
+    gen = "(SELECT max(id) FROM public.generation WHERE active)"
+    return f"""
+        DROP SCHEMA IF EXISTS {SCHEMA} CASCADE;
+        CREATE SCHEMA {SCHEMA};
+        SET LOCAL search_path = public;
+        CREATE VIEW {SCHEMA}.grids AS
+            SELECT {cols(grids)}, t.geom FROM {grids.source}
+            WHERE t.level = '{grids.level}' AND t.generation_low <= {gen}
+              AND t.generation_high >= {gen};
+        CREATE VIEW {SCHEMA}.incidents AS
+            SELECT t.id, {cols(incidents)}, t.geom FROM {incidents.source};
+    """
+
+
+def make_views(url: str) -> None:
+    with psycopg.connect(_pg(url)) as conn:
+        conn.execute(view_sql())
+
+
+def drop_views(url: str) -> None:
+    with psycopg.connect(_pg(url)) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+
+
+def _tile_xy(lon: float, lat: float, z: int) -> tuple[int, int]:
+    n = 2**z
+    x = int((lon + 180) / 360 * n)
+    r = math.radians(lat)
+    y = int((1 - math.log(math.tan(r) + 1 / math.cos(r)) / math.pi) / 2 * n)
+    return x, y
+
+
+def core_tiles() -> list[tuple[int, int, int]]:
+    """Return every tile at zooms 8–14 covering the urban core."""
+    out = []
+    for z in ZOOMS:
+        x0, y0 = _tile_xy(CORE[0], CORE[3], z)
+        x1, y1 = _tile_xy(CORE[2], CORE[1], z)
+        out += [(z, x, y) for x in range(x0, x1 + 1) for y in range(y0, y1 + 1)]
+    return out
+
+
+def tile_lists(url: str, seed: int = 11) -> tuple[dict[str, list], dict[str, int]]:
+    """Return the shuffled tiles of each layer that hold data, and how many were empty.
+
+    Empty tiles are left out: wangge's cache keeps a zero-byte tile even when its size is 0,
+    so they would be cache hits in the uncached run.
+    """
+    tiles = core_tiles()
+    random.Random(seed).shuffle(tiles)
+    out, empty = {}, {}
+    with psycopg.connect(_pg(url)) as conn:
+        for name in LAYER_NAMES:
+            mine = [t for t in tiles if t[0] >= LAYERS[name].min_zoom]
+            counts = conn.execute(
+                f"SELECT (SELECT count(*) FROM {SCHEMA}.{name} v WHERE v.geom && "
+                "ST_Transform(ST_TileEnvelope(z, x, y), 4326)) FROM unnest("
+                "%s::int[], %s::int[], %s::int[]) WITH ORDINALITY AS u(z, x, y, n) ORDER BY n",
+                [[t[0] for t in mine], [t[1] for t in mine], [t[2] for t in mine]],
+            ).fetchall()
+            out[name] = [t for t, (n,) in zip(mine, counts, strict=True) if n]
+            empty[name] = len(mine) - len(out[name])
+    return out, empty
+
+
+def bboxes(url: str, n: int = N_BBOXES, seed: int = 5) -> list[tuple[tuple, int]]:
+    """Return n (bbox, screen zoom) pairs of dispatch-screen size over the gridded city."""
+    with psycopg.connect(_pg(url)) as conn:
+        x0, y0, x1, y1 = conn.execute(
+            f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+            f"(SELECT ST_Extent(geom) e FROM {SCHEMA}.grids) s"
+        ).fetchone()
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        w = math.exp(rng.uniform(math.log(0.05), math.log(0.5)))
+        h = w * 0.6
+        cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
+        box = tuple(round(v, 5) for v in (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+        # The zoom at which the box fills a SCREEN_PX-wide screen.
+        zoom = int(math.log2(SCREEN_PX * 360 / (256 * w)))
+        out.append((box, zoom))
+    return out
+
+
+# --- URLs -----------------------------------------------------------------------------------
+
+
+def wangge_tile(layer: str, t: tuple[int, int, int]) -> str:
+    return f"/tiles/{layer}/{t[0]}/{t[1]}/{t[2]}.mvt"
+
+
+def tipg_tile(layer: str, t: tuple[int, int, int]) -> str:
+    return f"/collections/{SCHEMA}.{layer}/tiles/WebMercatorQuad/{t[0]}/{t[1]}/{t[2]}"
+
+
+def _bbox(box: tuple) -> str:
+    return ",".join(f"{v:.5f}" for v in box)
+
+
+def wangge_items(box: tuple, zoom: int | None) -> str:
+    z = f"&zoom={zoom}" if zoom is not None else ""
+    return f"/ogc/collections/grids/items?bbox={_bbox(box)}&limit={ITEMS_LIMIT}{z}"
+
+
+def tipg_items(box: tuple) -> str:
+    return f"/collections/{SCHEMA}.grids/items?bbox={_bbox(box)}&limit={ITEMS_LIMIT}"
+
+
+# --- MVT ------------------------------------------------------------------------------------
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(buf: bytes):
+    """Yield (field number, value) of a protobuf message (bytes for length-delimited)."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 1:
+            value, i = buf[i : i + 8], i + 8
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            value, i = buf[i : i + n], i + n
+        elif wire == 5:
+            value, i = buf[i : i + 4], i + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield field, value
+
+
+def mvt_features(data: bytes) -> int:
+    """Return the number of features in a Mapbox vector tile (all layers)."""
+    count = 0
+    for field, layer in _fields(data):
+        if field == 3:  # Tile.layers
+            count += sum(1 for f, _ in _fields(layer) if f == 2)  # Layer.features
+    return count
+
+
+# --- servers --------------------------------------------------------------------------------
+
+
+def ensure_tipg() -> str:
+    """Return tipg's version, installing it into its own virtualenv on first use."""
+    python = TIPG_VENV / "bin" / "python"
+    probe = [str(python), "-c", "import tipg, uvicorn; print(tipg.__version__)"]
+    if python.exists():
+        done = subprocess.run(probe, capture_output=True, text=True)
+        if done.returncode == 0:
+            return done.stdout.strip()
+    print(f"installing {TIPG_REQUIREMENT} into {TIPG_VENV.relative_to(ROOT)}", flush=True)
+    TIPG_VENV.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(TIPG_VENV)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", TIPG_REQUIREMENT, "uvicorn"], check=True
+    )
+    return subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def tipg_env(url: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": _pg(url),
+        "TIPG_DB_SCHEMAS": json.dumps([SCHEMA]),
+        "TIPG_DB_TABLES": json.dumps([f"{SCHEMA}.grids", f"{SCHEMA}.incidents"]),
+        "TIPG_DB_FUNCTIONS": "[]",  # no function collections
+        f"TIPG_TABLE_CONFIG__{SCHEMA}_grids__PK": "code",
+        "TIPG_TILE_BUFFER": "64",  # wangge's: the same clipped geometry in both tiles
+        "TIPG_DB_MAX_CONN_SIZE": str(POOL),
+        "TIPG_CATALOG_TTL": "0",  # no catalogue refresh in the middle of a measurement
+        "TIPG_DB_SPATIAL_EXTENT": "false",
+        "TIPG_DB_DATETIME_EXTENT": "false",
+    }
+
+
+def _start(cmd: list[str], env: dict, health: str, cwd: str | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=cwd)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}")
+        try:
+            if httpx.get(health, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{' '.join(cmd)} did not start")
+
+
+def start_tipg(url: str) -> subprocess.Popen:
+    cmd = [
+        str(TIPG_VENV / "bin" / "python"),
+        "-m",
+        "uvicorn",
+        "tipg.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(TIPG_PORT),
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    # Its own cwd: tipg's settings also read a .env file from the working directory.
+    return _start(cmd, tipg_env(url), f"http://127.0.0.1:{TIPG_PORT}/healthz", str(TIPG_VENV))
+
+
+def start_wangge(url: str, cache: bool, port: int) -> subprocess.Popen:
+    env = {"DATABASE_URL": url, "WANGGE_DB_POOL_SIZE": str(POOL)}
+    if not cache:
+        env["WANGGE_API_TILE_CACHE_BYTES"] = "0"
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.lookup_app:create_bench_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    return _start(cmd, env, f"http://127.0.0.1:{port}/health", str(ROOT))
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+# --- load -----------------------------------------------------------------------------------
+
+WRK_LUA = """
+local paths = {%s}
+local headers = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i %% #paths) + 1], headers)
+end
+"""
+
+
+def run_wrk(port: int, paths: list[str], headers: dict, seconds: float, connections: int):
+    lua = WRK_LUA % (
+        ", ".join(json.dumps(p) for p in paths),
+        ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()),
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(lua)
+    try:
+        duration = f"{max(1, round(seconds))}s"  # wrk takes whole seconds
+        args = ["wrk", "-t", "1", "-c", str(connections), "-d", duration, "--latency"]
+        args += ["--timeout", "30s", "-s", fh.name, f"http://127.0.0.1:{port}/"]
+        out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    finally:
+        Path(fh.name).unlink()
+    result = _parse_wrk(out)
+    result["socket_errors"] = "Socket errors" in out
+    return result
+
+
+def fetch_all(port: int, paths: list[str], headers: dict) -> list[httpx.Response]:
+    """GET every path once, in order (counts, payloads; also warms PostgreSQL's cache)."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as c:
+        out = []
+        for p in paths:
+            r = c.get(p)
+            if r.status_code != 200:
+                raise RuntimeError(f"GET {p} -> {r.status_code}: {r.text[:300]}")
+            out.append(r)
+        return out
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+SERVERS = {  # name -> (port, needs the token)
+    "tipg": (TIPG_PORT, False),
+    "wangge uncached": (WANGGE_PORT, True),
+    "wangge cached": (WANGGE_CACHED_PORT, True),
+}
+WORKLOADS = {  # workload -> servers measured on it
+    "tiles grids": ("tipg", "wangge uncached", "wangge cached"),
+    "tiles incidents": ("tipg", "wangge uncached", "wangge cached"),
+    "items": ("tipg", "wangge uncached"),
+    "items full": ("wangge uncached",),
+    "bare": ("wangge cached",),  # GET /bench/bare: no auth, no database: the app's ceiling
+}
+
+
+def _combine(runs: list[dict]) -> dict:
+    """Return the median of rounds (req/s, p50, p99), with the spread of req/s."""
+    rps = sorted(r["rps"] for r in runs)
+    return {
+        "rps": statistics.median(rps),
+        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "spread": (rps[-1] - rps[0]) / statistics.median(rps),
+        "non_2xx": sum(r["non_2xx"] for r in runs),
+        "socket_errors": any(r["socket_errors"] for r in runs),
+        "rounds": runs,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=9, help="per measurement, all rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the servers")
+    parser.add_argument("--quick", action="store_true", help="64 connections, 1 round of 3 s")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    rounds = 1 if args.quick else max(1, args.rounds)
+    seconds = 3 if args.quick else max(1, round(args.seconds / rounds))
+    conns = (64,) if args.quick else (8, 64)
+    if not shutil.which("wrk"):
+        print("wrk is missing: `make bench` installs it (apt-get install wrk)", file=sys.stderr)
+        return 2
+
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    tipg_version = ensure_tipg()
+    url, token = prepare_database()
+    ensure_entities(url)
+    make_views(url)
+    auth = {"Authorization": f"Bearer {token}"}
+    tiles, empty_tiles = tile_lists(url)
+    boxes = bboxes(url)
+    wangge_paths = {
+        **{f"tiles {n}": [wangge_tile(n, t) for t in tiles[n]] for n in LAYER_NAMES},
+        "items": [wangge_items(b, z) for b, z in boxes],
+        "items full": [wangge_items(b, None) for b, _ in boxes],
+        "bare": ["/bench/bare"],
+    }
+    paths = {
+        "tipg": {
+            **{f"tiles {n}": [tipg_tile(n, t) for t in tiles[n]] for n in LAYER_NAMES},
+            "items": [tipg_items(b) for b, _ in boxes],
+        },
+        "wangge uncached": wangge_paths,
+        "wangge cached": wangge_paths,
+    }
+    results: dict[str, dict] = {}  # "server|workload|connections" -> figures
+    fetched: dict[str, dict[str, list]] = {}
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(start_tipg(url))
+        procs.append(start_wangge(url, cache=False, port=WANGGE_PORT))
+        procs.append(start_wangge(url, cache=True, port=WANGGE_CACHED_PORT))
+        # Every URL once from each server (counts, payloads, PostgreSQL's cache), and the
+        # cached server's cache warmed and checked.
+        fetched["tipg"] = {k: fetch_all(TIPG_PORT, v, {}) for k, v in paths["tipg"].items()}
+        fetched["wangge"] = {
+            k: fetch_all(WANGGE_PORT, v, auth) for k, v in wangge_paths.items() if k != "bare"
+        }
+        for layer in LAYER_NAMES:
+            v = wangge_paths[f"tiles {layer}"]
+            fetch_all(WANGGE_CACHED_PORT, v, auth)
+            states = {r.headers.get("x-tile-cache") for r in fetch_all(WANGGE_CACHED_PORT, v, auth)}
+            if states != {"hit"}:
+                raise RuntimeError(f"the warm cache still missed: {states}")
+        # The servers take turns: one loaded at a time, alternating round by round, so that
+        # whatever else the machine does falls on all of them alike.
+        for workload, servers in WORKLOADS.items():
+            for server in servers:
+                port, needs_token = SERVERS[server]
+                run_wrk(port, paths[server][workload], auth if needs_token else {}, 1, 8)
+            for c in conns:
+                runs: dict[str, list] = {s: [] for s in servers}
+                for _ in range(rounds):
+                    for server in servers:
+                        port, needs_token = SERVERS[server]
+                        headers = auth if needs_token else {}
+                        urls = paths[server][workload]
+                        runs[server].append(run_wrk(port, urls, headers, seconds, c))
+                for server in servers:
+                    results[f"{server}|{workload}|{c}"] = _combine(runs[server])
+    finally:
+        for proc in procs:
+            stop(proc)
+        drop_views(url)
+
+    report = summarise(results, fetched, tiles, empty_tiles, boxes, conns)
+    print(
+        f"\ntiles & items benchmark: tipg {tipg_version} vs wangge, 1 uvicorn worker each, "
+        f"pool {POOL}, wrk {rounds} x {seconds:g}s per row (servers alternating, median), "
+        f"{os.cpu_count()} cores, load average {load_before:.1f} before / "
+        f"{os.getloadavg()[0]:.1f} after, {time.monotonic() - started:.0f}s in all\n"
+    )
+    print(report["text"])
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, **report["figures"]}, indent=1))
+    return 0
+
+
+def _kib(n: float) -> str:
+    return f"{n / 1024:,.0f} KiB"
+
+
+def summarise(results, fetched, tiles, empty_tiles, boxes, conns) -> dict:
+    lines = ["same tiles, same bboxes: what each server returned (every URL fetched once)"]
+    figures: dict = {}
+    for layer in LAYER_NAMES:
+        key = f"tiles {layer}"
+        a = [mvt_features(r.content) for r in fetched["wangge"][key]]
+        b = [mvt_features(r.content) for r in fetched["tipg"][key]]
+        diff = [x - y for x, y in zip(a, b, strict=True) if x != y]
+        sample = next(i for i, t in enumerate(tiles[layer]) if t[0] == 12)
+        lines.append(
+            f"  {layer:<10}{len(tiles[layer])} tiles z{LAYERS[layer].min_zoom}-14 "
+            f"({empty_tiles[layer]} empty left out): features wangge {sum(a):,}, tipg "
+            f"{sum(b):,}; sample tile {'/'.join(map(str, tiles[layer][sample]))}: "
+            f"{a[sample]} vs {b[sample]}; tiles differing {len(diff)} "
+            f"(by {min(diff, default=0):+d}..{max(diff, default=0):+d})"
+        )
+        if 0 in a:  # a zero-byte tile stays in wangge's cache even at size 0: a hit
+            lines.append(f"    {a.count(0)} of them empty in wangge (cached even when uncached)")
+        figures[f"tile_features_{layer}"] = {"wangge": sum(a), "tipg": sum(b), "differ": len(diff)}
+    lines.append(
+        "    why: wangge takes what overlaps the tile's envelope (&&, float4 index boxes) and "
+        "keeps what\n    ST_AsMVTGeom leaves in the 64-px buffer; tipg takes ST_Intersects "
+        "with the tile itself. wangge's\n    extra features lie in the buffer: points a hair "
+        "outside the edge, grids that only reach into it."
+    )
+    n_w = [len(r.json()["features"]) for r in fetched["wangge"]["items"]]
+    n_t = [len(r.json()["features"]) for r in fetched["tipg"]["items"]]
+    differ = sum(1 for x, y in zip(n_w, n_t, strict=True) if x != y)
+    lines.append(
+        f"  items     {len(boxes)} bboxes of grids: features wangge {sum(n_w):,}, tipg "
+        f"{sum(n_t):,}; bboxes differing {differ}: wangge's bbox filter is && (bounding "
+        "boxes),\n    tipg's ST_Intersects: wangge's extras are grids whose box, not "
+        "shape, reaches into the bbox."
+    )
+
+    def sizes(server: str, key: str) -> tuple[int, int, int]:
+        """Return (body bytes, bytes sent to a client accepting gzip, body gzipped at -6)."""
+        rs = fetched[server][key]
+        return (
+            sum(len(r.content) for r in rs),
+            sum(r.num_bytes_downloaded for r in rs),
+            sum(len(gzip.compress(r.content, 6)) for r in rs),
+        )
+
+    lines.append("")
+    lines.append(
+        f"{'payload of the ' + str(len(boxes)) + ' items responses':<42}"
+        f"{'body':>11}{'sent, gzip accepted':>21}{'body gzip -6':>14}"
+    )
+    pay = {}
+    rows = [
+        ("tipg, full geometry", "tipg", "items"),
+        ("wangge zoom= (simplified, fewer digits)", "wangge", "items"),
+        ("wangge, full geometry", "wangge", "items full"),
+    ]
+    rows += [(f"tiles {n}: {s}", s, f"tiles {n}") for n in LAYER_NAMES for s in ("tipg", "wangge")]
+    for label, server, key in rows:
+        body, wire, packed = sizes(server, key)
+        pay[label] = (body, wire, packed)
+        lines.append(f"  {label:<40}{_kib(body):>11}{_kib(wire):>21}{_kib(packed):>14}")
+    payload_ratio = (
+        pay["wangge zoom= (simplified, fewer digits)"][0] / pay["tipg, full geometry"][0]
+    )
+    wire_ratio = pay["wangge zoom= (simplified, fewer digits)"][1] / pay["tipg, full geometry"][1]
+    packed_ratio = pay["wangge zoom= (simplified, fewer digits)"][2] / pay["tipg, full geometry"][2]
+    figures["payload"] = pay
+
+    lines.append("")
+    lines.append(
+        "throughput (wrk, URLs rotating) and latency; items = grids, limit=1000; no Accept-Encoding"
+    )
+    header = f"{'workload':<24}{'server':<17}"
+    for c in conns:
+        header += f"{'req/s c' + str(c):>13}{'±':>5}{'p50 ms':>8}{'p99 ms':>8}"
+    lines.append(header)
+    rows = [
+        ("tiles grids", "tiles grids", ["tipg", "wangge uncached", "wangge cached"]),
+        ("tiles incidents", "tiles incidents", ["tipg", "wangge uncached", "wangge cached"]),
+        ("items, full geometry", "items", ["tipg"]),
+        ("items, zoom=", "items", ["wangge uncached"]),
+        ("items, full geometry", "items full", ["wangge uncached"]),
+        ("bare route (ceiling)", "bare", ["wangge cached"]),
+    ]
+    bad = []
+    for label, workload, servers in rows:
+        for server in servers:
+            line = f"{label:<24}{server:<17}"
+            for c in conns:
+                r = results[f"{server}|{workload}|{c}"]
+                spread = f"{r['spread'] * 50:.0f}%"  # half the range of the rounds
+                line += f"{r['rps']:>13,.0f}{spread:>5}{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}"
+                if r["non_2xx"] or r["socket_errors"]:
+                    bad.append(f"{server} {workload} c{c}: {r['non_2xx']} non-2xx or socket errors")
+            lines.append(line)
+
+    def ratio(a: str, workload: str, c: int) -> float:
+        return results[f"{a}|{workload}|{c}"]["rps"] / results[f"tipg|{workload}|{c}"]["rps"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    lines.append("")
+    lines.append("ratios wangge / tipg")
+    ratios: dict = {}
+    for c in conns:
+        for layer in LAYER_NAMES:
+            w = f"tiles {layer}"
+            ratios[f"uncached_{layer}_c{c}"] = ratio("wangge uncached", w, c)
+            ratios[f"cached_{layer}_c{c}"] = ratio("wangge cached", w, c)
+        ratios[f"items_c{c}"] = ratio("wangge uncached", "items", c)
+    for what, goal, ok in [("uncached", "2x", 2.0), ("cached", "20x", 20.0)]:
+        for c in conns:
+            g, i = ratios[f"{what}_grids_c{c}"], ratios[f"{what}_incidents_c{c}"]
+            lines.append(
+                f"  {what + ' tiles, c' + str(c):<22} grids {g:6.2f}x  incidents {i:6.2f}x   "
+                f"goal >= {goal}: {verdict(min(g, i) >= ok)}"
+            )
+    for c in conns:
+        bare = results[f"wangge cached|bare|{c}"]["rps"]
+        tipg = min(results[f"tipg|tiles {n}|{c}"]["rps"] for n in LAYER_NAMES)
+        ratios[f"bare_c{c}"] = bare / tipg
+        lines.append(
+            f"  {'bare route, c' + str(c):<22} {bare / tipg:6.2f}x of tipg's slower tiles: the "
+            "most any route of this app can serve"
+        )
+    for c in conns:
+        r = ratios[f"items_c{c}"]
+        lines.append(f"  {'items, c' + str(c):<22} {r:6.2f}x{'':20}goal >= 1x: {verdict(r >= 1)}")
+    lines.append(
+        f"  {'items payload (body)':<22} {payload_ratio:6.2f}{'':21}goal <= 0.5: "
+        f"{verdict(payload_ratio <= 0.5)}"
+    )
+    lines.append(
+        f"  {'':<22} sent to a client accepting gzip: {wire_ratio:.2f} (wangge does not "
+        f"compress); both bodies gzipped: {packed_ratio:.2f}"
+    )
+
+    top = max(conns)
+    p99 = {
+        k.replace(f"|{top}", ""): v["p99_ms"] for k, v in results.items() if k.endswith(f"|{top}")
+    }
+    lines.append(f"p99 at {top} connections, ms:")
+    for k, v in p99.items():
+        lines.append(f"  {k.replace('|', ' '):<40}{v:8.1f}")
+    for b in bad:
+        lines.append(f"WARNING: {b}")
+    figures.update(
+        ratios=ratios,
+        payload_ratio=payload_ratio,
+        wire_ratio=wire_ratio,
+        packed_ratio=packed_ratio,
+        p99=p99,
+    )
+    return {"text": "\n".join(lines), "figures": figures}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Answer vector tile cache hits before the web framework does.
+
+A cached tile is bytes in memory; what costs is the framework around it (routing,
+dependencies, middleware). This ASGI middleware answers a ``GET /tiles/…/{z}/{x}/{y}.mvt``
+straight from the cache when everything it needs is already in memory: a verified token
+(the token cache), the current generation (the tile cache's), the layers' access rules and
+the tile. Anything else — a miss, an unknown token, query parameters — goes to the route,
+which applies every check in full and fills the caches.
+"""
+
+from __future__ import annotations
+
+from service.layers import LAYERS
+from service.tilecache import TileKey
+
+__all__ = ["CachedTileShortcut"]
+
+MVT = b"application/vnd.mapbox-vector-tile"
+
+
+def _header(scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+class CachedTileShortcut:
+    """ASGI middleware serving tile cache hits."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
+            path = scope["path"]
+            if path.startswith("/tiles/") and path.endswith(".mvt"):
+                response = self._hit(scope)
+                if response is not None:
+                    status, headers, body = response
+                    await send(
+                        {"type": "http.response.start", "status": status, "headers": headers}
+                    )
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
+
+    def _hit(self, scope):
+        parts = scope["path"][7:-4].split("/")
+        if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
+            return None
+        state = scope["app"].state
+        cache = getattr(state, "tile_cache", None)
+        if cache is None or cache.current_generation is None:
+            return None
+        auth = _header(scope, b"authorization")
+        token = None
+        if auth and auth[:7].lower() == b"bearer ":
+            token = auth[7:].strip().decode("latin-1")
+        else:
+            key = _header(scope, b"x-api-key")
+            token = key.strip().decode("latin-1") if key else None
+        principal = state.token_cache.get(token) if token else None
+        if principal is None:
+            return None
+        names = tuple(parts[0].split(","))
+        for name in names:
+            spec = LAYERS.get(name)
+            if spec is None or (
+                spec.detail_roles is not None and principal.role not in spec.detail_roles
+            ):
+                return None
+        z, x, y = (int(p) for p in parts[1:])
+        entry = cache.get(
+            TileKey(names, z, x, y, principal.scope_path, cache.current_generation, ())
+        )
+        if entry is None:
+            return None
+        headers = [
+            (b"etag", entry.etag.encode()),
+            (b"cache-control", b"private, max-age=60"),
+            (b"vary", b"Authorization, X-API-Key"),
+            (b"x-tile-cache", b"hit"),
+            (b"x-tile-shortcut", b"1"),
+        ]
+        if _header(scope, b"if-none-match") == entry.etag.encode():
+            return 304, headers, b""
+        body = entry.data
+        accept = _header(scope, b"accept-encoding") or b""
+        if entry.gzipped is not None and b"gzip" in accept:
+            body = entry.gzipped
+            headers.append((b"content-encoding", b"gzip"))
+        headers += [(b"content-type", MVT), (b"content-length", str(len(body)).encode())]
+        return 200, headers, body
