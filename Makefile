@@ -41,6 +41,7 @@ bench: db
 	$(BIN)/python -m bench.bulk_assign
 	$(BIN)/python -m bench.bulk_import
 	$(BIN)/python -m bench.tiles
+	$(BIN)/python -m bench.coverage
 
 lint: venv
 	$(BIN)/ruff check geo service maps fixtures tests bench

@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 import pandas as pd
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from service.analysis import (
     ANALYSES,
@@ -73,8 +74,8 @@ __all__ = [
 ProgressFn = Callable[[str, int, int, float | None], None]
 
 #: The steps of a report, in the order they are reported ("tables": the report's own
-#: per-area counts). Reach and siting may run beside the others (see :func:`run_report`).
-REPORT_STEPS = (*ANALYSES, "tables", "reach", "siting")
+#: per-area counts). Reach and tables may run beside the others (see :func:`run_report`).
+REPORT_STEPS = (*ANALYSES, "reach", "tables", "siting")
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
 
 
@@ -94,6 +95,16 @@ def _exported_snapshot(conn: Connection) -> str | None:
         return None
     snapshot = conn.execute(text("SELECT pg_export_snapshot()")).scalar()
     return snapshot if _SNAPSHOT_ID.match(snapshot or "") else None
+
+
+def _spare_connection(engine: Engine) -> bool:
+    """Return whether ``engine``'s pool can lend one more connection without waiting."""
+    pool = engine.pool
+    try:
+        limit = pool.size() + pool._max_overflow  # QueuePool
+        return pool._max_overflow < 0 or pool.checkedout() < limit
+    except AttributeError:  # pools without a limit (NullPool, StaticPool, …)
+        return True
 
 
 def _in_snapshot(engine: Engine, snapshot: str, work: Callable[[Connection], Any]) -> Any:
@@ -314,12 +325,12 @@ def run_report(
     Notes
     -----
     When ``conn`` is in a REPEATABLE READ transaction that has written nothing (as the API
-    and the CLI open it), reach and siting, which are mostly numpy and shapely work in this
-    process, run on a second connection of ``conn.engine`` importing the same snapshot
-    (``pg_export_snapshot``), beside the SQL analyses on ``conn``: the figures are those of
-    one snapshot, and the two lanes use two cores. Their progress is reported after the
-    SQL steps; each step's time is its own, ``total`` the wall time (less than the sum).
-    Otherwise every step runs on ``conn``, one after the other.
+    and the CLI open it), reach (mostly numpy and shapely work in this process) and the
+    tables run on a second connection of ``conn.engine`` that imports the same snapshot
+    (``pg_export_snapshot``), beside the SQL analyses on ``conn`` (care, which logs, stays
+    there): the figures are those of one snapshot, and the two lanes use two cores. Their
+    progress is reported after the SQL analyses; each step's time is its own, ``total``
+    the wall time (less than the sum). Otherwise every step runs on ``conn`` in turn.
     """
     siting_k = _check_siting_k(siting_k)
     say = progress or (lambda _step, _done, _total, _seconds: None)
@@ -335,21 +346,23 @@ def run_report(
         except WanggeError as exc:  # e.g. nothing left to cover: the rest still stands
             return {"error": {"status": exc.status, "detail": exc.detail, "field": exc.field}}
 
-    # Two lanes: the SQL analyses on ``conn``, and reach (and siting), mostly numpy and
-    # shapely work in this process, beside them on a second connection in the same snapshot.
+    # Two lanes: the SQL analyses on ``conn``; reach (numpy and shapely work in this
+    # process, mostly) and the report's tables beside them on a second connection that
+    # sees the same snapshot. Siting comes last, on ``conn``.
     sql_lane: list[tuple[str, Callable[[Connection], Any]]] = [
         (name, lambda c, fn=fn: fn(c, **common, geometry=geometry)) for name, fn in ANALYSES.items()
     ]
-    sql_lane.append(("tables", lambda c: _tables(c, scope)))
-    python_lane: list[tuple[str, Callable[[Connection], Any]]] = [
-        ("reach", lambda c: run_reach(c, **common, geometry=geometry))
+    beside_lane: list[tuple[str, Callable[[Connection], Any]]] = [
+        ("reach", lambda c: run_reach(c, **common, geometry=geometry)),
+        ("tables", lambda c: _tables(c, scope)),
     ]
+    tail: list[tuple[str, Callable[[Connection], Any]]] = []
     if siting_k is not None:
-        python_lane.append(("siting", siting))
+        tail.append(("siting", siting))
 
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
-    total = len(sql_lane) + len(python_lane)
+    total = len(sql_lane) + len(beside_lane) + len(tail)
     done = 0
 
     def run(name: str, step: Callable[[Connection], Any], c: Connection) -> None:
@@ -357,31 +370,38 @@ def run_report(
         results[name] = step(c)
         timings[name] = round(time.perf_counter() - t0, 4)
 
-    snapshot = _exported_snapshot(conn)
-    beside = None
-    if snapshot is not None:
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wangge-report")
-        beside = pool.submit(
-            _in_snapshot, conn.engine, snapshot, lambda c: [run(n, f, c) for n, f in python_lane]
-        )
-        pool.shutdown(wait=False)
-    try:
-        for name, step in sql_lane + ([] if beside else python_lane):
+    def on_conn(steps: list) -> None:
+        nonlocal done
+        for name, step in steps:
             say(name, done, total, None)
             run(name, step, conn)
             done += 1
             say(name, done, total, timings[name])
-    finally:
-        if beside is not None:
+
+    snapshot = _exported_snapshot(conn) if _spare_connection(conn.engine) else None
+    if snapshot is None:
+        on_conn(sql_lane + beside_lane + tail)
+    else:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wangge-report")
+        beside = pool.submit(
+            _in_snapshot, conn.engine, snapshot, lambda c: [run(n, f, c) for n, f in beside_lane]
+        )
+        pool.shutdown(wait=False)
+        try:
+            on_conn(sql_lane)
+        finally:
             # Wait even when a step above failed: the lane holds a connection.
             error = beside.exception()
-    if beside is not None:
-        for name, _step in python_lane:
-            say(name, done, total, None)
-            if error is not None:
-                raise error
-            done += 1
-            say(name, done, total, timings[name])
+        if isinstance(error, PoolTimeoutError) and not any(n in results for n, _ in beside_lane):
+            on_conn(beside_lane)  # no second connection to be had: in turn after all
+        else:
+            for name, _step in beside_lane:  # reported once done, in order
+                say(name, done, total, None)
+                if error is not None:
+                    raise error
+                done += 1
+                say(name, done, total, timings[name])
+        on_conn(tail)
     timings["total"] = round(time.perf_counter() - started, 4)
     results = {name: results[name] for name in REPORT_STEPS if name in results}
     timings = {name: timings[name] for name in (*results, "total")}
