@@ -16,6 +16,7 @@ from service.responses import JSON
 from service.routers import (
     analysis,
     analysis_reach,
+    analysis_report,
     areas,
     entities,
     generations,
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pages,
             analysis,
             analysis_reach,
+            analysis_report,
         )
     ]
     for router in [*routers, *entities.routers]:

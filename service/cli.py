@@ -24,12 +24,13 @@ app.add_typer(gen_app, name="generation")
 def _mount_analysis() -> None:
     """Mount the coverage analyses (``wangge analysis …``) and the road network
     (``wangge network …``) from their own modules."""
-    from service import cli_reach
+    from service import cli_reach, cli_report
     from service.cli_analysis import app as analysis_app
 
     # reach and siting join the other analyses in one group
     for command in cli_reach.analysis_app.registered_commands:
         analysis_app.registered_commands.append(command)
+    analysis_app.command("report")(cli_report.report)
     app.add_typer(analysis_app, name="analysis", help="coverage gap analyses")
     app.add_typer(cli_reach.network_app, name="network")
 

@@ -20,8 +20,9 @@ Scope and sensitive data follow the analyses: each checks the caller's scope its
 household details appear (in ``analyses.care.items``) only for the roles that may read
 them, and are logged there; the exports hold care *counts* only, for every role.
 
-Run it in one transaction (care writes to ``access_log``); a ``REPEATABLE READ``
-transaction (as the API and the CLI use) gives all the analyses the same snapshot.
+Run it in one transaction (care writes to ``access_log``). In a ``REPEATABLE READ``
+transaction (as the API and the CLI open it) every figure comes from one snapshot, and reach
+and the tables run on a second connection in that snapshot, beside the SQL analyses.
 """
 
 from __future__ import annotations
