@@ -323,3 +323,26 @@ def test_cache_hits_take_the_shortcut_without_crossing_scopes(caching_client, h,
     assert _wait_for(
         lambda: caching_client.get(url, headers=h["city"]).headers["x-tile-cache"] == "miss"
     )
+
+
+def test_a_bulk_write_flushes_its_layers_not_the_others(tiny_client, h, tiny_db_url):
+    z, x, y = _tile_of(106.035, 26.005, 14)
+    incidents = f"/tiles/incidents/{z}/{x}/{y}.mvt"
+    units = f"/tiles/units/{z}/{x}/{y}.mvt"
+    for url in (incidents, units, incidents, units):
+        tiny_client.get(url, headers=h["city"])
+    assert tiny_client.get(units, headers=h["city"]).headers["x-tile-cache"] == "hit"
+    engine = make_engine(tiny_db_url)
+    with engine.begin() as conn:  # 6,000 rows in one statement, far from that tile
+        conn.execute(
+            text(
+                "INSERT INTO incident (category, source, geom) SELECT 'road', 'patrol', "
+                "ST_SetSRID(ST_MakePoint(106.001 + i * 1e-7, 26.019), 4326) "
+                "FROM generate_series(1, 6000) i"
+            )
+        )
+    engine.dispose()
+    assert _wait_for(
+        lambda: tiny_client.get(incidents, headers=h["city"]).headers["x-tile-cache"] == "miss"
+    )
+    assert tiny_client.get(units, headers=h["city"]).headers["x-tile-cache"] == "hit"
