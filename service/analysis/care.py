@@ -194,10 +194,13 @@ def run_care(
     min_contacts: int = DEFAULT_MIN_CONTACTS,
     max_contacts: int = DEFAULT_MAX_CONTACTS,
     geometry: bool = True,
+    details: bool = True,
 ) -> dict[str, Any]:
     """Return care coverage: counts for everyone, details (logged) for the detail roles.
 
     Writes to ``access_log`` when details are returned: run it in a transaction.
+    ``details=False`` asks for counts only, whatever the role (nothing is then logged):
+    for callers that would not show the details anyway, such as file exports.
     """
     if not isinstance(min_contacts, int) or min_contacts < 0:
         raise UnprocessableError("min_contacts must be a whole number ≥ 0", field="min_contacts")
@@ -207,7 +210,7 @@ def run_care(
             field="max_contacts",
         )
     scope = resolve_scope(conn, principal=principal, area_code=area_code, generation=generation)
-    details = principal.role in CARE.detail_roles
+    details = details and principal.role in CARE.detail_roles
     households = located("care_household", _COLUMNS, scope=scope)
     params = {**scope.params(), "min_contacts": min_contacts, "max_contacts": max_contacts}
     fmt = {"households": households, "in_scope": area_in_scope("t", "area_path")}

@@ -294,8 +294,12 @@ def run_report(
     siting_k: int | None = None,
     progress: ProgressFn | None = None,
     geometry: bool = True,
+    care_details: bool = True,
 ) -> dict[str, Any]:
     """Return every analysis of the area, with per-step timings and the report's tables.
+
+    ``care_details=False`` keeps care household details out (and out of the access log)
+    even for roles that may read them: the file exports hold counts only.
 
     Parameters
     ----------
@@ -351,7 +355,16 @@ def run_report(
     # process, mostly) and the report's tables beside them on a second connection that
     # sees the same snapshot. Siting comes last, on ``conn``.
     sql_lane: list[tuple[str, Callable[[Connection], Any]]] = [
-        (name, lambda c, fn=fn: fn(c, **common, geometry=geometry)) for name, fn in ANALYSES.items()
+        (
+            name,
+            lambda c, fn=fn, name=name: fn(
+                c,
+                **common,
+                geometry=geometry,
+                **({"details": care_details} if name == "care" else {}),
+            ),
+        )
+        for name, fn in ANALYSES.items()
     ]
     beside_lane: list[tuple[str, Callable[[Connection], Any]]] = [
         ("reach", lambda c: run_reach(c, **common, geometry=geometry)),

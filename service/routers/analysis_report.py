@@ -109,7 +109,8 @@ async def report(request: Request) -> JSON:
     responses={200: {"content": {"application/geopackage+sqlite3": {}}}},
 )
 async def report_gpkg(request: Request) -> Response:
-    report, data = await _report(request, ReportQuery, report_geopackage)
+    # The files hold care counts only: no detail is read, so none is logged.
+    report, data = await _report(request, ReportQuery, report_geopackage, care_details=False)
     return Response(
         data,
         media_type="application/geopackage+sqlite3",
@@ -129,7 +130,9 @@ async def report_gpkg(request: Request) -> Response:
 )
 async def report_zip(request: Request) -> Response:
     # The tables need no geometry: the analyses skip making it.
-    report, data = await _report(request, ReportQuery, report_csv_zip, geometry=False)
+    report, data = await _report(
+        request, ReportQuery, report_csv_zip, geometry=False, care_details=False
+    )
     return Response(
         data,
         media_type="application/zip",

@@ -62,11 +62,8 @@ def community(demo_db_url) -> str:
 
 @pytest.fixture(scope="module")
 def api(demo_db_url, demo_client, community):
-    from service.routers import analysis_report
-
     paths = {getattr(r, "path", None) for r in demo_client.app.router.routes}
-    if "/analysis/report" not in paths:  # until app.py registers the router itself
-        demo_client.app.router.routes.extend(analysis_report.router.routes)
+    assert "/analysis/report" in paths  # the app serves the report itself
     tokens = make_tokens(
         demo_db_url,
         {
@@ -208,6 +205,19 @@ def test_a_community_dispatcher_report_covers_only_their_community(api, communit
     for area in (KAIYANG, "520100"):
         outside = client.get("/analysis/report", params={"area": area}, headers=h["community"])
         assert outside.status_code == 404 and outside.json()["field"] == "area"
+
+
+def test_file_exports_read_no_household_details_so_log_none(api, demo_db_url):
+    client, h = api
+    logged = "SELECT count(*) FROM access_log WHERE role = 'community_dispatcher'"
+    before = _scalar(demo_db_url, logged)
+    for path in ("/analysis/report.gpkg", "/analysis/report.zip"):
+        assert client.get(path, headers=h["community"]).status_code == 200
+    assert _scalar(demo_db_url, logged) == before
+    # The JSON report does show the details to a community dispatcher, and logs them.
+    body = client.get("/analysis/report", headers=h["community"]).json()
+    shown = [i for i in body["analyses"]["care"]["items"] if i.get("kind") != "grid_care_gaps"]
+    assert shown and _scalar(demo_db_url, logged) > before
 
 
 # -- files -----------------------------------------------------------------------------------
