@@ -173,7 +173,9 @@ def _bounds(info, extra: list) -> dict[str, Any]:
 
 
 def _strings(series: pd.Series) -> pd.Series:
-    return series.astype(object).where(series.notna(), "").astype(str).str.strip()
+    text_values = series.astype(object).where(series.notna(), "").astype(str).str.strip()
+    # Exports defuse spreadsheet formulas with a leading apostrophe ('=…): undo it.
+    return text_values.str.replace(r"^'(?=[=+\-@])", "", regex=True)
 
 
 def validate_frame(

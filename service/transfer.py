@@ -232,6 +232,8 @@ def export_rows(conn: Connection, spec: EntitySpec, *, principal: Principal, for
             frame[column] = frame[column].map(
                 lambda v: v.isoformat() if v is not None and not pd.isna(v) else None
             )
+    if format == "csv":
+        frame = _defuse_formulas(frame)
     if not spec.point:
         if format != "csv":
             raise UnprocessableError("members have no location: export them as csv", field="format")
@@ -239,6 +241,28 @@ def export_rows(conn: Connection, spec: EntitySpec, *, principal: Principal, for
     lon = frame.pop("lon").to_numpy(float)
     lat = frame.pop("lat").to_numpy(float)
     return write_point_table(lon, lat, frame, format=format, layer=spec.table)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defuse_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return ``frame`` with text that a spreadsheet would run as a formula made inert.
+
+    A cell such as ``=HYPERLINK(…)`` in an exported CSV would be executed by Excel when a
+    dispatcher opens it; a leading apostrophe makes it plain text (OWASP's advice). The
+    importer removes that apostrophe again, so an export re-imports unchanged.
+    """
+    out = frame.copy()
+    for column in out.columns:
+        dtype = out[column].dtype
+        if not (pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)):
+            continue
+        values = out[column]
+        risky = values.map(lambda v: isinstance(v, str) and v.startswith(_FORMULA_START))
+        if risky.any():
+            out.loc[risky, column] = "'" + values[risky]
+    return out
 
 
 def report_status(report: ImportReport) -> int:

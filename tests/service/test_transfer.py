@@ -307,3 +307,20 @@ def test_cli_import_with_progress_and_report(tiny_db_url, tmp_path, monkeypatch)
     assert ok.exit_code == 0, ok.output
     assert "5 rows, 3 accepted, 2 rejected" in ok.output
     assert json.loads(report.read_text())["accepted"] == 3
+
+
+def test_csv_export_defuses_spreadsheet_formulas_and_reimports_them_unchanged(
+    tiny_client, h, tiny_db_url
+):
+    tiny_client.post(
+        "/units",
+        json={"name": '=HYPERLINK("http://evil")', "kind": "shop", "lon": 106.005, "lat": 26.015},
+        headers=h["admin"],
+    )
+    out = tiny_client.get("/units/export", params={"format": "csv"}, headers=h["admin"])
+    frame = pd.read_csv(io.BytesIO(out.content), encoding="utf-8-sig")
+    assert frame["name"].tolist() == ['\'=HYPERLINK("http://evil")']
+    r = _import(tiny_client, h["admin"], out.content, "units.csv")
+    assert r.status_code == 200, r.text
+    names = {u["name"] for u in tiny_client.get("/units", headers=h["admin"]).json()["items"]}
+    assert names == {'=HYPERLINK("http://evil")'}
