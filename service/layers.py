@@ -72,8 +72,9 @@ def _area_layer(name: str, level: str, title: str, counts: str | None, min_zoom:
         level=level,
         min_zoom=min_zoom,
         order_sql="t.code",
-        # A layer holds one level: saying it on every feature is payload for nothing.
-        default_properties=tuple(p for p in props if p != "level"),
+        # A layer holds one level, and the feature's id is its code: repeating either on
+        # every feature is payload for nothing (both stay selectable with ?properties=).
+        default_properties=tuple(p for p in props if p not in ("level", "code")),
     )
 
 

@@ -38,8 +38,12 @@ def check_readable(spec: LayerSpec, principal: Principal) -> None:
 
 
 def tolerance_for_zoom(z: float) -> float:
-    """Return half a screen pixel at zoom ``z``, in degrees (a 256-pixel tile grid)."""
-    return 360.0 / (256 * 2**z) / 2
+    """Return one screen pixel at zoom ``z``, in degrees (a 256-pixel tile grid).
+
+    Detail finer than a pixel cannot be seen, only downloaded (tippecanoe simplifies to a
+    pixel too).
+    """
+    return 360.0 / (256 * 2**z)
 
 
 def digits_for_tolerance(tolerance_deg: float) -> int:

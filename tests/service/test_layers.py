@@ -93,7 +93,7 @@ def test_gdal_oapif_reads_every_layer_with_the_right_counts(tiny_server, h, inci
     assert counts == {"districts": 2, "communities": 4, "grids": 8, "incidents": 4}
     # Attributes come through: GDAL reads the grids' properties.
     full = _ogrinfo(["-al", "-q", url, "grids"], h["raw"]["city"])
-    assert f"code (String) = {NW_GRID}" in full and "open_incidents (Integer) = 2" in full
+    assert f"id (String) = {NW_GRID}" in full and "open_incidents (Integer) = 2" in full
 
 
 def test_gdal_oapif_for_a_grid_officer_sees_only_their_grid(tiny_server, h, incidents):
@@ -123,7 +123,20 @@ def test_items_paging_filters_bbox_properties_and_simplification(tiny_client, h,
     slim = tiny_client.get(
         "/ogc/collections/grids/items", params={"properties": "code", "zoom": 8}, headers=h["city"]
     )
-    full = tiny_client.get("/ogc/collections/grids/items", headers=h["city"])
+    full = tiny_client.get(
+        "/ogc/collections/grids/items",
+        params={"properties": "code,name,level,parent_code,area_km2,open_incidents"},
+        headers=h["city"],
+    )
+    # By default a feature does not repeat its id (the code) nor its layer's level.
+    default = tiny_client.get("/ogc/collections/grids/items", headers=h["city"]).json()
+    assert set(default["features"][0]["properties"]) == {
+        "name",
+        "parent_code",
+        "area_km2",
+        "open_incidents",
+    }
+    assert default["features"][0]["id"] == "990101001001001"
     assert set(slim.json()["features"][0]["properties"]) == {"code"}
     assert len(slim.content) < len(full.content) * 0.75
     one = tiny_client.get(f"/ogc/collections/grids/items/{NW_GRID}", headers=h["city"]).json()
