@@ -31,7 +31,7 @@ all, the median of the rounds reported with ± half their range: the machine may
 
 Before the load, every tile and bbox is fetched once from each server: the feature counts are
 compared (MVT decoded here) and the payloads summed (body, and as sent to a client accepting
-gzip: tipg compresses, wangge does not).
+gzip: both servers compress).
 Goals: uncached tiles >= 2x tipg's throughput, cached tiles >= 20x, items >= 1x with a
 payload <= 0.5x tipg's; p99 at 64 connections is printed for every row.
 
@@ -665,8 +665,8 @@ def summarise(results, fetched, tiles, empty_tiles, boxes, conns) -> dict:
         f"{verdict(payload_ratio <= 0.5)}"
     )
     lines.append(
-        f"  {'':<22} sent to a client accepting gzip: {wire_ratio:.2f} (wangge does not "
-        f"compress); both bodies gzipped: {packed_ratio:.2f}"
+        f"  {'':<22} sent to a client accepting gzip: {wire_ratio:.2f} (both compress); "
+        f"both bodies gzipped at -6: {packed_ratio:.2f}"
     )
 
     top = max(conns)
