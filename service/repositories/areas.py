@@ -13,6 +13,7 @@ from service.auth import Principal
 from service.errors import ForbiddenError, NotFoundError, UnprocessableError
 
 __all__ = [
+    "area_visible_sql",
     "GeometryOptions",
     "resolve_generation",
     "list_areas",
@@ -23,12 +24,19 @@ __all__ = [
     "list_generations",
 ]
 
+
 # An area is visible when it lies in the caller's scope or is one of the scope's ancestors
 # (a grid officer sees their community's outline, not its other grids).
-_VISIBLE = (
-    "(CAST(:scope AS text) IS NULL OR a.path = :scope OR a.path LIKE :scope || '/%' "
-    "OR :scope LIKE a.path || '/%')"
-)
+def area_visible_sql(alias: str = "a") -> str:
+    """Return the SQL condition "the caller may see this area" (parameter :scope)."""
+    path = f"{alias}.path"
+    return (
+        f"(CAST(:scope AS text) IS NULL OR {path} = :scope OR {path} LIKE :scope || '/%' "
+        f"OR :scope LIKE {path} || '/%')"
+    )
+
+
+_VISIBLE = area_visible_sql("a")
 _IN_GENERATION = "a.generation_low <= :g AND a.generation_high >= :g"
 _COLUMNS = (
     "a.code, a.name, a.level, a.parent_code, a.path, a.generation_low, a.generation_high, "

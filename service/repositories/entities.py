@@ -20,6 +20,7 @@ from service.entities import DISPATCHERS, EntitySpec
 from service.errors import ForbiddenError, NotFoundError, UnprocessableError
 
 __all__ = [
+    "point_visible_sql",
     "visible_sql",
     "list_entities",
     "get_entity",
@@ -44,14 +45,21 @@ COUNT_GROUPS = {
 }
 
 
+def point_visible_sql(alias: str = "t") -> str:
+    """Return the SQL condition "the caller may see this point entity" (params
+    :scope, :scope_city): its chain passes through the scope, or it lies outside every area
+    and the caller works at city level."""
+    path = f"{alias}.area_path"
+    return (
+        f"(CAST(:scope AS text) IS NULL OR {path} = :scope OR {path} LIKE :scope || '/%' "
+        f"OR ({path} IS NULL AND :scope_city))"
+    )
+
+
 def visible_sql(spec: EntitySpec, alias: str = "t") -> str:
     """Return the SQL condition "the caller may see this row" (params :scope, :scope_city)."""
     if spec.point:
-        path = f"{alias}.area_path"
-        return (
-            f"(CAST(:scope AS text) IS NULL OR {path} = :scope OR {path} LIKE :scope || '/%' "
-            f"OR ({path} IS NULL AND :scope_city))"
-        )
+        return point_visible_sql(alias)
     return (
         f"(CAST(:scope AS text) IS NULL "
         f"OR {alias}.home_path = :scope OR {alias}.home_path LIKE :scope || '/%' "

@@ -15,6 +15,8 @@ from service.auth import Principal
 from service.db import positional
 from service.errors import ForbiddenError, NotFoundError, UnprocessableError
 from service.layers import LayerSpec
+from service.repositories.areas import area_visible_sql
+from service.repositories.entities import point_visible_sql, scope_params
 
 __all__ = [
     "check_readable",
@@ -55,25 +57,18 @@ def digits_for_tolerance(tolerance_deg: float) -> int:
 
 
 def _where(spec: LayerSpec, principal: Principal, generation: int | None) -> tuple[list, dict]:
-    where: list[str] = []
-    params: dict[str, Any] = {"scope": principal.scope_path}
+    # The same scope rules as the areas and entities APIs, from the same definitions.
+    params: dict[str, Any] = scope_params(principal)
     if spec.kind == "area":
-        where += [
+        where = [
             "t.level = :level",
             "t.generation_low <= :g",
             "t.generation_high >= :g",
-            # Their own area, what lies below it, and the outlines of its ancestors.
-            "(CAST(:scope AS text) IS NULL OR t.path = :scope OR t.path LIKE :scope || '/%' "
-            "OR :scope LIKE t.path || '/%')",
+            area_visible_sql("t"),
         ]
         params.update(level=spec.level, g=generation)
     else:
-        city_level = principal.scope_path is not None and "/" not in principal.scope_path
-        where.append(
-            "(CAST(:scope AS text) IS NULL OR t.area_path = :scope "
-            "OR t.area_path LIKE :scope || '/%' OR (t.area_path IS NULL AND :scope_city))"
-        )
-        params["scope_city"] = city_level
+        where = [point_visible_sql("t")]
     return where, params
 
 
