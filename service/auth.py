@@ -21,6 +21,8 @@ __all__ = [
     "ROLES",
     "ROLE_LEVEL",
     "Principal",
+    "PENDING_ROLES",
+    "require_readable_generation",
     "split_token",
     "hash_secret",
     "create_token",
@@ -77,6 +79,21 @@ class Principal:
             "role": self.role,
             "area_code": self.area_code,
         }
+
+
+#: Roles that may read a pending (not yet activated) generation: they review plans.
+PENDING_ROLES = frozenset({"admin", "planner"})
+
+
+def require_readable_generation(principal: Principal, generation: int, active: bool) -> None:
+    """Refuse (403) a pending generation to roles that may only read current boundaries."""
+    from service.errors import ForbiddenError
+
+    if not active and principal.role not in PENDING_ROLES:
+        raise ForbiddenError(
+            f"generation {generation} is pending; only planners and admins may read it",
+            field="generation",
+        )
 
 
 def hash_secret(secret: str) -> bytes:

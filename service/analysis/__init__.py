@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, text
 
-from service.auth import Principal
+from service.auth import Principal, require_readable_generation
 from service.errors import ForbiddenError, NotFoundError
 
 __all__ = [
@@ -57,8 +57,6 @@ ANALYSIS_ROLES = frozenset(
         "grid_officer",
     }
 )
-#: Roles that may analyse a pending generation (as with GET /areas?generation=).
-PENDING_ROLES = frozenset({"admin", "planner"})
 #: Digits of GeoJSON coordinates: 1e-8 degrees is about a millimetre, so slivers keep shape.
 GEOJSON_DIGITS = 8
 
@@ -113,11 +111,7 @@ def resolve_scope(
         ).first()
         if row is None:
             raise NotFoundError(f"generation {generation} does not exist", field="generation")
-        if not row.active and principal.role not in PENDING_ROLES:
-            raise ForbiddenError(
-                f"generation {generation} is pending; only planners and admins may read it",
-                field="generation",
-            )
+        require_readable_generation(principal, generation, row.active)
     code = area_code or principal.area_code
     if code is None:  # an admin without an area: everything
         return Scope(generation, generation == current, None, None, None, None)

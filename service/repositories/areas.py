@@ -9,8 +9,8 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.auth import Principal
-from service.errors import ForbiddenError, NotFoundError, UnprocessableError
+from service.auth import Principal, require_readable_generation
+from service.errors import NotFoundError, UnprocessableError
 
 __all__ = [
     "area_visible_sql",
@@ -91,11 +91,7 @@ async def resolve_generation(
     ).first()
     if row is None:
         raise NotFoundError(f"generation {requested} does not exist", field="generation")
-    if not row.active and principal.role not in ("admin", "planner"):
-        raise ForbiddenError(
-            f"generation {requested} is pending; only planners and admins may read it",
-            field="generation",
-        )
+    require_readable_generation(principal, requested, row.active)
     return requested
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from service.auth import Principal
+from service.auth import Principal, require_readable_generation
 from service.db import load_sql, positional
 from service.errors import ForbiddenError, NotFoundError
 
@@ -115,11 +115,7 @@ async def find_chain_for_point(
         if generation is None:
             raise NotFoundError("no boundaries have been activated yet", field="generation")
         raise NotFoundError(f"generation {generation} does not exist", field="generation")
-    if not row["generation_active"] and principal.role not in ("admin", "planner"):
-        raise ForbiddenError(
-            f"generation {gen} is pending; only planners and admins may read it",
-            field="generation",
-        )
+    require_readable_generation(principal, gen, row["generation_active"])
     codes, names = row["codes"], row["names"]
     if codes and not _in_scope(principal, row["path"]):
         raise ForbiddenError(

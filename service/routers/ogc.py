@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from service.auth import require_readable_generation
 from service.deps import get_principal
 from service.errors import NotFoundError, UnprocessableError
 from service.layers import LAYERS, LayerSpec
@@ -68,8 +69,7 @@ async def resolve_generation(request: Request, principal, raw: str | None) -> in
     row = await pool.fetchrow("SELECT active FROM generation WHERE id = $1", int(raw))
     if row is None:
         raise NotFoundError(f"generation {raw} does not exist", field="generation")
-    if not row["active"] and principal.role not in ("admin", "planner"):
-        raise UnprocessableError(f"generation {raw} is pending", field="generation")
+    require_readable_generation(principal, int(raw), row["active"])
     return int(raw)
 
 

@@ -359,3 +359,15 @@ def test_a_bulk_write_flushes_its_layers_not_the_others(tiny_client, h, tiny_db_
         lambda: tiny_client.get(incidents, headers=h["city"]).headers["x-tile-cache"] == "miss"
     )
     assert tiny_client.get(units, headers=h["city"]).headers["x-tile-cache"] == "hit"
+
+
+def test_a_pending_generation_is_for_planners_like_everywhere_else(tiny_client, h):
+    pending = tiny_client.post(
+        "/generations", json={"description": "plan"}, headers=h["admin"]
+    ).json()["id"]
+    params = {"generation": pending}
+    r = tiny_client.get("/ogc/collections/grids/items", params=params, headers=h["city"])
+    assert r.status_code == 403 and r.json()["field"] == "generation"
+    assert tiny_client.get("/areas", params=params, headers=h["city"]).status_code == 403
+    ok = tiny_client.get("/ogc/collections/grids/items", params=params, headers=h["planner"])
+    assert ok.status_code == 200 and ok.json()["numberMatched"] == 8
