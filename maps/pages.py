@@ -25,6 +25,7 @@ from branca.element import Figure
 from folium.elements import JSCSSMixin
 from folium.plugins import MarkerCluster
 
+from geo.areas import LEVELS
 from maps.assets import STATIC_URL, UNUSED_FOLIUM_ASSETS, asset_tags
 from maps.elements import (
     AreaLayer,
@@ -73,7 +74,6 @@ __all__ = [
     "render_page",
 ]
 
-LEVELS = ("city", "district", "community", "grid")
 LEVEL_LABELS = {"city": "City", "district": "District", "community": "Community", "grid": "Grid"}
 LEVEL_TITLES = {
     "city": "City outline",

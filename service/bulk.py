@@ -25,6 +25,7 @@ import shapely
 from pydantic import AnyHttpUrl
 from sqlalchemy import Connection, text
 
+from geo.areas import LEVELS
 from geo.cellindex import CellIndex
 from geo.coords import check_points, parse_input_crs, to_wgs84
 from geo.tables import PointTable, RowProblem
@@ -41,7 +42,6 @@ __all__ = [
     "remap_table",
 ]
 
-LEVELS = ("city", "district", "community", "grid")
 LOCAL_TZ = "Asia/Shanghai"
 #: Columns an export writes that an import recomputes (ids and cells) rather than stores;
 #: the report lists them as ignored, so a re-imported export loses nothing silently.

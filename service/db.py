@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from importlib import resources
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 __all__ = [
     "sync_url",
@@ -18,7 +17,6 @@ __all__ = [
     "make_async_engine",
     "migrate",
     "load_sql",
-    "connection",
     "positional",
     "make_pg_pool",
     "ensure_database",
@@ -75,12 +73,6 @@ def migrate(url: str, revision: str = "head") -> None:
 def load_sql(name: str) -> str:
     """Return the text of ``service/sql/<name>.sql``."""
     return resources.files("service.sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
-
-
-async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """Yield one connection inside a transaction that ends with the request."""
-    async with engine.begin() as conn:
-        yield conn
 
 
 def ensure_database(url: str) -> bool:

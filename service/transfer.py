@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -263,12 +262,3 @@ def _defuse_formulas(frame: pd.DataFrame) -> pd.DataFrame:
         if risky.any():
             out.loc[risky, column] = "'" + values[risky]
     return out
-
-
-def report_status(report: ImportReport) -> int:
-    """Return the HTTP status for an import report: 200 written, 422 refused."""
-    return 200 if report.committed else 422
-
-
-def problems_detail(report: ImportReport) -> dict[str, Any]:
-    return report.as_dict()

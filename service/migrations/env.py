@@ -3,10 +3,10 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from service.tables import metadata
-
 config = context.config
-target_metadata = metadata
+# The schema is written by hand in the revisions (PostGIS functions, triggers, exclusion
+# constraints); there is no model to autogenerate from.
+target_metadata = None
 
 
 def run_migrations_online() -> None:

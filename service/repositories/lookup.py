@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from geo.areas import LEVELS
 from service.auth import Principal, require_readable_generation
 from service.db import load_sql, positional
 from service.errors import ForbiddenError, NotFoundError
 
 __all__ = ["PointLookupBatcher", "find_chain_for_point", "find_chains_for_points", "LEVELS"]
 
-LEVELS = ("city", "district", "community", "grid")
 _LOOKUP_BATCH, _LOOKUP_BATCH_ARGS = positional(load_sql("lookup_batch"))
 
 
