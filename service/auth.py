@@ -22,6 +22,7 @@ __all__ = [
     "ROLE_LEVEL",
     "Principal",
     "PENDING_ROLES",
+    "OPERATOR",
     "require_readable_generation",
     "split_token",
     "hash_secret",
@@ -80,6 +81,10 @@ class Principal:
             "area_code": self.area_code,
         }
 
+
+#: Who the command line acts as: an operator at the database already, with the admin role.
+#: Its reads of sensitive data are logged under the token id "cli".
+OPERATOR = Principal(token_id="cli", name="cli", role="admin", area_code=None, scope_path=None)
 
 #: Roles that may read a pending (not yet activated) generation: they review plans.
 PENDING_ROLES = frozenset({"admin", "planner"})

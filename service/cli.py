@@ -341,9 +341,9 @@ def main() -> None:  # pragma: no cover
 # -- entities: import and export -------------------------------------------------------------
 def _cli_principal(conn):
     """The CLI acts as an operator with the admin role (it has the database already)."""
-    from service.auth import Principal
+    from service.auth import OPERATOR
 
-    return Principal(token_id="cli", name="cli", role="admin", area_code=None, scope_path=None)
+    return OPERATOR
 
 
 @app.command("import")

@@ -34,9 +34,9 @@ Limit = Annotated[int, typer.Option(help="findings to print (without --json)", m
 
 
 def _principal():
-    from service.auth import Principal
+    from service.auth import OPERATOR
 
-    return Principal(token_id="cli", name="cli", role="admin", area_code=None, scope_path=None)
+    return OPERATOR
 
 
 def _fail(message: str) -> None:

@@ -38,9 +38,9 @@ app.add_typer(analysis_app, name="analysis")
 
 
 def _principal():
-    from service.auth import Principal
+    from service.auth import OPERATOR
 
-    return Principal(token_id="cli", name="cli", role="admin", area_code=None, scope_path=None)
+    return OPERATOR
 
 
 def _fail(message: str) -> None:
