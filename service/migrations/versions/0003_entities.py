@@ -1,17 +1,11 @@
 """Point entities mapped to cells: units, members, care households, facilities, incidents;
 access log, idempotency keys, intake sources on tokens.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-27
 """
 
 from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 # Every point entity carries the cell chain of the generation current when it was written
 # (or re-mapped): set in the database by a trigger, so no writer can forget or fake it.

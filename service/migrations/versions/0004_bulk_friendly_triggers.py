@@ -3,18 +3,12 @@
 A bulk import assigns cells itself (same rule, a rasterised index, identical results) and
 COPYs rows with their cells filled in; the ``WHEN`` conditions are evaluated by PostgreSQL
 without entering PL/pgSQL, so those rows cost nothing extra.
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-27
 """
 
 from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 TABLES = ("unit", "facility", "care_household", "incident")
 

@@ -2,18 +2,12 @@
 
 Generations are never deleted, so the keys guarded nothing, while their per-row checks were
 most of the cost of a bulk COPY (two RI queries per incident).
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-27
 """
 
 from alembic import op
 
 revision = "0005"
 down_revision = "0004"
-branch_labels = None
-depends_on = None
 
 TABLES = ("unit", "facility", "care_household", "incident")
 

@@ -4,18 +4,12 @@ Statement-level triggers (one notification per statement, however many rows, tha
 transition tables) send the extent of the changed points for their own layer and, for
 incidents, the extents of the grids, communities and districts whose open-incident counts
 moved. Each server process listens and evicts exactly the cached tiles those boxes touch.
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-11-27
 """
 
 from alembic import op
 
 revision = "0006"
 down_revision = "0005"
-branch_labels = None
-depends_on = None
 
 TABLES = {
     "unit": "units",

@@ -9,18 +9,12 @@ lines split at junctions, see ``geo.reach.build_topology``) rather than with
 pgRouting itself is created when the server has it (Debian: postgresql-NN-pgrouting, which
 ``make`` installs beside PostGIS); on a server without it the tables still exist and
 network analyses say that pgRouting is missing, while everything else works.
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-11-28
 """
 
 from alembic import op
 
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -4,18 +4,12 @@ The subdivided parts only find candidates through their index; covering is decid
 ST_Covers on the area's own geometry, so a point on an edge that a subdivision cut meets is
 judged like any other, and exactly as the bulk path's cell index judges it. Levels are
 searched from the grid up, and only while no deeper level covered the point.
-
-Revision ID: 0008
-Revises: 0007
-Create Date: 2026-11-27
 """
 
 from alembic import op
 
 revision = "0008"
 down_revision = "0007"
-branch_labels = None
-depends_on = None
 
 LEVEL = """
     SELECT a.path, a.depth FROM area_part p JOIN area a ON a.id = p.area_id

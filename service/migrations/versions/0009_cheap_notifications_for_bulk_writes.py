@@ -3,18 +3,12 @@
 Computing the extent and the distinct cells of a million-row COPY cost seconds; a write that
 large changes most tiles of its layers anyway. Up to 5,000 rows per statement the boxes stay
 exact (an edit to one grid never flushes the city).
-
-Revision ID: 0009
-Revises: 0008
-Create Date: 2026-11-27
 """
 
 from alembic import op
 
 revision = "0009"
 down_revision = "0008"
-branch_labels = None
-depends_on = None
 
 BULK_ROWS = 5000
 
