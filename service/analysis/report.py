@@ -28,7 +28,6 @@ and the tables run on a second connection in that snapshot, beside the SQL analy
 from __future__ import annotations
 
 import io
-import math
 import re
 import tempfile
 import time
@@ -44,6 +43,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from maps.gaps import GAP_LAYERS
 from service.analysis import (
     ANALYSES,
     area_in_scope,
@@ -611,168 +611,21 @@ def report_csv_zip(report: dict[str, Any]) -> bytes:
 
 
 # -- GeoPackage ------------------------------------------------------------------------------
-def _join(values: Any) -> str | None:
-    if values is None:
-        return None
-    if isinstance(values, list | tuple):
-        return ";".join(str(v) for v in values)
-    return str(values)
-
-
-#: Layers of :func:`report_geopackage`: name → (analysis, geometry type, item filter,
-#: columns as (name, dtype, item → value)).
-GAP_LAYERS: dict[str, tuple[str, str, Callable[[dict], bool], list[tuple[str, str, Callable]]]]
-GAP_LAYERS = {
-    "reach_uncovered": (
-        "reach",
-        "MultiPolygon",
-        lambda i: i["uncovered_area_m2"] > 0,
-        [
-            ("rank", "int64", lambda i: i["rank"]),
-            ("code", "object", lambda i: i["code"]),
-            ("name", "object", lambda i: i["name"]),
-            ("area_m2", "float64", lambda i: i["area_m2"]),
-            ("uncovered_area_m2", "float64", lambda i: i["uncovered_area_m2"]),
-            ("uncovered_share", "float64", lambda i: i["uncovered_share"]),
-            ("households_total", "int64", lambda i: i["households"]["total"]),
-            ("households_uncovered", "int64", lambda i: i["households"]["uncovered"]),
-            ("units_total", "int64", lambda i: i["units"]["total"]),
-            ("units_uncovered", "int64", lambda i: i["units"]["uncovered"]),
-        ],
-    ),
-    "topology_defects": (
-        "topology",
-        "MultiPolygon",
-        lambda i: True,
-        [
-            ("kind", "object", lambda i: i["kind"]),
-            ("of", "object", lambda i: i.get("of")),
-            ("parent_code", "object", lambda i: i["parent_code"]),
-            ("codes", "object", lambda i: _join(i["codes"])),
-            ("area_m2", "float64", lambda i: i["area_m2"]),
-            ("mean_width_m", "float64", lambda i: i.get("mean_width_m", math.nan)),
-            ("parts", "float64", lambda i: i.get("parts", math.nan)),
-        ],
-    ),
-    "staffing_missing_roles": (
-        "staffing",
-        "MultiPolygon",
-        lambda i: i["kind"] == "missing_role",
-        [
-            ("grid_code", "object", lambda i: i["grid_code"]),
-            ("grid_name", "object", lambda i: i["grid_name"]),
-            ("community_code", "object", lambda i: i["community_code"]),
-            ("missing_roles", "object", lambda i: _join(i["roles"])),
-            ("missing", "int64", lambda i: i["count"]),
-        ],
-    ),
-    "staffing_doubled_roles": (
-        "staffing",
-        "MultiPolygon",
-        lambda i: i["kind"] == "doubled_role",
-        [
-            ("grid_code", "object", lambda i: i["grid_code"]),
-            ("grid_name", "object", lambda i: i["grid_name"]),
-            ("community_code", "object", lambda i: i["community_code"]),
-            ("role", "object", lambda i: i["role"]),
-            ("count", "int64", lambda i: i["count"]),
-            ("member_ids", "object", lambda i: _join(i["member_ids"])),
-        ],
-    ),
-    "workload_outliers": (
-        "workload",
-        "MultiPolygon",
-        lambda i: i["outlier"] is not None,
-        [
-            ("grid_code", "object", lambda i: i["grid_code"]),
-            ("grid_name", "object", lambda i: i["grid_name"]),
-            ("community_code", "object", lambda i: i["community_code"]),
-            ("outlier", "object", lambda i: i["outlier"]),
-            ("incidents", "int64", lambda i: i["incidents"]),
-            ("closed", "int64", lambda i: i["closed"]),
-            ("open", "int64", lambda i: i["open"]),
-            ("overdue", "int64", lambda i: i["overdue"]),
-            ("team_size", "int64", lambda i: i["team_size"]),
-            ("z", "float64", lambda i: math.nan if i["z"] is None else i["z"]),
-            (
-                "median_ratio",
-                "float64",
-                lambda i: math.nan if i["median_ratio"] is None else i["median_ratio"],
-            ),
-        ],
-    ),
-    "organisation_grids_without_branch": (
-        "organisation",
-        "MultiPolygon",
-        lambda i: i["kind"] == "grid_without_party_branch",
-        [
-            ("code", "object", lambda i: i["code"]),
-            ("name", "object", lambda i: i["name"]),
-            ("parent_code", "object", lambda i: i["parent_code"]),
-            ("units", "int64", lambda i: i["units"]),
-            ("without_org", "int64", lambda i: i["without_org"]),
-        ],
-    ),
-    "organisation_large_units_without_co_building": (
-        "organisation",
-        "Point",
-        lambda i: i["kind"] == "large_unit_without_co_building",
-        [
-            ("unit_id", "int64", lambda i: i["unit_id"]),
-            ("name", "object", lambda i: i["name"]),
-            ("unit_kind", "object", lambda i: i["unit_kind"]),
-            ("staff", "int64", lambda i: i["staff"]),
-            ("party_org", "object", lambda i: i["party_org"]),
-            ("grid_code", "object", lambda i: i["grid_code"]),
-        ],
-    ),
-    # Counts per grid only: never a household's position or identity.
-    "care_grid_gaps": (
-        "care",
-        "MultiPolygon",
-        lambda i: i["kind"] == "grid_care_gaps",
-        [
-            ("grid_code", "object", lambda i: i["grid_code"]),
-            ("grid_name", "object", lambda i: i["grid_name"]),
-            ("community_code", "object", lambda i: i["community_code"]),
-            ("households", "int64", lambda i: i["households"]),
-            ("without_cadre", "int64", lambda i: i["without_cadre"]),
-            ("cadre_outside_community", "int64", lambda i: i["cadre_outside_community"]),
-        ],
-    ),
-    "siting_sites": (
-        "siting",
-        "Point",
-        lambda i: True,
-        [
-            ("rank", "int64", lambda i: i["rank"]),
-            ("community_code", "object", lambda i: i["community_code"]),
-            ("adds", "float64", lambda i: i["adds"]),
-            (
-                "adds_share",
-                "float64",
-                lambda i: math.nan if i["adds_share"] is None else i["adds_share"],
-            ),
-        ],
-    ),
-}
-
-
 def gap_layer(report: dict[str, Any], name: str):
     """Return the GeoDataFrame of gap layer ``name`` (EPSG:4326; empty when nothing found)."""
     import geopandas
     import shapely
 
-    analysis, geometry_type, keep, columns = GAP_LAYERS[name]
-    result = report["analyses"].get(analysis) or {}
-    items = [i for i in result.get("items", ()) if i.get("geometry") is not None and keep(i)]
-    data = {col: pd.Series([get(i) for i in items], dtype=dtype) for col, dtype, get in columns}
+    layer = GAP_LAYERS[name]
+    result = report["analyses"].get(layer.analysis) or {}
+    items = [i for i in result.get("items", ()) if i.get("geometry") is not None and layer.keep(i)]
+    data = {c.name: pd.Series([c.get(i) for i in items], dtype=c.dtype) for c in layer.columns}
     geoms = shapely.from_geojson([orjson.dumps(i["geometry"]).decode() for i in items])
     return geopandas.GeoDataFrame(data, geometry=geopandas.GeoSeries(geoms, crs="EPSG:4326"))
 
 
 def report_geopackage(report: dict[str, Any]) -> bytes:
-    """Return a GeoPackage with one layer per kind of gap (:data:`GAP_LAYERS`).
+    """Return a GeoPackage with one layer per kind of gap (:data:`maps.gaps.GAP_LAYERS`).
 
     Every layer is written, empty when nothing was found (so a GIS project keeps its
     links); ``siting_sites`` only when siting ran. Needs the report's geometry.
@@ -785,18 +638,18 @@ def report_geopackage(report: dict[str, Any]) -> bytes:
         )
     with tempfile.TemporaryDirectory(prefix="wangge-report-") as tmp:
         path = Path(tmp) / "gaps.gpkg"
-        for name, (analysis, geometry_type, _keep, _columns) in GAP_LAYERS.items():
-            if analysis not in report["analyses"] or "items" not in report["analyses"][analysis]:
+        for name, layer in GAP_LAYERS.items():
+            result = report["analyses"].get(layer.analysis)
+            if result is None or "items" not in result:
                 continue
-            frame = gap_layer(report, name)
             pyogrio.write_dataframe(
-                frame,
+                gap_layer(report, name),
                 path,
                 layer=name,
                 driver="GPKG",
-                geometry_type=geometry_type,
+                geometry_type=layer.geometry_type,
                 append=path.exists(),
-                promote_to_multi=geometry_type == "MultiPolygon",
+                promote_to_multi=layer.geometry_type == "MultiPolygon",
                 layer_options={"GEOMETRY_NAME": "geom", "FID": "fid"},
             )
         return path.read_bytes()
