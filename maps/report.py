@@ -6,9 +6,8 @@
 * the key figures as cards;
 * bar charts and a histogram as inline SVG (:func:`bar_chart`, :func:`histogram`);
 * a map of the grids (:func:`maps.pages.planning_page`, Leaflet inlined from ``maps/static``
-  by :func:`maps.pages.render_page`, no basemap, no CDN) with the gap layers of
-  :data:`REPORT_MAP_LAYERS`: uncovered reach, topology defects, grids missing team roles,
-  workload outliers;
+  by :func:`maps.pages.render_page`, no basemap, no CDN) with the gap layers the maps draw
+  (:data:`maps.gaps.MAP_GAP_LAYERS`);
 * the communities farthest from a service facility, as a table.
 """
 
@@ -16,11 +15,12 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
-__all__ = ["REPORT_MAP_LAYERS", "bar_chart", "histogram", "report_html"]
+from maps.gaps import GAP_LAYERS, MAP_GAP_LAYERS, add_gap_layers
+
+__all__ = ["bar_chart", "histogram", "report_html"]
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","Microsoft YaHei",
@@ -133,75 +133,6 @@ def histogram(
 
 
 # -- the map -----------------------------------------------------------------------------------
-class MapGapLayer(NamedTuple):
-    """One gap layer of the report's map: which items of which analysis, and how drawn."""
-
-    title: str
-    color: str
-    analysis: str
-    keep: Callable[[dict], bool]
-    properties: Callable[[dict], dict]
-    popup_fields: list[tuple[str, str]]
-
-
-#: The gap layers of the report's map, drawn in this order (items without geometry are left
-#: out). Titles and colours: the gap layers' names as the report shows them.
-REPORT_MAP_LAYERS = [
-    MapGapLayer(
-        "Beyond a 15-minute walk",
-        "#6a3d9a",
-        "reach",
-        lambda i: True,
-        lambda i: {
-            "code": i["code"],
-            "name": i["name"],
-            "uncovered": _pct(i["uncovered_share"]),
-            "households": i["households"]["uncovered"],
-            "units": i["units"]["uncovered"],
-        },
-        [
-            ("name", "Community"),
-            ("uncovered", "Area uncovered"),
-            ("households", "Households beyond"),
-            ("units", "Units beyond"),
-        ],
-    ),
-    MapGapLayer(
-        "Topology defects",
-        "#e31a1c",
-        "topology",
-        lambda i: True,
-        lambda i: {
-            "kind": i["kind"],
-            "parent_code": i["parent_code"],
-            "codes": ", ".join(i["codes"]),
-            "area_m2": i["area_m2"],
-        },
-        [("kind", "Defect"), ("parent_code", "Parent"), ("codes", "Areas"), ("area_m2", "Area m²")],
-    ),
-    MapGapLayer(
-        "Grids missing a team role",
-        "#d95f02",
-        "staffing",
-        lambda i: i["kind"] == "missing_role",
-        lambda i: {"kind": i["kind"], "grid_code": i["grid_code"], "roles": ", ".join(i["roles"])},
-        [("grid_code", "Grid"), ("roles", "Missing")],
-    ),
-    MapGapLayer(
-        "Workload outliers",
-        "#1b9e77",
-        "workload",
-        lambda i: i["outlier"] is not None,
-        lambda i: {
-            "kind": i["outlier"],
-            "grid_code": i["grid_code"],
-            "incidents": i["incidents"],
-            "z": i["z"],
-        },
-        [("grid_code", "Grid"), ("kind", "Outlier"), ("incidents", "Incidents"), ("z", "z")],
-    ),
-]
-
 _TEAM_ROLES = ("party_building_instructor", "grid_manager", "grid_police")
 
 
@@ -276,7 +207,7 @@ def _period_days(parameters: dict) -> float | None:
 
 def _map_html(report: dict) -> str | None:
     """Return the map page (self-contained HTML) of the report, or None without geometry."""
-    from maps.pages import add_coverage_gap_layer, planning_page, render_page
+    from maps.pages import planning_page, render_page
 
     analyses = report["analyses"]
     work = analyses["workload"]["items"]
@@ -289,21 +220,12 @@ def _map_html(report: dict) -> str | None:
         metric="incidents_90d" if period_days == 90 else "open_incidents",
         title=f"Coverage gaps: {report['area']['name'] or 'all areas'}",
     )
-    for layer in REPORT_MAP_LAYERS:
-        features = [
-            _feature(i, layer.properties(i))
-            for i in analyses[layer.analysis]["items"]
-            if i.get("geometry") is not None and layer.keep(i)
-        ]
-        if features:
-            add_coverage_gap_layer(
-                page,
-                _collection(features),
-                name=layer.title,
-                color=layer.color,
-                popup_fields=layer.popup_fields,
-            )
+    add_gap_layers(page, analyses)
     return render_page(page, assets="inline")
+
+
+def _map_layer_titles() -> str:
+    return ", ".join(GAP_LAYERS[name].title.lower() for name in MAP_GAP_LAYERS)
 
 
 # -- the page ----------------------------------------------------------------------------------
@@ -509,9 +431,8 @@ def report_html(report: dict) -> str:
         f"{report['timings']['total']:.2f} s</p></header><main>"
         f"<h2>Key figures</h2>{_cards(report)}{siting_note}"
         f"<h2>Map of the gaps</h2>{map_part}"
-        '<p class="note">Grids coloured by workload; layers: beyond a 15-minute walk, topology '
-        "defects, grids missing a team role, workload outliers (switch them in the map's "
-        "layer control).</p>"
+        f'<p class="note">Grids coloured by workload; layers: {_e(_map_layer_titles())} '
+        "(switch them in the map's layer control).</p>"
         f"<h2>Charts</h2>{_charts(report)}"
         f"<h2>Communities farthest from a service facility</h2>{_worst_table(report)}"
         "</main></body></html>"
