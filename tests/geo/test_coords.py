@@ -256,8 +256,17 @@ def test_outside_china_unchanged_and_nan_passes_through_silently():
         warnings.simplefilter("error")
         for func in (wgs84_to_gcj02, gcj02_to_wgs84, bd09_to_wgs84, wgs84_to_bd09):
             lon, lat = func([np.nan, np.inf, 106.7, 1e300], [26.6, 26.6, np.nan, 1e300])
-            assert np.isnan(lon[0]) and np.isnan(lat[2])
-            assert np.isfinite(lon[3]) or func in (bd09_to_wgs84, wgs84_to_bd09)
+            assert np.isnan(lon[0]) and np.isnan(lat[2]), func.__name__
+            if func in (wgs84_to_gcj02, gcj02_to_wgs84):
+                # Outside GCJ-02's box: returned as given, infinity and huge values too.
+                assert lon[1] == np.inf and (lon[3], lat[3]) == (1e300, 1e300), func.__name__
+            else:
+                # Baidu's shift applies everywhere: a huge point stays finite, shifted by a
+                # relative hair; infinity minus infinity comes back as NaN, silently.
+                assert np.isnan(lon[1]), func.__name__
+                assert np.isfinite(lon[3]) and np.isfinite(lat[3]), func.__name__
+                assert lon[3] == pytest.approx(1e300, rel=1e-5), func.__name__
+                assert lat[3] == pytest.approx(1e300, rel=1e-5), func.__name__
 
 
 def test_large_input_chunked_on_threads_matches_small_calls():

@@ -10,6 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import shapely
+from pyproj import Geod
 from shapely.geometry import MultiPolygon, Point, Polygon, box, shape
 
 import geo.partition as partition_module
@@ -433,12 +434,32 @@ def test_order_tolerates_ragged_rows():
     assert [(5, 0, 3, 1, 4, 2)[i] for i in order] == [0, 1, 2, 3, 4, 5]
 
 
-def test_order_of_nothing_and_partition_output_order(kaiyang_cut):
+def test_order_of_nothing():
     assert order_west_east_north_south([]) == []
-    _, pieces, _ = kaiyang_cut
-    assert order_west_east_north_south(pieces) == list(range(len(pieces)))
-    ys = [p.point_on_surface().y for p in pieces]
-    assert ys[0] > ys[-1]
+
+
+def test_partition_output_runs_in_rows_north_to_south_each_west_to_east(kaiyang_cut):
+    # Checked on the pieces' own positions, not with the ordering function: rows are bands
+    # one mean piece tall (here from geodesic areas), so a piece's band index differs from
+    # the rounded depth below the northernmost point by at most half a band either way.
+    n, pieces, _ = kaiyang_cut
+    reps = shapely.point_on_surface(np.asarray(pieces, dtype=object))
+    lon, lat = shapely.get_x(reps), shapely.get_y(reps)
+    geod = Geod(ellps="WGS84")
+    mean_m2 = np.mean([abs(geod.geometry_area_perimeter(p)[0]) for p in pieces])
+    band = math.sqrt(mean_m2) / 111_195.0 * 1.01  # degrees of latitude, 1 % slack
+    # The first piece lies in the northern band, the last in the southern one.
+    assert lat.max() - lat[0] < band / 2
+    assert lat[-1] - lat.min() < band
+    # A later piece is never a whole band north of an earlier one ...
+    later_north = max(lat[j] - lat[i] for i in range(n) for j in range(i + 1, n))
+    assert later_north < band
+    # ... and every step west starts a new row, further south.
+    steps_west = [i for i in range(n - 1) if lon[i + 1] < lon[i]]
+    assert steps_west and all(lat[i + 1] < lat[i] for i in steps_west)
+    # Rows of several pieces each: about as many rows as bands fit in the county's height.
+    rows = len(steps_west) + 1
+    assert (lat.max() - lat.min()) / band - 1 <= rows <= (lat.max() - lat.min()) / band + 2
 
 
 # ------------------------------------------------------------------ polsby_popper
