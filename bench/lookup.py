@@ -5,13 +5,22 @@ demo) and one server process (uvicorn, 1 worker):
 
 - ``bare``: ``GET /bench/bare`` on the same app (no auth, no database) — the ceiling.
 - ``lookup``: ``GET /lookup`` with a token, a different point per request.
-- ``raw``: the same SQL from Python with psycopg (no HTTP), one connection.
-- ``batch``: ``POST /lookup/batch`` with 1,000 points per request, and the raw batch SQL.
+- ``raw``: the service's lookup SQL for one point, straight from PostgreSQL's own load
+  generator ``pgbench`` (C, like wrk; prepared statements, generic plans) with as many
+  concurrent connections as wrk has HTTP connections: the lookup / raw ratio is at equal
+  concurrency. Also from psycopg on one connection, for the latency of one query alone.
+- ``batch``: ``POST /lookup/batch`` with 1,000 points per request, and the raw batch SQL, both
+  one request at a time.
+
+Before the load, the answers are checked: 200 single lookups and one batch against a plain
+``ST_Covers`` query on the grids (smallest code on shared edges), independent of the service's
+SQL. Any answer that is not 2xx or not the expected grid fails the run.
 
 HTTP load comes from ``wrk`` (Debian package; installed by ``make bench``) with a Lua script
 rotating the points; ``--connections`` concurrent connections. Run: ``make bench`` or
-``.venv/bin/python -m bench.lookup [--seconds 10] [--connections 32]``.
-Goal: single lookups at >= 0.5x the bare route's throughput.
+``.venv/bin/python -m bench.lookup [--seconds 10] [--connections 32] [--quick]``.
+Goal: single lookups at >= 0.5x the bare route's throughput. Exit status 1 when a goal is
+missed or a check fails (:mod:`bench.goals`).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import numpy as np
 import psycopg
 from sqlalchemy import text
 
+from bench.goals import Goals
 from service.db import ensure_database, load_sql, make_engine, migrate, sync_url
 
 PORT = 8765
@@ -121,6 +131,8 @@ def start_server(url: str) -> subprocess.Popen:
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"benchmark server exited with {proc.returncode}")
         try:
             if httpx.get(f"http://127.0.0.1:{PORT}/health", timeout=1).status_code == 200:
                 return proc
@@ -154,7 +166,20 @@ def _parse_wrk(out: str) -> dict:
     p99 = ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = int(non2xx.group(1)) if non2xx else 0
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": errors}
+    # "Socket errors: connect 0, read 0, write 0, timeout 0" (only printed when any).
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    socket_errors = sum(int(v) for v in sockets.groups()) if sockets else 0
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "non_2xx": errors,
+        "socket_errors": socket_errors,
+        "requests": requests,
+    }
 
 
 def run_wrk(path: str, seconds: int, connections: int, lua: str | None = None) -> dict:
@@ -235,6 +260,112 @@ def run_http_batch(token: str, pts: np.ndarray, rounds: int) -> dict:
     return _summary(lat_ms, BATCH * len(lat_ms) / (sum(lat_ms) / 1e3))
 
 
+PGBENCH_POINTS = 200
+
+
+def _pgbench_sql() -> str:
+    """The service's lookup SQL for one point, with pgbench's variables ``:lon``, ``:lat``."""
+    sql = "\n".join(
+        line for line in load_sql("lookup_batch").splitlines() if not line.lstrip().startswith("--")
+    )
+    sql = sql.replace("CAST(:generation AS integer)", "CAST(NULL AS integer)")
+    sql = sql.replace("CAST(:lons AS float8[])", "ARRAY[CAST(:lon AS float8)]")
+    sql = sql.replace("CAST(:lats AS float8[])", "ARRAY[CAST(:lat AS float8)]")
+    if ":lons" in sql or ":lats" in sql or ":generation" in sql:
+        raise RuntimeError("lookup_batch.sql changed: bench.lookup's pgbench script needs updating")
+    return sql.rstrip().rstrip(";") + ";\n"
+
+
+def pgbench_script(pts: np.ndarray) -> str:
+    """Return a pgbench script: pick one of the points at random, look it up (one statement)."""
+    lines = [f"\\set k random(0, {len(pts) - 1})"]
+    for k, (lon, lat) in enumerate(pts):
+        lines.append(f"\\{'if' if k == 0 else 'elif'} :k = {k}")
+        lines.append(f"\\set lon {lon:.6f}")
+        lines.append(f"\\set lat {lat:.6f}")
+    lines.append("\\endif")
+    return "\n".join(lines) + "\n" + _pgbench_sql()
+
+
+def run_pgbench(url: str, pts: np.ndarray, seconds: int, connections: int) -> dict:
+    """Run the single-point lookup SQL with pgbench at ``connections`` concurrent connections.
+
+    pgbench is to PostgreSQL what wrk is to HTTP (C, one thread here as wrk has). Each
+    transaction looks up one of :data:`PGBENCH_POINTS` points of the same sample as the HTTP
+    load, with one prepared statement per connection and generic plans, as the service's pool
+    runs it. Per-transaction latencies come from pgbench's log.
+    """
+    if not shutil.which("pgbench"):
+        raise RuntimeError("pgbench is missing (Debian: postgresql-client)")
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "lookup.sql"
+        script.write_text(pgbench_script(pts[:PGBENCH_POINTS]))
+        args = ["pgbench", "-n", "-M", "prepared", "-c", str(connections), "-j", "1"]
+        args += ["-T", str(seconds), "--log", f"--log-prefix={tmp}/log", "-f", str(script)]
+        env = {**os.environ, "PGOPTIONS": "-c plan_cache_mode=force_generic_plan"}
+        done = subprocess.run(
+            [*args, url.replace("+psycopg", "")], capture_output=True, text=True, env=env
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"pgbench failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        lat_ms = []
+        for log in Path(tmp).glob("log*"):
+            for line in log.read_text().splitlines():
+                lat_ms.append(int(line.split()[2]) / 1e3)
+    tps = float(re.search(r"tps = ([\d.]+)", done.stdout).group(1))
+    failed = re.search(r"number of failed transactions: (\d+)", done.stdout)
+    out = _summary(lat_ms, tps)
+    out["failed"] = int(failed.group(1)) if failed else 0
+    return out
+
+
+EXPECTED_SQL = """
+SELECT (SELECT a.code FROM area a
+        WHERE a.level = 'grid' AND a.generation_low <= gen.id AND a.generation_high >= gen.id
+          AND ST_Covers(a.geom, ST_SetSRID(ST_MakePoint(u.x, u.y), 4326))
+        ORDER BY a.code LIMIT 1)
+FROM unnest(%s::float8[], %s::float8[]) WITH ORDINALITY AS u(x, y, i),
+     (SELECT max(id) AS id FROM generation WHERE active) gen
+ORDER BY u.i
+"""
+
+
+def expected_grids(url: str, pts: np.ndarray) -> list[str | None]:
+    """Return each point's grid by a plain ST_Covers on the grids (smallest code on edges).
+
+    Independent of the service's lookup SQL (no subdivided parts, no level cascade).
+    """
+    with psycopg.connect(url.replace("+psycopg", "")) as conn:
+        rows = conn.execute(EXPECTED_SQL, [pts[:, 0].tolist(), pts[:, 1].tolist()]).fetchall()
+    return [r[0] for r in rows]
+
+
+def check_answers(url: str, token: str, pts: np.ndarray) -> tuple[int, int, list[str]]:
+    """Return (points asked, wrong or non-2xx answers, examples) of single and batch lookups."""
+    pts = np.array([[float(f"{x:.6f}"), float(f"{y:.6f}")] for x, y in pts])  # as wrk sends
+    expected = expected_grids(url, pts)
+    wrong: list[str] = []
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{PORT}",
+        timeout=60,
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
+        for (lon, lat), want in zip(pts, expected, strict=True):
+            r = client.get("/lookup", params={"lon": repr(float(lon)), "lat": repr(float(lat))})
+            got = (r.json().get("grid") or {}).get("code") if r.status_code == 200 else None
+            if r.status_code != 200 or got != want:
+                wrong.append(f"GET /lookup {lon},{lat}: {r.status_code} {got} (want {want})")
+        r = client.post("/lookup/batch", json={"points": pts.tolist()})
+        if r.status_code != 200:
+            wrong.append(f"POST /lookup/batch: {r.status_code} {r.text[:200]}")
+        else:
+            for res, want in zip(r.json()["results"], expected, strict=True):
+                got = (res.get("grid") or {}).get("code")
+                if got != want:
+                    wrong.append(f"batch point {res['index']}: {got} (want {want})")
+    return 2 * len(pts), len(wrong), wrong[:5]
+
+
 def _summary(lat_ms: list[float], throughput: float) -> dict:
     lat_ms = sorted(lat_ms)
     return {
@@ -247,25 +378,39 @@ def _summary(lat_ms: list[float], throughput: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=10, help="per measurement")
+    parser.add_argument("--connections", type=int, default=32, help="wrk's and pgbench's")
     parser.add_argument("--batch-rounds", type=int, default=40)
+    parser.add_argument("--check-points", type=int, default=200, help="answers checked")
+    parser.add_argument("--quick", action="store_true", help="2 s per measurement, 5 batches")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.batch_rounds, args.check_points = 2, 5, 50
+    warm = 1 if args.quick else 2
     if not shutil.which("wrk"):
         print("wrk is missing: `make bench` installs it (apt-get install wrk)", file=sys.stderr)
         return 2
 
+    goals = Goals("lookup")
     url, token = prepare_database()
     pts = sample_points(url, 20_000)
     lua = WRK_LUA % (", ".join(f"{{{x:.6f},{y:.6f}}}" for x, y in pts[:5000]), token)
     server = start_server(url)
     try:
-        run_wrk("/bench/bare", 2, args.connections)  # warm-up
-        run_wrk("/", 2, args.connections, lua)
+        asked, wrong, examples = check_answers(url, token, pts[5000 : 5000 + args.check_points])
+        goals.check(
+            "lookup_answers",
+            f"{asked} single and batch answers 2xx and equal to plain ST_Covers on the grids",
+            wrong == 0,
+            f"{wrong} wrong: {'; '.join(examples)}" if wrong else "",
+        )
+        run_wrk("/bench/bare", warm, args.connections)  # warm-up
+        run_wrk("/", warm, args.connections, lua)
         results = {
             "bare": run_wrk("/bench/bare", args.seconds, args.connections),
             "lookup": run_wrk("/", args.seconds, args.connections, lua),
+            "raw_concurrent": run_pgbench(url, pts, args.seconds, args.connections),
             "raw": run_raw(url, pts, args.seconds),
             "batch_http": run_http_batch(token, pts, args.batch_rounds),
             "batch_raw": run_raw_batch(url, pts, args.batch_rounds),
@@ -275,32 +420,55 @@ def main(argv: list[str] | None = None) -> int:
         server.wait(10)
 
     ratio = results["lookup"]["rps"] / results["bare"]["rps"]
+    raw_ratio = results["lookup"]["rps"] / results["raw_concurrent"]["rps"]
+    c = args.connections
     print(
-        f"\nlookup benchmark: 1 uvicorn worker, wrk -c {args.connections}, {args.seconds}s each, "
-        f"{os.cpu_count()} cores\n"
+        f"\nlookup benchmark: 1 uvicorn worker, wrk -c {c}, pgbench -c {c}, {args.seconds}s each, "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}\n"
     )
-    print(f"{'what':<34}{'throughput':>16}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'what':<40}{'throughput':>16}{'p50 ms':>10}{'p99 ms':>10}")
     rows = [
         ("bare route GET /bench/bare", results["bare"], "req/s"),
         ("lookup GET /lookup", results["lookup"], "req/s"),
-        ("raw PostGIS query (psycopg, 1 conn)", results["raw"], "q/s"),
+        (f"raw lookup SQL (pgbench, {c} conns)", results["raw_concurrent"], "q/s"),
+        ("raw lookup SQL (psycopg, 1 conn)", results["raw"], "q/s"),
         (f"batch POST /lookup/batch ({BATCH} pts)", results["batch_http"], "pts/s"),
         (f"raw batch SQL ({BATCH} pts)", results["batch_raw"], "pts/s"),
     ]
     for name, r, unit in rows:
-        print(f"{name:<34}{r['rps']:>10,.0f} {unit:<5}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}")
+        print(f"{name:<40}{r['rps']:>10,.0f} {unit:<5}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}")
     print(f"\nlookup / bare route throughput: {ratio:.2f}x (goal >= 0.5x)")
     print(
-        f"lookup / raw PostGIS throughput: {results['lookup']['rps'] / results['raw']['rps']:.2f}x"
+        f"lookup / raw lookup SQL, both at {c} concurrent connections: {raw_ratio:.2f}x "
+        "(the server coalesces concurrent single lookups into one batch query; pgbench sends "
+        "one query per lookup)"
     )
     print(
-        f"batch HTTP / raw batch SQL: {results['batch_http']['rps'] / results['batch_raw']['rps']:.2f}x"
+        f"batch HTTP / raw batch SQL, one request at a time: "
+        f"{results['batch_http']['rps'] / results['batch_raw']['rps']:.2f}x"
     )
-    if results["lookup"]["non_2xx"]:
-        print(f"WARNING: {results['lookup']['non_2xx']} lookups were not 2xx")
+    goals.at_least("lookup_vs_bare", "GET /lookup / bare route throughput, same wrk -c", ratio, 0.5)
+    for name in ("bare", "lookup"):
+        r = results[name]
+        goals.check(
+            f"{name}_all_2xx",
+            f"wrk {name}: every answer 2xx, no socket error",
+            r["non_2xx"] == 0 and r["socket_errors"] == 0,
+            f"{r['non_2xx']} non-2xx, {r['socket_errors']} socket errors of {r['requests']:,}",
+        )
+    goals.check(
+        "raw_no_failures",
+        "pgbench: no failed transaction",
+        results["raw_concurrent"]["failed"] == 0,
+        f"{results['raw_concurrent']['failed']} failed",
+    )
     if args.json:
-        args.json.write_text(json.dumps({**results, "ratio_lookup_bare": ratio}, indent=1))
-    return 0
+        args.json.write_text(
+            json.dumps(
+                {**results, "ratio_lookup_bare": ratio, "ratio_lookup_raw": raw_ratio}, indent=1
+            )
+        )
+    return goals.finish()
 
 
 if __name__ == "__main__":
