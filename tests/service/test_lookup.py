@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from geo.areas import LEVELS
 from tests.conftest import auth, make_tokens
 
 
@@ -120,14 +121,126 @@ def test_batch_keeps_order_ids_and_reports_each_status(tiny_client, tiny_db_url)
     assert res[1]["grid"] is None and res[1]["district"] is None
 
 
-def test_batch_matches_single_lookups(tiny_client, city):
-    import numpy as np
+def _expected_chains(areas, points):
+    """Return, per point, the chain codes an independent shapely computation gives.
 
-    rng = np.random.default_rng(1)
-    pts = np.column_stack([rng.uniform(105.99, 106.05, 300), rng.uniform(25.99, 26.03, 300)])
-    batch = tiny_client.post("/lookup/batch", json={"points": pts.tolist()}, headers=city).json()[
-        "results"
+    Covering is shapely's ``covers`` on the stored polygons; the documented tie-break picks
+    the deepest level that covers the point, then the smallest code of that level, and the
+    chain is that area's ancestors (its materialised path).
+    """
+    import shapely
+    from shapely import STRtree
+
+    levels = ("grid", "community", "district", "city")
+    trees = {}
+    for level in levels:
+        mine = [a for a in areas if a["level"] == level]
+        trees[level] = (STRtree([a["geom"] for a in mine]), mine)
+    out = []
+    for lon, lat in points:
+        point = shapely.Point(lon, lat)
+        chain: list[str] = []
+        for level in levels:
+            tree, mine = trees[level]
+            hits = [mine[i] for i in tree.query(point) if mine[i]["geom"].covers(point)]
+            if hits:
+                chain = min(hits, key=lambda a: a["code"])["path"].split("/")
+                break
+        out.append(chain)
+    return out
+
+
+def _codes(item) -> list[str]:
+    return [item[level]["code"] for level in LEVELS if item[level] is not None]
+
+
+def test_batch_and_single_lookups_agree_with_shapely_on_every_demo_point(demo_client, demo_db_url):
+    import numpy as np
+    import shapely
+    from sqlalchemy import text
+
+    from service.db import make_engine
+
+    engine = make_engine(demo_db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT a.code, a.level, a.path, ST_AsBinary(a.geom) AS wkb FROM area a, "
+                "(SELECT max(id) AS g FROM generation WHERE active) c "
+                "WHERE a.generation_low <= c.g AND a.generation_high >= c.g"
+            )
+        ).all()
+    engine.dispose()
+    areas = [
+        {"code": r.code, "level": r.level, "path": r.path, "geom": shapely.from_wkb(bytes(r.wkb))}
+        for r in rows
     ]
-    for (lon, lat), item in zip(pts[:60], batch[:60], strict=True):
-        single = tiny_client.get("/lookup", params={"lon": lon, "lat": lat}, headers=city).json()
-        assert (single["grid"] or {}).get("code") == (item["grid"] or {}).get("code")
+    grids = [a for a in areas if a["level"] == "grid"]
+    city = next(a for a in areas if a["level"] == "city")
+    rng = np.random.default_rng(9)
+    # Uniform points over the city's box (grids, undivided counties, outside the city), a
+    # point inside each of 400 grids, and 300 grid vertices: most are shared by two or more
+    # grids, so the tie-break decides them.
+    x0, y0, x1, y1 = city["geom"].bounds
+    uniform = np.column_stack([rng.uniform(x0, x1, 1000), rng.uniform(y0, y1, 1000)])
+    inside = [
+        grids[i]["geom"].point_on_surface().coords[0]
+        for i in rng.choice(len(grids), size=min(400, len(grids)), replace=False)
+    ]
+    vertices = np.concatenate([shapely.get_coordinates(g["geom"]) for g in grids])
+    corners = vertices[rng.choice(len(vertices), size=300, replace=False)]
+    points = [(float(x), float(y)) for x, y in [*uniform, *inside, *corners]]
+    expected = _expected_chains(areas, points)
+    statuses = {"matched" if len(c) == 4 else "partial" if c else "unmatched" for c in expected}
+    assert statuses == {"matched", "partial", "unmatched"}  # every kind of answer is tested
+
+    admin = auth(make_tokens(demo_db_url, {"admin": ("admin", None)})["admin"])
+    r = demo_client.post("/lookup/batch", json={"points": points}, headers=admin)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == len(points)
+    wrong = [
+        (i, points[i], _codes(item), expected[i])
+        for i, item in enumerate(results)
+        if _codes(item) != expected[i]
+    ]
+    assert wrong == []
+    want_status = ["matched" if len(c) == 4 else "partial" if c else "unmatched" for c in expected]
+    assert [item["status"] for item in results] == want_status
+    # The single-point path (coalesced batches of concurrent requests) gives the same answers.
+    for i in [*range(0, 1000, 25), *range(1000, len(points), 7)]:
+        lon, lat = points[i]
+        single = demo_client.get("/lookup", params={"lon": lon, "lat": lat}, headers=admin)
+        assert single.status_code == 200, single.text
+        assert _codes(single.json()) == expected[i], (i, points[i])
+
+
+def test_a_point_in_a_community_left_without_a_grid_is_partial(tiny_client, tiny_db_url, city):
+    admin = auth(make_tokens(tiny_db_url, {"a": ("admin", None)})["a"])
+    gen = tiny_client.post("/generations", json={"description": "no grid"}, headers=admin)
+    assert gen.status_code == 201, gen.text
+    gen_id = gen.json()["id"]
+    retired = tiny_client.post(
+        f"/generations/{gen_id}/retire", json={"codes": ["990102001002002"]}, headers=admin
+    )
+    assert retired.json() == {"retired": 1}
+    assert tiny_client.post(f"/generations/{gen_id}/activate", headers=admin).status_code == 200
+
+    hole = {"lon": 106.035, "lat": 26.005}  # where grid 990102001002002 was
+    body = tiny_client.get("/lookup", params=hole, headers=city).json()
+    assert body["matched"] == ["city", "district", "community"]
+    assert body["community"]["code"] == "990102001002" and body["grid"] is None
+    assert body["note"] == "the point lies in community 990102001002 but in no grid of it"
+    points = [[106.035, 26.005], [106.025, 26.005], [0.5, 0.5]]
+    r = tiny_client.post("/lookup/batch", json={"points": points}, headers=city)
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert [x["status"] for x in res] == ["partial", "matched", "unmatched"]
+    assert res[0]["community"]["code"] == "990102001002" and res[0]["grid"] is None
+    assert r.json()["summary"] == {
+        "matched": 1,
+        "partial": 1,
+        "unmatched": 1,
+        "outside_scope": 0,
+        "total": 3,
+    }
