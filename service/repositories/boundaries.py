@@ -3,18 +3,37 @@
 Writes only ever touch the *pending* (inactive) generation: once a generation is active its
 boundaries are history and are never rewritten (MapIt's rule). Functions take a synchronous
 SQLAlchemy connection and never commit; the caller owns the transaction (the API runs them
-through ``AsyncConnection.run_sync``).
+through ``AsyncConnection.run_sync``). Statements are built on the declared tables
+(:mod:`service.tables`); the one that picks areas by code prefixes stays SQL, which says it
+more plainly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import shapely
-from sqlalchemy import Connection, text
+import orjson
+from geoalchemy2.shape import from_shape
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 
 from geo.areas import LEVELS, AreaRecord
+from geo.crs import STORAGE_SRID
 from service.errors import ConflictError, NotFoundError, UnprocessableError
+from service.tables import POINT_TABLES, area, generation
 
 __all__ = [
     "WriteSummary",
@@ -47,14 +66,19 @@ class WriteSummary:
         }
 
 
+def _valid_in(table: Table, generation_id: int):
+    """Return the condition "the row's version is valid in ``generation_id``"."""
+    return and_(table.c.generation_low <= generation_id, table.c.generation_high >= generation_id)
+
+
 def current_generation(conn: Connection) -> int | None:
     """Return the id of the current generation (the newest active one), or None."""
-    return conn.execute(text("SELECT max(id) FROM generation WHERE active")).scalar()
+    return conn.execute(select(func.max(generation.c.id)).where(generation.c.active)).scalar()
 
 
 def pending_generation(conn: Connection) -> int | None:
     """Return the id of the generation waiting to be activated, or None."""
-    return conn.execute(text("SELECT id FROM generation WHERE NOT active")).scalar()
+    return conn.execute(select(generation.c.id).where(~generation.c.active)).scalar()
 
 
 def create_generation(conn: Connection, *, description: str, carry_over: bool = True) -> int:
@@ -69,20 +93,17 @@ def create_generation(conn: Connection, *, description: str, carry_over: bool = 
         )
     current = current_generation(conn)
     new_id = conn.execute(
-        text("INSERT INTO generation (description) VALUES (:d) RETURNING id"), {"d": description}
+        insert(generation).values(description=description).returning(generation.c.id)
     ).scalar_one()
     if carry_over and current is not None:
         conn.execute(
-            text("UPDATE area SET generation_high = :new WHERE generation_high = :cur"),
-            {"new": new_id, "cur": current},
+            update(area).where(area.c.generation_high == current).values(generation_high=new_id)
         )
     return new_id
 
 
 def _require_pending(conn: Connection, generation_id: int) -> None:
-    row = conn.execute(
-        text("SELECT active FROM generation WHERE id = :g"), {"g": generation_id}
-    ).first()
+    row = conn.execute(select(generation.c.active).where(generation.c.id == generation_id)).first()
     if row is None:
         raise NotFoundError(f"generation {generation_id} does not exist", field="generation")
     if row.active:
@@ -95,10 +116,7 @@ def _require_pending(conn: Connection, generation_id: int) -> None:
 
 def levels_in_generation(conn: Connection, generation_id: int) -> dict[str, str]:
     """Return code → level of every area valid in ``generation_id``."""
-    rows = conn.execute(
-        text("SELECT code, level FROM area WHERE generation_low <= :g AND generation_high >= :g"),
-        {"g": generation_id},
-    )
+    rows = conn.execute(select(area.c.code, area.c.level).where(_valid_in(area, generation_id)))
     return {r.code: r.level for r in rows}
 
 
@@ -120,11 +138,9 @@ def write_areas(
             parent_path = (
                 paths.get(record.parent_code)
                 or conn.execute(
-                    text(
-                        "SELECT path FROM area WHERE code = :c "
-                        "AND generation_low <= :g AND generation_high >= :g"
-                    ),
-                    {"c": record.parent_code, "g": generation_id},
+                    select(area.c.path).where(
+                        area.c.code == record.parent_code, _valid_in(area, generation_id)
+                    )
                 ).scalar()
             )
             if parent_path is None:
@@ -135,26 +151,17 @@ def write_areas(
                 )
             path = f"{parent_path}/{record.code}"
         paths[record.code] = path
-        params = {
-            "code": record.code,
-            "name": record.name,
-            "level": record.level,
-            "depth": LEVELS.index(record.level),
-            "parent": record.parent_code,
-            "path": path,
-            "g": generation_id,
-            "wkb": shapely.to_wkb(record.geom),
-            "source": source,
-            "props": _json(record.properties),
-        }
+        geom = from_shape(record.geom, srid=STORAGE_SRID, extended=True)
         existing = conn.execute(
-            text(
-                "SELECT id, generation_low, name, level, parent_code, path, "
-                "ST_Equals(geom, ST_GeomFromWKB(:wkb, 4326)) AS same_geom "
-                "FROM area WHERE code = :code "
-                "AND generation_low <= :g AND generation_high >= :g"
-            ),
-            params,
+            select(
+                area.c.id,
+                area.c.generation_low,
+                area.c.name,
+                area.c.level,
+                area.c.parent_code,
+                area.c.path,
+                area.c.geom.ST_Equals(geom).label("same_geom"),
+            ).where(area.c.code == record.code, _valid_in(area, generation_id))
         ).first()
         if existing is not None:
             same = (
@@ -167,26 +174,39 @@ def write_areas(
             if same:
                 summary.unchanged += 1
                 continue
-            if existing.generation_low == generation_id:
-                conn.execute(text("DELETE FROM area WHERE id = :id"), {"id": existing.id})
-            else:
-                conn.execute(
-                    text("UPDATE area SET generation_high = :g - 1 WHERE id = :id"),
-                    {"g": generation_id, "id": existing.id},
-                )
+            _end_version(
+                conn, area_id=existing.id, low=existing.generation_low, generation_id=generation_id
+            )
             summary.replaced += 1
         else:
             summary.inserted += 1
         conn.execute(
-            text(
-                "INSERT INTO area (code, name, level, depth, parent_code, path, generation_low, "
-                "generation_high, geom, source, properties) VALUES (:code, :name, :level, :depth, "
-                ":parent, :path, :g, :g, ST_Multi(ST_GeomFromWKB(:wkb, 4326)), :source, "
-                "CAST(:props AS jsonb))"
-            ),
-            params,
+            insert(area).values(
+                code=record.code,
+                name=record.name,
+                level=record.level,
+                depth=LEVELS.index(record.level),
+                parent_code=record.parent_code,
+                path=path,
+                generation_low=generation_id,
+                generation_high=generation_id,
+                geom=func.ST_Multi(geom),
+                source=source,
+                properties=_jsonb(record.properties),
+            )
         )
     return summary
+
+
+def _end_version(conn: Connection, *, area_id: int, low: int, generation_id: int) -> None:
+    """End an area version before the pending ``generation_id``: a version that began in
+    it is deleted, an older one now ends in the previous generation."""
+    if low == generation_id:
+        conn.execute(delete(area).where(area.c.id == area_id))
+    else:
+        conn.execute(
+            update(area).where(area.c.id == area_id).values(generation_high=generation_id - 1)
+        )
 
 
 def retire_areas(conn: Connection, *, generation_id: int, codes: list[str]) -> int:
@@ -202,17 +222,8 @@ def retire_areas(conn: Connection, *, generation_id: int, codes: list[str]) -> i
         {"g": generation_id, "codes": list(codes)},
     ).all()
     for row in rows:
-        if row.generation_low == generation_id:
-            conn.execute(text("DELETE FROM area WHERE id = :id"), {"id": row.id})
-        else:
-            conn.execute(
-                text("UPDATE area SET generation_high = :g - 1 WHERE id = :id"),
-                {"g": generation_id, "id": row.id},
-            )
+        _end_version(conn, area_id=row.id, low=row.generation_low, generation_id=generation_id)
     return len(rows)
-
-
-POINT_TABLES = ("unit", "facility", "care_household", "incident")
 
 
 def remap_entities(conn: Connection, *, generation_id: int) -> dict[str, int]:
@@ -223,7 +234,7 @@ def remap_entities(conn: Connection, *, generation_id: int) -> dict[str, int]:
     """
     from service.bulk import remap_table
 
-    return {table: remap_table(conn, table, generation_id) for table in POINT_TABLES}
+    return {table.name: remap_table(conn, table.name, generation_id) for table in POINT_TABLES}
 
 
 def activate_generation(conn: Connection, *, generation_id: int) -> dict[str, int]:
@@ -232,32 +243,28 @@ def activate_generation(conn: Connection, *, generation_id: int) -> dict[str, in
     Returns how many entities of each table were re-mapped to the new boundaries.
     """
     _require_pending(conn, generation_id)
+    child, parent = area.alias("a"), area.alias("p")
     orphan = conn.execute(
-        text(
-            "SELECT a.code, a.parent_code FROM area a WHERE a.generation_low <= :g "
-            "AND a.generation_high >= :g AND a.parent_code IS NOT NULL AND NOT EXISTS ("
-            "SELECT 1 FROM area p WHERE p.code = a.parent_code "
-            "AND p.generation_low <= :g AND p.generation_high >= :g) LIMIT 1"
-        ),
-        {"g": generation_id},
+        select(child.c.code, child.c.parent_code)
+        .where(
+            _valid_in(child, generation_id),
+            child.c.parent_code.is_not(None),
+            ~exists().where(parent.c.code == child.c.parent_code, _valid_in(parent, generation_id)),
+        )
+        .limit(1)
     ).first()
     if orphan is not None:
         raise UnprocessableError(
             f"area {orphan.code} has no parent {orphan.parent_code} in generation {generation_id}",
             field="generation",
         )
-    empty = conn.execute(
-        text(
-            "SELECT NOT EXISTS (SELECT 1 FROM area WHERE generation_low <= :g "
-            "AND generation_high >= :g)"
-        ),
-        {"g": generation_id},
-    ).scalar()
+    empty = conn.execute(select(~exists().where(_valid_in(area, generation_id)))).scalar()
     if empty:
         raise UnprocessableError(f"generation {generation_id} has no areas", field="generation")
     conn.execute(
-        text("UPDATE generation SET active = true, activated_at = now() WHERE id = :g"),
-        {"g": generation_id},
+        update(generation)
+        .where(generation.c.id == generation_id)
+        .values(active=True, activated_at=func.now())
     )
     # A generation is loaded in bulk just before this; fresh statistics keep the lookup
     # plans on their indexes from the first request.
@@ -268,7 +275,7 @@ def activate_generation(conn: Connection, *, generation_id: int) -> dict[str, in
     return remap_entities(conn, generation_id=generation_id)
 
 
-def _json(value: dict) -> str:
-    import orjson
-
-    return orjson.dumps(value).decode()
+def _jsonb(value: dict):
+    """Return ``value`` as a jsonb expression, serialised by orjson like the service's other
+    JSON (the column type's own serialiser, ``json.dumps``, writes NaN, which jsonb refuses)."""
+    return cast(literal(orjson.dumps(value).decode()), JSONB)
