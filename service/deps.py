@@ -1,28 +1,42 @@
-"""Request dependencies: a database connection and the principal the request acts as."""
+"""Request dependencies: connections, the principal the request acts as, shared parameters.
+
+Handlers take what they need as parameters: ``ConnDep`` (SQLAlchemy, read),
+``WriteConnDep`` (SQLAlchemy, one transaction committed when the request succeeds),
+``PoolDep`` (the asyncpg pool of the hot read paths), ``SyncEngineDep`` (the synchronous
+engine that worker threads use), ``PrincipalDep`` / ``AdminDep``. Parameters several routers
+read are parsed here too (``parse_generation``, ``layer_or_404``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from cachetools import TTLCache
 from fastapi import Depends, Request
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth import Principal, split_token, verify_secret
-from service.errors import ForbiddenError, UnauthorizedError
+from service.errors import ForbiddenError, NotFoundError, UnauthorizedError, UnprocessableError
+from service.layers import LAYERS, LayerSpec
 
 __all__ = [
     "ConnDep",
     "WriteConnDep",
+    "PoolDep",
+    "SyncEngineDep",
     "PrincipalDep",
     "AdminDep",
     "get_conn",
     "get_write_conn",
+    "get_pool",
+    "get_sync_engine",
     "get_principal",
     "principal_from_token",
     "require_admin",
+    "parse_generation",
+    "layer_or_404",
 ]
 
 _TOKEN_SQL = text(
@@ -44,6 +58,16 @@ async def get_write_conn(request: Request) -> AsyncIterator[AsyncConnection]:
     """Yield a connection in a transaction committed when the request succeeds."""
     async with request.app.state.engine.begin() as conn:
         yield conn
+
+
+def get_pool(request: Request):
+    """Return the asyncpg pool of the hot read paths (lookups, layers, tiles)."""
+    return request.app.state.pg_pool
+
+
+def get_sync_engine(request: Request) -> Engine:
+    """Return the synchronous engine; analyses and bulk work use it in worker threads."""
+    return request.app.state.sync_engine
 
 
 def _bearer(authorization: str | None, api_key: str | None) -> str | None:
@@ -108,7 +132,26 @@ def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Pr
     return principal
 
 
+def parse_generation(raw: str | None) -> int | None:
+    """Return the generation named by a hand-read ``generation`` parameter (None: current)."""
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise UnprocessableError("generation is a number", field="generation")
+    return int(raw)
+
+
+def layer_or_404(name: str) -> LayerSpec:
+    """Return the map layer called ``name``, or refuse with 404 listing the layers."""
+    spec = LAYERS.get(name)
+    if spec is None:
+        raise NotFoundError(f"no layer {name!r}; layers: {', '.join(LAYERS)}", field="collectionId")
+    return spec
+
+
 ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
 WriteConnDep = Annotated[AsyncConnection, Depends(get_write_conn)]
+PoolDep = Annotated[Any, Depends(get_pool)]
+SyncEngineDep = Annotated[Engine, Depends(get_sync_engine)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 AdminDep = Annotated[Principal, Depends(require_admin)]

@@ -9,19 +9,17 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.auth import Principal, require_readable_generation
+from service.auth import Principal
 from service.errors import NotFoundError, UnprocessableError
 
 __all__ = [
     "area_visible_sql",
     "GeometryOptions",
-    "resolve_generation",
     "list_areas",
     "get_area",
     "list_children",
     "list_ancestors",
     "list_area_history",
-    "list_generations",
 ]
 
 
@@ -75,24 +73,6 @@ async def _check_srid(conn: AsyncConnection, srid: int) -> None:
     ).scalar()
     if not found:
         raise UnprocessableError(f"unknown SRID {srid}", field="srid")
-
-
-async def resolve_generation(
-    conn: AsyncConnection, principal: Principal, requested: int | None
-) -> int:
-    """Return the generation to read: ``requested`` if it exists and may be read, else current."""
-    if requested is None:
-        current = (await conn.execute(text("SELECT max(id) FROM generation WHERE active"))).scalar()
-        if current is None:
-            raise NotFoundError("no boundaries have been activated yet", field="generation")
-        return current
-    row = (
-        await conn.execute(text("SELECT active FROM generation WHERE id = :g"), {"g": requested})
-    ).first()
-    if row is None:
-        raise NotFoundError(f"generation {requested} does not exist", field="generation")
-    require_readable_generation(principal, requested, row.active)
-    return requested
 
 
 def _row_to_dict(row: Any) -> dict[str, Any]:
@@ -239,30 +219,3 @@ async def list_area_history(
     if not rows:
         raise NotFoundError(f"no area {code} that you may see, in any generation", field="code")
     return [_row_to_dict(r) for r in rows]
-
-
-async def list_generations(conn: AsyncConnection) -> list[dict[str, Any]]:
-    """Return all generations, newest first, with their area counts and which is current."""
-    rows = (
-        await conn.execute(
-            text(
-                "SELECT g.id, g.description, g.active, g.created_at, g.activated_at, "
-                "g.id = (SELECT max(id) FROM generation WHERE active) AS current, "
-                "(SELECT count(*) FROM area a WHERE a.generation_low <= g.id "
-                " AND a.generation_high >= g.id) AS areas "
-                "FROM generation g ORDER BY g.id DESC"
-            )
-        )
-    ).all()
-    return [
-        {
-            "id": r.id,
-            "description": r.description,
-            "active": r.active,
-            "current": bool(r.current),
-            "created_at": r.created_at,
-            "activated_at": r.activated_at,
-            "areas": r.areas,
-        }
-        for r in rows
-    ]

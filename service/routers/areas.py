@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from service.deps import ConnDep, PrincipalDep
+from service.deps import ConnDep, PoolDep, PrincipalDep
 from service.errors import UnprocessableError
 from service.repositories import areas as repo
+from service.repositories.generations import resolve_generation
 from service.schemas.areas import AreaList, AreaRead, Level
 
 router = APIRouter(prefix="/areas", tags=["areas"])
@@ -31,6 +32,7 @@ def _geometry(include: bool, simplify_m: float, srid: int) -> repo.GeometryOptio
 async def list_areas(
     request: Request,
     conn: ConnDep,
+    pool: PoolDep,
     principal: PrincipalDep,
     level: Annotated[Level | None, Query()] = None,
     parent: Annotated[str | None, Query(pattern=r"^[0-9]{6,18}$")] = None,
@@ -48,7 +50,7 @@ async def list_areas(
         limit = api.default_page_size
     if limit > api.max_page_size:
         raise UnprocessableError(f"limit {limit} exceeds {api.max_page_size}", field="limit")
-    gen = await repo.resolve_generation(conn, principal, generation)
+    gen = await resolve_generation(pool=pool, principal=principal, requested=generation)
     items, total = await repo.list_areas(
         conn,
         principal=principal,
@@ -76,6 +78,7 @@ async def list_areas(
 @router.get("/{code}", response_model=AreaRead, summary="One area by code")
 async def get_area(
     conn: ConnDep,
+    pool: PoolDep,
     principal: PrincipalDep,
     code: Code,
     generation: Generation = None,
@@ -84,7 +87,7 @@ async def get_area(
     srid: Srid = 4326,
 ) -> dict:
     """Return the area with its boundary (simplified and reprojected on request)."""
-    gen = await repo.resolve_generation(conn, principal, generation)
+    gen = await resolve_generation(pool=pool, principal=principal, requested=generation)
     return await repo.get_area(
         conn,
         principal=principal,
@@ -97,6 +100,7 @@ async def get_area(
 @router.get("/{code}/children", response_model=list[AreaRead], summary="An area's children")
 async def list_children(
     conn: ConnDep,
+    pool: PoolDep,
     principal: PrincipalDep,
     code: Code,
     generation: Generation = None,
@@ -104,7 +108,7 @@ async def list_children(
     simplify_m: SimplifyM = 0.0,
     srid: Srid = 4326,
 ) -> list[dict]:
-    gen = await repo.resolve_generation(conn, principal, generation)
+    gen = await resolve_generation(pool=pool, principal=principal, requested=generation)
     return await repo.list_children(
         conn,
         principal=principal,
@@ -116,10 +120,10 @@ async def list_children(
 
 @router.get("/{code}/ancestors", response_model=list[AreaRead], summary="An area's ancestors")
 async def list_ancestors(
-    conn: ConnDep, principal: PrincipalDep, code: Code, generation: Generation = None
+    conn: ConnDep, pool: PoolDep, principal: PrincipalDep, code: Code, generation: Generation = None
 ) -> list[dict]:
     """Return the ancestors from the city down (the area itself excluded)."""
-    gen = await repo.resolve_generation(conn, principal, generation)
+    gen = await resolve_generation(pool=pool, principal=principal, requested=generation)
     return await repo.list_ancestors(conn, principal=principal, code=code, generation=gen)
 
 

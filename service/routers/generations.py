@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Request
+from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from geo.areas import parse_area_features
-from service.deps import AdminDep, ConnDep, PrincipalDep, WriteConnDep
+from service.deps import AdminDep, ConnDep, PrincipalDep, SyncEngineDep, WriteConnDep
 from service.errors import UnprocessableError
 from service.repositories import boundaries
-from service.repositories.areas import list_generations
+from service.repositories.generations import list_generations
 from service.schemas.areas import AreaImportResult, GenerationCreate, GenerationRead
 
 router = APIRouter(prefix="/generations", tags=["generations"])
@@ -28,7 +28,7 @@ class RetireRequest(BaseModel):
 
 @router.get("", response_model=list[GenerationRead], summary="All boundary generations")
 async def get_generations(conn: ConnDep, principal: PrincipalDep) -> list[dict]:
-    return await list_generations(conn)
+    return await list_generations(conn=conn)
 
 
 @router.post("", status_code=201, summary="Create a pending generation (admin)")
@@ -91,7 +91,7 @@ async def retire_areas(
 
 
 @router.post("/{generation_id}/activate", summary="Make a pending generation current (admin)")
-async def activate(request: Request, admin: AdminDep, generation_id: GenerationId) -> dict:
+async def activate(engine: SyncEngineDep, admin: AdminDep, generation_id: GenerationId) -> dict:
     """Switch lookups and listings to this generation in one step; history stays queryable.
 
     Every unit, facility, care household and incident is re-mapped to the new cells in the
@@ -99,7 +99,7 @@ async def activate(request: Request, admin: AdminDep, generation_id: GenerationI
     """
 
     def work() -> dict[str, int]:
-        with request.app.state.sync_engine.begin() as conn:
+        with engine.begin() as conn:
             return boundaries.activate_generation(conn, generation_id=generation_id)
 
     remapped = await run_in_threadpool(work)

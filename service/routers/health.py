@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
-from sqlalchemy import text
 
 from service import __version__
 from service.deps import ConnDep, PrincipalDep
+from service.repositories.generations import find_current_generation
+from service.repositories.versions import find_versions
 from service.responses import JSON
 
 router = APIRouter(tags=["health"])
@@ -22,11 +23,11 @@ async def root() -> RedirectResponse:
 @router.get("/health", summary="Is the service up and its database reachable")
 async def health(request: Request) -> JSON:
     """Return 200 when the database answers, 503 otherwise (no token needed)."""
+    # The connection is opened here, not taken as ConnDep: a database that cannot be
+    # reached must answer 503 with this body, not fail inside a dependency.
     try:
         async with request.app.state.engine.connect() as conn:
-            current = (
-                await conn.execute(text("SELECT max(id) FROM generation WHERE active"))
-            ).scalar()
+            current = await find_current_generation(conn=conn)
     except Exception:
         return JSON(
             {"status": "unavailable", "database": "unreachable", "version": __version__},
@@ -39,14 +40,4 @@ async def health(request: Request) -> JSON:
 
 @router.get("/version", summary="Versions of the service, PostgreSQL and PostGIS")
 async def version(conn: ConnDep, principal: PrincipalDep) -> JSON:
-    row = (
-        await conn.execute(
-            text(
-                "SELECT current_setting('server_version') AS pg, postgis_lib_version() AS postgis, "
-                "(SELECT version_num FROM alembic_version) AS schema"
-            )
-        )
-    ).first()
-    return JSON(
-        {"wangge": __version__, "postgresql": row.pg, "postgis": row.postgis, "schema": row.schema}
-    )
+    return JSON({"wangge": __version__, **await find_versions(conn=conn)})

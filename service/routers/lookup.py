@@ -6,10 +6,10 @@ import numpy as np
 from fastapi import APIRouter, Request
 
 from geo.coords import CoordinateError, check_points, parse_input_crs, to_wgs84, validate_point
-from service.deps import ConnDep, PrincipalDep, get_principal
+from service.deps import PoolDep, PrincipalDep, get_principal
 from service.errors import PayloadTooLargeError, UnprocessableError
 from service.querymodels import parse_query, query_parameters_doc
-from service.repositories.areas import resolve_generation
+from service.repositories.generations import resolve_generation
 from service.repositories.lookup import find_chain_for_point, find_chains_for_points
 from service.responses import JSON
 from service.schemas.lookup import (
@@ -55,7 +55,11 @@ async def lookup_point(request: Request) -> JSON:
     smallest code wins, so the same point always gets the same grid. Unknown parameters are
     refused rather than ignored.
     """
-    # The hot path: token and parameters are read by hand (see service.querymodels).
+    # No dependencies here, on purpose: this is the hot path, and FastAPI's per-parameter
+    # and dependency machinery cost more than the lookup itself (see service.querymodels).
+    # The principal comes from get_principal, the function PrincipalDep runs, and the query
+    # is validated by hand against LookupQuery, which still documents it in OpenAPI. Keep
+    # it so unless the lookup benchmark (bench/) says otherwise.
     principal = await get_principal(request)
     q = parse_query(LookupQuery, request)
     crs = _crs(q.crs)
@@ -71,22 +75,10 @@ async def lookup_point(request: Request) -> JSON:
     return JSON(result)
 
 
-@router.post("/batch", response_model=BatchLookupResult, summary="Look up many points at once")
-async def lookup_batch(
-    request: Request, conn: ConnDep, principal: PrincipalDep, body: BatchLookupRequest
-) -> JSON:
-    """Return one result per point, in input order, each with a ``status``.
-
-    ``matched`` (down to a grid), ``partial`` (some levels), ``unmatched`` (no area) or
-    ``outside_scope`` (in an area you may not see: no codes are given).
-    """
-    limit = request.app.state.settings.api.max_batch_points
-    if len(body.points) > limit:
-        raise PayloadTooLargeError(
-            f"{len(body.points)} points; at most {limit} per request", field="points"
-        )
-    crs = _crs(body.crs)
-    generation = await resolve_generation(conn, principal, body.generation)
+def _batch_points(
+    body: BatchLookupRequest, crs: str
+) -> tuple[list[float], list[float], list[str | int | None]]:
+    """Return the batch's WGS84 longitudes and latitudes and the caller's ids, in order."""
     lons: list[float] = []
     lats: list[float] = []
     ids: list[str | int | None] = []
@@ -114,8 +106,28 @@ async def lookup_batch(
             )
         x, y = to_wgs84(np.array(lons), np.array(lats), crs)
         lons, lats = x.tolist(), y.tolist()
+    return lons, lats, ids
+
+
+@router.post("/batch", response_model=BatchLookupResult, summary="Look up many points at once")
+async def lookup_batch(
+    request: Request, pool: PoolDep, principal: PrincipalDep, body: BatchLookupRequest
+) -> JSON:
+    """Return one result per point, in input order, each with a ``status``.
+
+    ``matched`` (down to a grid), ``partial`` (some levels), ``unmatched`` (no area) or
+    ``outside_scope`` (in an area you may not see: no codes are given).
+    """
+    limit = request.app.state.settings.api.max_batch_points
+    if len(body.points) > limit:
+        raise PayloadTooLargeError(
+            f"{len(body.points)} points; at most {limit} per request", field="points"
+        )
+    crs = _crs(body.crs)
+    generation = await resolve_generation(pool=pool, principal=principal, requested=body.generation)
+    lons, lats, ids = _batch_points(body, crs)
     results = await find_chains_for_points(
-        request.app.state.pg_pool, principal=principal, lons=lons, lats=lats, generation=generation
+        pool, principal=principal, lons=lons, lats=lats, generation=generation
     )
     summary = {"matched": 0, "partial": 0, "unmatched": 0, "outside_scope": 0}
     for item in results:

@@ -11,14 +11,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.auth import require_readable_generation
-from service.deps import get_principal
-from service.errors import NotFoundError, UnprocessableError
+from service.deps import PoolDep, PrincipalDep, layer_or_404, parse_generation
+from service.errors import UnprocessableError
 from service.layers import LAYERS, LayerSpec
 from service.repositories import layers as repo
+from service.repositories.generations import resolve_generation
 from service.responses import JSON
 
 router = APIRouter(prefix="/ogc", tags=["ogc-features"])
@@ -47,30 +48,6 @@ STANDARD_PARAMS = {
 
 def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
-
-
-def layer_or_404(name: str) -> LayerSpec:
-    spec = LAYERS.get(name)
-    if spec is None:
-        raise NotFoundError(f"no layer {name!r}; layers: {', '.join(LAYERS)}", field="collectionId")
-    return spec
-
-
-async def resolve_generation(request: Request, principal, raw: str | None) -> int:
-    """Return the generation a layer request reads (the current one by default)."""
-    pool = request.app.state.pg_pool
-    if raw is None:
-        gen = await pool.fetchval("SELECT max(id) FROM generation WHERE active")
-        if gen is None:
-            raise NotFoundError("no boundaries have been activated yet", field="generation")
-        return gen
-    if not raw.isdigit():
-        raise UnprocessableError("generation is a number", field="generation")
-    row = await pool.fetchrow("SELECT active FROM generation WHERE id = $1", int(raw))
-    if row is None:
-        raise NotFoundError(f"generation {raw} does not exist", field="generation")
-    require_readable_generation(principal, int(raw), row["active"])
-    return int(raw)
 
 
 def parse_bbox(raw: str | None) -> tuple[float, float, float, float] | None:
@@ -153,8 +130,7 @@ def _collection(request: Request, spec: LayerSpec, extent: list[float] | None) -
 
 
 @router.get("", summary="OGC API – Features landing page")
-async def landing(request: Request) -> JSON:
-    await get_principal(request)
+async def landing(request: Request, principal: PrincipalDep) -> JSON:
     base = _base(request)
     return JSON(
         {
@@ -180,22 +156,18 @@ async def landing(request: Request) -> JSON:
 
 
 @router.get("/conformance", summary="OGC API – Features conformance classes")
-async def conformance(request: Request) -> JSON:
-    await get_principal(request)
+async def conformance(principal: PrincipalDep) -> JSON:
     return JSON({"conformsTo": CONFORMANCE})
 
 
 @router.get("/collections", summary="The layers you may read")
-async def collections(request: Request) -> JSON:
-    principal = await get_principal(request)
-    generation = await resolve_generation(request, principal, None)
+async def collections(request: Request, principal: PrincipalDep, pool: PoolDep) -> JSON:
+    generation = await resolve_generation(pool=pool, principal=principal, requested=None)
     out = []
     for spec in LAYERS.values():
         if spec.detail_roles is not None and principal.role not in spec.detail_roles:
             continue
-        extent = await repo.layer_extent(
-            request.app.state.pg_pool, spec, principal=principal, generation=generation
-        )
+        extent = await repo.layer_extent(pool, spec, principal=principal, generation=generation)
         out.append(_collection(request, spec, extent))
     base = _base(request)
     return JSON(
@@ -209,14 +181,13 @@ async def collections(request: Request) -> JSON:
 
 
 @router.get("/collections/{collection_id}", summary="One layer")
-async def collection(request: Request, collection_id: str) -> JSON:
-    principal = await get_principal(request)
+async def collection(
+    request: Request, collection_id: str, principal: PrincipalDep, pool: PoolDep
+) -> JSON:
     spec = layer_or_404(collection_id)
     repo.check_readable(spec, principal)
-    generation = await resolve_generation(request, principal, None)
-    extent = await repo.layer_extent(
-        request.app.state.pg_pool, spec, principal=principal, generation=generation
-    )
+    generation = await resolve_generation(pool=pool, principal=principal, requested=None)
+    extent = await repo.layer_extent(pool, spec, principal=principal, generation=generation)
     return JSON(_collection(request, spec, extent))
 
 
@@ -244,17 +215,8 @@ def _float(raw: str | None, field: str, lo: float, hi: float) -> float | None:
     return value
 
 
-@router.get(
-    "/collections/{collection_id}/items",
-    summary="Features of a layer (GeoJSON), paged",
-    description="Standard: `limit` (≤ 10000), `offset`, `bbox`, `datetime` (incidents), "
-    "property filters (`?status=open`). Extensions: `zoom` or `simplify_m` (simplify for "
-    "the map's scale), `properties=a,b` (a selection), `generation`.",
-)
-async def items(request: Request, collection_id: str) -> Response:
-    principal = await get_principal(request)
-    spec = layer_or_404(collection_id)
-    q = request.query_params
+def _items_query(q, spec: LayerSpec) -> dict[str, Any]:
+    """Return the validated arguments of ``layer_items`` from the items query string."""
     for key in q:
         if key not in STANDARD_PARAMS and key not in spec.filters:
             raise UnprocessableError(
@@ -275,23 +237,18 @@ async def items(request: Request, collection_id: str) -> Response:
     elif simplify_m:
         tolerance = simplify_m / 111_320.0
     properties = [p for p in q["properties"].split(",") if p] if "properties" in q else None
-    generation = await resolve_generation(request, principal, q.get("generation"))
-    features, matched = await repo.layer_items(
-        request.app.state.pg_pool,
-        spec,
-        principal=principal,
-        generation=generation,
-        bbox=parse_bbox(q.get("bbox")),
-        filters={k: q[k] for k in spec.filters if k in q},
-        datetime_range=_parse_datetime(q.get("datetime")),
-        limit=limit,
-        offset=offset,
-        properties=properties,
-        tolerance_deg=tolerance,
-    )
-    url = request.url
+    return {
+        "limit": limit,
+        "offset": offset,
+        "properties": properties,
+        "tolerance_deg": tolerance,
+    }
+
+
+def _page_links(url, *, offset: int, limit: int, returned: int, matched: int) -> list[dict]:
+    """Return the self, next and previous links of one page of items."""
     links = [{"href": str(url), "rel": "self", "type": GEOJSON}]
-    if offset + len(features) < matched:
+    if offset + returned < matched:
         links.append(
             {
                 "href": str(url.include_query_params(offset=offset + limit, limit=limit)),
@@ -307,8 +264,42 @@ async def items(request: Request, collection_id: str) -> Response:
                 "type": GEOJSON,
             }
         )
-    import orjson
+    return links
 
+
+@router.get(
+    "/collections/{collection_id}/items",
+    summary="Features of a layer (GeoJSON), paged",
+    description="Standard: `limit` (≤ 10000), `offset`, `bbox`, `datetime` (incidents), "
+    "property filters (`?status=open`). Extensions: `zoom` or `simplify_m` (simplify for "
+    "the map's scale), `properties=a,b` (a selection), `generation`.",
+)
+async def items(
+    request: Request, collection_id: str, principal: PrincipalDep, pool: PoolDep
+) -> Response:
+    spec = layer_or_404(collection_id)
+    q = request.query_params
+    paging = _items_query(q, spec)
+    generation = await resolve_generation(
+        pool=pool, principal=principal, requested=parse_generation(q.get("generation"))
+    )
+    features, matched = await repo.layer_items(
+        pool,
+        spec,
+        principal=principal,
+        generation=generation,
+        bbox=parse_bbox(q.get("bbox")),
+        filters={k: q[k] for k in spec.filters if k in q},
+        datetime_range=_parse_datetime(q.get("datetime")),
+        **paging,
+    )
+    links = _page_links(
+        request.url,
+        offset=paging["offset"],
+        limit=paging["limit"],
+        returned=len(features),
+        matched=matched,
+    )
     head = orjson.dumps(
         {
             "type": "FeatureCollection",
@@ -336,14 +327,21 @@ def _compressed(request: Request, body: bytes) -> Response:
 
 
 @router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature")
-async def item(request: Request, collection_id: str, feature_id: str) -> Response:
-    principal = await get_principal(request)
+async def item(
+    request: Request,
+    collection_id: str,
+    feature_id: str,
+    principal: PrincipalDep,
+    pool: PoolDep,
+) -> Response:
     spec = layer_or_404(collection_id)
     generation = await resolve_generation(
-        request, principal, request.query_params.get("generation")
+        pool=pool,
+        principal=principal,
+        requested=parse_generation(request.query_params.get("generation")),
     )
     feature = await repo.layer_item(
-        request.app.state.pg_pool,
+        pool,
         spec,
         principal=principal,
         generation=generation,

@@ -11,17 +11,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.deps import get_principal
+from service.deps import PoolDep, PrincipalDep, layer_or_404, parse_generation
 from service.errors import UnprocessableError
 from service.layers import LayerSpec
 from service.repositories import layers as repo
+from service.repositories.generations import resolve_generation
 from service.responses import JSON
-from service.routers.ogc import layer_or_404, resolve_generation
-from service.tilecache import TileKey
+from service.tiles import TileKey, TileResponse
+from service.tiles.response import HIT, MISS
 
 router = APIRouter(prefix="/tiles", tags=["tiles"])
 
-MVT = "application/vnd.mapbox-vector-tile"
 MAX_ZOOM = 22
 
 
@@ -49,15 +49,24 @@ def _tile_numbers(z: int, x: int, y: int) -> None:
     summary="A vector tile of one or more layers",
     response_class=Response,
 )
-async def tile(request: Request, layers: str, z: int, x: int, y: int) -> Response:
-    principal = await get_principal(request)
+async def tile(
+    request: Request,
+    principal: PrincipalDep,
+    pool: PoolDep,
+    layers: str,
+    z: int,
+    x: int,
+    y: int,
+) -> Response:
     specs = _layers(layers)
     _tile_numbers(z, x, y)
     for spec in specs:
         repo.check_readable(spec, principal)
     q = request.query_params
     cache = request.app.state.tile_cache
-    generation = await resolve_generation(request, principal, q.get("generation"))
+    generation = await resolve_generation(
+        pool=pool, principal=principal, requested=parse_generation(q.get("generation"))
+    )
     if q.get("generation") is None:
         cache.current_generation = generation
     filters: dict[str, dict[str, str]] = {s.name: {} for s in specs}
@@ -79,12 +88,12 @@ async def tile(request: Request, layers: str, z: int, x: int, y: int) -> Respons
         tuple(sorted((k, v) for k, v in q.items() if k != "access_token")),
     )
     entry = cache.get(key)
-    state = "hit"
+    marks = HIT
     if entry is None:
-        state = "miss"
+        marks = MISS
         parts = [
             await repo.layer_tile(
-                request.app.state.pg_pool,
+                pool,
                 spec,
                 principal=principal,
                 generation=generation,
@@ -97,36 +106,22 @@ async def tile(request: Request, layers: str, z: int, x: int, y: int) -> Respons
         ]
         # MVT layers are independent protobuf messages: concatenated tiles are one tile.
         entry = cache.put(key, b"".join(parts))
-    headers = {
-        "ETag": entry.etag,
-        "Cache-Control": "private, max-age=60",
-        "Vary": "Authorization, X-API-Key",
-        "X-Tile-Cache": state,
-    }
-    if request.headers.get("if-none-match") == entry.etag:
-        return Response(status_code=304, headers=headers)
-    if entry.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
-        headers["Content-Encoding"] = "gzip"
-        return Response(entry.gzipped, media_type=MVT, headers=headers)
-    return Response(entry.data, media_type=MVT, headers=headers)
+    return TileResponse(entry, request.scope["headers"], marks)
 
 
 @router.get("/{layer}.json", summary="TileJSON 3.0 of a layer")
-async def tilejson(request: Request, layer: str) -> JSON:
-    principal = await get_principal(request)
+async def tilejson(request: Request, principal: PrincipalDep, pool: PoolDep, layer: str) -> JSON:
     specs = _layers(layer)
     for spec in specs:
         repo.check_readable(spec, principal)
-    generation = await resolve_generation(request, principal, None)
+    generation = await resolve_generation(pool=pool, principal=principal, requested=None)
     base = str(request.base_url).rstrip("/")
     query = ""
     if "access_token" in request.query_params:
         query = f"?access_token={request.query_params['access_token']}"
     bounds = None
     for spec in specs:
-        extent = await repo.layer_extent(
-            request.app.state.pg_pool, spec, principal=principal, generation=generation
-        )
+        extent = await repo.layer_extent(pool, spec, principal=principal, generation=generation)
         if extent:
             bounds = (
                 extent
