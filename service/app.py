@@ -29,8 +29,7 @@ from service.routers import (
     tokens,
 )
 from service.settings import Settings, get_settings
-from service.tilecache import TileCache
-from service.tilefast import CachedTileShortcut
+from service.tiles import CachedTileShortcut, TileCache, listen_for_changes
 
 __all__ = ["create_app"]
 
@@ -58,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pg_pool = await make_pg_pool(url, size=settings.db.pool_size)
         app.state.lookup_batcher = PointLookupBatcher(app.state.pg_pool)
         app.state.tile_cache = TileCache(settings.api.tile_cache_bytes)
-        listener = await _listen_for_changes(url, app.state.tile_cache)
+        listener = await listen_for_changes(url, app.state.tile_cache)
         # Everything allocated so far lives as long as the process: move it out of the
         # collector's sight, so full collections do not walk the app on every request burst
         # (they were the p99 of lookups, and a fifth of their throughput).
@@ -110,61 +109,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 PUBLIC_PATHS = {"/health"}
-
-
-class _ChangeListener:
-    """Feed the database's change notifications to the tile cache, and survive a lost
-    connection: while not listening nothing may be served from the cache, so the cache is
-    cleared on disconnect and the listener reconnects in the background."""
-
-    def __init__(self, url: str, cache: TileCache):
-        self.dsn = f"postgresql://{url.split('://', 1)[1]}"
-        self.cache = cache
-        self.conn = None
-        self.closing = False
-        self._task = None
-
-    async def start(self) -> _ChangeListener:
-        import asyncpg
-
-        self.conn = await asyncpg.connect(self.dsn)
-        await self.conn.add_listener(
-            "wangge_changes", lambda _c, _pid, _ch, payload: self.cache.on_notification(payload)
-        )
-        self.conn.add_termination_listener(self._lost)
-        return self
-
-    def _lost(self, _conn) -> None:
-        import asyncio
-
-        self.cache.clear()
-        if not self.closing:
-            self._task = asyncio.ensure_future(self._reconnect())
-
-    async def _reconnect(self) -> None:
-        import asyncio
-        import logging
-
-        delay = 0.5
-        while not self.closing:
-            try:
-                await self.start()
-                self.cache.clear()  # changes may have been missed while away
-                return
-            except Exception:  # the database is still away: try again, slower
-                logging.getLogger("wangge.tiles").warning("tile change listener: reconnecting")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
-
-    async def close(self) -> None:
-        self.closing = True
-        if self.conn is not None and not self.conn.is_closed():
-            await self.conn.close()
-
-
-async def _listen_for_changes(url: str, cache: TileCache) -> _ChangeListener:
-    """Return a running listener of ``wangge_changes`` for ``cache``."""
-    return await _ChangeListener(url, cache).start()
 
 
 def _document_security(app: FastAPI) -> None:

@@ -5,24 +5,17 @@ dependencies, middleware). This ASGI middleware answers a ``GET /tiles/…/{z}/{
 straight from the cache when everything it needs is already in memory: a verified token
 (the token cache), the current generation (the tile cache's), the layers' access rules and
 the tile. Anything else — a miss, an unknown token, query parameters — goes to the route,
-which applies every check in full and fills the caches.
+which applies every check in full and fills the caches. The answer itself is the route's
+(``service.tiles.response``), so a hit reads the same whichever path served it.
 """
 
 from __future__ import annotations
 
 from service.layers import LAYERS
-from service.tilecache import TileKey
+from service.tiles.cache import TileKey
+from service.tiles.response import SHORTCUT_HIT, header, tile_response
 
 __all__ = ["CachedTileShortcut"]
-
-MVT = b"application/vnd.mapbox-vector-tile"
-
-
-def _header(scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value
-    return None
 
 
 class CachedTileShortcut:
@@ -53,12 +46,12 @@ class CachedTileShortcut:
         cache = getattr(state, "tile_cache", None)
         if cache is None or cache.current_generation is None:
             return None
-        auth = _header(scope, b"authorization")
+        auth = header(scope["headers"], b"authorization")
         token = None
         if auth and auth[:7].lower() == b"bearer ":
             token = auth[7:].strip().decode("latin-1")
         else:
-            key = _header(scope, b"x-api-key")
+            key = header(scope["headers"], b"x-api-key")
             token = key.strip().decode("latin-1") if key else None
         principal = state.token_cache.get(token) if token else None
         if principal is None:
@@ -76,19 +69,4 @@ class CachedTileShortcut:
         )
         if entry is None:
             return None
-        headers = [
-            (b"etag", entry.etag.encode()),
-            (b"cache-control", b"private, max-age=60"),
-            (b"vary", b"Authorization, X-API-Key"),
-            (b"x-tile-cache", b"hit"),
-            (b"x-tile-shortcut", b"1"),
-        ]
-        if _header(scope, b"if-none-match") == entry.etag.encode():
-            return 304, headers, b""
-        body = entry.data
-        accept = _header(scope, b"accept-encoding") or b""
-        if entry.gzipped is not None and b"gzip" in accept:
-            body = entry.gzipped
-            headers.append((b"content-encoding", b"gzip"))
-        headers += [(b"content-type", MVT), (b"content-length", str(len(body)).encode())]
-        return 200, headers, body
+        return tile_response(entry, scope["headers"], SHORTCUT_HIT)

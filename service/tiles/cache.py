@@ -2,8 +2,9 @@
 
 Entries are keyed by (layers, z, x, y, scope, generation). The database announces every
 write with the bounding boxes it touched (``NOTIFY wangge_changes``, migration 0006); each
-server process listens and drops only the cached tiles of the named layers that intersect
-those boxes: an edit to one grid never serves a stale tile, nor flushes the whole city.
+server process listens (``service.tiles.listener``) and drops only the cached tiles of the
+named layers that intersect those boxes: an edit to one grid never serves a stale tile, nor
+flushes the whole city.
 A new generation flushes everything (every boundary may have moved).
 """
 
@@ -47,7 +48,7 @@ class TileKey:
 @dataclass(frozen=True)
 class CachedTile:
     data: bytes
-    etag: str
+    etag: bytes  #: quoted, as sent: kept in bytes so answering a hit encodes nothing
     gzipped: bytes | None = None  #: the same tile gzip-compressed, for clients that accept it
 
     @property
@@ -68,7 +69,7 @@ class TileCache:
         self._bytes = 0
         self.hits = self.misses = self.invalidated = 0
         #: The current generation as last resolved; forgotten with everything else when
-        #: boundaries change, so the fast path (service.tilefast) never serves a past one.
+        #: boundaries change, so the shortcut (service.tiles.shortcut) never serves a past one.
         self.current_generation: int | None = None
 
     def get(self, key: TileKey) -> CachedTile | None:
@@ -84,7 +85,7 @@ class TileCache:
         """Return the entry for ``data`` (ETag, gzipped copy); keep it if there is room."""
         entry = CachedTile(
             data,
-            '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"',
+            b'"' + hashlib.blake2b(data, digest_size=12).hexdigest().encode() + b'"',
             gzip.compress(data, 6, mtime=0) if len(data) > 256 else None,
         )
         if self.max_bytes <= 0:
