@@ -107,14 +107,96 @@ def _communities(url: str, prefix: str) -> int:
     )
 
 
+def _raw_figures(url: str, district: str) -> dict[str, dict]:
+    """Return per analysis the summary figures of ``district`` counted from the raw tables.
+
+    Members are counted per grid and role with pandas; units and care households are placed
+    in the district by shapely on its stored polygon, not by their stored cells.
+    """
+    import shapely
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        current = "(SELECT max(id) FROM generation WHERE active)"
+        areas = pd.read_sql(
+            text(
+                "SELECT code, level, ST_AsBinary(geom) AS wkb FROM area "
+                f"WHERE generation_low <= {current} AND generation_high >= {current} "
+                "AND (code = :d OR path LIKE '%/' || :d || '/%')"
+            ),
+            conn,
+            params={"d": district},
+        )
+        members = pd.read_sql(text("SELECT id, team_role, serving_grid_code FROM member"), conn)
+        units = pd.read_sql(text("SELECT party_org, ST_X(geom) x, ST_Y(geom) y FROM unit"), conn)
+        care = pd.read_sql(
+            text("SELECT kind, cadre_member_id, ST_X(geom) x, ST_Y(geom) y FROM care_household"),
+            conn,
+        )
+    engine.dispose()
+    outline = shapely.from_wkb(bytes(areas.loc[areas.code == district, "wkb"].iloc[0]))
+    shapely.prepare(outline)
+
+    def inside(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[shapely.covers(outline, shapely.points(frame.x, frame.y))]
+
+    grids = set(areas.loc[areas.level == "grid", "code"])
+    roles = ("party_building_instructor", "grid_manager", "grid_police")
+    team = members[members.serving_grid_code.isin(grids) & members.team_role.isin(roles)]
+    per_grid = (
+        team.groupby(["serving_grid_code", "team_role"])
+        .size()
+        .unstack(fill_value=0)
+        .reindex(index=sorted(grids), columns=list(roles), fill_value=0)
+    )
+    units_in, care_in = inside(units), inside(care)
+    return {
+        "staffing": {
+            "grids": len(grids),
+            "grids_missing_role": int((per_grid == 0).any(axis=1).sum()),
+            "missing_by_role": {r: int((per_grid[r] == 0).sum()) for r in roles},
+            "grids_with_doubled_role": int((per_grid > 1).any(axis=1).sum()),
+            "complete_teams": int((per_grid == 1).all(axis=1).sum()),
+            "team_members": len(team),
+        },
+        "workload": {"grids": len(grids)},
+        "organisation": {
+            "units": len(units_in),
+            "units_without_org": int((units_in.party_org == "none").sum()),
+        },
+        "care": {
+            "households": len(care_in),
+            "without_cadre": int(care_in.cadre_member_id.isna().sum()),
+            "by_kind": {
+                kind: {"households": len(g), "without_cadre": int(g.cadre_member_id.isna().sum())}
+                for kind, g in care_in.groupby("kind")
+            },
+        },
+        "reach": {"communities": int((areas.level == "community").sum())},
+        "topology": {"parents_checked": int(areas.level.isin(["district", "community"]).sum())},
+    }
+
+
 # -- JSON ------------------------------------------------------------------------------------
 def test_report_holds_every_analysis_with_its_summary(api, kaiyang_report, demo_db_url):
     client, h = api
     body = kaiyang_report
     assert body["area"]["code"] == KAIYANG and body["area"]["level"] == "district"
     for name in ANALYSES:
-        assert body["analyses"][name]["summary"] == body["summary"][name]
         assert body["timings"][name] >= 0
+    # The figures, against a count of the raw tables with pandas and shapely.
+    raw = _raw_figures(demo_db_url, KAIYANG)
+    assert raw["organisation"]["units"] > 0 and raw["care"]["households"] > 0
+    assert raw["staffing"]["grids_missing_role"] == 5  # the demo's deliberate gaps
+    for name, figures in raw.items():
+        for summary in (body["analyses"][name]["summary"], body["summary"][name]):
+            got = {k: summary[k] for k in figures}
+            if name == "care":
+                got["by_kind"] = {
+                    kind: {k: v[k] for k in ("households", "without_cadre")}
+                    for kind, v in got["by_kind"].items()
+                }
+            assert got == figures, name
     assert "siting" not in body["analyses"] and body["parameters"]["siting_k"] is None
     # Reach runs beside the SQL analyses (a second connection, the same snapshot).
     timings = body["timings"]
