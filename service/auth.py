@@ -13,9 +13,10 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Row, func, insert, select, update
 
 from service.errors import NotFoundError, UnprocessableError
+from service.tables import api_token, area
 
 __all__ = [
     "ROLES",
@@ -28,6 +29,7 @@ __all__ = [
     "hash_secret",
     "create_token",
     "revoke_token",
+    "list_tokens",
 ]
 
 #: Roles and the level of area their scope must be (None: any level; admin: everything).
@@ -140,9 +142,12 @@ def create_token(
     if allowed is not None:
         if not area_code:
             raise UnprocessableError(f"a {role} needs an area", field="area_code")
+        # Codes never change meaning: the level of a code is that of its newest version.
         level = conn.execute(
-            text("SELECT level FROM area WHERE code = :c ORDER BY generation_high DESC LIMIT 1"),
-            {"c": area_code},
+            select(area.c.level)
+            .where(area.c.code == area_code)
+            .order_by(area.c.generation_high.desc())
+            .limit(1)
         ).scalar()
         if level is None:
             raise NotFoundError(f"no area with code {area_code}", field="area_code")
@@ -156,18 +161,14 @@ def create_token(
     token_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     conn.execute(
-        text(
-            "INSERT INTO api_token (id, name, role, area_code, secret_sha256, source) "
-            "VALUES (:id, :name, :role, :area, :digest, :source)"
-        ),
-        {
-            "id": token_id,
-            "name": name,
-            "role": role,
-            "area": area_code,
-            "digest": hash_secret(secret),
-            "source": source,
-        },
+        insert(api_token).values(
+            id=token_id,
+            name=name,
+            role=role,
+            area_code=area_code,
+            secret_sha256=hash_secret(secret),
+            source=source,
+        )
     )
     return f"wg_{token_id}_{secret}"
 
@@ -175,8 +176,20 @@ def create_token(
 def revoke_token(conn: Connection, *, token_id: str) -> None:
     """Revoke the token ``token_id``."""
     res = conn.execute(
-        text("UPDATE api_token SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"),
-        {"id": token_id},
+        update(api_token)
+        .where(api_token.c.id == token_id, api_token.c.revoked_at.is_(None))
+        .values(revoked_at=func.now())
     )
     if res.rowcount == 0:
         raise NotFoundError(f"no active token {token_id}", field="token_id")
+
+
+def list_tokens(conn: Connection) -> list[Row]:
+    """Return every token, oldest first: who holds it, role, area, source, dates; never the
+    secret's hash."""
+    t = api_token.c
+    return conn.execute(
+        select(
+            t.id, t.name, t.role, t.area_code, t.source, t.created_at, t.expires_at, t.revoked_at
+        ).order_by(t.created_at)
+    ).all()
