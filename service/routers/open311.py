@@ -17,13 +17,13 @@ from xml.etree import ElementTree as ET
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy import text
 
-from service.deps import get_principal, principal_from_token
+from service.deps import ConnDep, get_principal, principal_from_token
 from service.entities import INCIDENTS
 from service.errors import WanggeError
 from service.idempotency import request_fingerprint, run_idempotent
 from service.repositories import entities as repo
+from service.repositories.open311 import find_open311_requests
 from service.responses import JSON
 from service.schemas.entities import IncidentCreate
 
@@ -82,6 +82,9 @@ def _error(exc: Open311Error, fmt: str) -> Response:
     )
 
 
+# Open311 handlers authenticate in their body rather than through PrincipalDep: the key may
+# come in the form (read by the handler) and an auth failure must leave in Open311's error
+# format for the path's suffix, which an exception raised in a dependency cannot do.
 async def _principal(request: Request, form: dict[str, str] | None = None):
     api_key = (form or {}).get("api_key") or request.query_params.get("api_key")
     try:
@@ -165,6 +168,72 @@ async def service_definition(request: Request, code: str, fmt: str) -> Response:
         return _error(exc, fmt)
 
 
+def _incident_from_form(form: dict[str, str], principal) -> IncidentCreate:
+    """Return the incident a GeoReport v2 form describes (400 naming the Open311 field)."""
+    if not form.get("service_code"):
+        raise Open311Error(400, "service_code: required")
+    if form["service_code"] not in SERVICES:
+        raise Open311Error(404, f"service_code: unknown service {form['service_code']!r}")
+    if not form.get("lat") or not form.get("long"):
+        raise Open311Error(
+            400,
+            "lat, long: a location is required (address-only requests cannot be placed in a grid)",
+        )
+    payload = {
+        "category": form["service_code"],
+        "description": form.get("description", ""),
+        "address": form.get("address_string", ""),
+        "lon": form["long"],
+        "lat": form["lat"],
+        "crs": form.get("crs", "EPSG:4326"),
+        "attachments": [form["media_url"]] if form.get("media_url") else [],
+        "source": None if principal.role == "intake" else "resident",
+    }
+    try:
+        return IncidentCreate.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = {"lon": "long", "category": "service_code", "attachments": "media_url"}.get(
+            str(first["loc"][0]), str(first["loc"][0])
+        )
+        raise Open311Error(400, f"{field}: {first['msg']}") from None
+
+
+async def _create_incident(
+    request: Request, principal, form: dict[str, str], data: IncidentCreate
+) -> tuple[int, Any]:
+    """Return the status and body of filing ``data`` once per ``Idempotency-Key``."""
+    defaults = {"source": principal.source} if principal.role == "intake" else {}
+    fingerprint = request_fingerprint("POST", request.url.path, sorted(form.items()))
+    key = request.headers.get("idempotency-key")
+    # The transaction is opened here, not taken as WriteConnDep: failures leave as Open311
+    # error bodies rather than exceptions, and must still roll the transaction back.
+    async with request.app.state.engine.begin() as conn:
+
+        async def work():
+            item = await repo.create_entity(
+                conn, INCIDENTS, principal=principal, data=data, forced=defaults
+            )
+            return 201, [
+                {
+                    "service_request_id": str(item["id"]),
+                    "service_notice": None,
+                    "account_id": None,
+                }
+            ]
+
+        try:
+            status, body, _ = await run_idempotent(
+                conn, principal=principal, key=key, fingerprint=fingerprint, work=work
+            )
+        except WanggeError as exc:
+            field = {"lon": "long", "lon,lat": "lat, long"}.get(exc.field, exc.field)
+            raise Open311Error(
+                exc.status if exc.status != 422 else 400, f"{field}: {exc.detail}"
+            ) from None
+    return status, body
+
+
 @router.post("/requests.{fmt}", summary="Open311: file a service request (an incident)")
 async def post_request(request: Request, fmt: str) -> Response:
     """Form-encoded as in GeoReport v2: ``service_code``, ``lat``, ``long``, ``description``,
@@ -173,60 +242,8 @@ async def post_request(request: Request, fmt: str) -> Response:
         fmt = _fmt(fmt)
         form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
         principal = await _principal(request, form)
-        if not form.get("service_code"):
-            raise Open311Error(400, "service_code: required")
-        if form["service_code"] not in SERVICES:
-            raise Open311Error(404, f"service_code: unknown service {form['service_code']!r}")
-        if not form.get("lat") or not form.get("long"):
-            raise Open311Error(
-                400,
-                "lat, long: a location is required (address-only requests cannot be "
-                "placed in a grid)",
-            )
-        payload = {
-            "category": form["service_code"],
-            "description": form.get("description", ""),
-            "address": form.get("address_string", ""),
-            "lon": form["long"],
-            "lat": form["lat"],
-            "crs": form.get("crs", "EPSG:4326"),
-            "attachments": [form["media_url"]] if form.get("media_url") else [],
-            "source": None if principal.role == "intake" else "resident",
-        }
-        try:
-            data = IncidentCreate.model_validate(payload)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = {"lon": "long", "category": "service_code", "attachments": "media_url"}.get(
-                str(first["loc"][0]), str(first["loc"][0])
-            )
-            raise Open311Error(400, f"{field}: {first['msg']}") from None
-        defaults = {"source": principal.source} if principal.role == "intake" else {}
-        fingerprint = request_fingerprint("POST", request.url.path, sorted(form.items()))
-        key = request.headers.get("idempotency-key")
-        async with request.app.state.engine.begin() as conn:
-
-            async def work():
-                item = await repo.create_entity(
-                    conn, INCIDENTS, principal=principal, data=data, forced=defaults
-                )
-                return 201, [
-                    {
-                        "service_request_id": str(item["id"]),
-                        "service_notice": None,
-                        "account_id": None,
-                    }
-                ]
-
-            try:
-                status, body, _ = await run_idempotent(
-                    conn, principal=principal, key=key, fingerprint=fingerprint, work=work
-                )
-            except WanggeError as exc:
-                field = {"lon": "long", "lon,lat": "lat, long"}.get(exc.field, exc.field)
-                raise Open311Error(
-                    exc.status if exc.status != 422 else 400, f"{field}: {exc.detail}"
-                ) from None
+        data = _incident_from_form(form, principal)
+        status, body = await _create_incident(request, principal, form, data)
         return _render(body, fmt, "service_requests", "request", status)
     except Open311Error as exc:
         return _error(exc, fmt)
@@ -242,86 +259,78 @@ def _parse_time(value: str | None, field: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+_QUERY_PARAMETERS = {
+    "service_request_id",
+    "service_code",
+    "start_date",
+    "end_date",
+    "status",
+    "api_key",
+    "jurisdiction_id",
+}
+
+
+def _request_filters(q) -> dict[str, Any]:
+    """Return the ``find_open311_requests`` filters of a GET requests query string."""
+    unknown = sorted(set(q) - _QUERY_PARAMETERS)
+    if unknown:
+        raise Open311Error(400, f"{unknown[0]}: unknown parameter")
+    if q.get("service_request_id"):
+        try:
+            ids = [int(x) for x in q["service_request_id"].split(",") if x.strip()]
+        except ValueError:
+            raise Open311Error(400, "service_request_id: comma-separated numbers") from None
+        return {"ids": ids}
+    end = _parse_time(q.get("end_date"), "end_date") or datetime.now(UTC)
+    start = _parse_time(q.get("start_date"), "start_date") or end - timedelta(days=90)
+    filters: dict[str, Any] = {"reported_from": start, "reported_to": end}
+    if q.get("service_code"):
+        codes = [c for c in q["service_code"].split(",") if c]
+        bad = [c for c in codes if c not in SERVICES]
+        if bad:
+            raise Open311Error(400, f"service_code: unknown service {bad[0]!r}")
+        filters["categories"] = codes
+    if q.get("status"):
+        states = q["status"].split(",")
+        if not set(states) <= {"open", "closed"}:
+            raise Open311Error(400, "status: open or closed")
+        wanted = (
+            {"closed"}
+            if states == ["closed"]
+            else ({"new", "open"} if "closed" not in states else {"new", "open", "closed"})
+        )
+        filters["statuses"] = sorted(wanted)
+    return filters
+
+
 @router.get("/requests.{fmt}", summary="Open311: service requests, with its filters")
-async def get_requests(request: Request, fmt: str) -> Response:
+async def get_requests(request: Request, fmt: str, conn: ConnDep) -> Response:
     """Filters: ``service_request_id`` (comma-separated; overrides the rest), ``service_code``,
     ``start_date``, ``end_date`` (default: the last 90 days), ``status`` (open, closed)."""
     try:
         fmt = _fmt(fmt)
         principal = await _principal(request)
-        q = request.query_params
-        known = {
-            "service_request_id",
-            "service_code",
-            "start_date",
-            "end_date",
-            "status",
-            "api_key",
-            "jurisdiction_id",
-        }
-        unknown = sorted(set(q) - known)
-        if unknown:
-            raise Open311Error(400, f"{unknown[0]}: unknown parameter")
-        where, params = [repo.visible_sql(INCIDENTS)], {}
-        if q.get("service_request_id"):
-            try:
-                ids = [int(x) for x in q["service_request_id"].split(",") if x.strip()]
-            except ValueError:
-                raise Open311Error(400, "service_request_id: comma-separated numbers") from None
-            where.append("t.id = ANY(CAST(:ids AS bigint[]))")
-            params["ids"] = ids
-        else:
-            end = _parse_time(q.get("end_date"), "end_date") or datetime.now(UTC)
-            start = _parse_time(q.get("start_date"), "start_date") or end - timedelta(days=90)
-            where += ["t.reported_at >= :start", "t.reported_at <= :end"]
-            params.update(start=start, end=end)
-            if q.get("service_code"):
-                codes = [c for c in q["service_code"].split(",") if c]
-                bad = [c for c in codes if c not in SERVICES]
-                if bad:
-                    raise Open311Error(400, f"service_code: unknown service {bad[0]!r}")
-                where.append("t.category = ANY(CAST(:codes AS text[]))")
-                params["codes"] = codes
-            if q.get("status"):
-                states = q["status"].split(",")
-                if not set(states) <= {"open", "closed"}:
-                    raise Open311Error(400, "status: open or closed")
-                wanted = (
-                    {"closed"}
-                    if states == ["closed"]
-                    else ({"new", "open"} if "closed" not in states else {"new", "open", "closed"})
-                )
-                where.append("t.status = ANY(CAST(:states AS text[]))")
-                params["states"] = sorted(wanted)
-        items = await _select_requests(request, principal, where, params)
+        filters = _request_filters(request.query_params)
+        items = await find_open311_requests(
+            conn=conn, principal=principal, limit=MAX_RESULTS, **filters
+        )
         return _render([_as_request(i) for i in items], fmt, "service_requests", "request")
     except Open311Error as exc:
         return _error(exc, fmt)
 
 
 @router.get("/requests/{request_id}.{fmt}", summary="Open311: one service request")
-async def get_request(request: Request, request_id: str, fmt: str) -> Response:
+async def get_request(request: Request, request_id: str, fmt: str, conn: ConnDep) -> Response:
     try:
         fmt = _fmt(fmt)
         principal = await _principal(request)
         if not request_id.isdigit():
             raise Open311Error(400, "service_request_id: a number")
-        items = await _select_requests(
-            request, principal, [repo.visible_sql(INCIDENTS), "t.id = :id"], {"id": int(request_id)}
+        items = await find_open311_requests(
+            conn=conn, principal=principal, ids=[int(request_id)], limit=MAX_RESULTS
         )
         if not items:
             raise Open311Error(404, f"service_request_id: no request {request_id}")
         return _render([_as_request(i) for i in items], fmt, "service_requests", "request")
     except Open311Error as exc:
         return _error(exc, fmt)
-
-
-async def _select_requests(request, principal, where: list[str], params: dict) -> list[dict]:
-    sql = (
-        f"SELECT {repo.select_columns(INCIDENTS)} FROM incident t WHERE {' AND '.join(where)} "
-        f"ORDER BY t.reported_at DESC, t.id DESC LIMIT {MAX_RESULTS}"
-    )
-    params = {**params, **repo.scope_params(principal)}
-    async with request.app.state.engine.connect() as conn:
-        rows = (await conn.execute(text(sql), params)).all()
-    return [repo.row_to_read(INCIDENTS, r) for r in rows]
