@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.goals import RESULTS_ENV, Row, table
+from bench.goals import RESULTS_ENV, Row, failed, table
 
 BENCHES = ("lookup", "bulk_assign", "bulk_import", "tiles", "coverage")
 
@@ -49,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     print("\n=== all benchmarks: goals and checks")
     print(table(rows, with_bench=True))
     print()
-    failed = []
+    broken = []
     for name, (code, seconds) in status.items():
         if code != 0:
-            failed.append(name)
+            broken.append(name)
         mine = [r for r in rows if r.bench == name]
-        missed = [r.id for r in mine if not r.ok]
+        missed = [r.id for r in failed(mine)]
         if code == 0:
             state = "ok"
         elif missed:
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             state = f"FAILED (exit {code}) before reporting its goals"
         print(f"  {name:<13}{seconds:7.0f} s  {state}")
-    if failed:
-        print(f"\nbench: {len(failed)} of {len(status)} failed: {', '.join(failed)}", flush=True)
+    if broken:
+        print(f"\nbench: {len(broken)} of {len(status)} failed: {', '.join(broken)}", flush=True)
         return 1
     print(f"\nbench: all {len(status)} passed", flush=True)
     return 0

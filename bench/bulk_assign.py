@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n = 50_000 if args.quick else args.points
     runs = max(1, args.runs)
-    goals = Goals("bulk_assign")
+    goals = Goals("bulk_assign", quick=args.quick)
 
     t = time.perf_counter()
     city = synthetic_city()

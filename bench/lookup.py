@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk is missing: `make bench` installs it (apt-get install wrk)", file=sys.stderr)
         return 2
 
-    goals = Goals("lookup")
+    goals = Goals("lookup", quick=args.quick)
     url, token = prepare_database()
     pts = sample_points(url, 20_000)
     lua = WRK_LUA % (", ".join(f"{{{x:.6f},{y:.6f}}}" for x, y in pts[:5000]), token)
