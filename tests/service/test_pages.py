@@ -476,7 +476,7 @@ def test_planning_page_in_a_browser(browser, live):
 
 
 def test_static_export_works_offline_from_disk(browser, client, tiny_db_url, tmp_path):
-    from service.routers.pages import export_page
+    from service.pages import export_page
 
     admin = Principal(token_id="cli", name="cli", role="admin", area_code=None, scope_path=None)
     path = tmp_path / "planning.html"

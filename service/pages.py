@@ -1,0 +1,570 @@
+"""The map pages (dispatch wall, grid officer's tablet, planner's workload map) as a principal
+may see them: their data, the coverage gaps drawn on them, their HTML.
+
+:func:`page_html` is the one path from a request to a page: the router
+(:mod:`service.routers.pages`) serves its answer, and :func:`export_page` writes it as a
+self-contained file for ``wangge map``. The data come from the layer repository, so a page
+shows exactly what the principal's token may see; :mod:`maps.pages` draws them (this
+module reads, it does not draw).
+
+:func:`dispatch_data`, :func:`tablet_data` and :func:`planning_data` return the keyword
+arguments of :func:`maps.pages.dispatch_page`, :func:`~maps.pages.tablet_page` and
+:func:`~maps.pages.planning_page`; :func:`coverage_gaps` runs the analyses whose gaps the
+planning page draws (the layers of :data:`maps.gaps.MAP_GAP_LAYERS`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from maps.assets import STATIC_URL
+from maps.gaps import GAP_LAYERS, MAP_GAP_LAYERS, add_gap_layers
+from maps.geojson import bounds_of, collection, merge_bounds
+from maps.pages import (
+    LEVELS,
+    PLANNING_METRICS,
+    Page,
+    dispatch_page,
+    planning_page,
+    render_page,
+    tablet_page,
+)
+from maps.style import zoom_for_bounds
+from service.auth import Principal
+from service.errors import ForbiddenError, NotFoundError, UnprocessableError
+from service.layers import AREA_LEVEL_LAYERS, LAYERS
+from service.repositories import grids as grid_repo
+from service.repositories import layers as repo
+from service.repositories.generations import resolve_generation
+
+__all__ = [
+    "PAGE_ROLES",
+    "Links",
+    "require_page_role",
+    "dispatch_data",
+    "tablet_data",
+    "planning_data",
+    "coverage_gaps",
+    "build_page",
+    "page_html",
+    "export_page",
+]
+
+DISPATCHERS = ("city_dispatcher", "district_dispatcher", "community_dispatcher")
+#: Who may open which page (scope still limits what each sees). The tablet page files cases,
+#: which planners may not; a single grid has no planning view. Intake systems get no pages.
+PAGE_ROLES: dict[str, frozenset[str]] = {
+    "dispatch": frozenset({"admin", "planner", *DISPATCHERS, "grid_officer"}),
+    "tablet": frozenset({"admin", *DISPATCHERS, "grid_officer"}),
+    "planning": frozenset({"admin", "planner", *DISPATCHERS}),
+}
+#: Screens the pages are simplified for (pixels): the wall, and a tablet's map part.
+WALL = (1920, 1080)
+TABLET = (1024, 440)
+MAX_AREAS = 20_000
+MAX_INCIDENTS = 5_000
+AREA_PROPS = ["code", "name", "level", "parent_code"]
+INCIDENT_PROPS = ["category", "status", "reported_at", "address", "description", "grid_code"]
+UNIT_PROPS = ["name", "kind", "address", "party_org"]
+OPEN_STATUSES = ("new", "open")
+#: The column of incidents that names their area at each level below the city.
+INCIDENT_AREA_FILTER = {
+    "district": "district_code",
+    "community": "community_code",
+    "grid": "grid_code",
+}
+#: Where to look first for an area code, by its length (CJ/T 213: 6 digits for cities and
+#: districts, 12 for communities, 15 for grids).
+LIKELY_LEVELS = {6: ["city", "district"], 12: ["community"], 15: ["grid"]}
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where a page links to: the service (a served page) or nowhere (a static export)."""
+
+    area_url: str | None = None  #: dispatch view of an area, with ``{code}``
+    tablet_url: str | None = None  #: tablet page of a grid, with ``{code}``
+    report_endpoint: str | None = None  #: where the tablet form POSTs incidents
+    token: str | None = None  #: sent with the tablet's reports
+
+
+def require_page_role(kind: str, principal: Principal) -> None:
+    """Refuse an unknown page (404) and a role the page is not for (403)."""
+    if kind not in PAGE_ROLES:
+        raise NotFoundError(f"no page {kind!r}; pages: {', '.join(PAGE_ROLES)}", field="page")
+    if principal.role not in PAGE_ROLES[kind]:
+        raise ForbiddenError(
+            f"the {kind} page is for {', '.join(sorted(PAGE_ROLES[kind]))}; "
+            f"you are {principal.role}"
+        )
+
+
+# -- reading what the principal sees -----------------------------------------------------------
+@dataclass(frozen=True)
+class _View:
+    """What ``principal`` may see of one generation: every read of the pages goes here."""
+
+    pool: Any
+    principal: Principal
+    generation: int
+
+    async def items(self, layer: str, **kw) -> tuple[list[dict], int]:
+        """Return (features, how many match) of ``layer``; ``kw`` as for ``layer_items``."""
+        texts, matched = await repo.layer_items(
+            self.pool, LAYERS[layer], principal=self.principal, generation=self.generation, **kw
+        )
+        return [orjson.loads(t) for t in texts], matched
+
+    async def areas(self, level: str, **kw) -> list[dict]:
+        """Return the areas of ``level`` (features); ``kw`` as for ``layer_items``."""
+        features, _ = await self.items(AREA_LEVEL_LAYERS[level], **kw)
+        return features
+
+    async def area(
+        self, level: str, code: str, *, tolerance: float, properties: list[str] = AREA_PROPS
+    ) -> dict | None:
+        """Return the area ``code`` of ``level`` (a feature), or None."""
+        found = await self.areas(
+            level, filters={"code": code}, limit=1, properties=properties, tolerance_deg=tolerance
+        )
+        return found[0] if found else None
+
+    async def extent(self) -> list[float]:
+        """Return the box of every area the principal sees (404 when there is none)."""
+        extents = [
+            await repo.layer_extent(
+                self.pool,
+                LAYERS[AREA_LEVEL_LAYERS[level]],
+                principal=self.principal,
+                generation=self.generation,
+            )
+            for level in LEVELS
+        ]
+        bbox = merge_bounds(*extents)
+        if bbox is None:
+            raise NotFoundError("there are no areas to show", field="area")
+        return bbox
+
+
+def _tolerance(bbox: list[float], screen: tuple[int, int]) -> float:
+    """Return the simplification for ``bbox`` on ``screen``: half a pixel one zoom level
+    closer than the fit, so the map can zoom in once and stay sharp."""
+    return repo.tolerance_for_zoom(zoom_for_bounds(bbox, *screen) + 1)
+
+
+def _area_props(level: str) -> list[str]:
+    spec = LAYERS[AREA_LEVEL_LAYERS[level]]
+    return AREA_PROPS + (["open_incidents"] if "open_incidents" in spec.properties else [])
+
+
+def _check_code(code: str, field: str) -> str:
+    if not (code.isascii() and code.isdigit() and 6 <= len(code) <= 18):
+        raise UnprocessableError(f"{field} is an area code of 6 to 18 digits", field=field)
+    return code
+
+
+async def _find_area(view: _View, code: str, tolerance: float) -> dict | None:
+    """Return the visible area ``code`` (any level) as a Feature, or None."""
+    likely = LIKELY_LEVELS.get(len(code), [])
+    for level in likely + [lv for lv in LEVELS if lv not in likely]:
+        found = await view.area(level, code, tolerance=tolerance, properties=_area_props(level))
+        if found:
+            return found
+    return None
+
+
+def _crumb(props: dict[str, Any]) -> dict[str, Any]:
+    return {"code": props["code"], "name": props["name"], "level": props["level"]}
+
+
+async def _ancestors(view: _View, area: dict) -> list[dict]:
+    """Return the breadcrumb of ``area``: its ancestors from the top, then itself."""
+    props = area["properties"]
+    chain = [_crumb(props)]
+    parent, level = props.get("parent_code"), props["level"]
+    while parent:
+        found = None
+        for upper in reversed(LEVELS[: LEVELS.index(level)]):
+            # A huge tolerance: only the name is wanted, the outline shrinks to a few points.
+            found = await view.area(upper, parent, tolerance=1.0)
+            if found:
+                break
+        if found is None:
+            break
+        props = found["properties"]
+        chain.insert(0, _crumb(props))
+        parent, level = props.get("parent_code"), props["level"]
+    return chain
+
+
+async def _open_incidents(
+    view: _View,
+    *,
+    tolerance: float,
+    filters: dict[str, str] | None = None,
+    properties: list[str] = INCIDENT_PROPS,
+    **kw,
+) -> tuple[list[dict], int]:
+    """Return (the first open incidents, how many there are), new and open alike."""
+    features: list[dict] = []
+    matched = 0
+    filters = filters or {}
+    for status in OPEN_STATUSES:
+        found, n = await view.items(
+            "incidents",
+            filters={**filters, "status": status},
+            limit=max(1, MAX_INCIDENTS - len(features)),
+            properties=properties,
+            tolerance_deg=tolerance,
+            **kw,
+        )
+        features += found[: MAX_INCIDENTS - len(features)]
+        matched += n
+    return features, matched
+
+
+# -- the dispatch page -----------------------------------------------------------------------
+async def _dispatch_areas(
+    view: _View, top: str, area: str | None, bbox: list[float], tolerance: float
+) -> tuple[dict[str, dict], dict | None]:
+    """Return the areas by level from ``top`` down (the focus's descendants only), and the
+    focused area (None without one)."""
+    areas: dict[str, dict] = {}
+    focus = None
+    kept: set[str] | None = None
+    for level in LEVELS[LEVELS.index(top) :]:
+        if level == top and area is not None:
+            focus = await _find_area(view, area, tolerance)
+            features = [focus] if focus else []
+        else:
+            features = await view.areas(
+                level,
+                bbox=tuple(bbox),
+                limit=MAX_AREAS,
+                properties=_area_props(level),
+                tolerance_deg=tolerance,
+            )
+            if kept is not None:
+                # The bbox also catches neighbours: keep the focused area's descendants only.
+                features = [f for f in features if f["properties"].get("parent_code") in kept]
+        areas[level] = collection(features)
+        kept = {f["properties"]["code"] for f in features}
+    return areas, focus
+
+
+async def _dispatch_incidents(
+    view: _View,
+    top: str,
+    area: str | None,
+    bbox: list[float],
+    tolerance: float,
+    areas: dict[str, dict],
+) -> tuple[list[dict], int]:
+    """Return (the open incidents of the dispatch page, how many there are)."""
+    if area is not None and top in INCIDENT_AREA_FILTER:
+        return await _open_incidents(
+            view, tolerance=tolerance, filters={INCIDENT_AREA_FILTER[top]: area}
+        )
+    incidents, matched = await _open_incidents(
+        view, tolerance=tolerance, bbox=tuple(bbox), properties=[*INCIDENT_PROPS, "district_code"]
+    )
+    if area is not None:
+        # A city's box also catches its neighbours' cases: keep its districts' and its
+        # own queue's (outside every district).
+        districts = {f["properties"]["code"] for f in areas.get("district", {}).get("features", [])}
+        inside = [
+            f for f in incidents if f["properties"].get("district_code") in districts | {None}
+        ]
+        matched -= len(incidents) - len(inside)
+        incidents = inside
+    for f in incidents:
+        f["properties"].pop("district_code", None)
+    return incidents, matched
+
+
+async def dispatch_data(
+    pool, principal: Principal, generation: int, area: str | None
+) -> dict[str, Any]:
+    """Return the arguments of :func:`maps.pages.dispatch_page` for ``area`` (default: the
+    caller's own area; an admin's: everything)."""
+    view = _View(pool, principal, generation)
+    if area is None:
+        area = principal.area_code
+    if area is None:
+        top, bbox = "city", await view.extent()
+    else:
+        coarse = await _find_area(view, _check_code(area, "area"), 1e-3)
+        if coarse is None:
+            raise NotFoundError(f"no area {area} that you may see", field="area")
+        top, bbox = coarse["properties"]["level"], bounds_of([coarse])
+    tolerance = _tolerance(bbox, WALL)
+    areas, focus = await _dispatch_areas(view, top, area, bbox, tolerance)
+    if focus is None and area is not None:
+        raise NotFoundError(f"no area {area} that you may see", field="area")
+    incidents, matched = await _dispatch_incidents(view, top, area, bbox, tolerance, areas)
+    breadcrumb = await _ancestors(view, focus) if focus else []
+    for fc in areas.values():
+        for f in fc["features"]:
+            # Used above to walk the hierarchy; the page does not need them.
+            f["properties"].pop("parent_code", None)
+            f["properties"].pop("level", None)
+    name = focus["properties"]["name"] if focus else "all areas"
+    return {
+        "areas": areas,
+        "incidents": collection(incidents),
+        "incidents_matched": matched,
+        "breadcrumb": breadcrumb,
+        "focus": area,
+        "title": f"Dispatch · {name}",
+    }
+
+
+# -- the tablet and planning pages -----------------------------------------------------------
+async def tablet_data(
+    pool, principal: Principal, generation: int, grid: str | None
+) -> dict[str, Any]:
+    """Return the arguments of :func:`maps.pages.tablet_page` for ``grid`` (default: a grid
+    officer's own grid)."""
+    view = _View(pool, principal, generation)
+    if grid is None:
+        if principal.role != "grid_officer" or principal.area_code is None:
+            raise UnprocessableError("name the grid: /pages/tablet?grid=<code>", field="grid")
+        grid = principal.area_code
+    grid = _check_code(grid, "grid")
+    found = await view.area("grid", grid, tolerance=1e-4)
+    if found is None:
+        # As elsewhere: a grid outside the caller's area does not exist for them.
+        raise NotFoundError(f"no grid {grid} that you may see", field="grid")
+    tolerance = _tolerance(bounds_of([found]), TABLET)
+    feature = await view.area("grid", grid, tolerance=tolerance)
+    units, _ = await view.items(
+        "units",
+        filters={"grid_code": grid},
+        limit=MAX_AREAS,
+        properties=UNIT_PROPS,
+        tolerance_deg=tolerance,
+    )
+    incidents, _ = await _open_incidents(view, tolerance=tolerance, filters={"grid_code": grid})
+    return {
+        "grid": feature or found,
+        "team": await grid_repo.list_grid_team(pool=pool, grid_code=grid),
+        "units": collection(units),
+        "incidents": collection(incidents),
+    }
+
+
+async def planning_data(pool, principal: Principal, generation: int, metric: str) -> dict[str, Any]:
+    """Return the arguments of :func:`maps.pages.planning_page`: every visible grid with its
+    workload figures, and the outlines above them."""
+    if metric not in PLANNING_METRICS:
+        raise UnprocessableError(f"metric is one of {', '.join(PLANNING_METRICS)}", field="metric")
+    view = _View(pool, principal, generation)
+    tolerance = _tolerance(await view.extent(), WALL)
+    grids = await view.areas(
+        "grid", limit=MAX_AREAS, properties=_area_props("grid"), tolerance_deg=tolerance
+    )
+    # Only codes of grids the caller sees are counted, so the figures stay in scope.
+    figures = await grid_repo.count_grid_workload(
+        pool=pool, grid_codes=[g["properties"]["code"] for g in grids]
+    )
+    for g in grids:
+        work = figures.get(g["properties"]["code"], {})
+        for key in ("incidents_90d", "units", "team_roles"):
+            g["properties"][key] = work.get(key, 0)
+    outlines = {}
+    for level in ("city", "district", "community"):
+        features = await view.areas(
+            level, limit=MAX_AREAS, properties=AREA_PROPS, tolerance_deg=tolerance
+        )
+        if features:
+            outlines[level] = collection(features)
+    return {"grids": collection(grids), "outlines": outlines, "metric": metric}
+
+
+def coverage_gaps(conn, principal: Principal) -> dict[str, dict[str, Any]]:
+    """Return the results of the analyses whose gaps the planning page draws, by name
+    (synchronous: ``conn`` is a SQLAlchemy connection).
+
+    The analyses are those feeding :data:`maps.gaps.MAP_GAP_LAYERS`: where service is out
+    of reach, grids missing a team role, workload outliers and partition defects.
+    """
+    from service.analysis import ANALYSES
+    from service.analysis.reach import run_reach
+
+    results = {}
+    for name in dict.fromkeys(GAP_LAYERS[layer].analysis for layer in MAP_GAP_LAYERS):
+        if name == "reach":
+            results[name] = run_reach(conn, principal=principal, simplify_m=20)
+        else:
+            results[name] = ANALYSES[name](conn, principal=principal)
+    return results
+
+
+# -- the page --------------------------------------------------------------------------------
+async def build_page(
+    pool,
+    principal: Principal,
+    generation: int,
+    kind: str,
+    *,
+    links: Links,
+    area: str | None = None,
+    grid: str | None = None,
+    metric: str | None = None,
+    gaps: dict[str, dict[str, Any]] | None = None,
+) -> Page:
+    """Return the ``kind`` page (dispatch, tablet, planning) as the principal may see it.
+
+    Parameters
+    ----------
+    pool : asyncpg.Pool
+        The hot read pool.
+    principal : Principal
+        Whose page it is: role and scope.
+    generation : int
+        The boundary generation to draw.
+    kind : {"dispatch", "tablet", "planning"}
+    links : Links
+        Where the page's links and form point (none for a static export).
+    area, grid, metric : str, optional
+        The dispatch page's area, the tablet page's grid, the planning page's colour metric.
+    gaps : dict, optional
+        The planning page's coverage analyses (:func:`coverage_gaps`), drawn as its gaps.
+    """
+    require_page_role(kind, principal)
+    if kind == "dispatch":
+        data = await dispatch_data(pool, principal, generation, area)
+        tablet_url = links.tablet_url if principal.role in PAGE_ROLES["tablet"] else None
+        return dispatch_page(**data, area_url=links.area_url, tablet_url=tablet_url)
+    if kind == "tablet":
+        data = await tablet_data(pool, principal, generation, grid)
+        return tablet_page(**data, report_endpoint=links.report_endpoint, token=links.token)
+    data = await planning_data(pool, principal, generation, metric or "incidents_90d")
+    page = planning_page(**data, area_url=links.area_url)
+    add_gap_layers(page, gaps or {})
+    return page
+
+
+def _gaps_in_transaction(engine, principal: Principal) -> dict[str, dict[str, Any]]:
+    with engine.begin() as conn:
+        return coverage_gaps(conn, principal)
+
+
+async def page_html(
+    kind: str,
+    *,
+    pool,
+    engine,
+    principal: Principal,
+    links: Links,
+    assets: str = "link",
+    static_url: str = STATIC_URL,
+    area: str | None = None,
+    grid: str | None = None,
+    metric: str | None = None,
+) -> str:
+    """Return the ``kind`` page as one HTML document, on the current generation.
+
+    Parameters
+    ----------
+    kind : {"dispatch", "tablet", "planning"}
+    pool : asyncpg.Pool
+        The hot read pool.
+    engine : sqlalchemy.Engine
+        The synchronous engine the planning page's coverage analyses run on (in a worker
+        thread); unused by the other pages.
+    principal, links, area, grid, metric
+        As for :func:`build_page`.
+    assets, static_url
+        As for :func:`maps.pages.render_page`: linked from ``static_url`` (served) or
+        inline (a file).
+    """
+    # Checked first: the planning page's analyses are not run for someone refused anyway.
+    require_page_role(kind, principal)
+    generation = await resolve_generation(pool=pool, principal=principal, requested=None)
+    gaps = None
+    if kind == "planning":
+        gaps = await asyncio.to_thread(_gaps_in_transaction, engine, principal)
+    page = await build_page(
+        pool,
+        principal,
+        generation,
+        kind,
+        links=links,
+        area=area,
+        grid=grid,
+        metric=metric,
+        gaps=gaps,
+    )
+    return render_page(page, assets=assets, static_url=static_url)
+
+
+# -- static export ---------------------------------------------------------------------------
+async def _export(url: str, principal: Principal, kind: str, link_base: str | None, **params):
+    from service.db import make_engine, make_pg_pool
+
+    base = link_base.rstrip("/") if link_base else None
+    links = Links(
+        area_url=f"{base}/pages/dispatch?area={{code}}" if base else None,
+        tablet_url=f"{base}/pages/tablet?grid={{code}}" if base else None,
+    )
+    pool = await make_pg_pool(url, size=2)
+    engine = make_engine(url) if kind == "planning" else None
+    try:
+        return await page_html(
+            kind,
+            pool=pool,
+            engine=engine,
+            principal=principal,
+            links=links,
+            assets="inline",
+            **params,
+        )
+    finally:
+        if engine is not None:
+            engine.dispose()
+        await pool.close()
+
+
+def export_page(
+    url: str,
+    principal: Principal,
+    kind: str,
+    *,
+    area: str | None = None,
+    grid: str | None = None,
+    metric: str | None = None,
+    link_base: str | None = None,
+) -> str:
+    """Return the ``kind`` page as one self-contained HTML file (for ``wangge map``).
+
+    Data, scripts, styles and images are inline, so the file opens offline from disk; it
+    holds no token, so its report form is disabled, and its drill-down links point to the
+    service at ``link_base`` (none without it).
+
+    Parameters
+    ----------
+    url : str
+        Database URL.
+    principal : Principal
+        Whose view to export (the CLI's is an admin's).
+    kind : {"dispatch", "tablet", "planning"}
+    area, grid, metric : str, optional
+        As for the served pages.
+    link_base : str, optional
+        e.g. ``https://wangge.example``: make drill-down links open the served pages there.
+    """
+    work = _export(url, principal, kind, link_base, area=area, grid=grid, metric=metric)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    # Called from a thread that runs an event loop already (a notebook, a test driving a
+    # browser): the export gets a loop of its own in a worker thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, work).result()
