@@ -122,6 +122,12 @@ class Page:
     layers: dict[str, Any] = field(default_factory=dict)
     legend: Legend | None = None
 
+    def add(self, title: str, layer: Any, *, to: Any = None) -> Any:
+        """Return ``layer`` added to the map (or to the group ``to``) under ``title``."""
+        layer.add_to(self.map if to is None else to)
+        self.layers[title] = layer
+        return layer
+
 
 class Legend(HtmlControl):
     """The page's legend; sections can be added until the page is rendered."""
@@ -229,6 +235,94 @@ def _crumbs_html(
 
 
 # -- dispatch --------------------------------------------------------------------------------
+def _check_levels(areas: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Return the dispatch page's area layers checked, by level from the top."""
+    unknown = [k for k in areas if k not in LEVELS]
+    if unknown:
+        raise PageDataError(f"unknown level {unknown[0]!r}; levels are {', '.join(LEVELS)}")
+    checked = {
+        level: check_collection(
+            areas[level],
+            layer=f"{level} areas",
+            geometry=POLYGONAL,
+            required=("code", "name", "open_incidents") if level == "grid" else ("code", "name"),
+            numeric=("open_incidents",),
+        )
+        for level in LEVELS
+        if level in areas
+    }
+    if not any(fc["features"] for fc in checked.values()):
+        raise PageDataError("the dispatch page needs at least one area to show")
+    return checked
+
+
+def _dispatch_area_layer(
+    level: str,
+    fc: dict[str, Any],
+    grid_classes: Classes | None,
+    area_url: str | None,
+    tablet_url: str | None,
+) -> AreaLayer:
+    """Return the layer of one level: grids coloured by open incidents, the levels above
+    them as lines over the colours, each area clickable (its popup links further)."""
+    links = []
+    if area_url:
+        links.append([area_url, f"Open this {LEVEL_LABELS[level].lower()} →"])
+    if level == "grid" and tablet_url:
+        links.append([tablet_url, "Tablet page of this grid →"])
+    fields = [["code", "Code"]]
+    if any("open_incidents" in f["properties"] for f in fc["features"]):
+        fields.append(["open_incidents", "Open incidents"])
+    options: dict[str, Any] = {
+        "popup": {"title": "name", "fields": fields, "links": links},
+        "tooltip": {"title": "name", "fields": fields[1:]},
+    }
+    if level == "grid":
+        options["choropleth"] = {
+            "property": "open_incidents",
+            "breaks": list(grid_classes.breaks),
+            "colors": list(grid_classes.colors),
+            "missing": MISSING,
+        }
+    else:
+        # Lines above the grid colours; the whole area clickable (drill-down) below them.
+        options["lines"] = LINE_RANK[level]
+    options["style"] = dict(LEVEL_STYLE[level])
+    return AreaLayer(fc, name=LEVEL_TITLES[level], options=options)
+
+
+def _incident_cluster(points: dict[str, Any]) -> MarkerCluster:
+    """Return the open incidents as category pins in clusters that show their counts."""
+    cluster = MarkerCluster(
+        name="Open incidents",
+        options={"maxClusterRadius": 45, "disableClusteringAtZoom": 17, "chunkedLoading": True},
+    )
+    ClusteredPoints(
+        points,
+        options={
+            "cls": "wg-incident",
+            "classBy": "category",
+            "size": 26,
+            "glyphs": CATEGORY_GLYPHS,
+            "title": "category",
+            "popup": {"title": "category", "fields": INCIDENT_FIELDS[1:]},
+        },
+    ).add_to(cluster)
+    return cluster
+
+
+def _dispatch_legend(checked: Mapping[str, Any], grid_classes: Classes | None) -> Legend:
+    legend = Legend("Legend")
+    if grid_classes is not None:
+        legend.add_classes("Open incidents per grid", grid_classes)
+    legend.add_rows(
+        "Boundaries",
+        [_line_row(LEVEL_LABELS[lv], LEVEL_STYLE[lv]) for lv in checked if lv != "grid"],
+    )
+    legend.add_rows("Open incidents (clusters show counts)", _category_rows())
+    return legend
+
+
 def dispatch_page(
     *,
     areas: Mapping[str, Mapping[str, Any]],
@@ -269,92 +363,27 @@ def dispatch_page(
     PageDataError
         When a layer is malformed, a level is unknown or there is no area at all.
     """
-    unknown = [k for k in areas if k not in LEVELS]
-    if unknown:
-        raise PageDataError(f"unknown level {unknown[0]!r}; levels are {', '.join(LEVELS)}")
+    checked = _check_levels(areas)
     area_url = _check_url(area_url, "area_url")
     tablet_url = _check_url(tablet_url, "tablet_url")
-    checked = {
-        level: check_collection(
-            areas[level],
-            layer=f"{level} areas",
-            geometry=POLYGONAL,
-            required=("code", "name", "open_incidents") if level == "grid" else ("code", "name"),
-            numeric=("open_incidents",),
-        )
-        for level in LEVELS
-        if level in areas
-    }
-    if not any(fc["features"] for fc in checked.values()):
-        raise PageDataError("the dispatch page needs at least one area to show")
     points = check_collection(incidents, layer="incidents", geometry=POINT, required=("category",))
     bounds = merge_bounds(*(bounds_of(fc["features"]) for fc in checked.values()))
     # Room for the title (top left), the layer control (top right) and the legend (right).
     m = _new_map(bounds, tiles=tiles, zoom_control="bottomleft", padding=(20, 80, 270, 20))
     page = Page("dispatch", title, m)
-    legend = Legend("Legend")
-    page.legend = legend
-
     grid_classes = None
     if "grid" in checked:
         grid_classes = integer_classes(
             (f["properties"]["open_incidents"] for f in checked["grid"]["features"]), classes=6
         )
     for level, fc in checked.items():
-        links = []
-        if area_url:
-            links.append([area_url, f"Open this {LEVEL_LABELS[level].lower()} →"])
-        if level == "grid" and tablet_url:
-            links.append([tablet_url, "Tablet page of this grid →"])
-        fields = [["code", "Code"]]
-        if any("open_incidents" in f["properties"] for f in fc["features"]):
-            fields.append(["open_incidents", "Open incidents"])
-        style = dict(LEVEL_STYLE[level])
-        options: dict[str, Any] = {
-            "popup": {"title": "name", "fields": fields, "links": links},
-            "tooltip": {"title": "name", "fields": fields[1:]},
-        }
-        if level == "grid":
-            options["choropleth"] = {
-                "property": "open_incidents",
-                "breaks": list(grid_classes.breaks),
-                "colors": list(grid_classes.colors),
-                "missing": MISSING,
-            }
-        else:
-            # Lines above the grid colours; the whole area clickable (drill-down) below them.
-            options["lines"] = LINE_RANK[level]
-        options["style"] = style
-        layer = AreaLayer(fc, name=LEVEL_TITLES[level], options=options)
-        layer.add_to(m)
-        page.layers[LEVEL_TITLES[level]] = layer
-
-    cluster = MarkerCluster(
-        name="Open incidents",
-        options={"maxClusterRadius": 45, "disableClusteringAtZoom": 17, "chunkedLoading": True},
-    )
-    ClusteredPoints(
-        points,
-        options={
-            "cls": "wg-incident",
-            "classBy": "category",
-            "size": 26,
-            "glyphs": CATEGORY_GLYPHS,
-            "title": "category",
-            "popup": {"title": "category", "fields": INCIDENT_FIELDS[1:]},
-        },
-    ).add_to(cluster)
-    cluster.add_to(m)
-    page.layers["Open incidents"] = cluster
-
-    if grid_classes is not None:
-        legend.add_classes("Open incidents per grid", grid_classes)
-    legend.add_rows(
-        "Boundaries",
-        [_line_row(LEVEL_LABELS[lv], LEVEL_STYLE[lv]) for lv in checked if lv != "grid"],
-    )
-    legend.add_rows("Open incidents (clusters show counts)", _category_rows())
-    legend.add_to(m)
+        page.add(
+            LEVEL_TITLES[level],
+            _dispatch_area_layer(level, fc, grid_classes, area_url, tablet_url),
+        )
+    page.add("Open incidents", _incident_cluster(points))
+    page.legend = _dispatch_legend(checked, grid_classes)
+    page.legend.add_to(m)
 
     shown = len(points["features"])
     count = _count(shown, "open incident")
@@ -370,6 +399,24 @@ def dispatch_page(
 
 
 # -- tablet ----------------------------------------------------------------------------------
+#: The tablet's incident pins, on the map and for the cases its form files.
+TABLET_PIN = {
+    "cls": "wg-incident",
+    "classBy": "category",
+    "size": 44,  # a fingertip: at least 44 px, as touch guidelines ask
+    "glyphs": CATEGORY_GLYPHS,
+    "title": "category",
+    "popup": {"title": "category", "fields": INCIDENT_FIELDS[1:-1]},
+}
+#: A landscape tablet puts the sheet beside the map rather than below it. This CSS goes in
+#: the head so the map has its final size before Leaflet fits the grid into it.
+TABLET_CSS = (
+    "@media (min-width: 900px) and (orientation: landscape) { "
+    "#{map} { position: fixed; top: 0; left: 0; width: 58%; height: 100%; } "
+    ".wg-sheet { margin-left: 58%; } }"
+)
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -400,6 +447,78 @@ def _team_html(team: Sequence[Mapping[str, Any]]) -> str:
             missing = html_text(f"No {label.lower()} assigned")
             items.append(f'<li><span class="wg-role">{missing}</span></li>')
     return f'<ul class="wg-team">{"".join(items)}</ul>'
+
+
+def _add_tablet_layers(page: Page, feature: dict, units_fc: dict, incidents_fc: dict) -> None:
+    """Add the grid's boundary, its stationed units and its open incidents to the page."""
+    page.add(
+        "Grid boundary",
+        AreaLayer(
+            collection([feature]),
+            name="Grid boundary",
+            options={
+                "style": {
+                    "color": "#0b57d0",
+                    "weight": 4,
+                    "fillColor": "#0b57d0",
+                    "fillOpacity": 0.06,
+                },
+                "popup": {"title": "name", "fields": [["code", "Code"]]},
+            },
+        ),
+    )
+    page.add(
+        "Stationed units",
+        PointLayer(
+            units_fc,
+            name="Stationed units",
+            options={
+                "cls": "wg-unitpin",
+                "classBy": "kind",
+                "size": 36,
+                "glyphs": {},
+                "title": "name",
+                "popup": {
+                    "title": "name",
+                    "fields": [
+                        ["kind", "Kind"],
+                        ["address", "Address"],
+                        ["party_org", "Party org"],
+                    ],
+                },
+            },
+        ),
+    )
+    page.add("Open incidents", PointLayer(incidents_fc, name="Open incidents", options=TABLET_PIN))
+
+
+def _tablet_sheet(props: Mapping[str, Any], team_html: str, incidents: int, units: int) -> str:
+    """Return the sheet below (or beside) the map: the grid's counts, its team, the form."""
+    options = "".join(
+        f'<option value="{k}">{html_text(label)}</option>'
+        for k, label in INCIDENT_CATEGORIES.items()
+    )
+    name, code = html_text(props["name"]), html_text(props["code"])
+    return f"""
+<div class="wg-sheet wg-tablet">
+<h2>{name} <small class="wg-note">{code}</small></h2>
+<div class="wg-counts">{_count(incidents, "open incident")} ·
+{_count(units, "stationed unit")} (square markers)</div>
+<h2>Team</h2>
+{team_html}
+<h2>Report a case here</h2>
+<form id="wg-report" class="wg-form" autocomplete="off">
+<label for="wg-category">Category</label>
+<select id="wg-category" name="category" required>{options}</select>
+<label for="wg-description">What is wrong</label>
+<textarea id="wg-description" name="description" maxlength="2000"
+ placeholder="e.g. burst pipe at the east gate"></textarea>
+<button type="button" class="wg-locate">Use my position (GPS)</button>
+<div class="wg-where">position: not yet known (GPS, or tap the map)</div>
+<button type="submit">Report</button>
+<div class="wg-answer" role="status" aria-live="polite"></div>
+</form>
+</div>"""
 
 
 def tablet_page(
@@ -453,71 +572,12 @@ def tablet_page(
     # The map takes the upper part of the screen; team and form follow below it.
     m = _new_map(bounds, tiles=tiles, height="55%", padding=(30, 30, 30, 30))
     page = Page("tablet", title, m)
-    boundary = AreaLayer(
-        collection([feature]),
-        name="Grid boundary",
-        options={
-            "style": {"color": "#0b57d0", "weight": 4, "fillColor": "#0b57d0", "fillOpacity": 0.06},
-            "popup": {"title": "name", "fields": [["code", "Code"]]},
-        },
-    )
-    boundary.add_to(m)
-    page.layers["Grid boundary"] = boundary
-    unit_layer = PointLayer(
-        units_fc,
-        name="Stationed units",
-        options={
-            "cls": "wg-unitpin",
-            "classBy": "kind",
-            "size": 36,
-            "glyphs": {},
-            "title": "name",
-            "popup": {
-                "title": "name",
-                "fields": [["kind", "Kind"], ["address", "Address"], ["party_org", "Party org"]],
-            },
-        },
-    )
-    unit_layer.add_to(m)
-    page.layers["Stationed units"] = unit_layer
-    pin = {
-        "cls": "wg-incident",
-        "classBy": "category",
-        "size": 44,  # a fingertip: at least 44 px, as touch guidelines ask
-        "glyphs": CATEGORY_GLYPHS,
-        "title": "category",
-        "popup": {"title": "category", "fields": INCIDENT_FIELDS[1:-1]},
-    }
-    incident_layer = PointLayer(incidents_fc, name="Open incidents", options=pin)
-    incident_layer.add_to(m)
-    page.layers["Open incidents"] = incident_layer
+    _add_tablet_layers(page, feature, units_fc, incidents_fc)
     folium.LayerControl(collapsed=True).add_to(m)
 
-    options = "".join(
-        f'<option value="{k}">{html_text(label)}</option>'
-        for k, label in INCIDENT_CATEGORIES.items()
+    sheet = _tablet_sheet(
+        props, team_html, len(incidents_fc["features"]), len(units_fc["features"])
     )
-    name, code = html_text(props["name"]), html_text(props["code"])
-    sheet = f"""
-<div class="wg-sheet wg-tablet">
-<h2>{name} <small class="wg-note">{code}</small></h2>
-<div class="wg-counts">{_count(len(incidents_fc["features"]), "open incident")} ·
-{_count(len(units_fc["features"]), "stationed unit")} (square markers)</div>
-<h2>Team</h2>
-{team_html}
-<h2>Report a case here</h2>
-<form id="wg-report" class="wg-form" autocomplete="off">
-<label for="wg-category">Category</label>
-<select id="wg-category" name="category" required>{options}</select>
-<label for="wg-description">What is wrong</label>
-<textarea id="wg-description" name="description" maxlength="2000"
- placeholder="e.g. burst pipe at the east gate"></textarea>
-<button type="button" class="wg-locate">Use my position (GPS)</button>
-<div class="wg-where">position: not yet known (GPS, or tap the map)</div>
-<button type="submit">Report</button>
-<div class="wg-answer" role="status" aria-live="polite"></div>
-</form>
-</div>"""
     form_options = {
         "form": "wg-report",
         "endpoint": report_endpoint,
@@ -525,24 +585,27 @@ def tablet_page(
         "source": "patrol",
         "crs": "EPSG:4326",
         "retries": 3,
-        "pin": pin,
+        "pin": TABLET_PIN,
     }
     script = (
         '{map}.getContainer().classList.add("wg-tablet");\n'
         f"wg.reportForm({{map}}, {js(form_options)});"
     )
-    # A landscape tablet puts the sheet beside the map rather than below it. This CSS goes
-    # in the head so the map has its final size before Leaflet fits the grid into it.
-    css = (
-        "@media (min-width: 900px) and (orientation: landscape) { "
-        "#{map} { position: fixed; top: 0; left: 0; width: 58%; height: 100%; } "
-        ".wg-sheet { margin-left: 58%; } }"
-    )
-    PageScript(html=sheet, script=script, css=css).add_to(m)
+    PageScript(html=sheet, script=script, css=TABLET_CSS).add_to(m)
     return page
 
 
 # -- planning --------------------------------------------------------------------------------
+#: The planning page's grid popup.
+PLANNING_FIELDS = [
+    ["code", "Code"],
+    ["open_incidents", "Open incidents"],
+    ["incidents_90d", "Incidents, 90 days"],
+    ["units", "Stationed units"],
+    ["team_roles", "Team roles (of 3)"],
+]
+
+
 def _planning_classes(metric: str, values: list[float]) -> Classes:
     title, palette = PLANNING_METRICS[metric]
     if palette is None:
@@ -550,6 +613,53 @@ def _planning_classes(metric: str, values: list[float]) -> Classes:
             [0, 1, 2, 3], TEAM, ["no role filled", "1 of 3 roles", "2 of 3 roles", "complete"]
         )
     return integer_classes(values, classes=6, palette=palette)
+
+
+def _check_planning(
+    grids: Mapping[str, Any], outlines: Mapping[str, Mapping[str, Any]]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Return the planning page's grids and outlines by level, checked."""
+    grid_fc = check_collection(
+        grids,
+        layer="grids",
+        geometry=POLYGONAL,
+        required=("code", "name", *PLANNING_METRICS),
+        numeric=tuple(PLANNING_METRICS),
+    )
+    for i, f in enumerate(grid_fc["features"]):
+        if f["properties"]["team_roles"] > 3:
+            raise PageDataError(f"grids: feature {i}: team_roles is 0 to 3")
+    checked = {}
+    for level, fc in outlines.items():
+        if level not in LEVEL_STYLE or level == "grid":
+            raise PageDataError(f"outlines: unknown level {level!r}; city, district or community")
+        checked[level] = check_collection(
+            fc, layer=f"{level} outlines", geometry=POLYGONAL, required=("code", "name")
+        )
+    return grid_fc, checked
+
+
+def _planning_grid_layer(
+    grid_fc: dict[str, Any], metric: str, classes: Classes, area_url: str | None
+) -> AreaLayer:
+    """Return the grids coloured by ``metric``, each with its figures in a popup."""
+    metric_title = PLANNING_METRICS[metric][0]
+    links = [[area_url, "Dispatch view of this grid →"]] if area_url else []
+    return AreaLayer(
+        grid_fc,
+        name=f"Grids: {metric_title.lower()}",
+        options={
+            "style": {"color": "#555555", "weight": 1, "fillOpacity": 0.8},
+            "choropleth": {
+                "property": metric,
+                "breaks": list(classes.breaks),
+                "colors": list(classes.colors),
+                "missing": MISSING,
+            },
+            "tooltip": {"title": "name", "fields": [[metric, metric_title]]},
+            "popup": {"title": "name", "fields": PLANNING_FIELDS, "links": links},
+        },
+    )
 
 
 def planning_page(
@@ -587,24 +697,7 @@ def planning_page(
     if metric not in PLANNING_METRICS:
         raise PageDataError(f"unknown metric {metric!r}; one of {', '.join(PLANNING_METRICS)}")
     area_url = _check_url(area_url, "area_url")
-    grid_fc = check_collection(
-        grids,
-        layer="grids",
-        geometry=POLYGONAL,
-        required=("code", "name", *PLANNING_METRICS),
-        numeric=tuple(PLANNING_METRICS),
-    )
-    for i, f in enumerate(grid_fc["features"]):
-        if f["properties"]["team_roles"] > 3:
-            raise PageDataError(f"grids: feature {i}: team_roles is 0 to 3")
-    outlines = outlines or {}
-    checked = {}
-    for level, fc in outlines.items():
-        if level not in LEVEL_STYLE or level == "grid":
-            raise PageDataError(f"outlines: unknown level {level!r}; city, district or community")
-        checked[level] = check_collection(
-            fc, layer=f"{level} outlines", geometry=POLYGONAL, required=("code", "name")
-        )
+    grid_fc, checked = _check_planning(grids, outlines or {})
     bounds = merge_bounds(
         bounds_of(grid_fc["features"]), *(bounds_of(fc["features"]) for fc in checked.values())
     )
@@ -612,53 +705,23 @@ def planning_page(
     page = Page("planning", title, m)
     metric_title = PLANNING_METRICS[metric][0]
     classes = _planning_classes(metric, [f["properties"][metric] for f in grid_fc["features"]])
-    fields = [
-        ["code", "Code"],
-        ["open_incidents", "Open incidents"],
-        ["incidents_90d", "Incidents, 90 days"],
-        ["units", "Stationed units"],
-        ["team_roles", "Team roles (of 3)"],
-    ]
-    links = [[area_url, "Dispatch view of this grid →"]] if area_url else []
-    grid_layer = AreaLayer(
-        grid_fc,
-        name=f"Grids: {metric_title.lower()}",
-        options={
-            "style": {"color": "#555555", "weight": 1, "fillOpacity": 0.8},
-            "choropleth": {
-                "property": metric,
-                "breaks": list(classes.breaks),
-                "colors": list(classes.colors),
-                "missing": MISSING,
-            },
-            "tooltip": {"title": "name", "fields": [[metric, metric_title]]},
-            "popup": {"title": "name", "fields": fields, "links": links},
-        },
-    )
-    grid_layer.add_to(m)
-    page.layers["Grids"] = grid_layer
+    page.add("Grids", _planning_grid_layer(grid_fc, metric, classes, area_url))
     for level in ("community", "district", "city"):
         if level in checked:
-            style = dict(LEVEL_STYLE[level])
             # Lines only (not clickable): a click anywhere inside reaches the grid's popup.
-            layer = AreaLayer(
-                checked[level],
-                name=LEVEL_TITLES[level],
-                options={"style": style, "lines": LINE_RANK[level]},
+            options = {"style": dict(LEVEL_STYLE[level]), "lines": LINE_RANK[level]}
+            page.add(
+                LEVEL_TITLES[level],
+                AreaLayer(checked[level], name=LEVEL_TITLES[level], options=options),
             )
-            layer.add_to(m)
-            page.layers[LEVEL_TITLES[level]] = layer
-    gaps = folium.FeatureGroup(name=COVERAGE_GAPS, overlay=True, show=True)
-    gaps.add_to(m)
-    page.layers[COVERAGE_GAPS] = gaps
-    legend = Legend(metric_title)
-    legend.add_classes("per grid", classes)
+    page.add(COVERAGE_GAPS, folium.FeatureGroup(name=COVERAGE_GAPS, overlay=True, show=True))
+    page.legend = Legend(metric_title)
+    page.legend.add_classes("per grid", classes)
     if checked:
-        legend.add_rows(
+        page.legend.add_rows(
             "Boundaries", [_line_row(LEVEL_LABELS[lv], LEVEL_STYLE[lv]) for lv in checked]
         )
-    legend.add_to(m)
-    page.legend = legend
+    page.legend.add_to(m)
     head = (
         f'<div class="wg-title"><b>{html_text(title)}</b>'
         f'<div class="wg-crumbs">{len(grid_fc["features"])} grids · colour: '
@@ -740,8 +803,7 @@ def add_coverage_gap_layer(
             },
         )
         swatch = f'<span class="wg-swatch" style="background:{color};opacity:.6"></span>'
-    layer.add_to(group)
-    page.layers[f"{COVERAGE_GAPS}: {name}"] = layer
+    page.add(f"{COVERAGE_GAPS}: {name}", layer, to=group)
     page.legend.add_rows(COVERAGE_GAPS, [f'<div class="wg-row">{swatch}{html_text(name)}</div>'])
     return layer
 
