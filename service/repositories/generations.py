@@ -4,22 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth import Principal, require_readable_generation
 from service.errors import NotFoundError
+from service.tables import area, generation
 
-__all__ = ["resolve_generation", "find_current_generation", "list_generations"]
+__all__ = [
+    "resolve_generation",
+    "find_current_generation",
+    "list_generations",
+    "LIST_GENERATIONS",
+]
 
 _CURRENT_SQL = "SELECT max(id) FROM generation WHERE active"
-_LIST_SQL = text(
-    "SELECT g.id, g.description, g.active, g.created_at, g.activated_at, "
-    "g.id = (SELECT max(id) FROM generation WHERE active) AS current, "
-    "(SELECT count(*) FROM area a WHERE a.generation_low <= g.id "
-    " AND a.generation_high >= g.id) AS areas "
-    "FROM generation g ORDER BY g.id DESC"
+_g = generation.alias("g")
+_CURRENT = select(func.max(generation.c.id)).where(generation.c.active).scalar_subquery()
+_AREAS = (
+    select(func.count())
+    .where(area.c.generation_low <= _g.c.id, area.c.generation_high >= _g.c.id)
+    .scalar_subquery()
 )
+#: All generations, newest first, with their area counts and which is current. One Core
+#: statement for the async engine (the API) and a sync connection (the CLI).
+LIST_GENERATIONS = select(
+    _g, (_g.c.id == _CURRENT).label("current"), _AREAS.label("areas")
+).order_by(_g.c.id.desc())
 
 
 async def resolve_generation(*, pool, principal: Principal, requested: int | None) -> int:
@@ -49,7 +60,7 @@ async def find_current_generation(*, conn: AsyncConnection) -> int | None:
 
 async def list_generations(*, conn: AsyncConnection) -> list[dict[str, Any]]:
     """Return all generations, newest first, with their area counts and which is current."""
-    rows = (await conn.execute(_LIST_SQL)).all()
+    rows = (await conn.execute(LIST_GENERATIONS)).all()
     return [
         {
             "id": r.id,
