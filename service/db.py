@@ -1,4 +1,42 @@
-"""Return database engines and connections for the service, the CLI and migrations."""
+"""Return database engines and connections for the service, the CLI and migrations.
+
+The rule for reaching the database: three ways, each for one kind of path.
+
+1. **SQLAlchemy async engine** (asyncpg driver; ``app.state.engine``, handed to handlers as
+   ``ConnDep`` / ``WriteConnDep`` by :mod:`service.deps`): the ordinary reads and writes of
+   request handlers (areas, entities, generations, tokens, health, and the token check on a
+   cache miss). The default for new code. A ``WriteConnDep`` is one transaction, committed
+   when the request succeeds; repository functions never commit. Synchronous repository
+   functions (:mod:`service.repositories.boundaries`, :func:`service.auth.create_token`)
+   run on the request's connection through ``AsyncConnection.run_sync``, inside that
+   transaction.
+
+2. **The raw asyncpg "hot pool"** (:func:`make_pg_pool`; ``app.state.pg_pool``, ``PoolDep``):
+   point lookups, vector tiles, layer items and OGC features, and resolving the generation
+   those read. A point lookup costs ~0.1 ms in PostGIS, so SQLAlchemy's per-call Python was
+   the limit; here statements are fixed strings run as prepared statements, sessions use
+   generic plans (planning each call cost more than running it: 0.3 ms against 0.15 ms for
+   one point), and a connection goes back to the pool without asyncpg's reset round trip.
+   That is safe only because everything on this pool is a single read-only statement that
+   changes no session state: no writes, no ``SET``, no multi-statement transactions here.
+   These paths keep their tuned SQL (``service/sql/*.sql``, SQL built from the layer
+   declarations) instead of statements built on :mod:`service.tables`.
+
+3. **SQLAlchemy sync engine** (psycopg 3; :func:`make_engine`): the CLI, Alembic migrations,
+   tests and fixtures, and in the app ``app.state.sync_engine`` (``SyncEngineDep``) for work
+   that would block the event loop, run in a worker thread (``run_in_threadpool``,
+   ``asyncio.to_thread``): bulk imports and exports (psycopg's ``COPY`` streaming, numpy
+   cell assignment), activating a generation (re-maps every entity), analyses, reach and
+   reports. Such work opens its own transaction (``engine.begin()``).
+
+One more connection is outside the pools: the tile cache's ``LISTEN`` on a dedicated
+asyncpg connection (:mod:`service.tiles.listener`), since listening is session state.
+
+Statements: on the SQLAlchemy paths, build them from the declared tables
+(:mod:`service.tables`, GeoAlchemy2 geometry columns) where that reads as well as the SQL;
+PostGIS-heavy or set-based SQL stays a ``text()`` string. Always bound parameters;
+identifiers only from fixed mappings.
+"""
 
 from __future__ import annotations
 
@@ -42,12 +80,12 @@ def async_url(url: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    """Return a synchronous engine on ``url``."""
+    """Return a synchronous (psycopg) engine on ``url``: CLI, migrations, worker threads."""
     return create_engine(sync_url(url), pool_pre_ping=True)
 
 
 def make_async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """Return the service's asyncpg engine on ``url``."""
+    """Return the service's SQLAlchemy asyncpg engine on ``url`` (request handlers)."""
     return create_async_engine(
         async_url(url),
         pool_size=pool_size,
@@ -118,10 +156,9 @@ def positional(sql: str) -> tuple[str, tuple[str, ...]]:
 
 
 async def make_pg_pool(url: str, *, size: int = 10):
-    """Return an asyncpg pool for the hot read paths (lookups, token checks).
+    """Return the asyncpg pool of the hot read paths (lookups, tiles, layer items).
 
-    The SQLAlchemy engine serves everything else; lookups skip its layers because a point
-    lookup is ~0.1 ms in PostGIS and the Python around it is what limits throughput.
+    See the module docstring for why these skip SQLAlchemy and what may run here.
     """
     import asyncpg
 
