@@ -458,51 +458,38 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
         out.append((prefix, value))
 
 
-def report_tables(report: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    """Return the report's tables as DataFrames (see :data:`TABLES`), care as counts only."""
-    analyses = report["analyses"]
-    tables = report["tables"]
-    out: dict[str, pd.DataFrame] = {
-        "staffing_grids": pd.DataFrame(
-            tables["staffing_grids"],
-            columns=[
-                "grid_code",
-                "grid_name",
-                "community_code",
-                *TEAM_ROLES,
-                "team_members",
-                "missing_roles",
-                "doubled_roles",
-                "complete",
-            ],
-        ),
-        "organisation_areas": pd.DataFrame(
-            tables["organisation_areas"],
-            columns=[
-                "level",
-                "code",
-                "name",
-                "parent_code",
-                "units",
-                "without_org",
-                "share_without_org",
-                "branches",
-            ],
-        ),
-        "care_communities": pd.DataFrame(
-            tables["care_communities"],
-            columns=[
-                "community_code",
-                "community_name",
-                "households",
-                "without_cadre",
-                "share_without_cadre",
-                "cadre_outside_community",
-                "cadres",
-            ],
-        ),
-    }
-    workload_columns = [
+#: Columns of the tables that copy the report's own tables or an analysis's findings.
+_COLUMNS = {
+    "staffing_grids": [
+        "grid_code",
+        "grid_name",
+        "community_code",
+        *TEAM_ROLES,
+        "team_members",
+        "missing_roles",
+        "doubled_roles",
+        "complete",
+    ],
+    "organisation_areas": [
+        "level",
+        "code",
+        "name",
+        "parent_code",
+        "units",
+        "without_org",
+        "share_without_org",
+        "branches",
+    ],
+    "care_communities": [
+        "community_code",
+        "community_name",
+        "households",
+        "without_cadre",
+        "share_without_cadre",
+        "cadre_outside_community",
+        "cadres",
+    ],
+    "workload_grids": [
         "grid_code",
         "grid_name",
         "community_code",
@@ -514,75 +501,85 @@ def report_tables(report: dict[str, Any]) -> dict[str, pd.DataFrame]:
         "z",
         "median_ratio",
         "outlier",
-    ]
-    out["workload_grids"] = pd.DataFrame(
-        sorted(
-            ({k: i[k] for k in workload_columns} for i in analyses["workload"]["items"]),
-            key=lambda r: r["grid_code"],
-        ),
-        columns=workload_columns,
-    )
-    reach_rows = []
-    for i in analyses["reach"]["items"]:
-        row = {
-            k: i[k]
-            for k in (
-                "rank",
-                "code",
-                "name",
-                "level",
-                "area_m2",
-                "uncovered_area_m2",
-                "uncovered_share",
-            )
-        }
+    ],
+    "reach_communities": [
+        "rank",
+        "code",
+        "name",
+        "level",
+        "area_m2",
+        "uncovered_area_m2",
+        "uncovered_share",
+        "households_total",
+        "households_uncovered",
+        "households_uncovered_share",
+        "units_total",
+        "units_uncovered",
+        "units_uncovered_share",
+    ],
+    "siting_sites": ["rank", "lon", "lat", "community_code", "adds", "adds_share"],
+}
+
+
+def _workload_rows(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    columns = _COLUMNS["workload_grids"]
+    rows = [{k: i[k] for k in columns} for i in workload["items"]]
+    return sorted(rows, key=lambda r: r["grid_code"])
+
+
+def _reach_rows(reach: dict[str, Any]) -> list[dict[str, Any]]:
+    copied = [c for c in _COLUMNS["reach_communities"] if not c.startswith(("households", "units"))]
+    rows = []
+    for i in reach["items"]:
+        row = {k: i[k] for k in copied}
         for kind in ("households", "units"):
             row[f"{kind}_total"] = i[kind]["total"]
             row[f"{kind}_uncovered"] = i[kind]["uncovered"]
             row[f"{kind}_uncovered_share"] = i[kind]["uncovered_share"]
-        reach_rows.append(row)
-    out["reach_communities"] = pd.DataFrame(
-        reach_rows,
-        columns=[
-            "rank",
-            "code",
-            "name",
-            "level",
-            "area_m2",
-            "uncovered_area_m2",
-            "uncovered_share",
-            "households_total",
-            "households_uncovered",
-            "households_uncovered_share",
-            "units_total",
-            "units_uncovered",
-            "units_uncovered_share",
-        ],
-    )
-    siting = analyses.get("siting")
-    if siting is not None and "items" in siting:
-        out["siting_sites"] = pd.DataFrame(
-            [
-                {
-                    "rank": i["rank"],
-                    "lon": i["geometry"]["coordinates"][0],
-                    "lat": i["geometry"]["coordinates"][1],
-                    "community_code": i["community_code"],
-                    "adds": i["adds"],
-                    "adds_share": i["adds_share"],
-                }
-                for i in siting["items"]
-            ],
-            columns=["rank", "lon", "lat", "community_code", "adds", "adds_share"],
-        )
-    figures: list[tuple[str, Any]] = []
-    for name, summary in report["summary"].items():
+        rows.append(row)
+    return rows
+
+
+def _siting_rows(siting: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "rank": i["rank"],
+            "lon": i["geometry"]["coordinates"][0],
+            "lat": i["geometry"]["coordinates"][1],
+            "community_code": i["community_code"],
+            "adds": i["adds"],
+            "adds_share": i["adds_share"],
+        }
+        for i in siting["items"]
+    ]
+
+
+def _key_figures(summaries: dict[str, Any]) -> pd.DataFrame:
+    figures: list[tuple[str, str, Any]] = []
+    for name, summary in summaries.items():
         if name == "topology":  # by_parent is a table of its own, not a figure
             summary = {k: v for k, v in summary.items() if k != "by_parent"}
         rows: list[tuple[str, Any]] = []
         _flatten("", summary, rows)
-        figures.extend((f"{name}", k, v) for k, v in rows)
-    out["key_figures"] = pd.DataFrame(figures, columns=["analysis", "figure", "value"])
+        figures.extend((name, k, v) for k, v in rows)
+    return pd.DataFrame(figures, columns=["analysis", "figure", "value"])
+
+
+def report_tables(report: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Return the report's tables as DataFrames (see :data:`TABLES`), care as counts only."""
+    analyses = report["analyses"]
+    rows = {
+        **report["tables"],
+        "workload_grids": _workload_rows(analyses["workload"]),
+        "reach_communities": _reach_rows(analyses["reach"]),
+    }
+    siting = analyses.get("siting")
+    if siting is not None and "items" in siting:
+        rows["siting_sites"] = _siting_rows(siting)
+    out = {
+        name: pd.DataFrame(rows[name], columns=_COLUMNS[name]) for name in TABLES if name in rows
+    }
+    out["key_figures"] = _key_figures(report["summary"])
     return out
 
 
