@@ -57,11 +57,10 @@ ADMIN = _principal("admin", None, None)
 
 
 def _with_analysis_routes(client):
-    """Return ``client`` with the /analysis routes (until the app registers them itself)."""
-    from service.routers import analysis
-
-    if not any(getattr(r, "path", "").startswith("/analysis") for r in client.app.router.routes):
-        client.app.router.routes.extend(analysis.router.routes)
+    """Return ``client`` after checking that its app serves the analyses itself."""
+    paths = {getattr(r, "path", None) for r in client.app.router.routes}
+    for name in ("staffing", "topology", "organisation", "care", "workload"):
+        assert f"/analysis/{name}" in paths, name
     return client
 
 
@@ -499,7 +498,7 @@ def test_care_over_http_hides_details_from_planners_and_logs_dispatchers(client,
 
 
 def test_cli_prints_a_summary_and_json(cases, monkeypatch):
-    from service.cli_analysis import app
+    from service.cli.analysis import app
 
     monkeypatch.setenv("DATABASE_URL", cases[0])
     runner = CliRunner()
@@ -623,9 +622,19 @@ def test_redrawn_grid_leaves_its_officer_behind_and_history_is_analysable(broken
         topo_before = run_topology(conn, principal=ADMIN, generation=1)
         org_now = run_organisation(conn, principal=ADMIN)
         org_before = run_organisation(conn, principal=ADMIN, generation=1)
-        for fn in (run_care, run_workload):
-            assert fn(conn, principal=ADMIN, generation=1)["summary"]
+        care_before = run_care(conn, principal=ADMIN, generation=1)
+        work_now = run_workload(conn, principal=ADMIN)
+        work_before = run_workload(conn, principal=ADMIN, generation=1)
     engine.dispose()
+    assert care_before["area"]["generation"] == 1
+    assert care_before["area"]["current_generation"] is False
+    assert care_before["summary"]["households"] == 0
+    # Workload is counted per grid of the generation asked for: G2 then, grid 003 now.
+    assert work_before["area"]["generation"] == 1
+    assert sorted(i["grid_code"] for i in work_before["items"]) == sorted(GRIDS)
+    assert sorted(i["grid_code"] for i in work_now["items"]) == sorted(
+        [g for g in GRIDS if g != G2] + [f"{N1}003"]
+    )
     (redrawn,) = _kinds(now)["serving_redrawn_grid"]
     assert redrawn["serving_grid_code"] == G2 and redrawn["name"] == "Old Officer"
     assert redrawn["last_generation"] == 1
