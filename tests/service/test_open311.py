@@ -24,7 +24,11 @@ def keys(tiny_db_url):
     engine.dispose()
     tokens = make_tokens(
         tiny_db_url,
-        {"city": ("city_dispatcher", "990100"), "grid_ne": ("grid_officer", "990101001001002")},
+        {
+            "city": ("city_dispatcher", "990100"),
+            "grid_ne": ("grid_officer", "990101001001002"),
+            "planner": ("planner", "990100"),
+        },
     )
     return {"hotline": hotline, **tokens}
 
@@ -81,9 +85,10 @@ def test_get_requests_filters(tiny_client, keys):
         ids[code] = _post(tiny_client, keys["hotline"], service_code=code).json()[0][
             "service_request_id"
         ]
-    tiny_client.patch(
+    closed = tiny_client.patch(
         f"/incidents/{ids['gas']}", json={"status": "closed"}, headers=auth(keys["city"])
     )
+    assert closed.status_code == 200, closed.text
 
     def get(**p):
         return tiny_client.get(
@@ -97,7 +102,30 @@ def test_get_requests_filters(tiny_client, keys):
     both = get(service_request_id=f"{ids['water']},{ids['gas']}").json()
     assert {r["service_request_id"] for r in both} == {ids["water"], ids["gas"]}
     assert get(end_date="2000-01-01T00:00:00Z").json() == []
-    assert get(start_date="2000-01-01T00:00:00Z").status_code == 200
+    # A case reported in 2020 is outside the default window (the last 90 days); a start date
+    # before it brings it back, one after it leaves it out.
+    old = tiny_client.post(
+        "/incidents",
+        json={
+            "category": "water",
+            "source": "hotline_12319",
+            "lon": IN_NW[0],
+            "lat": IN_NW[1],
+            "reported_at": "2020-06-01T08:00:00Z",
+        },
+        headers=auth(keys["city"]),
+    )
+    assert old.status_code == 201, old.text
+    old_id = str(old.json()["id"])
+    assert {r["service_request_id"] for r in get().json()} == set(ids.values())
+    since_2000 = get(start_date="2000-01-01T00:00:00Z")
+    assert since_2000.status_code == 200
+    assert {r["service_request_id"] for r in since_2000.json()} == {*ids.values(), old_id}
+    since_2021 = get(start_date="2021-01-01T00:00:00Z").json()
+    assert {r["service_request_id"] for r in since_2021} == set(ids.values())
+    only_2020 = get(start_date="2020-01-01T00:00:00Z", end_date="2020-12-31T00:00:00Z").json()
+    assert [r["service_request_id"] for r in only_2020] == [old_id]
+    assert only_2020[0]["requested_datetime"].startswith("2020-06-01T08:00:00")
     # Scope applies: a grid officer of the neighbouring grid sees none of them.
     assert tiny_client.get("/open311/v2/requests.json", headers=auth(keys["grid_ne"])).json() == []
 
@@ -141,3 +169,36 @@ def test_open311_post_is_idempotent(tiny_client, keys):
         "/open311/v2/requests.json", data={**form, "service_code": "gas"}, headers=headers
     )
     assert c.status_code == 400 and "Idempotency-Key" in c.json()[0]["description"]
+
+
+def test_open311_post_by_a_read_only_role_is_refused_and_files_nothing(
+    tiny_client, keys, tiny_db_url
+):
+    from sqlalchemy import text
+
+    from service.db import make_engine
+
+    r = _post(tiny_client, keys["planner"])
+    assert r.status_code == 403, r.text
+    err = r.json()[0]
+    assert err["code"] == 403 and "planner may not create" in err["description"]
+    xml = tiny_client.post(
+        "/open311/v2/requests.xml",
+        data={
+            "api_key": keys["planner"],
+            "service_code": "water",
+            "lat": "26.015",
+            "long": "106.005",
+        },
+    )
+    assert xml.status_code == 403
+    assert ET.fromstring(xml.content).find("error/code").text == "403"
+    engine = make_engine(tiny_db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM incident")).scalar() == 0
+    engine.dispose()
+    # The planner still reads through Open311.
+    assert (
+        tiny_client.get("/open311/v2/requests.json", params={"api_key": keys["planner"]}).json()
+        == []
+    )
