@@ -46,6 +46,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from maps.gaps import GAP_LAYERS
 from service.analysis import (
     ANALYSES,
+    Scope,
     area_in_scope,
     located,
     ratio,
@@ -285,6 +286,95 @@ def _check_siting_k(siting_k: Any) -> int | None:
     return siting_k
 
 
+#: A step of a report: its name and what it does on a connection.
+Step = tuple[str, Callable[[Connection], Any]]
+
+
+class _Steps:
+    """Runs a report's steps, each timed, telling ``say`` when each starts and ends."""
+
+    def __init__(self, conn: Connection, total: int, say: ProgressFn):
+        self.conn, self.total, self.say = conn, total, say
+        self.results: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self.done = 0
+
+    def _run(self, name: str, step: Callable[[Connection], Any], c: Connection) -> None:
+        t0 = time.perf_counter()
+        self.results[name] = step(c)
+        self.timings[name] = round(time.perf_counter() - t0, 4)
+
+    def in_turn(self, steps: list[Step]) -> None:
+        """Run ``steps`` one after another on the report's connection."""
+        for name, step in steps:
+            self.say(name, self.done, self.total, None)
+            self._run(name, step, self.conn)
+            self.done += 1
+            self.say(name, self.done, self.total, self.timings[name])
+
+    def side_by_side(self, steps: list[Step], beside: list[Step], snapshot: str) -> None:
+        """Run ``steps`` on the report's connection and ``beside`` at once on a second one
+        that sees ``snapshot``; ``beside`` is reported once both are done."""
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wangge-report")
+        lane = pool.submit(
+            _in_snapshot,
+            self.conn.engine,
+            snapshot,
+            lambda c: [self._run(n, f, c) for n, f in beside],
+        )
+        pool.shutdown(wait=False)
+        try:
+            self.in_turn(steps)
+        finally:
+            # Wait even when a step above failed: the lane holds a connection.
+            error = lane.exception()
+        if isinstance(error, PoolTimeoutError) and not any(n in self.results for n, _ in beside):
+            self.in_turn(beside)  # no second connection to be had: in turn after all
+            return
+        for name, _step in beside:  # reported once done, in order
+            self.say(name, self.done, self.total, None)
+            if error is not None:
+                raise error
+            self.done += 1
+            self.say(name, self.done, self.total, self.timings[name])
+
+
+def _report_steps(
+    scope: Scope, *, principal: Principal, siting_k: int | None, geometry: bool, care_details: bool
+) -> tuple[list[Step], list[Step], list[Step]]:
+    """Return the report's steps in three lists: the SQL analyses, those that may run beside
+    them (reach, mostly numpy and shapely work in this process, and the report's tables),
+    and siting, last."""
+    common = {"principal": principal, "area_code": scope.area_code, "generation": scope.generation}
+
+    def siting(c: Connection) -> dict[str, Any]:
+        from service.analysis.siting import run_siting
+
+        try:
+            return run_siting(c, **common, k=siting_k)
+        except WanggeError as exc:  # e.g. nothing left to cover: the rest still stands
+            return {"error": {"status": exc.status, "detail": exc.detail, "field": exc.field}}
+
+    sql: list[Step] = [
+        (
+            name,
+            lambda c, fn=fn, name=name: fn(
+                c,
+                **common,
+                geometry=geometry,
+                **({"details": care_details} if name == "care" else {}),
+            ),
+        )
+        for name, fn in ANALYSES.items()
+    ]
+    beside: list[Step] = [
+        ("reach", lambda c: run_reach(c, **common, geometry=geometry)),
+        ("tables", lambda c: _tables(c, scope)),
+    ]
+    tail: list[Step] = [("siting", siting)] if siting_k is not None else []
+    return sql, beside, tail
+
+
 def run_report(
     conn: Connection,
     *,
@@ -338,84 +428,24 @@ def run_report(
     the wall time (less than the sum). Otherwise every step runs on ``conn`` in turn.
     """
     siting_k = _check_siting_k(siting_k)
-    say = progress or (lambda _step, _done, _total, _seconds: None)
     started = time.perf_counter()
     scope = resolve_scope(conn, principal=principal, area_code=area_code, generation=generation)
-    common = {"principal": principal, "area_code": scope.area_code, "generation": scope.generation}
-
-    def siting(c: Connection) -> dict[str, Any]:
-        from service.analysis.siting import run_siting
-
-        try:
-            return run_siting(c, **common, k=siting_k)
-        except WanggeError as exc:  # e.g. nothing left to cover: the rest still stands
-            return {"error": {"status": exc.status, "detail": exc.detail, "field": exc.field}}
-
-    # Two lanes: the SQL analyses on ``conn``; reach (numpy and shapely work in this
-    # process, mostly) and the report's tables beside them on a second connection that
-    # sees the same snapshot. Siting comes last, on ``conn``.
-    sql_lane: list[tuple[str, Callable[[Connection], Any]]] = [
-        (
-            name,
-            lambda c, fn=fn, name=name: fn(
-                c,
-                **common,
-                geometry=geometry,
-                **({"details": care_details} if name == "care" else {}),
-            ),
-        )
-        for name, fn in ANALYSES.items()
-    ]
-    beside_lane: list[tuple[str, Callable[[Connection], Any]]] = [
-        ("reach", lambda c: run_reach(c, **common, geometry=geometry)),
-        ("tables", lambda c: _tables(c, scope)),
-    ]
-    tail: list[tuple[str, Callable[[Connection], Any]]] = []
-    if siting_k is not None:
-        tail.append(("siting", siting))
-
-    results: dict[str, Any] = {}
-    timings: dict[str, float] = {}
-    total = len(sql_lane) + len(beside_lane) + len(tail)
-    done = 0
-
-    def run(name: str, step: Callable[[Connection], Any], c: Connection) -> None:
-        t0 = time.perf_counter()
-        results[name] = step(c)
-        timings[name] = round(time.perf_counter() - t0, 4)
-
-    def on_conn(steps: list) -> None:
-        nonlocal done
-        for name, step in steps:
-            say(name, done, total, None)
-            run(name, step, conn)
-            done += 1
-            say(name, done, total, timings[name])
-
+    sql, beside, tail = _report_steps(
+        scope,
+        principal=principal,
+        siting_k=siting_k,
+        geometry=geometry,
+        care_details=care_details,
+    )
+    say = progress or (lambda _step, _done, _total, _seconds: None)
+    steps = _Steps(conn, len(sql) + len(beside) + len(tail), say)
     snapshot = _exported_snapshot(conn) if _spare_connection(conn.engine) else None
     if snapshot is None:
-        on_conn(sql_lane + beside_lane + tail)
+        steps.in_turn(sql + beside + tail)
     else:
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wangge-report")
-        beside = pool.submit(
-            _in_snapshot, conn.engine, snapshot, lambda c: [run(n, f, c) for n, f in beside_lane]
-        )
-        pool.shutdown(wait=False)
-        try:
-            on_conn(sql_lane)
-        finally:
-            # Wait even when a step above failed: the lane holds a connection.
-            error = beside.exception()
-        if isinstance(error, PoolTimeoutError) and not any(n in results for n, _ in beside_lane):
-            on_conn(beside_lane)  # no second connection to be had: in turn after all
-        else:
-            for name, _step in beside_lane:  # reported once done, in order
-                say(name, done, total, None)
-                if error is not None:
-                    raise error
-                done += 1
-                say(name, done, total, timings[name])
-        on_conn(tail)
+        steps.side_by_side(sql, beside, snapshot)
+        steps.in_turn(tail)
+    results, timings = steps.results, steps.timings
     timings["total"] = round(time.perf_counter() - started, 4)
     results = {name: results[name] for name in REPORT_STEPS if name in results}
     timings = {name: timings[name] for name in (*results, "total")}
