@@ -35,12 +35,12 @@ from maps.pages import (
     tablet_page,
 )
 from maps.style import zoom_for_bounds
-from service.auth import Principal
+from service.auth import DISPATCHER_ROLES, Principal
 from service.errors import ForbiddenError, NotFoundError, UnprocessableError
-from service.layers import AREA_LEVEL_LAYERS, LAYERS
 from service.repositories import grids as grid_repo
 from service.repositories import layers as repo
 from service.repositories.generations import resolve_generation
+from service.specs.map_layers import AREA_LEVEL_LAYERS, LAYERS
 
 __all__ = [
     "PAGE_ROLES",
@@ -55,13 +55,12 @@ __all__ = [
     "export_page",
 ]
 
-DISPATCHERS = ("city_dispatcher", "district_dispatcher", "community_dispatcher")
 #: Who may open which page (scope still limits what each sees). The tablet page files cases,
 #: which planners may not; a single grid has no planning view. Intake systems get no pages.
 PAGE_ROLES: dict[str, frozenset[str]] = {
-    "dispatch": frozenset({"admin", "planner", *DISPATCHERS, "grid_officer"}),
-    "tablet": frozenset({"admin", *DISPATCHERS, "grid_officer"}),
-    "planning": frozenset({"admin", "planner", *DISPATCHERS}),
+    "dispatch": frozenset({"admin", "planner", *DISPATCHER_ROLES, "grid_officer"}),
+    "tablet": frozenset({"admin", *DISPATCHER_ROLES, "grid_officer"}),
+    "planning": frozenset({"admin", "planner", *DISPATCHER_ROLES}),
 }
 #: Screens the pages are simplified for (pixels): the wall, and a tablet's map part.
 WALL = (1920, 1080)
@@ -288,7 +287,7 @@ async def _dispatch_incidents(
 
 
 async def dispatch_data(
-    pool, principal: Principal, generation: int, area: str | None
+    *, pool, principal: Principal, generation: int, area: str | None = None
 ) -> dict[str, Any]:
     """Return the arguments of :func:`maps.pages.dispatch_page` for ``area`` (default: the
     caller's own area; an admin's: everything)."""
@@ -326,7 +325,7 @@ async def dispatch_data(
 
 # -- the tablet and planning pages -----------------------------------------------------------
 async def tablet_data(
-    pool, principal: Principal, generation: int, grid: str | None
+    *, pool, principal: Principal, generation: int, grid: str | None = None
 ) -> dict[str, Any]:
     """Return the arguments of :func:`maps.pages.tablet_page` for ``grid`` (default: a grid
     officer's own grid)."""
@@ -358,7 +357,9 @@ async def tablet_data(
     }
 
 
-async def planning_data(pool, principal: Principal, generation: int, metric: str) -> dict[str, Any]:
+async def planning_data(
+    *, pool, principal: Principal, generation: int, metric: str = "incidents_90d"
+) -> dict[str, Any]:
     """Return the arguments of :func:`maps.pages.planning_page`: every visible grid with its
     workload figures, and the outlines above them."""
     if metric not in PLANNING_METRICS:
@@ -386,7 +387,7 @@ async def planning_data(pool, principal: Principal, generation: int, metric: str
     return {"grids": collection(grids), "outlines": outlines, "metric": metric}
 
 
-def coverage_gaps(conn, principal: Principal) -> dict[str, dict[str, Any]]:
+def coverage_gaps(*, conn, principal: Principal) -> dict[str, dict[str, Any]]:
     """Return the results of the analyses whose gaps the planning page draws, by name
     (synchronous: ``conn`` is a SQLAlchemy connection).
 
@@ -407,11 +408,11 @@ def coverage_gaps(conn, principal: Principal) -> dict[str, dict[str, Any]]:
 
 # -- the page --------------------------------------------------------------------------------
 async def build_page(
+    kind: str,
+    *,
     pool,
     principal: Principal,
     generation: int,
-    kind: str,
-    *,
     links: Links,
     area: str | None = None,
     grid: str | None = None,
@@ -422,13 +423,13 @@ async def build_page(
 
     Parameters
     ----------
+    kind : {"dispatch", "tablet", "planning"}
     pool : asyncpg.Pool
         The hot read pool.
     principal : Principal
         Whose page it is: role and scope.
     generation : int
         The boundary generation to draw.
-    kind : {"dispatch", "tablet", "planning"}
     links : Links
         Where the page's links and form point (none for a static export).
     area, grid, metric : str, optional
@@ -437,14 +438,15 @@ async def build_page(
         The planning page's coverage analyses (:func:`coverage_gaps`), drawn as its gaps.
     """
     require_page_role(kind, principal)
+    common = {"pool": pool, "principal": principal, "generation": generation}
     if kind == "dispatch":
-        data = await dispatch_data(pool, principal, generation, area)
+        data = await dispatch_data(**common, area=area)
         tablet_url = links.tablet_url if principal.role in PAGE_ROLES["tablet"] else None
         return dispatch_page(**data, area_url=links.area_url, tablet_url=tablet_url)
     if kind == "tablet":
-        data = await tablet_data(pool, principal, generation, grid)
+        data = await tablet_data(**common, grid=grid)
         return tablet_page(**data, report_endpoint=links.report_endpoint, token=links.token)
-    data = await planning_data(pool, principal, generation, metric or "incidents_90d")
+    data = await planning_data(**common, metric=metric or "incidents_90d")
     page = planning_page(**data, area_url=links.area_url)
     add_gap_layers(page, gaps or {})
     return page
@@ -452,7 +454,7 @@ async def build_page(
 
 def _gaps_in_transaction(engine, principal: Principal) -> dict[str, dict[str, Any]]:
     with engine.begin() as conn:
-        return coverage_gaps(conn, principal)
+        return coverage_gaps(conn=conn, principal=principal)
 
 
 async def page_html(
@@ -491,10 +493,10 @@ async def page_html(
     if kind == "planning":
         gaps = await asyncio.to_thread(_gaps_in_transaction, engine, principal)
     page = await build_page(
-        pool,
-        principal,
-        generation,
         kind,
+        pool=pool,
+        principal=principal,
+        generation=generation,
         links=links,
         area=area,
         grid=grid,
