@@ -519,7 +519,7 @@ def test_both_lanes_read_one_snapshot_and_own_writes_stay_visible(demo_db_url):
 
 # -- CLI -------------------------------------------------------------------------------------
 def _cli() -> typer.Typer:
-    from service.cli_report import report
+    from service.cli.report import report
 
     app = typer.Typer()
     app.command("report")(report)

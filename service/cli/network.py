@@ -1,83 +1,24 @@
-"""``wangge network import`` and ``wangge analysis reach|siting``: reach and siting from the shell.
+"""``wangge network import`` and ``wangge analysis reach|siting``: reach and siting.
 
-``app`` holds two groups, ``network`` and ``analysis``; mounted without a name
-(``main_app.add_typer(cli_reach.app)``) they become ``wangge network …`` and
-``wangge analysis …``. The commands are also importable one by one (``network_import``,
-``analysis_reach``, ``analysis_siting``) to join an existing ``analysis`` group.
-
-The CLI acts as an operator with the admin role (it holds the database already). Results
-print as a short table; ``--json FILE`` writes the whole answer (``-`` for stdout).
+``app`` is the ``network`` group; :func:`reach` and :func:`siting` join the ``analysis``
+group (:mod:`service.cli` registers them). Results print as a short table; ``--json FILE``
+writes the whole answer (``-`` for stdout, then without the table).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from geo.reach import DEFAULT_DETOUR, DEFAULT_FRONTAGE_M, DEFAULT_MINUTES, WALK_SPEED_M_PER_MIN
+from service.cli.common import fail, operator, run_timed, write_json
 
-__all__ = [
-    "app",
-    "network_app",
-    "analysis_app",
-    "network_import",
-    "analysis_reach",
-    "analysis_siting",
-]
+__all__ = ["app", "network_import", "reach", "siting"]
 
-app = typer.Typer(help="service reach, facility siting and the road network", no_args_is_help=True)
-network_app = typer.Typer(help="the road network walked by reach analyses", no_args_is_help=True)
-analysis_app = typer.Typer(help="planning analyses of an area", no_args_is_help=True)
-app.add_typer(network_app, name="network")
-app.add_typer(analysis_app, name="analysis")
-
-
-def _principal():
-    from service.auth import OPERATOR
-
-    return OPERATOR
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
-
-
-def _run(fn, *, write: bool = False):
-    """Return ``(fn(conn), seconds fn took)`` on the configured database.
-
-    Domain errors end the command with their message (and field), without a traceback.
-    """
-    from service.db import make_engine
-    from service.errors import WanggeError
-    from service.settings import get_settings
-
-    engine = make_engine(get_settings().db.resolved_url())
-    try:
-        with engine.begin() if write else engine.connect() as conn:
-            started = time.perf_counter()
-            return fn(conn), time.perf_counter() - started
-    except WanggeError as exc:
-        where = f" ({exc.field})" if exc.field else ""
-        _fail(f"{exc.detail}{where}")
-    finally:
-        engine.dispose()
-
-
-def _write_json(target: Path | None, body: dict) -> None:
-    if target is None:
-        return
-    text = json.dumps(body, ensure_ascii=False, indent=1, default=str)
-    if str(target) == "-":
-        sys.stdout.write(text + "\n")
-    else:
-        target.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {target}", err=True)
+app = typer.Typer(help="the road network walked by reach analyses", no_args_is_help=True)
 
 
 def _pct(value) -> str:
@@ -100,7 +41,7 @@ JsonOut = Annotated[
 ]
 
 
-@network_app.command("import")
+@app.command("import")
 def network_import(
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".gpkg or .geojson")],
     layer: Annotated[str | None, typer.Option(help="GeoPackage layer")] = None,
@@ -117,10 +58,10 @@ def network_import(
     """Import road lines (GeoPackage, GeoJSON) as the routable walking network."""
     from service.analysis.network import import_network
 
-    report, elapsed = _run(
+    report, elapsed = run_timed(
         lambda conn: import_network(
             conn,
-            principal=_principal(),
+            principal=operator(),
             data=path,
             filename=path.name,
             layer=layer,
@@ -129,8 +70,7 @@ def network_import(
             append=append,
             snap_m=snap_m,
             node=node,
-        ),
-        write=True,
+        )
     )
     typer.echo(
         f"network import {report['import_id']}: {report['features']} lines → "
@@ -146,8 +86,7 @@ def network_import(
         )
 
 
-@analysis_app.command("reach")
-def analysis_reach(
+def reach(
     area: Area = None,
     minutes: Minutes = DEFAULT_MINUTES,
     speed: Speed = WALK_SPEED_M_PER_MIN,
@@ -172,10 +111,10 @@ def analysis_reach(
     """Who and what lies beyond a walk of N minutes from a service facility, per community."""
     from service.analysis.reach import run_reach
 
-    body, elapsed = _run(
+    body, elapsed = run_timed(
         lambda conn: run_reach(
             conn,
-            principal=_principal(),
+            principal=operator(),
             area_code=area,
             generation=generation,
             minutes=minutes,
@@ -188,35 +127,40 @@ def analysis_reach(
             geometry=json_out is not None,
         )
     )
+    if str(json_out) != "-":
+        _show_reach(body, elapsed, top=top)
+    write_json(json_out, body)
+
+
+def _show_reach(body: dict, elapsed: float, *, top: int) -> None:
+    """Print the reach summary and its ``top`` communities farthest from a facility."""
     s, p = body["summary"], body["parameters"]
     how = (
         f"network walk {p['walk_m']:.0f} m"
         if p["distance"] == "network"
         else f"straight line {p['radius_m']:.0f} m (detour {p['detour']})"
     )
-    if str(json_out) != "-":
+    typer.echo(
+        f"{body['area']['name'] or 'all areas'}: {p['minutes']:g} min at "
+        f"{p['speed_m_per_min']:g} m/min, {how}; "
+        f"{s['facilities']} facilities, {s['communities']} communities "
+        f"({s['fully_covered']} fully covered)\n"
+        f"beyond reach: area {s['uncovered_area_m2'] / 1e6:,.1f} of {s['area_m2'] / 1e6:,.1f}"
+        f" km² ({_pct(s['uncovered_share'])}), households {s['households']['uncovered']} of "
+        f"{s['households']['total']} ({_pct(s['households']['uncovered_share'])}), units "
+        f"{s['units']['uncovered']} of {s['units']['total']} "
+        f"({_pct(s['units']['uncovered_share'])})  [{elapsed:.2f} s]"
+    )
+    for item in body["items"][:top]:
         typer.echo(
-            f"{body['area']['name'] or 'all areas'}: {minutes:g} min at {speed:g} m/min, {how}; "
-            f"{s['facilities']} facilities, {s['communities']} communities "
-            f"({s['fully_covered']} fully covered)\n"
-            f"beyond reach: area {s['uncovered_area_m2'] / 1e6:,.1f} of {s['area_m2'] / 1e6:,.1f}"
-            f" km² ({_pct(s['uncovered_share'])}), households {s['households']['uncovered']} of "
-            f"{s['households']['total']} ({_pct(s['households']['uncovered_share'])}), units "
-            f"{s['units']['uncovered']} of {s['units']['total']} "
-            f"({_pct(s['units']['uncovered_share'])})  [{elapsed:.2f} s]"
+            f"{item['rank']:4d}  {item['code']:<15} {item['name'][:14]:<14} area "
+            f"{_pct(item['uncovered_share'])}  households "
+            f"{_pct(item['households']['uncovered_share'])}  units "
+            f"{_pct(item['units']['uncovered_share'])}"
         )
-        for item in body["items"][:top]:
-            typer.echo(
-                f"{item['rank']:4d}  {item['code']:<15} {item['name'][:14]:<14} area "
-                f"{_pct(item['uncovered_share'])}  households "
-                f"{_pct(item['households']['uncovered_share'])}  units "
-                f"{_pct(item['units']['uncovered_share'])}"
-            )
-    _write_json(json_out, body)
 
 
-@analysis_app.command("siting")
-def analysis_siting(
+def siting(
     area: Area = None,
     k: Annotated[int | None, typer.Option("--k", help="new facilities to place (MCLP)")] = None,
     lscp: Annotated[bool, typer.Option("--lscp", help="the fewest covering all (LSCP)")] = False,
@@ -245,11 +189,11 @@ def analysis_siting(
         try:
             supplied = json.loads(candidates.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            _fail(f"{candidates} is not JSON: {exc}")
-    body, elapsed = _run(
+            fail(f"{candidates} is not JSON: {exc}")
+    body, elapsed = run_timed(
         lambda conn: run_siting(
             conn,
-            principal=_principal(),
+            principal=operator(),
             area_code=area,
             generation=generation,
             k=k,
@@ -263,21 +207,26 @@ def analysis_siting(
             kinds=kinds,
         )
     )
-    s, p = body["summary"], body["parameters"]
     if str(json_out) != "-":
+        _show_siting(body, elapsed)
+    write_json(json_out, body)
+
+
+def _show_siting(body: dict, elapsed: float) -> None:
+    """Print the siting summary and the proposed sites, best first."""
+    s, p = body["summary"], body["parameters"]
+    typer.echo(
+        f"{body['area']['name'] or 'all areas'}: {s['method'].upper()} with "
+        f"{s['candidates']} candidates ({p['candidates']}"
+        + (f", {p['spacing_m']:.0f} m" if p["spacing_m"] else "")
+        + f"), radius {p['radius_m']:.0f} m, solver {p['solver']}  [{elapsed:.2f} s]\n"
+        f"{s['demand']} covered: {s['covered_before']:g} → {s['covered_after']:g} of "
+        f"{s['demand_total']:g} ({_pct(s['share_before'])} → {_pct(s['share_after'])}) "
+        f"with {s['new_sites']} new sites" + (f"; {s['note']}" if s.get("note") else "")
+    )
+    for item in body["items"]:
+        lon, lat = item["geometry"]["coordinates"]
         typer.echo(
-            f"{body['area']['name'] or 'all areas'}: {s['method'].upper()} with "
-            f"{s['candidates']} candidates ({p['candidates']}"
-            + (f", {p['spacing_m']:.0f} m" if p["spacing_m"] else "")
-            + f"), radius {p['radius_m']:.0f} m, solver {p['solver']}  [{elapsed:.2f} s]\n"
-            f"{s['demand']} covered: {s['covered_before']:g} → {s['covered_after']:g} of "
-            f"{s['demand_total']:g} ({_pct(s['share_before'])} → {_pct(s['share_after'])}) "
-            f"with {s['new_sites']} new sites" + (f"; {s['note']}" if s.get("note") else "")
+            f"{item['rank']:4d}  {lon:.6f},{lat:.6f}  in {item['community_code'] or '–'}  "
+            f"adds {item['adds']:g}"
         )
-        for item in body["items"]:
-            lon, lat = item["geometry"]["coordinates"]
-            typer.echo(
-                f"{item['rank']:4d}  {lon:.6f},{lat:.6f}  in {item['community_code'] or '–'}  "
-                f"adds {item['adds']:g}"
-            )
-    _write_json(json_out, body)

@@ -1,9 +1,12 @@
 """``wangge analysis …``: the planning analyses from the command line.
 
-One command per analysis, e.g. ``wangge analysis staffing --area 520121 [--json]``. The CLI
-acts as an operator with the admin role (it has the database already), so care details are
-shown and written to ``access_log`` under the token id ``cli``. Without ``--json`` it prints
-the summary and the worst findings, without geometry.
+One command per analysis, e.g. ``wangge analysis staffing --area 520121 [--json]``. Without
+``--json`` a command prints the summary and the worst findings, without geometry. The
+group also holds ``reach`` and ``siting`` (:mod:`service.cli.network`) and ``report``
+(:mod:`service.cli.report`); :mod:`service.cli` registers them.
+
+The CLI acts as the operator (:func:`service.cli.common.operator`), so care details are
+shown and written to ``access_log`` under the token id ``cli``.
 """
 
 from __future__ import annotations
@@ -15,12 +18,11 @@ from typing import Annotated, Any
 
 import typer
 
+from service.cli.common import dumps, operator, run
+
 __all__ = ["app"]
 
-app = typer.Typer(
-    help="planning analyses: staffing, topology, organisation, care, workload",
-    no_args_is_help=True,
-)
+app = typer.Typer(help="coverage gap analyses", no_args_is_help=True)
 
 Area = Annotated[
     str | None, typer.Option(help="area code (default: everything)", show_default=False)
@@ -33,56 +35,29 @@ Geometry = Annotated[bool, typer.Option(help="with --json: include GeoJSON geome
 Limit = Annotated[int, typer.Option(help="findings to print (without --json)", min=0)]
 
 
-def _principal():
-    from service.auth import OPERATOR
-
-    return OPERATOR
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
-
-
-def _execute(fn: Callable[..., dict], **kwargs: Any) -> dict:
-    """Run one analysis in a transaction (care logs its detail reads); errors without traces."""
-    from service.db import make_engine
-    from service.errors import WanggeError
-    from service.settings import get_settings
-
-    engine = make_engine(get_settings().db.resolved_url())
-    try:
-        with engine.begin() as conn:
-            return fn(conn, principal=_principal(), **kwargs)
-    except WanggeError as exc:
-        label = f"{exc.field}: " if exc.field else ""
-        _fail(f"{label}{exc.detail}")
-    finally:
-        engine.dispose()
+def _compact(value: Any) -> Any:
+    """Return lists and dicts as compact JSON, other values as they are."""
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return value
 
 
 def _line(item: dict[str, Any]) -> str:
-    fields = []
-    for key, value in item.items():
-        if key in ("kind", "geometry"):
-            continue
-        if isinstance(value, list | dict):
-            value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        fields.append(f"{key}={value}")
+    fields = [
+        f"{key}={_compact(value)}" for key, value in item.items() if key not in ("kind", "geometry")
+    ]
     return f"{item['kind']}: " + " ".join(fields)
 
 
 def _show(name: str, result: dict, *, as_json: bool, limit: int) -> None:
     if as_json:
-        typer.echo(json.dumps(result, ensure_ascii=False, default=str))
+        typer.echo(dumps(result))
         return
     area = result["area"]
     where = f"{area['code']} {area['name']} ({area['level']})" if area["code"] else "everything"
     typer.echo(f"{name} of {where}, generation {area['generation']}")
     for key, value in result["summary"].items():
-        if isinstance(value, list | dict):
-            value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        typer.echo(f"  {key}: {value}")
+        typer.echo(f"  {key}: {_compact(value)}")
     items = result["items"]
     if items and limit:
         typer.echo(f"findings (worst first, {min(limit, len(items))} of {len(items)}):")
@@ -90,8 +65,30 @@ def _show(name: str, result: dict, *, as_json: bool, limit: int) -> None:
             typer.echo("  " + _line(item))
 
 
+def _analyse(ctx: typer.Context, fn: Callable[..., dict]) -> None:
+    """Run analysis ``fn`` as the operator, in one transaction, and print it.
+
+    The command's options (``ctx.params``) are the analysis' parameters, but ``--area``
+    (``area_code``) and the output options ``--json``, ``--geometry`` and ``--limit``.
+    """
+    options = dict(ctx.params)
+    area, as_json = options.pop("area"), options.pop("as_json")
+    geometry, limit = options.pop("geometry"), options.pop("limit")
+    result = run(
+        lambda conn: fn(
+            conn,
+            principal=operator(),
+            area_code=area,
+            geometry=as_json and geometry,
+            **options,
+        )
+    )
+    _show(ctx.info_name, result, as_json=as_json, limit=limit)
+
+
 @app.command()
 def staffing(
+    ctx: typer.Context,
     area: Area = None,
     generation: Generation = None,
     as_json: AsJson = False,
@@ -101,14 +98,12 @@ def staffing(
     """1+1+1 teams: missing and doubled roles, people in several grids, redrawn grids."""
     from service.analysis import run_staffing
 
-    result = _execute(
-        run_staffing, area_code=area, generation=generation, geometry=as_json and geometry
-    )
-    _show("staffing", result, as_json=as_json, limit=limit)
+    _analyse(ctx, run_staffing)
 
 
 @app.command()
 def topology(
+    ctx: typer.Context,
     area: Area = None,
     generation: Generation = None,
     min_sliver_m2: Annotated[float, typer.Option(help="slivers are smaller than this", min=0)] = (
@@ -121,18 +116,12 @@ def topology(
     """Do children tile their parents: gaps, overlaps, outside pieces, slivers, multipart."""
     from service.analysis import run_topology
 
-    result = _execute(
-        run_topology,
-        area_code=area,
-        generation=generation,
-        min_sliver_m2=min_sliver_m2,
-        geometry=as_json and geometry,
-    )
-    _show("topology", result, as_json=as_json, limit=limit)
+    _analyse(ctx, run_topology)
 
 
 @app.command()
 def organisation(
+    ctx: typer.Context,
     area: Area = None,
     generation: Generation = None,
     min_staff: Annotated[int, typer.Option(help="large units need co-building", min=1)] = 50,
@@ -143,18 +132,12 @@ def organisation(
     """Units without a party organisation, grids without a branch, co-building gaps."""
     from service.analysis import run_organisation
 
-    result = _execute(
-        run_organisation,
-        area_code=area,
-        generation=generation,
-        min_staff=min_staff,
-        geometry=as_json and geometry,
-    )
-    _show("organisation", result, as_json=as_json, limit=limit)
+    _analyse(ctx, run_organisation)
 
 
 @app.command()
 def care(
+    ctx: typer.Context,
     area: Area = None,
     generation: Generation = None,
     min_contacts: Annotated[int, typer.Option(help="fewest households per cadre", min=0)] = 5,
@@ -166,19 +149,12 @@ def care(
     """Six must-visit households: without cadre, cadre load, cadre from another community."""
     from service.analysis import run_care
 
-    result = _execute(
-        run_care,
-        area_code=area,
-        generation=generation,
-        min_contacts=min_contacts,
-        max_contacts=max_contacts,
-        geometry=as_json and geometry,
-    )
-    _show("care", result, as_json=as_json, limit=limit)
+    _analyse(ctx, run_care)
 
 
 @app.command()
 def workload(
+    ctx: typer.Context,
     area: Area = None,
     generation: Generation = None,
     since: Annotated[
@@ -195,15 +171,4 @@ def workload(
     """Incidents, backlog and overdue cases per grid team, with outliers."""
     from service.analysis import run_workload
 
-    result = _execute(
-        run_workload,
-        area_code=area,
-        generation=generation,
-        since=since,
-        until=until,
-        overdue_hours=overdue_hours,
-        z=z,
-        median_ratio=median_ratio,
-        geometry=as_json and geometry,
-    )
-    _show("workload", result, as_json=as_json, limit=limit)
+    _analyse(ctx, run_workload)

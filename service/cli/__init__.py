@@ -1,0 +1,65 @@
+"""The ``wangge`` command: what operators do without HTTP.
+
+This module is the command table: every command and group, in the order ``wangge --help``
+lists them. Each command lives in the module of its group; what they share (the database,
+the operator principal, errors, JSON output) is in :mod:`service.cli.common`.
+
+==========================================  ============================================
+``wangge db start|stop|url``, ``migrate``   :mod:`service.cli.db`
+``import-admin``, ``import-areas``,         :mod:`service.cli.boundaries`
+``generation list|new|activate``
+``token create|list|revoke``                :mod:`service.cli.tokens`
+``demo``                                    :mod:`service.cli.demo`
+``serve``                                   :mod:`service.cli.serve`
+``import``, ``export``                      :mod:`service.cli.transfer`
+``map``                                     :mod:`service.cli.maps`
+``analysis staffing|topology|organisation|  :mod:`service.cli.analysis`
+care|workload``
+``analysis reach|siting``,                  :mod:`service.cli.network`
+``network import``
+``analysis report``                         :mod:`service.cli.report`
+==========================================  ============================================
+
+A new command goes into the module of its group (or a new module for a new group) and is
+registered here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from service.cli import (
+    analysis,
+    boundaries,
+    db,
+    demo,
+    maps,
+    network,
+    report,
+    serve,
+    tokens,
+    transfer,
+)
+
+__all__ = ["app"]
+
+app = typer.Typer(help="wangge: grid management on PostGIS", no_args_is_help=True)
+
+app.command()(db.migrate)
+app.command("import-admin")(boundaries.import_admin)
+app.command("import-areas")(boundaries.import_areas)
+app.command()(demo.demo)
+app.command()(serve.serve)
+app.command("import")(transfer.import_entities)
+app.command("export")(transfer.export_entities)
+app.command("map")(maps.map_page)
+
+analysis.app.command("reach")(network.reach)
+analysis.app.command("siting")(network.siting)
+analysis.app.command("report")(report.report)
+
+app.add_typer(db.app, name="db")
+app.add_typer(tokens.app, name="token")
+app.add_typer(boundaries.generation_app, name="generation")
+app.add_typer(analysis.app, name="analysis")
+app.add_typer(network.app, name="network")

@@ -1,0 +1,121 @@
+"""What every ``wangge`` command shares: the database, the operator, errors and JSON output.
+
+The CLI acts as :func:`operator`: an operator with the admin role (it holds the database
+already), so care details are shown and their reads logged under the token id ``cli``.
+
+Heavy imports (SQLAlchemy, the service) happen inside the functions, so ``wangge --help``
+stays quick.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from service.auth import Principal
+    from service.errors import WanggeError
+
+__all__ = [
+    "operator",
+    "database_url",
+    "fail",
+    "connect",
+    "run",
+    "run_timed",
+    "dumps",
+    "write_json",
+]
+
+T = TypeVar("T")
+
+
+def operator() -> Principal:
+    """Return the principal every command acts as (:data:`service.auth.OPERATOR`)."""
+    from service.auth import OPERATOR
+
+    return OPERATOR
+
+
+def database_url() -> str:
+    """Return the URL of the configured database (``DATABASE_URL`` or the local cluster)."""
+    from service.settings import get_settings
+
+    return get_settings().db.resolved_url()
+
+
+def fail(message: str) -> NoReturn:
+    """End the command with ``error: message`` on stderr and exit code 1."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+def describe(exc: WanggeError) -> str:
+    """Return a domain error as one line, led by the input at fault (unless it names it first)."""
+    if exc.field and not exc.detail.startswith(exc.field):
+        return f"{exc.field}: {exc.detail}"
+    return exc.detail
+
+
+@contextmanager
+def connect() -> Iterator[Connection]:
+    """Yield a connection to the configured database; a domain error ends the command.
+
+    The error is reported by :func:`fail` without a traceback; the engine is disposed of.
+    """
+    from service.db import make_engine
+    from service.errors import WanggeError
+
+    engine = make_engine(database_url())
+    try:
+        with engine.connect() as conn:
+            yield conn
+    except WanggeError as exc:
+        fail(describe(exc))
+    finally:
+        engine.dispose()
+
+
+def run(fn: Callable[[Connection], T]) -> T:
+    """Return ``fn(conn)`` run in one transaction, committed when it returns.
+
+    Analyses run here too: the care analysis logs its detail reads to ``access_log``.
+    """
+    with connect() as conn, conn.begin():
+        return fn(conn)
+
+
+def run_timed(fn: Callable[[Connection], T]) -> tuple[T, float]:
+    """Return ``(fn(conn), seconds fn took)``, run as :func:`run` runs it."""
+
+    def timed(conn: Connection) -> tuple[T, float]:
+        started = time.perf_counter()
+        return fn(conn), time.perf_counter() - started
+
+    return run(timed)
+
+
+def dumps(body: Any, *, indent: int | None = None) -> str:
+    """Return ``body`` as JSON text (UTF-8 kept, dates and decimals as strings)."""
+    return json.dumps(body, ensure_ascii=False, indent=indent, default=str)
+
+
+def write_json(target: Path | None, body: Any) -> None:
+    """Write ``body`` as indented JSON to ``target`` (``-``: stdout; None: nowhere)."""
+    if target is None:
+        return
+    text = dumps(body, indent=1)
+    if str(target) == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        target.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {target}", err=True)
