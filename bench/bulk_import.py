@@ -40,7 +40,7 @@ from bench.lookup import prepare_database
 from geo.coords import wgs84_to_gcj02
 from service.auth import Principal
 from service.db import make_engine
-from service.entities import INCIDENTS
+from service.specs.entity_kinds import INCIDENTS
 from service.transfer import import_file
 
 CATEGORIES = ["water", "gas", "street_light", "road", "sanitation", "public_order", "other"]

@@ -23,6 +23,10 @@ __all__ = [
     "ROLE_LEVEL",
     "Principal",
     "PENDING_ROLES",
+    "DISPATCHER_ROLES",
+    "MANAGER_ROLES",
+    "CARE_DETAIL_ROLES",
+    "STAFF_ROLES",
     "OPERATOR",
     "require_readable_generation",
     "split_token",
@@ -88,6 +92,20 @@ class Principal:
 #: Its reads of sensitive data are logged under the token id "cli".
 OPERATOR = Principal(token_id="cli", name="cli", role="admin", area_code=None, scope_path=None)
 
+# Role groups. Each names its members in full, admin included where admin belongs (admin is
+# never added implicitly); DISPATCHER_ROLES alone is a building block without admin.
+
+#: The three dispatch centres (city, district, community), without admin.
+DISPATCHER_ROLES = frozenset({"city_dispatcher", "district_dispatcher", "community_dispatcher"})
+#: Who manages the records of an area: writes every entity kind, deletes, imports files.
+MANAGER_ROLES = frozenset({"admin", *DISPATCHER_ROLES})
+#: Who reads care households in detail (and records them): those who visit and those who
+#: direct the visits. Planners and the city centre see counts only.
+CARE_DETAIL_ROLES = frozenset(
+    {"admin", "district_dispatcher", "community_dispatcher", "grid_officer"}
+)
+#: Everyone who works in the system, as opposed to the machines that file cases (intake).
+STAFF_ROLES = frozenset({"admin", "planner", *DISPATCHER_ROLES, "grid_officer"})
 #: Roles that may read a pending (not yet activated) generation: they review plans.
 PENDING_ROLES = frozenset({"admin", "planner"})
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import re
-import types
 import typing
 from collections import Counter
 from collections.abc import Callable
@@ -30,13 +29,14 @@ from geo.cellindex import CellIndex
 from geo.coords import check_points, parse_input_crs, to_wgs84
 from geo.tables import PointTable, RowProblem
 from service.auth import Principal
-from service.entities import EntitySpec
+from service.specs.entity_kinds import EntitySpec, unwrap
 
 __all__ = [
     "CellAssigner",
     "ImportReport",
     "cell_assigner",
     "validate_frame",
+    "rule_problems",
     "import_points",
     "copy_rows",
     "remap_table",
@@ -146,23 +146,6 @@ def split_paths(paths: np.ndarray) -> dict[str, np.ndarray]:
 
 
 # -- validation ---------------------------------------------------------------------------
-def _unwrap(annotation: Any) -> tuple[Any, bool, list]:
-    """Return the annotation without ``| None`` or ``Annotated``, whether None was allowed,
-    and the metadata ``Annotated`` carried."""
-    nullable = False
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        nullable = len(args) < len(typing.get_args(annotation))
-        annotation = args[0]
-    metadata: list = []
-    if typing.get_origin(annotation) is typing.Annotated:
-        annotation, *extra = typing.get_args(annotation)
-        for item in extra:
-            metadata.extend(getattr(item, "metadata", []) or [item])
-    return annotation, nullable, metadata
-
-
 def _bounds(info, extra: list) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for m in [*info.metadata, *extra]:
@@ -200,7 +183,7 @@ def validate_frame(
         if name in ("lon", "lat", "crs"):
             continue
         column = lower.get(name)
-        annotation, nullable, extra_meta = _unwrap(info.annotation)
+        annotation, nullable, extra_meta = unwrap(info.annotation)
         required = info.is_required()
         if column is None:
             if required:
@@ -279,6 +262,22 @@ def validate_frame(
     return values, problems, extra
 
 
+def rule_problems(
+    spec: EntitySpec, values: dict[str, Any], row_numbers: np.ndarray
+) -> list[RowProblem]:
+    """Return the rows that break one of the spec's rules across columns."""
+    if not spec.rules:
+        return []
+    problems = []
+    for i, row_number in enumerate(row_numbers):
+        row = {k: v[i] for k, v in values.items()}
+        for rule in spec.rules:
+            broken = rule(row)
+            if broken is not None:
+                problems.append(RowProblem(int(row_number), *broken))
+    return problems
+
+
 # -- import -------------------------------------------------------------------------------
 @dataclass
 class ImportReport:
@@ -337,8 +336,9 @@ def import_points(
     """Validate, convert, assign and write a table of points, all or nothing by default.
 
     With ``skip_bad`` the good rows are written and the bad ones reported. Rows outside the
-    caller's area are refused like any other bad row. Nothing is committed here: the
-    caller owns the transaction (and rolls back when ``report.committed`` is False).
+    caller's area are refused like any other bad row. The spec's forced values and
+    ``forced`` replace the file's. Nothing is committed here: the caller owns the
+    transaction (and rolls back when ``report.committed`` is False).
     """
     say = progress or (lambda _stage, _done, _total: None)
     n = len(table.lon)
@@ -352,8 +352,9 @@ def import_points(
     report.ignored_columns = [
         str(c) for c in table.attributes.columns if str(c).strip().lower() in DERIVED_COLUMNS
     ]
-    for key, value in (forced or {}).items():
+    for key, value in {**spec.forced_values(principal), **(forced or {})}.items():
         values[key] = np.full(n, value, dtype=object)
+    problems += rule_problems(spec, values, table.row_numbers)
     # Coordinates: the reader already flagged unreadable ones (NaN); flag the rest here.
     readable = ~(np.isnan(table.lon) | np.isnan(table.lat))
     for p in check_points(table.lon[readable], table.lat[readable], crs=crs_name):
@@ -514,7 +515,7 @@ def copy_rows(
     }
     for level in ("grid", "community", "district", "city"):
         sources[f"{level}_code"] = cells[f"{level}_code"]
-    if spec.table == "incident":
+    if spec.keeps_reported_cell:
         sources["reported_generation"] = str(generation)
         sources["reported_area_path"] = paths
         sources["reported_grid_code"] = cells["grid_code"]

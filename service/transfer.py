@@ -16,9 +16,9 @@ from sqlalchemy import Connection, text
 
 from geo.tables import RowProblem, TableFormatError, read_point_table, write_point_table
 from service.auth import Principal
-from service.bulk import ImportReport, ProgressFn, import_points, validate_frame
-from service.entities import DISPATCHERS, EntitySpec
+from service.bulk import ImportReport, ProgressFn, import_points, rule_problems, validate_frame
 from service.errors import ForbiddenError, UnprocessableError
+from service.specs.entity_kinds import EntitySpec
 
 __all__ = ["import_file", "export_rows", "EXPORT_MEDIA"]
 
@@ -31,8 +31,7 @@ EXPORT_MEDIA = {
 
 
 def _check_role(spec: EntitySpec, principal: Principal) -> None:
-    roles = spec.write_roles & (DISPATCHERS | {"intake"})
-    if principal.role not in roles:
+    if principal.role not in spec.import_roles:
         raise ForbiddenError(f"a {principal.role} may not import {spec.name}", field="role")
 
 
@@ -54,7 +53,7 @@ def import_file(
     """Read a file and import its rows as ``spec`` entities; return the report."""
     _check_role(spec, principal)
     if not spec.point:
-        return _import_members(
+        return _import_without_location(
             conn, spec, principal=principal, data=data, filename=filename, skip_bad=skip_bad
         )
     if progress:
@@ -70,9 +69,6 @@ def import_file(
         )
     except TableFormatError as exc:
         raise UnprocessableError(str(exc), field="file") from None
-    forced = {}
-    if spec.table == "incident" and principal.role == "intake":
-        forced["source"] = principal.source
     try:
         return import_points(
             conn,
@@ -81,17 +77,25 @@ def import_file(
             table=table,
             crs=crs,
             skip_bad=skip_bad,
-            forced=forced,
             progress=progress,
         )
     except ValueError as exc:  # an unknown crs name
         raise UnprocessableError(str(exc), field="crs") from None
 
 
-def _import_members(conn, spec, *, principal, data, filename, skip_bad) -> ImportReport:
+def _import_without_location(
+    conn: Connection,
+    spec: EntitySpec,
+    *,
+    principal: Principal,
+    data: bytes | Path,
+    filename: str,
+    skip_bad: bool,
+) -> ImportReport:
+    """Import a CSV of a kind without location (members), scoped by its area references."""
     if not filename.lower().endswith(".csv"):
         raise UnprocessableError(
-            "members are imported from CSV (they have no location)", field="file"
+            f"{spec.name} are imported from CSV (they have no location)", field="file"
         )
     raw = data.read_bytes() if isinstance(data, Path) else data
     for encoding in ("utf-8-sig", "gb18030"):
@@ -110,44 +114,12 @@ def _import_members(conn, spec, *, principal, data, filename, skip_bad) -> Impor
     if extra:
         problems.append(
             RowProblem(
-                0, ",".join(map(str, extra)), "unknown columns (members keep no extra fields)"
+                0, ",".join(map(str, extra)), f"unknown columns ({spec.name} keep no extra fields)"
             )
         )
     if not any(p.row == 0 for p in problems):
-        codes = conn.execute(
-            text(
-                "SELECT DISTINCT ON (code) code, level, path FROM area "
-                "ORDER BY code, generation_high DESC"
-            )
-        ).all()
-        known = {r.code: (r.level, r.path) for r in codes}
-        for i in range(len(frame)):
-            home = values["home_community_code"][i]
-            grid = values["serving_grid_code"][i] or None
-            role = values["team_role"][i] or None
-            if known.get(home, ("",))[0] != "community":
-                problems.append(
-                    RowProblem(int(rows[i]), "home_community_code", f"{home} is not a community")
-                )
-            if grid is not None and known.get(grid, ("",))[0] != "grid":
-                problems.append(
-                    RowProblem(int(rows[i]), "serving_grid_code", f"{grid} is not a grid")
-                )
-            if (grid is None) != (role is None):
-                problems.append(
-                    RowProblem(
-                        int(rows[i]), "team_role", "a team role and the grid served go together"
-                    )
-                )
-            paths = [known.get(c, (None, None))[1] for c in (home, grid) if c]
-            if principal.scope_path and not any(p and principal.covers_path(p) for p in paths):
-                problems.append(
-                    RowProblem(
-                        int(rows[i]),
-                        "home_community_code",
-                        f"outside your area {principal.area_code}",
-                    )
-                )
+        problems += _area_reference_problems(conn, spec, principal, values, rows)
+        problems += rule_problems(spec, values, rows)
     bad = {p.row for p in problems}
     if any(p.row == 0 for p in problems):
         bad = set(rows.tolist())
@@ -156,19 +128,12 @@ def _import_members(conn, spec, *, principal, data, filename, skip_bad) -> Impor
     report.rejected = int((~good).sum())
     if report.rejected and not skip_bad:
         return report
-    records = [
-        {
-            c: (values[c][i] or None) if c in ("team_role", "serving_grid_code") else values[c][i]
-            for c in spec.columns
-            if c in values
-        }
-        for i in np.flatnonzero(good)
-    ]
+    records = [{c: values[c][i] for c in spec.columns if c in values} for i in np.flatnonzero(good)]
     if records:
         cols = list(records[0])
         conn.execute(
             text(
-                f"INSERT INTO member ({', '.join(cols)}, created_by) VALUES "
+                f"INSERT INTO {spec.table} ({', '.join(cols)}, created_by) VALUES "
                 f"({', '.join(':' + c for c in cols)}, :created_by)"
             ),
             [{**r, "created_by": principal.token_id} for r in records],
@@ -176,6 +141,41 @@ def _import_members(conn, spec, *, principal, data, filename, skip_bad) -> Impor
     report.accepted = len(records)
     report.committed = True
     return report
+
+
+def _area_reference_problems(
+    conn: Connection,
+    spec: EntitySpec,
+    principal: Principal,
+    values: dict[str, np.ndarray],
+    rows: np.ndarray,
+) -> list[RowProblem]:
+    """Return the rows whose area codes name no area of the declared level, and those none
+    of whose areas lies in the caller's scope."""
+    codes = conn.execute(
+        text(
+            "SELECT DISTINCT ON (code) code, level, path FROM area "
+            "ORDER BY code, generation_high DESC"
+        )
+    ).all()
+    known = {r.code: (r.level, r.path) for r in codes}
+    areas = {c: r for c, r in spec.references.items() if r.target == "area" and c in values}
+    problems = []
+    for i, row in enumerate(rows):
+        paths = []
+        for column, ref in areas.items():
+            code = values[column][i]
+            if code is None:
+                continue
+            level, path = known.get(code, (None, None))
+            if level != ref.level:
+                problems.append(RowProblem(int(row), column, f"{code} is not a {ref.level}"))
+            paths.append(path)
+        if principal.scope_path and not any(p and principal.covers_path(p) for p in paths):
+            problems.append(
+                RowProblem(int(row), next(iter(areas)), f"outside your area {principal.area_code}")
+            )
+    return problems
 
 
 def export_rows(conn: Connection, spec: EntitySpec, *, principal: Principal, format: str) -> bytes:
@@ -195,8 +195,10 @@ def export_rows(conn: Connection, spec: EntitySpec, *, principal: Principal, for
     cols = ["id", *spec.columns]
     if spec.point:
         cols += ["grid_code", "community_code", "district_code", "generation"]
-    if spec.table == "incident":
-        cols += ["closed_at", "reported_grid_code"]
+    if spec.lifecycle is not None:
+        cols.append(spec.lifecycle.closed_at)
+    if spec.keeps_reported_cell:
+        cols.append("reported_grid_code")
     select = ", ".join(f"t.{c}" for c in cols)
     geom = ", ST_X(t.geom) AS lon, ST_Y(t.geom) AS lat" if spec.point else ""
     rows = conn.execute(
@@ -235,7 +237,9 @@ def export_rows(conn: Connection, spec: EntitySpec, *, principal: Principal, for
         frame = _defuse_formulas(frame)
     if not spec.point:
         if format != "csv":
-            raise UnprocessableError("members have no location: export them as csv", field="format")
+            raise UnprocessableError(
+                f"{spec.name} have no location: export them as csv", field="format"
+            )
         return frame.to_csv(index=False).encode("utf-8-sig")
     lon = frame.pop("lon").to_numpy(float)
     lat = frame.pop("lat").to_numpy(float)

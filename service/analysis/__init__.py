@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, text
 
-from service.auth import Principal, require_readable_generation
+from service.auth import STAFF_ROLES, Principal, require_readable_generation
 from service.errors import ForbiddenError, NotFoundError
 
 __all__ = [
@@ -47,16 +47,7 @@ __all__ = [
 ]
 
 #: Roles that may run analyses (a grid officer only on their own grid, by scope).
-ANALYSIS_ROLES = frozenset(
-    {
-        "admin",
-        "planner",
-        "city_dispatcher",
-        "district_dispatcher",
-        "community_dispatcher",
-        "grid_officer",
-    }
-)
+ANALYSIS_ROLES = STAFF_ROLES
 #: Digits of GeoJSON coordinates: 1e-8 degrees is about a millimetre, so slivers keep shape.
 GEOJSON_DIGITS = 8
 

@@ -1,7 +1,7 @@
 """Care coverage of the six must-visit households (sensitive personal data).
 
 Numbers for every role in scope; details only for the roles that may read care households
-(``service.entities.CARE.detail_roles``), and every household that appears in a detail is
+(``service.specs.entity_kinds.CARE.detail_roles``), and every household that appears in a detail is
 written to ``access_log`` (action ``analysis``), as a detail read through the API is.
 Details are ids, kinds, cells and cadre ids: never ``head_name``, ``address`` or ``notes``.
 
@@ -39,8 +39,8 @@ from service.analysis import (
     resolve_scope,
 )
 from service.auth import Principal
-from service.entities import CARE
 from service.errors import UnprocessableError
+from service.specs.entity_kinds import CARE
 
 __all__ = ["DEFAULT_MIN_CONTACTS", "DEFAULT_MAX_CONTACTS", "run_care", "CARE_KINDS"]
 

@@ -1,12 +1,14 @@
 """Create, read, update, delete and count entities, every query filtered by scope.
 
-Generic over :class:`service.entities.EntitySpec`: identifiers come from the spec (code),
-values are bound parameters. Cells are assigned by the database on write (``locate_entity``
-trigger); a write whose location falls outside the caller's area is refused and rolled back.
+Generic over :class:`service.specs.entity_kinds.EntitySpec`: identifiers come from the spec
+(code), values are bound parameters, and what differs between kinds is a field of the spec.
+Cells are assigned by the database on write (``locate_entity`` trigger); a write whose
+location falls outside the caller's area is refused and rolled back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from geo.coords import CoordinateError, to_wgs84, validate_point
 from service.auth import Principal
-from service.entities import DISPATCHERS, EntitySpec
 from service.errors import ForbiddenError, NotFoundError, UnprocessableError
+from service.specs.entity_kinds import ENTITIES, EntitySpec
 
 __all__ = [
     "point_visible_sql",
@@ -60,11 +62,12 @@ def visible_sql(spec: EntitySpec, alias: str = "t") -> str:
     """Return the SQL condition "the caller may see this row" (params :scope, :scope_city)."""
     if spec.point:
         return point_visible_sql(alias)
-    return (
-        f"(CAST(:scope AS text) IS NULL "
-        f"OR {alias}.home_path = :scope OR {alias}.home_path LIKE :scope || '/%' "
-        f"OR {alias}.serving_path = :scope OR {alias}.serving_path LIKE :scope || '/%')"
+    # No location: in every area one of its area references is in.
+    inside = "".join(
+        f"OR {alias}.{path} = :scope OR {alias}.{path} LIKE :scope || '/%' "
+        for path in spec.area_path_columns.values()
     )
+    return f"(CAST(:scope AS text) IS NULL {inside.rstrip()})"
 
 
 def scope_params(principal: Principal) -> dict[str, Any]:
@@ -96,7 +99,7 @@ def select_columns(spec: EntitySpec) -> str:
             "t.district_code",
         ]
     else:
-        cols += ["t.home_path", "t.serving_path"]
+        cols += [f"t.{path}" for path in spec.area_path_columns.values()]
     return ", ".join(cols)
 
 
@@ -113,14 +116,16 @@ def row_to_read(spec: EntitySpec, row: Any) -> dict[str, Any]:
             "community_code": m["community_code"],
             "district_code": m["district_code"],
         }
-    if spec.table == "incident":
-        out["closed_at"] = m["closed_at"]
+    if spec.lifecycle is not None:
+        out[spec.lifecycle.closed_at] = m[spec.lifecycle.closed_at]
+    if spec.keeps_reported_cell:
         out["reported"] = {
             "generation": m["reported_generation"],
             "grid_code": m["reported_grid_code"],
         }
-    if "floor_area_m2" in out and out["floor_area_m2"] is not None:
-        out["floor_area_m2"] = float(out["floor_area_m2"])
+    for column in spec.float_columns:  # numeric columns come back as Decimal
+        if out[column] is not None:
+            out[column] = float(out[column])
     return out
 
 
@@ -211,14 +216,16 @@ async def list_entities(
             where.append("t.geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)")
             params.update(x0=bbox[0], y0=bbox[1], x1=bbox[2], y1=bbox[3])
     elif grid is not None:
-        where.append("t.serving_grid_code = :grid")
+        # No location: ?grid= selects by the reference to a grid (members: the grid served).
+        column = next(c for c, r in spec.references.items() if r.level == "grid")
+        where.append(f"t.{column} = :grid")
         params["grid"] = grid
-    if spec.table == "incident":
+    if spec.time_column is not None:
         if since is not None:
-            where.append("t.reported_at >= :since")
+            where.append(f"t.{spec.time_column} >= :since")
             params["since"] = since
         if until is not None:
-            where.append("t.reported_at < :until")
+            where.append(f"t.{spec.time_column} < :until")
             params["until"] = until
     sql = (
         f"SELECT {select_columns(spec)}, count(*) OVER () AS total FROM {spec.table} t "
@@ -263,11 +270,11 @@ async def get_entity(
 
 
 async def _check_references(conn, spec: EntitySpec, principal: Principal, values: dict) -> None:
-    """Refuse codes and ids that do not exist, are of the wrong level, or lie outside scope."""
-    checks = (("home_community_code", "community"), ("serving_grid_code", "grid"))
-    for column, level in checks:
-        code = values.get(column)
-        if code is None:
+    """Refuse codes that name no area of the declared level, and ids of entities that do not
+    exist or lie outside the caller's scope."""
+    for column, ref in spec.references.items():
+        value = values.get(column)
+        if value is None or ref.target != "area":
             continue
         row = (
             await conn.execute(
@@ -275,49 +282,55 @@ async def _check_references(conn, spec: EntitySpec, principal: Principal, values
                     "SELECT level, path FROM area WHERE code = :c "
                     "ORDER BY generation_high DESC LIMIT 1"
                 ),
-                {"c": code},
+                {"c": value},
             )
         ).first()
-        if row is None or row.level != level:
-            raise UnprocessableError(f"{code} is not a {level}", field=column)
-    if values.get("team_role") is not None and values.get("serving_grid_code") is None:
-        raise UnprocessableError("a team role needs the grid served", field="serving_grid_code")
-    if values.get("serving_grid_code") is not None and values.get("team_role") is None:
-        raise UnprocessableError("serving a grid needs a team role", field="team_role")
-    cadre = values.get("cadre_member_id")
-    if cadre is not None:
-        from service.entities import MEMBERS
-
+        if row is None or row.level != ref.level:
+            raise UnprocessableError(f"{value} is not a {ref.level}", field=column)
+    for column, ref in spec.references.items():
+        value = values.get(column)
+        if value is None or ref.target == "area":
+            continue
+        target = ENTITIES[ref.target]
         try:
-            await _fetch_visible(conn, MEMBERS, principal, cadre)
+            await _fetch_visible(conn, target, principal, value)
         except NotFoundError:
             raise UnprocessableError(
-                f"no member {cadre} in your area", field="cadre_member_id"
+                f"no {target.label} {value} in your area", field=column
             ) from None
+
+
+def _check_rules(spec: EntitySpec, row: Mapping[str, Any]) -> None:
+    """Refuse a row that breaks one of the spec's rules across columns."""
+    for rule in spec.rules:
+        broken = rule(row)
+        if broken is not None:
+            field, reason = broken
+            raise UnprocessableError(reason, field=field)
 
 
 def _check_scope_after_write(spec: EntitySpec, principal: Principal, row: Any) -> None:
     m = row._mapping
+    paths = spec.area_path_columns
     if spec.point:
         ok = covers_entity(principal, m["area_path"])
     else:
         ok = principal.scope_path is None or any(
-            p is not None and principal.covers_path(p) for p in (m["home_path"], m["serving_path"])
+            m[p] is not None and principal.covers_path(m[p]) for p in paths.values()
         )
     if not ok:
         raise ForbiddenError(
             f"the {spec.label} would lie outside your area {principal.area_code}; "
             "nothing was written",
-            field="lon,lat" if spec.point else "home_community_code",
+            field="lon,lat" if spec.point else next(iter(paths)),
         )
 
 
 def _values(spec: EntitySpec, data: BaseModel, *, exclude_unset: bool) -> dict[str, Any]:
     raw = data.model_dump(exclude_unset=exclude_unset)
-    values = {k: raw[k] for k in spec.columns if k in raw}
-    if "attachments" in values and values["attachments"] is not None:
-        values["attachments"] = [str(u) for u in values["attachments"]]
-    return values
+    # Lists (of URLs) are stored as their JSON form, text; the rest as Python values.
+    as_json = data.model_dump(mode="json", exclude_unset=exclude_unset)
+    return {k: as_json[k] if isinstance(raw[k], list) else raw[k] for k in spec.columns if k in raw}
 
 
 async def create_entity(
@@ -330,18 +343,22 @@ async def create_entity(
 ) -> dict[str, Any]:
     """Store a new entity, mapped to its cells; return it as read back.
 
-    ``forced`` values win over the body's (an intake token's source is its own).
+    The spec's forced values and ``forced`` win over the body's (an intake token's source
+    is its own). Columns left empty take the table's default (``reported_at``: now).
     """
     _require_role(spec, principal, spec.write_roles, "create")
-    values = {**_values(spec, data, exclude_unset=False), **(forced or {})}
-    values = {k: v for k, v in values.items() if v is not None or k in ("staff",)}
-    if spec.table == "incident":
-        values.pop("status", None)
-        if values.get("source") is None:
-            raise UnprocessableError("say where the incident came from", field="source")
-        if values.get("reported_at") is None:
-            values.pop("reported_at", None)
+    values = {
+        **_values(spec, data, exclude_unset=False),
+        **spec.forced_values(principal),
+        **(forced or {}),
+    }
+    values = {k: v for k, v in values.items() if v is not None}
+    if spec.lifecycle is not None:
+        values.pop(spec.lifecycle.column, None)  # a new entity starts in the initial status
+    if spec.intake_source is not None and values.get(spec.intake_source) is None:
+        raise UnprocessableError(f"say where the {spec.label} came from", field=spec.intake_source)
     await _check_references(conn, spec, principal, values)
+    _check_rules(spec, values)
     cols = list(values)
     params = dict(values)
     if spec.point:
@@ -379,37 +396,30 @@ async def update_entity(
     patch: BaseModel,
 ) -> dict[str, Any]:
     """Change the fields given in ``patch``; a moved entity is re-mapped to its cells."""
-    write_roles = spec.write_roles - {"intake"}
-    _require_role(spec, principal, write_roles, "change")
+    _require_role(spec, principal, spec.change_roles, "change")
     current = await _fetch_visible(conn, spec, principal, entity_id)
     values = _values(spec, patch, exclude_unset=True)
-    if spec.table == "member":
-        merged = {**current._mapping, **values}
-        await _check_references(conn, spec, principal, {k: merged.get(k) for k in spec.columns})
-    else:
-        await _check_references(conn, spec, principal, values)
+    await _check_references(conn, spec, principal, values)
+    # Rules span columns: they judge the row as the change would leave it.
+    _check_rules(spec, {**current._mapping, **values})
     sets = [f"{c} = :{c}" for c in values]
     params: dict[str, Any] = {**values, "id": entity_id}
     fields_set = patch.model_fields_set
     if spec.point and ({"lon", "lat"} & fields_set):
         params["lon"], params["lat"] = convert_point(patch.lon, patch.lat, patch.crs)
         sets.append("geom = ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)")
-    if spec.table == "incident" and "status" in values:
-        if values["status"] is None:
-            raise UnprocessableError("status cannot be empty", field="status")
-        sets.append("closed_at = CASE WHEN :status = 'closed' THEN coalesce(closed_at, now()) END")
-    for column in (
-        "name",
-        "kind",
-        "category",
-        "head_name",
-        "party_org",
-        "party_members",
-        "co_building",
-        "home_community_code",
-    ):
+    for column in spec.required_columns:
         if column in values and values[column] is None:
             raise UnprocessableError(f"{column} cannot be empty", field=column)
+    lifecycle = spec.lifecycle
+    if lifecycle is not None and lifecycle.column in values:
+        # Entering the closed status stamps the time once; leaving it clears the stamp.
+        stamp = lifecycle.closed_at
+        sets.append(
+            f"{stamp} = CASE WHEN :{lifecycle.column} = CAST(:closed_status AS text) "
+            f"THEN coalesce({stamp}, now()) END"
+        )
+        params["closed_status"] = lifecycle.closed
     if not sets:
         return row_to_read(spec, current)
     sets.append("updated_at = now()")
@@ -429,7 +439,7 @@ async def delete_entity(
     conn: AsyncConnection, spec: EntitySpec, *, principal: Principal, entity_id: int
 ) -> None:
     """Delete a visible entity (dispatchers and admins only)."""
-    _require_role(spec, principal, spec.write_roles & DISPATCHERS, "delete")
+    _require_role(spec, principal, spec.delete_roles, "delete")
     await _fetch_visible(conn, spec, principal, entity_id)
     await conn.execute(text(f"DELETE FROM {spec.table} WHERE id = :id"), {"id": entity_id})
     await _log_reads(conn, spec, principal, [entity_id], "delete")

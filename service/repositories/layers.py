@@ -1,7 +1,7 @@
 """Read layers: GeoJSON features (paged, filtered, simplified) and Mapbox vector tiles.
 
 Runs on the asyncpg pool (the hot paths of a map screen), with SQL built from the layer's
-declaration: identifiers come from :mod:`service.layers`, values are bound parameters.
+declaration: identifiers come from :mod:`service.specs.map_layers`, values are bound parameters.
 GeoJSON is assembled in PostgreSQL, one text per feature, so Python only joins strings.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 from service.auth import Principal
 from service.db import positional
 from service.errors import ForbiddenError, NotFoundError, UnprocessableError
-from service.layers import LayerSpec
 from service.repositories.areas import area_visible_sql
 from service.repositories.entities import point_visible_sql, scope_params
+from service.specs.map_layers import LayerSpec
 
 __all__ = [
     "check_readable",

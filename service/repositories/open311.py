@@ -10,8 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth import Principal
-from service.entities import INCIDENTS
 from service.repositories import entities as repo
+from service.specs.entity_kinds import INCIDENTS
 
 __all__ = ["find_open311_requests"]
 

@@ -1,4 +1,4 @@
-"""One router per entity kind, built from its :class:`~service.entities.EntitySpec`.
+"""One router per entity kind, built from its :class:`~service.specs.entity_kinds.EntitySpec`.
 
 Routes: list (filters, bbox, paging), counts, one by id, create (``Idempotency-Key``
 honoured), update, delete. Sensitive kinds answer details only to their detail roles and log
@@ -15,12 +15,12 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from service.deps import get_principal
-from service.entities import ENTITIES, EntitySpec
 from service.errors import UnprocessableError
 from service.idempotency import request_fingerprint, run_idempotent
 from service.querymodels import parse_query, query_parameters_doc
 from service.repositories import entities as repo
 from service.responses import JSON
+from service.specs.entity_kinds import ENTITIES, EntitySpec
 
 __all__ = ["routers"]
 
@@ -52,17 +52,20 @@ class _ListQuery(BaseModel):
 
 def _list_model(spec: EntitySpec) -> type[BaseModel]:
     fields: dict[str, Any] = {}
-    create_fields = spec.create.model_fields
     for name in spec.filters:
-        annotation = create_fields[name].annotation if name in create_fields else str
+        schema = next((m for m in (spec.create, spec.update) if name in m.model_fields), None)
+        annotation = schema.model_fields[name].annotation if schema else str
         fields[name] = (annotation | None, None)
-    if spec.table == "incident":
-        fields["since"] = (datetime | None, Field(None, description="reported at or after"))
-        fields["until"] = (datetime | None, Field(None, description="reported before"))
-        fields["status"] = (
-            spec.update.model_fields["status"].annotation,
-            Field(None, description="new, open or closed"),
+    if spec.lifecycle is not None and spec.lifecycle.column in fields:
+        *earlier, last = spec.lifecycle.statuses
+        fields[spec.lifecycle.column] = (
+            fields[spec.lifecycle.column][0],
+            Field(None, description=f"{', '.join(earlier)} or {last}"),
         )
+    if spec.time_column is not None:
+        column = spec.time_column
+        fields["since"] = (datetime | None, Field(None, description=f"`{column}` at or after"))
+        fields["until"] = (datetime | None, Field(None, description=f"`{column}` before"))
     return create_model(f"{spec.read.__name__}Query", __base__=_ListQuery, **fields)
 
 
@@ -193,8 +196,6 @@ def _make_router(spec: EntitySpec) -> APIRouter:
             raise UnprocessableError(f"limit {limit} exceeds {api.max_page_size}", field="limit")
         bbox = tuple(float(v) for v in q.bbox.split(",")) if q.bbox else None
         filters = {f: getattr(q, f) for f in spec.filters}
-        if spec.table == "incident" and q.status is not None:
-            filters["status"] = q.status
         async with request.app.state.engine.begin() as conn:
             items, total = await repo.list_entities(
                 conn,
@@ -246,15 +247,10 @@ def _make_router(spec: EntitySpec) -> APIRouter:
         principal = await get_principal(request)
         key = request.headers.get("idempotency-key")
         fingerprint = request_fingerprint("POST", request.url.path, body.model_dump(mode="json"))
-        defaults = {}
-        if spec.table == "incident" and principal.role == "intake":
-            defaults["source"] = principal.source
         async with request.app.state.engine.begin() as conn:
 
             async def work():
-                item = await repo.create_entity(
-                    conn, spec, principal=principal, data=body, forced=defaults
-                )
+                item = await repo.create_entity(conn, spec, principal=principal, data=body)
                 return 201, item
 
             status, item, replayed = await run_idempotent(

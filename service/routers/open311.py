@@ -19,13 +19,13 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from service.deps import ConnDep, get_principal, principal_from_token
-from service.entities import INCIDENTS
 from service.errors import WanggeError
 from service.idempotency import request_fingerprint, run_idempotent
 from service.repositories import entities as repo
 from service.repositories.open311 import find_open311_requests
 from service.responses import JSON
 from service.schemas.entities import IncidentCreate
+from service.specs.entity_kinds import INCIDENTS
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 

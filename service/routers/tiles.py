@@ -13,10 +13,10 @@ from fastapi.responses import Response
 
 from service.deps import PoolDep, PrincipalDep, layer_or_404, parse_generation
 from service.errors import UnprocessableError
-from service.layers import LayerSpec
 from service.repositories import layers as repo
 from service.repositories.generations import resolve_generation
 from service.responses import JSON
+from service.specs.map_layers import LayerSpec
 from service.tiles import TileKey, TileResponse
 from service.tiles.response import HIT, MISS
 

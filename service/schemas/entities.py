@@ -1,12 +1,18 @@
 """Schemas of the entities mapped to cells: units, facilities, members, care households,
-incidents. One family per resource: ``…Create``, ``…Update`` (all optional), ``…Read``."""
+incidents. One family per resource: ``…Create``, ``…Update`` (derived from the create schema
+by :func:`patch_schema`: every field optional, same bounds), ``…Read``.
+
+The entity kinds (:mod:`service.specs.entity_kinds`) take their columns from these schemas.
+"""
 
 from __future__ import annotations
 
+import typing
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 
 UnitKind = Literal[
     "government_agency",
@@ -56,6 +62,31 @@ class PointPatch(_In):
     crs: str = "EPSG:4326"
 
 
+def patch_schema(
+    create: type[BaseModel], name: str, *, without: tuple[str, ...] = (), **extra: Any
+) -> type[BaseModel]:
+    """Return the ``…Update`` schema of a ``…Create`` schema: every field optional (default
+    None, so a PATCH names only what it changes), with the same types and bounds.
+
+    ``without`` drops fields a change may not touch; ``extra`` adds fields only a change has
+    (``name=(annotation, default)``, as :func:`pydantic.create_model` takes them).
+    """
+    base = PointPatch if issubclass(create, PointIn) else _In
+    fields: dict[str, Any] = {}
+    for field_name, info in create.model_fields.items():
+        if field_name in base.model_fields or field_name in without:
+            continue
+        annotation = info.annotation
+        if type(None) not in typing.get_args(annotation):
+            annotation = annotation | None
+        # Keep the bounds (ge, max_length, ...); drop the default and the create-only text.
+        patch_info = FieldInfo.merge_field_infos(
+            info, default=None, default_factory=None, description=None
+        )
+        fields[field_name] = (annotation, patch_info)
+    return create_model(name, __base__=base, **fields, **extra)
+
+
 class Cells(BaseModel):
     """Where an entity lies, for the generation it was (re)mapped in."""
 
@@ -85,14 +116,7 @@ class UnitCreate(PointIn):
     co_building: bool = False
 
 
-class UnitUpdate(PointPatch):
-    name: Name | None = None
-    kind: UnitKind | None = None
-    address: Text | None = None
-    party_org: PartyOrg | None = None
-    party_members: int | None = Field(None, ge=0, le=1_000_000)
-    staff: int | None = Field(None, ge=0, le=10_000_000)
-    co_building: bool | None = None
+UnitUpdate = patch_schema(UnitCreate, "UnitUpdate")
 
 
 class UnitRead(_PointRead):
@@ -113,11 +137,7 @@ class FacilityCreate(PointIn):
     floor_area_m2: float | None = Field(None, ge=0, le=1_000_000)
 
 
-class FacilityUpdate(PointPatch):
-    name: Name | None = None
-    kind: FacilityKind | None = None
-    address: Text | None = None
-    floor_area_m2: float | None = Field(None, ge=0, le=1_000_000)
+FacilityUpdate = patch_schema(FacilityCreate, "FacilityUpdate")
 
 
 class FacilityRead(_PointRead):
@@ -137,13 +157,7 @@ class MemberCreate(_In):
     phone: Annotated[str, Field(max_length=40)] = ""
 
 
-class MemberUpdate(_In):
-    name: Name | None = None
-    kind: MemberKind | None = None
-    home_community_code: Code | None = None
-    team_role: TeamRole | None = None
-    serving_grid_code: Code | None = None
-    phone: Annotated[str, Field(max_length=40)] | None = None
+MemberUpdate = patch_schema(MemberCreate, "MemberUpdate")
 
 
 class MemberRead(BaseModel):
@@ -167,12 +181,7 @@ class CareHouseholdCreate(PointIn):
     cadre_member_id: int | None = Field(None, ge=1)
 
 
-class CareHouseholdUpdate(PointPatch):
-    kind: CareKind | None = None
-    head_name: Name | None = None
-    address: Text | None = None
-    notes: Text | None = None
-    cadre_member_id: int | None = Field(None, ge=1)
+CareHouseholdUpdate = patch_schema(CareHouseholdCreate, "CareHouseholdUpdate")
 
 
 class CareHouseholdRead(_PointRead):
@@ -195,12 +204,13 @@ class IncidentCreate(PointIn):
     attachments: list[AnyHttpUrl] = Field(default_factory=list, max_length=20)
 
 
-class IncidentUpdate(PointPatch):
-    category: IncidentCategory | None = None
-    description: Text | None = None
-    address: Text | None = None
-    status: IncidentStatus | None = None
-    attachments: list[AnyHttpUrl] | None = Field(None, max_length=20)
+# Where and when an incident was reported, and by whom, stay as filed; its status changes.
+IncidentUpdate = patch_schema(
+    IncidentCreate,
+    "IncidentUpdate",
+    without=("source", "reported_at"),
+    status=(IncidentStatus | None, None),
+)
 
 
 class ReportedCell(BaseModel):

@@ -11,7 +11,7 @@ which applies every check in full and fills the caches. The answer itself is the
 
 from __future__ import annotations
 
-from service.layers import LAYERS
+from service.specs.map_layers import LAYERS
 from service.tiles.cache import TileKey
 from service.tiles.response import SHORTCUT_HIT, header, tile_response
 

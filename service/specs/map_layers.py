@@ -1,12 +1,20 @@
 """Map layers: one :class:`LayerSpec` per layer, read by GeoJSON items, OGC API – Features
-and vector tiles alike. A new layer is one declaration here.
+and vector tiles alike.
+
+The area layers (one per level) are declared here. Each located entity kind with a
+:class:`~service.specs.entity_kinds.MapLayer` is a layer too, derived from its
+:class:`~service.specs.entity_kinds.EntitySpec`: its properties' SQL and types come from the
+kind's columns, its scope and sensitivity from the kind.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
-__all__ = ["LayerSpec", "LAYERS", "AREA_LEVEL_LAYERS"]
+from service.specs.entity_kinds import CELL_COLUMNS, ENTITIES, INCIDENTS, EntitySpec
+
+__all__ = ["LayerSpec", "LAYERS", "AREA_LEVEL_LAYERS", "entity_layer"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,15 @@ class LayerSpec:
     extra: dict = field(default_factory=dict)
 
 
+def _open_incidents_sql(cell_column: str) -> str:
+    # Open incidents are what the dispatch wall colours grids by.
+    lifecycle = INCIDENTS.lifecycle
+    return (
+        f"(SELECT count(*) FROM {INCIDENTS.table} i WHERE i.{cell_column} = t.code "
+        f"AND i.{lifecycle.column} <> '{lifecycle.closed}')"
+    )
+
+
 def _area_layer(name: str, level: str, title: str, counts: str | None, min_zoom: int) -> LayerSpec:
     props = {
         "code": "t.code",
@@ -52,10 +69,7 @@ def _area_layer(name: str, level: str, title: str, counts: str | None, min_zoom:
         "area_km2": "number",
     }
     if counts:
-        # Open incidents are what the dispatch wall colours grids by.
-        props["open_incidents"] = (
-            f"(SELECT count(*) FROM incident i WHERE i.{counts} = t.code AND i.status <> 'closed')"
-        )
+        props["open_incidents"] = _open_incidents_sql(counts)
         types["open_incidents"] = "integer"
     return LayerSpec(
         name=name,
@@ -78,40 +92,41 @@ def _area_layer(name: str, level: str, title: str, counts: str | None, min_zoom:
     )
 
 
-def _entity_layer(
-    name: str,
-    table: str,
-    title: str,
-    props: dict[str, str],
-    types: dict[str, str],
-    filters: tuple[str, ...],
-    **kw,
-) -> LayerSpec:
-    base = {
-        "grid_code": "t.grid_code",
-        "community_code": "t.community_code",
-        "district_code": "t.district_code",
-    }
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", datetime: "string"}
+
+
+def _property_sql(column: str, python_type: type) -> str:
+    if python_type is datetime:
+        # RFC 3339 in UTC, as the API's JSON writes it.
+        return f"to_char(t.{column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+    return f"t.{column}"
+
+
+def entity_layer(spec: EntitySpec) -> LayerSpec:
+    """Return the map layer of a located entity kind, derived from its spec."""
+    drawn = spec.layer
+    shown = drawn.properties if drawn.properties is not None else spec.columns
+    filters = drawn.filters
+    if filters is None:
+        filters = tuple(p for p in shown if p in spec.filters)
+    columns = (*shown, *CELL_COLUMNS)
     return LayerSpec(
-        name=name,
-        title=title,
-        description=title,
-        source=f"{table} t",
+        name=spec.name,
+        title=drawn.title,
+        description=drawn.title,
+        source=f"{spec.table} t",
         id_sql="t.id",
         mvt_id_sql="t.id",
         geometry="point",
-        properties={**props, **base},
-        property_types={
-            **types,
-            "grid_code": "string",
-            "community_code": "string",
-            "district_code": "string",
-        },
-        filters=(*filters, "grid_code", "community_code", "district_code"),
+        properties={c: _property_sql(c, spec.column_type(c)) for c in columns},
+        property_types={c: _JSON_TYPES[spec.column_type(c)] for c in columns},
+        filters=(*filters, *CELL_COLUMNS),
         kind="entity",
-        entity_table=table,
+        entity_table=spec.table,
+        datetime_sql=f"t.{spec.time_column}" if spec.time_column else None,
+        detail_roles=spec.detail_roles,
+        min_zoom=drawn.min_zoom,
         order_sql="t.id",
-        **kw,
     )
 
 
@@ -121,79 +136,7 @@ for _spec in (
     _area_layer("districts", "district", "County-level districts", "district_code", 0),
     _area_layer("communities", "community", "Communities", "community_code", 6),
     _area_layer("grids", "grid", "Grids", "grid_code", 8),
-    _entity_layer(
-        "incidents",
-        "incident",
-        "Incidents",
-        {
-            "category": "t.category",
-            "status": "t.status",
-            "source": "t.source",
-            "reported_at": "to_char(t.reported_at AT TIME ZONE 'UTC', "
-            '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\')',
-            "description": "t.description",
-            "address": "t.address",
-            "reported_grid_code": "t.reported_grid_code",
-        },
-        {
-            "category": "string",
-            "status": "string",
-            "source": "string",
-            "reported_at": "string",
-            "description": "string",
-            "address": "string",
-            "reported_grid_code": "string",
-        },
-        ("category", "status", "source", "reported_grid_code"),
-        datetime_sql="t.reported_at",
-        min_zoom=10,
-    ),
-    _entity_layer(
-        "units",
-        "unit",
-        "Stationed units",
-        {
-            "name": "t.name",
-            "kind": "t.kind",
-            "address": "t.address",
-            "party_org": "t.party_org",
-            "party_members": "t.party_members",
-            "staff": "t.staff",
-            "co_building": "t.co_building",
-        },
-        {
-            "name": "string",
-            "kind": "string",
-            "address": "string",
-            "party_org": "string",
-            "party_members": "integer",
-            "staff": "integer",
-            "co_building": "boolean",
-        },
-        ("kind", "party_org"),
-        min_zoom=10,
-    ),
-    _entity_layer(
-        "facilities",
-        "facility",
-        "Service facilities",
-        {"name": "t.name", "kind": "t.kind", "address": "t.address"},
-        {"name": "string", "kind": "string", "address": "string"},
-        ("kind",),
-        min_zoom=8,
-    ),
-    _entity_layer(
-        "care-households",
-        "care_household",
-        "Care households (sensitive)",
-        {"kind": "t.kind", "cadre_member_id": "t.cadre_member_id"},
-        {"kind": "string", "cadre_member_id": "integer"},
-        ("kind",),
-        detail_roles=frozenset(
-            {"admin", "district_dispatcher", "community_dispatcher", "grid_officer"}
-        ),
-        min_zoom=12,
-    ),
+    *(entity_layer(e) for e in ENTITIES.values() if e.layer is not None),
 ):
     LAYERS[_spec.name] = _spec
 
