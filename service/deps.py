@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth import Principal, split_token, verify_secret
 from service.errors import ForbiddenError, NotFoundError, UnauthorizedError, UnprocessableError
-from service.layers import LAYERS, LayerSpec
+from service.specs.map_layers import LAYERS, LayerSpec
 
 __all__ = [
     "ConnDep",
