@@ -91,7 +91,9 @@ def test_writes_outside_the_callers_area_are_refused_and_nothing_is_written(
     assert r.status_code == 403
     assert "outside your area" in r.json()["detail"]
     assert _sql(tiny_db_url, "SELECT count(*) FROM unit")[0][0] == 0
-    unit = tiny_client.post("/units", json=_unit(*IN_NW), headers=h["community"]).json()
+    created = tiny_client.post("/units", json=_unit(*IN_NW), headers=h["community"])
+    assert created.status_code == 201, created.text
+    unit = created.json()
     moved = tiny_client.patch(
         f"/units/{unit['id']}",
         json={"lon": IN_OTHER[0], "lat": IN_OTHER[1]},
@@ -103,8 +105,10 @@ def test_writes_outside_the_callers_area_are_refused_and_nothing_is_written(
 
 
 def test_grid_officer_sees_only_own_grid_and_planner_cannot_write(tiny_client, h):
-    mine = tiny_client.post("/units", json=_unit(*IN_NW), headers=h["district"]).json()
-    theirs = tiny_client.post("/units", json=_unit(*IN_NE), headers=h["district"]).json()
+    mine = tiny_client.post("/units", json=_unit(*IN_NW), headers=h["district"])
+    theirs = tiny_client.post("/units", json=_unit(*IN_NE), headers=h["district"])
+    assert (mine.status_code, theirs.status_code) == (201, 201), mine.text + theirs.text
+    mine, theirs = mine.json(), theirs.json()
     assert tiny_client.get(f"/units/{theirs['id']}", headers=h["grid"]).status_code == 404
     assert [u["id"] for u in tiny_client.get("/units", headers=h["grid"]).json()["items"]] == [
         mine["id"]
@@ -189,11 +193,12 @@ def test_care_household_details_only_for_entitled_roles_and_every_read_is_logged
     r = tiny_client.post("/care-households", json=body, headers=h["community"])
     assert r.status_code == 201, r.text
     hid = r.json()["id"]
-    tiny_client.post(
+    second = tiny_client.post(
         "/care-households",
         json={**body, "kind": "hardship", "lon": IN_NE[0], "lat": IN_NE[1]},
         headers=h["community"],
     )
+    assert second.status_code == 201, second.text
 
     assert tiny_client.get(f"/care-households/{hid}", headers=h["grid"]).json()["head_name"] == (
         "李奶奶"
@@ -341,18 +346,21 @@ def test_incident_status_workflow_and_filters(tiny_client, h):
 
 # -- boundaries redrawn ----------------------------------------------------------------------
 def test_new_generation_remaps_entities_and_keeps_where_incidents_were_reported(tiny_client, h):
-    unit = tiny_client.post("/units", json=_unit(*IN_NW), headers=h["admin"]).json()
+    unit = tiny_client.post("/units", json=_unit(*IN_NW), headers=h["admin"])
     inc = tiny_client.post(
         "/incidents",
         json={"category": "water", "source": "patrol", "lon": IN_NW[0], "lat": IN_NW[1]},
         headers=h["admin"],
-    ).json()
-    gen = tiny_client.post(
-        "/generations", json={"description": "merge"}, headers=h["admin"]
-    ).json()["id"]
-    tiny_client.post(
+    )
+    assert (unit.status_code, inc.status_code) == (201, 201), unit.text + inc.text
+    unit, inc = unit.json(), inc.json()
+    gen = tiny_client.post("/generations", json={"description": "merge"}, headers=h["admin"])
+    assert gen.status_code == 201, gen.text
+    gen = gen.json()["id"]
+    retired = tiny_client.post(
         f"/generations/{gen}/retire", json={"codes": [NW_GRID, NE_OF_NW]}, headers=h["admin"]
     )
+    assert retired.json() == {"retired": 2}
     merged = {
         "type": "FeatureCollection",
         "features": [
@@ -451,7 +459,9 @@ def test_every_point_entity_is_scoped_on_create_read_update_delete(tiny_client, 
     assert outside.status_code == 403
     other = tiny_client.post(
         f"/{entity}", json={**body, "lon": IN_OTHER[0], "lat": IN_OTHER[1]}, headers=h["district"]
-    ).json()
+    )
+    assert other.status_code == 201, other.text
+    other = other.json()
     # The community dispatcher can neither read, change nor delete the other community's.
     assert tiny_client.get(f"/{entity}/{other['id']}", headers=h["community"]).status_code == 404
     assert (

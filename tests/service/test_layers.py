@@ -54,8 +54,10 @@ def incidents(tiny_client, h):
             json={"category": "water", "source": "patrol", "lon": lon, "lat": lat},
             headers=h["admin"],
         )
+        assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
-    tiny_client.patch(f"/incidents/{ids[-1]}", json={"status": "closed"}, headers=h["admin"])
+    r = tiny_client.patch(f"/incidents/{ids[-1]}", json={"status": "closed"}, headers=h["admin"])
+    assert r.status_code == 200 and r.json()["status"] == "closed", r.text
     return ids
 
 

@@ -147,11 +147,12 @@ def test_gcj02_csv_lands_where_wgs84_would(tiny_client, h):
 @pytest.mark.parametrize("fmt", ["geojson", "gpkg", "shp"])
 def test_export_then_import_round_trip_in_every_format(tiny_client, h, tiny_db_url, fmt):
     for name, lon in (("甲", 106.005), ("乙", 106.015)):
-        tiny_client.post(
+        r = tiny_client.post(
             "/units",
             json={"name": name, "kind": "shop", "lon": lon, "lat": 26.015, "party_members": 3},
             headers=h["admin"],
         )
+        assert r.status_code == 201, r.text
     out = tiny_client.get("/units/export", params={"format": fmt}, headers=h["admin"])
     assert out.status_code == 200
     filename = {"geojson": "u.geojson", "gpkg": "u.gpkg", "shp": "u.zip"}[fmt]
@@ -191,24 +192,22 @@ def test_zip_bomb_and_unknown_format_are_refused(tiny_client, h):
 
 
 def test_export_is_scoped_and_sensitive_exports_are_guarded(tiny_client, h, tiny_db_url):
-    tiny_client.post(
-        "/units",
-        json={"name": "mine", "kind": "shop", "lon": 106.005, "lat": 26.015},
-        headers=h["admin"],
-    )
-    tiny_client.post(
-        "/units",
-        json={"name": "theirs", "kind": "shop", "lon": 106.035, "lat": 26.005},
-        headers=h["admin"],
-    )
+    for name, lon, lat in (("mine", 106.005, 26.015), ("theirs", 106.035, 26.005)):
+        r = tiny_client.post(
+            "/units",
+            json={"name": name, "kind": "shop", "lon": lon, "lat": lat},
+            headers=h["admin"],
+        )
+        assert r.status_code == 201, r.text
     csv = tiny_client.get("/units/export", params={"format": "csv"}, headers=h["grid"])
     frame = pd.read_csv(io.BytesIO(csv.content), encoding="utf-8-sig")
     assert frame["name"].tolist() == ["mine"]
-    tiny_client.post(
+    r = tiny_client.post(
         "/care-households",
         json={"kind": "hardship", "head_name": "张", "lon": 106.005, "lat": 26.015},
         headers=h["admin"],
     )
+    assert r.status_code == 201, r.text
     assert tiny_client.get("/care-households/export", headers=h["planner"]).status_code == 403
     ok = tiny_client.get(
         "/care-households/export", params={"format": "csv"}, headers=h["community"]
@@ -312,11 +311,12 @@ def test_cli_import_with_progress_and_report(tiny_db_url, tmp_path, monkeypatch)
 def test_csv_export_defuses_spreadsheet_formulas_and_reimports_them_unchanged(
     tiny_client, h, tiny_db_url
 ):
-    tiny_client.post(
+    r = tiny_client.post(
         "/units",
         json={"name": '=HYPERLINK("http://evil")', "kind": "shop", "lon": 106.005, "lat": 26.015},
         headers=h["admin"],
     )
+    assert r.status_code == 201, r.text
     out = tiny_client.get("/units/export", params={"format": "csv"}, headers=h["admin"])
     frame = pd.read_csv(io.BytesIO(out.content), encoding="utf-8-sig")
     assert frame["name"].tolist() == ['\'=HYPERLINK("http://evil")']
