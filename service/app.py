@@ -15,13 +15,13 @@ from service.repositories.lookup import PointLookupBatcher
 from service.responses import JSON
 from service.routers import (
     analysis,
-    analysis_reach,
     analysis_report,
     areas,
     entities,
     generations,
     health,
     lookup,
+    network,
     ogc,
     open311,
     pages,
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tiles,
             pages,
             analysis,
-            analysis_reach,
+            network,
             analysis_report,
         )
     ]

@@ -9,16 +9,18 @@ read are parsed here too (``parse_generation``, ``layer_or_404``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 from cachetools import TTLCache
 from fastapi import Depends, Request
+from pydantic import BaseModel
 from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth import Principal, split_token, verify_secret
 from service.errors import ForbiddenError, NotFoundError, UnauthorizedError, UnprocessableError
+from service.querymodels import parse_query
 from service.specs.map_layers import LAYERS, LayerSpec
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "principal_from_token",
     "require_admin",
     "parse_generation",
+    "query_model",
     "layer_or_404",
 ]
 
@@ -139,6 +142,22 @@ def parse_generation(raw: str | None) -> int | None:
     if not raw.isdigit():
         raise UnprocessableError("generation is a number", field="generation")
     return int(raw)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def query_model(model: type[M]) -> Callable[[Request], M]:
+    """Return a dependency giving the query string validated as ``model`` (422 on bad input).
+
+    The query is read by hand (``service.querymodels``), so FastAPI documents no parameter:
+    pass ``openapi_extra=query_parameters_doc(model)`` to the route as well.
+    """
+
+    def dependency(request: Request) -> M:
+        return parse_query(model, request)
+
+    return dependency
 
 
 def layer_or_404(name: str) -> LayerSpec:

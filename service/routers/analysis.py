@@ -1,186 +1,209 @@
-"""Planning analyses of your area: ``GET /analysis/<staffing|topology|organisation|care|workload>``.
+"""Planning analyses of your area: ``GET /analysis/<name>``, one row of ``ANALYSES`` each.
 
-Each answers ``{"area", "parameters", "summary", "items"}``: numbers, then findings worst
-first, with GeoJSON geometry (EPSG:4326) where a finding has a place. ``area`` (default:
-your own) narrows the analysis to an area inside your scope; any other area answers 404.
-The work is set-based SQL run in a worker thread on the synchronous engine, the same
-functions the CLI (``wangge analysis``) and the report call.
+``staffing``, ``topology``, ``organisation``, ``care``, ``workload``
+    ``{"area", "parameters", "summary", "items"}``: numbers, then findings worst first,
+    with GeoJSON geometry (EPSG:4326) where a finding has a place.
+``reach``
+    The "15-minute service circle": per community, the area, care households and units
+    beyond a walk of ``minutes`` from a service facility, uncovered parts as polygons,
+    worst first (straight line with a detour factor, or along the imported road network
+    with pgRouting).
+``siting`` (also ``POST``)
+    Where ``k`` new facilities reach most households (MCLP), or the fewest that reach all
+    (``lscp``), on a lattice of candidates or (POST) on candidates you supply; coverage
+    before and after, chosen sites as GeoJSON points.
+
+``area`` (default: your own) narrows an analysis to an area inside your scope; any other
+area answers 404. The work is set-based SQL run in a worker thread on the synchronous
+engine: the same ``run_*`` functions the CLI (``wangge analysis``) and the report call.
+Adding an analysis is a query model in ``service.schemas.analysis`` and a row here.
 """
 
-# No ``from __future__ import annotations``: Pydantic reads the query models' annotations.
+# No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations.
 
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from service.analysis import (
-    care,
-    organisation,
-    run_care,
-    run_organisation,
-    run_staffing,
-    run_topology,
-    run_workload,
-    topology,
-    workload,
-)
-from service.deps import get_principal
-from service.querymodels import parse_query, query_parameters_doc
+from service.analysis import run_care, run_organisation, run_staffing, run_topology, run_workload
+from service.analysis.reach import run_reach
+from service.analysis.siting import run_siting
+from service.auth import Principal
+from service.deps import PrincipalDep, SyncEngineDep, query_model
+from service.querymodels import query_parameters_doc
 from service.responses import JSON
+from service.schemas.analysis import (
+    AreaQuery,
+    CareQuery,
+    OrganisationQuery,
+    ReachQuery,
+    SitingBody,
+    SitingQuery,
+    StaffingQuery,
+    TopologyQuery,
+    WorkloadQuery,
+)
 
-__all__ = ["router"]
+__all__ = ["ANALYSES", "Analysis", "router"]
 
 router = APIRouter(prefix="/analysis", tags=["analysis"])
 
 
-class _AnalysisQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@dataclass(frozen=True)
+class Analysis:
+    """One ``GET /analysis/<path>``: its parameters, its ``run_*`` function, its documentation."""
 
-    area: str | None = Field(
-        None, pattern=r"^[0-9]{6,18}$", description="area code inside your scope (default: yours)"
-    )
-    generation: int | None = Field(None, ge=1, description="default: the current generation")
-    geometry: bool = Field(True, description="include GeoJSON geometry of the findings")
-
-    def arguments(self) -> dict[str, Any]:
-        """Return the keyword arguments of the ``run_*`` function."""
-        values = self.model_dump()
-        values["area_code"] = values.pop("area")
-        return values
-
-
-class StaffingQuery(_AnalysisQuery):
-    pass
+    path: str
+    query: type[AreaQuery]
+    run: Callable[..., dict]
+    #: the endpoint's name, part of its OpenAPI operationId
+    name: str
+    summary: str
+    description: str | None = None
+    #: in a transaction (committed) rather than a plain connection: the care analysis
+    #: writes its detail reads to access_log
+    transaction: bool = True
 
 
-class TopologyQuery(_AnalysisQuery):
-    min_sliver_m2: float = Field(
-        topology.DEFAULT_MIN_SLIVER_M2,
-        ge=0,
-        le=1e9,
-        allow_inf_nan=False,
-        description="gaps, overlaps and outside pieces smaller than this are slivers (m²)",
-    )
+_SITING_DESCRIPTION = (
+    "Maximal covering (`k`: the k new facilities adding most covered demand) or set "
+    "covering (`lscp=true`: the fewest covering all demand some candidate reaches), solved "
+    "by spopt with HiGHS. Existing facilities stay; coverage = within `minutes` × "
+    "`speed_m_per_min` ÷ `detour` (straight line). Candidates on a lattice inside the area "
+    "(at most 2,000); more than 5,000 demand points are aggregated to a lattice."
+)
+
+ANALYSES = (
+    Analysis(
+        "/staffing",
+        StaffingQuery,
+        run_staffing,
+        name="staffing",
+        summary="1+1+1 grid teams: missing and doubled roles, people in several grids",
+        description="Every grid needs exactly one party-building instructor, one grid manager "
+        "and one grid police officer. Also lists one person (same name and phone) registered "
+        "in several grids, and members serving a grid redrawn away.",
+    ),
+    Analysis(
+        "/topology",
+        TopologyQuery,
+        run_topology,
+        name="topology_",
+        summary="Do children tile their parents? Gaps, overlaps, outside pieces, slivers, "
+        "multipart",
+        description="Per parent area in scope (city→districts, district→communities, "
+        "community→grids). Set operations in the stored lon/lat plane; areas measured in the "
+        "UTM zone of each parent's centroid.",
+    ),
+    Analysis(
+        "/organisation",
+        OrganisationQuery,
+        run_organisation,
+        name="organisation_",
+        summary="Party organisation coverage of units; large units without co-building",
+    ),
+    Analysis(
+        "/care",
+        CareQuery,
+        run_care,
+        name="care_",
+        summary="Six must-visit households: without cadre, cadre load, cadre from elsewhere",
+        description="Sensitive: counts for every role; household and cadre details only for "
+        "grid officers, community and district dispatchers and admins, and every household "
+        "shown in detail is written to the access log.",
+    ),
+    Analysis(
+        "/workload",
+        WorkloadQuery,
+        run_workload,
+        name="workload_",
+        summary="Incidents, backlog and overdue cases per grid team, with outliers",
+    ),
+    Analysis(
+        "/reach",
+        ReachQuery,
+        run_reach,
+        name="reach",
+        summary="15-minute service circle: who and what lies beyond a walk to a facility",
+        description="Per community in the area: area, care households (counts only) and units "
+        "farther than `minutes` × `speed_m_per_min` of walking from a service facility, with "
+        "the uncovered part as a polygon, worst first. Straight line ÷ `detour` by default; "
+        "along the imported road network (pgRouting `pgr_withPointsDD`, reached streets "
+        "buffered by `frontage_m`) when one is imported here or `network=true`. Areas in m² "
+        "in the UTM zone of the area's centroid.",
+        transaction=False,
+    ),
+    Analysis(
+        "/siting",
+        SitingQuery,
+        run_siting,
+        name="siting",
+        summary="Where k new facilities reach most households (MCLP), or the fewest for all",
+        description=_SITING_DESCRIPTION,
+        transaction=False,
+    ),
+)
 
 
-class OrganisationQuery(_AnalysisQuery):
-    min_staff: int = Field(
-        organisation.DEFAULT_MIN_STAFF,
-        ge=1,
-        le=10_000_000,
-        description="a unit this large (staff) needs a co-building agreement",
-    )
-
-
-class CareQuery(_AnalysisQuery):
-    min_contacts: int = Field(
-        care.DEFAULT_MIN_CONTACTS, ge=0, le=100_000, description="fewest households per cadre"
-    )
-    max_contacts: int = Field(
-        care.DEFAULT_MAX_CONTACTS, ge=0, le=100_000, description="most households per cadre"
-    )
-
-
-class WorkloadQuery(_AnalysisQuery):
-    since: datetime | None = Field(
-        None, description="period start, reported at or after (default: until − 90 days)"
-    )
-    until: datetime | None = Field(
-        None, description="period end, reported before; backlog as of then (default: now)"
-    )
-    overdue_hours: float = Field(
-        workload.DEFAULT_OVERDUE_HOURS,
-        gt=0,
-        le=24 * 3650,
-        allow_inf_nan=False,
-        description="an open case older than this is overdue (hours)",
-    )
-    z: float = Field(
-        workload.DEFAULT_Z,
-        gt=0,
-        le=100,
-        allow_inf_nan=False,
-        description="outlier: beyond this many standard deviations from the mean",
-    )
-    median_ratio: float = Field(
-        workload.DEFAULT_MEDIAN_RATIO,
-        gt=0,
-        le=1000,
-        allow_inf_nan=False,
-        description="outlier: more incidents than this times the median",
-    )
-
-
-async def _run(request: Request, model: type[_AnalysisQuery], fn: Callable[..., dict]) -> JSON:
-    principal = await get_principal(request)
-    arguments = parse_query(model, request).arguments()
+async def _run(
+    engine: Engine,
+    principal: Principal,
+    fn: Callable[..., dict],
+    arguments: dict[str, Any],
+    *,
+    transaction: bool,
+) -> JSON:
+    """Return ``fn``'s answer, run in a worker thread on a connection of ``engine``."""
 
     def work() -> dict:
-        # A transaction: the care analysis logs detail reads to access_log.
-        with request.app.state.sync_engine.begin() as conn:
+        with engine.begin() if transaction else engine.connect() as conn:
             return fn(conn, principal=principal, **arguments)
 
     return JSON(await run_in_threadpool(work))
 
 
-@router.get(
-    "/staffing",
-    summary="1+1+1 grid teams: missing and doubled roles, people in several grids",
-    description="Every grid needs exactly one party-building instructor, one grid manager "
-    "and one grid police officer. Also lists one person (same name and phone) registered "
-    "in several grids, and members serving a grid redrawn away.",
-    openapi_extra=query_parameters_doc(StaffingQuery),
+def _add_route(analysis: Analysis) -> None:
+    """Add ``GET /analysis/<path>`` for ``analysis`` to the router."""
+
+    async def endpoint(
+        engine: SyncEngineDep,
+        principal: PrincipalDep,
+        arguments: Annotated[AreaQuery, Depends(query_model(analysis.query))],
+    ) -> JSON:
+        return await _run(
+            engine,
+            principal,
+            analysis.run,
+            arguments.arguments(),
+            transaction=analysis.transaction,
+        )
+
+    router.add_api_route(
+        analysis.path,
+        endpoint,
+        methods=["GET"],
+        name=analysis.name,
+        summary=analysis.summary,
+        description=analysis.description,
+        openapi_extra=query_parameters_doc(analysis.query),
+        response_model=dict,
+    )
+
+
+for _analysis in ANALYSES:
+    _add_route(_analysis)
+
+
+@router.post(
+    "/siting",
+    summary="Siting on candidate sites you supply",
+    description=_SITING_DESCRIPTION + " The body takes the query's parameters and "
+    "`candidates`: [[lon, lat], …] inside the area.",
     response_model=dict,
 )
-async def staffing(request: Request) -> JSON:
-    return await _run(request, StaffingQuery, run_staffing)
-
-
-@router.get(
-    "/topology",
-    summary="Do children tile their parents? Gaps, overlaps, outside pieces, slivers, multipart",
-    description="Per parent area in scope (city→districts, district→communities, "
-    "community→grids). Set operations in the stored lon/lat plane; areas measured in the "
-    "UTM zone of each parent's centroid.",
-    openapi_extra=query_parameters_doc(TopologyQuery),
-    response_model=dict,
-)
-async def topology_(request: Request) -> JSON:
-    return await _run(request, TopologyQuery, run_topology)
-
-
-@router.get(
-    "/organisation",
-    summary="Party organisation coverage of units; large units without co-building",
-    openapi_extra=query_parameters_doc(OrganisationQuery),
-    response_model=dict,
-)
-async def organisation_(request: Request) -> JSON:
-    return await _run(request, OrganisationQuery, run_organisation)
-
-
-@router.get(
-    "/care",
-    summary="Six must-visit households: without cadre, cadre load, cadre from elsewhere",
-    description="Sensitive: counts for every role; household and cadre details only for "
-    "grid officers, community and district dispatchers and admins, and every household "
-    "shown in detail is written to the access log.",
-    openapi_extra=query_parameters_doc(CareQuery),
-    response_model=dict,
-)
-async def care_(request: Request) -> JSON:
-    return await _run(request, CareQuery, run_care)
-
-
-@router.get(
-    "/workload",
-    summary="Incidents, backlog and overdue cases per grid team, with outliers",
-    openapi_extra=query_parameters_doc(WorkloadQuery),
-    response_model=dict,
-)
-async def workload_(request: Request) -> JSON:
-    return await _run(request, WorkloadQuery, run_workload)
+async def siting_post(engine: SyncEngineDep, principal: PrincipalDep, body: SitingBody) -> JSON:
+    return await _run(engine, principal, run_siting, body.arguments(), transaction=False)

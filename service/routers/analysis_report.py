@@ -17,61 +17,42 @@ otherwise), care household details appear in the JSON only for the roles that ma
 synchronous engine, in one REPEATABLE READ transaction: every figure comes from one snapshot.
 """
 
-# No ``from __future__ import annotations``: Pydantic reads the query models' annotations.
+# No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations.
 
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import text
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from service.analysis.report import report_csv_zip, report_geopackage, run_report
-from service.analysis.siting import MAX_K
-from service.deps import get_principal
-from service.querymodels import parse_query, query_parameters_doc
+from service.auth import Principal
+from service.deps import PrincipalDep, SyncEngineDep, query_model
+from service.querymodels import query_parameters_doc
 from service.responses import JSON
+from service.schemas.analysis import ReportJsonQuery, ReportQuery
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["analysis"])
 
 
-class ReportQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    area: str | None = Field(
-        None, pattern=r"^[0-9]{6,18}$", description="area code inside your scope (default: yours)"
-    )
-    generation: int | None = Field(None, ge=1, description="default: the current generation")
-    siting_k: int | None = Field(
-        None,
-        ge=1,
-        le=MAX_K,
-        description="also place this many new facilities (maximal covering of care households)",
-    )
-
-    def arguments(self) -> dict[str, Any]:
-        return {"area_code": self.area, "generation": self.generation, "siting_k": self.siting_k}
-
-
-class ReportJsonQuery(ReportQuery):
-    geometry: bool = Field(True, description="include GeoJSON geometry of the findings")
-
-    def arguments(self) -> dict[str, Any]:
-        return {**super().arguments(), "geometry": self.geometry}
-
-
-async def _report(request: Request, model: type[ReportQuery], export=None, **fixed: Any):
-    principal = await get_principal(request)
-    arguments = {**parse_query(model, request).arguments(), **fixed}
+async def _report(
+    engine: Engine,
+    principal: Principal,
+    arguments: dict[str, Any],
+    export: Callable[[dict], bytes] | None = None,
+):
+    """Return the report (and ``export(report)``), run in a worker thread from one snapshot."""
 
     def work():
         # One snapshot for all analyses; a transaction because care logs detail reads.
-        with request.app.state.sync_engine.begin() as conn:
-            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-            report = run_report(conn, principal=principal, **arguments)
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                report = run_report(conn, principal=principal, **arguments)
         # Files are made after the transaction: no connection is held while writing them.
         return report if export is None else (report, export(report))
 
@@ -92,8 +73,12 @@ def _filename(report: dict, suffix: str) -> str:
     openapi_extra=query_parameters_doc(ReportJsonQuery),
     response_model=dict,
 )
-async def report(request: Request) -> JSON:
-    return JSON(await _report(request, ReportJsonQuery))
+async def report(
+    engine: SyncEngineDep,
+    principal: PrincipalDep,
+    query: Annotated[ReportJsonQuery, Depends(query_model(ReportJsonQuery))],
+) -> JSON:
+    return JSON(await _report(engine, principal, query.arguments()))
 
 
 @router.get(
@@ -108,9 +93,14 @@ async def report(request: Request) -> JSON:
     response_class=Response,
     responses={200: {"content": {"application/geopackage+sqlite3": {}}}},
 )
-async def report_gpkg(request: Request) -> Response:
+async def report_gpkg(
+    engine: SyncEngineDep,
+    principal: PrincipalDep,
+    query: Annotated[ReportQuery, Depends(query_model(ReportQuery))],
+) -> Response:
     # The files hold care counts only: no detail is read, so none is logged.
-    report, data = await _report(request, ReportQuery, report_geopackage, care_details=False)
+    arguments = {**query.arguments(), "care_details": False}
+    report, data = await _report(engine, principal, arguments, report_geopackage)
     return Response(
         data,
         media_type="application/geopackage+sqlite3",
@@ -128,11 +118,14 @@ async def report_gpkg(request: Request) -> Response:
     response_class=Response,
     responses={200: {"content": {"application/zip": {}}}},
 )
-async def report_zip(request: Request) -> Response:
+async def report_zip(
+    engine: SyncEngineDep,
+    principal: PrincipalDep,
+    query: Annotated[ReportQuery, Depends(query_model(ReportQuery))],
+) -> Response:
     # The tables need no geometry: the analyses skip making it.
-    report, data = await _report(
-        request, ReportQuery, report_csv_zip, geometry=False, care_details=False
-    )
+    arguments = {**query.arguments(), "geometry": False, "care_details": False}
+    report, data = await _report(engine, principal, arguments, report_csv_zip)
     return Response(
         data,
         media_type="application/zip",
