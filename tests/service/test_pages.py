@@ -267,10 +267,14 @@ def test_cli_writes_self_contained_pages(client, tiny_db_url, tmp_path, monkeypa
 # -- in a browser ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
+    # Fail, never skip: playwright is in the test extras and `make test` installs chromium.
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        pytest.fail(f"the browser checks need playwright ({exc}): pip install -e '.[test]'")
     if not Path("/usr/bin/chromium").exists():
         pytest.fail("the browser checks need Debian's chromium: apt-get install -y chromium")
-    with playwright.sync_playwright() as p:
+    with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
