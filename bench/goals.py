@@ -145,12 +145,12 @@ def verdict(r: Row) -> str:
 def table(rows: list[Row], with_bench: bool = False) -> str:
     lines = []
     head = f"{'bench':<13}" if with_bench else ""
-    lines.append(f"  {head}{'id':<28}{'measured':>14}  {'goal':<14}{'':8}what")
+    lines.append(f"  {head}{'id':<28}{'measured':>14}  {'goal':<17}{'':8}what")
     for r in rows:
         goal = "" if r.kind == "check" else f"{r.kind} {_num(r.target, r.unit)}"
         start = f"{r.bench:<13}" if with_bench else ""
         lines.append(
-            f"  {start}{r.id:<28}{_num(r.measured, r.unit):>14}  {goal:<14}{verdict(r):<8}"
+            f"  {start}{r.id:<28}{_num(r.measured, r.unit):>14}  {goal:<16} {verdict(r):<8}"
             f"{r.what}{': ' + r.detail if r.detail else ''}"
         )
     if any(verdict(r) == "missed*" for r in rows):
