@@ -39,6 +39,7 @@ demo: migrate
 # check. BENCH_ARGS="--quick" for small sizes, or name some: BENCH_ARGS="lookup tiles".
 bench: db
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
+	@command -v pgbench >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y postgresql-client; }
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: venv

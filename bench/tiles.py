@@ -49,7 +49,7 @@ the warmed cache answers hits, and wangge leaves out no feature tipg returns (pe
 bbox). Exit status 1 when a goal is missed or a check fails (:mod:`bench.goals`).
 
 Run: ``make bench`` or ``.venv/bin/python -m bench.tiles [--seconds 9] [--rounds 3] [--quick]
-[--json F]`` (``--quick``: 64 connections, one round of 3 s). About 3.5 minutes by default.
+[--json F]`` (``--quick``: 64 connections, one round of 3 s). About 4.5 minutes by default.
 """
 
 from __future__ import annotations
