@@ -36,6 +36,7 @@ __all__ = [
     "get_sync_engine",
     "get_principal",
     "principal_from_token",
+    "forget_token",
     "require_admin",
     "parse_generation",
     "query_model",
@@ -126,6 +127,13 @@ async def principal_from_token(app, token: str) -> Principal:
     )
     cache[token] = principal
     return principal
+
+
+def forget_token(app, *, token_id: str) -> None:
+    """Drop every cached principal of ``token_id`` (a revoked token stops working at once)."""
+    cache: TTLCache = app.state.token_cache
+    for key in [k for k, p in cache.items() if p.token_id == token_id]:
+        cache.pop(key, None)
 
 
 def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:

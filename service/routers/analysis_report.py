@@ -59,9 +59,28 @@ async def _report(
     return await run_in_threadpool(work)
 
 
-def _filename(report: dict, suffix: str) -> str:
+async def _report_file(
+    engine: Engine,
+    principal: Principal,
+    arguments: dict[str, Any],
+    export: Callable[[dict], bytes],
+    *,
+    media_type: str,
+    suffix: str,
+) -> Response:
+    """Return the report exported by ``export`` as an attachment named after its area."""
+    # The files hold care counts only: no detail is read, so none is logged.
+    report, data = await _report(engine, principal, {**arguments, "care_details": False}, export)
     area = report["area"]
-    return f"wangge-report-{area['code'] or 'all'}-g{area['generation']}.{suffix}"
+    filename = f"wangge-report-{area['code'] or 'all'}-g{area['generation']}.{suffix}"
+    return Response(
+        data,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+ReportQueryDep = Annotated[ReportQuery, Depends(query_model(ReportQuery))]
 
 
 @router.get(
@@ -94,17 +113,15 @@ async def report(
     responses={200: {"content": {"application/geopackage+sqlite3": {}}}},
 )
 async def report_gpkg(
-    engine: SyncEngineDep,
-    principal: PrincipalDep,
-    query: Annotated[ReportQuery, Depends(query_model(ReportQuery))],
+    engine: SyncEngineDep, principal: PrincipalDep, query: ReportQueryDep
 ) -> Response:
-    # The files hold care counts only: no detail is read, so none is logged.
-    arguments = {**query.arguments(), "care_details": False}
-    report, data = await _report(engine, principal, arguments, report_geopackage)
-    return Response(
-        data,
+    return await _report_file(
+        engine,
+        principal,
+        query.arguments(),
+        report_geopackage,
         media_type="application/geopackage+sqlite3",
-        headers={"Content-Disposition": f'attachment; filename="{_filename(report, "gpkg")}"'},
+        suffix="gpkg",
     )
 
 
@@ -119,15 +136,10 @@ async def report_gpkg(
     responses={200: {"content": {"application/zip": {}}}},
 )
 async def report_zip(
-    engine: SyncEngineDep,
-    principal: PrincipalDep,
-    query: Annotated[ReportQuery, Depends(query_model(ReportQuery))],
+    engine: SyncEngineDep, principal: PrincipalDep, query: ReportQueryDep
 ) -> Response:
     # The tables need no geometry: the analyses skip making it.
-    arguments = {**query.arguments(), "geometry": False, "care_details": False}
-    report, data = await _report(engine, principal, arguments, report_csv_zip)
-    return Response(
-        data,
-        media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{_filename(report, "zip")}"'},
+    arguments = {**query.arguments(), "geometry": False}
+    return await _report_file(
+        engine, principal, arguments, report_csv_zip, media_type="application/zip", suffix="zip"
     )

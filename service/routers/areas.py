@@ -88,12 +88,9 @@ async def get_area(
 ) -> dict:
     """Return the area with its boundary (simplified and reprojected on request)."""
     gen = await resolve_generation(pool=pool, principal=principal, requested=generation)
+    options = _geometry(geometry, simplify_m, srid)
     return await repo.get_area(
-        conn,
-        principal=principal,
-        code=code,
-        generation=gen,
-        geometry=_geometry(geometry, simplify_m, srid),
+        conn, principal=principal, code=code, generation=gen, geometry=options
     )
 
 
@@ -109,12 +106,9 @@ async def list_children(
     srid: Srid = 4326,
 ) -> list[dict]:
     gen = await resolve_generation(pool=pool, principal=principal, requested=generation)
+    options = _geometry(geometry, simplify_m, srid)
     return await repo.list_children(
-        conn,
-        principal=principal,
-        code=code,
-        generation=gen,
-        geometry=_geometry(geometry, simplify_m, srid),
+        conn, principal=principal, code=code, generation=gen, geometry=options
     )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 
 from service import auth
-from service.deps import AdminDep, PrincipalDep, WriteConnDep
+from service.deps import AdminDep, PrincipalDep, WriteConnDep, forget_token
 from service.schemas.areas import PrincipalRead, TokenCreate, TokenCreated
 
 router = APIRouter(tags=["tokens"])
@@ -38,6 +38,4 @@ async def revoke_token(
 ) -> None:
     await conn.run_sync(lambda c: auth.revoke_token(c, token_id=token_id))
     # This process forgets the token at once; other workers within the cache TTL.
-    cache = request.app.state.token_cache
-    for key in [k for k, p in cache.items() if p.token_id == token_id]:
-        cache.pop(key, None)
+    forget_token(request.app, token_id=token_id)
