@@ -324,3 +324,166 @@ def test_csv_export_defuses_spreadsheet_formulas_and_reimports_them_unchanged(
     assert r.status_code == 200, r.text
     names = {u["name"] for u in tiny_client.get("/units", headers=h["admin"]).json()["items"]}
     assert names == {'=HYPERLINK("http://evil")'}
+
+
+# -- who may import, and an intake's source ---------------------------------------------------
+def _intake(url: str) -> dict[str, str]:
+    from service.auth import create_token
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        token = create_token(
+            conn, name="12319", role="intake", area_code="990100", source="hotline_12319"
+        )
+    engine.dispose()
+    return auth(token)
+
+
+POINT_FILES = {
+    "units": [{"name": "u", "kind": "shop", "lon": 106.005, "lat": 26.015}],
+    "facilities": [{"name": "f", "kind": "service_station", "lon": 106.005, "lat": 26.015}],
+    "care-households": [{"kind": "hardship", "head_name": "赵", "lon": 106.005, "lat": 26.015}],
+    "incidents": [{"category": "water", "source": "patrol", "lon": 106.005, "lat": 26.015}],
+}
+TABLES = {
+    "units": "unit",
+    "facilities": "facility",
+    "care-households": "care_household",
+    "incidents": "incident",
+}
+
+
+@pytest.mark.parametrize(
+    ("role", "allowed"),
+    [
+        ("planner", set()),
+        ("grid", set()),  # files incidents and visits one by one, never in bulk
+        ("intake", {"incidents"}),
+        ("community", {"units", "facilities", "care-households", "incidents"}),
+    ],
+)
+def test_import_is_refused_to_roles_that_may_not_import_that_kind(
+    tiny_client, h, tiny_db_url, role, allowed
+):
+    headers = _intake(tiny_db_url) if role == "intake" else h[role]
+    for entity, rows in POINT_FILES.items():
+        r = tiny_client.post(
+            f"/{entity}/import", files={"file": ("x.csv", _csv(rows))}, headers=headers
+        )
+        n = _count(tiny_db_url, TABLES[entity])
+        if entity in allowed:
+            assert r.status_code == 200 and r.json()["accepted"] == 1, (entity, r.text)
+            assert n == 1, entity
+        else:
+            assert r.status_code == 403, (entity, r.text)
+            assert r.json()["field"] == "role" and "may not import" in r.json()["detail"]
+            assert n == 0, entity
+    members = [{"name": "m", "kind": "party_member", "home_community_code": "990101001001"}]
+    r = tiny_client.post(
+        "/members/import", files={"file": ("m.csv", _csv(members))}, headers=headers
+    )
+    assert r.status_code == (200 if role == "community" else 403), r.text
+
+
+def test_an_intake_import_stamps_every_incident_with_its_own_source(tiny_client, tiny_db_url):
+    rows = [
+        {"category": "water", "source": "resident", "lon": 106.005, "lat": 26.015},
+        {"category": "gas", "source": "", "lon": 106.035, "lat": 26.005},
+        {"category": "road", "source": "camera", "lon": 106.015, "lat": 26.015},
+    ]
+    r = tiny_client.post(
+        "/incidents/import",
+        files={"file": ("cases.csv", _csv(rows))},
+        headers=_intake(tiny_db_url),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 3
+    engine = make_engine(tiny_db_url)
+    with engine.connect() as conn:
+        sources = conn.execute(text("SELECT category, source FROM incident ORDER BY id")).all()
+    engine.dispose()
+    assert [tuple(s) for s in sources] == [
+        ("water", "hotline_12319"),
+        ("gas", "hotline_12319"),
+        ("road", "hotline_12319"),
+    ]
+
+
+# -- the upload limit and the crs field -------------------------------------------------------
+def test_an_upload_over_the_size_limit_is_refused_and_one_at_it_accepted(tiny_db_url):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import APISettings, DatabaseSettings, Settings
+
+    limit = 4096
+    settings = Settings(
+        db=DatabaseSettings(DATABASE_URL=tiny_db_url), api=APISettings(max_upload_bytes=limit)
+    )
+    admin = auth(make_tokens(tiny_db_url, {"a": ("admin", None)})["a"])
+
+    def units_csv(size: int) -> bytes:
+        row = {"name": "u", "kind": "shop", "lon": 106.005, "lat": 26.015, "note": ""}
+        data = _csv([{**row, "note": "x" * (size - len(_csv([row])))}])
+        assert len(data) == size
+        return data
+
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        over = _import(client, admin, units_csv(limit + 1), "u.csv")
+        assert over.status_code == 422, over.text
+        assert over.json()["field"] == "file" and f"exceeds {limit} bytes" in over.json()["detail"]
+        assert _count(tiny_db_url, "unit") == 0
+        at = _import(client, admin, units_csv(limit), "u.csv")
+        assert at.status_code == 200, at.text
+        assert at.json()["accepted"] == 1
+    assert _count(tiny_db_url, "unit") == 1
+
+
+def test_a_crs_field_overrides_the_crs_the_file_declares(tiny_client, h, tiny_db_url):
+    # An Amap export labelled WGS84 (a common mistake): the form field says what it really is.
+    lon, lat = wgs84_to_gcj02(106.0098, 26.0195)
+    fc = {
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::4326"}},
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"name": "a", "kind": "shop"},
+                "geometry": {"type": "Point", "coordinates": [float(lon), float(lat)]},
+            }
+        ],
+    }
+    data = json.dumps(fc).encode()
+    as_declared = _import(tiny_client, h["admin"], data, "u.geojson")
+    assert as_declared.status_code == 200 and as_declared.json()["crs"] == "EPSG:4326"
+    assert as_declared.json()["per_grid"] == {"990101001001002": 1}  # 500 m off: the wrong grid
+    overridden = _import(tiny_client, h["admin"], data, "u.geojson", crs="GCJ-02")
+    assert overridden.status_code == 200, overridden.text
+    assert overridden.json()["crs"] == "GCJ-02" and overridden.json()["per_grid"] == {NW_GRID: 1}
+    engine = make_engine(tiny_db_url)
+    with engine.connect() as conn:
+        x, y = conn.execute(
+            text("SELECT ST_X(geom), ST_Y(geom) FROM unit ORDER BY id DESC LIMIT 1")
+        ).one()
+    engine.dispose()
+    assert abs(x - 106.0098) < 1e-7 and abs(y - 26.0195) < 1e-7
+
+
+def test_a_crs_field_cannot_make_projected_metres_into_degrees(tiny_client, h, tiny_db_url):
+    from pyproj import Transformer
+
+    x, y = Transformer.from_crs(4326, 3857, always_xy=True).transform(106.005, 26.015)
+    data = write_point_table(
+        [x], [y], pd.DataFrame({"name": ["m"], "kind": ["shop"]}), format="gpkg", crs="EPSG:3857"
+    )
+    # The file's own CRS is refused, saying which ones are accepted ...
+    r = _import(tiny_client, h["admin"], data, "u.gpkg")
+    assert r.status_code == 422 and r.json()["field"] == "crs" and "EPSG:3857" in r.json()["detail"]
+    # ... and calling its metres WGS84 degrees puts them off the globe: the row is refused.
+    r = _import(tiny_client, h["admin"], data, "u.gpkg", crs="EPSG:4326")
+    assert r.status_code == 422, r.text
+    report = r.json()["report"]
+    assert report["crs"] == "EPSG:4326" and report["accepted"] == 0
+    (problem,) = report["problems"]
+    assert problem["field"] == "lon,lat" and "outside [-180, 180]" in problem["reason"]
+    assert _count(tiny_db_url, "unit") == 0
