@@ -3,8 +3,9 @@
 Handlers take what they need as parameters: ``ConnDep`` (SQLAlchemy, read),
 ``WriteConnDep`` (SQLAlchemy, one transaction committed when the request succeeds),
 ``PoolDep`` (the asyncpg pool of the hot read paths), ``SyncEngineDep`` (the synchronous
-engine that worker threads use), ``PrincipalDep`` / ``AdminDep``. Parameters several routers
-read are parsed here too (``parse_generation``, ``layer_or_404``).
+engine that worker threads use), ``PrincipalDep`` / ``AdminDep``, ``ApiSettingsDep``.
+Parameters several routers read are parsed here too (``parse_generation``, ``query_model``,
+``layer_or_404``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.auth import Principal, split_token, verify_secret
 from service.errors import ForbiddenError, NotFoundError, UnauthorizedError, UnprocessableError
 from service.querymodels import parse_query
+from service.settings import APISettings
 from service.specs.map_layers import LAYERS, LayerSpec
 
 __all__ = [
@@ -28,12 +30,14 @@ __all__ = [
     "WriteConnDep",
     "PoolDep",
     "SyncEngineDep",
+    "ApiSettingsDep",
     "PrincipalDep",
     "AdminDep",
     "get_conn",
     "get_write_conn",
     "get_pool",
     "get_sync_engine",
+    "get_api_settings",
     "get_principal",
     "principal_from_token",
     "forget_token",
@@ -72,6 +76,11 @@ def get_pool(request: Request):
 def get_sync_engine(request: Request) -> Engine:
     """Return the synchronous engine; analyses and bulk work use it in worker threads."""
     return request.app.state.sync_engine
+
+
+def get_api_settings(request: Request) -> APISettings:
+    """Return the API settings (page sizes, upload and batch limits)."""
+    return request.app.state.settings.api
 
 
 def _bearer(authorization: str | None, api_key: str | None) -> str | None:
@@ -180,5 +189,6 @@ ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
 WriteConnDep = Annotated[AsyncConnection, Depends(get_write_conn)]
 PoolDep = Annotated[Any, Depends(get_pool)]
 SyncEngineDep = Annotated[Engine, Depends(get_sync_engine)]
+ApiSettingsDep = Annotated[APISettings, Depends(get_api_settings)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 AdminDep = Annotated[Principal, Depends(require_admin)]

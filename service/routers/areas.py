@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from service.deps import ConnDep, PoolDep, PrincipalDep
+from service.deps import ApiSettingsDep, ConnDep, PoolDep, PrincipalDep
 from service.errors import UnprocessableError
 from service.repositories import areas as repo
 from service.repositories.generations import resolve_generation
@@ -34,6 +34,7 @@ async def list_areas(
     conn: ConnDep,
     pool: PoolDep,
     principal: PrincipalDep,
+    api: ApiSettingsDep,
     level: Annotated[Level | None, Query()] = None,
     parent: Annotated[str | None, Query(pattern=r"^[0-9]{6,18}$")] = None,
     q: Annotated[str | None, Query(max_length=100, description="name contains")] = None,
@@ -45,7 +46,6 @@ async def list_areas(
     srid: Srid = 4326,
 ) -> dict:
     """Return the areas you may see, ordered by code, one page at a time."""
-    api = request.app.state.settings.api
     if limit is None:
         limit = api.default_page_size
     if limit > api.max_page_size:

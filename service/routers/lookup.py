@@ -6,7 +6,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 
 from geo.coords import CoordinateError, check_points, parse_input_crs, to_wgs84, validate_point
-from service.deps import PoolDep, PrincipalDep, get_principal
+from service.deps import ApiSettingsDep, PoolDep, PrincipalDep, get_principal
 from service.errors import PayloadTooLargeError, UnprocessableError
 from service.querymodels import parse_query, query_parameters_doc
 from service.repositories.generations import resolve_generation
@@ -111,14 +111,14 @@ def _batch_points(
 
 @router.post("/batch", response_model=BatchLookupResult, summary="Look up many points at once")
 async def lookup_batch(
-    request: Request, pool: PoolDep, principal: PrincipalDep, body: BatchLookupRequest
+    pool: PoolDep, principal: PrincipalDep, api: ApiSettingsDep, body: BatchLookupRequest
 ) -> JSON:
     """Return one result per point, in input order, each with a ``status``.
 
     ``matched`` (down to a grid), ``partial`` (some levels), ``unmatched`` (no area) or
     ``outside_scope`` (in an area you may not see: no codes are given).
     """
-    limit = request.app.state.settings.api.max_batch_points
+    limit = api.max_batch_points
     if len(body.points) > limit:
         raise PayloadTooLargeError(
             f"{len(body.points)} points; at most {limit} per request", field="points"

@@ -8,11 +8,11 @@ worker thread on the synchronous engine, the same functions as ``wangge network 
 
 from typing import Literal
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from service.analysis.network import import_network, network_status
-from service.deps import PrincipalDep, SyncEngineDep
+from service.deps import ApiSettingsDep, PrincipalDep, SyncEngineDep
 from service.errors import ForbiddenError, UnprocessableError
 from service.responses import JSON
 
@@ -46,9 +46,9 @@ async def network(engine: SyncEngineDep, principal: PrincipalDep) -> JSON:
     response_model=dict,
 )
 async def network_import(
-    request: Request,
     engine: SyncEngineDep,
     principal: PrincipalDep,
+    api: ApiSettingsDep,
     file: UploadFile = File(description="GeoPackage or GeoJSON of road lines"),
     layer: str | None = Form(None),
     crs: str | None = Form(None),
@@ -62,7 +62,7 @@ async def network_import(
             f"importing the road network needs the admin role; you are {principal.role}",
             field="role",
         )
-    limit = request.app.state.settings.api.max_upload_bytes
+    limit = api.max_upload_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise UnprocessableError(f"the file exceeds {limit} bytes", field="file")
