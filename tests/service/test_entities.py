@@ -479,3 +479,219 @@ def test_every_point_entity_is_scoped_on_create_read_update_delete(tiny_client, 
         tiny_client.delete(f"/{entity}/{inside.json()['id']}", headers=h["community"]).status_code
         == 204
     )
+
+
+# -- members: writes outside the caller's area ----------------------------------------------
+OTHER_COMMUNITY = "990101001002"
+MEMBER = {"name": "周", "kind": "grid_staff", "team_role": "grid_manager"}
+
+
+def test_member_patch_and_delete_outside_the_callers_area_are_refused(tiny_client, h, tiny_db_url):
+    theirs = tiny_client.post(
+        "/members",
+        json={
+            **MEMBER,
+            "home_community_code": OTHER_COMMUNITY,
+            "serving_grid_code": OTHER_COMMUNITY_GRID,
+        },
+        headers=h["district"],
+    )
+    assert theirs.status_code == 201, theirs.text
+    mid = theirs.json()["id"]
+    patched = tiny_client.patch(f"/members/{mid}", json={"name": "x"}, headers=h["community"])
+    assert patched.status_code == 404
+    assert tiny_client.delete(f"/members/{mid}", headers=h["community"]).status_code == 404
+    assert tiny_client.get(f"/members/{mid}", headers=h["district"]).json()["name"] == "周"
+    # Creating one wholly in another community is refused, and nothing is written.
+    r = tiny_client.post(
+        "/members",
+        json={
+            **MEMBER,
+            "home_community_code": OTHER_COMMUNITY,
+            "serving_grid_code": OTHER_COMMUNITY_GRID,
+        },
+        headers=h["community"],
+    )
+    assert r.status_code == 403 and "outside your area" in r.json()["detail"]
+    # Moving one's own member wholly out of the area is refused and changes nothing.
+    mine = tiny_client.post(
+        "/members",
+        json={**MEMBER, "home_community_code": "990101001001", "serving_grid_code": NW_GRID},
+        headers=h["community"],
+    )
+    assert mine.status_code == 201, mine.text
+    moved = tiny_client.patch(
+        f"/members/{mine.json()['id']}",
+        json={"home_community_code": OTHER_COMMUNITY, "serving_grid_code": OTHER_COMMUNITY_GRID},
+        headers=h["community"],
+    )
+    assert moved.status_code == 403, moved.text
+    still = tiny_client.get(f"/members/{mine.json()['id']}", headers=h["community"]).json()
+    assert (still["home_community_code"], still["serving_grid_code"]) == ("990101001001", NW_GRID)
+    rows = _sql(tiny_db_url, "SELECT home_community_code FROM member ORDER BY id")
+    assert [r[0] for r in rows] == [OTHER_COMMUNITY, "990101001001"]
+    # A grid officer manages no members at all.
+    r = tiny_client.delete(f"/members/{mine.json()['id']}", headers=h["grid"])
+    assert r.status_code == 403
+
+
+REFERENCE_OUTSIDE = {
+    "serving_grid_code": {
+        "home_community_code": "990101001001",
+        "serving_grid_code": OTHER_COMMUNITY_GRID,
+    },
+    "home_community_code": {"home_community_code": OTHER_COMMUNITY, "serving_grid_code": NW_GRID},
+}
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10 item 5: scope of reference fields on writes")
+@pytest.mark.parametrize("field", sorted(REFERENCE_OUTSIDE))
+def test_a_member_referring_to_an_area_outside_the_callers_is_refused(
+    tiny_client, h, tiny_db_url, field
+):
+    r = tiny_client.post(
+        "/members", json={**MEMBER, **REFERENCE_OUTSIDE[field]}, headers=h["community"]
+    )
+    assert r.status_code in (403, 422), r.text
+    assert r.json()["field"] == field
+    assert _sql(tiny_db_url, "SELECT count(*) FROM member")[0][0] == 0
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10 item 5: scope of reference fields on writes")
+def test_a_member_cannot_be_sent_to_serve_a_grid_outside_the_callers_area(tiny_client, h):
+    mine = tiny_client.post(
+        "/members",
+        json={**MEMBER, "home_community_code": "990101001001", "serving_grid_code": NW_GRID},
+        headers=h["community"],
+    )
+    assert mine.status_code == 201, mine.text
+    moved = tiny_client.patch(
+        f"/members/{mine.json()['id']}",
+        json={"serving_grid_code": OTHER_COMMUNITY_GRID},
+        headers=h["community"],
+    )
+    assert moved.status_code in (403, 422), moved.text
+    still = tiny_client.get(f"/members/{mine.json()['id']}", headers=h["community"]).json()
+    assert still["serving_grid_code"] == NW_GRID
+
+
+# -- re-mapping on activation -------------------------------------------------------------------
+def test_activation_remaps_every_point_kind_and_leaves_uncovered_ones_outside_every_grid(
+    tiny_client, h
+):
+    admin = h["admin"]
+
+    def create(path, body):
+        r = tiny_client.post(path, json=body, headers=admin)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    sw = (106.005, 26.005)  # grid 990101001002001, retired below without a successor
+    east = (106.035, 26.015)  # district 990102, retired below with everything in it
+    ids = {
+        "facility_nw": create(
+            "/facilities",
+            {"name": "hall", "kind": "service_hall", "lon": IN_NW[0], "lat": IN_NW[1]},
+        ),
+        "facility_sw": create(
+            "/facilities",
+            {"name": "station", "kind": "service_station", "lon": sw[0], "lat": sw[1]},
+        ),
+        "care_nw": create(
+            "/care-households",
+            {"kind": "hardship", "head_name": "甲", "lon": IN_NW[0], "lat": IN_NW[1]},
+        ),
+        "care_ne": create(
+            "/care-households",
+            {"kind": "dispute", "head_name": "乙", "lon": IN_NE[0], "lat": IN_NE[1]},
+        ),
+        "unit_ne": create("/units", _unit(*IN_NE)),
+        "incident_east": create(
+            "/incidents", {"category": "road", "source": "patrol", "lon": east[0], "lat": east[1]}
+        ),
+    }
+    gen = tiny_client.post("/generations", json={"description": "redraw"}, headers=admin)
+    assert gen.status_code == 201, gen.text
+    gen = gen.json()["id"]
+    retired = tiny_client.post(
+        f"/generations/{gen}/retire",
+        json={"codes": [NW_GRID, NE_OF_NW, OTHER_COMMUNITY_GRID, "990102"]},
+        headers=admin,
+    )
+    assert retired.json() == {"retired": 2 + 1 + 7}  # three grids; a district, 2 + 4 below
+    merged = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "geometry": mapping(box(106.0, 26.01, 106.02, 26.02)),
+                "properties": {
+                    "code": "990101001001003",
+                    "name": "merged",
+                    "level": "grid",
+                    "parent_code": "990101001001",
+                },
+            }
+        ],
+    }
+    loaded = tiny_client.post(f"/generations/{gen}/areas", json=merged, headers=admin)
+    assert loaded.status_code == 200, loaded.text
+    r = tiny_client.post(f"/generations/{gen}/activate", headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["remapped"] == {"unit": 1, "facility": 2, "care_household": 2, "incident": 1}
+
+    def cells(path, key):
+        got = tiny_client.get(f"{path}/{ids[key]}", headers=admin)
+        assert got.status_code == 200, got.text
+        return got.json()["cells"]
+
+    merged_cells = {
+        "generation": gen,
+        "grid_code": "990101001001003",
+        "community_code": "990101001001",
+        "district_code": "990101",
+    }
+    assert cells("/facilities", "facility_nw") == merged_cells
+    assert cells("/care-households", "care_nw") == merged_cells
+    assert cells("/care-households", "care_ne") == merged_cells
+    assert cells("/units", "unit_ne") == merged_cells
+    # Left in a community without a grid, or in the city alone: kept, outside every grid.
+    assert cells("/facilities", "facility_sw") == {
+        "generation": gen,
+        "grid_code": None,
+        "community_code": OTHER_COMMUNITY,
+        "district_code": "990101",
+    }
+    assert cells("/incidents", "incident_east") == {
+        "generation": gen,
+        "grid_code": None,
+        "community_code": None,
+        "district_code": None,
+    }
+    unassigned = tiny_client.get("/facilities", params={"unassigned": "true"}, headers=admin)
+    assert [f["id"] for f in unassigned.json()["items"]] == [ids["facility_sw"]]
+    queue = tiny_client.get("/incidents", params={"unassigned": "true"}, headers=h["city"])
+    assert [i["id"] for i in queue.json()["items"]] == [ids["incident_east"]]
+    # The district that lost its grid still sees its facility; the new grid's community sees
+    # its two households.
+    district = tiny_client.get("/facilities", headers=h["district"]).json()
+    assert sorted(f["id"] for f in district["items"]) == sorted(
+        [ids["facility_nw"], ids["facility_sw"]]
+    )
+    care = tiny_client.get("/care-households", headers=h["community"]).json()
+    assert sorted(c["id"] for c in care["items"]) == sorted([ids["care_nw"], ids["care_ne"]])
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10 item 5: scope of reference fields on writes")
+@pytest.mark.parametrize("field", sorted(REFERENCE_OUTSIDE))
+def test_a_member_import_referring_to_an_area_outside_the_callers_is_refused(
+    tiny_client, h, tiny_db_url, field
+):
+    import pandas as pd
+
+    row = {"name": "周", "kind": "grid_staff", "team_role": "grid_manager", "phone": ""}
+    data = pd.DataFrame([{**row, **REFERENCE_OUTSIDE[field]}]).to_csv(index=False).encode()
+    r = tiny_client.post("/members/import", files={"file": ("m.csv", data)}, headers=h["community"])
+    assert r.status_code == 422, r.text
+    assert [p["field"] for p in r.json()["report"]["problems"]] == [field]
+    assert _sql(tiny_db_url, "SELECT count(*) FROM member")[0][0] == 0
