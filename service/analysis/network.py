@@ -225,10 +225,12 @@ def read_lines(
             "the lines do not lie in China once read as lon/lat; give the file's crs",
             field="crs",
         )
-    attributes = json.loads(
-        gdf.drop(columns=gdf.geometry.name).to_json(
-            orient="records", date_format="iso", force_ascii=False
-        )
+    columns = gdf.drop(columns=gdf.geometry.name)
+    # A frame without columns writes "[]", not one empty record per line.
+    attributes = (
+        json.loads(columns.to_json(orient="records", date_format="iso", force_ascii=False))
+        if len(columns.columns)
+        else [{} for _ in range(len(gdf))]
     )
     return list(gdf.geometry.values), attributes, layer
 

@@ -404,6 +404,17 @@ def test_network_import_and_reach_along_the_streets(client, h, engine):
     assert r.status_code == 422
 
 
+def test_network_import_of_lines_without_properties(client, h):
+    # OpenStreetMap extracts cut down to geometry carry no attributes at all.
+    lines = json.loads(_road_grid_geojson())
+    for feature in lines["features"]:
+        feature["properties"] = {}
+    files = {"file": ("bare.geojson", io.BytesIO(json.dumps(lines).encode()), "application/json")}
+    r = client.post("/network/import", headers=h["admin"], files=files)
+    assert r.status_code == 201, r.text
+    assert r.json()["edges"] == 11 * 18 + 19 * 9
+
+
 def test_network_import_refuses_what_is_not_lines(client, h):
     points = {
         "type": "FeatureCollection",
