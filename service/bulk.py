@@ -29,6 +29,7 @@ from geo.cellindex import CellIndex
 from geo.coords import check_points, parse_input_crs, to_wgs84
 from geo.tables import PointTable, RowProblem
 from service.auth import Principal
+from service.references import reference_problems
 from service.specs.entity_kinds import EntitySpec, unwrap
 
 __all__ = [
@@ -355,6 +356,7 @@ def import_points(
     for key, value in {**spec.forced_values(principal), **(forced or {})}.items():
         values[key] = np.full(n, value, dtype=object)
     problems += rule_problems(spec, values, table.row_numbers)
+    problems += reference_problems(conn, spec, principal, values, table.row_numbers)
     # Coordinates: the reader already flagged unreadable ones (NaN); flag the rest here.
     readable = ~(np.isnan(table.lon) | np.isnan(table.lat))
     for p in check_points(table.lon[readable], table.lat[readable], crs=crs_name):

@@ -18,6 +18,7 @@ from geo.tables import RowProblem, TableFormatError, read_point_table, write_poi
 from service.auth import Principal
 from service.bulk import ImportReport, ProgressFn, import_points, rule_problems, validate_frame
 from service.errors import ForbiddenError, UnprocessableError
+from service.references import reference_problems
 from service.specs.entity_kinds import EntitySpec
 
 __all__ = ["import_file", "export_rows", "EXPORT_MEDIA"]
@@ -118,7 +119,7 @@ def _import_without_location(
             )
         )
     if not any(p.row == 0 for p in problems):
-        problems += _area_reference_problems(conn, spec, principal, values, rows)
+        problems += reference_problems(conn, spec, principal, values, rows)
         problems += rule_problems(spec, values, rows)
     bad = {p.row for p in problems}
     if any(p.row == 0 for p in problems):
@@ -141,41 +142,6 @@ def _import_without_location(
     report.accepted = len(records)
     report.committed = True
     return report
-
-
-def _area_reference_problems(
-    conn: Connection,
-    spec: EntitySpec,
-    principal: Principal,
-    values: dict[str, np.ndarray],
-    rows: np.ndarray,
-) -> list[RowProblem]:
-    """Return the rows whose area codes name no area of the declared level, and those none
-    of whose areas lies in the caller's scope."""
-    codes = conn.execute(
-        text(
-            "SELECT DISTINCT ON (code) code, level, path FROM area "
-            "ORDER BY code, generation_high DESC"
-        )
-    ).all()
-    known = {r.code: (r.level, r.path) for r in codes}
-    areas = {c: r for c, r in spec.references.items() if r.target == "area" and c in values}
-    problems = []
-    for i, row in enumerate(rows):
-        paths = []
-        for column, ref in areas.items():
-            code = values[column][i]
-            if code is None:
-                continue
-            level, path = known.get(code, (None, None))
-            if level != ref.level:
-                problems.append(RowProblem(int(row), column, f"{code} is not a {ref.level}"))
-            paths.append(path)
-        if principal.scope_path and not any(p and principal.covers_path(p) for p in paths):
-            problems.append(
-                RowProblem(int(row), next(iter(areas)), f"outside your area {principal.area_code}")
-            )
-    return problems
 
 
 def export_rows(conn: Connection, spec: EntitySpec, *, principal: Principal, format: str) -> bytes:

@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from geo.coords import CoordinateError, to_wgs84, validate_point
 from service.auth import Principal
 from service.errors import ForbiddenError, NotFoundError, UnprocessableError
-from service.specs.entity_kinds import ENTITIES, EntitySpec
+from service.references import check_references
+from service.specs.entity_kinds import EntitySpec
 
 __all__ = [
     "point_visible_sql",
@@ -269,37 +270,6 @@ async def get_entity(
     return row_to_read(spec, row)
 
 
-async def _check_references(conn, spec: EntitySpec, principal: Principal, values: dict) -> None:
-    """Refuse codes that name no area of the declared level, and ids of entities that do not
-    exist or lie outside the caller's scope."""
-    for column, ref in spec.references.items():
-        value = values.get(column)
-        if value is None or ref.target != "area":
-            continue
-        row = (
-            await conn.execute(
-                text(
-                    "SELECT level, path FROM area WHERE code = :c "
-                    "ORDER BY generation_high DESC LIMIT 1"
-                ),
-                {"c": value},
-            )
-        ).first()
-        if row is None or row.level != ref.level:
-            raise UnprocessableError(f"{value} is not a {ref.level}", field=column)
-    for column, ref in spec.references.items():
-        value = values.get(column)
-        if value is None or ref.target == "area":
-            continue
-        target = ENTITIES[ref.target]
-        try:
-            await _fetch_visible(conn, target, principal, value)
-        except NotFoundError:
-            raise UnprocessableError(
-                f"no {target.label} {value} in your area", field=column
-            ) from None
-
-
 def _check_rules(spec: EntitySpec, row: Mapping[str, Any]) -> None:
     """Refuse a row that breaks one of the spec's rules across columns."""
     for rule in spec.rules:
@@ -357,7 +327,7 @@ async def create_entity(
         values.pop(spec.lifecycle.column, None)  # a new entity starts in the initial status
     if spec.intake_source is not None and values.get(spec.intake_source) is None:
         raise UnprocessableError(f"say where the {spec.label} came from", field=spec.intake_source)
-    await _check_references(conn, spec, principal, values)
+    await check_references(conn, spec, principal, values)
     _check_rules(spec, values)
     cols = list(values)
     params = dict(values)
@@ -399,7 +369,8 @@ async def update_entity(
     _require_role(spec, principal, spec.change_roles, "change")
     current = await _fetch_visible(conn, spec, principal, entity_id)
     values = _values(spec, patch, exclude_unset=True)
-    await _check_references(conn, spec, principal, values)
+    # References must name something in scope; a change's replaced values too.
+    await check_references(conn, spec, principal, values, current=current._mapping)
     # Rules span columns: they judge the row as the change would leave it.
     _check_rules(spec, {**current._mapping, **values})
     sets = [f"{c} = :{c}" for c in values]

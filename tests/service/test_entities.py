@@ -544,7 +544,6 @@ REFERENCE_OUTSIDE = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 5: scope of reference fields on writes")
 @pytest.mark.parametrize("field", sorted(REFERENCE_OUTSIDE))
 def test_a_member_referring_to_an_area_outside_the_callers_is_refused(
     tiny_client, h, tiny_db_url, field
@@ -557,7 +556,6 @@ def test_a_member_referring_to_an_area_outside_the_callers_is_refused(
     assert _sql(tiny_db_url, "SELECT count(*) FROM member")[0][0] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 5: scope of reference fields on writes")
 def test_a_member_cannot_be_sent_to_serve_a_grid_outside_the_callers_area(tiny_client, h):
     mine = tiny_client.post(
         "/members",
@@ -682,7 +680,6 @@ def test_activation_remaps_every_point_kind_and_leaves_uncovered_ones_outside_ev
     assert sorted(c["id"] for c in care["items"]) == sorted([ids["care_nw"], ids["care_ne"]])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 5: scope of reference fields on writes")
 @pytest.mark.parametrize("field", sorted(REFERENCE_OUTSIDE))
 def test_a_member_import_referring_to_an_area_outside_the_callers_is_refused(
     tiny_client, h, tiny_db_url, field
