@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import re
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["DatabaseSettings", "APISettings", "Settings", "get_settings"]
 
@@ -41,9 +44,38 @@ class APISettings(BaseSettings):
     max_page_size: int = Field(default=1_000, ge=1, le=100_000)
     default_page_size: int = Field(default=100, ge=1)
     token_cache_seconds: float = Field(default=30.0, ge=0, le=3600)
-    cors_origins: list[str] = Field(default_factory=list)
+    #: Origins whose pages may call the API (CORS), comma-separated, e.g.
+    #: ``https://dispatch.example,https://wall.example``; ``*`` for any; empty: no CORS headers.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_upload_bytes: int = Field(default=200_000_000, ge=1)
+    #: Bound on one point of ``POST /lookup/batch`` in the body (an object with a long id,
+    #: pretty-printed): the body may be ``max_batch_points`` times this.
+    batch_point_bytes: int = Field(default=256, ge=16, le=65_536)
+    #: Every other body (JSON writes, forms); uploads and batches have their own limits.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Failed authentications (a wrong, revoked or malformed token) per client address in
+    #: the window, after which its unverified tokens are answered 429 until the window moves.
+    auth_failure_limit: int = Field(default=20, ge=1)
+    auth_failure_window_seconds: float = Field(default=10.0, gt=0, le=3600)
+    #: Lifetime of the session cookie a map page gets for its ``?access_token=``.
+    session_seconds: int = Field(default=12 * 3600, ge=60, le=30 * 86400)
+    #: Mixed into the session cookies' signatures: set it so that a copy of the token table
+    #: (which holds only hashes) cannot forge a page session. Optional.
+    session_key: SecretStr | None = None
     tile_cache_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        for origin in value if isinstance(value, list) else []:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s?#]+", origin):
+                raise ValueError(
+                    f"WANGGE_API_CORS_ORIGINS: {origin!r} is not an origin "
+                    "(scheme://host[:port], no path, no trailing slash) or *"
+                )
+        return value
 
     @model_validator(mode="after")
     def _page_sizes_agree(self) -> APISettings:
