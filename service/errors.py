@@ -10,6 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.outage import (
+    RETRY_AFTER_S,
+    UNAVAILABLE_ERRORS,
+    is_lost_connection,
+    is_unavailable,
+    reason,
+)
 from service.responses import JSON
 
 __all__ = [
@@ -115,12 +122,15 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSON:
     titles = {404: "Not found", 405: "Method not allowed", 401: "Authentication required"}
-    return problem(
+    response = problem(
         exc.status_code,
         titles.get(exc.status_code, "HTTP error"),
         str(exc.detail),
         instance=request.url.path,
     )
+    # The raiser's headers go out too: a 405 must say which methods the path allows (Allow).
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _integrity_error(request: Request, exc: Exception) -> JSON:
@@ -141,10 +151,81 @@ async def _unexpected(request: Request, exc: Exception) -> JSON:
     return problem(500, "Internal error", "the server failed; the error was logged")
 
 
+class _RunAgain(BaseException):
+    # Not an Exception: it passes every exception handler and reaches UnhandledErrorMiddleware.
+    pass
+
+
+class UnhandledErrorMiddleware:
+    """ASGI middleware: answer an error no handler took with a 500 problem, keeping the
+    client's connection; run a read once more when a handler asks (``_RunAgain``).
+
+    Starlette answers an ``Exception`` handler's 500 from its outermost middleware and then
+    re-raises, and uvicorn closes the keep-alive connection on an escaped exception: a
+    client's next request on it failed. Here the 500 is an answer like any other.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sender(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            try:
+                await self.app(scope, receive, sender)
+            except _RunAgain:
+                scope["wangge.run_again"] = True
+                await self.app(scope, receive, sender)
+        except Exception as exc:
+            if started:  # half an answer was sent: only closing the connection ends it
+                raise
+            response = await _unexpected(Request(scope), exc)
+            await response(scope, receive, send)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSON:
+    # The database is away (stopped, restarting, refusing connections): the request was
+    # fine and may be retried. Other errors of these classes are server errors.
+    if not is_unavailable(exc):
+        return await _unexpected(request, exc)
+    if (
+        request.method in ("GET", "HEAD")
+        and is_lost_connection(exc)
+        and "wangge.run_again" not in request.scope
+    ):
+        # A pooled connection died unseen (the database restarted): the pool replaces it
+        # on the next use, and a read can run again. Nothing was sent yet.
+        raise _RunAgain from exc
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason(exc))
+    response = problem(
+        503,
+        "Database unavailable",
+        "the database is unavailable; retry in a few seconds",
+        instance=request.url.path,
+    )
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
 def register_error_handlers(app: FastAPI) -> None:
-    """Register the problem+json handlers on ``app``."""
+    """Register the problem+json handlers on ``app`` and the middleware of the last resort."""
     app.add_exception_handler(WanggeError, _wangge_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _database_unavailable)
+    # Any other error is a 500: answered by this middleware (added first, it is the
+    # innermost), or by Starlette's outermost one for errors of middleware outside it.
+    app.add_middleware(UnhandledErrorMiddleware)
     app.add_exception_handler(Exception, _unexpected)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
 
 from service import __version__
@@ -21,18 +21,13 @@ async def root() -> RedirectResponse:
 
 
 @router.get("/health", summary="Is the service up and its database reachable")
-async def health(request: Request) -> JSON:
-    """Return 200 when the database answers, 503 otherwise (no token needed)."""
-    # The connection is opened here, not taken as ConnDep: a database that cannot be
-    # reached must answer 503 with this body, not fail inside a dependency.
-    try:
-        async with request.app.state.engine.connect() as conn:
-            current = await find_current_generation(conn=conn)
-    except Exception:
-        return JSON(
-            {"status": "unavailable", "database": "unreachable", "version": __version__},
-            status_code=503,
-        )
+async def health(conn: ConnDep) -> JSON:
+    """Return 200 when the database answers (no token needed).
+
+    An unreachable database answers 503 problem+json with ``Retry-After``, as every
+    endpoint does (``service.errors``).
+    """
+    current = await find_current_generation(conn=conn)
     return JSON(
         {"status": "ok", "database": "ok", "current_generation": current, "version": __version__}
     )
