@@ -64,6 +64,9 @@ async def tile(
         repo.check_readable(spec, principal)
     q = request.query_params
     cache = request.app.state.tile_cache
+    # Read before anything is read from the database: what changes from here on may be
+    # missing from the tile, which is then not kept (TileCache.put).
+    epoch = cache.epoch
     generation = await resolve_generation(
         pool=pool, principal=principal, requested=parse_generation(q.get("generation"))
     )
@@ -105,7 +108,7 @@ async def tile(
             for spec in specs
         ]
         # MVT layers are independent protobuf messages: concatenated tiles are one tile.
-        entry = cache.put(key, b"".join(parts))
+        entry = cache.put(key, b"".join(parts), epoch=epoch)
     return TileResponse(entry, request.scope["headers"], marks)
 
 

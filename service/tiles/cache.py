@@ -71,6 +71,12 @@ class TileCache:
         #: The current generation as last resolved; forgotten with everything else when
         #: boundaries change, so the shortcut (service.tiles.shortcut) never serves a past one.
         self.current_generation: int | None = None
+        #: Set by the change listener (service.tiles.listener): a cache nobody keeps true
+        #: stores nothing, so it holds nothing to serve (the route and the shortcut miss).
+        self.listening = False
+        #: Counts what the cache learnt may have changed (notifications, clears). A tile is
+        #: stored only if none arrived while it was rendered: else it may predate a change.
+        self.epoch = 0
 
     def get(self, key: TileKey) -> CachedTile | None:
         entry = self._entries.get(key)
@@ -81,14 +87,18 @@ class TileCache:
         self.hits += 1
         return entry
 
-    def put(self, key: TileKey, data: bytes) -> CachedTile:
-        """Return the entry for ``data`` (ETag, gzipped copy); keep it if there is room."""
+    def put(self, key: TileKey, data: bytes, *, epoch: int) -> CachedTile:
+        """Return the entry for ``data`` (ETag, gzipped copy); keep it if it may be.
+
+        ``epoch`` is :attr:`epoch` read before ``data`` was rendered. It is kept only while
+        the listener listens, nothing changed meanwhile, and there is room.
+        """
         entry = CachedTile(
             data,
             b'"' + hashlib.blake2b(data, digest_size=12).hexdigest().encode() + b'"',
             gzip.compress(data, 6, mtime=0) if len(data) > 256 else None,
         )
-        if self.max_bytes <= 0:
+        if self.max_bytes <= 0 or not self.listening or epoch != self.epoch:
             return entry
         old = self._entries.pop(key, None)
         if old is not None:
@@ -118,9 +128,11 @@ class TileCache:
         for key in stale:
             self._bytes -= self._entries.pop(key).size
         self.invalidated += len(stale)
+        self.epoch += 1
         return len(stale)
 
     def clear(self) -> None:
+        self.epoch += 1
         self.invalidated += len(self._entries)
         self._entries.clear()
         self._bytes = 0
