@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.db import make_async_engine, make_engine, make_pg_pool
 from service.errors import register_error_handlers
+from service.openapi import document_api
 from service.repositories.lookup import PointLookupBatcher
 from service.responses import JSON
 from service.routers import (
@@ -81,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.token_cache = TTLCache(maxsize=10_000, ttl=settings.api.token_cache_seconds or 1e-9)
     register_error_handlers(app)
-    _document_security(app)
+    document_api(app)
     app.add_middleware(CachedTileShortcut)
     routers = [
         m.router
@@ -107,33 +108,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.router.routes.append(route)
     return app
 
-
-PUBLIC_PATHS = {"/health"}
-
-
-def _document_security(app: FastAPI) -> None:
-    """Declare the token schemes in OpenAPI so /docs can send them (auth runs in deps)."""
-    from fastapi.openapi.utils import get_openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
-        schema.setdefault("components", {})["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "wangge token"},
-            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-        }
-        for path, ops in schema.get("paths", {}).items():
-            if path in PUBLIC_PATHS:
-                continue
-            for op in ops.values():
-                op["security"] = [{"bearer": []}, {"apiKey": []}]
-                op.setdefault("responses", {}).setdefault(
-                    "401", {"description": "missing, unknown or revoked token"}
-                )
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi
