@@ -27,6 +27,7 @@ registered here.
 from __future__ import annotations
 
 import typer
+from typer.core import TyperGroup
 
 from service.cli import (
     analysis,
@@ -43,7 +44,24 @@ from service.cli import (
 
 __all__ = ["app"]
 
-app = typer.Typer(help="wangge: grid management on PostGIS", no_args_is_help=True)
+
+class _Commands(TyperGroup):
+    # Every command reaches the database its own way (the sync engine, migrations, the
+    # asyncpg pool of `map`): a database that is away ends any of them in one line, here.
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from service.cli.common import database_unreachable
+
+            message = database_unreachable(exc)
+            if message is None:
+                raise
+            typer.secho(f"wangge: {message}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=2) from None
+
+
+app = typer.Typer(help="wangge: grid management on PostGIS", no_args_is_help=True, cls=_Commands)
 
 app.command()(db.migrate)
 app.command("import-admin")(boundaries.import_admin)

@@ -29,6 +29,7 @@ __all__ = [
     "operator",
     "database_url",
     "fail",
+    "database_unreachable",
     "connect",
     "run",
     "run_timed",
@@ -57,6 +58,19 @@ def fail(message: str) -> NoReturn:
     """End the command with ``error: message`` on stderr and exit code 1."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1)
+
+
+def database_unreachable(exc: BaseException) -> str | None:
+    """Return one line saying the database is unreachable and why, if ``exc`` means so."""
+    from sqlalchemy.engine import make_url
+
+    from service.db import sync_url
+    from service.outage import is_unavailable, reason
+
+    if not is_unavailable(exc):
+        return None
+    url = make_url(sync_url(database_url()))
+    return f"the database at {url.host}:{url.port or 5432} is unreachable: {reason(exc)}"
 
 
 def describe(exc: WanggeError) -> str:

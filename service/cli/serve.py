@@ -17,6 +17,12 @@ def serve(
     """Serve the HTTP API."""
     import uvicorn
 
+    from service.cli.common import connect
+
+    # The app connects as it starts: a database that is away is said here in one line,
+    # not in uvicorn's startup traceback.
+    with connect():
+        pass
     typer.echo(f"wangge on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     uvicorn.run(
         "service.app:create_app",
