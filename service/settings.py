@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DatabaseSettings", "APISettings", "Settings", "get_settings"]
+__all__ = ["DatabaseSettings", "APISettings", "Open311Settings", "Settings", "get_settings"]
 
 
 class DatabaseSettings(BaseSettings):
@@ -84,12 +84,29 @@ class APISettings(BaseSettings):
         return self
 
 
+class Open311Settings(BaseSettings):
+    """The Open311 GeoReport v2 endpoints."""
+
+    model_config = SettingsConfigDict(env_prefix="WANGGE_OPEN311_", extra="ignore")
+
+    #: Discovery and reads without a key, as the specification has them (public fields only;
+    #: filing a request always needs a key). False: every call needs a key (401 without).
+    public_reads: bool = True
+
+
 class Settings:
     """All settings, grouped."""
 
-    def __init__(self, *, db: DatabaseSettings | None = None, api: APISettings | None = None):
+    def __init__(
+        self,
+        *,
+        db: DatabaseSettings | None = None,
+        api: APISettings | None = None,
+        open311: Open311Settings | None = None,
+    ):
         self.db = db or DatabaseSettings()
         self.api = api or APISettings()
+        self.open311 = open311 or Open311Settings()
 
 
 def get_settings() -> Settings:
