@@ -75,6 +75,12 @@ async def _check_srid(conn: AsyncConnection, srid: int) -> None:
         raise UnprocessableError(f"unknown SRID {srid}", field="srid")
 
 
+def _like_literal(text: str) -> str:
+    """Return ``text`` as a LIKE pattern matching itself (escape character ``\\``)."""
+    # Without this, a name search for "%" or "_" matched every area.
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _row_to_dict(row: Any) -> dict[str, Any]:
     out = {
         "code": row.code,
@@ -123,8 +129,8 @@ async def list_areas(
         where.append("a.parent_code = :parent")
         params["parent"] = parent_code
     if name_contains:
-        where.append("a.name LIKE '%' || :q || '%'")
-        params["q"] = name_contains
+        where.append("a.name LIKE '%' || :q || '%' ESCAPE '\\'")
+        params["q"] = _like_literal(name_contains)
     sql = (
         f"SELECT {_COLUMNS}, {geometry.sql()}, count(*) OVER () AS total FROM area a "
         f"WHERE {' AND '.join(where)} ORDER BY a.code LIMIT :limit OFFSET :offset"
