@@ -10,7 +10,9 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.db import make_async_engine, make_engine, make_pg_pool
+from service.edge import install as install_edge
 from service.errors import register_error_handlers
+from service.inputs import RejectNul
 from service.openapi import document_api
 from service.repositories.lookup import PointLookupBatcher
 from service.responses import JSON
@@ -84,6 +86,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app)
     document_api(app)
     app.add_middleware(CachedTileShortcut)
+    # Outermost: a NUL in a query or path parameter is refused before anything reads it.
+    app.add_middleware(RejectNul)
+    # CORS, the body limit (outermost: before anything reads a body), the failed-authentication
+    # limiter and the log redaction (service.edge).
+    install_edge(app, settings)
     routers = [
         m.router
         for m in (
@@ -107,4 +114,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for route in router.routes:
             app.router.routes.append(route)
     return app
-

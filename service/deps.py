@@ -20,7 +20,10 @@ from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth import Principal, split_token, verify_secret
+from service.edge import sessions
+from service.edge.limits import client_address
 from service.errors import ForbiddenError, NotFoundError, UnauthorizedError, UnprocessableError
+from service.inputs import INTEGER_MAX
 from service.querymodels import parse_query
 from service.settings import APISettings
 from service.specs.map_layers import LAYERS, LayerSpec
@@ -40,6 +43,8 @@ __all__ = [
     "get_api_settings",
     "get_principal",
     "principal_from_token",
+    "principal_from_session",
+    "start_page_session",
     "forget_token",
     "require_admin",
     "parse_generation",
@@ -94,7 +99,8 @@ def _bearer(authorization: str | None, api_key: str | None) -> str | None:
 
 
 async def get_principal(request: Request) -> Principal:
-    """Return the principal of the request's token (``Authorization: Bearer`` or ``X-API-Key``)."""
+    """Return the principal of the request's token (``Authorization: Bearer``, ``X-API-Key``,
+    ``?access_token=``) or, on the map pages' paths, of its page session cookie."""
     # Headers are read directly rather than declared as parameters: this runs on every
     # request and FastAPI's parameter machinery costs more than the cache lookup itself.
     headers = request.headers
@@ -103,30 +109,53 @@ async def get_principal(request: Request) -> Principal:
         # Map clients (Leaflet tile layers, GIS URLs) cannot set headers.
         token = request.query_params.get("access_token")
     if token is None:
+        cookie = _page_session_cookie(request)
+        if cookie is not None:
+            return await principal_from_session(request, cookie)
         raise UnauthorizedError(
             "send a token as 'Authorization: Bearer <token>' or 'X-API-Key: <token>'",
             field="Authorization",
         )
-    return await principal_from_token(request.app, token)
+    return await principal_from_token(request.app, token, client=client_address(request.scope))
 
 
-async def principal_from_token(app, token: str) -> Principal:
-    """Return the principal of ``token`` (cached for the configured seconds)."""
+async def principal_from_token(app, token: str, *, client: str | None = None) -> Principal:
+    """Return the principal of ``token`` (cached for the configured seconds).
+
+    With ``client`` (the caller's address), a refused token counts as a failed
+    authentication of that address, and an address over the limit is refused (429) before
+    its token is checked; a cached token is served in any case (``service.edge.limits``).
+    """
     cache: TTLCache = app.state.token_cache
     principal = cache.get(token)
     if principal is not None:
         return principal
+    limiter = getattr(app.state, "auth_limiter", None) if client else None
+    if limiter is not None:
+        limiter.check(client)
     parts = split_token(token)
-    if parts is None:
-        raise UnauthorizedError("malformed token", field="Authorization")
-    token_id, secret = parts
+    row = None
+    if parts is not None:
+        row = await _token_row(app, parts[0])
+    if row is None or not verify_secret(parts[1], row.secret_sha256) or not row.valid:
+        if limiter is not None:
+            limiter.failed(client)
+        reason = "malformed token" if parts is None else "unknown, revoked or expired token"
+        raise UnauthorizedError(reason, field="Authorization")
+    principal = _principal_of(row)
+    cache[token] = principal
+    return principal
+
+
+async def _token_row(app, token_id: str):
     async with app.state.engine.connect() as conn:
-        row = (await conn.execute(_TOKEN_SQL, {"id": token_id})).first()
-    if row is None or not verify_secret(secret, row.secret_sha256) or not row.valid:
-        raise UnauthorizedError("unknown, revoked or expired token", field="Authorization")
+        return (await conn.execute(_TOKEN_SQL, {"id": token_id})).first()
+
+
+def _principal_of(row) -> Principal:
     if row.area_code is not None and row.scope_path is None:
         raise ForbiddenError(f"the token's area {row.area_code} no longer exists")
-    principal = Principal(
+    return Principal(
         token_id=row.id,
         name=row.name,
         role=row.role,
@@ -134,8 +163,80 @@ async def principal_from_token(app, token: str) -> Principal:
         scope_path=row.scope_path,
         source=row.source,
     )
-    cache[token] = principal
+
+
+# -- page sessions (service.edge.sessions) ----------------------------------------------------
+def _session_key(app) -> bytes | None:
+    key = app.state.settings.api.session_key
+    return key.get_secret_value().encode() if key else None
+
+
+def _page_session_cookie(request: Request) -> str | None:
+    """Return the page session cookie, on the paths it is scoped to (else None)."""
+    scope = request.scope
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if not sessions.accepts_cookie(path):
+        return None
+    return request.cookies.get(sessions.COOKIE)
+
+
+async def principal_from_session(request: Request, value: str) -> Principal:
+    """Return the principal of a page session cookie; a write must carry its CSRF token."""
+    app = request.app
+    session = sessions.parse_session(value)
+    if session is not None and session.expired():
+        raise UnauthorizedError(
+            "the page session expired; open the page again with ?access_token=<token>",
+            field="Cookie",
+        )
+    cache: TTLCache = app.state.token_cache
+    principal = cache.get(value) if session is not None else None
+    if principal is None:
+        client = client_address(request.scope)
+        limiter = getattr(app.state, "auth_limiter", None)
+        if limiter is not None:
+            limiter.check(client)
+        row = await _token_row(app, session.token_id) if session is not None else None
+        if (
+            row is None
+            or not row.valid
+            or not sessions.verify_session(session, row.secret_sha256, _session_key(app))
+        ):
+            if limiter is not None:
+                limiter.failed(client)
+            raise UnauthorizedError(
+                "unknown, revoked or expired page session; "
+                "open the page again with ?access_token=<token>",
+                field="Cookie",
+            )
+        principal = _principal_of(row)
+        cache[value] = principal
+    if request.method not in sessions.SAFE_METHODS and not sessions.csrf_ok(
+        value, request.headers.get(sessions.CSRF_HEADER)
+    ):
+        raise ForbiddenError(
+            f"a write authenticated by the page session cookie needs the "
+            f"{sessions.CSRF_HEADER} header its page was given",
+            field=sessions.CSRF_HEADER,
+        )
+    request.state.page_session = value
     return principal
+
+
+async def start_page_session(request: Request, principal: Principal) -> str:
+    """Return a new page session cookie value for the principal's token."""
+    app = request.app
+    row = await _token_row(app, principal.token_id)
+    if row is None or not row.valid:
+        raise UnauthorizedError("unknown, revoked or expired token", field="Authorization")
+    return sessions.sign_session(
+        row.id,
+        row.secret_sha256,
+        seconds=app.state.settings.api.session_seconds,
+        key=_session_key(app),
+    )
 
 
 def forget_token(app, *, token_id: str) -> None:
@@ -156,8 +257,12 @@ def parse_generation(raw: str | None) -> int | None:
     """Return the generation named by a hand-read ``generation`` parameter (None: current)."""
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise UnprocessableError("generation is a number", field="generation")
+    if len(raw) > 10 or not 1 <= int(raw) <= INTEGER_MAX:
+        raise UnprocessableError(
+            f"generation must be between 1 and {INTEGER_MAX}", field="generation"
+        )
     return int(raw)
 
 

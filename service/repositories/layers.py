@@ -14,6 +14,7 @@ from typing import Any
 from service.auth import Principal
 from service.db import positional
 from service.errors import ForbiddenError, NotFoundError, UnprocessableError
+from service.inputs import parse_row_id
 from service.repositories.areas import area_visible_sql
 from service.repositories.entities import point_visible_sql, scope_params
 from service.specs.map_layers import LayerSpec
@@ -179,10 +180,11 @@ async def layer_item(
         where.append("t.code = :fid")
         params["fid"] = feature_id
     else:
-        if not feature_id.isdigit():
+        row_id = parse_row_id(feature_id)
+        if row_id is None:  # no row has an id that is not a bigint
             raise NotFoundError(f"no feature {feature_id} in {spec.name}", field="featureId")
         where.append("t.id = :fid")
-        params["fid"] = int(feature_id)
+        params["fid"] = row_id
     params["digits"] = 7
     sql = (
         f"SELECT {_feature_sql(spec, list(spec.properties), 't.geom')} FROM {spec.source} "

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Request
 
 from service.deps import ApiSettingsDep, ConnDep, PoolDep, PrincipalDep
 from service.errors import UnprocessableError
+from service.inputs import GenerationNumber, Offset
 from service.repositories import areas as repo
 from service.repositories.generations import resolve_generation
 from service.schemas.areas import AreaList, AreaRead, Level
@@ -15,7 +16,9 @@ from service.schemas.areas import AreaList, AreaRead, Level
 router = APIRouter(prefix="/areas", tags=["areas"])
 
 Code = Annotated[str, Path(pattern=r"^[0-9]{6,18}$", description="area code (digits)")]
-Generation = Annotated[int | None, Query(ge=1, description="default: the current generation")]
+Generation = Annotated[
+    GenerationNumber | None, Query(description="default: the current generation")
+]
 WithGeometry = Annotated[bool, Query(description="include the boundary as GeoJSON")]
 SimplifyM = Annotated[
     float,
@@ -40,7 +43,7 @@ async def list_areas(
     q: Annotated[str | None, Query(max_length=100, description="name contains")] = None,
     generation: Generation = None,
     limit: Annotated[int | None, Query(ge=1)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Offset, Query()] = 0,
     geometry: WithGeometry = False,
     simplify_m: SimplifyM = 0.0,
     srid: Srid = 4326,

@@ -8,21 +8,26 @@ every detail read.
 # No ``from __future__ import annotations``: FastAPI reads the spec's models from the
 # handlers' annotations at definition time.
 
+import typing
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic.fields import FieldInfo
 
 from service.deps import get_principal
 from service.errors import UnprocessableError
 from service.idempotency import request_fingerprint, run_idempotent
+from service.inputs import NulFree, Offset, RowId
 from service.querymodels import parse_query, query_parameters_doc
 from service.repositories import entities as repo
 from service.responses import JSON
 from service.specs.entity_kinds import ENTITIES, EntitySpec
 
 __all__ = ["routers"]
+
+EntityId = Annotated[RowId, Path()]
 
 
 class _ListQuery(BaseModel):
@@ -34,7 +39,7 @@ class _ListQuery(BaseModel):
     unassigned: bool | None = Field(None, description="only those outside every grid")
     bbox: str | None = Field(None, description="min_lon,min_lat,max_lon,max_lat (WGS84)")
     limit: int | None = Field(None, ge=1)
-    offset: int = Field(0, ge=0)
+    offset: Offset = 0
 
     @field_validator("bbox")
     @classmethod
@@ -54,8 +59,18 @@ def _list_model(spec: EntitySpec) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name in spec.filters:
         schema = next((m for m in (spec.create, spec.update) if name in m.model_fields), None)
-        annotation = schema.model_fields[name].annotation if schema else str
-        fields[name] = (annotation | None, None)
+        if schema is None:
+            fields[name] = (str | None, None)
+            continue
+        # The field's bounds too (a filter on an id is bounded like the id it is compared with).
+        info = schema.model_fields[name]
+        annotation = info.annotation
+        if type(None) not in typing.get_args(annotation):
+            annotation = annotation | None
+        fields[name] = (
+            annotation,
+            FieldInfo.merge_field_infos(info, default=None, default_factory=None, description=None),
+        )
     if spec.lifecycle is not None and spec.lifecycle.column in fields:
         *earlier, last = spec.lifecycle.statuses
         fields[spec.lifecycle.column] = (
@@ -94,10 +109,10 @@ def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
     async def import_items(
         request: Request,
         file: UploadFile = File(description="the file to import"),
-        crs: str | None = Form(None),
-        lon_column: str | None = Form(None),
-        lat_column: str | None = Form(None),
-        layer: str | None = Form(None),
+        crs: NulFree | None = Form(None),
+        lon_column: NulFree | None = Form(None),
+        lat_column: NulFree | None = Form(None),
+        layer: NulFree | None = Form(None),
         skip_bad: bool = Form(False),
     ) -> JSON:
         principal = await get_principal(request)
@@ -237,7 +252,7 @@ def _make_router(spec: EntitySpec) -> APIRouter:
     _add_transfer_routes(router, spec)
 
     @router.get("/{entity_id}", response_model=spec.read, summary=f"One {spec.label}")
-    async def get_item(request: Request, entity_id: int = Path(ge=1)) -> JSON:
+    async def get_item(request: Request, entity_id: EntityId) -> JSON:
         principal = await get_principal(request)
         async with request.app.state.engine.begin() as conn:
             item = await repo.get_entity(conn, spec, principal=principal, entity_id=entity_id)
@@ -272,7 +287,7 @@ def _make_router(spec: EntitySpec) -> APIRouter:
         "`Idempotency-Key` header to make retries safe.",
     )
 
-    async def update_item(request: Request, body: spec.update, entity_id: int = Path(ge=1)) -> JSON:
+    async def update_item(request: Request, body: spec.update, entity_id: EntityId) -> JSON:
         principal = await get_principal(request)
         async with request.app.state.engine.begin() as conn:
             item = await repo.update_entity(
@@ -289,7 +304,7 @@ def _make_router(spec: EntitySpec) -> APIRouter:
     )
 
     @router.delete("/{entity_id}", status_code=204, summary=f"Delete a {spec.label}")
-    async def delete_item(request: Request, entity_id: int = Path(ge=1)) -> Response:
+    async def delete_item(request: Request, entity_id: EntityId) -> Response:
         principal = await get_principal(request)
         async with request.app.state.engine.begin() as conn:
             await repo.delete_entity(conn, spec, principal=principal, entity_id=entity_id)

@@ -11,13 +11,14 @@ from starlette.concurrency import run_in_threadpool
 from geo.areas import parse_area_features
 from service.deps import AdminDep, ConnDep, PrincipalDep, SyncEngineDep, WriteConnDep
 from service.errors import UnprocessableError
+from service.inputs import NUL_REASON, GenerationNumber, find_nul
 from service.repositories import boundaries
 from service.repositories.generations import list_generations
 from service.schemas.areas import AreaImportResult, GenerationCreate, GenerationRead
 
 router = APIRouter(prefix="/generations", tags=["generations"])
 
-GenerationId = Annotated[int, Path(ge=1)]
+GenerationId = Annotated[GenerationNumber, Path()]
 
 
 class RetireRequest(BaseModel):
@@ -62,6 +63,9 @@ async def import_areas(
     feature refuses the whole collection with a 422 listing every problem (row, field,
     reason); nothing is written.
     """
+    nul = find_nul(collection)
+    if nul is not None:
+        raise UnprocessableError(f"{nul}: {NUL_REASON}; nothing was imported", field=nul)
     known = await conn.run_sync(lambda c: boundaries.levels_in_generation(c, generation_id))
     records, problems = parse_area_features(collection, known_parents=known)
     if problems:

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from service.analysis.network import import_network, network_status
 from service.deps import ApiSettingsDep, PrincipalDep, SyncEngineDep
 from service.errors import ForbiddenError, UnprocessableError
+from service.inputs import NulFree
 from service.responses import JSON
 
 __all__ = ["router"]
@@ -50,9 +51,9 @@ async def network_import(
     principal: PrincipalDep,
     api: ApiSettingsDep,
     file: UploadFile = File(description="GeoPackage or GeoJSON of road lines"),
-    layer: str | None = Form(None),
-    crs: str | None = Form(None),
-    name: str | None = Form(None, max_length=200),
+    layer: NulFree | None = Form(None),
+    crs: NulFree | None = Form(None),
+    name: NulFree | None = Form(None, max_length=200),
     append: bool = Form(False),
     snap_m: float = Form(1.0, ge=0, le=100, allow_inf_nan=False),
     node: Literal["vertices", "crossings", "endpoints"] = Form("vertices"),

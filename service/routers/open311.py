@@ -2,7 +2,9 @@
 
 Lets existing citizen-reporting clients and the 12319 hotline system file and read cases.
 Formats by suffix: ``.json`` or ``.xml``. Authentication: ``api_key`` (form field or query
-parameter, as the specification has it) or the usual headers. Errors follow Open311's own
+parameter, as the specification has it) or the usual headers. Discovery and reads need no key
+(:mod:`service.open311_public`: public fields only; ``WANGGE_OPEN311_PUBLIC_READS=false``
+turns that off); filing always does. Errors follow Open311's own
 format (a list of ``{code, description}``, or ``<errors>`` in XML) because that is what its
 clients parse; the description names the field at fault. Coordinates are WGS84 per the
 specification; the non-standard ``crs`` parameter accepts GCJ-02 and BD-09 too.
@@ -21,6 +23,8 @@ from pydantic import ValidationError
 from service.deps import ConnDep, get_principal, principal_from_token
 from service.errors import WanggeError
 from service.idempotency import request_fingerprint, run_idempotent
+from service.inputs import BIGINT_MAX, NUL_REASON, find_nul, parse_row_id
+from service.open311_public import public_reader, shown
 from service.repositories import entities as repo
 from service.repositories.open311 import find_open311_requests
 from service.responses import JSON
@@ -68,7 +72,8 @@ def _render(data: Any, fmt: str, root: str, item: str, status: int = 200) -> Res
                 child.text = ",".join(str(v) for v in value)
             elif value is not None:
                 child.text = str(value)
-    body = ET.tostring(top, encoding="utf-8", xml_declaration=True)
+    # <service_requests></service_requests>, as the specification writes an empty element.
+    body = ET.tostring(top, encoding="utf-8", xml_declaration=True, short_empty_elements=False)
     return Response(body, status_code=status, media_type="text/xml; charset=utf-8")
 
 
@@ -82,10 +87,22 @@ def _error(exc: Open311Error, fmt: str) -> Response:
     )
 
 
+def error_response(status: int, description: str, path: str) -> Response:
+    """Return an Open311 error for ``path``, in XML if the path ends in ``.xml``, else JSON.
+
+    For refusals made before routing (``service.inputs.RejectNul``).
+    """
+    return _error(Open311Error(status, description), "xml" if path.endswith(".xml") else "json")
+
+
 # Open311 handlers authenticate in their body rather than through PrincipalDep: the key may
 # come in the form (read by the handler) and an auth failure must leave in Open311's error
 # format for the path's suffix, which an exception raised in a dependency cannot do.
-async def _principal(request: Request, form: dict[str, str] | None = None):
+async def _principal(request: Request, form: dict[str, str] | None = None, *, public=False):
+    """Return the caller; with ``public``, the public reader when it sends no key at all."""
+    reader = public_reader(request, form) if public else None
+    if reader is not None:
+        return reader
     api_key = (form or {}).get("api_key") or request.query_params.get("api_key")
     try:
         if api_key:
@@ -142,26 +159,26 @@ def _as_request(item: dict[str, Any]) -> dict[str, Any]:
 async def services(request: Request, fmt: str) -> Response:
     try:
         fmt = _fmt(fmt)
-        await _principal(request)
+        await _principal(request, public=True)
         return _render([_service(c) for c in SERVICES], fmt, "services", "service")
     except Open311Error as exc:
         return _error(exc, fmt)
 
 
-@router.get("/services/{code}.{fmt}", summary="Open311: one service definition")
-async def service_definition(request: Request, code: str, fmt: str) -> Response:
+@router.get("/services/{service_code}.{fmt}", summary="Open311: one service definition")
+async def service_definition(request: Request, service_code: str, fmt: str) -> Response:
     try:
         fmt = _fmt(fmt)
-        await _principal(request)
-        if code not in SERVICES:
-            raise Open311Error(404, f"service_code: unknown service {code!r}")
+        await _principal(request, public=True)
+        if service_code not in SERVICES:
+            raise Open311Error(404, f"service_code: unknown service {service_code!r}")
         if fmt == "json":
-            return JSON({"service_code": code, "attributes": []})
+            return JSON({"service_code": service_code, "attributes": []})
         top = ET.Element("service_definition")
-        ET.SubElement(top, "service_code").text = code
+        ET.SubElement(top, "service_code").text = service_code
         ET.SubElement(top, "attributes")
         return Response(
-            ET.tostring(top, encoding="utf-8", xml_declaration=True),
+            ET.tostring(top, encoding="utf-8", xml_declaration=True, short_empty_elements=False),
             media_type="text/xml; charset=utf-8",
         )
     except Open311Error as exc:
@@ -193,9 +210,12 @@ def _incident_from_form(form: dict[str, str], principal) -> IncidentCreate:
         return IncidentCreate.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = {"lon": "long", "category": "service_code", "attachments": "media_url"}.get(
-            str(first["loc"][0]), str(first["loc"][0])
-        )
+        field = {
+            "lon": "long",
+            "category": "service_code",
+            "attachments": "media_url",
+            "address": "address_string",
+        }.get(str(first["loc"][0]), str(first["loc"][0]))
         raise Open311Error(400, f"{field}: {first['msg']}") from None
 
 
@@ -241,6 +261,9 @@ async def post_request(request: Request, fmt: str) -> Response:
     try:
         fmt = _fmt(fmt)
         form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+        field = find_nul(form)
+        if field is not None:
+            raise Open311Error(400, f"{field}: {NUL_REASON}")
         principal = await _principal(request, form)
         data = _incident_from_form(form, principal)
         status, body = await _create_incident(request, principal, form, data)
@@ -276,10 +299,11 @@ def _request_filters(q) -> dict[str, Any]:
     if unknown:
         raise Open311Error(400, f"{unknown[0]}: unknown parameter")
     if q.get("service_request_id"):
-        try:
-            ids = [int(x) for x in q["service_request_id"].split(",") if x.strip()]
-        except ValueError:
-            raise Open311Error(400, "service_request_id: comma-separated numbers") from None
+        ids = [parse_row_id(x.strip()) for x in q["service_request_id"].split(",") if x.strip()]
+        if None in ids:
+            raise Open311Error(
+                400, f"service_request_id: comma-separated numbers, each ≤ {BIGINT_MAX}"
+            )
         return {"ids": ids}
     end = _parse_time(q.get("end_date"), "end_date") or datetime.now(UTC)
     start = _parse_time(q.get("start_date"), "start_date") or end - timedelta(days=90)
@@ -309,28 +333,33 @@ async def get_requests(request: Request, fmt: str, conn: ConnDep) -> Response:
     ``start_date``, ``end_date`` (default: the last 90 days), ``status`` (open, closed)."""
     try:
         fmt = _fmt(fmt)
-        principal = await _principal(request)
+        principal = await _principal(request, public=True)
         filters = _request_filters(request.query_params)
         items = await find_open311_requests(
             conn=conn, principal=principal, limit=MAX_RESULTS, **filters
         )
-        return _render([_as_request(i) for i in items], fmt, "service_requests", "request")
+        found = [shown(principal, _as_request(i)) for i in items]
+        return _render(found, fmt, "service_requests", "request")
     except Open311Error as exc:
         return _error(exc, fmt)
 
 
-@router.get("/requests/{request_id}.{fmt}", summary="Open311: one service request")
-async def get_request(request: Request, request_id: str, fmt: str, conn: ConnDep) -> Response:
+@router.get("/requests/{service_request_id}.{fmt}", summary="Open311: one service request")
+async def get_request(
+    request: Request, service_request_id: str, fmt: str, conn: ConnDep
+) -> Response:
     try:
         fmt = _fmt(fmt)
-        principal = await _principal(request)
-        if not request_id.isdigit():
-            raise Open311Error(400, "service_request_id: a number")
+        principal = await _principal(request, public=True)
+        request_number = parse_row_id(service_request_id)
+        if request_number is None:
+            raise Open311Error(400, f"service_request_id: a number ≤ {BIGINT_MAX}")
         items = await find_open311_requests(
-            conn=conn, principal=principal, ids=[int(request_id)], limit=MAX_RESULTS
+            conn=conn, principal=principal, ids=[request_number], limit=MAX_RESULTS
         )
         if not items:
-            raise Open311Error(404, f"service_request_id: no request {request_id}")
-        return _render([_as_request(i) for i in items], fmt, "service_requests", "request")
+            raise Open311Error(404, f"service_request_id: no request {service_request_id}")
+        found = [shown(principal, _as_request(i)) for i in items]
+        return _render(found, fmt, "service_requests", "request")
     except Open311Error as exc:
         return _error(exc, fmt)

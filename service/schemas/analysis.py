@@ -23,6 +23,7 @@ from service.analysis.reach import (
     MAX_SPEED,
 )
 from service.analysis.siting import MAX_K
+from service.inputs import GenerationNumber
 
 __all__ = [
     "AreaQuery",
@@ -48,7 +49,7 @@ class AreaQuery(BaseModel):
     area: str | None = Field(
         None, pattern=r"^[0-9]{6,18}$", description="area code inside your scope (default: yours)"
     )
-    generation: int | None = Field(None, ge=1, description="default: the current generation")
+    generation: GenerationNumber | None = Field(None, description="default: the current generation")
 
     def arguments(self) -> dict[str, Any]:
         """Return the keyword arguments of the ``run_*`` function."""

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.inputs import NulFreeModel
+
 Level = Literal["city", "district", "community", "grid"]
 
 
@@ -42,7 +44,7 @@ class GenerationRead(BaseModel):
     areas: int
 
 
-class GenerationCreate(BaseModel):
+class GenerationCreate(NulFreeModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = Field(min_length=1, max_length=500)
@@ -56,7 +58,7 @@ class AreaImportResult(BaseModel):
     unchanged: int
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(NulFreeModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
+from service.inputs import NulFreeModel, RowId
+
 UnitKind = Literal[
     "government_agency",
     "enterprise",
@@ -40,7 +42,7 @@ Text = Annotated[str, Field(max_length=2000)]
 Code = Annotated[str, Field(pattern=r"^[0-9]{6,18}$")]
 
 
-class _In(BaseModel):
+class _In(NulFreeModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
@@ -178,7 +180,7 @@ class CareHouseholdCreate(PointIn):
     head_name: Name
     address: Text = ""
     notes: Text = ""
-    cadre_member_id: int | None = Field(None, ge=1)
+    cadre_member_id: RowId | None = None
 
 
 CareHouseholdUpdate = patch_schema(CareHouseholdCreate, "CareHouseholdUpdate")

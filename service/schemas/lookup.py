@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.inputs import GenerationNumber
+
 Lon = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, description="longitude")]
 Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, description="latitude")]
 
@@ -20,7 +22,7 @@ class LookupQuery(BaseModel):
     crs: str = Field(
         "EPSG:4326", description="EPSG:4326 (default), EPSG:4490, GCJ-02 (Amap) or BD-09 (Baidu)"
     )
-    generation: int | None = Field(None, ge=1, description="default: the current generation")
+    generation: GenerationNumber | None = Field(None, description="default: the current generation")
 
 
 class AreaRef(BaseModel):
@@ -58,7 +60,7 @@ class BatchLookupRequest(BaseModel):
     crs: str = Field(
         "EPSG:4326", description="EPSG:4326 (default), EPSG:4490, GCJ-02 (Amap) or BD-09 (Baidu)"
     )
-    generation: int | None = Field(None, ge=1)
+    generation: GenerationNumber | None = None
 
 
 class BatchLookupItem(BaseModel):

@@ -3,14 +3,16 @@
 A cached tile is bytes in memory; what costs is the framework around it (routing,
 dependencies, middleware). This ASGI middleware answers a ``GET /tiles/…/{z}/{x}/{y}.mvt``
 straight from the cache when everything it needs is already in memory: a verified token
-(the token cache), the current generation (the tile cache's), the layers' access rules and
-the tile. Anything else — a miss, an unknown token, query parameters — goes to the route,
-which applies every check in full and fills the caches. The answer itself is the route's
-(``service.tiles.response``), so a hit reads the same whichever path served it.
+or map page session cookie (the token cache), the current generation (the tile cache's),
+the layers' access rules and the tile. Anything else — a miss, an unknown token, query
+parameters — goes to the route, which applies every check in full and fills the caches. The
+answer itself is the route's (``service.tiles.response``), so a hit reads the same whichever
+path served it.
 """
 
 from __future__ import annotations
 
+from service.edge.sessions import parse_session, session_cookie
 from service.specs.map_layers import LAYERS
 from service.tiles.cache import TileKey
 from service.tiles.response import SHORTCUT_HIT, header, tile_response
@@ -40,7 +42,8 @@ class CachedTileShortcut:
 
     def _hit(self, scope):
         parts = scope["path"][7:-4].split("/")
-        if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
+        # isascii: str.isdigit admits "²", which int() refuses.
+        if len(parts) != 4 or not all(p.isascii() and p.isdigit() for p in parts[1:]):
             return None
         state = scope["app"].state
         cache = getattr(state, "tile_cache", None)
@@ -53,7 +56,17 @@ class CachedTileShortcut:
         else:
             key = header(scope["headers"], b"x-api-key")
             token = key.strip().decode("latin-1") if key else None
-        principal = state.token_cache.get(token) if token else None
+        if token:
+            principal = state.token_cache.get(token)
+        else:
+            # A map page's session cookie (service.edge.sessions), as get_principal reads it.
+            session = parse_session(session_cookie(scope["headers"]))
+            principal = None
+            if session is not None and not session.expired():
+                principal = state.token_cache.get(session.value)
+        # Only verified principals are in the token cache, so this path never checks a token:
+        # the failed-authentication limiter has nothing to count or refuse here (a cached
+        # token works from a limited address in the route too: service.edge.limits).
         if principal is None:
             return None
         names = tuple(parts[0].split(","))
