@@ -24,7 +24,7 @@ from starlette.requests import Request
 
 from service.auth import Principal
 
-__all__ = ["PUBLIC_READER", "PUBLIC_FIELDS", "public_reader", "shown"]
+__all__ = ["PUBLIC_READER", "PUBLIC_FIELDS", "KEY_OPTIONAL", "public_reader", "shown"]
 
 #: Whom a keyless read acts as: every incident, whatever its area (the city's public record).
 PUBLIC_READER = Principal(
@@ -51,6 +51,10 @@ PUBLIC_FIELDS = (
     "long",
     "media_url",
 )
+
+#: The OpenAPI security of a keyless read: no key, or a token (the default settings' contract;
+#: with keyless reads off, the no-key call answers 401, a declared status).
+KEY_OPTIONAL = {"security": [{}, {"bearer": []}, {"apiKey": []}]}
 
 #: Every way a request can carry a key (``service.deps.get_principal`` reads the same).
 _KEY_HEADERS = ("authorization", "x-api-key")

@@ -24,7 +24,7 @@ from service.deps import ConnDep, get_principal, principal_from_token
 from service.errors import WanggeError
 from service.idempotency import request_fingerprint, run_idempotent
 from service.inputs import BIGINT_MAX, NUL_REASON, find_nul, parse_row_id
-from service.open311_public import public_reader, shown
+from service.open311_public import KEY_OPTIONAL, public_reader, shown
 from service.repositories import entities as repo
 from service.repositories.open311 import find_open311_requests
 from service.responses import JSON
@@ -155,7 +155,11 @@ def _as_request(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/services.{fmt}", summary="Open311: the service list (incident categories)")
+@router.get(
+    "/services.{fmt}",
+    summary="Open311: the service list (incident categories)",
+    openapi_extra=KEY_OPTIONAL,
+)
 async def services(request: Request, fmt: str) -> Response:
     try:
         fmt = _fmt(fmt)
@@ -165,7 +169,11 @@ async def services(request: Request, fmt: str) -> Response:
         return _error(exc, fmt)
 
 
-@router.get("/services/{service_code}.{fmt}", summary="Open311: one service definition")
+@router.get(
+    "/services/{service_code}.{fmt}",
+    summary="Open311: one service definition",
+    openapi_extra=KEY_OPTIONAL,
+)
 async def service_definition(request: Request, service_code: str, fmt: str) -> Response:
     try:
         fmt = _fmt(fmt)
@@ -327,7 +335,11 @@ def _request_filters(q) -> dict[str, Any]:
     return filters
 
 
-@router.get("/requests.{fmt}", summary="Open311: service requests, with its filters")
+@router.get(
+    "/requests.{fmt}",
+    summary="Open311: service requests, with its filters",
+    openapi_extra=KEY_OPTIONAL,
+)
 async def get_requests(request: Request, fmt: str, conn: ConnDep) -> Response:
     """Filters: ``service_request_id`` (comma-separated; overrides the rest), ``service_code``,
     ``start_date``, ``end_date`` (default: the last 90 days), ``status`` (open, closed)."""
@@ -344,7 +356,11 @@ async def get_requests(request: Request, fmt: str, conn: ConnDep) -> Response:
         return _error(exc, fmt)
 
 
-@router.get("/requests/{service_request_id}.{fmt}", summary="Open311: one service request")
+@router.get(
+    "/requests/{service_request_id}.{fmt}",
+    summary="Open311: one service request",
+    openapi_extra=KEY_OPTIONAL,
+)
 async def get_request(
     request: Request, service_request_id: str, fmt: str, conn: ConnDep
 ) -> Response:

@@ -260,3 +260,15 @@ def test_the_georeport_client_reads_without_a_key(tiny_server, tiny_client, keys
     one = as_xml.get_service_request(ids[1])
     assert one["service_code"] == "road" and float(one["lat"]) == pytest.approx(IN_NW[1])
     assert json.dumps(one, ensure_ascii=False).count("hotline") == 0
+
+
+def test_the_api_description_says_reads_need_no_key(tiny_client):
+    paths = tiny_client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/open311/v2/services.{fmt}",
+        "/open311/v2/services/{service_code}.{fmt}",
+        "/open311/v2/requests.{fmt}",
+        "/open311/v2/requests/{service_request_id}.{fmt}",
+    ):
+        assert {} in paths[path]["get"]["security"], path
+    assert {} not in paths["/open311/v2/requests.{fmt}"]["post"]["security"]
