@@ -21,6 +21,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from service.deps import ConnDep, get_principal, principal_from_token
+from service.edge.limits import client_address
 from service.errors import WanggeError
 from service.idempotency import request_fingerprint, run_idempotent
 from service.inputs import BIGINT_MAX, NUL_REASON, find_nul, parse_row_id
@@ -106,7 +107,8 @@ async def _principal(request: Request, form: dict[str, str] | None = None, *, pu
     api_key = (form or {}).get("api_key") or request.query_params.get("api_key")
     try:
         if api_key:
-            return await principal_from_token(request.app, api_key)
+            client = client_address(request.scope)
+            return await principal_from_token(request.app, api_key, client=client)
         return await get_principal(request)
     except WanggeError as exc:
         raise Open311Error(exc.status, f"api_key: {exc.detail}") from None
