@@ -19,9 +19,9 @@ __all__ = ["MVT", "MISS", "HIT", "SHORTCUT_HIT", "header", "tile_response", "Til
 
 MVT = b"application/vnd.mapbox-vector-tile"
 
-# Tiles depend on the caller's token (its area and role): private, and varying by it.
+# Tiles depend on the caller's token or page session (its area and role): private, varying by it.
 _CACHE_CONTROL = (b"cache-control", b"private, max-age=60")
-_VARY = (b"vary", b"Authorization, X-API-Key")
+_VARY = (b"vary", b"Authorization, X-API-Key, Cookie")
 _CONTENT_TYPE = (b"content-type", MVT)
 _GZIP = (b"content-encoding", b"gzip")
 
