@@ -14,7 +14,7 @@ import gzip
 import hashlib
 import logging
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import orjson
@@ -60,6 +60,22 @@ class CachedTile:
 ENTRY_OVERHEAD = 200
 
 
+def _touches(key: TileKey, layer: str, bbox: tuple[float, ...]) -> bool:
+    """Return True if a change of ``layer`` within ``bbox`` may show in the tile ``key``."""
+    if layer not in key.layers:
+        return False
+    x0, y0, x1, y1 = bbox
+    tx0, ty0, tx1, ty1 = tile_bounds(key.z, key.x, key.y)
+    # Features are clipped with a buffer around the tile: widen it a little.
+    pad = (tx1 - tx0) * 64 / 4096
+    return x0 <= tx1 + pad and x1 >= tx0 - pad and y0 <= ty1 + pad and y1 >= ty0 - pad
+
+
+#: How many recent changes a cache remembers, to tell whether one touched a tile being
+#: rendered (more arriving during one render: the tile is simply not stored).
+CHANGES_KEPT = 1024
+
+
 class TileCache:
     """LRU of rendered tiles, bounded in bytes, with bbox invalidation per layer."""
 
@@ -74,9 +90,12 @@ class TileCache:
         #: Set by the change listener (service.tiles.listener): a cache nobody keeps true
         #: stores nothing, so it holds nothing to serve (the route and the shortcut miss).
         self.listening = False
-        #: Counts what the cache learnt may have changed (notifications, clears). A tile is
-        #: stored only if none arrived while it was rendered: else it may predate a change.
+        #: Counts the changes the cache learnt of (invalidations, clears); the last ones are
+        #: kept, so a tile rendered while one touched it is not stored (it may predate it).
         self.epoch = 0
+        self._changes: deque[tuple[int, str | None, tuple[float, ...] | None]] = deque(
+            maxlen=CHANGES_KEPT
+        )
 
     def get(self, key: TileKey) -> CachedTile | None:
         entry = self._entries.get(key)
@@ -91,14 +110,14 @@ class TileCache:
         """Return the entry for ``data`` (ETag, gzipped copy); keep it if it may be.
 
         ``epoch`` is :attr:`epoch` read before ``data`` was rendered. It is kept only while
-        the listener listens, nothing changed meanwhile, and there is room.
+        the listener listens, if no change learnt meanwhile touched it, and if there is room.
         """
         entry = CachedTile(
             data,
             b'"' + hashlib.blake2b(data, digest_size=12).hexdigest().encode() + b'"',
             gzip.compress(data, 6, mtime=0) if len(data) > 256 else None,
         )
-        if self.max_bytes <= 0 or not self.listening or epoch != self.epoch:
+        if self.max_bytes <= 0 or not self.listening or self._changed_since(key, epoch):
             return entry
         old = self._entries.pop(key, None)
         if old is not None:
@@ -115,28 +134,37 @@ class TileCache:
 
     def invalidate(self, layer: str, bbox: list[float] | tuple[float, ...]) -> int:
         """Drop cached tiles containing ``layer`` that intersect ``bbox``; return how many."""
-        x0, y0, x1, y1 = bbox
-        stale = []
-        for key in self._entries:
-            if layer not in key.layers:
-                continue
-            tx0, ty0, tx1, ty1 = tile_bounds(key.z, key.x, key.y)
-            # Features are clipped with a buffer around the tile: widen it a little.
-            pad = (tx1 - tx0) * 64 / 4096
-            if x0 <= tx1 + pad and x1 >= tx0 - pad and y0 <= ty1 + pad and y1 >= ty0 - pad:
-                stale.append(key)
+        bbox = tuple(bbox)
+        self._learn(layer, bbox)
+        stale = [key for key in self._entries if _touches(key, layer, bbox)]
         for key in stale:
             self._bytes -= self._entries.pop(key).size
         self.invalidated += len(stale)
-        self.epoch += 1
         return len(stale)
 
     def clear(self) -> None:
-        self.epoch += 1
+        self._learn(None, None)
         self.invalidated += len(self._entries)
         self._entries.clear()
         self._bytes = 0
         self.current_generation = None
+
+    def _learn(self, layer: str | None, bbox: tuple[float, ...] | None) -> None:
+        self.epoch += 1
+        self._changes.append((self.epoch, layer, bbox))
+
+    def _changed_since(self, key: TileKey, epoch: int) -> bool:
+        # Did a change learnt after ``epoch`` touch ``key``? Unknown (forgotten) counts as yes.
+        if epoch == self.epoch:
+            return False
+        if not self._changes or self._changes[0][0] > epoch + 1:
+            return True
+        for when, layer, bbox in reversed(self._changes):
+            if when <= epoch:
+                return False
+            if layer is None or _touches(key, layer, bbox):
+                return True
+        return False
 
     def on_notification(self, payload: str) -> None:
         """Apply one ``wangge_changes`` notification."""
