@@ -182,12 +182,16 @@ class LocalCluster:
             time.sleep(0.2)
         raise RuntimeError(f"PostgreSQL did not start; see {self.logfile}")
 
-    def stop(self) -> None:
-        """Stop the cluster if it runs (data is kept)."""
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the cluster if it runs (data is kept).
+
+        ``mode`` is pg_ctl's: ``fast`` ends sessions cleanly, ``immediate`` kills the
+        server as a crash would (the outage test uses it; recovery replays the WAL).
+        """
         if not self.is_running():
             return
         bindir = find_pg_bindir()
         self._run(
-            [str(bindir / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.datadir)],
+            [str(bindir / "pg_ctl"), "stop", "-w", "-m", mode, "-D", str(self.datadir)],
             capture_output=True,
         )

@@ -151,7 +151,7 @@ def auth(token: str) -> dict[str, str]:
 class LiveServer:
     """A real uvicorn server on a free port, in a thread (for concurrency and GDAL tests)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, token_cache_seconds: float = 0):
         import socket
         import threading
 
@@ -165,7 +165,7 @@ class LiveServer:
             self.port = sock.getsockname()[1]
         settings = Settings(
             db=DatabaseSettings(DATABASE_URL=url, WANGGE_DB_POOL_SIZE=25),
-            api=APISettings(token_cache_seconds=0),
+            api=APISettings(token_cache_seconds=token_cache_seconds),
         )
         config = uvicorn.Config(
             create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
