@@ -42,12 +42,14 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, ExcludeConstraint
 
 from geo.crs import STORAGE_SRID
+from service.dispatch.lifecycle import CATEGORIES, OPEN_STATES, PRIORITIES, STATES, STEPS
 
 __all__ = [
     "metadata",
@@ -60,6 +62,8 @@ __all__ = [
     "member",
     "care_household",
     "incident",
+    "case_event",
+    "case_time_limit",
     "access_log",
     "idempotency_key",
     "road_import",
@@ -406,20 +410,118 @@ incident = _point_table(
     Column("reported_generation", Integer),
     Column("reported_area_path", Text),
     Column("reported_grid_code", Text),
+    # The case lifecycle (migration 0010): a cache of the replay of its case_event rows,
+    # written only through service.dispatch.lifecycle.apply (and the insert trigger).
+    Column("state", Text, nullable=False),
+    Column("priority", Text, nullable=False, server_default=_text_default("normal")),
+    Column("owner_level", Text),
+    Column("owner_area_code", Text),
+    Column("owner_area_path", Text),
+    Column("assignee_kind", Text),
+    Column("assignee_code", Text),
+    Column("assignee_path", Text),
+    Column("step", Text),
+    _timestamp("step_due_at"),
+    Column("step_overdue", Boolean, nullable=False, server_default=text("false")),
+    _timestamp("dispatched_at"),
+    _timestamp("signed_at"),
+    _timestamp("handled_at"),
+    Column("supervised", Boolean, nullable=False, server_default=text("false")),
+    Column("escalations", Integer, nullable=False, server_default=text("0")),
+    Column("reopens", Integer, nullable=False, server_default=text("0")),
+    # No foreign key: a bulk COPY would pay a lookup per row; the API checks it.
+    Column("duplicate_of", BigInteger),
+    Column("satisfaction", SmallInteger),
+    Column("version", Integer, nullable=False, server_default=text("1")),
     extra=(
-        CheckConstraint(
-            _one_of(
-                "category",
-                ("water", "gas", "street_light", "road", "sanitation", "public_order", "other"),
-            ),
-            name="incident_category_check",
-        ),
+        CheckConstraint(_one_of("category", CATEGORIES), name="incident_category_check"),
         CheckConstraint(_one_of("source", SOURCES), name="incident_source_check"),
         CheckConstraint(_one_of("status", ("new", "open", "closed")), name="incident_status_check"),
         CheckConstraint("(status = 'closed') = (closed_at IS NOT NULL)", name="incident_check"),
         Index("incident_reported_grid", "reported_grid_code"),
         Index("incident_status", "status", "reported_at"),
+        CheckConstraint(_one_of("state", STATES), name="incident_state_check"),
+        CheckConstraint(
+            "status = CASE state WHEN 'reported' THEN 'new' WHEN 'closed' THEN 'closed' "
+            "WHEN 'cancelled' THEN 'closed' ELSE 'open' END",
+            name="incident_state_status_check",
+        ),
+        CheckConstraint(_one_of("priority", PRIORITIES), name="incident_priority_check"),
+        CheckConstraint(
+            _one_of("owner_level", ("city", "district", "community")),
+            name="incident_owner_level_check",
+        ),
+        CheckConstraint(
+            "(owner_level IS NULL) = (owner_area_code IS NULL)", name="incident_owner_check"
+        ),
+        CheckConstraint(
+            _one_of("assignee_kind", ("grid", "unit")), name="incident_assignee_kind_check"
+        ),
+        CheckConstraint(
+            "(assignee_kind IS NULL) = (assignee_code IS NULL)", name="incident_assignee_check"
+        ),
+        CheckConstraint(_one_of("step", STEPS), name="incident_step_check"),
+        CheckConstraint("satisfaction BETWEEN 1 AND 5", name="incident_satisfaction_check"),
+        CheckConstraint("version >= 1", name="incident_version_check"),
+        Index(
+            "incident_owner",
+            "owner_area_path",
+            postgresql_ops={"owner_area_path": "text_pattern_ops"},
+        ),
+        Index("incident_assignee", "assignee_code"),
+        # The deadline sweep reads only open cases with a running clock.
+        Index(
+            "incident_step_due", "step_due_at", postgresql_where=text(_one_of("state", OPEN_STATES))
+        ),
     ),
+)
+
+# The history of each case, append-only: the truth the incident's lifecycle columns cache.
+# No foreign key to incident (a bulk import would pay a lookup per event): events are
+# written under the incident's row lock or by its insert trigger, and a trigger deletes a
+# deleted incident's events. Triggers: an advisory lock before ids are drawn (ids commit in
+# order) and pg_notify('wangge_case_events', <highest id>) per statement.
+case_event = Table(
+    "case_event",
+    metadata,
+    _identity(),
+    Column("incident_id", BigInteger, nullable=False),
+    Column("seq", Integer, nullable=False),
+    _timestamp("at", now=True),
+    Column("action", Text, nullable=False),
+    Column("actor_token_id", Text),
+    Column("actor_role", Text, nullable=False),
+    Column("actor_area_code", Text),
+    Column("from_state", Text),
+    Column("to_state", Text, nullable=False),
+    Column("from_owner_area_code", Text),
+    Column("to_owner_area_code", Text),
+    Column("assignee_kind", Text),
+    Column("assignee_code", Text),
+    Column("note", Text),
+    Column("reason", Text),
+    Column("attachments", ARRAY(Text), nullable=False, server_default=_text_default("{}")),
+    Column("data", JSONB, nullable=False, server_default=_text_default("{}")),
+    UniqueConstraint("incident_id", "seq", name="case_event_incident_id_seq_key"),
+    CheckConstraint("seq >= 1", name="case_event_seq_check"),
+    CheckConstraint(_one_of("from_state", STATES), name="case_event_from_state_check"),
+    CheckConstraint(_one_of("to_state", STATES), name="case_event_to_state_check"),
+)
+
+# Time limits per category, priority and step, in minutes (defaults seeded by 0010).
+case_time_limit = Table(
+    "case_time_limit",
+    metadata,
+    Column("category", Text, primary_key=True),
+    Column("priority", Text, primary_key=True),
+    Column("step", Text, primary_key=True),
+    Column("minutes", Integer, nullable=False),
+    Column("updated_by", Text),
+    _timestamp("updated_at", now=True),
+    CheckConstraint(_one_of("category", CATEGORIES), name="case_time_limit_category_check"),
+    CheckConstraint(_one_of("priority", PRIORITIES), name="case_time_limit_priority_check"),
+    CheckConstraint(_one_of("step", STEPS), name="case_time_limit_step_check"),
+    CheckConstraint("minutes > 0", name="case_time_limit_minutes_check"),
 )
 
 #: Tables whose rows are located by a point and carry the cells of their generation.
