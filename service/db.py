@@ -36,6 +36,11 @@ Statements: on the SQLAlchemy paths, build them from the declared tables
 (:mod:`service.tables`, GeoAlchemy2 geometry columns) where that reads as well as the SQL;
 PostGIS-heavy or set-based SQL stays a ``text()`` string. Always bound parameters;
 identifiers only from fixed mappings.
+
+When the database goes away: requests answer 503 (:mod:`service.outage`, the handlers in
+:mod:`service.errors`); once it is back, the async engine replaces a pooled connection the
+server closed as it hands it out, the hot pool runs a read once more on one that died
+under it, and a GET whose connection died is run again once. No ping per request.
 """
 
 from __future__ import annotations
