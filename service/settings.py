@@ -8,7 +8,14 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DatabaseSettings", "APISettings", "Open311Settings", "Settings", "get_settings"]
+__all__ = [
+    "DatabaseSettings",
+    "APISettings",
+    "Open311Settings",
+    "DispatchSettings",
+    "Settings",
+    "get_settings",
+]
 
 
 class DatabaseSettings(BaseSettings):
@@ -94,6 +101,17 @@ class Open311Settings(BaseSettings):
     public_reads: bool = True
 
 
+class DispatchSettings(BaseSettings):
+    """Command and dispatch: cases, their deadlines and stream."""
+
+    model_config = SettingsConfigDict(env_prefix="WANGGE_DISPATCH_", extra="ignore")
+
+    #: Duplicate suggestions: cases of the same category within this distance...
+    duplicate_distance_m: float = Field(default=200.0, gt=0, le=50_000)
+    #: ... and reported within this many hours of each other.
+    duplicate_hours: float = Field(default=72.0, gt=0, le=24 * 365)
+
+
 class Settings:
     """All settings, grouped."""
 
@@ -103,10 +121,12 @@ class Settings:
         db: DatabaseSettings | None = None,
         api: APISettings | None = None,
         open311: Open311Settings | None = None,
+        dispatch: DispatchSettings | None = None,
     ):
         self.db = db or DatabaseSettings()
         self.api = api or APISettings()
         self.open311 = open311 or Open311Settings()
+        self.dispatch = dispatch or DispatchSettings()
 
 
 def get_settings() -> Settings:
