@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.db import make_async_engine, make_engine, make_pg_pool
+from service.dispatch.stream import CaseStream
 from service.edge import install as install_edge
 from service.errors import register_error_handlers
 from service.inputs import RejectNul
@@ -20,6 +21,7 @@ from service.routers import (
     analysis,
     analysis_report,
     areas,
+    case_stream,
     entities,
     generations,
     health,
@@ -61,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.lookup_batcher = PointLookupBatcher(app.state.pg_pool)
         app.state.tile_cache = TileCache(settings.api.tile_cache_bytes)
         listener = await listen_for_changes(url, app.state.tile_cache)
+        # One LISTEN for case events per process, fanned out to the /cases/stream screens.
+        app.state.case_stream = await CaseStream(url, app.state.pg_pool).start()
         # Everything allocated so far lives as long as the process: move it out of the
         # collector's sight, so full collections do not walk the app on every request burst
         # (they were the p99 of lookups, and a fifth of their throughput).
@@ -70,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await listener.close()
+            await app.state.case_stream.close()
             await app.state.pg_pool.close()
             await app.state.engine.dispose()
             app.state.sync_engine.dispose()
@@ -99,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             areas,
             generations,
             tokens,
+            case_stream,
             open311,
             ogc,
             tiles,

@@ -1,0 +1,449 @@
+"""Live case events for the dispatch screens: one LISTEN per server process, fanned out in
+memory to subscribers, each seeing only the events of its area.
+
+The database announces case events on ``wangge_case_events`` (a statement trigger of
+migration 0010; the payload is the newest event id of the statement). PostgreSQL delivers a
+notification when its transaction commits, so nothing reaches a screen before the event is
+committed, and every server process hears of every event. Each process keeps one listening
+connection (``CaseStream``); a notification wakes one task that reads every event after the
+last one delivered, in one query however many notifications came meanwhile (a bulk import
+of thousands of events notifies once). Each event is encoded once (``CaseEvent.frame``: the
+SSE frame with the event row and the case's summary after it) and offered to the subscribers
+whose scope covers the case — found by looking up the case's paths and their ancestors among
+the subscribers' scopes, not by testing every subscriber.
+
+Who sees an event (``sees_event``): a principal whose scope covers where the case lies
+(``incident.area_path``; cases outside every area belong to city-level scopes, as in
+``covers_entity``), its owning centre (``owner_area_path``), its assignee (``assignee_path``:
+the grid, or the unit's location) or the owner it just left. So a grid officer gets the cases
+in its grid and those dispatched to it, a community dispatcher its community's, a district
+or city dispatcher everything below, admins everything — and never a sibling's.
+
+Resuming (``CaseStream.follow``): a screen that reconnects with ``Last-Event-ID`` first gets
+the events after that id from the log (``case_event``), then the live ones; it subscribes
+before reading the log and drops live events it has already sent, so the seam neither loses
+nor repeats one. This relies on event ids committing in id order: every insert into
+``case_event`` takes a transaction-level advisory lock before drawing ids (a statement
+trigger, migration 0010), so an event with a lower id cannot commit after one with a higher
+id, and "after id N" is exact, for the listener as for a resuming screen.
+
+Memory is bounded: a subscriber holds at most ``queue_events`` undelivered events; one that
+falls further behind (a stalled client) loses its queue and is served from the log again
+once it reads, exactly as if it had reconnected with ``Last-Event-ID``. A lost listening
+connection is re-opened (at most 2 s apart, like the tile listener) and the events committed
+meanwhile are read from the log, from the last id seen, so nothing is lost either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+import orjson
+
+from service.auth import Principal
+
+__all__ = [
+    "CHANNEL",
+    "OPENING",
+    "CaseEvent",
+    "CaseStream",
+    "Subscriber",
+    "sees_event",
+    "encode_event",
+]
+
+CHANNEL = "wangge_case_events"
+MAX_RECONNECT_DELAY_S = 2.0
+#: Events a subscriber may hold undelivered before it is served from the log instead.
+QUEUE_EVENTS = 1_000
+#: The first frame of every stream, sent once subscribed: browsers reconnect 1 s after a
+#: drop (their default is 3 s); a client may take it as "live from here".
+OPENING = b"retry: 1000\n\n"
+#: Events read from the log per query when catching up or replaying.
+LOG_PAGE = 500
+
+log = logging.getLogger("wangge.dispatch.stream")
+
+# The event row and the case after it; the paths decide who sees it. The previous owner's
+# path lets the centre that just lost a case (escalated, sent down) see it leave.
+_COLUMNS = """
+    e.id, e.incident_id AS case_id, e.seq, e.at, e.action, e.actor_role, e.actor_area_code,
+    e.from_state, e.to_state, e.from_owner_area_code, e.to_owner_area_code,
+    e.assignee_kind, e.assignee_code, e.note, e.reason, e.attachments, e.data::text AS data,
+    i.state AS c_state, i.status AS c_status, i.priority AS c_priority,
+    i.category AS c_category, i.owner_level AS c_owner_level,
+    i.owner_area_code AS c_owner_area_code, i.assignee_kind AS c_assignee_kind,
+    i.assignee_code AS c_assignee_code, i.step AS c_step, i.step_due_at AS c_step_due_at,
+    i.step_overdue AS c_step_overdue, i.supervised AS c_supervised, i.version AS c_version,
+    i.grid_code AS c_grid_code, ST_X(i.geom) AS c_lon, ST_Y(i.geom) AS c_lat,
+    i.area_path, i.owner_area_path, i.assignee_path, fo.path AS from_owner_path
+"""
+# Codes never change meaning: the path of a code is that of its newest version.
+_FROM = """
+FROM case_event e
+JOIN incident i ON i.id = e.incident_id
+LEFT JOIN LATERAL (
+    SELECT a.path FROM area a WHERE a.code = e.from_owner_area_code
+    ORDER BY a.generation_high DESC LIMIT 1
+) fo ON true
+"""
+# The events after $1, every scope's (what the listener delivers).
+_AFTER_SQL = f"""
+SELECT {_COLUMNS}
+{_FROM}WHERE e.id > $1
+ORDER BY e.id
+LIMIT $2
+"""
+# The events after $1 that a scope ($2, NULL for everything) may see: a superset, narrowed
+# by sees_event, so the log and the live stream judge by one function. The id order and the
+# primary key make each page one index range; starts_with keeps LIKE's wildcards out.
+_REPLAY_SQL = f"""
+SELECT {_COLUMNS}
+{_FROM}WHERE e.id > $1
+  AND ($2::text IS NULL
+       OR i.area_path IS NULL
+       OR i.area_path = $2 OR starts_with(i.area_path, $2 || '/')
+       OR i.owner_area_path = $2 OR starts_with(i.owner_area_path, $2 || '/')
+       OR i.assignee_path = $2 OR starts_with(i.assignee_path, $2 || '/')
+       OR fo.path = $2 OR starts_with(fo.path, $2 || '/'))
+ORDER BY e.id
+LIMIT $3
+"""
+
+_CASE_FIELDS = (
+    "state",
+    "status",
+    "priority",
+    "category",
+    "owner_level",
+    "owner_area_code",
+    "assignee_kind",
+    "assignee_code",
+    "step",
+    "step_due_at",
+    "step_overdue",
+    "supervised",
+    "version",
+    "grid_code",
+    "lon",
+    "lat",
+)
+_EVENT_FIELDS = (
+    "id",
+    "case_id",
+    "seq",
+    "at",
+    "action",
+    "actor_role",
+    "actor_area_code",
+    "from_state",
+    "to_state",
+    "from_owner_area_code",
+    "to_owner_area_code",
+    "assignee_kind",
+    "assignee_code",
+    "note",
+    "reason",
+    "attachments",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseEvent:
+    """One committed case event as the stream sends it: who may see it, and its SSE frame."""
+
+    id: int
+    #: Where the case lies (None: outside every area).
+    area_path: str | None
+    #: The other paths whose scopes see it: owner, assignee, previous owner.
+    paths: tuple[str, ...]
+    #: ``id: …\\nevent: case\\ndata: {json}\\n\\n``, encoded once for every subscriber.
+    frame: bytes
+
+
+def encode_event(row) -> CaseEvent:
+    """Return the ``CaseEvent`` of a row of the stream's queries (a mapping)."""
+    body = {name: row[name] for name in _EVENT_FIELDS}
+    data = row["data"]
+    body["data"] = orjson.Fragment(data) if data is not None else None
+    body["case"] = {name: row[f"c_{name}"] for name in _CASE_FIELDS}
+    frame = b"id: %d\nevent: case\ndata: %s\n\n" % (row["id"], orjson.dumps(body))
+    paths = tuple(
+        p for p in (row["owner_area_path"], row["assignee_path"], row["from_owner_path"]) if p
+    )
+    return CaseEvent(id=row["id"], area_path=row["area_path"], paths=paths, frame=frame)
+
+
+def sees_event(principal: Principal, event: CaseEvent) -> bool:
+    """Return whether ``principal`` may receive ``event``."""
+    scope = principal.scope_path
+    if scope is None:
+        return True
+    if event.area_path is None:
+        # Outside every area: the city-level queue's, as for every point entity.
+        if "/" not in scope:
+            return True
+    elif principal.covers_path(event.area_path):
+        return True
+    return any(principal.covers_path(p) for p in event.paths)
+
+
+def _scope_keys(event: CaseEvent, city_keys: Iterable[str]) -> set[str | None]:
+    # The scopes that see the event: every ancestor-or-self of its paths (None: admins).
+    keys: set[str | None] = {None}
+    paths = event.paths if event.area_path is None else (event.area_path, *event.paths)
+    for path in paths:
+        end = path.find("/")
+        while end != -1:
+            keys.add(path[:end])
+            end = path.find("/", end + 1)
+        keys.add(path)
+    if event.area_path is None:
+        keys.update(city_keys)
+    return keys
+
+
+class Subscriber:
+    """A screen's queue of events not yet sent; bounded (``overflowed`` when it was not)."""
+
+    __slots__ = ("principal", "limit", "overflowed", "closed", "_events", "_wake")
+
+    def __init__(self, principal: Principal, limit: int = QUEUE_EVENTS):
+        self.principal = principal
+        self.limit = limit
+        self.overflowed = False
+        self.closed = False
+        self._events: deque[CaseEvent] = deque()
+        self._wake = asyncio.Event()
+
+    def offer(self, event: CaseEvent) -> None:
+        if self.overflowed:
+            return
+        if len(self._events) >= self.limit:
+            # Too far behind: forget the queue (memory stays bounded); the follower reads
+            # the log from its last sent id instead.
+            self.overflowed = True
+            self._events.clear()
+        else:
+            self._events.append(event)
+        self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    async def next_batch(self) -> list[CaseEvent]:
+        """Return the queued events (waiting for one); empty once overflowed or closed."""
+        while not self._events and not self.overflowed and not self.closed:
+            self._wake.clear()
+            await self._wake.wait()
+        if self.overflowed or self.closed:
+            return []
+        batch = list(self._events)
+        self._events.clear()
+        return batch
+
+
+class CaseStream:
+    """The process's listener of ``wangge_case_events`` and its subscribers."""
+
+    def __init__(self, url: str, pool, *, queue_events: int = QUEUE_EVENTS):
+        # asyncpg takes a plain postgresql:// DSN, not SQLAlchemy's driver-qualified URL.
+        self.dsn = f"postgresql://{url.split('://', 1)[1]}"
+        self.pool = pool
+        self.queue_events = queue_events
+        self.conn = None
+        self.listening = False
+        self.closing = False
+        #: The highest event id delivered (or committed before this process listened).
+        self.last_id = 0
+        self._by_scope: dict[str | None, set[Subscriber]] = {}
+        self._wake = asyncio.Event()
+        self._pump_task: asyncio.Task | None = None
+        self._reconnect_task: asyncio.Task | None = None
+
+    # -- listening -------------------------------------------------------------------------
+
+    async def start(self) -> CaseStream:
+        """Listen, note the last committed event, start delivering; return self."""
+        await self._connect()
+        # Listening first, then the newest id: an event committed in between is at most that
+        # id, so its notification is not news (and nobody is subscribed yet to miss it).
+        self.last_id = await self.pool.fetchval("SELECT coalesce(max(id), 0) FROM case_event")
+        self._pump_task = asyncio.ensure_future(self._pump())
+        return self
+
+    async def _connect(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.add_listener(CHANNEL, self._notified)
+        except BaseException:
+            conn.terminate()
+            raise
+        self.conn = conn
+        conn.add_termination_listener(self._lost)
+        self.listening = True
+
+    def _notified(self, _conn, _pid, _channel, payload: str) -> None:
+        # The payload is the newest event id of a committed statement: read the log if it
+        # is news (the id itself is not needed: the read takes everything after last_id).
+        try:
+            newest = int(payload)
+        except ValueError:
+            newest = None
+        if newest is None or newest > self.last_id:
+            self._wake.set()
+
+    def _lost(self, _conn) -> None:
+        self.listening = False
+        if not self.closing:
+            log.warning("case stream: connection lost; reconnecting, then reading the log")
+            self._reconnect_task = asyncio.ensure_future(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 0.1
+        while not self.closing:
+            try:
+                await self._connect()
+            except Exception as exc:  # the database is still away: try again
+                log.debug("case stream: reconnecting (%s)", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RECONNECT_DELAY_S)
+                continue
+            # Whatever committed while away was not notified: read it from the log.
+            self._wake.set()
+            log.info("case stream: listening again")
+            return
+
+    async def close(self) -> None:
+        """Stop listening and end every subscriber's stream (the app is shutting down)."""
+        self.closing = True
+        for task in (self._reconnect_task, self._pump_task):
+            if task is not None:
+                task.cancel()
+        for subs in self._by_scope.values():
+            for sub in subs:
+                sub.close()
+        if self.conn is not None and not self.conn.is_closed():
+            await self.conn.close()
+
+    # -- delivering ------------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        # One task reads and delivers, so events are delivered in id order, and the
+        # notifications that arrive during a read are served by the next read together.
+        while not self.closing:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._read_log()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The database is away: the listening connection drops too, and its return
+                # wakes this task to read the log from last_id, which covers this read.
+                log.warning("case stream: reading events failed", exc_info=True)
+                await asyncio.sleep(0.2)
+                if self.listening:
+                    self._wake.set()
+
+    async def _read_log(self) -> None:
+        # Every committed event after the last one delivered. Ids commit in order (the
+        # advisory lock), so the committed ids are always all of those up to the newest:
+        # "after last_id" misses none, and a notification names only the newest id of its
+        # statement (a bulk import writes thousands of events and notifies once).
+        while True:
+            rows = await self.pool.fetch(_AFTER_SQL, self.last_id, LOG_PAGE)
+            self.deliver(encode_event(r) for r in rows)
+            if len(rows) < LOG_PAGE:
+                return
+
+    def deliver(self, events: Iterable[CaseEvent]) -> None:
+        """Offer each event after ``last_id`` to the subscribers that see it (in id order)."""
+        city_keys = None
+        for event in events:
+            if event.id <= self.last_id:
+                continue
+            self.last_id = event.id
+            if event.area_path is None and city_keys is None:
+                city_keys = [k for k in self._by_scope if k is not None and "/" not in k]
+            for key in _scope_keys(event, city_keys or ()):
+                for sub in self._by_scope.get(key, ()):
+                    sub.offer(event)
+
+    # -- subscribers -----------------------------------------------------------------------
+
+    @property
+    def subscribers(self) -> int:
+        return sum(len(s) for s in self._by_scope.values())
+
+    def subscribe(self, principal: Principal) -> Subscriber:
+        """Return a new subscriber of the events ``principal`` sees."""
+        sub = Subscriber(principal, self.queue_events)
+        self._by_scope.setdefault(principal.scope_path, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        subs = self._by_scope.get(sub.principal.scope_path)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_scope[sub.principal.scope_path]
+
+    async def replay(self, principal: Principal, *, after: int) -> AsyncIterator[CaseEvent]:
+        """Yield the logged events after id ``after`` that ``principal`` sees, oldest first."""
+        while True:
+            rows = await self.pool.fetch(_REPLAY_SQL, after, principal.scope_path, LOG_PAGE)
+            for row in rows:
+                event = encode_event(row)
+                if sees_event(principal, event):
+                    yield event
+            if len(rows) < LOG_PAGE:
+                return
+            after = rows[-1]["id"]
+
+    async def follow(
+        self, principal: Principal, *, last_event_id: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Yield the SSE frames of the events ``principal`` sees, for as long as it reads.
+
+        The first frame (``OPENING``) says the subscription is in place. With
+        ``last_event_id`` the logged events after it come next; without, only events
+        committed from now on. Each event is yielded once, in id order.
+        """
+        opening = OPENING
+        while not self.closing:
+            # Subscribe before reading the log: an event committed while the log is read is
+            # then either in the log or queued (or both: the id check drops the second).
+            sub = self.subscribe(principal)
+            try:
+                if opening:
+                    yield opening
+                    opening = b""
+                if last_event_id is None:
+                    last = self.last_id
+                else:
+                    last = last_event_id
+                    async for event in self.replay(principal, after=last):
+                        yield event.frame
+                        last = event.id
+                while True:
+                    batch = await sub.next_batch()
+                    if not batch:
+                        break  # overflowed (read the log again) or closing
+                    for event in batch:
+                        if event.id > last:
+                            yield event.frame
+                            last = event.id
+            finally:
+                self.unsubscribe(sub)
+            if sub.closed:
+                return
+            log.info("case stream: a subscriber fell %d events behind", self.queue_events)
+            last_event_id = last
