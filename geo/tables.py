@@ -628,9 +628,18 @@ def _geojson_declared_crs(raw: bytes, gdal_crs: str | None) -> str | None:
     return normalized if isinstance(doc, dict) and doc.get("crs") is not None else None
 
 
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def _read_geojson(source: bytes | Path, *, max_rows: int | None) -> PointTable:
     raw = source.read_bytes() if isinstance(source, Path) else source
     text, encoding = _decode_text(raw, "GeoJSON")
+    # GDAL cuts a string at an escaped NUL ("a\u0000b" reads as "a"): refuse it rather than
+    # store less than was sent. An even run of backslashes before it is escaped text.
+    if "\\u0000" in text and _JSON_NUL.search(text):
+        raise TableFormatError(
+            "the GeoJSON file holds a NUL character (\\u0000) in a string; it cannot be stored"
+        )
     if encoding == "utf-8-sig":
         encoding = "utf-8"
     if encoding != "utf-8":

@@ -29,6 +29,7 @@ from geo.cellindex import CellIndex
 from geo.coords import check_points, parse_input_crs, to_wgs84
 from geo.tables import PointTable, RowProblem
 from service.auth import Principal
+from service.inputs import NUL_REASON
 from service.references import reference_problems
 from service.specs.entity_kinds import EntitySpec, unwrap
 
@@ -179,6 +180,15 @@ def validate_frame(
     def flag(mask: np.ndarray, column: str, reason: str) -> None:
         for i in np.flatnonzero(mask):
             problems.append(RowProblem(int(row_numbers[i]), column, reason))
+
+    # PostgreSQL's text and jsonb cannot hold NUL: refuse it in every column, those kept in
+    # ``properties`` too (a CSV sniffed as text past its first 8 KiB, GeoJSON "\u0000").
+    for column in frame.columns:
+        if "\x00" in str(column):
+            problems.append(RowProblem(0, str(column).replace("\x00", "\\x00"), NUL_REASON))
+        elif frame[column].dtype == object or isinstance(frame[column].dtype, pd.StringDtype):
+            has_nul = frame[column].map(lambda v: isinstance(v, str) and "\x00" in v)
+            flag(has_nul.to_numpy(bool), str(column), NUL_REASON)
 
     for name, info in spec.create.model_fields.items():
         if name in ("lon", "lat", "crs"):

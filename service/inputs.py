@@ -10,6 +10,9 @@ the parameter:
   ``parse_row_id`` applies the same bound to ids read by hand (OGC feature ids, Open311
   request ids). An id past the bound is answered like a malformed id of that API: 422 in
   the REST API, 404 in OGC API – Features, 400 in Open311.
+- ``Moment`` and ``moment_problem``: a date-time between the years 1000 and 9000 (UTC).
+  Python's dates end at the years 1 and 9999, and a date near either end overflowed
+  when converted to UTC or moved by a default period ("the last 90 days").
 - ``NulFree`` (one text value), ``NulFreeModel`` (a request body: every text field) and
   ``find_nul`` (free-form JSON such as GeoJSON, and forms) refuse NUL in what a handler
   reads.
@@ -20,6 +23,7 @@ the parameter:
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -37,6 +41,10 @@ __all__ = [
     "Offset",
     "GenerationNumber",
     "parse_row_id",
+    "EARLIEST",
+    "LATEST",
+    "Moment",
+    "moment_problem",
     "NulFree",
     "NulFreeModel",
     "find_nul",
@@ -62,6 +70,33 @@ def parse_row_id(raw: str) -> int | None:
         return None
     value = int(raw)
     return value if value <= BIGINT_MAX else None
+
+
+EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def moment_problem(value: datetime) -> str | None:
+    """Return why ``value`` cannot be stored and computed with, or None if it can.
+
+    A date-time without a zone is read as UTC here.
+    """
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    # Comparing aware date-times never converts them, so this cannot overflow.
+    if not EARLIEST <= aware <= LATEST:
+        return "must lie between the years 1000 and 9000"
+    return None
+
+
+def _check_moment(value: datetime) -> datetime:
+    problem_text = moment_problem(value)
+    if problem_text is not None:
+        raise PydanticCustomError("datetime_range", problem_text)
+    return value
+
+
+#: A date-time between the years 1000 and 9000 (for Query and body fields).
+Moment = Annotated[datetime, AfterValidator(_check_moment)]
 
 
 def _reject_nul(value: str) -> str:

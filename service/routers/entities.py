@@ -9,7 +9,6 @@ every detail read.
 # handlers' annotations at definition time.
 
 import typing
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
@@ -19,7 +18,7 @@ from pydantic.fields import FieldInfo
 from service.deps import get_principal
 from service.errors import UnprocessableError
 from service.idempotency import request_fingerprint, run_idempotent
-from service.inputs import NulFree, Offset, RowId
+from service.inputs import Moment, NulFree, Offset, RowId
 from service.querymodels import parse_query, query_parameters_doc
 from service.repositories import entities as repo
 from service.responses import JSON
@@ -79,8 +78,8 @@ def _list_model(spec: EntitySpec) -> type[BaseModel]:
         )
     if spec.time_column is not None:
         column = spec.time_column
-        fields["since"] = (datetime | None, Field(None, description=f"`{column}` at or after"))
-        fields["until"] = (datetime | None, Field(None, description=f"`{column}` before"))
+        fields["since"] = (Moment | None, Field(None, description=f"`{column}` at or after"))
+        fields["until"] = (Moment | None, Field(None, description=f"`{column}` before"))
     return create_model(f"{spec.read.__name__}Query", __base__=_ListQuery, **fields)
 
 

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from service.deps import PoolDep, PrincipalDep, layer_or_404, parse_generation
 from service.errors import UnprocessableError
+from service.inputs import moment_problem
 from service.repositories import layers as repo
 from service.repositories.generations import resolve_generation
 from service.responses import JSON
@@ -86,6 +87,9 @@ def _parse_datetime(raw: str | None) -> tuple[Any, Any] | None:
             raise UnprocessableError(
                 f"not an RFC 3339 date-time: {text!r}", field="datetime"
             ) from None
+        wrong = moment_problem(value)
+        if wrong is not None:
+            raise UnprocessableError(f"datetime {text!r} {wrong}", field="datetime")
         return value if value.tzinfo else value.replace(tzinfo=UTC)
 
     if "/" in raw:

@@ -24,7 +24,7 @@ from service.deps import ConnDep, get_principal, principal_from_token
 from service.edge.limits import client_address
 from service.errors import WanggeError
 from service.idempotency import request_fingerprint, run_idempotent
-from service.inputs import BIGINT_MAX, NUL_REASON, find_nul, parse_row_id
+from service.inputs import BIGINT_MAX, NUL_REASON, find_nul, moment_problem, parse_row_id
 from service.open311_public import KEY_OPTIONAL, public_reader, shown
 from service.repositories import entities as repo
 from service.repositories.open311 import find_open311_requests
@@ -289,6 +289,9 @@ def _parse_time(value: str | None, field: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise Open311Error(400, f"{field}: not a W3C/ISO 8601 date-time") from None
+    wrong = moment_problem(parsed)
+    if wrong is not None:
+        raise Open311Error(400, f"{field}: {wrong}")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

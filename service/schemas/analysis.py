@@ -7,7 +7,6 @@ Every model turns into the keyword arguments of its ``run_*`` function with
 
 # No ``from __future__ import annotations``: Pydantic reads the models' annotations.
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,7 +22,7 @@ from service.analysis.reach import (
     MAX_SPEED,
 )
 from service.analysis.siting import MAX_K
-from service.inputs import GenerationNumber
+from service.inputs import GenerationNumber, Moment
 
 __all__ = [
     "AreaQuery",
@@ -96,10 +95,10 @@ class CareQuery(AnalysisQuery):
 
 
 class WorkloadQuery(AnalysisQuery):
-    since: datetime | None = Field(
+    since: Moment | None = Field(
         None, description="period start, reported at or after (default: until − 90 days)"
     )
-    until: datetime | None = Field(
+    until: Moment | None = Field(
         None, description="period end, reported before; backlog as of then (default: now)"
     )
     overdue_hours: float = Field(

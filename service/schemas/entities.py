@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
-from service.inputs import NulFreeModel, RowId
+from service.inputs import Moment, NulFreeModel, RowId
 
 UnitKind = Literal[
     "government_agency",
@@ -202,7 +202,7 @@ class IncidentCreate(PointIn):
     source: IncidentSource | None = Field(
         None, description="required unless the token is an intake source's"
     )
-    reported_at: datetime | None = Field(None, description="default: now")
+    reported_at: Moment | None = Field(None, description="default: now")
     attachments: list[AnyHttpUrl] = Field(default_factory=list, max_length=20)
 
 

@@ -11,10 +11,12 @@ very long strings to every query and path parameter of every GET route.
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
 import pytest
 
+from geo.tables import read_point_table
 from service.inputs import BIGINT_MAX, INTEGER_MAX
 from tests.conftest import auth, make_tokens
 
@@ -317,6 +319,99 @@ def test_nul_in_an_import_form_field_is_refused(demo_client, admin):
         assert_problem(response, 422, field)
 
 
+@pytest.mark.parametrize(
+    ("name", "data", "field"),
+    [
+        ("members.csv", "name,kind,home_community_code\na\x00b,volunteer,{community}\n", "name"),
+        # Past the first 8 KiB, where the CSV reader sniffs for binary files.
+        (
+            "units.csv",
+            "name,kind,lon,lat,note\n"
+            + "x,shop,106.71,26.58,ok\n" * 600
+            + "y,shop,106.71,26.58,a\x00b\n",
+            "note",
+        ),
+    ],
+)
+def test_nul_in_an_imported_file_is_refused_naming_row_and_column(
+    demo_client, admin, sample, name, data, field
+):
+    entity = name.split(".")[0]
+    before = demo_client.get(f"/{entity}", params={"limit": 1}, headers=admin).json()["total"]
+    content = data.format(**sample).encode()
+    response = demo_client.post(
+        f"/{entity}/import", files={"file": (name, content, "text/plain")}, headers=admin
+    )
+    body = assert_problem(response, 422, field)
+    assert "must not contain a NUL character" in body["detail"]
+    problems = body["report"]["problems"]
+    assert [p["field"] for p in problems] == [field]
+    after = demo_client.get(f"/{entity}", params={"limit": 1}, headers=admin).json()["total"]
+    assert after == before
+
+
+def test_nul_in_an_imported_geojson_is_refused_not_cut(demo_client, admin):
+    # GDAL would read "a\u0000b" as "a": the file is refused instead.
+    geojson = (
+        b'{"type":"FeatureCollection","features":[{"type":"Feature",'
+        b'"properties":{"name":"a\\u0000b","kind":"shop"},'
+        b'"geometry":{"type":"Point","coordinates":[106.71,26.58]}}]}'
+    )
+    response = demo_client.post(
+        "/units/import", files={"file": ("units.geojson", geojson, "text/plain")}, headers=admin
+    )
+    body = assert_problem(response, 422, "file")
+    assert "NUL" in body["detail"]
+    # The text \u0000 (an escaped backslash, then "u0000") is no NUL and reads as it is.
+    escaped = geojson.replace(b"a\\u0000b", b"a\\\\u0000b")
+    table = read_point_table(escaped, filename="units.geojson")
+    assert table.attributes["name"].tolist() == ["a\\u0000b"]
+
+
+# -- date-times at the ends of Python's calendar ---------------------------------------------
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/incidents?since=0001-01-01T00:00:00%2B05:00", "since"),
+        ("/incidents?until=9999-12-31T23:59:59-05:00", "until"),
+        ("/analysis/workload?until=0001-01-01", "until"),
+        ("/analysis/workload?since=9999-12-31", "since"),
+        ("/ogc/collections/incidents/items?datetime=0001-01-01T00:00:00%2B05:00/..", "datetime"),
+        ("/ogc/collections/incidents/items?datetime=9999-12-31T23:59:59-05:00", "datetime"),
+    ],
+)
+def test_date_times_beyond_the_calendar_are_refused(demo_client, admin, path, field):
+    body = assert_problem(demo_client.get(path, headers=admin), 422, field)
+    assert "between the years 1000 and 9000" in body["detail"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "start_date=0001-01-01T00:00:00%2B05:00",
+        "start_date=9999-12-31T23:59:59-05:00",
+        "end_date=0001-01-01",
+        "end_date=9999-12-31T23:59:59-05:00",
+    ],
+)
+def test_open311_dates_beyond_the_calendar_are_refused_in_open311_format(
+    demo_client, admin, query, fmt
+):
+    response = demo_client.get(f"/open311/v2/requests.{fmt}?{query}", headers=admin)
+    description = assert_open311_error(response, 400, query.split("=")[0], fmt)
+    assert "between the years 1000 and 9000" in description
+
+
+def test_an_incident_reported_beyond_the_calendar_is_refused(demo_client, admin):
+    incident = {"lon": LON, "lat": LAT, "category": "water", "source": "patrol"}
+    for moment in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"):
+        response = demo_client.post(
+            "/incidents", json={**incident, "reported_at": moment}, headers=admin
+        )
+        assert_problem(response, 422, "reported_at")
+
+
 # -- issue 10 item 8: LIKE wildcards are matched literally ------------------------------------
 def test_area_name_search_matches_wildcards_literally(tiny_client, tiny_db_url):
     from sqlalchemy import text
@@ -346,3 +441,122 @@ def test_area_name_search_matches_wildcards_literally(tiny_client, tiny_db_url):
     assert search("d_o") == ["grid_one"]
     assert search("%%") == [] and search("__") == []
     assert search("k\\s") == ["back\\slash"]
+
+
+# -- every GET route: NUL, numbers past 64 bits, long strings, dates at the ends of time -------
+BAD_VALUES = [
+    "\x00",
+    "a\x00",
+    HUGE,
+    f"-{HUGE}",
+    "x" * 5000,
+    "nan",
+    "0001-01-01T00:00:00+05:00",  # in UTC, before year 1
+    "9999-12-31T23:59:59-05:00",  # in UTC, after year 9999
+    "0001-01-01",
+]
+PATH_SAMPLES = {
+    "fmt": "json",
+    "service_code": "water",
+    "service_request_id": "1",
+    "collection_id": "units",
+    "feature_id": "{unit_id}",
+    "layers": "units",
+    "layer": "units",
+    "z": "14",
+    "x": "13380",
+    "y": "6984",
+    "code": "{community}",
+    "entity_id": "{unit_id}",
+}
+#: Query parameters read by hand, which OpenAPI does not list.
+EXTRA_ROUTES = {  # other layers: their own filters and, for incidents, datetime
+    "/ogc/collections/incidents/items": [
+        "datetime",
+        "status",
+        "category",
+        "source",
+        "reported_grid_code",
+        "generation",
+    ],
+    "/ogc/collections/grids/items": ["code", "name", "parent_code", "datetime"],
+    "/tiles/incidents/14/13380/6984.mvt": ["status", "category", "source"],
+    "/tiles/grids,units/14/13380/6984.mvt": ["generation", "kind", "code"],
+}
+HAND_READ = {
+    "/ogc/collections/{collection_id}/items": [
+        "limit",
+        "offset",
+        "bbox",
+        "bbox-crs",
+        "datetime",
+        "f",
+        "properties",
+        "zoom",
+        "simplify_m",
+        "generation",
+        "kind",
+        "party_org",
+    ],
+    "/ogc/collections/{collection_id}/items/{feature_id}": ["generation"],
+    "/tiles/{layers}/{z}/{x}/{y}.mvt": ["generation", "kind", "party_org"],
+    "/open311/v2/requests.{fmt}": [
+        "service_request_id",
+        "service_code",
+        "start_date",
+        "end_date",
+        "status",
+        "jurisdiction_id",
+    ],
+}
+# Slow routes answer 4xx to these values quickly; a value they accept would run them in full.
+SKIP = {"/health", "/version"}
+
+
+def _get_routes(client) -> list[tuple[str, list[str], list[str]]]:
+    spec = client.get("/openapi.json").json()
+    routes = []
+    for path, operations in spec["paths"].items():
+        if "get" not in operations or path in SKIP:
+            continue
+        parameters = operations["get"].get("parameters", [])
+        query = [p["name"] for p in parameters if p["in"] == "query"]
+        query += [q for q in HAND_READ.get(path, []) if q not in query]
+        path_params = [p["name"] for p in parameters if p["in"] == "path"]
+        routes.append((path, path_params, query))
+    return routes + [(path, [], query) for path, query in EXTRA_ROUTES.items()]
+
+
+def _answers_in_kind(path: str, response) -> str | None:
+    """Return what is wrong with a refusal (None: a 4xx in the API's error format)."""
+    if response.status_code >= 500:
+        return f"{response.status_code}: {response.text[:200]}"
+    if response.status_code < 400:
+        return None
+    kind = response.headers.get("content-type", "")
+    if path.startswith("/open311/"):
+        return None if kind.startswith(("application/json", "text/xml")) else kind
+    return None if kind.startswith("application/problem+json") else kind
+
+
+def test_every_get_route_refuses_bad_parameters_without_a_server_error(demo_client, admin, sample):
+    failures = []
+    for path, path_params, query in _get_routes(demo_client):
+        filled = {n: PATH_SAMPLES.get(n, "1").format(**sample) for n in path_params}
+        url = path.format(**filled)
+        for name in query:
+            for value in BAD_VALUES:
+                response = demo_client.get(url, params={name: value}, headers=admin)
+                wrong = _answers_in_kind(path, response)
+                if wrong:
+                    failures.append(f"GET {url}?{name}={value[:30]!r} → {wrong}")
+        for name in path_params:
+            for value in BAD_VALUES:
+                if "/" in value:
+                    continue
+                bad = path.format(**{**filled, name: quote(value, safe="")})
+                response = demo_client.get(bad, headers=admin)
+                wrong = _answers_in_kind(path, response)
+                if wrong:
+                    failures.append(f"GET {bad[:80]} → {wrong}")
+    assert not failures, "\n".join(failures)
