@@ -12,6 +12,7 @@ specification; the non-standard ``crs`` parameter accepts GCJ-02 and BD-09 too.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -59,6 +60,16 @@ def _fmt(fmt: str) -> str:
     return fmt
 
 
+# Characters XML 1.0 cannot carry at all, even escaped. PostgreSQL text holds them (a
+# description with a vertical tab from a spreadsheet), and ElementTree writes them as they
+# are, which no XML parser reads: they are shown as U+FFFD.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _xml_text(value: Any) -> str:
+    return _NOT_XML.sub("\ufffd", str(value))
+
+
 def _render(data: Any, fmt: str, root: str, item: str, status: int = 200) -> Response:
     if fmt == "json":
         return JSON(data, status_code=status)
@@ -70,9 +81,9 @@ def _render(data: Any, fmt: str, root: str, item: str, status: int = 200) -> Res
             if isinstance(value, bool):
                 child.text = "true" if value else "false"
             elif isinstance(value, list):
-                child.text = ",".join(str(v) for v in value)
+                child.text = _xml_text(",".join(str(v) for v in value))
             elif value is not None:
-                child.text = str(value)
+                child.text = _xml_text(value)
     # <service_requests></service_requests>, as the specification writes an empty element.
     body = ET.tostring(top, encoding="utf-8", xml_declaration=True, short_empty_elements=False)
     return Response(body, status_code=status, media_type="text/xml; charset=utf-8")

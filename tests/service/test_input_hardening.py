@@ -403,6 +403,26 @@ def test_open311_dates_beyond_the_calendar_are_refused_in_open311_format(
     assert "between the years 1000 and 9000" in description
 
 
+def test_open311_xml_stays_well_formed_with_control_characters(tiny_client, tiny_db_url):
+    # PostgreSQL keeps a vertical tab or \x01 (they come in from spreadsheets); XML 1.0
+    # cannot carry them at all, so Open311's XML shows them as U+FFFD.
+    h = auth(make_tokens(tiny_db_url, {"admin": ("admin", None)})["admin"])
+    incident = {"lon": 106.005, "lat": 26.015, "category": "water", "source": "patrol"}
+    created = tiny_client.post(
+        "/incidents", json={**incident, "description": "a\x01b\x0bc\td"}, headers=h
+    )
+    assert created.status_code == 201, created.text
+    rid = created.json()["id"]
+    xml = tiny_client.get(f"/open311/v2/requests/{rid}.xml", headers=h)
+    assert xml.status_code == 200, xml.text
+    root = ET.fromstring(xml.content)
+    assert root.find("request/description").text == "a\ufffdb\ufffdc\td"
+    listed = ET.fromstring(tiny_client.get("/open311/v2/requests.xml", headers=h).content)
+    assert [r.find("description").text for r in listed] == ["a\ufffdb\ufffdc\td"]
+    as_json = tiny_client.get(f"/open311/v2/requests/{rid}.json", headers=h).json()
+    assert as_json[0]["description"] == "a\x01b\x0bc\td"
+
+
 def test_an_incident_reported_beyond_the_calendar_is_refused(demo_client, admin):
     incident = {"lon": LON, "lat": LAT, "category": "water", "source": "patrol"}
     for moment in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"):
