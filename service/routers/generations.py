@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path
-from pydantic import BaseModel, ConfigDict, Field
+import anyio.to_thread
+from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
 from geo.areas import parse_area_features
+from service.bodies import json_body_doc, read_json_body
 from service.deps import AdminDep, ConnDep, PrincipalDep, SyncEngineDep, WriteConnDep
 from service.errors import UnprocessableError
 from service.inputs import NUL_REASON, GenerationNumber, find_nul
@@ -45,16 +47,17 @@ async def create_generation(
     return {"id": new_id}
 
 
+_COLLECTION = TypeAdapter(dict[str, Any])
+
+
 @router.post(
     "/{generation_id}/areas",
     response_model=AreaImportResult,
     summary="Load areas into a pending generation (admin)",
+    openapi_extra=json_body_doc(_COLLECTION, "GeoJSON FeatureCollection"),
 )
 async def import_areas(
-    conn: WriteConnDep,
-    admin: AdminDep,
-    generation_id: GenerationId,
-    collection: Annotated[dict[str, Any], Body(description="GeoJSON FeatureCollection")],
+    request: Request, admin: AdminDep, generation_id: GenerationId
 ) -> dict[str, int]:
     """Load a FeatureCollection of areas, all or nothing.
 
@@ -63,24 +66,31 @@ async def import_areas(
     feature refuses the whole collection with a 422 listing every problem (row, field,
     reason); nothing is written.
     """
-    nul = find_nul(collection)
+    # A city's boundaries are megabytes of JSON and geometry: read after authentication,
+    # decoded and parsed in worker threads (service.bodies), and the transaction opens once
+    # the body is in, so a slow upload holds no connection.
+    collection = await read_json_body(request, _COLLECTION)
+    nul = await anyio.to_thread.run_sync(find_nul, collection)
     if nul is not None:
         raise UnprocessableError(f"{nul}: {NUL_REASON}; nothing was imported", field=nul)
-    known = await conn.run_sync(lambda c: boundaries.levels_in_generation(c, generation_id))
-    records, problems = parse_area_features(collection, known_parents=known)
-    if problems:
-        first = problems[0]
-        raise UnprocessableError(
-            f"{len(problems)} problem(s); first: feature {first.index} {first.field}: "
-            f"{first.reason}. Nothing was imported.",
-            field=first.field,
-            extra={"errors": [p.as_dict() for p in problems]},
+    async with request.app.state.engine.begin() as conn:
+        known = await conn.run_sync(lambda c: boundaries.levels_in_generation(c, generation_id))
+        records, problems = await anyio.to_thread.run_sync(
+            lambda: parse_area_features(collection, known_parents=known)
         )
-    summary = await conn.run_sync(
-        lambda c: boundaries.write_areas(
-            c, generation_id=generation_id, records=records, source="api"
+        if problems:
+            first = problems[0]
+            raise UnprocessableError(
+                f"{len(problems)} problem(s); first: feature {first.index} {first.field}: "
+                f"{first.reason}. Nothing was imported.",
+                field=first.field,
+                extra={"errors": [p.as_dict() for p in problems]},
+            )
+        summary = await conn.run_sync(
+            lambda c: boundaries.write_areas(
+                c, generation_id=generation_id, records=records, source="api"
+            )
         )
-    )
     return summary.as_dict()
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi import APIRouter, Request
+from pydantic import TypeAdapter
 
 from geo.coords import CoordinateError, check_points, parse_input_crs, to_wgs84, validate_point
+from service.bodies import json_body_doc, read_json_body
 from service.deps import ApiSettingsDep, PoolDep, PrincipalDep, get_principal
 from service.errors import PayloadTooLargeError, UnprocessableError
 from service.querymodels import parse_query, query_parameters_doc
@@ -109,15 +111,26 @@ def _batch_points(
     return lons, lats, ids
 
 
-@router.post("/batch", response_model=BatchLookupResult, summary="Look up many points at once")
+_BATCH_BODY = TypeAdapter(BatchLookupRequest)
+
+
+@router.post(
+    "/batch",
+    response_model=BatchLookupResult,
+    summary="Look up many points at once",
+    openapi_extra=json_body_doc(_BATCH_BODY),
+)
 async def lookup_batch(
-    pool: PoolDep, principal: PrincipalDep, api: ApiSettingsDep, body: BatchLookupRequest
+    request: Request, pool: PoolDep, principal: PrincipalDep, api: ApiSettingsDep
 ) -> JSON:
     """Return one result per point, in input order, each with a ``status``.
 
     ``matched`` (down to a grid), ``partial`` (some levels), ``unmatched`` (no area) or
     ``outside_scope`` (in an area you may not see: no codes are given).
     """
+    # The body is read here, after authentication, and decoded off the event loop
+    # (service.bodies); its size was bounded as it arrived (service.edge.limits).
+    body: BatchLookupRequest = await read_json_body(request, _BATCH_BODY)
     limit = api.max_batch_points
     if len(body.points) > limit:
         raise PayloadTooLargeError(
