@@ -115,8 +115,14 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     ]
     fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
     detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:10])
+    # `field` names the first input at fault, as in every other problem; `errors` lists all.
     return problem(
-        422, f"Invalid input in {fields}", detail, instance=request.url.path, errors=errors
+        422,
+        f"Invalid input in {fields}",
+        detail,
+        instance=request.url.path,
+        field=errors[0]["field"] if errors else None,
+        errors=errors,
     )
 
 

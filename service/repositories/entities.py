@@ -31,6 +31,7 @@ __all__ = [
     "update_entity",
     "delete_entity",
     "count_entities",
+    "count_groups",
     "convert_point",
     "covers_entity",
     "select_columns",
@@ -416,18 +417,25 @@ async def delete_entity(
     await _log_reads(conn, spec, principal, [entity_id], "delete")
 
 
+def count_groups(spec: EntitySpec) -> tuple[str, ...]:
+    """Return what ``spec``'s entities can be counted by: cells if located, its own columns."""
+    return tuple(
+        key
+        for key, column in COUNT_GROUPS.items()
+        if (spec.point and column.endswith("_code")) or column in spec.columns
+    )
+
+
 async def count_entities(
     conn: AsyncConnection, spec: EntitySpec, *, principal: Principal, by: list[str]
 ) -> list[dict[str, Any]]:
     """Return counts of visible entities grouped by ``by`` (grid, community, kind, ...)."""
     columns = []
+    groups = count_groups(spec)
     for key in by:
-        column = COUNT_GROUPS.get(key)
-        if column is None or (column not in spec.columns and not column.endswith("_code")):
+        if key not in groups:
             raise UnprocessableError(f"cannot group {spec.name} by {key}", field="by")
-        if column.endswith("_code") and not spec.point:
-            raise UnprocessableError(f"cannot group {spec.name} by {key}", field="by")
-        columns.append((key, column))
+        columns.append((key, COUNT_GROUPS[key]))
     select = ", ".join(f"t.{c} AS {k}" for k, c in columns)
     group = ", ".join(f"t.{c}" for _, c in columns)
     sql = (

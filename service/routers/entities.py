@@ -9,9 +9,9 @@ every detail read.
 # handlers' annotations at definition time.
 
 import typing
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic.fields import FieldInfo
 
@@ -22,11 +22,18 @@ from service.inputs import Moment, NulFree, Offset, RowId
 from service.querymodels import parse_query, query_parameters_doc
 from service.repositories import entities as repo
 from service.responses import JSON
+from service.schemas.entities import CountRow, ImportReport, Page
 from service.specs.entity_kinds import ENTITIES, EntitySpec
 
 __all__ = ["routers"]
 
 EntityId = Annotated[RowId, Path()]
+# Ids are digits in the path itself (``{entity_id:int}``): /counts and /export are then no
+# id, so a PATCH or DELETE of them is 405 naming the allowed methods, not a 422 about an id.
+ID_PATH = "/{entity_id:int}"
+#: A number as ``float()`` reads it (ASCII only), and four of them for a bounding box.
+_NUMBER = r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?"
+BBOX_PATTERN = rf"^{_NUMBER},{_NUMBER},{_NUMBER},{_NUMBER}$"
 
 
 class _ListQuery(BaseModel):
@@ -36,7 +43,9 @@ class _ListQuery(BaseModel):
     community: str | None = Field(None, pattern=r"^[0-9]{6,18}$")
     district: str | None = Field(None, pattern=r"^[0-9]{6,18}$")
     unassigned: bool | None = Field(None, description="only those outside every grid")
-    bbox: str | None = Field(None, description="min_lon,min_lat,max_lon,max_lat (WGS84)")
+    bbox: str | None = Field(
+        None, pattern=BBOX_PATTERN, description="min_lon,min_lat,max_lon,max_lat (WGS84)"
+    )
     limit: int | None = Field(None, ge=1)
     offset: Offset = 0
 
@@ -83,10 +92,17 @@ def _list_model(spec: EntitySpec) -> type[BaseModel]:
     return create_model(f"{spec.read.__name__}Query", __base__=_ListQuery, **fields)
 
 
-class _CountQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    by: str = Field("grid", description="comma-separated: grid, community, district, kind, ...")
+def _count_model(spec: EntitySpec) -> type[BaseModel]:
+    groups = repo.count_groups(spec)
+    name = "|".join(groups)
+    by = Field(
+        "grid" if "grid" in groups else groups[0],
+        pattern=rf"^({name})(,({name}))*$",
+        description=f"comma-separated, any of: {', '.join(groups)}",
+    )
+    return create_model(
+        f"{spec.read.__name__}CountQuery", __config__=ConfigDict(extra="forbid"), by=(str, by)
+    )
 
 
 def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
@@ -103,7 +119,7 @@ def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
         "(members: CSV). All or nothing unless `skip_bad`; answers a per-row report "
         "(row, field, reason) and a summary (accepted, rejected, unassigned, per grid). "
         "`crs` overrides the file's own (a file without one is read as WGS84).",
-        response_model=dict,
+        response_model=ImportReport,
     )
     async def import_items(
         request: Request,
@@ -159,12 +175,27 @@ def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
             )
         return JSON(body)
 
+    formats = tuple(EXPORT_MEDIA) if spec.point else ("csv",)
+    ExportFormat = Annotated[
+        Literal[formats],
+        Query(description="shp: a zipped Shapefile" if spec.point else "no location: csv only"),
+    ]
+
     @router.get(
         "/export",
         summary=f"Export your {spec.name} as a file",
-        description="format: geojson, csv, gpkg or shp (a zip); members: csv.",
+        response_class=Response,
+        responses={
+            200: {
+                "description": f"the {spec.name} you may see, as a file to save",
+                "content": {
+                    EXPORT_MEDIA[f][0].split(";")[0]: {"schema": {"type": "string"}}
+                    for f in formats
+                },
+            }
+        },
     )
-    async def export_items(request: Request, format: str = "geojson") -> Response:
+    async def export_items(request: Request, format: ExportFormat = formats[0]) -> Response:
         principal = await get_principal(request)
         if format not in EXPORT_MEDIA:
             raise UnprocessableError(
@@ -198,7 +229,7 @@ def _make_router(spec: EntitySpec) -> APIRouter:
         "",
         summary=f"List {spec.name} in your area",
         openapi_extra=query_parameters_doc(ListQuery),
-        response_model=dict,
+        response_model=Page[spec.read],
         description=f"Ordered by id, paged with a `next` link.{detail_note}",
     )
     async def list_items(request: Request) -> JSON:
@@ -233,15 +264,17 @@ def _make_router(spec: EntitySpec) -> APIRouter:
             {"items": items, "total": total, "limit": limit, "offset": q.offset, "next": next_url}
         )
 
+    CountQuery = _count_model(spec)
+
     @router.get(
         "/counts",
         summary=f"Count {spec.name} in your area",
-        openapi_extra=query_parameters_doc(_CountQuery),
-        response_model=list[dict],
+        openapi_extra=query_parameters_doc(CountQuery),
+        response_model=list[CountRow],
     )
     async def counts(request: Request) -> JSON:
         principal = await get_principal(request)
-        q = parse_query(_CountQuery, request)
+        q = parse_query(CountQuery, request)
         by = [b.strip() for b in q.by.split(",") if b.strip()]
         async with request.app.state.engine.connect() as conn:
             rows = await repo.count_entities(conn, spec, principal=principal, by=by)
@@ -250,7 +283,7 @@ def _make_router(spec: EntitySpec) -> APIRouter:
     # Before "/{entity_id}", so that /import and /export are not taken for ids.
     _add_transfer_routes(router, spec)
 
-    @router.get("/{entity_id}", response_model=spec.read, summary=f"One {spec.label}")
+    @router.get(ID_PATH, response_model=spec.read, summary=f"One {spec.label}")
     async def get_item(request: Request, entity_id: EntityId) -> JSON:
         principal = await get_principal(request)
         async with request.app.state.engine.begin() as conn:
@@ -295,14 +328,14 @@ def _make_router(spec: EntitySpec) -> APIRouter:
         return JSON(item)
 
     router.add_api_route(
-        "/{entity_id}",
+        ID_PATH,
         update_item,
         methods=["PATCH"],
         response_model=spec.read,
         summary=f"Change a {spec.label}",
     )
 
-    @router.delete("/{entity_id}", status_code=204, summary=f"Delete a {spec.label}")
+    @router.delete(ID_PATH, status_code=204, summary=f"Delete a {spec.label}")
     async def delete_item(request: Request, entity_id: EntityId) -> Response:
         principal = await get_principal(request)
         async with request.app.state.engine.begin() as conn:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typing
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
@@ -234,9 +234,48 @@ class IncidentRead(_PointRead):
     reported: ReportedCell
 
 
-class Page(BaseModel):
-    items: list
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a listing, ordered by id; ``next`` is the next page's URL (null: last)."""
+
+    items: list[T]
     total: int
     limit: int
     offset: int
     next: str | None
+
+
+class CountRow(BaseModel):
+    """One group's count; the group's keys are the ``by`` names (null: outside every cell)."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"additionalProperties": {"type": ["string", "null"]}}
+    )
+
+    count: int
+
+
+class ImportProblem(BaseModel):
+    row: int
+    field: str
+    reason: str
+
+
+class ImportReport(BaseModel):
+    """What an import did (``service.bulk.ImportReport``); refused imports carry it in 422."""
+
+    entity: str
+    rows: int
+    accepted: int
+    rejected: int
+    unassigned: int
+    committed: bool
+    skip_bad: bool
+    crs: str
+    per_grid: dict[str, int]
+    kept_in_properties: list[str]
+    ignored_columns: list[str]
+    problems: list[ImportProblem] = Field(description="the first 1000")
+    problems_total: int
