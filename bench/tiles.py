@@ -421,7 +421,8 @@ def fetch_all(port: int, paths: list[str], headers: dict) -> list[httpx.Response
         out = []
         for p in paths:
             r = c.get(p)
-            if r.status_code != 200:
+            # 204: a tile with no feature (wangge answers it without a body).
+            if r.status_code not in (200, 204):
                 raise RuntimeError(f"GET {p} -> {r.status_code}: {r.text[:300]}")
             out.append(r)
         return out

@@ -8,7 +8,9 @@ generalised per zoom, capped in features, and carry an ``ETag`` (``If-None-Match
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from service.deps import PoolDep, PrincipalDep, layer_or_404, parse_generation
@@ -16,13 +18,24 @@ from service.errors import UnprocessableError
 from service.repositories import layers as repo
 from service.repositories.generations import resolve_generation
 from service.responses import JSON
-from service.specs.map_layers import LayerSpec
+from service.schemas.tiles import TileJSON
+from service.specs.map_layers import LAYERS, LayerSpec
 from service.tiles import TileKey, TileResponse
 from service.tiles.response import HIT, MISS
 
 router = APIRouter(prefix="/tiles", tags=["tiles"])
 
 MAX_ZOOM = 22
+
+# Not a pattern: an unknown layer is 404, as an unknown OGC collection is.
+Layers = Annotated[
+    str,
+    Path(
+        description=f"one layer, or up to ten separated by commas (each once): {', '.join(LAYERS)}"
+    ),
+]
+Zoom = Annotated[int, Path(ge=0, le=MAX_ZOOM)]
+Column = Annotated[int, Path(ge=0, le=2**MAX_ZOOM - 1, description="below 2^z")]
 
 
 def _layers(raw: str) -> list[LayerSpec]:
@@ -48,15 +61,23 @@ def _tile_numbers(z: int, x: int, y: int) -> None:
     "/{layers}/{z}/{x}/{y}.mvt",
     summary="A vector tile of one or more layers",
     response_class=Response,
+    responses={
+        200: {
+            "description": "the tile (gzipped when the client accepts it)",
+            "content": {"application/vnd.mapbox-vector-tile": {"schema": {"type": "string"}}},
+        },
+        204: {"description": "no feature in this tile (no body)"},
+        304: {"description": "the tile is unchanged since the ETag sent in If-None-Match"},
+    },
 )
 async def tile(
     request: Request,
     principal: PrincipalDep,
     pool: PoolDep,
-    layers: str,
-    z: int,
-    x: int,
-    y: int,
+    layers: Layers,
+    z: Zoom,
+    x: Column,
+    y: Column,
 ) -> Response:
     specs = _layers(layers)
     _tile_numbers(z, x, y)
@@ -112,8 +133,10 @@ async def tile(
     return TileResponse(entry, request.scope["headers"], marks)
 
 
-@router.get("/{layer}.json", summary="TileJSON 3.0 of a layer")
-async def tilejson(request: Request, principal: PrincipalDep, pool: PoolDep, layer: str) -> JSON:
+@router.get("/{layer}.json", summary="TileJSON 3.0 of a layer", response_model=TileJSON)
+async def tilejson(
+    request: Request, principal: PrincipalDep, pool: PoolDep, layer: Layers
+) -> JSON:
     specs = _layers(layer)
     for spec in specs:
         repo.check_readable(spec, principal)

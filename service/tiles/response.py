@@ -47,13 +47,16 @@ def tile_response(
 ) -> tuple[int, Headers, bytes]:
     """Return status, headers and body answering a request for ``entry``.
 
-    304 without a body when the client's ``If-None-Match`` is the entry's ETag; the gzipped
-    copy when the client accepts gzip and the entry has one; ``marks`` (``MISS``, ``HIT``,
-    ``SHORTCUT_HIT``) say how the tile was found.
+    304 without a body when the client's ``If-None-Match`` is the entry's ETag; 204 without
+    a body for a tile with no feature (as MVT servers answer: a 0-byte 200 is no tile GDAL
+    can open); the gzipped copy when the client accepts gzip and the entry has one;
+    ``marks`` (``MISS``, ``HIT``, ``SHORTCUT_HIT``) say how the tile was found.
     """
     headers = [(b"etag", entry.etag), _CACHE_CONTROL, _VARY, *marks]
     if header(request_headers, b"if-none-match") == entry.etag:
         return 304, headers, b""
+    if not entry.data:
+        return 204, headers, b""
     body = entry.data
     accept = header(request_headers, b"accept-encoding") or b""
     if entry.gzipped is not None and b"gzip" in accept:
