@@ -127,7 +127,12 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSON:
-    titles = {404: "Not found", 405: "Method not allowed", 401: "Authentication required"}
+    titles = {
+        400: "Bad request",
+        401: "Authentication required",
+        404: "Not found",
+        405: "Method not allowed",
+    }
     response = problem(
         exc.status_code,
         titles.get(exc.status_code, "HTTP error"),
@@ -136,7 +141,25 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSON:
     )
     # The raiser's headers go out too: a 405 must say which methods the path allows (Allow).
     response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        response.headers["Allow"] = _allowed_methods(request) or response.headers.get("Allow", "")
     return response
+
+
+def _allowed_methods(request: Request) -> str:
+    """Return every method served at the request's path, by all the routes that share it.
+
+    Starlette's own ``Allow`` names only the first route matching the path, and GET, PATCH
+    and DELETE of ``/units/{id}`` are three routes.
+    """
+    from starlette.routing import Match, Route
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            if route.matches(request.scope)[0] is not Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def _integrity_error(request: Request, exc: Exception) -> JSON:

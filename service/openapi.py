@@ -14,7 +14,8 @@ status        declared on
               generation, a layer that does not exist or is not yours to see)
 409           every write (POST, PUT, PATCH, DELETE): a constraint or an
               ``Idempotency-Key`` reused for another request
-413           every operation with a request body (``service.edge.limits``)
+400, 413      every operation with a request body: a body that cannot be decoded (not
+              UTF-8 JSON, a broken multipart form); over its limit (``service.edge.limits``)
 422           every operation with a parameter or a body
 503           every operation: the database is unreachable (``service.errors``)
 ============  =======================================================================
@@ -91,7 +92,7 @@ _RETRY_AFTER = {
 
 #: status → (description, response headers).
 ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
-    400: ("Bad request", {}),
+    400: ("The body cannot be decoded", {}),
     401: (
         "Missing, malformed, unknown, expired or revoked token",
         {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
@@ -121,7 +122,7 @@ def _statuses(path: str, method: str, op: dict[str, Any]) -> set[int]:
     if method in _WRITES:
         statuses.add(409)
     if has_body:
-        statuses.add(413)
+        statuses |= {400, 413}
     if parameters or has_body:
         statuses.add(422)
     return statuses
