@@ -528,7 +528,7 @@ def tablet_page(
     units: Mapping[str, Any],
     incidents: Mapping[str, Any],
     report_endpoint: str | None = None,
-    token: str | None = None,
+    csrf_token: str | None = None,
     title: str | None = None,
     tiles: Basemap | None = None,
 ) -> Page:
@@ -546,8 +546,9 @@ def tablet_page(
     report_endpoint : str, optional
         Where the form POSTs new incidents (``/incidents``). None renders the form disabled
         with a note (a static copy cannot file cases).
-    token : str, optional
-        Sent as ``Authorization: Bearer`` with the report (the served page's own token).
+    csrf_token : str, optional
+        Sent as ``X-CSRF-Token`` with the report, which the served page's session cookie
+        authenticates (``service.edge.sessions``). The page never holds a token.
     title : str, optional
         Page title (default: the grid's name).
     tiles : Basemap, optional
@@ -581,7 +582,7 @@ def tablet_page(
     form_options = {
         "form": "wg-report",
         "endpoint": report_endpoint,
-        "token": token,
+        "csrf": csrf_token,
         "source": "patrol",
         "crs": "EPSG:4326",
         "retries": 3,

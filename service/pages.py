@@ -89,7 +89,7 @@ class Links:
     area_url: str | None = None  #: dispatch view of an area, with ``{code}``
     tablet_url: str | None = None  #: tablet page of a grid, with ``{code}``
     report_endpoint: str | None = None  #: where the tablet form POSTs incidents
-    token: str | None = None  #: sent with the tablet's reports
+    csrf_token: str | None = None  #: sent with the tablet's reports (its page session's)
 
 
 def require_page_role(kind: str, principal: Principal) -> None:
@@ -445,7 +445,9 @@ async def build_page(
         return dispatch_page(**data, area_url=links.area_url, tablet_url=tablet_url)
     if kind == "tablet":
         data = await tablet_data(**common, grid=grid)
-        return tablet_page(**data, report_endpoint=links.report_endpoint, token=links.token)
+        return tablet_page(
+            **data, report_endpoint=links.report_endpoint, csrf_token=links.csrf_token
+        )
     data = await planning_data(**common, metric=metric or "incidents_90d")
     page = planning_page(**data, area_url=links.area_url)
     add_gap_layers(page, gaps or {})

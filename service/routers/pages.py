@@ -2,11 +2,13 @@
 
 ``GET /pages/dispatch[?area=]``, ``GET /pages/tablet[?grid=]`` and
 ``GET /pages/planning[?metric=]`` answer the HTML of :func:`service.pages.page_html`, so a
-page shows exactly what the caller's token may see (the token as for every endpoint; a
-browser opening a page sends it as ``?access_token=``, and the page's own links carry it
-on). ``GET /static/maps/{file}`` serves the pages' scripts and styles (Leaflet, its
-marker-cluster plugin, the pages' runtime) from the package, publicly and cached for a year:
-the pages fetch nothing from a CDN. ``wangge map`` writes the same pages as files
+page shows exactly what the caller's token may see (the token as for every endpoint). A
+browser opens a page with ``?access_token=<token>``: the page exchanges it for a session
+cookie and redirects (303) to its address without the token, and the cookie authenticates
+the page, its links and its report form from then on (:mod:`service.edge.sessions`).
+``GET /static/maps/{file}`` serves the pages' scripts and styles (Leaflet, its marker-cluster
+plugin, the pages' runtime) from the package, publicly and cached for a year: the pages
+fetch nothing from a CDN. ``wangge map`` writes the same pages as files
 (:func:`service.pages.export_page`).
 """
 
@@ -16,7 +18,6 @@ import functools
 import gzip
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -25,9 +26,10 @@ from sqlalchemy import Engine
 from maps.assets import STATIC_URL, static_file
 from maps.pages import PLANNING_METRICS
 from service.auth import Principal
-from service.deps import PoolDep, PrincipalDep, SyncEngineDep
+from service.deps import PoolDep, PrincipalDep, SyncEngineDep, start_page_session
+from service.edge.sessions import csrf_token, session_redirect
 from service.errors import NotFoundError
-from service.pages import Links, page_html
+from service.pages import Links, page_html, require_page_role
 
 __all__ = ["router"]
 
@@ -35,28 +37,16 @@ router = APIRouter(tags=["pages"])
 
 
 # -- pages ----------------------------------------------------------------------------------
-def _request_token(request: Request) -> str | None:
-    """Return the token the request authenticated with (as :func:`get_principal` read it)."""
-    headers = request.headers
-    if headers.get("x-api-key"):
-        return headers["x-api-key"].strip()
-    scheme, _, value = (headers.get("authorization") or "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.query_params.get("access_token")
-
-
 def _served_links(request: Request) -> Links:
     root = request.scope.get("root_path", "").rstrip("/")
-    # Pages opened with ?access_token= pass it on in their links; header clients keep theirs.
-    carry = ""
-    if "access_token" in request.query_params:
-        carry = "&access_token=" + quote(request.query_params["access_token"], safe="")
+    # Links carry no token: a browser holds the page session cookie (service.edge.sessions);
+    # a page opened with a header token gets that header from whatever sends it.
+    session = getattr(request.state, "page_session", None)
     return Links(
-        area_url=f"{root}/pages/dispatch?area={{code}}{carry}",
-        tablet_url=f"{root}/pages/tablet?grid={{code}}{carry}",
+        area_url=f"{root}/pages/dispatch?area={{code}}",
+        tablet_url=f"{root}/pages/tablet?grid={{code}}",
         report_endpoint=f"{root}/incidents",
-        token=_request_token(request),
+        csrf_token=csrf_token(session) if session else None,
     )
 
 
@@ -67,7 +57,7 @@ def _html(request: Request, html: str) -> Response:
         "Cache-Control": "private, no-store",
         "Referrer-Policy": "no-referrer",
         "X-Content-Type-Options": "nosniff",
-        "Vary": "Accept-Encoding, Authorization, X-API-Key",
+        "Vary": "Accept-Encoding, Authorization, X-API-Key, Cookie",
     }
     if "gzip" in request.headers.get("accept-encoding", ""):
         body = gzip.compress(body, compresslevel=6)
@@ -85,6 +75,13 @@ class _PageServer:
     engine: Engine
 
     async def __call__(self, kind: str, **params) -> Response:
+        if "access_token" in self.request.query_params:
+            # The token leaves the address bar: exchanged once for the page session cookie,
+            # then the same page without it (checked first: no cookie for a refused role).
+            require_page_role(kind, self.principal)
+            session = await start_page_session(self.request, self.principal)
+            seconds = self.request.app.state.settings.api.session_seconds
+            return session_redirect(self.request, session, seconds=seconds)
         root = self.request.scope.get("root_path", "").rstrip("/")
         html = await page_html(
             kind,

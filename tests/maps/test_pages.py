@@ -56,7 +56,7 @@ def _tablet(grids, incidents, **kw):
         "units": collection([point(106.002, 26.002, name="Noodle shop", kind="shop")]),
         "incidents": incidents,
         "report_endpoint": "/incidents",
-        "token": "wg_abc_secret",
+        "csrf_token": "c5rf",
         **kw,
     }
     return tablet_page(**args)
@@ -136,7 +136,7 @@ def test_tablet_page_has_grid_team_units_incidents_and_report_form(grids, incide
     form = re.search(r"wg\.reportForm\(map_\w+, (\{.*?\})\);", html).group(1)
     assert '"endpoint":"/incidents"' in form
     assert '"source":"patrol"' in form and '"crs":"EPSG:4326"' in form
-    assert '"token":"wg_abc_secret"' in form
+    assert '"csrf":"c5rf"' in form and "token" not in form
 
 
 def test_the_report_form_posts_with_an_idempotency_key():
@@ -145,13 +145,14 @@ def test_the_report_form_posts_with_an_idempotency_key():
     assert "crypto.randomUUID" in runtime and "getRandomValues" in runtime
     assert "navigator.geolocation.getCurrentPosition" in runtime
     assert 'method: "POST"' in runtime and "JSON.stringify(body)" in runtime
+    assert 'headers["X-CSRF-Token"] = o.csrf' in runtime and "Authorization" not in runtime
     assert "j.detail" in runtime and "j.cells && j.cells.grid_code" in runtime
 
 
 def test_tablet_static_copy_has_no_endpoint_nor_token(grids, incidents):
-    html = render_page(_tablet(grids, incidents, report_endpoint=None, token=None))
+    html = render_page(_tablet(grids, incidents, report_endpoint=None, csrf_token=None))
     form = re.search(r"wg\.reportForm\(map_\w+, (\{.*?\})\);", html).group(1)
-    assert '"endpoint":null' in form and '"token":null' in form
+    assert '"endpoint":null' in form and '"csrf":null' in form
 
 
 def test_tablet_page_is_small(grids, incidents):

@@ -165,7 +165,8 @@
   };
 
   /* The tablet's report form: position from GPS (or a tap on the map), POST /incidents.
-   * o = {form, endpoint, token, source, crs, retries, pin (wg.points options for the new case)}. */
+   * o = {form, endpoint, csrf, source, crs, retries, pin (wg.points options for the new case)}.
+   * The page's session cookie authenticates the POST (same origin); csrf is its X-CSRF-Token. */
   wg.reportForm = function (map, o) {
     var form = document.getElementById(o.form);
     if (!form) return;
@@ -225,8 +226,13 @@
 
     function post(body, attempt) {
       var headers = { "Content-Type": "application/json", "Idempotency-Key": key };
-      if (o.token) headers.Authorization = "Bearer " + o.token;
-      fetch(o.endpoint, { method: "POST", headers: headers, body: JSON.stringify(body) })
+      if (o.csrf) headers["X-CSRF-Token"] = o.csrf;
+      fetch(o.endpoint, {
+        method: "POST",
+        headers: headers,
+        body: JSON.stringify(body),
+        credentials: "same-origin",
+      })
         .then(function (r) {
           return r
             .json()
