@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import shapely
 from pydantic import AnyHttpUrl
+from pydantic.fields import FieldInfo
 from sqlalchemy import Connection, text
 
 from geo.areas import LEVELS
@@ -190,7 +191,8 @@ def validate_frame(
             has_nul = frame[column].map(lambda v: isinstance(v, str) and "\x00" in v)
             flag(has_nul.to_numpy(bool), str(column), NUL_REASON)
 
-    for name, info in spec.create.model_fields.items():
+    fields = import_fields(spec)
+    for name, info in fields.items():
         if name in ("lon", "lat", "crs"):
             continue
         column = lower.get(name)
@@ -268,9 +270,35 @@ def validate_frame(
         else:  # pragma: no cover - a schema field type this importer does not know
             raise TypeError(f"cannot import {spec.name}.{name} of type {annotation}")
         values[name] = col
-    known = {k.lower() for k in spec.create.model_fields}
+    lifecycle = spec.lifecycle
+    if lifecycle is not None and lifecycle.column in values:
+        # The table's rule, row by row: the closed status and its time go together.
+        closed = values[lifecycle.column] == lifecycle.closed
+        stamp = values.get(lifecycle.closed_at)
+        stamped = np.zeros(n, bool) if stamp is None else ~pd.isna(pd.Series(stamp)).to_numpy()
+        flag(
+            closed & ~stamped,
+            lower.get(lifecycle.closed_at, lifecycle.closed_at),
+            f"a {lifecycle.closed} row needs its {lifecycle.closed_at}",
+        )
+        flag(~closed & stamped, lifecycle.closed_at, f"only {lifecycle.closed} rows have one")
+    known = {k.lower() for k in fields}
     extra = [c for c in frame.columns if str(c).strip().lower() not in known | set(DERIVED_COLUMNS)]
     return values, problems, extra
+
+
+def import_fields(spec: EntitySpec) -> dict[str, FieldInfo]:
+    """Return the fields a file import reads: the create schema's and, for a kind with a
+    lifecycle, its status and closing time, so that imported history keeps them (incidents:
+    the database starts each case in the state its status implies, an ``import`` event)."""
+    fields = dict(spec.create.model_fields)
+    lifecycle = spec.lifecycle
+    if lifecycle is not None:
+        fields[lifecycle.column] = FieldInfo.from_annotated_attribute(
+            Literal[lifecycle.statuses], lifecycle.initial
+        )
+        fields[lifecycle.closed_at] = FieldInfo.from_annotated_attribute(datetime | None, None)
+    return fields
 
 
 def rule_problems(
@@ -360,8 +388,11 @@ def import_points(
     values, value_problems, extra = validate_frame(spec, table.attributes, table.row_numbers)
     problems += value_problems
     report.kept_in_properties = [str(c) for c in extra]
+    imported = {k.lower() for k in import_fields(spec)}
     report.ignored_columns = [
-        str(c) for c in table.attributes.columns if str(c).strip().lower() in DERIVED_COLUMNS
+        str(c)
+        for c in table.attributes.columns
+        if str(c).strip().lower() in set(DERIVED_COLUMNS) - imported
     ]
     for key, value in {**spec.forced_values(principal), **(forced or {})}.items():
         values[key] = np.full(n, value, dtype=object)

@@ -66,6 +66,7 @@ __all__ = [
     "UnknownActionError",
     "relations",
     "allowed_actions",
+    "judge",
     "decide",
     "apply",
     "replay",
@@ -641,6 +642,25 @@ def _minutes(limits: Mapping[tuple[str, str, str], int], case, priority, step) -
     return limits.get((case.category, priority, step)) if step else None
 
 
+def judge(case: CaseState, action: str, actor: Actor) -> Action:
+    """Return the declaration of ``action`` if ``actor`` may take it on the case now (its
+    fields aside); raise UnknownActionError, TransitionRefused or NotPermittedError."""
+    declared = ACTIONS.get(action)
+    if declared is None:
+        raise UnknownActionError(action)
+    rels = relations(case, actor)
+    if case.state not in declared.states:
+        raise TransitionRefused(case.state, action, allowed_actions(case, actor))
+    why = declared.guard(case, rels) if declared.guard else None
+    if why is not None:
+        raise TransitionRefused(
+            case.state, action, allowed_actions(case, actor), f"cannot {action}: {why}"
+        )
+    if not rels & declared.actors:
+        raise NotPermittedError(action, _who_may(declared, case))
+    return declared
+
+
 def decide(
     case: CaseState,
     action: str,
@@ -658,20 +678,9 @@ def decide(
     ``area`` (``{"code", "path"}`` of the centre to send down to). ``limits`` maps
     ``(category, priority, step)`` to minutes; a step without one has no deadline.
     """
-    declared = ACTIONS.get(action)
-    if declared is None:
-        raise UnknownActionError(action)
+    declared = judge(case, action, actor)
     params = {k: v for k, v in params.items() if v is not None}
     rels = relations(case, actor)
-    if case.state not in declared.states:
-        raise TransitionRefused(case.state, action, allowed_actions(case, actor))
-    why = declared.guard(case, rels) if declared.guard else None
-    if why is not None:
-        raise TransitionRefused(
-            case.state, action, allowed_actions(case, actor), f"cannot {action}: {why}"
-        )
-    if not rels & declared.actors:
-        raise NotPermittedError(action, _who_may(declared, case))
     _check_params(declared, case, params, now)
 
     to = declared.to(case, params) if callable(declared.to) else declared.to or case.state

@@ -169,6 +169,10 @@ class EntitySpec:
 
     def __post_init__(self) -> None:
         writable = {*self.create.model_fields, *self.update.model_fields} - {*LOCATION_FIELDS}
+        if self.lifecycle is not None:
+            # Imports of history carry the status; afterwards only the lifecycle changes it
+            # (incidents: the case actions of service.dispatch), never a PATCH.
+            writable.add(self.lifecycle.column)
         missing = writable - set(self.read.model_fields)
         if missing:
             raise ValueError(f"{self.name}: {sorted(missing)} are written but never read")

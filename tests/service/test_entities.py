@@ -324,21 +324,24 @@ def test_incident_status_workflow_and_filters(tiny_client, h):
         headers=h["grid"],
     ).json()
     assert inc["status"] == "new" and inc["attachments"] == ["https://example.org/a.jpg"]
-    opened = tiny_client.patch(
-        f"/incidents/{inc['id']}", json={"status": "open"}, headers=h["grid"]
-    ).json()
+    # The status follows the case's lifecycle (tests/service/test_cases.py): accepted is open,
+    # cancelled is closed.
+    cases = f"/cases/{inc['id']}/actions"
+    assert tiny_client.post(f"{cases}/accept", headers=h["community"]).status_code == 200
+    opened = tiny_client.get(f"/incidents/{inc['id']}", headers=h["grid"]).json()
     assert opened["status"] == "open" and opened["closed_at"] is None
-    closed = tiny_client.patch(
-        f"/incidents/{inc['id']}", json={"status": "closed"}, headers=h["grid"]
-    ).json()
-    assert closed["closed_at"] is not None
+    r = tiny_client.post(f"{cases}/reject", json={"reason": "not_a_case"}, headers=h["community"])
+    assert r.status_code == 200, r.text
+    closed = tiny_client.get(f"/incidents/{inc['id']}", headers=h["grid"]).json()
+    assert closed["status"] == "closed" and closed["closed_at"] is not None
     assert (
         tiny_client.get("/incidents", params={"status": "closed"}, headers=h["grid"]).json()[
             "total"
         ]
         == 1
     )
-    bad = tiny_client.patch(f"/incidents/{inc['id']}", json={"status": "done"}, headers=h["grid"])
+    # A PATCH cannot set the status at all.
+    bad = tiny_client.patch(f"/incidents/{inc['id']}", json={"status": "open"}, headers=h["grid"])
     assert bad.status_code == 422
     bad = tiny_client.get("/incidents", params={"colour": "red"}, headers=h["grid"])
     assert bad.status_code == 422 and "colour" in bad.text

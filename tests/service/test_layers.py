@@ -56,7 +56,9 @@ def incidents(tiny_client, h):
         )
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
-    r = tiny_client.patch(f"/incidents/{ids[-1]}", json={"status": "closed"}, headers=h["admin"])
+    r = tiny_client.post(
+        f"/cases/{ids[-1]}/actions/reject", json={"reason": "not_a_case"}, headers=h["admin"]
+    )
     assert r.status_code == 200 and r.json()["status"] == "closed", r.text
     return ids
 

@@ -85,9 +85,12 @@ def test_get_requests_filters(tiny_client, keys):
         ids[code] = _post(tiny_client, keys["hotline"], service_code=code).json()[0][
             "service_request_id"
         ]
-    closed = tiny_client.patch(
-        f"/incidents/{ids['gas']}", json={"status": "closed"}, headers=auth(keys["city"])
-    )
+    # The city takes the case over from its community and cancels it: closed.
+    actions = f"/cases/{ids['gas']}/actions"
+    city = auth(keys["city"])
+    taken = tiny_client.post(f"{actions}/take_over", json={"note": "ours"}, headers=city)
+    assert taken.status_code == 200, taken.text
+    closed = tiny_client.post(f"{actions}/reject", json={"reason": "out_of_scope"}, headers=city)
     assert closed.status_code == 200, closed.text
 
     def get(**p):

@@ -1,0 +1,499 @@
+"""Cases in the database: the queue, one case, its history, duplicates, and acting on one.
+
+Acting on a case (:func:`act_on_case`) is one transaction: the incident row is locked
+(``SELECT ... FOR UPDATE``), its version compared with ``If-Match``, the action judged by
+:mod:`service.dispatch.lifecycle` (``judge``, then ``decide`` once the fields that need the
+database are resolved), and the new state (``apply``) and the event written in one statement.
+Two conflicting actions on one case queue on the row lock: the second sees the first's
+result and is refused (409), or fails its ``If-Match`` (412). Nothing is written unless all
+of it is.
+
+The deadline sweep writes through :func:`record_event` too, so every case row stays the
+replay of its events.
+
+Who sees a case (:func:`case_visible_sql`): a principal whose scope holds where it lies,
+who owns it or who handles it; city-level scopes also see cases outside every area. A lower
+level never sees a sibling's case: it lies, is owned and is handled outside its area.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.auth import Principal
+from service.dispatch.lifecycle import (
+    LIFECYCLE_COLUMNS,
+    ActionInputError,
+    Actor,
+    CaseState,
+    Event,
+    NotPermittedError,
+    TransitionRefused,
+    UnknownActionError,
+    allowed_actions,
+    apply,
+    decide,
+    judge,
+)
+from service.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    UnprocessableError,
+    WanggeError,
+)
+
+__all__ = [
+    "PreconditionFailedError",
+    "case_visible_sql",
+    "actor_of",
+    "clock_of",
+    "list_cases",
+    "get_case",
+    "list_case_events",
+    "find_duplicates",
+    "act_on_case",
+    "record_event",
+    "load_events",
+]
+
+#: Share of a step's limit after which its clock turns amber.
+AMBER_AT = 0.8
+
+
+class PreconditionFailedError(WanggeError):
+    status = 412
+    title = "Precondition failed"
+
+
+def case_visible_sql(alias: str = "t") -> str:
+    """Return the SQL condition "the caller may see this case" (params :scope, :scope_city)."""
+    inside = " OR ".join(
+        f"{alias}.{c} = :scope OR {alias}.{c} LIKE :scope || '/%'"
+        for c in ("area_path", "owner_area_path", "assignee_path")
+    )
+    return (
+        f"(CAST(:scope AS text) IS NULL OR {inside} OR ({alias}.area_path IS NULL AND :scope_city))"
+    )
+
+
+def _scope(principal: Principal) -> dict[str, Any]:
+    # Cases outside every area belong to the city-level queue (as incidents do).
+    city_level = principal.scope_path is not None and "/" not in principal.scope_path
+    return {"scope": principal.scope_path, "scope_city": city_level}
+
+
+def actor_of(principal: Principal) -> Actor:
+    """Return the lifecycle's actor for a request's principal."""
+    return Actor(
+        role=principal.role,
+        area_code=principal.area_code,
+        area_path=principal.scope_path,
+        token_id=principal.token_id,
+    )
+
+
+def clock_of(case: Mapping[str, Any], minutes: int | None, now: datetime) -> str | None:
+    """Return green, amber (past 80 % of the step's limit) or red (overdue); None: no clock."""
+    due = case["step_due_at"]
+    if due is None:
+        return None
+    if case["step_overdue"] or now >= due:
+        return "red"
+    if minutes and now >= due - timedelta(minutes=minutes * (1 - AMBER_AT)):
+        return "amber"
+    return "green"
+
+
+_CASE_COLUMNS = ", ".join(
+    [
+        "t.id",
+        "t.category",
+        "t.description",
+        "t.address",
+        "t.source",
+        "t.reported_at",
+        "t.attachments",
+        "ST_X(t.geom) AS lon",
+        "ST_Y(t.geom) AS lat",
+        "t.area_path",
+        "t.grid_code",
+        *(f"t.{c}" for c in LIFECYCLE_COLUMNS),
+        # the running step's limit, for the amber clock
+        "(SELECT l.minutes FROM case_time_limit l WHERE l.category = t.category "
+        "AND l.priority = t.priority AND l.step = t.step) AS step_minutes",
+    ]
+)
+
+
+def _read(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k not in ("step_minutes", "total", "limits")}
+    out["attachments"] = list(out["attachments"] or [])
+    out["clock"] = clock_of(row, row.get("step_minutes"), now)
+    return out
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _area(conn: AsyncConnection, code: str) -> Mapping[str, Any] | None:
+    """Return (path, level) of the current version of an area, or None."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT a.path, a.level FROM area a WHERE a.code = :code "
+                "AND a.generation_low <= (SELECT max(id) FROM generation WHERE active) "
+                "AND a.generation_high >= (SELECT max(id) FROM generation WHERE active)"
+            ),
+            {"code": code},
+        )
+    ).first()
+    return row._mapping if row is not None else None
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+async def list_cases(
+    conn: AsyncConnection,
+    *,
+    principal: Principal,
+    states: list[str] | None = None,
+    owner_level: str | None = None,
+    category: str | None = None,
+    overdue: bool | None = None,
+    assignee: str | None = None,
+    area: str | None = None,
+    mine: bool | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int,
+    offset: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """Return a page of the cases the caller sees (ordered by id) and how many match."""
+    where = [case_visible_sql()]
+    params: dict[str, Any] = {**_scope(principal), "limit": limit, "offset": offset}
+    if states:
+        where.append("t.state = ANY(CAST(:states AS text[]))")
+        params["states"] = states
+    for column, value in (
+        ("owner_level", owner_level),
+        ("category", category),
+        ("assignee_code", assignee),
+    ):
+        if value is not None:
+            where.append(f"t.{column} = :{column}")
+            params[column] = value
+    if overdue is not None:
+        late = (
+            "(t.state IN ('reported', 'registered', 'dispatched', 'signed', 'handled') "
+            "AND (t.step_overdue OR t.step_due_at <= now()))"
+        )
+        where.append(late if overdue else f"NOT coalesce({late}, false)")
+    if area is not None:
+        found = await _area(conn, area)
+        if found is None:
+            raise UnprocessableError(f"no area {area}", field="area")
+        where.append("(t.area_path = :area_path OR t.area_path LIKE :area_path || '/%')")
+        params["area_path"] = found["path"]
+    if mine:
+        if principal.role == "grid_officer":
+            where.append("t.assignee_kind = 'grid' AND t.assignee_code = :me")
+        else:
+            where.append("t.owner_area_code = :me")
+        where.append("t.status <> 'closed'")
+        params["me"] = principal.area_code
+    if since is not None:
+        where.append("t.reported_at >= :since")
+        params["since"] = since
+    if until is not None:
+        where.append("t.reported_at < :until")
+        params["until"] = until
+    condition = " AND ".join(where)
+    rows = (
+        await conn.execute(
+            text(
+                f"SELECT {_CASE_COLUMNS}, count(*) OVER () AS total FROM incident t "
+                f"WHERE {condition} ORDER BY t.id LIMIT :limit OFFSET :offset"
+            ),
+            params,
+        )
+    ).all()
+    total = rows[0].total if rows else 0
+    if not rows and offset:
+        total = (
+            await conn.execute(text(f"SELECT count(*) FROM incident t WHERE {condition}"), params)
+        ).scalar()
+    now = _now()
+    return [_read(r._mapping, now) for r in rows], total
+
+
+async def _fetch(
+    conn: AsyncConnection, principal: Principal, case_id: int, *, lock: bool = False
+) -> Mapping[str, Any]:
+    row = (
+        await conn.execute(
+            text(
+                f"SELECT {_CASE_COLUMNS} FROM incident t WHERE t.id = :id "
+                f"AND {case_visible_sql()}" + (" FOR UPDATE OF t" if lock else "")
+            ),
+            {"id": case_id, **_scope(principal)},
+        )
+    ).first()
+    if row is None:
+        raise NotFoundError(f"no case {case_id} that you may see", field="id")
+    return row._mapping
+
+
+async def get_case(conn: AsyncConnection, *, principal: Principal, case_id: int) -> dict[str, Any]:
+    """Return one case the caller sees, with the actions it may take now (404 otherwise)."""
+    row = await _fetch(conn, principal, case_id)
+    out = _read(row, _now())
+    case = CaseState.from_row(row)
+    out["allowed_actions"] = list(allowed_actions(case, actor_of(principal)))
+    return out
+
+
+async def load_events(conn: AsyncConnection, *, case_id: int) -> list[Mapping[str, Any]]:
+    """Return a case's event rows in order (no scope check: callers check the case)."""
+    rows = await conn.execute(
+        text(
+            "SELECT e.*, k.name AS actor_name FROM case_event e "
+            "LEFT JOIN api_token k ON k.id = e.actor_token_id "
+            "WHERE e.incident_id = :id ORDER BY e.seq"
+        ),
+        {"id": case_id},
+    )
+    return [r._mapping for r in rows]
+
+
+async def list_case_events(
+    conn: AsyncConnection, *, principal: Principal, case_id: int
+) -> list[dict[str, Any]]:
+    """Return the history of a case the caller sees, oldest first."""
+    await _fetch(conn, principal, case_id)
+    return [
+        {
+            **{k: v for k, v in e.items() if k != "incident_id"},
+            "attachments": list(e["attachments"]),
+        }
+        for e in await load_events(conn, case_id=case_id)
+    ]
+
+
+async def find_duplicates(
+    conn: AsyncConnection,
+    *,
+    principal: Principal,
+    case_id: int,
+    distance_m: float,
+    hours: float,
+) -> list[dict[str, Any]]:
+    """Return the cases the caller sees that may repeat this one: same category, within
+    ``distance_m`` (geodesic) and ``hours`` of it, not cancelled; nearest first."""
+    await _fetch(conn, principal, case_id)
+    rows = await conn.execute(
+        text(
+            "SELECT c.id, c.category, c.state, c.description, c.address, c.reported_at, "
+            "ST_X(c.geom) AS lon, ST_Y(c.geom) AS lat, "
+            "ST_Distance(c.geom::geography, t.geom::geography) AS distance_m, "
+            "abs(extract(epoch FROM c.reported_at - t.reported_at)) / 3600 AS hours_apart "
+            "FROM incident t JOIN incident c ON c.category = t.category AND c.id <> t.id "
+            # A box in degrees first (the geometry index), then the exact geodesic test.
+            " AND c.geom && ST_Expand(t.geom, :d / (111320 * cos(radians(ST_Y(t.geom)))) * 1.01,"
+            "    :d / 110574 * 1.01) "
+            " AND ST_DWithin(c.geom::geography, t.geom::geography, :d) "
+            " AND c.reported_at BETWEEN t.reported_at - make_interval(secs => :s) "
+            "     AND t.reported_at + make_interval(secs => :s) "
+            " AND c.state <> 'cancelled' "
+            f"WHERE t.id = :id AND {case_visible_sql('c')} "
+            "ORDER BY distance_m, c.id LIMIT 100"
+        ),
+        {"id": case_id, "d": distance_m, "s": hours * 3600, **_scope(principal)},
+    )
+    return [
+        {**r._mapping, "hours_apart": float(r.hours_apart), "distance_m": float(r.distance_m)}
+        for r in rows
+    ]
+
+
+# -- acting ---------------------------------------------------------------------------------
+
+_UPDATE_AND_RECORD = text(
+    "WITH changed AS (UPDATE incident SET "
+    + ", ".join(f"{c} = :{c}" for c in LIFECYCLE_COLUMNS)
+    + ", updated_at = now() WHERE id = :incident_id RETURNING id) "
+    "INSERT INTO case_event (incident_id, seq, at, action, actor_token_id, actor_role, "
+    "actor_area_code, from_state, to_state, from_owner_area_code, to_owner_area_code, "
+    "assignee_kind, assignee_code, note, reason, attachments, data) "
+    "SELECT id, :seq, :at, :action, :actor_token_id, :actor_role, :actor_area_code, "
+    ":from_state, :to_state, :from_owner_area_code, :to_owner_area_code, :assignee_kind, "
+    ":assignee_code, :note, :reason, CAST(:attachments AS text[]), CAST(:data AS jsonb) "
+    "FROM changed RETURNING id"
+)
+
+
+async def record_event(
+    conn: AsyncConnection, *, incident_id: int, case: CaseState, event: Event
+) -> tuple[CaseState, int]:
+    """Write ``event`` and the case it leaves (``apply``) in one statement; return that
+    case and the event's id. The caller holds the incident's row lock."""
+    after = apply(case, event)
+    row = event.row()
+    row["data"] = orjson.dumps(row["data"]).decode()
+    event_id = (
+        await conn.execute(
+            _UPDATE_AND_RECORD, {**after.columns(), **row, "incident_id": incident_id}
+        )
+    ).scalar_one()
+    return after, event_id
+
+
+def _parse_if_match(value: str | None) -> int | None:
+    """Return the version an If-Match header names (None: no condition)."""
+    if value is None or value.strip() == "*":
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    return int(tag) if tag.isdigit() and len(tag) < 10 else -1
+
+
+async def _resolve(
+    conn: AsyncConnection,
+    principal: Principal,
+    case_id: int,
+    category: str,
+    taken: set[str],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Return ``params`` with what needs the database resolved (422 naming the field)."""
+    out = dict(params)
+    assignee = params.get("assignee")
+    if assignee is not None and "assignee" in taken:
+        kind, code = assignee["kind"], assignee["code"]
+        if kind == "grid":
+            found = await _area(conn, code)
+            if found is None:
+                raise UnprocessableError(f"no grid {code}", field="assignee")
+            if found["level"] != "grid":
+                raise UnprocessableError(
+                    f"{code} is a {found['level']}, not a grid", field="assignee"
+                )
+            path = found["path"]
+        else:
+            unit = (
+                await conn.execute(
+                    text("SELECT area_path FROM unit WHERE id = :id"), {"id": int(code)}
+                )
+            ).first()
+            if unit is None:
+                raise UnprocessableError(f"no unit {code}", field="assignee")
+            path = unit.area_path
+        out["assignee"] = {"kind": kind, "code": code, "path": path}
+    area = params.get("area")
+    if area is not None and "area" in taken:
+        found = await _area(conn, area)
+        if found is None:
+            raise UnprocessableError(f"no area {area}", field="area")
+        out["area"] = {"code": area, "path": found["path"]}
+    duplicate_of = params.get("duplicate_of")
+    if duplicate_of is not None and "duplicate_of" in taken:
+        if duplicate_of == case_id:
+            raise UnprocessableError("a case cannot repeat itself", field="duplicate_of")
+        original = (
+            await conn.execute(
+                text(
+                    "SELECT t.category, t.state FROM incident t WHERE t.id = :id "
+                    f"AND {case_visible_sql()}"
+                ),
+                {"id": duplicate_of, **_scope(principal)},
+            )
+        ).first()
+        if original is None:
+            raise UnprocessableError(
+                f"no case {duplicate_of} that you may see", field="duplicate_of"
+            )
+        if original.category != category:
+            raise UnprocessableError(
+                f"case {duplicate_of} is {original.category}, this one {category}: "
+                "a duplicate has the same category",
+                field="duplicate_of",
+            )
+        if original.state == "cancelled":
+            raise UnprocessableError(
+                f"case {duplicate_of} is cancelled; name the case it was kept for",
+                field="duplicate_of",
+            )
+    return out
+
+
+async def act_on_case(
+    conn: AsyncConnection,
+    *,
+    principal: Principal,
+    case_id: int,
+    action: str,
+    params: Mapping[str, Any],
+    if_match: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Take ``action`` on a case in the caller's transaction; return the case after it.
+
+    404: no such case for the caller, or no such action; 412: ``if_match`` names another
+    version; 409: not possible in the case's state (naming the actions that are); 403: not
+    the caller's to take; 422: a field missing or wrong. Refusals write nothing.
+    """
+    row = await _fetch(conn, principal, case_id, lock=True)
+    case = CaseState.from_row(row)
+    wanted = _parse_if_match(if_match)
+    if wanted is not None and wanted != case.version:
+        raise PreconditionFailedError(
+            f"case {case_id} is at version {case.version}, not {if_match}; "
+            "read it again and decide again",
+            field="If-Match",
+            extra={"version": case.version},
+        )
+    actor = actor_of(principal)
+    try:
+        declared = judge(case, action, actor)
+        taken = {*declared.requires, *declared.accepts}
+        resolved = await _resolve(conn, principal, case_id, case.category, taken, dict(params))
+        limits = await _limits(conn, case.category)
+        now = now or _now()
+        event = decide(case, action, actor, resolved, now=now, limits=limits)
+    except UnknownActionError as exc:
+        raise NotFoundError(exc.detail, field="action") from None
+    except TransitionRefused as exc:
+        allowed = ", ".join(exc.allowed) or "none"
+        raise ConflictError(
+            f"case {case_id}: {exc.detail}; you may: {allowed}",
+            field="action",
+            extra={
+                "state": exc.state,
+                "action": exc.action,
+                "allowed_actions": list(exc.allowed),
+            },
+        ) from None
+    except NotPermittedError as exc:
+        raise ForbiddenError(exc.detail, field="action") from None
+    except ActionInputError as exc:
+        raise UnprocessableError(exc.detail, field=exc.field) from None
+    after, _ = await record_event(conn, incident_id=case_id, case=case, event=event)
+    out = _read({**row, **after.columns()}, now)
+    out["clock"] = clock_of(out, limits.get((case.category, after.priority, after.step)), now)
+    out["allowed_actions"] = list(allowed_actions(after, actor))
+    return out
+
+
+async def _limits(conn: AsyncConnection, category: str) -> dict[tuple[str, str, str], int]:
+    rows = await conn.execute(
+        text("SELECT priority, step, minutes FROM case_time_limit WHERE category = :c"),
+        {"c": category},
+    )
+    return {(category, r.priority, r.step): r.minutes for r in rows}

@@ -1,0 +1,179 @@
+"""``/cases``: the caller's queue, one case and its history, duplicates, and case actions.
+
+An action is ``POST /cases/{id}/actions/{action}``; which actions exist, from which states,
+for whom and with which fields is the lifecycle's declaration table
+(:data:`service.dispatch.lifecycle.ACTIONS`), not code here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Header, Path, Request
+
+from service.deps import PrincipalDep
+from service.dispatch import cases as repo
+from service.dispatch.lifecycle import ACTIONS, API_ACTIONS
+from service.errors import UnprocessableError
+from service.idempotency import request_fingerprint, run_idempotent
+from service.inputs import RowId
+from service.querymodels import parse_query, query_parameters_doc
+from service.responses import JSON
+from service.schemas.cases import (
+    CaseAction,
+    CaseDetail,
+    CaseEventRead,
+    CaseListQuery,
+    CasePage,
+    DuplicateCandidate,
+    DuplicatesQuery,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["cases"])
+
+CaseId = Annotated[RowId, Path(description="the case (incident) id")]
+ID = "/cases/{case_id:int}"
+
+
+def _etag(version: int) -> dict[str, str]:
+    return {"ETag": f'"{version}"'}
+
+
+def _actions_doc() -> str:
+    rows = [
+        f"- `{a.name}` ({a.title}): from {', '.join(a.states)}"
+        + (f"; needs {', '.join(a.requires)}" if a.requires else "")
+        for a in ACTIONS.values()
+        if a.api
+    ]
+    return "\n".join(rows)
+
+
+@router.get(
+    "/cases",
+    summary="The cases of your area (your queue with ?mine=true)",
+    response_model=CasePage,
+    openapi_extra=query_parameters_doc(CaseListQuery),
+    description="Ordered by id, paged with a `next` link. A dispatcher sees the cases lying "
+    "in, owned by or dispatched inside its area; a grid officer those of its grid.",
+)
+async def list_cases(request: Request, principal: PrincipalDep) -> JSON:
+    q = parse_query(CaseListQuery, request)
+    api = request.app.state.settings.api
+    limit = q.limit or api.default_page_size
+    if limit > api.max_page_size:
+        raise UnprocessableError(f"limit {limit} exceeds {api.max_page_size}", field="limit")
+    async with request.app.state.engine.connect() as conn:
+        items, total = await repo.list_cases(
+            conn,
+            principal=principal,
+            states=q.state.split(",") if q.state else None,
+            owner_level=q.owner_level,
+            category=q.category,
+            overdue=q.overdue,
+            assignee=q.assignee,
+            area=q.area,
+            mine=q.mine,
+            since=q.since,
+            until=q.until,
+            limit=limit,
+            offset=q.offset,
+        )
+    next_url = None
+    if q.offset + len(items) < total:
+        next_url = str(request.url.include_query_params(offset=q.offset + limit, limit=limit))
+    return JSON(
+        {"items": items, "total": total, "limit": limit, "offset": q.offset, "next": next_url}
+    )
+
+
+@router.get(
+    ID,
+    summary="One case, with the actions you may take now",
+    response_model=CaseDetail,
+    description="`ETag` is the case's version: send it back as `If-Match` with an action.",
+)
+async def get_case(request: Request, principal: PrincipalDep, case_id: CaseId) -> JSON:
+    async with request.app.state.engine.connect() as conn:
+        case = await repo.get_case(conn, principal=principal, case_id=case_id)
+    return JSON(case, headers=_etag(case["version"]))
+
+
+@router.get(ID + "/events", summary="A case's history", response_model=list[CaseEventRead])
+async def case_events(request: Request, principal: PrincipalDep, case_id: CaseId) -> JSON:
+    async with request.app.state.engine.connect() as conn:
+        events = await repo.list_case_events(conn, principal=principal, case_id=case_id)
+    return JSON(events)
+
+
+@router.get(
+    ID + "/duplicates",
+    summary="Cases that may repeat this one",
+    response_model=list[DuplicateCandidate],
+    openapi_extra=query_parameters_doc(DuplicatesQuery),
+    description="Same category, within `distance_m` metres and `hours` of it (defaults: "
+    "the service's settings), not cancelled; nearest first. Reject a repeat with "
+    '`{"reason": "duplicate", "duplicate_of": <id>}`.',
+)
+async def case_duplicates(request: Request, principal: PrincipalDep, case_id: CaseId) -> JSON:
+    q = parse_query(DuplicatesQuery, request)
+    settings = request.app.state.settings.dispatch
+    async with request.app.state.engine.connect() as conn:
+        found = await repo.find_duplicates(
+            conn,
+            principal=principal,
+            case_id=case_id,
+            distance_m=q.distance_m or settings.duplicate_distance_m,
+            hours=q.hours or settings.duplicate_hours,
+        )
+    return JSON(found)
+
+
+@router.post(
+    ID + "/actions/{action}",
+    summary="Act on a case",
+    response_model=CaseDetail,
+    description="One transaction: the case is locked, its version checked against "
+    "`If-Match`, the action judged and its event recorded. 409 names the case's state and "
+    "the actions you may take; 403 says who may. Send an `Idempotency-Key` to make a retry "
+    "safe. Actions:\n\n" + _actions_doc(),
+    responses={412: {"description": "If-Match names an older version of the case"}},
+)
+async def act(
+    request: Request,
+    principal: PrincipalDep,
+    case_id: CaseId,
+    action: Annotated[str, Path(description=f"one of {', '.join(API_ACTIONS)}", max_length=40)],
+    body: Annotated[CaseAction | None, Body()] = None,
+    if_match: Annotated[str | None, Header(alias="If-Match", max_length=64)] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSON:
+    body = body or CaseAction()
+    params = body.model_dump(mode="json", exclude_defaults=True)
+    if body.due_at is not None:
+        params["due_at"] = body.due_at
+    fingerprint = request_fingerprint(
+        "POST", request.url.path, {"body": body.model_dump(mode="json"), "if_match": if_match}
+    )
+    async with request.app.state.engine.begin() as conn:
+
+        async def work():
+            case = await repo.act_on_case(
+                conn,
+                principal=principal,
+                case_id=case_id,
+                action=action,
+                params=params,
+                if_match=if_match,
+            )
+            return 200, case
+
+        status, case, replayed = await run_idempotent(
+            conn, principal=principal, key=idempotency_key, fingerprint=fingerprint, work=work
+        )
+    headers = _etag(case["version"])
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSON(case, status_code=status, headers=headers)
