@@ -206,13 +206,9 @@ class IncidentCreate(PointIn):
     attachments: list[AnyHttpUrl] = Field(default_factory=list, max_length=20)
 
 
-# Where and when an incident was reported, and by whom, stay as filed; its status changes.
-IncidentUpdate = patch_schema(
-    IncidentCreate,
-    "IncidentUpdate",
-    without=("source", "reported_at"),
-    status=(IncidentStatus | None, None),
-)
+# Where and when an incident was reported, and by whom, stay as filed. Its status follows
+# its case's lifecycle (service.dispatch): it changes through POST /cases/{id}/actions/...
+IncidentUpdate = patch_schema(IncidentCreate, "IncidentUpdate", without=("source", "reported_at"))
 
 
 class ReportedCell(BaseModel):

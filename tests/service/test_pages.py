@@ -60,7 +60,7 @@ def seed(post) -> dict:
     incident(106.035, 26.005, "sanitation")
     incident(106.036, 26.006, "street_light")
     incident(106.005, 26.005, "public_order")
-    post(f"/incidents/{closed['id']}", {"status": "closed"}, method="PATCH")
+    post(f"/cases/{closed['id']}/actions/reject", {"reason": "not_a_case"})
     for i, (lon, lat) in enumerate([(106.002, 26.012), (106.007, 26.017), (106.032, 26.002)]):
         post("/units", {"lon": lon, "lat": lat, "name": f"Unit {i}", "kind": "shop"})
     for name, role in (("Li Na", "grid_manager"), ("Wang Wei", "grid_police")):
