@@ -17,9 +17,9 @@ from __future__ import annotations
 import functools
 import gzip
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import Engine
 
@@ -103,6 +103,17 @@ def _page_server(
 
 PageServerDep = Annotated[_PageServer, Depends(_page_server)]
 
+AreaCode = Annotated[str | None, Query(pattern=r"^[0-9]{6,18}$", description="an area code")]
+GridCode = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[0-9]{6,18}$",
+        description="the grid; required unless the token is a grid officer's (default: "
+        "the officer's own grid; otherwise 422 naming `grid`)",
+    ),
+]
+Metric = Literal[tuple(PLANNING_METRICS)]
+
 #: Every page route answers HTML.
 _page_route = functools.partial(
     router.get,
@@ -118,7 +129,7 @@ _page_route = functools.partial(
     "incidents, drill-down links (`?area=<code>` focuses on an area) and a breadcrumb. "
     "Open it in a browser with `?access_token=<token>`.",
 )
-async def dispatch(serve: PageServerDep, area: str | None = None) -> Response:
+async def dispatch(serve: PageServerDep, area: AreaCode = None) -> Response:
     return await serve("dispatch", area=area)
 
 
@@ -128,7 +139,7 @@ async def dispatch(serve: PageServerDep, area: str | None = None) -> Response:
     description="One grid (default: a grid officer's own): boundary, 1+1+1 team, units, "
     "open incidents, and a form that files a case at the device's position.",
 )
-async def tablet(serve: PageServerDep, grid: str | None = None) -> Response:
+async def tablet(serve: PageServerDep, grid: GridCode = None) -> Response:
     return await serve("tablet", grid=grid)
 
 
@@ -139,7 +150,7 @@ async def tablet(serve: PageServerDep, grid: str | None = None) -> Response:
     "completeness per grid; `metric` picks the colour: "
     + ", ".join(f"`{m}`" for m in PLANNING_METRICS),
 )
-async def planning(serve: PageServerDep, metric: str = "incidents_90d") -> Response:
+async def planning(serve: PageServerDep, metric: Metric = "incidents_90d") -> Response:
     return await serve("planning", metric=metric)
 
 

@@ -23,6 +23,7 @@ from service.analysis.reach import (
 )
 from service.analysis.siting import MAX_K
 from service.inputs import GenerationNumber, Moment
+from service.schemas.crs import InputCrs
 
 __all__ = [
     "AreaQuery",
@@ -129,6 +130,9 @@ _KINDS_DOC = (
     f"comma-separated facility kinds that serve: {', '.join(FACILITY_KINDS)} "
     "(default service_hall,service_station)"
 )
+_KIND = "|".join(FACILITY_KINDS)
+#: New facilities a siting places when neither ``k`` nor ``lscp`` is given (as the report's).
+DEFAULT_K = 5
 
 
 class _WalkQuery(AreaQuery):
@@ -149,7 +153,9 @@ class _WalkQuery(AreaQuery):
         allow_inf_nan=False,
         description="straight line: walked distance ÷ straight distance",
     )
-    kinds: str | None = Field(None, max_length=200, description=_KINDS_DOC)
+    kinds: str | None = Field(
+        None, max_length=200, pattern=rf"^ *({_KIND}) *(, *({_KIND}) *)*$", description=_KINDS_DOC
+    )
 
 
 class ReachQuery(_WalkQuery):
@@ -181,7 +187,11 @@ class ReachQuery(_WalkQuery):
 
 class SitingQuery(_WalkQuery):
     k: int | None = Field(
-        None, ge=1, le=MAX_K, description="new facilities to place (maximal covering)"
+        None,
+        ge=1,
+        le=MAX_K,
+        description=f"new facilities to place (maximal covering); {DEFAULT_K} unless `lscp`",
+        json_schema_extra={"default": DEFAULT_K},
     )
     lscp: bool = Field(False, description="instead: the fewest new facilities covering all")
     spacing_m: float | None = Field(
@@ -195,6 +205,12 @@ class SitingQuery(_WalkQuery):
         "households", description="what is covered: care households, units or both"
     )
 
+    def arguments(self) -> dict[str, Any]:
+        values = super().arguments()
+        if values["k"] is None and not values["lscp"]:
+            values["k"] = DEFAULT_K
+        return values
+
 
 class SitingBody(SitingQuery):
     candidates: list[tuple[float, float]] | None = Field(
@@ -202,11 +218,7 @@ class SitingBody(SitingQuery):
         max_length=MAX_CANDIDATES,
         description="candidate sites [[lon, lat], …] inside the area (default: a lattice)",
     )
-    crs: str = Field(
-        "EPSG:4326",
-        max_length=40,
-        description="of the candidates: EPSG:4326, EPSG:4490, GCJ-02 or BD-09",
-    )
+    crs: InputCrs = Field("EPSG:4326", description="of the candidates (as everywhere)")
 
     def arguments(self) -> dict[str, Any]:
         values = super().arguments()

@@ -15,6 +15,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
 from service.inputs import Moment, NulFreeModel, RowId
+from service.schemas.crs import InputCrs
 
 UnitKind = Literal[
     "government_agency",
@@ -51,17 +52,13 @@ class PointIn(_In):
 
     lon: float = Field(description="longitude in `crs`")
     lat: float = Field(description="latitude in `crs`")
-    crs: str = Field(
-        "EPSG:4326",
-        description="EPSG:4326 (GPS, default), EPSG:4490 (CGCS2000), GCJ-02 (Amap, Tencent) "
-        "or BD-09 (Baidu); converted to WGS84 before storing",
-    )
+    crs: InputCrs = "EPSG:4326"
 
 
 class PointPatch(_In):
     lon: float | None = None
     lat: float | None = None
-    crs: str = "EPSG:4326"
+    crs: InputCrs = "EPSG:4326"
 
 
 def patch_schema(

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.inputs import GenerationNumber
+from service.schemas.crs import InputCrs
 
 Lon = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, description="longitude")]
 Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, description="latitude")]
@@ -19,9 +20,7 @@ class LookupQuery(BaseModel):
 
     lon: Lon
     lat: Lat
-    crs: str = Field(
-        "EPSG:4326", description="EPSG:4326 (default), EPSG:4490, GCJ-02 (Amap) or BD-09 (Baidu)"
-    )
+    crs: InputCrs = "EPSG:4326"
     generation: GenerationNumber | None = Field(None, description="default: the current generation")
 
 
@@ -57,9 +56,7 @@ class BatchLookupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     points: list[BatchPoint | tuple[Lon, Lat]] = Field(min_length=1)
-    crs: str = Field(
-        "EPSG:4326", description="EPSG:4326 (default), EPSG:4490, GCJ-02 (Amap) or BD-09 (Baidu)"
-    )
+    crs: InputCrs = "EPSG:4326"
     generation: GenerationNumber | None = None
 
 

@@ -294,7 +294,6 @@ def test_scope_over_http(client, h):
         ("/analysis/reach", {"colour": "red"}, "colour"),
         ("/analysis/siting", {"k": 1000}, "k"),
         ("/analysis/siting", {"k": 0}, "k"),
-        ("/analysis/siting", {}, "k"),
         ("/analysis/siting", {"k": 2, "lscp": "true"}, "lscp"),
         ("/analysis/siting", {"k": 2, "minutes": 0}, "minutes"),
         ("/analysis/siting", {"k": 2, "spacing_m": 1}, "spacing_m"),
@@ -311,6 +310,17 @@ def test_bad_parameters_are_422_naming_the_field(client, h, path, params, field)
 
 
 # ---------------------------------------------------------------------------- siting
+
+
+def test_siting_without_k_places_the_default_number(client, h):
+    # The documented default (k=5, as the report's) is one the server accepts.
+    from service.schemas.analysis import DEFAULT_K
+
+    default = client.get("/analysis/siting", headers=h["city"], params={"area": SW})
+    assert default.status_code == 200, default.text
+    params = {"area": SW, "k": DEFAULT_K}
+    explicit = client.get("/analysis/siting", headers=h["city"], params=params)
+    assert default.json()["summary"] == explicit.json()["summary"]
 
 
 def test_siting_on_supplied_candidates_picks_the_useful_one(client, h):
