@@ -294,7 +294,8 @@ class Action:
 def _not_at_top(case: CaseState, rels: frozenset[str]) -> str | None:
     if case.owner_level is None:
         return "the case lies outside every area and has no owner"
-    if case.owner_level == "city" and HANDLER not in rels:
+    # The owner (or the clock) moves the case up; a handler alone hands it to the owner.
+    if case.owner_level == "city" and rels & {OWNER, SYSTEM}:
         return "the city has no level above"
     return None
 
