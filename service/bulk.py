@@ -450,6 +450,8 @@ def import_points(
             .to_json(orient="records", lines=True, force_ascii=False)
             .splitlines()
         )
+    if spec.lifecycle is not None and spec.lifecycle.starts is not None:
+        columns.update(spec.lifecycle.starts(conn, columns=columns, paths=paths[good]))
     say("write", 0, report.accepted)
     copy_rows(
         conn,

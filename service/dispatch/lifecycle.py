@@ -785,7 +785,7 @@ def initial_state(event: Event) -> CaseState:
         assignee_kind=event.assignee_kind,
         assignee_code=event.assignee_code,
         assignee_path=d.get("assignee_path"),
-        step=d.get("step"),
+        step=d.get("step", STEP_OF_STATE.get(event.to_state)),
         step_due_at=_time(d.get("due_at")),
         step_overdue=d.get("step_overdue", False),
         dispatched_at=_time(d.get("dispatched_at")),

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from service.auth import CARE_DETAIL_ROLES, MANAGER_ROLES, Principal
+from service.dispatch.start import start_columns
 from service.schemas import entities as s
 
 __all__ = [
@@ -84,6 +85,9 @@ class Lifecycle:
     closed: str  #: the status that stamps ``closed_at`` (leaving it clears the stamp)
     column: str = "status"
     closed_at: str = "closed_at"
+    #: ``starts(conn, columns=, paths=) -> columns``: the columns a bulk writer fills so that
+    #: new rows skip the database's per-row start trigger (incidents: the case lifecycle)
+    starts: Callable[..., dict[str, Any]] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.closed not in self.statuses:
@@ -321,7 +325,9 @@ INCIDENTS = EntitySpec(
     filters=("category", "source", "status", "reported_grid_code"),
     write_roles=MANAGER_ROLES | {"grid_officer", INTAKE},
     time_column="reported_at",
-    lifecycle=Lifecycle(statuses=typing.get_args(s.IncidentStatus), closed="closed"),
+    lifecycle=Lifecycle(
+        statuses=typing.get_args(s.IncidentStatus), closed="closed", starts=start_columns
+    ),
     intake_source="source",
     keeps_reported_cell=True,
     layer=MapLayer(

@@ -65,7 +65,16 @@ def _seed_rows() -> str:
     return ",\n".join(rows)
 
 
-# The lifecycle of an incident as the row shows it; the first event carries it whole.
+# What a first event carries (service.dispatch.lifecycle.initial_state reads it): for a new
+# case what differs between cases (a million-row import builds it a million times); for an
+# imported one with another state, its lifecycle whole.
+REPORTED = """jsonb_build_object('category', n.category, 'priority', n.priority,
+    'owner_level', n.owner_level, 'owner_area_path', n.owner_area_path, 'due_at', n.step_due_at)"""
+#: A new case with nothing but the start: REPORTED describes it fully.
+PLAIN_NEW = """n.state = 'reported' AND n.step = 'accept' AND n.assignee_code IS NULL
+    AND NOT n.step_overdue AND NOT n.supervised AND n.escalations = 0 AND n.reopens = 0
+    AND n.duplicate_of IS NULL AND n.satisfaction IS NULL AND n.dispatched_at IS NULL
+    AND n.signed_at IS NULL AND n.handled_at IS NULL"""
 SNAPSHOT = """jsonb_strip_nulls(jsonb_build_object(
     'category', n.category, 'priority', n.priority, 'state', n.state,
     'owner_level', n.owner_level, 'owner_area_path', n.owner_area_path,
@@ -261,7 +270,7 @@ def upgrade() -> None:
                    CASE WHEN n.state = 'reported' THEN 'report' ELSE 'import' END,
                    n.created_by, coalesce(t.role, 'system'), t.area_code, n.state,
                    n.owner_area_code, n.assignee_kind, n.assignee_code, n.attachments,
-                   {SNAPSHOT}
+                   CASE WHEN {PLAIN_NEW} THEN {REPORTED} ELSE {SNAPSHOT} END
             FROM new_rows n LEFT JOIN api_token t ON t.id = n.created_by
             ORDER BY n.id;
             RETURN NULL;

@@ -1,0 +1,72 @@
+"""The start of new cases for bulk writers: the lifecycle columns, a whole column at a time.
+
+The database starts every inserted incident itself (migration 0010: the row trigger
+``incident_start`` fills state, owner and the accept deadline, a statement trigger writes
+the first events). A bulk import of a million rows pays that trigger's call per row; it
+fills the same columns here instead, by the same rule, and the trigger (``WHEN state IS
+NULL``) is skipped. The first events are still the database's, one statement for all rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, text
+
+from service.dispatch.lifecycle import OWNER_LEVELS
+
+__all__ = ["start_columns"]
+
+_STATE_OF_STATUS = {"new": "reported", "open": "registered", "closed": "closed"}
+
+
+def start_columns(
+    conn: Connection, *, columns: Mapping[str, Any], paths: np.ndarray
+) -> dict[str, Any]:
+    """Return the lifecycle columns ``incident_start`` would give these new incidents.
+
+    ``columns``: the rows' values (``category``; ``status`` and ``reported_at`` when the file
+    had them); ``paths``: each row's cell path (None outside every area). A row without a
+    ``reported_at`` gets the transaction's time, as the column's default would give it.
+    """
+    n = len(paths)
+    status = pd.Series(columns.get("status", np.full(n, "new", dtype=object)), dtype=object)
+    state = status.map(_STATE_OF_STATUS)
+    # The owner: the community containing the case, else the lowest level containing it
+    # (the deepest area, unless that is a grid: then the grid's community).
+    path = pd.Series(paths, dtype=object)
+    depth = path.str.count("/")
+    owner_path = path.where(~(depth >= 3), path.str.rpartition("/")[0])
+    owner_level = owner_path.str.count("/").map(dict(enumerate(OWNER_LEVELS)))
+    owner_code = owner_path.str.rpartition("/")[2].where(owner_path.notna())
+
+    now = pd.Timestamp(conn.execute(text("SELECT now()")).scalar_one()).tz_convert("UTC")
+    utc = "datetime64[ns, UTC]"
+    if columns.get("reported_at") is None:
+        reported = pd.Series(now, index=range(n), dtype=utc)
+    else:
+        raw = pd.Series(columns["reported_at"], dtype=object)
+        reported = pd.to_datetime(raw, utc=True).astype(utc).fillna(now)
+    limits = dict(
+        conn.execute(
+            text(
+                "SELECT category, minutes FROM case_time_limit "
+                "WHERE step = 'accept' AND priority = 'normal'"
+            )
+        ).all()
+    )
+    minutes = pd.Series(columns["category"], dtype=object).map(limits).astype(float)
+    waiting = state.isin(["reported", "registered"])
+    due = (reported + pd.to_timedelta(minutes, unit="min")).where(waiting)
+    return {
+        "state": state.to_numpy(object),
+        "owner_level": owner_level.astype(object).where(owner_level.notna(), None).to_numpy(),
+        "owner_area_code": owner_code.astype(object).where(owner_code.notna(), None).to_numpy(),
+        "owner_area_path": owner_path.astype(object).where(owner_path.notna(), None).to_numpy(),
+        "step": np.where(waiting.to_numpy(), "accept", None).astype(object),
+        "step_due_at": due,
+        "reported_at": reported,
+    }
