@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from cachetools import TTLCache
 from fastapi import FastAPI
 
 from service import __version__
 from service.db import make_async_engine, make_engine, make_pg_pool
+from service.dispatch.deadlines import sweep_forever
 from service.dispatch.stream import CaseStream
 from service.edge import install as install_edge
 from service.errors import register_error_handlers
@@ -32,6 +36,7 @@ from service.routers import (
     open311,
     pages,
     tiles,
+    time_limits,
     tokens,
 )
 from service.settings import Settings, get_settings
@@ -66,6 +71,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         listener = await listen_for_changes(url, app.state.tile_cache)
         # One LISTEN for case events per process, fanned out to the /cases/stream screens.
         app.state.case_stream = await CaseStream(url, app.state.pg_pool).start()
+        # Every process sweeps deadlines; row locks make each one fire once (deadlines.py).
+        dispatch = settings.dispatch
+        sweeping = None
+        if dispatch.sweep_seconds > 0:
+            sweeping = asyncio.create_task(
+                sweep_forever(
+                    app.state.engine,
+                    every_seconds=dispatch.sweep_seconds,
+                    escalate_after=timedelta(minutes=dispatch.escalate_after_minutes),
+                )
+            )
         # Everything allocated so far lives as long as the process: move it out of the
         # collector's sight, so full collections do not walk the app on every request burst
         # (they were the p99 of lookups, and a fifth of their throughput).
@@ -74,6 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if sweeping is not None:
+                sweeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeping
             await listener.close()
             await app.state.case_stream.close()
             await app.state.pg_pool.close()
@@ -107,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tokens,
             case_stream,
             cases,
+            time_limits,
             open311,
             ogc,
             tiles,

@@ -110,6 +110,10 @@ class DispatchSettings(BaseSettings):
     duplicate_distance_m: float = Field(default=200.0, gt=0, le=50_000)
     #: ... and reported within this many hours of each other.
     duplicate_hours: float = Field(default=72.0, gt=0, le=24 * 365)
+    #: Each server process sweeps deadlines this often (seconds; 0: this process never does).
+    sweep_seconds: float = Field(default=30.0, ge=0, le=3600)
+    #: A case flagged overdue is escalated one level up this many minutes past its deadline.
+    escalate_after_minutes: int = Field(default=60, ge=0, le=366 * 24 * 60)
 
 
 class Settings:

@@ -14,6 +14,11 @@ from sqlalchemy.engine import make_url
 
 from service.db import make_engine, migrate, sync_url
 
+# No test app sweeps deadlines on its own: the databases are shared by many tests, whose
+# cases must not turn overdue behind their backs (tests/service/test_deadlines.py sweeps
+# with a clock it controls, or starts LiveServer(dispatch=DispatchSettings(sweep_seconds=1))).
+os.environ.setdefault("WANGGE_DISPATCH_SWEEP_SECONDS", "0")
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
@@ -151,7 +156,7 @@ def auth(token: str) -> dict[str, str]:
 class LiveServer:
     """A real uvicorn server on a free port, in a thread (for concurrency and GDAL tests)."""
 
-    def __init__(self, url: str, *, token_cache_seconds: float = 0):
+    def __init__(self, url: str, *, token_cache_seconds: float = 0, dispatch=None):
         import socket
         import threading
 
@@ -166,6 +171,7 @@ class LiveServer:
         settings = Settings(
             db=DatabaseSettings(DATABASE_URL=url, WANGGE_DB_POOL_SIZE=25),
             api=APISettings(token_cache_seconds=token_cache_seconds),
+            dispatch=dispatch,  # a DispatchSettings (e.g. sweeping deadlines)
         )
         config = uvicorn.Config(
             create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"

@@ -18,6 +18,7 @@ care|workload``
 ``analysis reach|siting``,                  :mod:`service.cli.network`
 ``network import``
 ``analysis report``                         :mod:`service.cli.report`
+``dispatch sweep``                          :mod:`service.cli.dispatch`
 ==========================================  ============================================
 
 A new command goes into the module of its group (or a new module for a new group) and is
@@ -34,6 +35,7 @@ from service.cli import (
     boundaries,
     db,
     demo,
+    dispatch,
     maps,
     network,
     report,
@@ -81,3 +83,4 @@ app.add_typer(tokens.app, name="token")
 app.add_typer(boundaries.generation_app, name="generation")
 app.add_typer(analysis.app, name="analysis")
 app.add_typer(network.app, name="network")
+app.add_typer(dispatch.app, name="dispatch")
