@@ -396,14 +396,12 @@ class CaseStream:
             if not subs:
                 del self._by_scope[sub.principal.scope_path]
 
-    async def replay(self, principal: Principal, *, after: int) -> AsyncIterator[CaseEvent]:
-        """Yield the logged events after id ``after`` that ``principal`` sees, oldest first."""
+    async def replay(self, principal: Principal, *, after: int) -> AsyncIterator[list[CaseEvent]]:
+        """Yield the logged events after id ``after`` that ``principal`` sees, oldest first,
+        a page at a time (a page may be empty: none of it was the principal's)."""
         while True:
             rows = await self.pool.fetch(_REPLAY_SQL, after, principal.scope_path, LOG_PAGE)
-            for row in rows:
-                event = encode_event(row)
-                if sees_event(principal, event):
-                    yield event
+            yield [e for e in map(encode_event, rows) if sees_event(principal, e)]
             if len(rows) < LOG_PAGE:
                 return
             after = rows[-1]["id"]
@@ -415,7 +413,8 @@ class CaseStream:
 
         The first frame (``OPENING``) says the subscription is in place. With
         ``last_event_id`` the logged events after it come next; without, only events
-        committed from now on. Each event is yielded once, in id order.
+        committed from now on. Each event is yielded once, in id order; a chunk may hold
+        several frames.
         """
         opening = OPENING
         while not self.closing:
@@ -430,17 +429,20 @@ class CaseStream:
                     last = self.last_id
                 else:
                     last = last_event_id
-                    async for event in self.replay(principal, after=last):
-                        yield event.frame
-                        last = event.id
+                    async for page in self.replay(principal, after=last):
+                        if page:
+                            yield b"".join(e.frame for e in page)
+                            last = page[-1].id
                 while True:
                     batch = await sub.next_batch()
                     if not batch:
                         break  # overflowed (read the log again) or closing
-                    for event in batch:
-                        if event.id > last:
-                            yield event.frame
-                            last = event.id
+                    # What queued up while the screen was being written to goes out in one
+                    # write (under load, a send per frame is most of the cost).
+                    frames = [e.frame for e in batch if e.id > last]
+                    if frames:
+                        last = max(last, batch[-1].id)
+                        yield b"".join(frames)
             finally:
                 self.unsubscribe(sub)
             if sub.closed:
