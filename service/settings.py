@@ -55,6 +55,9 @@ class APISettings(BaseSettings):
     #: ``https://dispatch.example,https://wall.example``; ``*`` for any; empty: no CORS headers.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_upload_bytes: int = Field(default=200_000_000, ge=1)
+    #: A photo attached to a case (``POST /cases/{id}/attachments``); tablets shrink
+    #: theirs to well under this before sending.
+    max_attachment_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
     #: Bound on one point of ``POST /lookup/batch`` in the body (an object with a long id,
     #: pretty-printed): the body may be ``max_batch_points`` times this.
     batch_point_bytes: int = Field(default=256, ge=16, le=65_536)

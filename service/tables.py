@@ -64,6 +64,7 @@ __all__ = [
     "incident",
     "case_event",
     "case_time_limit",
+    "case_attachment",
     "access_log",
     "idempotency_key",
     "road_import",
@@ -522,6 +523,31 @@ case_time_limit = Table(
     CheckConstraint(_one_of("priority", PRIORITIES), name="case_time_limit_priority_check"),
     CheckConstraint(_one_of("step", STEPS), name="case_time_limit_step_check"),
     CheckConstraint("minutes > 0", name="case_time_limit_minutes_check"),
+)
+
+# Photos attached to a case (0011), keyed by the SHA-256 of their bytes: a retried upload
+# stores one row. Deleted with their incident.
+ATTACHMENT_MEDIA_TYPES = ("image/jpeg", "image/png", "image/webp")
+case_attachment = Table(
+    "case_attachment",
+    metadata,
+    Column(
+        "incident_id",
+        BigInteger,
+        ForeignKey("incident.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("sha256", Text, primary_key=True),
+    Column("media_type", Text, nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_by", Text),
+    _timestamp("created_at", now=True),
+    CheckConstraint("sha256 ~ '^[0-9a-f]{64}$'", name="case_attachment_sha256_check"),
+    CheckConstraint(
+        _one_of("media_type", ATTACHMENT_MEDIA_TYPES), name="case_attachment_media_type_check"
+    ),
+    CheckConstraint("bytes = octet_length(data)", name="case_attachment_bytes_check"),
 )
 
 #: Tables whose rows are located by a point and carry the cells of their generation.

@@ -24,7 +24,8 @@ limit with 413 problem+json before anything reads or parses it: at once from
 ``Content-Length``, and, for a chunked body, as soon as the bytes received pass the limit
 (the handler reading it is stopped). The limits (:func:`body_limits`): ``POST
 /lookup/batch`` ``max_batch_points × batch_point_bytes`` plus an envelope, uploads
-(``…/import``, ``/generations/{id}/areas``) ``max_upload_bytes`` plus multipart framing, any
+(``…/import``, ``/generations/{id}/areas``) ``max_upload_bytes`` plus multipart framing, a
+case's photos (``/cases/{id}/attachments``) ``max_attachment_bytes`` plus framing, any
 other body ``max_body_bytes``. The exact checks (points per batch, bytes per file) stay in
 the handlers; this is the bound that keeps a 50 MB body from being parsed at all.
 """
@@ -164,6 +165,7 @@ def body_limits(api: APISettings) -> Callable[[str], int]:
     batch = api.max_batch_points * api.batch_point_bytes + BATCH_ENVELOPE_BYTES
     upload = api.max_upload_bytes + MULTIPART_SLACK_BYTES
     default = api.max_body_bytes
+    attachment = api.max_attachment_bytes + MULTIPART_SLACK_BYTES
 
     def limit_for(path: str) -> int:
         # endswith: the path may carry the root path of a proxy's prefix.
@@ -171,6 +173,8 @@ def body_limits(api: APISettings) -> Callable[[str], int]:
             return batch
         if path.endswith("/import") or (path.endswith("/areas") and "/generations/" in path):
             return upload
+        if path.endswith("/attachments") and "/cases/" in path:
+            return attachment
         return default
 
     return limit_for

@@ -15,8 +15,9 @@ only on the paths it is scoped to. Its flags: ``HttpOnly`` (scripts cannot read 
 ``SameSite=Strict`` (no other site's page or link makes the browser send it), ``Secure``
 when the page was requested over TLS (``https``, including through a proxy uvicorn trusts,
 which sets the scheme from ``X-Forwarded-Proto``). It is set once per path of
-:data:`COOKIE_PATHS` (a cookie has one path): the pages, the tiles, and ``/incidents`` where
-the tablet's form files cases; the server accepts it on those paths only.
+:data:`COOKIE_PATHS` (a cookie has one path): the pages, the tiles, ``/incidents`` where
+the tablet's form files cases, and ``/cases`` where the live pages read, follow and act on
+them; the server accepts it on those paths only.
 
 Strict has one cost: a page link followed from another site (webmail) arrives without the
 cookie after the redirect, and the page answers 401; opening it from the address bar, a
@@ -58,8 +59,9 @@ __all__ = [
 ]
 
 COOKIE = "wg_session"
-#: Where the cookie is sent and accepted: the map pages, the tiles, the report form's POST.
-COOKIE_PATHS = ("/pages", "/tiles", "/incidents")
+#: Where the cookie is sent and accepted: the map pages, the tiles, the report form's POST,
+#: and the cases the live pages read, follow (``/cases/stream``) and act on.
+COOKIE_PATHS = ("/pages", "/tiles", "/incidents", "/cases")
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DEFAULT_KEY = b"wangge page session v1"
