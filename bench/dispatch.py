@@ -112,7 +112,13 @@ def _plan_screens(url: str, n: int, seed: int) -> tuple[list[tuple[str, str]], d
 
 
 def _start_server(url: str, port: int) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": url, "WANGGE_DB_POOL_SIZE": "10"}
+    # No deadline sweep in this server: its events would mix with the measured ones.
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "WANGGE_DB_POOL_SIZE": "10",
+        "WANGGE_DISPATCH_SWEEP_SECONDS": "0",
+    }
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -71,7 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.tile_cache = TileCache(settings.api.tile_cache_bytes)
         listener = await listen_for_changes(url, app.state.tile_cache)
         # One LISTEN for case events per process, fanned out to the /cases/stream screens.
-        app.state.case_stream = await CaseStream(url, app.state.pg_pool).start()
+        app.state.case_stream = await CaseStream(
+            url, app.state.pg_pool, token_check_s=settings.api.token_cache_seconds
+        ).start()
         # Every process sweeps deadlines; row locks make each one fire once (deadlines.py).
         dispatch = settings.dispatch
         sweeping = None

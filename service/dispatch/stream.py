@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ QUEUE_EVENTS = 1_000
 #: The first frame of every stream, sent once subscribed: browsers reconnect 1 s after a
 #: drop (their default is 3 s); a client may take it as "live from here".
 OPENING = b"retry: 1000\n\n"
+#: Seconds between checks that a following screen's token is still valid (as the token
+#: cache's lifetime for requests): a revoked or expired token's stream ends at its next event.
+TOKEN_CHECK_S = 30.0
 #: Events read from the log per query when catching up or replaying.
 LOG_PAGE = 500
 
@@ -113,6 +117,11 @@ SELECT {_COLUMNS}
 ORDER BY e.id
 LIMIT $3
 """
+
+_TOKEN_VALID_SQL = (
+    "SELECT revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) "
+    "FROM api_token WHERE id = $1"
+)
 
 _CASE_FIELDS = (
     "state",
@@ -251,11 +260,19 @@ class Subscriber:
 class CaseStream:
     """The process's listener of ``wangge_case_events`` and its subscribers."""
 
-    def __init__(self, url: str, pool, *, queue_events: int = QUEUE_EVENTS):
+    def __init__(
+        self,
+        url: str,
+        pool,
+        *,
+        queue_events: int = QUEUE_EVENTS,
+        token_check_s: float = TOKEN_CHECK_S,
+    ):
         # asyncpg takes a plain postgresql:// DSN, not SQLAlchemy's driver-qualified URL.
         self.dsn = f"postgresql://{url.split('://', 1)[1]}"
         self.pool = pool
         self.queue_events = queue_events
+        self.token_check_s = token_check_s
         self.conn = None
         self.listening = False
         self.closing = False
@@ -414,8 +431,19 @@ class CaseStream:
         The first frame (``OPENING``) says the subscription is in place. With
         ``last_event_id`` the logged events after it come next; without, only events
         committed from now on. Each event is yielded once, in id order; a chunk may hold
-        several frames.
+        several frames. The stream ends before the first event after its token was revoked
+        or expired (checked at most every ``token_check_s``: a stream outlives no
+        revocation for longer than a request's cached token does).
         """
+        checked = time.monotonic()
+
+        async def revoked() -> bool:
+            nonlocal checked
+            if time.monotonic() - checked < self.token_check_s:
+                return False
+            checked = time.monotonic()
+            return not await self.pool.fetchval(_TOKEN_VALID_SQL, principal.token_id)
+
         opening = OPENING
         while not self.closing:
             # Subscribe before reading the log: an event committed while the log is read is
@@ -431,6 +459,8 @@ class CaseStream:
                     last = last_event_id
                     async for page in self.replay(principal, after=last):
                         if page:
+                            if await revoked():
+                                return
                             yield b"".join(e.frame for e in page)
                             last = page[-1].id
                 while True:
@@ -441,6 +471,8 @@ class CaseStream:
                     # write (under load, a send per frame is most of the cost).
                     frames = [e.frame for e in batch if e.id > last]
                     if frames:
+                        if await revoked():
+                            return
                         last = max(last, batch[-1].id)
                         yield b"".join(frames)
             finally:

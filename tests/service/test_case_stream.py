@@ -628,3 +628,30 @@ def test_the_stream_takes_tokens_as_query_parameters_and_refuses_what_it_should(
             assert r.headers["cache-control"] == "no-store"
             lines = r.iter_lines()
             assert next(lines) == "retry: 1000"
+
+
+def test_a_revoked_tokens_stream_ends_before_its_next_event(tiny_db_url, tokens, tiny_server):
+    import asyncpg
+
+    from service.auth import split_token
+
+    async def run():
+        conn = await asyncpg.connect(_dsn(tiny_db_url))
+        screen = await Screen(tiny_server.base_url, tokens["community"]).open()
+        try:
+            (before,) = await _report(conn, OWN_GRID)
+            await screen.wait_for(before)
+            token_id, _ = split_token(tokens["community"])
+            await conn.execute("UPDATE api_token SET revoked_at = now() WHERE id = $1", token_id)
+            (after,) = await _report(conn, OWN_GRID)
+            # The live server checks at every event (its token cache lasts 0 s).
+            await asyncio.wait_for(asyncio.shield(screen._task), 20)
+            assert screen.ids == [before]
+            again = await Screen(tiny_server.base_url, tokens["community"]).open()
+            assert again.status == 401 and after not in again.ids
+            await again.close()
+        finally:
+            await screen.close()
+            await conn.close()
+
+    _run(run())
