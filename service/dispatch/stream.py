@@ -17,7 +17,9 @@ Who sees an event (``sees_event``): a principal whose scope covers where the cas
 ``covers_entity``), its owning centre (``owner_area_path``), its assignee (``assignee_path``:
 the grid, or the unit's location) or the owner it just left. So a grid officer gets the cases
 in its grid and those dispatched to it, a community dispatcher its community's, a district
-or city dispatcher everything below, admins everything — and never a sibling's.
+or city dispatcher everything below, admins everything — and never a sibling's. The case is
+judged as it stands when the event is read (as ``GET /cases`` judges it, the previous owner
+aside), and the ``case`` in the payload is that case: at most a moment newer than the event.
 
 Resuming (``CaseStream.follow``): a screen that reconnects with ``Last-Event-ID`` first gets
 the events after that id from the log (``case_event``), then the live ones; it subscribes
@@ -42,10 +44,13 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import orjson
 
 from service.auth import Principal
+from service.dispatch.cases import clock_of
+from service.dispatch.lifecycle import LIFECYCLE_COLUMNS
 
 __all__ = [
     "CHANNEL",
@@ -72,24 +77,59 @@ LOG_PAGE = 500
 
 log = logging.getLogger("wangge.dispatch.stream")
 
-# The event row and the case after it; the paths decide who sees it. The previous owner's
-# path lets the centre that just lost a case (escalated, sent down) see it leave.
-_COLUMNS = """
-    e.id, e.incident_id AS case_id, e.seq, e.at, e.action, e.actor_role, e.actor_area_code,
-    e.from_state, e.to_state, e.from_owner_area_code, e.to_owner_area_code,
-    e.assignee_kind, e.assignee_code, e.note, e.reason, e.attachments, e.data::text AS data,
-    i.state AS c_state, i.status AS c_status, i.priority AS c_priority,
-    i.category AS c_category, i.owner_level AS c_owner_level,
-    i.owner_area_code AS c_owner_area_code, i.assignee_kind AS c_assignee_kind,
-    i.assignee_code AS c_assignee_code, i.step AS c_step, i.step_due_at AS c_step_due_at,
-    i.step_overdue AS c_step_overdue, i.supervised AS c_supervised, i.version AS c_version,
-    i.grid_code AS c_grid_code, ST_X(i.geom) AS c_lon, ST_Y(i.geom) AS c_lat,
-    i.area_path, i.owner_area_path, i.assignee_path, fo.path AS from_owner_path
+#: The event as ``GET /cases/{id}/events`` gives it (``CaseEventRead``), and its case.
+_EVENT_FIELDS = (
+    "id",
+    "case_id",
+    "seq",
+    "at",
+    "action",
+    "actor_role",
+    "actor_token_id",
+    "actor_name",
+    "actor_area_code",
+    "from_state",
+    "to_state",
+    "from_owner_area_code",
+    "to_owner_area_code",
+    "assignee_kind",
+    "assignee_code",
+    "note",
+    "reason",
+    "attachments",
+)
+#: The case after the event as ``GET /cases/{id}`` gives it (``CaseRead``; ``clock`` added).
+_CASE_EXPRESSIONS = {
+    "id": "i.id",
+    "category": "i.category",
+    "description": "i.description",
+    "address": "i.address",
+    "source": "i.source",
+    "reported_at": "i.reported_at",
+    "attachments": "i.attachments",
+    "lon": "ST_X(i.geom)",
+    "lat": "ST_Y(i.geom)",
+    "area_path": "i.area_path",
+    "grid_code": "i.grid_code",
+    **{name: f"i.{name}" for name in LIFECYCLE_COLUMNS},
+}
+# The paths decide who sees it; the previous owner's lets the centre that just lost a case
+# (escalated, sent down, taken over) see it leave.
+_COLUMNS = f"""
+    e.id, e.incident_id AS case_id, e.seq, e.at, e.action, e.actor_role, e.actor_token_id,
+    k.name AS actor_name, e.actor_area_code, e.from_state, e.to_state,
+    e.from_owner_area_code, e.to_owner_area_code, e.assignee_kind, e.assignee_code, e.note,
+    e.reason, e.attachments, e.data::text AS data,
+    {", ".join(f"{sql} AS c_{name}" for name, sql in _CASE_EXPRESSIONS.items())},
+    (SELECT l.minutes FROM case_time_limit l WHERE l.category = i.category
+      AND l.priority = i.priority AND l.step = i.step) AS step_minutes,
+    fo.path AS from_owner_path
 """
 # Codes never change meaning: the path of a code is that of its newest version.
 _FROM = """
 FROM case_event e
 JOIN incident i ON i.id = e.incident_id
+LEFT JOIN api_token k ON k.id = e.actor_token_id
 LEFT JOIN LATERAL (
     SELECT a.path FROM area a WHERE a.code = e.from_owner_area_code
     ORDER BY a.generation_high DESC LIMIT 1
@@ -123,43 +163,6 @@ _TOKEN_VALID_SQL = (
     "FROM api_token WHERE id = $1"
 )
 
-_CASE_FIELDS = (
-    "state",
-    "status",
-    "priority",
-    "category",
-    "owner_level",
-    "owner_area_code",
-    "assignee_kind",
-    "assignee_code",
-    "step",
-    "step_due_at",
-    "step_overdue",
-    "supervised",
-    "version",
-    "grid_code",
-    "lon",
-    "lat",
-)
-_EVENT_FIELDS = (
-    "id",
-    "case_id",
-    "seq",
-    "at",
-    "action",
-    "actor_role",
-    "actor_area_code",
-    "from_state",
-    "to_state",
-    "from_owner_area_code",
-    "to_owner_area_code",
-    "assignee_kind",
-    "assignee_code",
-    "note",
-    "reason",
-    "attachments",
-)
-
 
 @dataclass(frozen=True, slots=True)
 class CaseEvent:
@@ -174,17 +177,22 @@ class CaseEvent:
     frame: bytes
 
 
-def encode_event(row) -> CaseEvent:
-    """Return the ``CaseEvent`` of a row of the stream's queries (a mapping)."""
+def encode_event(row, now: datetime | None = None) -> CaseEvent:
+    """Return the ``CaseEvent`` of a row of the stream's queries (a mapping); ``now`` sets
+    the case's clock (default: now)."""
     body = {name: row[name] for name in _EVENT_FIELDS}
+    body["attachments"] = list(body["attachments"] or ())
     data = row["data"]
-    body["data"] = orjson.Fragment(data) if data is not None else None
-    body["case"] = {name: row[f"c_{name}"] for name in _CASE_FIELDS}
+    body["data"] = orjson.Fragment(data) if data is not None else {}
+    case = {name: row[f"c_{name}"] for name in _CASE_EXPRESSIONS}
+    case["attachments"] = list(case["attachments"] or ())
+    case["clock"] = clock_of(case, row["step_minutes"], now or datetime.now(UTC))
+    body["case"] = case
     frame = b"id: %d\nevent: case\ndata: %s\n\n" % (row["id"], orjson.dumps(body))
     paths = tuple(
-        p for p in (row["owner_area_path"], row["assignee_path"], row["from_owner_path"]) if p
+        p for p in (case["owner_area_path"], case["assignee_path"], row["from_owner_path"]) if p
     )
-    return CaseEvent(id=row["id"], area_path=row["area_path"], paths=paths, frame=frame)
+    return CaseEvent(id=row["id"], area_path=case["area_path"], paths=paths, frame=frame)
 
 
 def sees_event(principal: Principal, event: CaseEvent) -> bool:

@@ -115,9 +115,9 @@ def _row(id: int, area_path: str) -> dict:
     from service.dispatch import stream as s
 
     row = {name: None for name in s._EVENT_FIELDS}
-    row.update({f"c_{name}": None for name in s._CASE_FIELDS})
-    row.update(id=id, area_path=area_path, owner_area_path=None, assignee_path=None)
-    row.update(from_owner_path=None, data="{}")
+    row.update({f"c_{name}": None for name in s._CASE_EXPRESSIONS})
+    row.update(id=id, c_area_path=area_path, c_step_overdue=False)
+    row.update(from_owner_path=None, step_minutes=None, data="{}")
     return row
 
 
@@ -346,6 +346,9 @@ def test_an_officer_never_receives_a_sibling_grids_event(tiny_db_url, tokens, ti
             (own,) = await _report(conn, OWN_GRID)
             (sibling,) = await _report(conn, SIBLING_GRID)
             (far,) = await _report(conn, OTHER_DISTRICT_GRID)
+            # Who sees an event is judged on the case as it is when the event is read: let
+            # the reports go out before one of them changes hands.
+            await screens["admin"].wait_for(far)
             # A case in the sibling's grid dispatched to the officer's team reaches both.
             case_id = await conn.fetchval(
                 "SELECT incident_id FROM case_event WHERE id = $1", sibling
@@ -365,6 +368,12 @@ def test_an_officer_never_receives_a_sibling_grids_event(tiny_db_url, tokens, ti
             assert case["state"] == "dispatched" and case["assignee_code"] == OWN_GRID
             assert (case["lon"], case["lat"]) == pytest.approx(POINT[SIBLING_GRID])
             assert case["category"] == "road" and case["owner_area_code"] == OWN_COMMUNITY
+            assert case["id"] == case_id and case["clock"] == "green"
+            # The shapes of GET /cases/{id} and its history, so a screen treats them alike.
+            from service.schemas.cases import CaseEventRead, CaseRead
+
+            assert set(case) == set(CaseRead.model_fields)
+            assert set(event) - {"case", "case_id"} == set(CaseEventRead.model_fields)
             first = screens["officer"].events[0]
             assert first["action"] == "report" and first["case"]["state"] == "reported"
         finally:
