@@ -542,7 +542,9 @@ def test_event_ids_commit_in_id_order_so_a_resume_misses_none(tiny_db_url, token
             pending = asyncio.ensure_future(second.fetchval(insert, case_id, 11))
             for _ in range(100):
                 waiting = await watcher.fetchval(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    "AND pid = $1",
+                    second.get_server_pid(),
                 )
                 if waiting:
                     break
