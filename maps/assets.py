@@ -59,9 +59,14 @@ ASSETS: tuple[Asset, ...] = (
         "markerclusterdefaultcss", "leaflet.markercluster@1.5.3/MarkerCluster.Default.css", "css"
     ),
     Asset("wangge_css", "wangge/wangge.css", "css"),
+    Asset("wangge_live_css", "wangge/live.css", "css"),
     Asset("leaflet", "leaflet@1.9.4/leaflet.js", "js"),
     Asset("markerclusterjs", "leaflet.markercluster@1.5.3/leaflet.markercluster.js", "js"),
     Asset("wangge_js", "wangge/wangge.js", "js"),
+    # The served pages' live parts (maps/live.py): the dispatch queue, the tablet's cases.
+    Asset("wangge_cases_js", "wangge/cases.js", "js"),
+    Asset("wangge_dispatch_js", "wangge/dispatch.js", "js"),
+    Asset("wangge_tablet_js", "wangge/tablet.js", "js"),
 )
 #: Assets every page gets whatever its elements ask for.
 ALWAYS = ("leaflet_css", "leaflet", "wangge_css", "wangge_js")

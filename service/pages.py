@@ -7,6 +7,10 @@ self-contained file for ``wangge map``. The data come from the layer repository,
 shows exactly what the principal's token may see; :mod:`maps.pages` draws them (this
 module reads, it does not draw).
 
+Served pages also get their live parts (:mod:`maps.live`): the dispatch page a case queue
+fed by ``/cases`` and ``/cases/stream``, the tablet "my cases" and an offline queue.
+:func:`grid_team` answers the dispatch page's question "who is this case's grid team?".
+
 :func:`dispatch_data`, :func:`tablet_data` and :func:`planning_data` return the keyword
 arguments of :func:`maps.pages.dispatch_page`, :func:`~maps.pages.tablet_page` and
 :func:`~maps.pages.planning_page`; :func:`coverage_gaps` runs the analyses whose gaps the
@@ -25,6 +29,7 @@ import orjson
 from maps.assets import STATIC_URL
 from maps.gaps import GAP_LAYERS, MAP_GAP_LAYERS, add_gap_layers
 from maps.geojson import bounds_of, collection, merge_bounds
+from maps.live import add_dispatch_queue, add_tablet_desk
 from maps.pages import (
     LEVELS,
     PLANNING_METRICS,
@@ -36,9 +41,11 @@ from maps.pages import (
 )
 from maps.style import zoom_for_bounds
 from service.auth import DISPATCHER_ROLES, Principal
+from service.dispatch.lifecycle import ACTIONS
 from service.errors import ForbiddenError, NotFoundError, UnprocessableError
 from service.repositories import grids as grid_repo
 from service.repositories import layers as repo
+from service.repositories import live as live_repo
 from service.repositories.generations import resolve_generation
 from service.specs.map_layers import AREA_LEVEL_LAYERS, LAYERS
 
@@ -49,6 +56,7 @@ __all__ = [
     "dispatch_data",
     "tablet_data",
     "planning_data",
+    "grid_team",
     "coverage_gaps",
     "build_page",
     "page_html",
@@ -89,7 +97,22 @@ class Links:
     area_url: str | None = None  #: dispatch view of an area, with ``{code}``
     tablet_url: str | None = None  #: tablet page of a grid, with ``{code}``
     report_endpoint: str | None = None  #: where the tablet form POSTs incidents
-    csrf_token: str | None = None  #: sent with the tablet's reports (its page session's)
+    csrf_token: str | None = None  #: sent with the pages' writes (their page session's)
+    #: The live parts (:mod:`maps.live`; none in a static export): the cases API, its
+    #: stream, a grid's team (with ``{code}``), the tablet's service worker.
+    cases_url: str | None = None
+    stream_url: str | None = None
+    team_url: str | None = None
+    service_worker: str | None = None
+    page_size: int = 500  #: cases per ``GET /cases`` page the live pages ask for
+
+
+#: What the dispatch page's buttons may send: every action people take, with its fields.
+LIVE_ACTIONS = {
+    name: {"title": a.title, "requires": list(a.requires), "accepts": list(a.accepts)}
+    for name, a in ACTIONS.items()
+    if a.api
+}
 
 
 def require_page_role(kind: str, principal: Principal) -> None:
@@ -387,6 +410,43 @@ async def planning_data(
     return {"grids": collection(grids), "outlines": outlines, "metric": metric}
 
 
+async def grid_team(
+    *, pool, principal: Principal, generation: int, grid: str
+) -> list[dict[str, Any]]:
+    """Return the 1+1+1 team of a grid the principal sees (the dispatch page shows it beside
+    a case); 404 for a grid outside the caller's area."""
+    require_page_role("dispatch", principal)
+    view = _View(pool, principal, generation)
+    # A huge tolerance: only whether the grid is visible matters, not its outline.
+    if await view.area("grid", _check_code(grid, "grid"), tolerance=1.0) is None:
+        raise NotFoundError(f"no grid {grid} that you may see", field="grid")
+    return await grid_repo.list_grid_team(pool=pool, grid_code=grid)
+
+
+async def _add_live_queue(
+    page: Page, *, pool, principal: Principal, generation: int, links: Links, area: str | None
+) -> None:
+    # Read first: the page's cases (fetched by the browser) are as of this event or later,
+    # and the stream resumes after it, so nothing falls between the two.
+    last_event_id = await live_repo.find_latest_case_event_id(pool=pool)
+    area_path = None
+    if area is not None:
+        area_path = await live_repo.find_area_path(pool=pool, code=area, generation=generation)
+    add_dispatch_queue(
+        page,
+        cases_url=links.cases_url,
+        stream_url=links.stream_url,
+        team_url=links.team_url,
+        csrf_token=links.csrf_token,
+        actions=LIVE_ACTIONS,
+        time_limits=await live_repo.list_time_limit_minutes(pool=pool),
+        last_event_id=last_event_id,
+        area=area,
+        area_path=area_path,
+        page_size=links.page_size,
+    )
+
+
 def coverage_gaps(*, conn, principal: Principal) -> dict[str, dict[str, Any]]:
     """Return the results of the analyses whose gaps the planning page draws, by name
     (synchronous: ``conn`` is a SQLAlchemy connection).
@@ -442,12 +502,32 @@ async def build_page(
     if kind == "dispatch":
         data = await dispatch_data(**common, area=area)
         tablet_url = links.tablet_url if principal.role in PAGE_ROLES["tablet"] else None
-        return dispatch_page(**data, area_url=links.area_url, tablet_url=tablet_url)
+        page = dispatch_page(**data, area_url=links.area_url, tablet_url=tablet_url)
+        if links.cases_url:
+            # Without an area asked for, the queue is the caller's whole scope (a city's
+            # includes the cases outside every area); with one, the cases lying in it.
+            await _add_live_queue(page, **common, links=links, area=area)
+        return page
     if kind == "tablet":
         data = await tablet_data(**common, grid=grid)
-        return tablet_page(
+        page = tablet_page(
             **data, report_endpoint=links.report_endpoint, csrf_token=links.csrf_token
         )
+        if links.cases_url:
+            code = data["grid"]["properties"]["code"]
+            add_tablet_desk(
+                page,
+                grid=code,
+                cases_url=links.cases_url,
+                stream_url=links.stream_url,
+                csrf_token=links.csrf_token,
+                service_worker=links.service_worker,
+                # The grid's officer signs for and feeds back its cases (an admin may too).
+                handler=principal.role == "admin"
+                or (principal.role == "grid_officer" and principal.area_code == code),
+                page_size=links.page_size,
+            )
+        return page
     data = await planning_data(**common, metric=metric or "incidents_90d")
     page = planning_page(**data, area_url=links.area_url)
     add_gap_layers(page, gaps or {})

@@ -10,6 +10,12 @@ the page, its links and its report form from then on (:mod:`service.edge.session
 plugin, the pages' runtime) from the package, publicly and cached for a year: the pages
 fetch nothing from a CDN. ``wangge map`` writes the same pages as files
 (:func:`service.pages.export_page`).
+
+The served pages are live (:mod:`maps.live`): the dispatch page reads and acts on
+``/cases`` and follows ``/cases/stream`` with the same cookie, and asks
+``GET /pages/grid-team?grid=`` for a case's grid team; the tablet registers the service
+worker ``GET /pages/sw.js`` (public; its scope, ``/pages/``, covers the pages) so it opens
+and keeps working offline.
 """
 
 from __future__ import annotations
@@ -29,11 +35,18 @@ from service.auth import Principal
 from service.deps import PoolDep, PrincipalDep, SyncEngineDep, start_page_session
 from service.edge.sessions import csrf_token, session_redirect
 from service.errors import NotFoundError
-from service.pages import Links, page_html, require_page_role
+from service.pages import Links, grid_team, page_html, require_page_role
+from service.repositories.generations import resolve_generation
+from service.responses import JSON
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["pages"])
+
+#: The tablet's service worker: under /pages, so its scope covers the pages.
+SERVICE_WORKER = "/pages/sw.js"
+#: Cases per page the live pages read (at most the service's largest page).
+LIVE_PAGE_SIZE = 500
 
 
 # -- pages ----------------------------------------------------------------------------------
@@ -47,6 +60,11 @@ def _served_links(request: Request) -> Links:
         tablet_url=f"{root}/pages/tablet?grid={{code}}",
         report_endpoint=f"{root}/incidents",
         csrf_token=csrf_token(session) if session else None,
+        cases_url=f"{root}/cases",
+        stream_url=f"{root}/cases/stream",
+        team_url=f"{root}/pages/grid-team?grid={{code}}",
+        service_worker=f"{root}{SERVICE_WORKER}",
+        page_size=min(LIVE_PAGE_SIZE, request.app.state.settings.api.max_page_size),
     )
 
 
@@ -152,6 +170,35 @@ async def tablet(serve: PageServerDep, grid: GridCode = None) -> Response:
 )
 async def planning(serve: PageServerDep, metric: Metric = "incidents_90d") -> Response:
     return await serve("planning", metric=metric)
+
+
+@router.get(
+    "/pages/grid-team",
+    summary="The 1+1+1 team of a grid (for the dispatch page)",
+    description="Name, team role and phone of each member serving the grid; 404 for a "
+    "grid outside your area. Opened by the dispatch page beside a case.",
+    responses={200: {"description": "the team, by role"}},
+)
+async def team(
+    principal: PrincipalDep,
+    pool: PoolDep,
+    grid: Annotated[str, Query(pattern=r"^[0-9]{6,18}$", description="the grid's code")],
+) -> JSON:
+    generation = await resolve_generation(pool=pool, principal=principal, requested=None)
+    members = await grid_team(pool=pool, principal=principal, generation=generation, grid=grid)
+    return JSON(members, headers={"Cache-Control": "private, no-store"})
+
+
+@router.get(SERVICE_WORKER, include_in_schema=False)
+async def service_worker() -> Response:
+    """The tablet's service worker: public (it holds no data), revalidated on every check."""
+    file = static_file("wangge/sw.js")
+    return Response(
+        file.data,
+        media_type=file.media_type,
+        # Its scope is its folder, /pages/ (under any root path): no Service-Worker-Allowed.
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 # -- the pages' scripts and styles -----------------------------------------------------------

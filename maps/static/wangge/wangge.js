@@ -256,19 +256,22 @@
           }
         });
     }
+    function filed(j) {
+      var grid = j.cells && j.cells.grid_code;
+      if (o.pin && typeof j.lon === "number") {
+        // The new case on the map at once, as the officer would see it after a reload.
+        var feature = { type: "Feature", geometry: { type: "Point", coordinates: [j.lon, j.lat] }, properties: j };
+        wg.points({ type: "FeatureCollection", features: [feature] }, o.pin).addTo(map);
+      }
+      say(
+        "Filed case #" + j.id + (grid ? " in grid " + grid : " (outside every grid: queued for dispatch)"),
+        "wg-ok"
+      );
+    }
     function finish(r, j) {
       send.disabled = false;
       if (r.ok) {
-        var grid = j.cells && j.cells.grid_code;
-        if (o.pin && typeof j.lon === "number") {
-          // The new case on the map at once, as the officer would see it after a reload.
-          var filed = { type: "Feature", geometry: { type: "Point", coordinates: [j.lon, j.lat] }, properties: j };
-          wg.points({ type: "FeatureCollection", features: [filed] }, o.pin).addTo(map);
-        }
-        say(
-          "Filed case #" + j.id + (grid ? " in grid " + grid : " (outside every grid: queued for dispatch)"),
-          "wg-ok"
-        );
+        filed(j);
         form.querySelector("textarea").value = "";
         key = null;
       } else {
@@ -285,17 +288,39 @@
       key = key || wg.uuid();
       send.disabled = true;
       say("Sending…", "wg-wait");
-      post(
-        {
-          lon: pos.lon,
-          lat: pos.lat,
-          crs: o.crs,
-          source: o.source,
-          category: form.elements.category.value,
-          description: form.elements.description.value,
-        },
-        0
-      );
+      var body = {
+        lon: pos.lon,
+        lat: pos.lat,
+        crs: o.crs,
+        source: o.source,
+        category: form.elements.category.value,
+        description: form.elements.description.value,
+      };
+      if (wg.queueReport) {
+        // A page with an offline queue (tablet.js) keeps the report and sends it, once, now
+        // or when the network is back; the form is free for the next one meanwhile.
+        var h = {
+          say: say,
+          filed: filed,
+          release: function () {
+            h.released = true;
+            send.disabled = false;
+            form.querySelector("textarea").value = "";
+            key = null;
+          },
+          refused: function (r, detail) {
+            send.disabled = false;
+            say(detail, "wg-error");
+            if (r.status < 500) key = null;
+          },
+          direct: function () {
+            post(body, 0);
+          },
+        };
+        wg.queueReport(o, body, key, h);
+        return;
+      }
+      post(body, 0);
     });
   };
 })();
