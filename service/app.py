@@ -115,7 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app)
     document_api(app)
     app.add_middleware(CachedTileShortcut)
-    # Outermost: a NUL in a query or path parameter is refused before anything reads it.
+    # Around the tile shortcut and the routes: a NUL in a query or path parameter is refused
+    # before either reads it (service.inputs).
     app.add_middleware(RejectNul)
     # CORS, the body limit (outermost: before anything reads a body), the failed-authentication
     # limiter and the log redaction (service.edge).
