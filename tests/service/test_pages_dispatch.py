@@ -418,6 +418,9 @@ def test_the_tablet_works_offline_and_sends_each_thing_once(browser, live, tiny_
     box = page.locator(".wg-outbox h2")
     assert box.inner_text() == "Nothing waiting to send"
     page.wait_for_function("document.querySelector('.wg-where').textContent.includes('GPS')")
+    # A case dispatched to the grid meanwhile shows up (the tablet follows the stream).
+    later = _dispatched(http, tokens, description="fallen sign")
+    page.locator(f".wg-mycase[data-id='{later}']").wait_for(timeout=10_000)
 
     ctx.set_offline(True)
     page.wait_for_selector(".wg-outbox.wg-offline")
