@@ -28,7 +28,7 @@ from service.idempotency import request_fingerprint, run_idempotent
 from service.inputs import BIGINT_MAX, NUL_REASON, find_nul, moment_problem, parse_row_id
 from service.open311_public import KEY_OPTIONAL, public_reader, shown
 from service.repositories import entities as repo
-from service.repositories.open311 import find_open311_requests
+from service.repositories.open311 import find_open311_requests, find_open311_updates
 from service.responses import JSON
 from service.schemas.entities import IncidentCreate
 from service.specs.entity_kinds import INCIDENTS
@@ -143,28 +143,71 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _as_request(item: dict[str, Any]) -> dict[str, Any]:
-    cells = item["cells"]
-    team = cells["grid_code"] or cells["community_code"] or cells["district_code"]
+    case = item["lifecycle"]
     return {
         "service_request_id": str(item["id"]),
         "status": "closed" if item["status"] == "closed" else "open",
-        "status_notes": None if item["status"] != "new" else "received, awaiting dispatch",
+        "status_notes": case["note"] or STATE_NOTES.get(case["state"]),
         "service_name": SERVICES[item["category"]][0],
         "service_code": item["category"],
         "description": item["description"],
-        "agency_responsible": f"grid team {team}"
-        if cells["grid_code"]
-        else (f"dispatch centre {team}" if team else "city dispatch centre"),
+        "agency_responsible": case["agency"] or "city dispatch centre",
         "service_notice": None,
         "requested_datetime": _iso(item["reported_at"]),
-        "updated_datetime": _iso(item["updated_at"]),
-        "expected_datetime": None,
+        "updated_datetime": _iso(case["updated_at"] or item["updated_at"]),
+        "expected_datetime": _iso(case["due_at"]) if item["status"] != "closed" else None,
         "address": item["address"],
         "address_id": None,
         "zipcode": None,
         "lat": item["lat"],
         "long": item["lon"],
         "media_url": item["attachments"][0] if item["attachments"] else None,
+    }
+
+
+#: What a request's state tells a resident when no public note says more.
+STATE_NOTES = {
+    "reported": "received, awaiting dispatch",
+    "registered": "accepted, awaiting dispatch",
+    "dispatched": "dispatched to the team responsible",
+    "signed": "the team responsible is working on it",
+    "handled": "work reported done, awaiting verification",
+    "closed": "verified and closed",
+    "cancelled": "not accepted",
+}
+
+#: What each public case event tells a resident (Open311 service request updates).
+UPDATE_TEXT = {
+    "report": "received",
+    "import": "recorded",
+    "accept": "accepted",
+    "reject": "not accepted",
+    "dispatch": "dispatched to the team responsible",
+    "sign": "the team responsible has taken it on",
+    "feedback": "work reported done, awaiting verification",
+    "verify": "verified and closed",
+    "send_back": "sent back for further work",
+    "callback": "resident callback recorded",
+    "escalate": "passed to the level above",
+    "auto_escalate": "passed to the level above",
+    "take_over": "taken over by the level above",
+    "send_down": "passed to the local dispatch centre",
+}
+
+
+def _as_update(event: dict[str, Any]) -> dict[str, Any]:
+    text = UPDATE_TEXT[event["action"]]
+    if event["action"] == "callback" and (event["data"] or {}).get("reopened"):
+        text = "reopened after the resident's callback"
+    if event["note"]:
+        text = f"{text}: {event['note']}"
+    return {
+        "update_id": str(event["id"]),
+        "service_request_id": str(event["incident_id"]),
+        "status": "closed" if event["to_state"] in ("closed", "cancelled") else "open",
+        "updated_datetime": _iso(event["at"]),
+        "description": text,
+        "media_url": None,
     }
 
 
@@ -393,5 +436,51 @@ async def get_request(
             raise Open311Error(404, f"service_request_id: no request {service_request_id}")
         found = [shown(principal, _as_request(i)) for i in items]
         return _render(found, fmt, "service_requests", "request")
+    except Open311Error as exc:
+        return _error(exc, fmt)
+
+
+_UPDATE_PARAMETERS = {"service_request_id", "start_date", "end_date", "api_key", "jurisdiction_id"}
+
+
+@router.get(
+    "/servicerequestupdates.{fmt}",
+    summary="Open311: service request updates (what FixMyStreet-style clients poll)",
+    openapi_extra=KEY_OPTIONAL,
+)
+async def get_updates(request: Request, fmt: str, conn: ConnDep) -> Response:
+    """The public events of requests, oldest first: ``start_date``, ``end_date`` (default:
+    the last 24 hours up to now), ``service_request_id`` (comma-separated). Each update:
+    ``update_id``, ``service_request_id``, ``status``, ``updated_datetime``, ``description``,
+    ``media_url``; internal comments, supervision and deadline events are never listed."""
+    try:
+        fmt = _fmt(fmt)
+        principal = await _principal(request, public=True)
+        q = request.query_params
+        unknown = sorted(set(q) - _UPDATE_PARAMETERS)
+        if unknown:
+            raise Open311Error(400, f"{unknown[0]}: unknown parameter")
+        ids = None
+        if q.get("service_request_id"):
+            ids = [parse_row_id(x.strip()) for x in q["service_request_id"].split(",") if x.strip()]
+            if None in ids:
+                raise Open311Error(
+                    400, f"service_request_id: comma-separated numbers, each ≤ {BIGINT_MAX}"
+                )
+        end = _parse_time(q.get("end_date"), "end_date")
+        start = _parse_time(q.get("start_date"), "start_date")
+        if ids is None and start is None:
+            start = (end or datetime.now(UTC)) - timedelta(days=1)
+        events = await find_open311_updates(
+            conn=conn,
+            principal=principal,
+            ids=ids,
+            updated_from=start,
+            updated_to=end,
+            limit=MAX_RESULTS,
+        )
+        return _render(
+            [_as_update(e) for e in events], fmt, "service_request_updates", "request_update"
+        )
     except Open311Error as exc:
         return _error(exc, fmt)
