@@ -168,7 +168,7 @@
     function keep(c) {
       var old = cases[c.id];
       if (old && old.version > c.version) return false;
-      if (old && old.version === c.version && !old._partial) return false;
+      if (old && old.version === c.version) return false;
       c.clock = C.clock(c, o.limits);
       if (old && old._fresh) c._fresh = old._fresh;
       cases[c.id] = c;
@@ -228,6 +228,7 @@
     }
     function renderList() {
       if (!loaded) return;
+      drawn = Date.now();
       var all = [];
       var shown = [];
       Object.keys(cases).forEach(function (id) {
@@ -351,7 +352,9 @@
       });
     }
 
-    // Clocks run without events: amber and red come with time.
+    // Clocks run without events: amber and red come with time. The queue's "due in" texts
+    // are redrawn each minute (a redraw under the pointer could swallow a click).
+    var drawn = Date.now();
     setInterval(function () {
       var moved = false;
       Object.keys(cases).forEach(function (id) {
@@ -365,8 +368,8 @@
         }
       });
       if (moved) sync();
-      else renderList();
-    }, 5000);
+      else if (Date.now() - drawn >= 60000) renderList();
+    }, 10000);
 
     // -- one case ---------------------------------------------------------------------------
     function select(id, how) {

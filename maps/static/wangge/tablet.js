@@ -161,6 +161,10 @@
     if (!sheet || !desk || !window.fetch) return;
     var dbp = openDb();
     var store = Store(dbp);
+    var dbFailed = false;
+    dbp.catch(function () {
+      dbFailed = true; // nothing is kept: reports go straight out (wg.reportForm's own way)
+    });
     var items = []; // the outbox, oldest first (a mirror of IndexedDB)
     var cases = []; // the grid's cases as last fetched
     var asOf = null;
@@ -286,13 +290,13 @@
         "</li>"
       );
     }
-    function renderCases() {
+    function renderCases(force) {
       var open = cases.filter(function (c) {
         return MINE.indexOf(c.state) >= 0;
       });
-      // A form being filled in is kept as it is (typing must not be lost to a refresh).
-      var typing = mine.querySelector(".wg-mcform textarea:focus, .wg-mcform input:focus");
-      if (typing) return;
+      // A form being filled in stays as it is (a note, chosen photos): the list catches up
+      // when it is sent or cancelled.
+      if (!force && Object.keys(forms).length) return;
       mine.innerHTML =
         "<h2>" + esc(T.my_cases) + (asOf ? " <small class='wg-note'>" + esc(t("as_of", { time: C.when(asOf) })) + "</small>" : "") + "</h2>" +
         (open.length ? "<ul class='wg-mycases'>" + open.map(caseHtml).join("") + "</ul>" : "<p class='wg-note'>" + esc(T.no_cases) + "</p>");
@@ -318,12 +322,12 @@
         queueAction(c, "sign", {}, []);
       } else if (action) {
         forms[id] = action;
-        renderCases();
+        renderCases(true);
         var first = mine.querySelector("li[data-id='" + id + "'] .wg-mcform textarea, li[data-id='" + id + "'] .wg-mcform input");
         if (first) first.focus();
       } else if (b.classList.contains("wg-cancel")) {
         delete forms[id];
-        renderCases();
+        renderCases(true);
       } else if (b.classList.contains("wg-send")) {
         var form = li.querySelector(".wg-mcform");
         var kind = form.getAttribute("data-form");
@@ -542,7 +546,7 @@
       });
     }
     function flush() {
-      if (flushing || sessionEnded) return;
+      if (flushing || sessionEnded || dbFailed) return;
       clearTimeout(timer);
       timer = null;
       flushing = true;
