@@ -327,6 +327,18 @@ def test_the_dispatch_page_shows_a_case_filed_elsewhere_live(browser, live, tiny
     assert "wg-clock-red" in page.evaluate(icon, red)
     assert "wg-clock-amber" in page.evaluate(icon, amber)
     assert "wg-state-reported" in page.evaluate(icon, first)
+    # The browser's clock is the service's: amber once 80 % of the limit has passed.
+    clocks = page.evaluate(
+        """() => {
+            const now = Date.now();
+            const c = (minutes, extra) => wg.cases.clock(Object.assign({
+                state: 'reported', category: 'road', priority: 'normal', step: 'accept',
+                step_due_at: new Date(now + minutes * 60000).toISOString(),
+                step_overdue: false}, extra), {'road|normal|accept': 60}, now);
+            return [c(13), c(11), c(-1), c(30, {step_overdue: true}), c(30, {state: 'closed'})];
+        }"""
+    )
+    assert clocks == ["green", "amber", "red", "red", None]
     page.evaluate("window.__sameDocument = true")
 
     # Another client files a case: it appears in the queue and on the map, no reload.
