@@ -6,7 +6,10 @@ Per grid of the generation in the analysed area (every grid, with or without inc
   and how many of those are ``closed`` by ``until``;
 - ``open``: the backlog as of ``until`` (reported before it, not closed by then, whenever it
   was reported: a case open for 100 days is still the team's work), and ``overdue``: those of
-  the backlog reported more than ``overdue_hours`` (default 72) before ``until``;
+  the backlog whose current step is overdue (flagged by the deadline sweep, or past its
+  deadline at ``until``: the case's own time limits decide); only a backlog case with no
+  deadline at all falls back to "reported more than ``overdue_hours`` (default 72) before
+  ``until``";
 - ``z``: (incidents − mean) / standard deviation over the grids in the area, and
   ``median_ratio``: incidents / median.
 
@@ -43,7 +46,7 @@ DEFAULT_Z = 2.0
 DEFAULT_MEDIAN_RATIO = 3.0
 #: Times without a zone are China Standard Time, as everywhere in the API.
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
-_COLUMNS = ("id", "reported_at", "closed_at")
+_COLUMNS = ("id", "reported_at", "closed_at", "step_overdue", "step_due_at")
 
 _WORKLOAD_SQL = """
 WITH grids AS (
@@ -57,7 +60,9 @@ inc AS (
            count(*) FILTER (WHERE t.reported_at >= :since AND t.closed_at < :until) AS closed,
            count(*) FILTER (WHERE t.closed_at IS NULL OR t.closed_at >= :until) AS open,
            count(*) FILTER (WHERE (t.closed_at IS NULL OR t.closed_at >= :until)
-                            AND t.reported_at < :overdue_before) AS overdue
+                            AND (t.step_overdue OR t.step_due_at < :until
+                                 OR (t.step_due_at IS NULL
+                                     AND t.reported_at < :overdue_before))) AS overdue
     FROM {incidents} t
     WHERE t.reported_at < :until
       AND (t.reported_at >= :since OR t.closed_at IS NULL OR t.closed_at >= :until)

@@ -399,22 +399,24 @@ def test_workload_counts_backlog_overdue_and_finds_the_busy_grid(conn):
     grids = {i["grid_code"]: i for i in result["items"]}
     assert s["grids"] == 8 and len(grids) == 8
     g1 = grids[G1]
-    assert (g1["incidents"], g1["closed"], g1["open"], g1["overdue"]) == (31, 20, 11, 10)
+    # Overdue: past the case's own deadline (water, normal: accepted within an hour).
+    assert (g1["incidents"], g1["closed"], g1["open"], g1["overdue"]) == (31, 20, 11, 11)
     # The 200-day-old open case is backlog and overdue, but not in the 90-day period.
     g2 = grids[G2]
     assert (g2["incidents"], g2["open"], g2["overdue"]) == (2, 1, 1)
-    assert s["incidents"] == 31 + 7 * 2 and s["open"] == 12 and s["overdue"] == 11
+    assert s["incidents"] == 31 + 7 * 2 and s["open"] == 12 and s["overdue"] == 12
     assert s["mean"] == pytest.approx(45 / 8, abs=1e-3) and s["median"] == 2.0
     assert g1["z"] == pytest.approx((31 - 45 / 8) / s["stddev"], abs=1e-3) and g1["z"] > 2
     assert g1["outlier"] == "high" and s["outliers_high"] == 1 and s["outliers_low"] == 0
     assert result["items"][0]["grid_code"] == G1
     assert g1["team_size"] == 2 and grids[G2]["team_size"] == 4
-    # Parameters: a 3-day period misses the 10-day-old cases; a 200 h limit, the fresh ones.
+    # Parameters: a 3-day period misses the 10-day-old cases; the deadlines, not
+    # overdue_hours, decide for cases that have one.
     now = datetime.now(UTC)
     recent = run_workload(conn, principal=CITY_PLANNER, since=now - timedelta(days=3))
     assert recent["summary"]["incidents"] == 1
     lenient = run_workload(conn, principal=CITY_PLANNER, overdue_hours=200)
-    assert lenient["summary"]["overdue"] == 1
+    assert lenient["summary"]["overdue"] == 12
     # No outlier when the bar is higher than the busy grid.
     calm = run_workload(conn, principal=CITY_PLANNER, z=3, median_ratio=20)
     assert calm["summary"]["outliers_high"] == 0
