@@ -131,6 +131,7 @@ def run_evaluation(
     principal: Principal,
     level: str = "grid",
     area_code: str | None = None,
+    generation: int | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     geometry: bool = False,
@@ -142,7 +143,8 @@ def run_evaluation(
     since = _aware(since, "since") or until - DEFAULT_PERIOD
     if since >= until:
         raise UnprocessableError("since must be before until", field="since")
-    scope = resolve_scope(conn, principal=principal, area_code=area_code, generation=None)
+    # ``generation`` picks the areas; cases are counted in the cells they are in now.
+    scope = resolve_scope(conn, principal=principal, area_code=area_code, generation=generation)
     depth, column = LEVELS[level]
     sql = _EVALUATION_SQL.format(
         column=column,  # from the fixed LEVELS mapping, never the request

@@ -34,6 +34,7 @@ from service.analysis.reach import run_reach
 from service.analysis.siting import run_siting
 from service.auth import Principal
 from service.deps import PrincipalDep, SyncEngineDep, query_model
+from service.dispatch.evaluation import run_evaluation
 from service.querymodels import query_parameters_doc
 from service.responses import JSON
 from service.schemas.analysis import (
@@ -47,6 +48,7 @@ from service.schemas.analysis import (
     TopologyQuery,
     WorkloadQuery,
 )
+from service.schemas.evaluation import EvaluationQuery
 
 __all__ = ["ANALYSES", "Analysis", "router"]
 
@@ -122,6 +124,16 @@ ANALYSES = (
         run_workload,
         name="workload_",
         summary="Incidents, backlog and overdue cases per grid team, with outliers",
+    ),
+    Analysis(
+        "/evaluation",
+        EvaluationQuery,
+        run_evaluation,
+        name="evaluation",
+        summary="Evaluation (综合评价) per grid team, community or district, with geometry",
+        description="The figures of GET /evaluation per area of `level` with its polygon: "
+        "on-time sign-for and handling, closure, escalation and reopen rates, overdue cases, "
+        "median times and satisfaction over the cases reported in [since, until).",
     ),
     Analysis(
         "/reach",

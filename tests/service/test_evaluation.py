@@ -203,3 +203,14 @@ def test_bad_parameters(client, h):
         headers=h["city"],
     )
     assert r.status_code == 422 and "since" in r.text
+
+
+def test_the_evaluation_as_an_analysis_with_geometry(client, h, cases):
+    params = {"since": PERIOD["from"], "until": PERIOD["to"]}
+    r = client.get("/analysis/evaluation", params=params, headers=h["city"])
+    assert r.status_code == 200, r.text
+    items = {i["code"]: i for i in r.json()["items"]}
+    assert items[NW_GRID]["on_time_handle_rate"] == 0.5
+    assert items[NW_GRID]["geometry"]["type"] in ("Polygon", "MultiPolygon")
+    r = client.get("/analysis/evaluation", params={**params, "level": "x"}, headers=h["city"])
+    assert r.status_code == 422
