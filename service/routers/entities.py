@@ -66,7 +66,9 @@ class _ListQuery(BaseModel):
 def _list_model(spec: EntitySpec) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name in spec.filters:
-        schema = next((m for m in (spec.create, spec.update) if name in m.model_fields), None)
+        # The read schema last: a lifecycle's status is read and filtered, never written.
+        schemas = (spec.create, spec.update, spec.read)
+        schema = next((m for m in schemas if name in m.model_fields), None)
         if schema is None:
             fields[name] = (str | None, None)
             continue
