@@ -332,7 +332,13 @@ ALL_PEOPLE = frozenset({OWNER, HANDLER, ABOVE})
 ACTIONS: dict[str, Action] = {
     a.name: a
     for a in (
-        Action("report", "filed (上报)", states=(), actors=frozenset({SYSTEM}), to="reported"),
+        Action(
+            "report",
+            "filed: hotline, patrol, camera (信息采集)",
+            states=(),
+            actors=frozenset({SYSTEM}),
+            to="reported",
+        ),
         Action("import", "imported with its state", states=(), actors=frozenset({SYSTEM})),
         Action(
             "accept",

@@ -470,6 +470,9 @@ def test_bad_input_is_a_clear_4xx_and_writes_nothing(client, h, db_url):
     # Status follows the lifecycle: a PATCH cannot set it.
     r = client.patch(f"/incidents/{closed}", json={"status": "new"}, headers=h["community"])
     assert r.status_code == 422
+    # ... and a listing still filters by it, and only by a status that exists.
+    r = client.get("/incidents", params={"status": "done"}, headers=h["community"])
+    assert r.status_code == 422 and r.json()["field"] == "status"
 
 
 def test_if_match_and_idempotency_key(client, h, db_url):
