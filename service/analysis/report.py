@@ -77,7 +77,7 @@ ProgressFn = Callable[[str, int, int, float | None], None]
 
 #: The steps of a report, in the order they are reported ("tables": the report's own
 #: per-area counts). Reach and tables may run beside the others (see :func:`run_report`).
-REPORT_STEPS = (*ANALYSES, "reach", "tables", "siting")
+REPORT_STEPS = (*ANALYSES, "evaluation", "reach", "tables", "siting")
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
 
 
@@ -339,6 +339,12 @@ class _Steps:
             self.say(name, self.done, self.total, self.timings[name])
 
 
+def _evaluation(c: Connection, common: dict[str, Any], geometry: bool) -> dict[str, Any]:
+    from service.dispatch.evaluation import run_evaluation
+
+    return run_evaluation(c, **common, geometry=geometry)
+
+
 def _report_steps(
     scope: Scope, *, principal: Principal, siting_k: int | None, geometry: bool, care_details: bool
 ) -> tuple[list[Step], list[Step], list[Step]]:
@@ -367,6 +373,8 @@ def _report_steps(
         )
         for name, fn in ANALYSES.items()
     ]
+    # The dispatch evaluation (综合评价) of the area's grid teams over the last 90 days.
+    sql.append(("evaluation", lambda c: _evaluation(c, common, geometry)))
     beside: list[Step] = [
         ("reach", lambda c: run_reach(c, **common, geometry=geometry)),
         ("tables", lambda c: _tables(c, scope)),

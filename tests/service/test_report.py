@@ -19,7 +19,7 @@ from service.db import make_engine
 from service.errors import UnprocessableError
 from tests.conftest import auth, make_tokens
 
-ANALYSES = ("staffing", "topology", "organisation", "care", "workload", "reach")
+ANALYSES = ("staffing", "topology", "organisation", "care", "workload", "evaluation", "reach")
 KAIYANG = "520121"
 LAYERS = {
     "reach_uncovered",
@@ -200,7 +200,7 @@ def test_report_holds_every_analysis_with_its_summary(api, kaiyang_report, demo_
     assert "siting" not in body["analyses"] and body["parameters"]["siting_k"] is None
     # Reach runs beside the SQL analyses (a second connection, the same snapshot).
     timings = body["timings"]
-    sql_lane = ("staffing", "topology", "organisation", "care", "workload")
+    sql_lane = ("staffing", "topology", "organisation", "care", "workload", "evaluation")
     beside = timings["reach"] + timings["tables"]
     assert timings["total"] >= max(sum(timings[n] for n in sql_lane), beside)
     assert list(timings) == [*ANALYSES, "tables", "total"]
