@@ -526,6 +526,9 @@ def relations(case: CaseState, actor: Actor) -> frozenset[str]:
         and level == case.owner_level
         and actor.area_code is not None
         and actor.area_code == case.owner_area_code
+    ) or (
+        # A case outside every area waits in the city's queue (as incidents do).
+        case.owner_level is None and level == "city"
     )
     if is_owner:
         out.add(OWNER)

@@ -423,3 +423,12 @@ def test_any_walk_replays_to_the_same_case(walk):
         assert case.assignee_path is None or case.assignee_path.startswith(case.owner_area_path)
     assert replay(events) == case
     assert case.version == len(events)
+
+
+def test_a_case_outside_every_area_waits_for_the_city():
+    outside = CaseState(category="gas", state="reported", status="new", step="accept", version=1)
+    assert relations(outside, CITY_CENTRE) == {OWNER}
+    assert relations(outside, DISTRICT_CENTRE) == set()
+    assert "escalate" not in allowed_actions(outside, CITY_CENTRE)
+    cancelled, _ = _run([(CITY_CENTRE, "reject", {"reason": "out_of_scope"})], outside)
+    assert cancelled.state == "cancelled"
