@@ -291,7 +291,10 @@ def layer_or_404(name: str) -> LayerSpec:
 
 
 ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
-WriteConnDep = Annotated[AsyncConnection, Depends(get_write_conn)]
+# scope="function": the transaction commits when the handler returns, before the response
+# is sent. With FastAPI's default ("request") the commit ran after the answer had gone out,
+# so a commit that failed still answered 2xx: an acknowledged write that was never stored.
+WriteConnDep = Annotated[AsyncConnection, Depends(get_write_conn, scope="function")]
 PoolDep = Annotated[Any, Depends(get_pool)]
 SyncEngineDep = Annotated[Engine, Depends(get_sync_engine)]
 ApiSettingsDep = Annotated[APISettings, Depends(get_api_settings)]
