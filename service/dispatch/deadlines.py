@@ -101,7 +101,8 @@ def check_limit_key(category: str, priority: str, step: str) -> tuple[str, str, 
         ("step", step, STEPS),
     ):
         if value not in known:
-            raise NotFoundError(f"no {name} {value!r}; one of {', '.join(known)}", field=name)
+            shown = value if len(value) <= 40 else value[:40] + "..."
+            raise NotFoundError(f"no {name} {shown!r}; one of {', '.join(known)}", field=name)
     return category, priority, step
 
 
