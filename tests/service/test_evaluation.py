@@ -79,6 +79,7 @@ def h(db_url):
         "city": ("city_dispatcher", "990100"),
         "community_s": ("community_dispatcher", "990101001002"),
         "grid": ("grid_officer", NW_GRID),
+        "admin": ("admin", None),
     }
     engine = make_engine(db_url)
     with engine.begin() as conn:
@@ -214,3 +215,68 @@ def test_the_evaluation_as_an_analysis_with_geometry(client, h, cases):
     assert items[NW_GRID]["geometry"]["type"] in ("Polygon", "MultiPolygon")
     r = client.get("/analysis/evaluation", params={**params, "level": "x"}, headers=h["city"])
     assert r.status_code == 422
+
+
+def test_imported_history_keeps_its_states_as_events(client, h, db_url):
+    rows = (
+        "category,source,status,reported_at,closed_at,lon,lat\n"
+        f"road,patrol,closed,2024-03-01T08:00+08:00,2024-03-04T10:00+08:00,{IN_NE[0]},{IN_NE[1]}\n"
+        f"water,resident,open,2024-03-02T08:00:00+08:00,,{IN_NE[0]},{IN_NE[1]}\n"
+    )
+    r = client.post(
+        "/incidents/import", files={"file": ("h.csv", rows.encode())}, headers=h["admin"]
+    )
+    assert r.status_code == 200, r.text
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        events = conn.execute(
+            text(
+                "SELECT i.state, e.action, e.to_state, e.seq FROM incident i "
+                "JOIN case_event e ON e.incident_id = i.id "
+                "WHERE i.reported_at < '2025-01-01' ORDER BY i.reported_at, e.seq"
+            )
+        ).all()
+    engine.dispose()
+    assert [tuple(e) for e in events] == [
+        ("closed", "import", "closed", 1),
+        ("registered", "import", "registered", 1),
+    ]
+    period = {"from": "2024-01-01T00:00:00Z", "to": "2024-12-31T00:00:00Z"}
+    got = client.get("/evaluation", params=period, headers=h["city"]).json()["items"]
+    ne = next(i for i in got if i["code"] == NE_GRID)
+    assert ne["cases"] == 2 and ne["closure_rate"] == 0.5
+
+
+def test_the_demo_has_lifecycles_with_spread(demo_db_url):
+    from service.auth import Principal
+    from service.dispatch.evaluation import run_evaluation
+    from tests.service.test_cases import _replay_all
+
+    engine = make_engine(demo_db_url)
+    with engine.connect() as conn:
+        states = dict(conn.execute(text("SELECT state, count(*) FROM incident GROUP BY 1")).all())
+        actions = dict(
+            conn.execute(text("SELECT action, count(*) FROM case_event GROUP BY 1")).all()
+        )
+        reopened = conn.execute(text("SELECT count(*) FROM incident WHERE reopens > 0")).scalar()
+        dupes = conn.execute(
+            text("SELECT count(*) FROM incident WHERE duplicate_of IS NOT NULL")
+        ).scalar()
+        result = run_evaluation(
+            conn,
+            principal=Principal("t", "t", "admin", None, None),
+            level="community",
+            since=datetime(2025, 11, 27, tzinfo=UTC),
+            until=datetime(2026, 11, 27, 8, tzinfo=UTC),
+        )
+    engine.dispose()
+    total = sum(states.values())
+    assert states["closed"] > 0.7 * total and states["cancelled"] > 0
+    assert all(states.get(s, 0) > 0 for s in ("reported", "dispatched", "signed", "handled"))
+    for action in ("accept", "dispatch", "sign", "feedback", "verify", "overdue", "escalate"):
+        assert actions.get(action, 0) > 0, action
+    assert actions["callback"] > 0 and reopened > 0 and dupes > 0
+    rates = [i["on_time_handle_rate"] for i in result["items"] if i["cases"] >= 20]
+    assert len(rates) > 10 and max(rates) - min(rates) > 0.15  # teams differ
+    assert 0.6 < sorted(rates)[len(rates) // 2] < 0.98  # most on time
+    assert _replay_all(demo_db_url) == total
