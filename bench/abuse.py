@@ -32,9 +32,10 @@ import time
 
 import httpx
 
+from bench.common import stop
 from bench.goals import Goals
 from bench.lookup import prepare_database
-from bench.tiles import start_wangge, stop
+from bench.tiles import start_wangge
 
 HEALTH_EVERY_S = 0.01
 POINT = b"[106.7123456, 26.5812345], "

@@ -50,8 +50,7 @@ import time
 from array import array
 from collections import Counter
 
-import httpx
-
+from bench.common import parse_wrk, start_uvicorn, stop
 from bench.goals import Goals
 
 STREAM_PORT = 8767
@@ -128,43 +127,19 @@ def _plan_screens(url: str, n: int, seed: int) -> tuple[list[tuple[str, str]], d
 def _start_server(url: str, port: int) -> subprocess.Popen:
     # No deadline sweep in this server: its events would mix with the measured ones.
     env = {
-        **os.environ,
         "DATABASE_URL": url,
         "WANGGE_DB_POOL_SIZE": "10",
         "WANGGE_DISPATCH_SWEEP_SECONDS": "0",
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "service.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-            "--timeout-graceful-shutdown",
-            "3",
-            "--backlog",
-            "4096",
-        ],
-        env=env,
+    return start_uvicorn(
+        "service.app:create_app",
+        port,
+        env,
+        "--timeout-graceful-shutdown",
+        "3",
+        "--backlog",
+        "4096",
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"benchmark server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("benchmark server did not start")
 
 
 def _rss_mb(pid: int) -> float:
@@ -322,11 +297,7 @@ def stream(args, goals: Goals, url: str) -> dict:
         client.join(30)
         if client.is_alive():
             client.kill()
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
 
     written = sorted(committed)
     # Every area that covers each event's case: its paths and their ancestors.
@@ -747,7 +718,6 @@ def actions(args, goals: Goals, url: str) -> dict:
     server's size at the same concurrency."""
     import psycopg
 
-    from bench.lookup import _parse_wrk
     from service.auth import create_token
     from service.db import make_engine
 
@@ -790,16 +760,12 @@ def actions(args, goals: Goals, url: str) -> dict:
                 text=True,
                 check=True,
             ).stdout
-            runs.append(_parse_wrk(out))
+            runs.append(parse_wrk(out))
             runs[-1]["server_cpu_ms"] = (_cpu_seconds(server.pid) - cpu_before) * 1000
         api = runs[-1]
     finally:
         os.unlink(fh.name)
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
     with psycopg.connect(url.replace("+psycopg", "")) as conn:
         written = (
             conn.execute("SELECT count(*) FROM case_event WHERE action = 'comment'").fetchone()[0]

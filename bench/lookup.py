@@ -42,6 +42,7 @@ import numpy as np
 import psycopg
 from sqlalchemy import text
 
+from bench.common import parse_wrk, start_uvicorn, stop
 from bench.goals import Goals
 from service.db import ensure_database, load_sql, make_engine, migrate, sync_url
 
@@ -111,35 +112,8 @@ def sample_points(url: str, n: int, seed: int = 7) -> np.ndarray:
 
 
 def start_server(url: str) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": url, "WANGGE_DB_POOL_SIZE": "20"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.lookup_app:create_bench_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(PORT),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        env=env,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"benchmark server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{PORT}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("benchmark server did not start")
+    env = {"DATABASE_URL": url, "WANGGE_DB_POOL_SIZE": "20"}
+    return start_uvicorn("bench.lookup_app:create_bench_app", PORT, env)
 
 
 WRK_LUA = """
@@ -153,35 +127,6 @@ end
 """
 
 
-def _parse_wrk(out: str) -> dict:
-    def ms(text: str) -> float:
-        value = float(re.match(r"([\d.]+)", text).group(1))
-        unit = re.match(r"[\d.]+(\w+)", text).group(1)
-        return value * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
-
-    if "Latency Distribution" not in out:
-        raise RuntimeError(f"unexpected wrk output:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
-    p99 = ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = int(non2xx.group(1)) if non2xx else 0
-    # "Socket errors: connect 0, read 0, write 0, timeout 0" (only printed when any).
-    sockets = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
-    )
-    socket_errors = sum(int(v) for v in sockets.groups()) if sockets else 0
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    return {
-        "rps": rps,
-        "p50_ms": p50,
-        "p99_ms": p99,
-        "non_2xx": errors,
-        "socket_errors": socket_errors,
-        "requests": requests,
-    }
-
-
 def run_wrk(path: str, seconds: int, connections: int, lua: str | None = None) -> dict:
     args = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
@@ -192,7 +137,7 @@ def run_wrk(path: str, seconds: int, connections: int, lua: str | None = None) -
         [*args, f"http://127.0.0.1:{PORT}{path}"], capture_output=True, text=True, check=True
     ).stdout
     Path(fh.name).unlink()
-    return _parse_wrk(out)
+    return parse_wrk(out)
 
 
 def _raw_sql() -> str:
@@ -202,8 +147,9 @@ def _raw_sql() -> str:
     return sql.replace(":lons", "%(lons)s").replace(":lats", "%(lats)s")
 
 
-def run_raw(url: str, pts: np.ndarray, seconds: float) -> dict:
-    """Time the service's lookup SQL for one point at a time, straight from psycopg."""
+def _time_raw(url: str, lookups) -> list[float]:
+    """Milliseconds the service's lookup SQL takes straight from psycopg (one connection,
+    generic plans), once for each (lons, lats) of ``lookups``."""
     sql = _raw_sql()
     lat_ms = []
     with psycopg.connect(
@@ -211,36 +157,31 @@ def run_raw(url: str, pts: np.ndarray, seconds: float) -> dict:
         prepare_threshold=0,
         options="-c plan_cache_mode=force_generic_plan",
     ) as conn:
+        for lons, lats in lookups:
+            t = time.perf_counter()
+            conn.execute(sql, {"lons": lons, "lats": lats, "generation": None}).fetchall()
+            lat_ms.append((time.perf_counter() - t) * 1e3)
+    return lat_ms
+
+
+def run_raw(url: str, pts: np.ndarray, seconds: float) -> dict:
+    """Time the service's lookup SQL for one point at a time, straight from psycopg."""
+
+    def points():  # from the first lookup on, for ``seconds``
         deadline = time.perf_counter() + seconds
         i = 0
         while time.perf_counter() < deadline:
             lon, lat = pts[i % len(pts)]
-            t = time.perf_counter()
-            conn.execute(
-                sql, {"lons": [float(lon)], "lats": [float(lat)], "generation": None}
-            ).fetchall()
-            lat_ms.append((time.perf_counter() - t) * 1e3)
+            yield [float(lon)], [float(lat)]
             i += 1
-    total = sum(lat_ms) / 1e3
-    return _summary(lat_ms, len(lat_ms) / total)
+
+    lat_ms = _time_raw(url, points())
+    return _summary(lat_ms, len(lat_ms) / (sum(lat_ms) / 1e3))
 
 
 def run_raw_batch(url: str, pts: np.ndarray, rounds: int) -> dict:
-    sql = _raw_sql()
-    lat_ms = []
-    with psycopg.connect(
-        url.replace("+psycopg", ""),
-        prepare_threshold=0,
-        options="-c plan_cache_mode=force_generic_plan",
-    ) as conn:
-        for r in range(rounds):
-            chunk = pts[(r * BATCH) % len(pts) :][:BATCH]
-            t = time.perf_counter()
-            conn.execute(
-                sql,
-                {"lons": chunk[:, 0].tolist(), "lats": chunk[:, 1].tolist(), "generation": None},
-            ).fetchall()
-            lat_ms.append((time.perf_counter() - t) * 1e3)
+    chunks = (pts[(r * BATCH) % len(pts) :][:BATCH] for r in range(rounds))
+    lat_ms = _time_raw(url, ((c[:, 0].tolist(), c[:, 1].tolist()) for c in chunks))
     return _summary(lat_ms, BATCH * len(lat_ms) / (sum(lat_ms) / 1e3))
 
 
@@ -416,8 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_raw": run_raw_batch(url, pts, args.batch_rounds),
         }
     finally:
-        server.terminate()
-        server.wait(10)
+        stop(server)
 
     ratio = results["lookup"]["rps"] / results["bare"]["rps"]
     raw_ratio = results["lookup"]["rps"] / results["raw_concurrent"]["rps"]

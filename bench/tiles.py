@@ -71,12 +71,12 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from bench.common import ROOT, parse_wrk, start, start_uvicorn, stop
 from bench.goals import Goals
-from bench.lookup import _parse_wrk, prepare_database
+from bench.lookup import prepare_database
 from service.repositories.layers import tolerance_for_zoom
 from service.specs.map_layers import LAYERS
 
-ROOT = Path(__file__).resolve().parent.parent
 TIPG_VENV = ROOT / "build" / "tipg-venv"  # build/ is gitignored
 TIPG_REQUIREMENT = os.environ.get("WANGGE_BENCH_TIPG", "tipg==1.6.1")
 WANGGE_PORT = 8766
@@ -317,22 +317,6 @@ def tipg_env(url: str) -> dict[str, str]:
     }
 
 
-def _start(cmd: list[str], env: dict, health: str, cwd: str | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=cwd)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}")
-        try:
-            if httpx.get(health, timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"{' '.join(cmd)} did not start")
-
-
 def start_tipg(url: str) -> subprocess.Popen:
     cmd = [
         str(TIPG_VENV / "bin" / "python"),
@@ -350,39 +334,14 @@ def start_tipg(url: str) -> subprocess.Popen:
         "--no-access-log",
     ]
     # Its own cwd: tipg's settings also read a .env file from the working directory.
-    return _start(cmd, tipg_env(url), f"http://127.0.0.1:{TIPG_PORT}/healthz", str(TIPG_VENV))
+    return start(cmd, tipg_env(url), f"http://127.0.0.1:{TIPG_PORT}/healthz", str(TIPG_VENV))
 
 
 def start_wangge(url: str, cache: bool, port: int) -> subprocess.Popen:
     env = {"DATABASE_URL": url, "WANGGE_DB_POOL_SIZE": str(POOL)}
     if not cache:
         env["WANGGE_API_TILE_CACHE_BYTES"] = "0"
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bench.lookup_app:create_bench_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    return _start(cmd, env, f"http://127.0.0.1:{port}/health", str(ROOT))
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    return start_uvicorn("bench.lookup_app:create_bench_app", port, env)
 
 
 # --- load -----------------------------------------------------------------------------------
@@ -412,7 +371,7 @@ def run_wrk(port: int, paths: list[str], headers: dict, seconds: float, connecti
         out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     finally:
         Path(fh.name).unlink()
-    return _parse_wrk(out)
+    return parse_wrk(out)
 
 
 def fetch_all(port: int, paths: list[str], headers: dict) -> list[httpx.Response]:
