@@ -51,6 +51,7 @@ import orjson
 from service.auth import Principal
 from service.dispatch.cases import clock_of
 from service.dispatch.lifecycle import LIFECYCLE_COLUMNS
+from service.listening import Listening
 
 __all__ = [
     "CHANNEL",
@@ -63,7 +64,6 @@ __all__ = [
 ]
 
 CHANNEL = "wangge_case_events"
-MAX_RECONNECT_DELAY_S = 2.0
 #: Events a subscriber may hold undelivered before it is served from the log instead.
 QUEUE_EVENTS = 1_000
 #: The first frame of every stream, sent once subscribed: browsers reconnect 1 s after a
@@ -265,8 +265,13 @@ class Subscriber:
         return batch
 
 
-class CaseStream:
+class CaseStream(Listening):
     """The process's listener of ``wangge_case_events`` and its subscribers."""
+
+    channel = CHANNEL
+    what = "case stream"
+    on_lost = "reconnecting, then reading the log"
+    log = log
 
     def __init__(
         self,
@@ -276,20 +281,15 @@ class CaseStream:
         queue_events: int = QUEUE_EVENTS,
         token_check_s: float = TOKEN_CHECK_S,
     ):
-        # asyncpg takes a plain postgresql:// DSN, not SQLAlchemy's driver-qualified URL.
-        self.dsn = f"postgresql://{url.split('://', 1)[1]}"
+        super().__init__(url)
         self.pool = pool
         self.queue_events = queue_events
         self.token_check_s = token_check_s
-        self.conn = None
-        self.listening = False
-        self.closing = False
         #: The highest event id delivered (or committed before this process listened).
         self.last_id = 0
         self._by_scope: dict[str | None, set[Subscriber]] = {}
         self._wake = asyncio.Event()
         self._pump_task: asyncio.Task | None = None
-        self._reconnect_task: asyncio.Task | None = None
 
     # -- listening -------------------------------------------------------------------------
 
@@ -302,19 +302,6 @@ class CaseStream:
         self._pump_task = asyncio.ensure_future(self._pump())
         return self
 
-    async def _connect(self) -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            await conn.add_listener(CHANNEL, self._notified)
-        except BaseException:
-            conn.terminate()
-            raise
-        self.conn = conn
-        conn.add_termination_listener(self._lost)
-        self.listening = True
-
     def _notified(self, _conn, _pid, _channel, payload: str) -> None:
         # The payload is the newest event id of a committed statement: read the log if it
         # is news (the id itself is not needed: the read takes everything after last_id).
@@ -325,38 +312,19 @@ class CaseStream:
         if newest is None or newest > self.last_id:
             self._wake.set()
 
-    def _lost(self, _conn) -> None:
-        self.listening = False
-        if not self.closing:
-            log.warning("case stream: connection lost; reconnecting, then reading the log")
-            self._reconnect_task = asyncio.ensure_future(self._reconnect())
-
-    async def _reconnect(self) -> None:
-        delay = 0.1
-        while not self.closing:
-            try:
-                await self._connect()
-            except Exception as exc:  # the database is still away: try again
-                log.debug("case stream: reconnecting (%s)", type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_RECONNECT_DELAY_S)
-                continue
-            # Whatever committed while away was not notified: read it from the log.
-            self._wake.set()
-            log.info("case stream: listening again")
-            return
+    def _listening_again(self) -> None:
+        # Whatever committed while away was not notified: read it from the log.
+        self._wake.set()
 
     async def close(self) -> None:
         """Stop listening and end every subscriber's stream (the app is shutting down)."""
         self.closing = True
-        for task in (self._reconnect_task, self._pump_task):
-            if task is not None:
-                task.cancel()
+        if self._pump_task is not None:
+            self._pump_task.cancel()
         for subs in self._by_scope.values():
             for sub in subs:
                 sub.close()
-        if self.conn is not None and not self.conn.is_closed():
-            await self.conn.close()
+        await super().close()
 
     # -- delivering ------------------------------------------------------------------------
 
