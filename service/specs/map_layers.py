@@ -53,6 +53,22 @@ def _open_incidents_sql(cell_column: str) -> str:
     )
 
 
+def _on_time_handling_sql(cell_column: str) -> str:
+    # The evaluation's on-time handling rate (service.dispatch.evaluation) of the area's
+    # cases reported in the last 90 days: fed back by the deadline their first sign-for set,
+    # of those fed back or past that deadline. Selectable, not sent by default (it reads the
+    # case events of every area drawn).
+    return (
+        "(SELECT (count(*) FILTER (WHERE c.handled <= c.due))::float8 / nullif(count(*), 0) "
+        "FROM (SELECT min(e.at) FILTER (WHERE e.action = 'feedback') AS handled, "
+        "((array_agg(e.data->>'due_at' ORDER BY e.seq) FILTER (WHERE e.action = 'sign'))[1])"
+        "::timestamptz AS due "
+        f"FROM {INCIDENTS.table} i JOIN case_event e ON e.incident_id = i.id "
+        f"WHERE i.{cell_column} = t.code AND i.reported_at >= now() - interval '90 days' "
+        "GROUP BY i.id) c WHERE c.due IS NOT NULL AND (c.handled IS NOT NULL OR c.due < now()))"
+    )
+
+
 def _area_layer(name: str, level: str, title: str, counts: str | None, min_zoom: int) -> LayerSpec:
     props = {
         "code": "t.code",
@@ -71,6 +87,8 @@ def _area_layer(name: str, level: str, title: str, counts: str | None, min_zoom:
     if counts:
         props["open_incidents"] = _open_incidents_sql(counts)
         types["open_incidents"] = "integer"
+        props["on_time_handling_90d"] = _on_time_handling_sql(counts)
+        types["on_time_handling_90d"] = "number"
     return LayerSpec(
         name=name,
         title=title,
@@ -88,7 +106,9 @@ def _area_layer(name: str, level: str, title: str, counts: str | None, min_zoom:
         order_sql="t.code",
         # A layer holds one level, and the feature's id is its code: repeating either on
         # every feature is payload for nothing (both stay selectable with ?properties=).
-        default_properties=tuple(p for p in props if p not in ("level", "code")),
+        default_properties=tuple(
+            p for p in props if p not in ("level", "code", "on_time_handling_90d")
+        ),
     )
 
 

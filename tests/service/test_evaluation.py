@@ -280,3 +280,24 @@ def test_the_demo_has_lifecycles_with_spread(demo_db_url):
     assert len(rates) > 10 and max(rates) - min(rates) > 0.15  # teams differ
     assert 0.6 < sorted(rates)[len(rates) // 2] < 0.98  # most on time
     assert _replay_all(demo_db_url) == total
+
+
+def test_grids_layer_offers_the_on_time_handling_rate(client, h):
+    body = {"category": "road", "source": "patrol", "lon": IN_NW[0], "lat": IN_NW[1]}
+    case_id = client.post("/incidents", json=body, headers=h["admin"]).json()["id"]
+    grid = {"assignee": {"kind": "grid", "code": NW_GRID}}
+    for action, payload in (
+        ("accept", None),
+        ("dispatch", grid),
+        ("sign", None),
+        ("feedback", {"note": "filled"}),
+    ):
+        r = client.post(f"/cases/{case_id}/actions/{action}", json=payload, headers=h["admin"])
+        assert r.status_code == 200, r.text
+    url = f"/ogc/collections/grids/items/{NW_GRID}"
+    one = client.get(url, params={"properties": "code,on_time_handling_90d"}, headers=h["city"])
+    assert one.status_code == 200, one.text
+    assert one.json()["properties"]["on_time_handling_90d"] == 1.0
+    # Not sent by default in lists (tiles, pages): it reads every drawn area's events.
+    items = client.get("/ogc/collections/grids/items", headers=h["city"]).json()
+    assert "on_time_handling_90d" not in items["features"][0]["properties"]
