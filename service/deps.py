@@ -266,6 +266,30 @@ def parse_generation(raw: str | None) -> int | None:
     return int(raw)
 
 
+def page_limit(api: APISettings, limit: int | None) -> int:
+    """Return the page size asked for (None: the default); refuse one above the maximum."""
+    limit = limit or api.default_page_size
+    if limit > api.max_page_size:
+        raise UnprocessableError(f"limit {limit} exceeds {api.max_page_size}", field="limit")
+    return limit
+
+
+def page(request: Request, items: list, total: int, *, limit: int, offset: int, **more) -> dict:
+    """Return one page of a list: its items, the total, ``more`` and the link to the next
+    page (None on the last)."""
+    next_url = None
+    if offset + len(items) < total:
+        next_url = str(request.url.include_query_params(offset=offset + limit, limit=limit))
+    return {
+        "items": items,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        **more,
+        "next": next_url,
+    }
+
+
 M = TypeVar("M", bound=BaseModel)
 
 

@@ -6,8 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from service.deps import ApiSettingsDep, ConnDep, PoolDep, PrincipalDep
-from service.errors import UnprocessableError
+from service.deps import ApiSettingsDep, ConnDep, PoolDep, PrincipalDep, page, page_limit
 from service.inputs import GenerationNumber, Offset
 from service.repositories import areas as repo
 from service.repositories.generations import resolve_generation
@@ -49,10 +48,7 @@ async def list_areas(
     srid: Srid = 4326,
 ) -> dict:
     """Return the areas you may see, ordered by code, one page at a time."""
-    if limit is None:
-        limit = api.default_page_size
-    if limit > api.max_page_size:
-        raise UnprocessableError(f"limit {limit} exceeds {api.max_page_size}", field="limit")
+    limit = page_limit(api, limit)
     gen = await resolve_generation(pool=pool, principal=principal, requested=generation)
     items, total = await repo.list_areas(
         conn,
@@ -65,17 +61,7 @@ async def list_areas(
         offset=offset,
         geometry=_geometry(geometry, simplify_m, srid),
     )
-    next_url = None
-    if offset + len(items) < total:
-        next_url = str(request.url.include_query_params(offset=offset + limit, limit=limit))
-    return {
-        "items": items,
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-        "generation": gen,
-        "next": next_url,
-    }
+    return page(request, items, total, limit=limit, offset=offset, generation=gen)
 
 
 @router.get("/{code}", response_model=AreaRead, summary="One area by code")

@@ -11,10 +11,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Path, Request
 
-from service.deps import PrincipalDep
+from service.deps import PrincipalDep, page, page_limit
 from service.dispatch import cases as repo
 from service.dispatch.lifecycle import ACTIONS, API_ACTIONS
-from service.errors import UnprocessableError
 from service.idempotency import request_fingerprint, run_idempotent
 from service.inputs import RowId
 from service.querymodels import parse_query, query_parameters_doc
@@ -61,10 +60,7 @@ def _actions_doc() -> str:
 )
 async def list_cases(request: Request, principal: PrincipalDep) -> JSON:
     q = parse_query(CaseListQuery, request)
-    api = request.app.state.settings.api
-    limit = q.limit or api.default_page_size
-    if limit > api.max_page_size:
-        raise UnprocessableError(f"limit {limit} exceeds {api.max_page_size}", field="limit")
+    limit = page_limit(request.app.state.settings.api, q.limit)
     async with request.app.state.engine.connect() as conn:
         items, total = await repo.list_cases(
             conn,
@@ -81,12 +77,7 @@ async def list_cases(request: Request, principal: PrincipalDep) -> JSON:
             limit=limit,
             offset=q.offset,
         )
-    next_url = None
-    if q.offset + len(items) < total:
-        next_url = str(request.url.include_query_params(offset=q.offset + limit, limit=limit))
-    return JSON(
-        {"items": items, "total": total, "limit": limit, "offset": q.offset, "next": next_url}
-    )
+    return JSON(page(request, items, total, limit=limit, offset=q.offset))
 
 
 @router.get(
