@@ -48,6 +48,8 @@ from service.errors import (
     UnprocessableError,
     WanggeError,
 )
+from service.repositories.entities import scope_params
+from service.repositories.paging import fetch_page
 
 __all__ = [
     "PreconditionFailedError",
@@ -81,12 +83,6 @@ def case_visible_sql(alias: str = "t") -> str:
     return (
         f"(CAST(:scope AS text) IS NULL OR {inside} OR ({alias}.area_path IS NULL AND :scope_city))"
     )
-
-
-def _scope(principal: Principal) -> dict[str, Any]:
-    # Cases outside every area belong to the city-level queue (as incidents do).
-    city_level = principal.scope_path is not None and "/" not in principal.scope_path
-    return {"scope": principal.scope_path, "scope_city": city_level}
 
 
 def actor_of(principal: Principal) -> Actor:
@@ -179,7 +175,7 @@ async def list_cases(
 ) -> tuple[list[dict[str, Any]], int]:
     """Return a page of the cases the caller sees (ordered by id) and how many match."""
     where = [case_visible_sql()]
-    params: dict[str, Any] = {**_scope(principal), "limit": limit, "offset": offset}
+    params: dict[str, Any] = scope_params(principal)
     if states:
         where.append("t.state = ANY(CAST(:states AS text[]))")
         params["states"] = states
@@ -216,21 +212,16 @@ async def list_cases(
     if until is not None:
         where.append("t.reported_at < :until")
         params["until"] = until
-    condition = " AND ".join(where)
-    rows = (
-        await conn.execute(
-            text(
-                f"SELECT {_CASE_COLUMNS}, count(*) OVER () AS total FROM incident t "
-                f"WHERE {condition} ORDER BY t.id LIMIT :limit OFFSET :offset"
-            ),
-            params,
-        )
-    ).all()
-    total = rows[0].total if rows else 0
-    if not rows and offset:
-        total = (
-            await conn.execute(text(f"SELECT count(*) FROM incident t WHERE {condition}"), params)
-        ).scalar()
+    rows, total = await fetch_page(
+        conn,
+        columns=_CASE_COLUMNS,
+        source="incident t",
+        where=where,
+        order="t.id",
+        params=params,
+        limit=limit,
+        offset=offset,
+    )
     now = _now()
     return [_read(r._mapping, now) for r in rows], total
 
@@ -251,7 +242,7 @@ async def _fetch(
                 f"SELECT {_CASE_COLUMNS}{_LIMITS if lock else ''} FROM incident t "
                 f"WHERE t.id = :id AND {case_visible_sql()}" + (" FOR UPDATE OF t" if lock else "")
             ),
-            {"id": case_id, **_scope(principal)},
+            {"id": case_id, **scope_params(principal)},
         )
     ).first()
     if row is None:
@@ -323,7 +314,7 @@ async def find_duplicates(
             f"WHERE t.id = :id AND {case_visible_sql('c')} "
             "ORDER BY distance_m, c.id LIMIT 100"
         ),
-        {"id": case_id, "d": distance_m, "s": hours * 3600, **_scope(principal)},
+        {"id": case_id, "d": distance_m, "s": hours * 3600, **scope_params(principal)},
     )
     return [
         {**r._mapping, "hours_apart": float(r.hours_apart), "distance_m": float(r.distance_m)}
@@ -419,7 +410,7 @@ async def _resolve(
                     "SELECT t.category, t.state FROM incident t WHERE t.id = :id "
                     f"AND {case_visible_sql()}"
                 ),
-                {"id": duplicate_of, **_scope(principal)},
+                {"id": duplicate_of, **scope_params(principal)},
             )
         ).first()
         if original is None:

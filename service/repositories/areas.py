@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth import Principal
 from service.errors import NotFoundError, UnprocessableError
+from service.repositories.paging import fetch_page
 
 __all__ = [
     "area_visible_sql",
@@ -118,8 +119,6 @@ async def list_areas(
     params: dict[str, Any] = {
         "g": generation,
         "scope": principal.scope_path,
-        "limit": limit,
-        "offset": offset,
         **geometry.params(),
     }
     if level is not None:
@@ -131,15 +130,16 @@ async def list_areas(
     if name_contains:
         where.append("a.name LIKE '%' || :q || '%' ESCAPE '\\'")
         params["q"] = _like_literal(name_contains)
-    sql = (
-        f"SELECT {_COLUMNS}, {geometry.sql()}, count(*) OVER () AS total FROM area a "
-        f"WHERE {' AND '.join(where)} ORDER BY a.code LIMIT :limit OFFSET :offset"
+    rows, total = await fetch_page(
+        conn,
+        columns=f"{_COLUMNS}, {geometry.sql()}",
+        source="area a",
+        where=where,
+        order="a.code",
+        params=params,
+        limit=limit,
+        offset=offset,
     )
-    rows = (await conn.execute(text(sql), params)).all()
-    total = rows[0].total if rows else 0
-    if not rows and offset:
-        count_sql = f"SELECT count(*) FROM area a WHERE {' AND '.join(where)}"
-        total = (await conn.execute(text(count_sql), params)).scalar()
     return [_row_to_dict(r) for r in rows], total
 
 

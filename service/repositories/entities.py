@@ -20,6 +20,7 @@ from geo.coords import CoordinateError, to_wgs84, validate_point
 from service.auth import Principal
 from service.errors import ForbiddenError, NotFoundError, UnprocessableError
 from service.references import check_references
+from service.repositories.paging import fetch_page
 from service.specs.entity_kinds import EntitySpec
 
 __all__ = [
@@ -196,7 +197,7 @@ async def list_entities(
     """Return a page of visible entities (ordered by id) and how many match in all."""
     _require_details(spec, principal)
     where = [visible_sql(spec)]
-    params: dict[str, Any] = {**scope_params(principal), "limit": limit, "offset": offset}
+    params: dict[str, Any] = scope_params(principal)
     for column, value in filters.items():
         if column not in spec.filters:
             raise UnprocessableError(f"cannot filter {spec.name} by {column}", field=column)
@@ -229,18 +230,16 @@ async def list_entities(
         if until is not None:
             where.append(f"t.{spec.time_column} < :until")
             params["until"] = until
-    sql = (
-        f"SELECT {select_columns(spec)}, count(*) OVER () AS total FROM {spec.table} t "
-        f"WHERE {' AND '.join(where)} ORDER BY t.id LIMIT :limit OFFSET :offset"
+    rows, total = await fetch_page(
+        conn,
+        columns=select_columns(spec),
+        source=f"{spec.table} t",
+        where=where,
+        order="t.id",
+        params=params,
+        limit=limit,
+        offset=offset,
     )
-    rows = (await conn.execute(text(sql), params)).all()
-    total = rows[0].total if rows else 0
-    if not rows and offset:
-        total = (
-            await conn.execute(
-                text(f"SELECT count(*) FROM {spec.table} t WHERE {' AND '.join(where)}"), params
-            )
-        ).scalar()
     items = [row_to_read(spec, r) for r in rows]
     await _log_reads(conn, spec, principal, [i["id"] for i in items], "list")
     return items, total
