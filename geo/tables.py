@@ -583,10 +583,33 @@ def _attribute_frame(meta: dict, field_data: list[np.ndarray], n: int) -> pd.Dat
     return pd.DataFrame(columns, index=pd.RangeIndex(n))
 
 
+@dataclass
+class _OgrLayer:
+    """One layer as GDAL read it: points, attributes, problems, GDAL's CRS and encoding."""
+
+    x: np.ndarray
+    y: np.ndarray
+    attributes: pd.DataFrame
+    problems: list[RowProblem]
+    crs: str | None
+    encoding: str | None
+
+    def table(self, **fields) -> PointTable:
+        """Return the layer as a :class:`PointTable` with ``fields`` (format, CRS, ...)."""
+        return PointTable(
+            lon=self.x,
+            lat=self.y,
+            attributes=self.attributes,
+            row_numbers=np.arange(1, len(self.x) + 1, dtype=np.int64),
+            problems=self.problems,
+            **fields,
+        )
+
+
 def _read_ogr(
     path: Path, *, fmt: str, layer: str | None, encoding: str | None, max_rows: int | None
-) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, list[RowProblem], str | None, str | None]:
-    """Return (x, y, attributes, problems, GDAL's CRS, GDAL's encoding) of one layer."""
+) -> _OgrLayer:
+    """Return one layer of a file GDAL reads."""
     label = _FORMAT_LABELS[fmt]
     try:
         if max_rows is not None and fmt != "geojson":
@@ -610,7 +633,7 @@ def _read_ogr(
         raise _too_many_rows(max_rows)
     x, y, problems = _points_from_wkb(wkb)
     attributes = _attribute_frame(meta, field_data, n)
-    return x, y, attributes, problems, meta.get("crs"), meta.get("encoding")
+    return _OgrLayer(x, y, attributes, problems, meta.get("crs"), meta.get("encoding"))
 
 
 def _geojson_declared_crs(raw: bytes, gdal_crs: str | None) -> str | None:
@@ -650,16 +673,9 @@ def _read_geojson(source: bytes | Path, *, max_rows: int | None) -> PointTable:
     with tempfile.TemporaryDirectory(prefix="wangge-table-") as tmp:
         path = Path(tmp, "upload.geojson")
         path.write_bytes(raw)
-        x, y, attributes, problems, gdal_crs, _ = _read_ogr(
-            path, fmt="geojson", layer=None, encoding=None, max_rows=max_rows
-        )
-    return PointTable(
-        lon=x,
-        lat=y,
-        attributes=attributes,
-        row_numbers=np.arange(1, len(x) + 1, dtype=np.int64),
-        problems=problems,
-        declared_crs=_geojson_declared_crs(raw, gdal_crs),
+        read = _read_ogr(path, fmt="geojson", layer=None, encoding=None, max_rows=max_rows)
+    return read.table(
+        declared_crs=_geojson_declared_crs(raw, read.crs),
         format="geojson",
         encoding=encoding,
     )
@@ -697,16 +713,9 @@ def _read_gpkg(source: bytes | Path, *, layer: str | None, max_rows: int | None)
             path = Path(tmp, "upload.gpkg")
             path.write_bytes(source)
         chosen = _choose_gpkg_layer(path, layer)
-        x, y, attributes, problems, gdal_crs, _ = _read_ogr(
-            path, fmt="gpkg", layer=chosen, encoding=None, max_rows=max_rows
-        )
-    return PointTable(
-        lon=x,
-        lat=y,
-        attributes=attributes,
-        row_numbers=np.arange(1, len(x) + 1, dtype=np.int64),
-        problems=problems,
-        declared_crs=_normalize_crs(gdal_crs),
+        read = _read_ogr(path, fmt="gpkg", layer=chosen, encoding=None, max_rows=max_rows)
+    return read.table(
+        declared_crs=_normalize_crs(read.crs),
         format="gpkg",
         encoding="utf-8",
         layer=chosen,
@@ -874,17 +883,10 @@ def _read_zipped_shapefile(
                 _copy_member(zf, siblings[ext], Path(tmp, "upload" + ext))
         path = Path(tmp, "upload.shp")
         sniffed = None if ".cpg" in siblings else _sniff_dbf_encoding(Path(tmp, "upload.dbf"))
-        x, y, attributes, problems, gdal_crs, gdal_encoding = _read_ogr(
-            path, fmt="shp", layer=None, encoding=sniffed, max_rows=max_rows
-        )
-    encoding = sniffed or gdal_encoding
-    return PointTable(
-        lon=x,
-        lat=y,
-        attributes=attributes,
-        row_numbers=np.arange(1, len(x) + 1, dtype=np.int64),
-        problems=problems,
-        declared_crs=_normalize_crs(gdal_crs) if ".prj" in siblings else None,
+        read = _read_ogr(path, fmt="shp", layer=None, encoding=sniffed, max_rows=max_rows)
+    encoding = sniffed or read.encoding
+    return read.table(
+        declared_crs=_normalize_crs(read.crs) if ".prj" in siblings else None,
         format="shp",
         encoding=encoding.lower() if encoding else None,
         layer=shp.filename,
