@@ -72,7 +72,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
@@ -245,6 +245,7 @@ def _build(conn: Connection) -> None:
     from geo.areas import AreaRecord
     from service.bulk import cell_assigner, split_paths
     from service.repositories import boundaries
+    from service.schemas.entities import CareKind, UnitKind
     from service.specs.entity_kinds import CARE, FACILITIES, INCIDENTS, UNITS
 
     t = time.perf_counter()
@@ -395,14 +396,7 @@ def _build(conn: Connection) -> None:
             home = communities[int(rng.integers(0, len(communities)))]  # from elsewhere
         pool = pools[home]
         cadre[i] = pool[int(rng.integers(0, len(pool)))]
-    care_kinds = [
-        "hardship",
-        "dispute",
-        "laid_off",
-        "serious_illness",
-        "correction",
-        "elderly_alone",
-    ]
+    care_kinds = list(get_args(CareKind))  # in the order of the shares below
     _copy_entities(
         conn,
         CARE,
@@ -424,14 +418,7 @@ def _build(conn: Connection) -> None:
     ux, uy = synthetic_points(
         city, N_UNITS, seed=SEED + 5, outside=0.01, on_vertex=0.001, on_edge=0.0
     )
-    unit_kinds = [
-        "government_agency",
-        "enterprise",
-        "public_institution",
-        "non_public_firm",
-        "social_organisation",
-        "shop",
-    ]
+    unit_kinds = list(get_args(UnitKind))  # in the order of the shares below
     kind = rng.choice(unit_kinds, N_UNITS, p=[0.06, 0.14, 0.10, 0.20, 0.05, 0.45])
     shop = kind == "shop"
     org = rng.choice(

@@ -24,6 +24,8 @@ to map servers. Columns those triggers fill are declared here like any other.
 
 from __future__ import annotations
 
+from typing import get_args
+
 from geoalchemy2 import Geometry
 from sqlalchemy import (
     BigInteger,
@@ -50,6 +52,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, ExcludeConstraint
 
 from geo.crs import STORAGE_SRID
 from service.dispatch.lifecycle import CATEGORIES, OPEN_STATES, PRIORITIES, STATES, STEPS
+from service.schemas.entities import CareKind, UnitKind
 
 __all__ = [
     "metadata",
@@ -301,17 +304,7 @@ unit = _point_table(
     extra=(
         _not_blank("unit", "name"),
         CheckConstraint(
-            _one_of(
-                "kind",
-                (
-                    "government_agency",
-                    "enterprise",
-                    "public_institution",
-                    "non_public_firm",
-                    "social_organisation",
-                    "shop",
-                ),
-            ),
+            _one_of("kind", get_args(UnitKind)),
             name="unit_kind_check",
         ),
         CheckConstraint(
@@ -380,17 +373,7 @@ care_household = _point_table(
     Column("cadre_member_id", BigInteger, ForeignKey("member.id", ondelete="SET NULL")),
     extra=(
         CheckConstraint(
-            _one_of(
-                "kind",
-                (
-                    "hardship",
-                    "dispute",
-                    "laid_off",
-                    "serious_illness",
-                    "correction",
-                    "elderly_alone",
-                ),
-            ),
+            _one_of("kind", get_args(CareKind)),
             name="care_household_kind_check",
         ),
         _not_blank("care_household", "head_name"),
