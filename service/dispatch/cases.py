@@ -49,6 +49,7 @@ from service.errors import (
     WanggeError,
 )
 from service.repositories.entities import scope_params
+from service.repositories.filters import Where
 from service.repositories.paging import fetch_page
 
 __all__ = [
@@ -174,51 +175,37 @@ async def list_cases(
     offset: int,
 ) -> tuple[list[dict[str, Any]], int]:
     """Return a page of the cases the caller sees (ordered by id) and how many match."""
-    where = [case_visible_sql()]
-    params: dict[str, Any] = scope_params(principal)
-    if states:
-        where.append("t.state = ANY(CAST(:states AS text[]))")
-        params["states"] = states
-    for column, value in (
-        ("owner_level", owner_level),
-        ("category", category),
-        ("assignee_code", assignee),
-    ):
-        if value is not None:
-            where.append(f"t.{column} = :{column}")
-            params[column] = value
+    where = Where(case_visible_sql(), **scope_params(principal))
+    where.given("t.state = ANY(CAST(:states AS text[]))", states=states or None)
+    where.equal(owner_level=owner_level, category=category, assignee_code=assignee)
     if overdue is not None:
         late = (
             "(t.state IN ('reported', 'registered', 'dispatched', 'signed', 'handled') "
             "AND (t.step_overdue OR t.step_due_at <= now()))"
         )
-        where.append(late if overdue else f"NOT coalesce({late}, false)")
+        where.add(late if overdue else f"NOT coalesce({late}, false)")
     if area is not None:
         found = await _area(conn, area)
         if found is None:
             raise UnprocessableError(f"no area {area}", field="area")
-        where.append("(t.area_path = :area_path OR t.area_path LIKE :area_path || '/%')")
-        params["area_path"] = found["path"]
+        where.add(
+            "(t.area_path = :area_path OR t.area_path LIKE :area_path || '/%')",
+            area_path=found["path"],
+        )
     if mine:
         if principal.role == "grid_officer":
-            where.append("t.assignee_kind = 'grid' AND t.assignee_code = :me")
+            where.add("t.assignee_kind = 'grid' AND t.assignee_code = :me")
         else:
-            where.append("t.owner_area_code = :me")
-        where.append("t.status <> 'closed'")
-        params["me"] = principal.area_code
-    if since is not None:
-        where.append("t.reported_at >= :since")
-        params["since"] = since
-    if until is not None:
-        where.append("t.reported_at < :until")
-        params["until"] = until
+            where.add("t.owner_area_code = :me")
+        where.add("t.status <> 'closed'", me=principal.area_code)
+    where.given("t.reported_at >= :since", since=since)
+    where.given("t.reported_at < :until", until=until)
     rows, total = await fetch_page(
         conn,
         columns=_CASE_COLUMNS,
         source="incident t",
         where=where,
         order="t.id",
-        params=params,
         limit=limit,
         offset=offset,
     )

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth import Principal
 from service.errors import NotFoundError, UnprocessableError
+from service.repositories.filters import Where
 from service.repositories.paging import fetch_page
 
 __all__ = [
@@ -115,28 +116,19 @@ async def list_areas(
     """Return one page of visible areas (ordered by code) and the total that match."""
     if geometry.include and geometry.srid != 4326:
         await _check_srid(conn, geometry.srid)
-    where = [_IN_GENERATION, _VISIBLE]
-    params: dict[str, Any] = {
-        "g": generation,
-        "scope": principal.scope_path,
-        **geometry.params(),
-    }
-    if level is not None:
-        where.append("a.level = :level")
-        params["level"] = level
-    if parent_code is not None:
-        where.append("a.parent_code = :parent")
-        params["parent"] = parent_code
+    where = Where(
+        _IN_GENERATION, _VISIBLE, g=generation, scope=principal.scope_path, **geometry.params()
+    )
+    where.given("a.level = :level", level=level)
+    where.given("a.parent_code = :parent", parent=parent_code)
     if name_contains:
-        where.append("a.name LIKE '%' || :q || '%' ESCAPE '\\'")
-        params["q"] = _like_literal(name_contains)
+        where.add("a.name LIKE '%' || :q || '%' ESCAPE '\\'", q=_like_literal(name_contains))
     rows, total = await fetch_page(
         conn,
         columns=f"{_COLUMNS}, {geometry.sql()}",
         source="area a",
         where=where,
         order="a.code",
-        params=params,
         limit=limit,
         offset=offset,
     )

@@ -20,6 +20,7 @@ from geo.coords import CoordinateError, to_wgs84, validate_point
 from service.auth import Principal
 from service.errors import ForbiddenError, NotFoundError, UnprocessableError
 from service.references import check_references
+from service.repositories.filters import Where
 from service.repositories.paging import fetch_page
 from service.specs.entity_kinds import EntitySpec
 
@@ -196,47 +197,36 @@ async def list_entities(
 ) -> tuple[list[dict[str, Any]], int]:
     """Return a page of visible entities (ordered by id) and how many match in all."""
     _require_details(spec, principal)
-    where = [visible_sql(spec)]
-    params: dict[str, Any] = scope_params(principal)
+    where = Where(visible_sql(spec), **scope_params(principal))
     for column, value in filters.items():
         if column not in spec.filters:
             raise UnprocessableError(f"cannot filter {spec.name} by {column}", field=column)
-        if value is not None:
-            where.append(f"t.{column} = :f_{column}")
-            params[f"f_{column}"] = value
+        where.given(f"t.{column} = :f_{column}", **{f"f_{column}": value})
     if spec.point:
-        for column, value in (
-            ("grid_code", grid),
-            ("community_code", community),
-            ("district_code", district),
-        ):
-            if value is not None:
-                where.append(f"t.{column} = :{column}")
-                params[column] = value
+        where.equal(grid_code=grid, community_code=community, district_code=district)
         if unassigned is not None:
-            where.append("t.grid_code IS NULL" if unassigned else "t.grid_code IS NOT NULL")
+            where.add("t.grid_code IS NULL" if unassigned else "t.grid_code IS NOT NULL")
         if bbox is not None:
-            where.append("t.geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)")
-            params.update(x0=bbox[0], y0=bbox[1], x1=bbox[2], y1=bbox[3])
+            where.add(
+                "t.geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)",
+                x0=bbox[0],
+                y0=bbox[1],
+                x1=bbox[2],
+                y1=bbox[3],
+            )
     elif grid is not None:
         # No location: ?grid= selects by the reference to a grid (members: the grid served).
         column = next(c for c, r in spec.references.items() if r.level == "grid")
-        where.append(f"t.{column} = :grid")
-        params["grid"] = grid
+        where.add(f"t.{column} = :grid", grid=grid)
     if spec.time_column is not None:
-        if since is not None:
-            where.append(f"t.{spec.time_column} >= :since")
-            params["since"] = since
-        if until is not None:
-            where.append(f"t.{spec.time_column} < :until")
-            params["until"] = until
+        where.given(f"t.{spec.time_column} >= :since", since=since)
+        where.given(f"t.{spec.time_column} < :until", until=until)
     rows, total = await fetch_page(
         conn,
         columns=select_columns(spec),
         source=f"{spec.table} t",
         where=where,
         order="t.id",
-        params=params,
         limit=limit,
         offset=offset,
     )

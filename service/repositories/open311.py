@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth import Principal
 from service.repositories import entities as repo
+from service.repositories.filters import Where
 from service.specs.entity_kinds import INCIDENTS
 
 __all__ = ["PUBLIC_ACTIONS", "NOTED_ACTIONS", "find_open311_requests", "find_open311_updates"]
@@ -57,6 +58,10 @@ _LIFECYCLE_COLUMNS = """,
       ORDER BY e.seq DESC LIMIT 1) AS o311_note"""
 
 
+def _listed(values: Sequence | None) -> list | None:
+    return None if values is None else list(values)
+
+
 async def find_open311_requests(
     *,
     conn: AsyncConnection,
@@ -73,29 +78,20 @@ async def find_open311_requests(
     ``ids`` are incident ids, ``reported_from`` / ``reported_to`` bound ``reported_at``
     (inclusive), ``categories`` and ``statuses`` are the incident's own values.
     """
-    where, params = [repo.visible_sql(INCIDENTS)], {}
-    if ids is not None:
-        where.append("t.id = ANY(CAST(:ids AS bigint[]))")
-        params["ids"] = list(ids)
-    if reported_from is not None:
-        where.append("t.reported_at >= :start")
-        params["start"] = reported_from
-    if reported_to is not None:
-        where.append("t.reported_at <= :end")
-        params["end"] = reported_to
-    if categories is not None:
-        where.append("t.category = ANY(CAST(:codes AS text[]))")
-        params["codes"] = list(categories)
-    if statuses is not None:
-        where.append("t.status = ANY(CAST(:states AS text[]))")
-        params["states"] = list(statuses)
+    where = Where(
+        repo.visible_sql(INCIDENTS), o311_noted=list(NOTED_ACTIONS), **repo.scope_params(principal)
+    )
+    where.given("t.id = ANY(CAST(:ids AS bigint[]))", ids=_listed(ids))
+    where.given("t.reported_at >= :start", start=reported_from)
+    where.given("t.reported_at <= :end", end=reported_to)
+    where.given("t.category = ANY(CAST(:codes AS text[]))", codes=_listed(categories))
+    where.given("t.status = ANY(CAST(:states AS text[]))", states=_listed(statuses))
     sql = (
         f"SELECT {repo.select_columns(INCIDENTS)}{_LIFECYCLE_COLUMNS} "
-        f"FROM incident t WHERE {' AND '.join(where)} "
+        f"FROM incident t WHERE {where.sql()} "
         f"ORDER BY t.reported_at DESC, t.id DESC LIMIT {int(limit)}"
     )
-    params["o311_noted"] = list(NOTED_ACTIONS)
-    rows = (await conn.execute(text(sql), {**params, **repo.scope_params(principal)})).all()
+    rows = (await conn.execute(text(sql), where.params)).all()
     return [_with_lifecycle(r) for r in rows]
 
 
@@ -127,23 +123,22 @@ async def find_open311_updates(
     (inclusive). Each row: event id, incident id, action, to_state, at, and the public note
     (only for :data:`NOTED_ACTIONS`), the request's current status.
     """
-    where = [repo.visible_sql(INCIDENTS), "e.action = ANY(CAST(:public AS text[]))"]
-    params: dict[str, Any] = {"public": list(PUBLIC_ACTIONS), "noted": list(NOTED_ACTIONS)}
-    if ids is not None:
-        where.append("e.incident_id = ANY(CAST(:ids AS bigint[]))")
-        params["ids"] = list(ids)
-    if updated_from is not None:
-        where.append("e.at >= :start")
-        params["start"] = updated_from
-    if updated_to is not None:
-        where.append("e.at <= :end")
-        params["end"] = updated_to
+    where = Where(
+        repo.visible_sql(INCIDENTS),
+        "e.action = ANY(CAST(:public AS text[]))",
+        public=list(PUBLIC_ACTIONS),
+        noted=list(NOTED_ACTIONS),
+        **repo.scope_params(principal),
+    )
+    where.given("e.incident_id = ANY(CAST(:ids AS bigint[]))", ids=_listed(ids))
+    where.given("e.at >= :start", start=updated_from)
+    where.given("e.at <= :end", end=updated_to)
     sql = (
         "SELECT e.id, e.incident_id, e.action, e.to_state, e.at, e.data, "
         "CASE WHEN e.action = ANY(CAST(:noted AS text[])) THEN "
         "coalesce(e.note, e.reason) END AS note "
-        f"FROM case_event e JOIN incident t ON t.id = e.incident_id WHERE {' AND '.join(where)} "
+        f"FROM case_event e JOIN incident t ON t.id = e.incident_id WHERE {where.sql()} "
         f"ORDER BY e.at, e.id LIMIT {int(limit)}"
     )
-    rows = (await conn.execute(text(sql), {**params, **repo.scope_params(principal)})).all()
+    rows = (await conn.execute(text(sql), where.params)).all()
     return [dict(r._mapping) for r in rows]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.repositories.filters import Where
 
 __all__ = ["fetch_page"]
 
@@ -15,20 +15,19 @@ async def fetch_page(
     *,
     columns: str,
     source: str,
-    where: list[str],
+    where: Where,
     order: str,
-    params: dict[str, Any],
     limit: int,
     offset: int,
 ) -> tuple[list[Row], int]:
-    """Return the rows ``SELECT columns FROM source WHERE where… ORDER BY order`` of the page
+    """Return the rows ``SELECT columns FROM source WHERE where ORDER BY order`` of the page
     at ``offset``, and how many match in all.
 
     The total comes with the page (``count(*) OVER ()``, column ``total``); only a page past
     the end, which has no row to carry it, counts again.
     """
-    condition = " AND ".join(where)
-    params = {**params, "limit": limit, "offset": offset}
+    condition = where.sql()
+    params = {**where.params, "limit": limit, "offset": offset}
     sql = (
         f"SELECT {columns}, count(*) OVER () AS total FROM {source} "
         f"WHERE {condition} ORDER BY {order} LIMIT :limit OFFSET :offset"
