@@ -110,9 +110,9 @@ class DispatchSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WANGGE_DISPATCH_", extra="ignore")
 
     #: Duplicate suggestions: cases of the same category within this distance...
-    duplicate_distance_m: float = Field(default=200.0, gt=0, le=50_000)
+    duplicate_distance_m: float = Field(default=200.0, ge=1, le=50_000)
     #: ... and reported within this many hours of each other.
-    duplicate_hours: float = Field(default=72.0, gt=0, le=24 * 365)
+    duplicate_hours: float = Field(default=72.0, ge=0.1, le=24 * 365)
     #: Each server process sweeps deadlines this often (seconds; 0: this process never does).
     sweep_seconds: float = Field(default=30.0, ge=0, le=3600)
     #: A case flagged overdue is escalated one level up this many minutes past its deadline.

@@ -167,8 +167,8 @@ class CaseListQuery(BaseModel):
 class DuplicatesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    distance_m: float | None = Field(None, gt=0, le=50_000, description="default: the setting")
-    hours: float | None = Field(None, gt=0, le=24 * 365, description="default: the setting")
+    distance_m: float | None = Field(None, ge=1, le=50_000, description="default: the setting")
+    hours: float | None = Field(None, ge=0.1, le=24 * 365, description="default: the setting")
 
 
 class DuplicateCandidate(BaseModel):

@@ -527,6 +527,11 @@ def test_the_queue_filters(client, h):
     assert reported not in ids("district", overdue="true", limit=1000)
     assert reported in ids("city", area=COMMUNITY, limit=1000)
     assert not ids("city", area=COMMUNITY_S, limit=1000) & {reported, dispatched}
+    assert not ids("city", area="123456", limit=1000)  # no such area: no cases
+    r = client.get(
+        f"/cases/{reported}/duplicates", params={"distance_m": 5e-324}, headers=h["city"]
+    )
+    assert r.status_code == 422 and r.json()["field"] == "distance_m"
     assert client.get("/cases", params={"state": "lost"}, headers=h["city"]).status_code == 422
     page = client.get("/cases", params={"limit": 1}, headers=h["community"]).json()
     assert len(page["items"]) == 1 and page["next"] is not None
