@@ -8,8 +8,9 @@ Two conflicting actions on one case queue on the row lock: the second sees the f
 result and is refused (409), or fails its ``If-Match`` (412). Nothing is written unless all
 of it is.
 
-The deadline sweep writes through :func:`record_event` too, so every case row stays the
-replay of its events.
+:func:`record_event` is the one write of an event and the case it leaves; the deadline sweep
+(:mod:`service.dispatch.deadlines`) writes the same columns set-based, and its tests hold its
+SQL to ``decide``/``apply``. Every case row stays the replay of its events.
 
 Who sees a case (:func:`case_visible_sql`): a principal whose scope holds where it lies,
 who owns it or who handles it; city-level scopes also see cases outside every area. A lower
