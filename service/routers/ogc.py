@@ -195,25 +195,15 @@ async def collection(
     return JSON(_collection(request, spec, extent))
 
 
-def _int(raw: str | None, field: str, default: int, lo: int, hi: int) -> int:
+def _number(raw: str | None, field: str, lo: float, hi: float, *, default=None, kind=float):
+    """Return the parameter as a ``kind`` (int or float) within [lo, hi], or ``default``."""
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise UnprocessableError(f"{field} is a whole number", field=field) from None
-    if not lo <= value <= hi:
-        raise UnprocessableError(f"{field} must be between {lo} and {hi}", field=field)
-    return value
-
-
-def _float(raw: str | None, field: str, lo: float, hi: float) -> float | None:
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UnprocessableError(f"{field} is a number", field=field) from None
+        what = "a whole number" if kind is int else "a number"
+        raise UnprocessableError(f"{field} is {what}", field=field) from None
     if not lo <= value <= hi:
         raise UnprocessableError(f"{field} must be between {lo} and {hi}", field=field)
     return value
@@ -231,10 +221,10 @@ def _items_query(q, spec: LayerSpec) -> dict[str, Any]:
         raise UnprocessableError("f must be json", field="f")
     if q.get("bbox-crs") not in (None, CRS84):
         raise UnprocessableError(f"bbox-crs must be {CRS84}", field="bbox-crs")
-    limit = _int(q.get("limit"), "limit", 100, 1, 10_000)
-    offset = _int(q.get("offset"), "offset", 0, 0, 10_000_000)
-    zoom = _float(q.get("zoom"), "zoom", 0, 24)
-    simplify_m = _float(q.get("simplify_m"), "simplify_m", 0, 100_000)
+    limit = _number(q.get("limit"), "limit", 1, 10_000, default=100, kind=int)
+    offset = _number(q.get("offset"), "offset", 0, 10_000_000, default=0, kind=int)
+    zoom = _number(q.get("zoom"), "zoom", 0, 24)
+    simplify_m = _number(q.get("simplify_m"), "simplify_m", 0, 100_000)
     tolerance = 0.0
     if zoom is not None:
         tolerance = repo.tolerance_for_zoom(zoom)
