@@ -28,7 +28,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from annotated_types import Ge, Le
-from pydantic import AfterValidator, BaseModel, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from service.errors import problem
@@ -95,8 +95,28 @@ def _check_moment(value: datetime) -> datetime:
     return value
 
 
-#: A date-time between the years 1000 and 9000 (for Query and body fields).
-Moment = Annotated[datetime, AfterValidator(_check_moment)]
+def _not_a_number(value: Any) -> Any:
+    # Pydantic would read a number, or text that is one, as Unix seconds ("until=0.5" was
+    # 1970): a date-time is ISO 8601 text, as OpenAPI documents it.
+    if isinstance(value, int | float):
+        raise PydanticCustomError("datetime_type", "must be an ISO 8601 date-time")
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise PydanticCustomError("datetime_type", "must be an ISO 8601 date-time")
+    return value
+
+
+#: A date-time between the years 1000 and 9000 (for Query and body fields). OpenAPI shows
+#: the years as a pattern beside the date-time format.
+Moment = Annotated[
+    datetime,
+    BeforeValidator(_not_a_number),
+    AfterValidator(_check_moment),
+    Field(json_schema_extra={"pattern": "^(1[0-9]{3}|[2-8][0-9]{3})-"}),
+]
 
 
 def _reject_nul(value: str) -> str:

@@ -10,8 +10,8 @@ status        declared on
 ============  =======================================================================
 401, 403,     every operation that takes a token (all but :data:`PUBLIC_PATHS`);
 429           429: the failed-authentication limit (``service.edge.limits``)
-404           every operation with a path or query parameter (an id, an area, a
-              generation, a layer that does not exist or is not yours to see)
+404           every operation with a parameter or a body (an id, an area, a generation,
+              a layer that does not exist or is not yours to see)
 409           every write (POST, PUT, PATCH, DELETE): a constraint or an
               ``Idempotency-Key`` reused for another request
 400, 413      every operation with a request body: a body that cannot be decoded (not
@@ -84,6 +84,186 @@ OPEN311_ERRORS_SCHEMA: dict[str, Any] = {
     },
 }
 
+# -- Open311 (GeoReport v2) ---------------------------------------------------------------------
+# The Open311 router reads its parameters by hand (its errors must leave in Open311's format,
+# which FastAPI's validation cannot give): what it reads is declared here, from the standard.
+_S = {"type": "string"}
+_NS = {"type": ["string", "null"]}
+_OPEN311_SERVICE = {
+    "type": "object",
+    "required": ["service_code", "service_name", "description", "metadata", "type"],
+    "properties": {
+        "service_code": _S,
+        "service_name": _S,
+        "description": _S,
+        "metadata": {"type": "boolean"},
+        "type": {"enum": ["realtime", "batch", "blackbox"]},
+        "keywords": {"type": "array", "items": _S},
+        "group": _S,
+    },
+}
+_OPEN311_REQUEST = {
+    "type": "object",
+    "required": ["service_request_id", "status", "service_code", "requested_datetime"],
+    "properties": {
+        "service_request_id": _S,
+        "status": {"enum": ["open", "closed"]},
+        "status_notes": _NS,
+        "service_name": _NS,
+        "service_code": _S,
+        "description": _NS,
+        "agency_responsible": _NS,
+        "service_notice": _NS,
+        "requested_datetime": _S,
+        "updated_datetime": _NS,
+        "expected_datetime": _NS,
+        "address": _NS,
+        "address_id": _NS,
+        "zipcode": _NS,
+        "lat": {"type": ["number", "null"]},
+        "long": {"type": ["number", "null"]},
+        "media_url": _NS,
+    },
+}
+_OPEN311_UPDATE = {
+    "type": "object",
+    "required": ["update_id", "service_request_id", "status", "updated_datetime"],
+    "properties": {
+        "update_id": _S,
+        "service_request_id": _S,
+        "status": {"enum": ["open", "closed"]},
+        "updated_datetime": _S,
+        "description": _NS,
+        "media_url": _NS,
+    },
+}
+_OPEN311_CREATED = {
+    "type": "object",
+    "required": ["service_request_id"],
+    "properties": {"service_request_id": _S, "service_notice": _NS, "account_id": _NS},
+}
+_OPEN311_DEFINITION = {
+    "type": "object",
+    "required": ["service_code", "attributes"],
+    "properties": {"service_code": _S, "attributes": {"type": "array"}},
+}
+
+
+def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or _S,
+    }
+
+
+_JURISDICTION = _q("jurisdiction_id", "ignored (one jurisdiction)")
+_EMPTY = {"type": "string", "maxLength": 0}
+_OPEN311: dict[tuple[str, str], tuple[list[dict[str, Any]], str, dict[str, Any]]] = {
+    # (method, path without the prefix): (query parameters, success status, JSON schema)
+    ("get", "/services.{fmt}"): (
+        [_JURISDICTION],
+        "200",
+        {"type": "array", "items": _OPEN311_SERVICE},
+    ),
+    ("get", "/services/{service_code}.{fmt}"): ([_JURISDICTION], "200", _OPEN311_DEFINITION),
+    ("get", "/requests.{fmt}"): (
+        [
+            _JURISDICTION,
+            _q(
+                "service_request_id",
+                "comma-separated ids; the other filters are then ignored",
+                {"type": "string", "pattern": "^([0-9]{1,19}(,[0-9]{1,19})*)?$"},
+            ),
+            _q("service_code", "comma-separated service codes"),  # pattern: _document_open311
+            _q(
+                "start_date",
+                "reported at or after (ISO 8601; default: end_date − 90 days)",
+                {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
+            ),
+            _q(
+                "end_date",
+                "reported before (ISO 8601; default: now)",
+                {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
+            ),
+            _q(
+                "status",
+                "open, closed or both (comma-separated)",
+                {"enum": ["", "open", "closed", "open,closed", "closed,open"]},
+            ),
+        ],
+        "200",
+        {"type": "array", "items": _OPEN311_REQUEST},
+    ),
+    ("get", "/requests/{service_request_id}.{fmt}"): (
+        [_JURISDICTION],
+        "200",
+        {"type": "array", "items": _OPEN311_REQUEST, "maxItems": 1},
+    ),
+    ("post", "/requests.{fmt}"): ([], "201", {"type": "array", "items": _OPEN311_CREATED}),
+}
+_OPEN311_FORM = {
+    "type": "object",
+    "required": ["service_code", "lat", "long"],
+    "properties": {
+        "service_code": _S,
+        "lat": {"type": "number"},
+        "long": {"type": "number"},
+        "description": _S,
+        "address_string": _S,
+        "media_url": {"type": "string", "format": "uri"},
+        "api_key": _S,
+        "jurisdiction_id": _S,
+    },
+}
+
+
+def _document_open311(path: str, method: str, op: dict[str, Any]) -> None:
+    """Declare an Open311 operation's format, parameters, form and answers (GeoReport v2).
+
+    An Open311 route this table does not know keeps what its router declares, plus the
+    format, the key and its errors.
+    """
+    from service.routers.open311 import SERVICES
+
+    known = _OPEN311.get((method, path.removeprefix("/open311/v2")))
+    code = "|".join(SERVICES)
+    for p in op.get("parameters", []):
+        if p["name"] == "fmt":
+            p["schema"] = {"enum": ["json", "xml"]}
+            p["description"] = "the answer's format (errors too)"
+        elif p["name"] == "service_request_id":
+            p["schema"] = {"type": "string", "pattern": "^[0-9]{1,19}$"}
+    # GeoReport v2's key: ?api_key= (or the form's api_key) as well as the headers.
+    op["security"] = [*op.get("security", [{"bearer": []}, {"apiKey": []}]), {"open311Key": []}]
+    # Its handlers validate by hand and answer 400, never FastAPI's 422.
+    op["responses"].pop("422", None)
+    if known is None:
+        for content in (op["responses"].get("200") or {}).get("content", {}).values():
+            content.setdefault("schema", {})
+        if "200" in op["responses"]:
+            op["responses"]["200"].setdefault("content", {})["text/xml"] = {"schema": _S}
+        return
+    parameters, status, schema = known
+    parameters = copy.deepcopy(parameters)
+    for p in parameters:
+        if p["name"] == "service_code":
+            p["schema"] = {"type": "string", "pattern": f"^(({code})(,({code}))*)?$"}
+    op["parameters"] = [*op.get("parameters", []), *parameters]
+    if method == "post":
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": _OPEN311_FORM}},
+        }
+    op["responses"].pop("200", None)
+    op["responses"][status] = {
+        "description": "GeoReport v2: JSON, or XML for .xml",
+        "content": {"application/json": {"schema": schema}, "text/xml": {"schema": _S}},
+    }
+
+
 _RETRY_AFTER = {
     "description": "seconds to wait before retrying",
     "required": True,
@@ -117,7 +297,7 @@ def _statuses(path: str, method: str, op: dict[str, Any]) -> set[int]:
     statuses = {503}
     if path not in PUBLIC_PATHS:
         statuses |= {401, 403, 429}
-    if any(p.get("in") in ("path", "query") for p in parameters):
+    if has_body or any(p.get("in") in ("path", "query") for p in parameters):
         statuses.add(404)
     if method in _WRITES:
         statuses.add(409)
@@ -125,6 +305,9 @@ def _statuses(path: str, method: str, op: dict[str, Any]) -> set[int]:
         statuses |= {400, 413}
     if parameters or has_body:
         statuses.add(422)
+    if path.startswith("/open311/"):
+        # Open311 answers 400 where the REST API answers 422 (GeoReport v2 errors).
+        statuses = (statuses - {422}) | {400}
     return statuses
 
 
@@ -151,6 +334,8 @@ def _document_errors(path: str, method: str, op: dict[str, Any]) -> None:
         key = str(status)
         response = responses.get(key)
         description, headers = ERRORS.get(status, ("Error", {}))
+        if open311 and status == 400:
+            description = "A parameter is missing or wrong (named in the error's description)"
         if response is None:
             response = responses[key] = {"description": description}
         content = response.get("content") or {}
@@ -163,6 +348,39 @@ def _document_errors(path: str, method: str, op: dict[str, Any]) -> None:
             continue  # Open311 errors carry no WWW-Authenticate challenge
         for name, header in headers.items():
             response.setdefault("headers", {}).setdefault(name, copy.deepcopy(header))
+
+
+#: Text without NUL, which PostgreSQL cannot store: ``service.inputs`` refuses it in every
+#: query and path parameter (``RejectNul``) and in every JSON body and form field.
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _forbid_nul(schema: Any, components: dict[str, Any], seen: set[str]) -> None:
+    """Give every free text in ``schema`` (following ``$ref``) the :data:`NO_NUL` pattern."""
+    if isinstance(schema, list):
+        for item in schema:
+            _forbid_nul(item, components, seen)
+        return
+    if not isinstance(schema, dict):
+        return
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        name = ref.rsplit("/", 1)[1]
+        if name not in seen:
+            seen.add(name)
+            _forbid_nul(components.get(name), components, seen)
+        return
+    types = schema.get("type")
+    text = types == "string" or (isinstance(types, list) and "string" in types)
+    if text and not {"pattern", "enum", "const", "format"} & set(schema):
+        schema["pattern"] = NO_NUL
+    if types == "object" and schema.get("additionalProperties") is not False:
+        schema.setdefault("propertyNames", {"pattern": NO_NUL})  # keys are text too
+    for key in ("properties", "$defs"):
+        for sub in (schema.get(key) or {}).values():
+            _forbid_nul(sub, components, seen)
+    for key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems"):
+        _forbid_nul(schema.get(key), components, seen)
 
 
 def _drop_unused_schemas(schema: dict[str, Any]) -> None:
@@ -183,9 +401,11 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     components["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer", "description": "wangge token"},
         "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        "open311Key": {"type": "apiKey", "in": "query", "name": "api_key"},
     }
     components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
     components["schemas"]["Open311Errors"] = OPEN311_ERRORS_SCHEMA
+    seen: set[str] = set()  # request body components already given NO_NUL
     for path, ops in schema.get("paths", {}).items():
         for method, op in ops.items():
             if method not in _METHODS:
@@ -193,6 +413,13 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             if path not in PUBLIC_PATHS:
                 # A route may declare its own (Open311's reads, when public, add `{}`).
                 op.setdefault("security", [{"bearer": []}, {"apiKey": []}])
+            if path.startswith("/open311/"):
+                _document_open311(path, method, op)
+            for parameter in op.get("parameters", []):
+                if parameter.get("in") in ("path", "query"):
+                    _forbid_nul(parameter.get("schema"), components["schemas"], set())
+            for content in op.get("requestBody", {}).get("content", {}).values():
+                _forbid_nul(content.get("schema"), components["schemas"], seen)
             _document_errors(path, method, op)
     _drop_unused_schemas(schema)
     return schema

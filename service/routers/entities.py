@@ -99,12 +99,23 @@ def _count_model(spec: EntitySpec) -> type[BaseModel]:
     name = "|".join(groups)
     by = Field(
         "grid" if "grid" in groups else groups[0],
-        pattern=rf"^({name})(,({name}))*$",
+        pattern=rf"^ *({name}) *(, *({name}) *)*$",
         description=f"comma-separated, any of: {', '.join(groups)}",
     )
     return create_model(
         f"{spec.read.__name__}CountQuery", __config__=ConfigDict(extra="forbid"), by=(str, by)
     )
+
+
+_FILE = {"type": "string", "format": "binary"}
+_EXPORT_SCHEMAS = {
+    "geojson": {
+        "type": "object",
+        "required": ["type", "features"],
+        "properties": {"type": {"const": "FeatureCollection"}, "features": {"type": "array"}},
+    },
+    "csv": {"type": "string"},
+}
 
 
 def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
@@ -191,7 +202,7 @@ def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
             200: {
                 "description": f"the {spec.name} you may see, as a file to save",
                 "content": {
-                    EXPORT_MEDIA[f][0].split(";")[0]: {"schema": {"type": "string"}}
+                    EXPORT_MEDIA[f][0].split(";")[0]: {"schema": _EXPORT_SCHEMAS.get(f, _FILE)}
                     for f in formats
                 },
             }

@@ -16,7 +16,12 @@ from service.errors import UnprocessableError
 from service.inputs import NUL_REASON, GenerationNumber, find_nul
 from service.repositories import boundaries
 from service.repositories.generations import list_generations
-from service.schemas.areas import AreaImportResult, GenerationCreate, GenerationRead
+from service.schemas.areas import (
+    AreaFeatureCollection,
+    AreaImportResult,
+    GenerationCreate,
+    GenerationRead,
+)
 
 router = APIRouter(prefix="/generations", tags=["generations"])
 
@@ -54,7 +59,10 @@ _COLLECTION = TypeAdapter(dict[str, Any])
     "/{generation_id}/areas",
     response_model=AreaImportResult,
     summary="Load areas into a pending generation (admin)",
-    openapi_extra=json_body_doc(_COLLECTION, "GeoJSON FeatureCollection"),
+    # Read as any JSON object; checked feature by feature (geo.areas.parse_area_features).
+    openapi_extra=json_body_doc(
+        TypeAdapter(AreaFeatureCollection), "GeoJSON FeatureCollection of areas"
+    ),
 )
 async def import_areas(
     request: Request, admin: AdminDep, generation_id: GenerationId

@@ -271,7 +271,8 @@ def _incident_from_form(form: dict[str, str], principal) -> IncidentCreate:
         "source": None if principal.role == "intake" else "resident",
     }
     try:
-        return IncidentCreate.model_validate(payload)
+        # A form's values are text: read them as the JSON API's numbers (lax, not strict).
+        return IncidentCreate.model_validate(payload, strict=False)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = {

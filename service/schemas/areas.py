@@ -12,6 +12,39 @@ from service.inputs import NulFreeModel
 Level = Literal["city", "district", "community", "grid"]
 
 
+class _AreaProperties(BaseModel):
+    code: str = Field(pattern=r"^[0-9]{6,18}$", description="its level's length, under its parent")
+    name: str = Field(pattern=r"\S", description="not blank")
+    level: Level
+    parent_code: str | None = Field(
+        None, pattern=r"^[0-9]{6,18}$", description="required below the city level"
+    )
+
+
+class _AreaGeometry(BaseModel):
+    type: Literal["Polygon", "MultiPolygon"]
+    coordinates: list[Any] = Field(description="a valid polygon in the collection's CRS")
+
+
+class _AreaFeature(BaseModel):
+    type: Literal["Feature"]
+    properties: _AreaProperties
+    geometry: _AreaGeometry
+
+
+class _NamedCrs(BaseModel):
+    type: Literal["name"]
+    properties: dict[str, str] = Field(description='{"name": "EPSG:4326"} or EPSG:4490')
+
+
+class AreaFeatureCollection(BaseModel):
+    """The body of ``POST /generations/{id}/areas`` as documented (``geo.areas`` checks it)."""
+
+    type: Literal["FeatureCollection"]
+    crs: _NamedCrs | None = Field(None, description="default EPSG:4326")
+    features: list[_AreaFeature] = Field(min_length=1)
+
+
 class AreaRead(BaseModel):
     code: str
     name: str
@@ -45,7 +78,7 @@ class GenerationRead(BaseModel):
 
 
 class GenerationCreate(NulFreeModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented
 
     description: str = Field(min_length=1, max_length=500)
     carry_over: bool = Field(True, description="carry the current areas into the new generation")
@@ -59,7 +92,7 @@ class AreaImportResult(BaseModel):
 
 
 class TokenCreate(NulFreeModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented
 
     name: str = Field(min_length=1, max_length=200)
     role: Literal[

@@ -7,7 +7,6 @@ The entity kinds (:mod:`service.specs.entity_kinds`) take their columns from the
 
 from __future__ import annotations
 
-import typing
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -38,13 +37,24 @@ IncidentCategory = Literal[
 IncidentSource = Literal["hotline_12319", "patrol", "resident", "camera", "referral"]
 IncidentStatus = Literal["new", "open", "closed"]
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+# Blanks are stripped, so a name needs a character that is not one; no NUL (NulFreeModel).
+# Said in OpenAPI only: the checks themselves are min_length after stripping and the NUL check.
+Name = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        json_schema_extra={"pattern": r"^[^\x00]*[^\s\x00][^\x00]*$"},
+    ),
+]
 Text = Annotated[str, Field(max_length=2000)]
 Code = Annotated[str, Field(pattern=r"^[0-9]{6,18}$")]
 
 
 class _In(NulFreeModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # strict: a JSON body's values have their documented JSON types (no "1" for 1, no 0 for
+    # false); date-times and URLs are JSON strings, so they opt out (strict=False).
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 class PointIn(_In):
@@ -56,9 +66,16 @@ class PointIn(_In):
 
 
 class PointPatch(_In):
-    lon: float | None = None
-    lat: float | None = None
+    """A move: ``lon`` and ``lat`` together (both left out: the entity stays where it is)."""
+
+    lon: float = Field(None, json_schema_extra=lambda s: s.pop("default", None))
+    lat: float = Field(None, json_schema_extra=lambda s: s.pop("default", None))
     crs: InputCrs = "EPSG:4326"
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    # A PATCH field left out is unchanged: its absence has no value to document.
+    schema.pop("default", None)
 
 
 def patch_schema(
@@ -75,14 +92,17 @@ def patch_schema(
     for field_name, info in create.model_fields.items():
         if field_name in base.model_fields or field_name in without:
             continue
-        annotation = info.annotation
-        if type(None) not in typing.get_args(annotation):
-            annotation = annotation | None
-        # Keep the bounds (ge, max_length, ...); drop the default and the create-only text.
+        # Keep the type, so null stays refused where a create refuses it (a PATCH leaves
+        # out what it does not change), and the bounds (ge, max_length, ...); drop the
+        # default (from the documented schema too) and the create-only text.
         patch_info = FieldInfo.merge_field_infos(
-            info, default=None, default_factory=None, description=None
+            info,
+            default=None,
+            default_factory=None,
+            description=None,
+            json_schema_extra=_no_default,
         )
-        fields[field_name] = (annotation, patch_info)
+        fields[field_name] = (info.annotation, patch_info)
     return create_model(name, __base__=base, **fields, **extra)
 
 
@@ -199,8 +219,8 @@ class IncidentCreate(PointIn):
     source: IncidentSource | None = Field(
         None, description="required unless the token is an intake source's"
     )
-    reported_at: Moment | None = Field(None, description="default: now")
-    attachments: list[AnyHttpUrl] = Field(default_factory=list, max_length=20)
+    reported_at: Moment | None = Field(None, description="default: now", strict=False)
+    attachments: list[AnyHttpUrl] = Field(default_factory=list, max_length=20, strict=False)
 
 
 # Where and when an incident was reported, and by whom, stay as filed. Its status follows

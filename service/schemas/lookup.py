@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr
 
-from service.inputs import GenerationNumber
+from service.inputs import GenerationNumber, NulFreeModel
 from service.schemas.crs import InputCrs
 
 Lon = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, description="longitude")]
 Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, description="latitude")]
+# In a JSON body a coordinate is a JSON number, as documented: not a string, not a boolean
+# (a query string's are text, read as numbers).
+BodyLon = Annotated[Lon, Strict()]
+BodyLat = Annotated[Lat, Strict()]
 
 
 class LookupQuery(BaseModel):
@@ -42,22 +46,23 @@ class LookupResult(BaseModel):
     point: dict | None = None
 
 
-class BatchPoint(BaseModel):
+class BatchPoint(NulFreeModel):
     model_config = ConfigDict(extra="forbid")
 
-    lon: Lon
-    lat: Lat
-    id: str | int | None = Field(None, description="your identifier, echoed back")
+    lon: BodyLon
+    lat: BodyLat
+    id: StrictStr | StrictInt | None = Field(None, description="your identifier, echoed back")
 
 
-class BatchLookupRequest(BaseModel):
-    """Points to look up, as objects or as ``[lon, lat]`` pairs."""
+class BatchLookupRequest(NulFreeModel):
+    """Points to look up, as objects or as ``[lon, lat]`` pairs (no text holds a NUL, as
+    everywhere in the API)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    points: list[BatchPoint | tuple[Lon, Lat]] = Field(min_length=1)
+    points: list[BatchPoint | tuple[BodyLon, BodyLat]] = Field(min_length=1)
     crs: InputCrs = "EPSG:4326"
-    generation: GenerationNumber | None = None
+    generation: Annotated[GenerationNumber, Strict()] | None = None
 
 
 class BatchLookupItem(BaseModel):
