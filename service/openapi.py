@@ -203,6 +203,28 @@ _OPEN311: dict[tuple[str, str], tuple[list[dict[str, Any]], str, dict[str, Any]]
         {"type": "array", "items": _OPEN311_REQUEST, "maxItems": 1},
     ),
     ("post", "/requests.{fmt}"): ([], "201", {"type": "array", "items": _OPEN311_CREATED}),
+    ("get", "/servicerequestupdates.{fmt}"): (
+        [
+            _JURISDICTION,
+            _q(
+                "service_request_id",
+                "comma-separated ids",
+                {"type": "string", "pattern": "^([0-9]{1,19}(,[0-9]{1,19})*)?$"},
+            ),
+            _q(
+                "start_date",
+                "updated at or after (ISO 8601; default: end_date − 24 hours)",
+                {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
+            ),
+            _q(
+                "end_date",
+                "updated before (ISO 8601; default: now)",
+                {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
+            ),
+        ],
+        "200",
+        {"type": "array", "items": _OPEN311_UPDATE},
+    ),
 }
 _OPEN311_FORM = {
     "type": "object",
@@ -355,11 +377,15 @@ def _document_errors(path: str, method: str, op: dict[str, Any]) -> None:
 NO_NUL = "^[^\\u0000]*$"
 
 
-def _forbid_nul(schema: Any, components: dict[str, Any], seen: set[str]) -> None:
-    """Give every free text in ``schema`` (following ``$ref``) the :data:`NO_NUL` pattern."""
+def _forbid_nul(
+    schema: Any, components: dict[str, Any], seen: set[str], *, keys: bool = False
+) -> None:
+    """Give every free text in ``schema`` (following ``$ref``) the :data:`NO_NUL` pattern;
+    with ``keys``, object keys too (JSON bodies: a form ignores the fields it does not read).
+    """
     if isinstance(schema, list):
         for item in schema:
-            _forbid_nul(item, components, seen)
+            _forbid_nul(item, components, seen, keys=keys)
         return
     if not isinstance(schema, dict):
         return
@@ -368,19 +394,19 @@ def _forbid_nul(schema: Any, components: dict[str, Any], seen: set[str]) -> None
         name = ref.rsplit("/", 1)[1]
         if name not in seen:
             seen.add(name)
-            _forbid_nul(components.get(name), components, seen)
+            _forbid_nul(components.get(name), components, seen, keys=keys)
         return
     types = schema.get("type")
     text = types == "string" or (isinstance(types, list) and "string" in types)
     if text and not {"pattern", "enum", "const", "format"} & set(schema):
         schema["pattern"] = NO_NUL
-    if types == "object" and schema.get("additionalProperties") is not False:
-        schema.setdefault("propertyNames", {"pattern": NO_NUL})  # keys are text too
+    if keys and types == "object" and schema.get("additionalProperties") is not False:
+        schema.setdefault("propertyNames", {"pattern": NO_NUL})
     for key in ("properties", "$defs"):
         for sub in (schema.get(key) or {}).values():
-            _forbid_nul(sub, components, seen)
+            _forbid_nul(sub, components, seen, keys=keys)
     for key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems"):
-        _forbid_nul(schema.get(key), components, seen)
+        _forbid_nul(schema.get(key), components, seen, keys=keys)
 
 
 def _drop_unused_schemas(schema: dict[str, Any]) -> None:
@@ -418,8 +444,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             for parameter in op.get("parameters", []):
                 if parameter.get("in") in ("path", "query"):
                     _forbid_nul(parameter.get("schema"), components["schemas"], set())
-            for content in op.get("requestBody", {}).get("content", {}).values():
-                _forbid_nul(content.get("schema"), components["schemas"], seen)
+            for media, content in op.get("requestBody", {}).get("content", {}).items():
+                keys = media == "application/json"
+                _forbid_nul(content.get("schema"), components["schemas"], seen, keys=keys)
             _document_errors(path, method, op)
     _drop_unused_schemas(schema)
     return schema
