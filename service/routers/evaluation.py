@@ -8,7 +8,6 @@ area), scoped to the caller's area like every analysis.
 
 import csv
 import io
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -17,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import PrincipalDep, SyncEngineDep
 from service.dispatch.evaluation import FIELDS, run_evaluation
+from service.inputs import Moment
 from service.responses import JSON
 
 __all__ = ["router"]
@@ -39,8 +39,8 @@ async def evaluation(
     principal: PrincipalDep,
     level: Annotated[Literal["grid", "community", "district"], Query()] = "grid",
     area: Annotated[str | None, Query(max_length=64, description="an area code")] = None,
-    since: Annotated[datetime | None, Query(alias="from")] = None,
-    until: Annotated[datetime | None, Query(alias="to")] = None,
+    since: Annotated[Moment | None, Query(alias="from")] = None,
+    until: Annotated[Moment | None, Query(alias="to")] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Response:
     def work() -> dict:

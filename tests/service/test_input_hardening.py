@@ -471,6 +471,8 @@ BAD_VALUES = [
     f"-{HUGE}",
     "x" * 5000,
     "nan",
+    "5e-324",  # the smallest float: PostgreSQL's float8 arithmetic raises on underflow
+    "1.7976931348623157e308",
     "0001-01-01T00:00:00+05:00",  # in UTC, before year 1
     "9999-12-31T23:59:59-05:00",  # in UTC, after year 9999
     "0001-01-01",
