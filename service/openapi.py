@@ -161,6 +161,8 @@ def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dic
 
 _JURISDICTION = _q("jurisdiction_id", "ignored (one jurisdiction)")
 _EMPTY = {"type": "string", "maxLength": 0}
+# Between the years 1000 and 9000, as service.inputs.Moment (the router checks the same).
+_DATE_TIME = {"type": "string", "format": "date-time", "pattern": "^(1[0-9]{3}|[2-8][0-9]{3})-"}
 _OPEN311: dict[tuple[str, str], tuple[list[dict[str, Any]], str, dict[str, Any]]] = {
     # (method, path without the prefix): (query parameters, success status, JSON schema)
     ("get", "/services.{fmt}"): (
@@ -181,12 +183,12 @@ _OPEN311: dict[tuple[str, str], tuple[list[dict[str, Any]], str, dict[str, Any]]
             _q(
                 "start_date",
                 "reported at or after (ISO 8601; default: end_date − 90 days)",
-                {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
+                {"anyOf": [_DATE_TIME, _EMPTY]},
             ),
             _q(
                 "end_date",
                 "reported before (ISO 8601; default: now)",
-                {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
+                {"anyOf": [_DATE_TIME, _EMPTY]},
             ),
             _q(
                 "status",
@@ -214,12 +216,12 @@ _OPEN311: dict[tuple[str, str], tuple[list[dict[str, Any]], str, dict[str, Any]]
             _q(
                 "start_date",
                 "updated at or after (ISO 8601; default: end_date − 24 hours)",
-                {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
+                {"anyOf": [_DATE_TIME, _EMPTY]},
             ),
             _q(
                 "end_date",
                 "updated before (ISO 8601; default: now)",
-                {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
+                {"anyOf": [_DATE_TIME, _EMPTY]},
             ),
         ],
         "200",

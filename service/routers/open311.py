@@ -31,6 +31,7 @@ from service.repositories import entities as repo
 from service.repositories.open311 import find_open311_requests, find_open311_updates
 from service.responses import JSON
 from service.schemas.entities import IncidentCreate
+from service.schemas.jsonbody import FORM_VALUES
 from service.specs.entity_kinds import INCIDENTS
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
@@ -271,8 +272,8 @@ def _incident_from_form(form: dict[str, str], principal) -> IncidentCreate:
         "source": None if principal.role == "intake" else "resident",
     }
     try:
-        # A form's values are text: read them as the JSON API's numbers (lax, not strict).
-        return IncidentCreate.model_validate(payload, strict=False)
+        # A form's values are text: Pydantic reads them as numbers, no JSON types to check.
+        return IncidentCreate.model_validate(payload, context=FORM_VALUES)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = {
@@ -366,13 +367,14 @@ def _request_filters(q) -> dict[str, Any]:
     unknown = sorted(set(q) - _QUERY_PARAMETERS)
     if unknown:
         raise Open311Error(400, f"{unknown[0]}: unknown parameter")
+    ids = None
     if q.get("service_request_id"):
         ids = [parse_row_id(x.strip()) for x in q["service_request_id"].split(",") if x.strip()]
         if None in ids:
             raise Open311Error(
                 400, f"service_request_id: comma-separated numbers, each ≤ {BIGINT_MAX}"
             )
-        return {"ids": ids}
+    # Every parameter is checked, even those that ids make moot: a wrong one is an error.
     end = _parse_time(q.get("end_date"), "end_date") or datetime.now(UTC)
     start = _parse_time(q.get("start_date"), "start_date") or end - timedelta(days=90)
     filters: dict[str, Any] = {"reported_from": start, "reported_to": end}
@@ -392,7 +394,7 @@ def _request_filters(q) -> dict[str, Any]:
             else ({"new", "open"} if "closed" not in states else {"new", "open", "closed"})
         )
         filters["statuses"] = sorted(wanted)
-    return filters
+    return filters if ids is None else {"ids": ids}
 
 
 @router.get(

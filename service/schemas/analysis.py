@@ -7,9 +7,9 @@ Every model turns into the keyword arguments of its ``run_*`` function with
 
 # No ``from __future__ import annotations``: Pydantic reads the models' annotations.
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import BaseModel, ConfigDict, Field
 
 from geo.reach import DEFAULT_DETOUR, DEFAULT_FRONTAGE_M, DEFAULT_MINUTES, WALK_SPEED_M_PER_MIN
 from geo.siting import MAX_CANDIDATES
@@ -24,6 +24,7 @@ from service.analysis.reach import (
 from service.analysis.siting import MAX_K
 from service.inputs import GenerationNumber, Moment
 from service.schemas.crs import InputCrs
+from service.schemas.jsonbody import JsonTypes
 from service.schemas.lookup import BodyLat, BodyLon
 
 __all__ = [
@@ -213,12 +214,9 @@ class SitingQuery(_WalkQuery):
         return values
 
 
-class SitingBody(SitingQuery):
-    # A JSON body's values have their documented JSON types (the query's are text).
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    # A JSON array is a pair (lax for the tuple; its numbers stay strict).
-    candidates: list[Annotated[tuple[BodyLon, BodyLat], Strict(False)]] | None = Field(
+class SitingBody(SitingQuery, JsonTypes):
+    # JsonTypes: a JSON body's values have their documented JSON types (the query's are text).
+    candidates: list[tuple[BodyLon, BodyLat]] | None = Field(
         None,
         min_length=1,
         max_length=MAX_CANDIDATES,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.inputs import NulFreeModel
+from service.schemas.jsonbody import JsonTypes
 
 Level = Literal["city", "district", "community", "grid"]
 
@@ -77,8 +78,8 @@ class GenerationRead(BaseModel):
     areas: int
 
 
-class GenerationCreate(NulFreeModel):
-    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented
+class GenerationCreate(NulFreeModel, JsonTypes):
+    model_config = ConfigDict(extra="forbid")
 
     description: str = Field(min_length=1, max_length=500)
     carry_over: bool = Field(True, description="carry the current areas into the new generation")
@@ -91,8 +92,8 @@ class AreaImportResult(BaseModel):
     unchanged: int
 
 
-class TokenCreate(NulFreeModel):
-    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented
+class TokenCreate(NulFreeModel, JsonTypes):
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     role: Literal[

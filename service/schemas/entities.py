@@ -15,6 +15,7 @@ from pydantic.fields import FieldInfo
 
 from service.inputs import Moment, NulFreeModel, RowId
 from service.schemas.crs import InputCrs
+from service.schemas.jsonbody import JsonTypes
 
 UnitKind = Literal[
     "government_agency",
@@ -51,10 +52,9 @@ Text = Annotated[str, Field(max_length=2000)]
 Code = Annotated[str, Field(pattern=r"^[0-9]{6,18}$")]
 
 
-class _In(NulFreeModel):
-    # strict: a JSON body's values have their documented JSON types (no "1" for 1, no 0 for
-    # false); date-times and URLs are JSON strings, so they opt out (strict=False).
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
+class _In(NulFreeModel, JsonTypes):
+    # JsonTypes: a JSON body's values have their documented JSON types ("1" is not 1).
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class PointIn(_In):
@@ -73,9 +73,18 @@ class PointPatch(_In):
     crs: InputCrs = "EPSG:4326"
 
 
-def _no_default(schema: dict[str, Any]) -> None:
-    # A PATCH field left out is unchanged: its absence has no value to document.
-    schema.pop("default", None)
+def _without_default(extra: Any):
+    """Return a ``json_schema_extra`` that applies ``extra`` and drops the default."""
+
+    def apply(schema: dict[str, Any]) -> None:
+        if callable(extra):
+            extra(schema)
+        elif extra:
+            schema.update(extra)
+        # A PATCH field left out is unchanged: its absence has no value to document.
+        schema.pop("default", None)
+
+    return apply
 
 
 def patch_schema(
@@ -100,7 +109,7 @@ def patch_schema(
             default=None,
             default_factory=None,
             description=None,
-            json_schema_extra=_no_default,
+            json_schema_extra=_without_default(info.json_schema_extra),
         )
         fields[field_name] = (info.annotation, patch_info)
     return create_model(name, __base__=base, **fields, **extra)
@@ -219,8 +228,8 @@ class IncidentCreate(PointIn):
     source: IncidentSource | None = Field(
         None, description="required unless the token is an intake source's"
     )
-    reported_at: Moment | None = Field(None, description="default: now", strict=False)
-    attachments: list[AnyHttpUrl] = Field(default_factory=list, max_length=20, strict=False)
+    reported_at: Moment | None = Field(None, description="default: now")
+    attachments: list[AnyHttpUrl] = Field(default_factory=list, max_length=20)
 
 
 # Where and when an incident was reported, and by whom, stay as filed. Its status follows
