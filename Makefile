@@ -10,7 +10,7 @@ PORT   ?= 8000
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES ?= postgresql postgresql-contrib postgis gdal-bin chromium fonts-wqy-microhei
 
-.PHONY: run test stop db migrate demo postgis venv bench lint clean
+.PHONY: run test fuzz stop db migrate demo postgis venv bench lint clean
 
 run: db migrate demo
 	@echo ""
@@ -22,6 +22,12 @@ run: db migrate demo
 
 test: db
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Schemathesis with every check against every operation (the fuzz test of `make test`, run
+# longer: FUZZ_EXAMPLES per operation, slow operations unbounded, the same fixed seed).
+FUZZ_EXAMPLES ?= 100
+fuzz: db
+	WANGGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/service/test_fuzz_openapi.py $(PYTEST_ARGS)
 
 stop: venv
 	-$(BIN)/wangge db stop
