@@ -411,6 +411,35 @@ def _forbid_nul(
         _forbid_nul(schema.get(key), components, seen, keys=keys)
 
 
+def _not_null(parameter: dict[str, Any]) -> None:
+    """Drop the ``null`` of an optional parameter's schema: a parameter is left out, never
+    sent as null (a client sending ``Last-Event-ID: null`` was refused)."""
+    schema = parameter.get("schema") or {}
+    branches = schema.get("anyOf")
+    if not branches or {"type": "null"} not in branches:
+        return
+    rest = [b for b in branches if b != {"type": "null"}]
+    del schema["anyOf"]
+    if len(rest) == 1:
+        for key, value in rest[0].items():
+            schema.setdefault(key, value)
+    else:
+        schema["anyOf"] = rest
+    if schema.get("default", 0) is None:
+        del schema["default"]
+
+
+#: The header that makes a write safe to retry (``service.idempotency``), as it is checked.
+IDEMPOTENCY_KEY = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": "^[\\x20-\\x7e\\xa1-\\xac\\xae-\\xff]+$",
+    "description": "1-200 printable characters; a retry with the same key and body is "
+    "answered as the first request was",
+}
+
+
 def _drop_unused_schemas(schema: dict[str, Any]) -> None:
     schemas = schema.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
@@ -444,6 +473,12 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             if path.startswith("/open311/"):
                 _document_open311(path, method, op)
             for parameter in op.get("parameters", []):
+                _not_null(parameter)
+                if parameter.get("in") == "header" and parameter["name"] == "Idempotency-Key":
+                    # As run_idempotent checks it, unless the route states bounds of its own
+                    # (one that takes the key without using it).
+                    if "maxLength" not in parameter.get("schema", {}):
+                        parameter["schema"] = dict(IDEMPOTENCY_KEY)
                 if parameter.get("in") in ("path", "query"):
                     _forbid_nul(parameter.get("schema"), components["schemas"], set())
             for media, content in op.get("requestBody", {}).get("content", {}).items():

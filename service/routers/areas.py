@@ -14,7 +14,10 @@ from service.schemas.areas import AreaList, AreaRead, Level
 
 router = APIRouter(prefix="/areas", tags=["areas"])
 
-Code = Annotated[str, Path(pattern=r"^[0-9]{6,18}$", description="area code (digits)")]
+Code = Annotated[
+    str,
+    Path(pattern=r"^[0-9]{6,18}$", description="area code (digits)", examples=["520102"]),
+]
 Generation = Annotated[
     GenerationNumber | None, Query(description="default: the current generation")
 ]

@@ -9,10 +9,10 @@ tablet), ``properties`` (a selection) and ``generation`` to the standard paramet
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from service.deps import PoolDep, PrincipalDep, layer_or_404, parse_generation
@@ -26,6 +26,18 @@ from service.specs.map_layers import LAYERS, LayerSpec
 router = APIRouter(prefix="/ogc", tags=["ogc-features"])
 
 GEOJSON = "application/geo+json"
+
+# An unknown collection is 404 (as OGC API – Features says); the enum tells clients the names.
+CollectionId = Annotated[
+    str, Path(description="a map layer", json_schema_extra={"enum": list(LAYERS)})
+]
+FeatureId = Annotated[str, Path(description="the feature's id (digits, or an area code)")]
+_FEATURE = {"type": "object", "required": ["type"], "properties": {"type": {"const": "Feature"}}}
+_FEATURES = {
+    "type": "object",
+    "required": ["type", "features"],
+    "properties": {"type": {"const": "FeatureCollection"}, "features": {"type": "array"}},
+}
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
@@ -186,7 +198,7 @@ async def collections(request: Request, principal: PrincipalDep, pool: PoolDep) 
 
 @router.get("/collections/{collection_id}", summary="One layer")
 async def collection(
-    request: Request, collection_id: str, principal: PrincipalDep, pool: PoolDep
+    request: Request, collection_id: CollectionId, principal: PrincipalDep, pool: PoolDep
 ) -> JSON:
     spec = layer_or_404(collection_id)
     repo.check_readable(spec, principal)
@@ -267,9 +279,11 @@ def _page_links(url, *, offset: int, limit: int, returned: int, matched: int) ->
     description="Standard: `limit` (≤ 10000), `offset`, `bbox`, `datetime` (incidents), "
     "property filters (`?status=open`). Extensions: `zoom` or `simplify_m` (simplify for "
     "the map's scale), `properties=a,b` (a selection), `generation`.",
+    response_class=Response,
+    responses={200: {"description": "a page", "content": {GEOJSON: {"schema": _FEATURES}}}},
 )
 async def items(
-    request: Request, collection_id: str, principal: PrincipalDep, pool: PoolDep
+    request: Request, collection_id: CollectionId, principal: PrincipalDep, pool: PoolDep
 ) -> Response:
     spec = layer_or_404(collection_id)
     q = request.query_params
@@ -320,11 +334,16 @@ def _compressed(request: Request, body: bytes) -> Response:
     return Response(body, media_type=GEOJSON, headers={"Vary": "Accept-Encoding"})
 
 
-@router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature")
+@router.get(
+    "/collections/{collection_id}/items/{feature_id}",
+    summary="One feature",
+    response_class=Response,
+    responses={200: {"description": "the feature", "content": {GEOJSON: {"schema": _FEATURE}}}},
+)
 async def item(
     request: Request,
-    collection_id: str,
-    feature_id: str,
+    collection_id: CollectionId,
+    feature_id: FeatureId,
     principal: PrincipalDep,
     pool: PoolDep,
 ) -> Response:

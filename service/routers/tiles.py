@@ -31,11 +31,14 @@ MAX_ZOOM = 22
 Layers = Annotated[
     str,
     Path(
-        description=f"one layer, or up to ten separated by commas (each once): {', '.join(LAYERS)}"
+        description=f"one layer, or up to ten separated by commas (each once): {', '.join(LAYERS)}",
+        examples=["grids", "grids,incidents"],
     ),
 ]
-Zoom = Annotated[int, Path(ge=0, le=MAX_ZOOM)]
-Column = Annotated[int, Path(ge=0, le=2**MAX_ZOOM - 1, description="below 2^z")]
+# Examples: the tile of central Guiyang at zoom 12 (what the demo holds).
+Zoom = Annotated[int, Path(ge=0, le=MAX_ZOOM, examples=[12])]
+TileX = Annotated[int, Path(ge=0, le=2**MAX_ZOOM - 1, description="below 2^z", examples=[3262])]
+TileY = Annotated[int, Path(ge=0, le=2**MAX_ZOOM - 1, description="below 2^z", examples=[1734])]
 
 
 def _layers(raw: str) -> list[LayerSpec]:
@@ -76,8 +79,8 @@ async def tile(
     pool: PoolDep,
     layers: Layers,
     z: Zoom,
-    x: Column,
-    y: Column,
+    x: TileX,
+    y: TileY,
 ) -> Response:
     specs = _layers(layers)
     _tile_numbers(z, x, y)

@@ -50,6 +50,9 @@ Name = Annotated[
 ]
 Text = Annotated[str, Field(max_length=2000)]
 Code = Annotated[str, Field(pattern=r"^[0-9]{6,18}$")]
+# Examples (documentation, and what the fuzz test starts from): places of the Guiyang demo.
+_COMMUNITY = Field(examples=["520102003001"])
+_GRID = Field(examples=["520102003001001"])
 
 
 class _In(NulFreeModel, JsonTypes):
@@ -60,8 +63,8 @@ class _In(NulFreeModel, JsonTypes):
 class PointIn(_In):
     """A location in any of the coordinate systems field data arrives in."""
 
-    lon: float = Field(description="longitude in `crs`")
-    lat: float = Field(description="latitude in `crs`")
+    lon: float = Field(description="longitude in `crs`", examples=[106.7138])
+    lat: float = Field(description="latitude in `crs`", examples=[26.5786])
     crs: InputCrs = "EPSG:4326"
 
 
@@ -179,9 +182,9 @@ class FacilityRead(_PointRead):
 class MemberCreate(_In):
     name: Name
     kind: MemberKind
-    home_community_code: Code
+    home_community_code: Annotated[Code, _COMMUNITY]
     team_role: TeamRole | None = None
-    serving_grid_code: Code | None = None
+    serving_grid_code: Annotated[Code, _GRID] | None = None
     phone: Annotated[str, Field(max_length=40)] = ""
 
 
