@@ -231,6 +231,8 @@ _OPEN311: dict[tuple[str, str], tuple[list[dict[str, Any]], str, dict[str, Any]]
 _OPEN311_FORM = {
     "type": "object",
     "required": ["service_code", "lat", "long"],
+    # Fields it does not know are ignored, but no name or value may hold a NUL.
+    "propertyNames": {"pattern": "^[^\\u0000]*$"},
     "properties": {
         "service_code": _S,
         "lat": {"type": "number"},

@@ -123,6 +123,7 @@ def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
     from fastapi import File, Form, UploadFile
     from starlette.concurrency import run_in_threadpool
 
+    from geo.tables import TableFormatError
     from service.transfer import EXPORT_MEDIA, export_rows, import_file
 
     @router.post(
@@ -219,7 +220,11 @@ def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
             with request.app.state.sync_engine.begin() as conn:
                 return export_rows(conn, spec, principal=principal, format=format)
 
-        data = await run_in_threadpool(work)
+        try:
+            data = await run_in_threadpool(work)
+        except TableFormatError as exc:
+            # The rows do not fit the format (a Shapefile field holds 254 bytes of text).
+            raise UnprocessableError(str(exc), field="format") from None
         media, ext = EXPORT_MEDIA[format]
         return Response(
             data,

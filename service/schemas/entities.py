@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, create_model
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic.fields import FieldInfo
 
+from geo.coords import parse_input_crs
 from service.inputs import Moment, NulFreeModel, RowId
 from service.schemas.crs import InputCrs
 from service.schemas.jsonbody import JsonTypes
@@ -68,8 +69,16 @@ class PointIn(_In):
     crs: InputCrs = "EPSG:4326"
 
 
+def _known_crs(value: str) -> str:
+    # Checked even when no point comes with it: a name the server cannot read is an error.
+    parse_input_crs(value)
+    return value
+
+
 class PointPatch(_In):
     """A move: ``lon`` and ``lat`` together (both left out: the entity stays where it is)."""
+
+    _crs = field_validator("crs")(_known_crs)
 
     lon: float = Field(None, json_schema_extra=lambda s: s.pop("default", None))
     lat: float = Field(None, json_schema_extra=lambda s: s.pop("default", None))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from service.inputs import GenerationNumber, NulFreeModel
 from service.schemas.crs import InputCrs
+from service.schemas.jsonbody import JsonTypes
 
 Lon = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False, description="longitude")]
 Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False, description="latitude")]
@@ -46,23 +47,26 @@ class LookupResult(BaseModel):
     point: dict | None = None
 
 
-class BatchPoint(NulFreeModel):
+class BatchPoint(NulFreeModel, JsonTypes):
     model_config = ConfigDict(extra="forbid")
 
     lon: BodyLon
     lat: BodyLat
-    id: StrictStr | StrictInt | None = Field(None, description="your identifier, echoed back")
+    # A number beyond 64 bits could not be written back (JSON readers lose it anyway).
+    id: str | Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = Field(
+        None, description="your identifier, echoed back"
+    )
 
 
-class BatchLookupRequest(NulFreeModel):
+class BatchLookupRequest(NulFreeModel, JsonTypes):
     """Points to look up, as objects or as ``[lon, lat]`` pairs (no text holds a NUL, as
-    everywhere in the API)."""
+    everywhere in the API; values of their documented JSON types)."""
 
     model_config = ConfigDict(extra="forbid")
 
     points: list[BatchPoint | tuple[BodyLon, BodyLat]] = Field(min_length=1)
     crs: InputCrs = "EPSG:4326"
-    generation: Annotated[GenerationNumber, Strict()] | None = None
+    generation: GenerationNumber | None = None
 
 
 class BatchLookupItem(BaseModel):

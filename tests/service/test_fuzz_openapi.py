@@ -104,6 +104,11 @@ SEMANTIC: dict[str, list[str]] = {
         f"POST /{kind}/import": _FILE
         for kind in ("units", "facilities", "members", "care-households", "incidents")
     },
+    # the rows must fit the format: a Shapefile field holds 254 bytes of text
+    **{
+        f"GET /{kind}/export": ["format"]
+        for kind in ("units", "facilities", "care-households", "incidents")
+    },
     # since before until (from before to)
     "GET /evaluation": ["since", "from"],
     "GET /analysis/evaluation": ["since"],
@@ -119,7 +124,7 @@ SEMANTIC: dict[str, list[str]] = {
         "priority",
         "attachments",
     ],
-    "POST /cases/{case_id}/attachments": ["file"],  # the upload's contents
+    "POST /cases/{case_id}/attachments": ["file", "body"],  # the upload's contents
     # Open311 names the field before a colon in its error description.
     # ids up to 2^63-1 (19 digits say more)
     "GET /open311/v2/requests.{fmt}": ["service_request_id"],
@@ -329,3 +334,26 @@ def test_sequences_as_an_admin(fuzz_app, tokens):
             phases=[Phase.explicit, Phase.generate],
         ),
     )
+
+
+# -- what `make fuzz` found, kept as plain regression tests ----------------------------------
+def test_an_export_that_cannot_hold_the_rows_is_422_naming_the_format(tiny_client, tiny_db_url):
+    admin = _headers(make_tokens(tiny_db_url, {"admin": ("admin", None)})["admin"])
+    unit = {"name": "长地址", "kind": "shop", "lon": 106.02, "lat": 26.01, "address": "路" * 300}
+    assert tiny_client.post("/units", json=unit, headers=admin).status_code == 201
+    r = tiny_client.get("/units/export", params={"format": "shp"}, headers=admin)
+    assert r.status_code == 422 and r.json()["field"] == "format", r.text
+    assert "gpkg" in r.json()["detail"]
+    assert tiny_client.get("/units/export", params={"format": "gpkg"}, headers=admin).is_success
+
+
+def test_batch_ids_beyond_64_bits_and_unknown_crs_names_are_refused(tiny_client, tiny_db_url):
+    admin = _headers(make_tokens(tiny_db_url, {"admin": ("admin", None)})["admin"])
+    body = {"points": [{"lon": 106.02, "lat": 26.01, "id": 2**70}]}
+    r = tiny_client.post("/lookup/batch", json=body, headers=admin)
+    assert r.status_code == 422 and r.json()["field"].startswith("points"), r.text
+    # A PATCH without a point still names a coordinate system the server can read.
+    unit = {"name": "店", "kind": "shop", "lon": 106.02, "lat": 26.01}
+    made = tiny_client.post("/units", json=unit, headers=admin).json()
+    r = tiny_client.patch(f"/units/{made['id']}", json={"crs": "nowhere"}, headers=admin)
+    assert r.status_code == 422 and r.json()["field"] == "crs", r.text
