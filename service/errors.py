@@ -95,10 +95,22 @@ def problem(
     return JSON(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+# Pydantic names the member of a union it tried (``BatchPoint``, ``str``, ``constrained-int``,
+# ``tuple[...]``) inside an error's location; a client knows its fields, not our types.
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "bytes", "none"})
+
+
+def _is_union_member(part: str) -> bool:
+    return part in _TYPE_NAMES or "[" in part or "-" in part or part[:1].isupper()
+
+
 def _loc(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
+    parts = [str(p) for p in loc if p != "body"]
     if parts and parts[0] in ("query", "path", "header"):
         parts = parts[1:]
+    # The first part is a parameter or body field as the client sent it (a header may be
+    # ``Idempotency-Key``); union members appear only below it.
+    parts = parts[:1] + [p for p in parts[1:] if not _is_union_member(p)]
     return ".".join(parts) or "body"
 
 

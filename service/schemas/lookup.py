@@ -52,9 +52,13 @@ class BatchPoint(NulFreeModel, JsonTypes):
 
     lon: BodyLon
     lat: BodyLat
-    # A number beyond 64 bits could not be written back (JSON readers lose it anyway).
-    id: str | Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = Field(
-        None, description="your identifier, echoed back"
+    # Integers in I-JSON's exact range (RFC 7493: +-(2^53-1)), the range every JSON reader
+    # keeps to the digit; larger identifiers go as strings. A bound of 2^63-1 read as a
+    # double (as JSON Schema validators read it) would let 2^63+191 pass the schema.
+    id: str | Annotated[int, Field(ge=-(2**53 - 1), le=2**53 - 1)] | None = Field(
+        None,
+        description="your identifier, echoed back: a string, or an integer within "
+        "+-(2^53-1) (larger integers lose digits in JSON readers; send them as strings)",
     )
 
 
