@@ -68,6 +68,7 @@ __all__ = [
     "case_event",
     "case_time_limit",
     "case_attachment",
+    "incident_bin",
     "access_log",
     "idempotency_key",
     "road_import",
@@ -531,6 +532,23 @@ case_attachment = Table(
         _one_of("media_type", ATTACHMENT_MEDIA_TYPES), name="case_attachment_media_type_check"
     ),
     CheckConstraint("bytes = octet_length(data)", name="case_attachment_bytes_check"),
+)
+
+# Incident counts kept current by statement triggers on incident (0012): per area path and
+# status at z = 0, per Web Mercator bin of zooms 15/17/19/21 with the sums of the points'
+# coordinates (tiles draw clusters at their centroids). area_path '' is outside every area.
+incident_bin = Table(
+    "incident_bin",
+    metadata,
+    Column("z", SmallInteger, primary_key=True),
+    Column("x", Integer, primary_key=True),
+    Column("y", Integer, primary_key=True),
+    Column("status", Text, primary_key=True),
+    Column("area_path", Text(collation="C"), primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("sx", Double, nullable=False),
+    Column("sy", Double, nullable=False),
+    Index("incident_bin_area", "area_path", "status", postgresql_where=text("z = 0")),
 )
 
 #: Tables whose rows are located by a point and carry the cells of their generation.
