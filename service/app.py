@@ -19,6 +19,7 @@ from service.edge import install as install_edge
 from service.errors import register_error_handlers
 from service.inputs import RejectNul
 from service.openapi import document_api
+from service.replicas import ReadRouting, ReadYourWrites
 from service.repositories.lookup import PointLookupBatcher
 from service.responses import JSON
 from service.routers import (
@@ -69,6 +70,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sync_engine = make_engine(url)
         app.state.pg_pool = await make_pg_pool(url, size=settings.db.pool_size)
         app.state.lookup_batcher = PointLookupBatcher(app.state.pg_pool)
+        # Reads on streaming replicas (DATABASE_REPLICA_URLS; service.replicas), if any.
+        app.state.read_routing = None
+        if settings.db.replica_urls:
+            app.state.read_routing = await ReadRouting(
+                url,
+                settings.db.replica_urls,
+                primary_pool=app.state.pg_pool,
+                pool_size=settings.db.pool_size,
+                wait_s=settings.db.replica_wait_ms / 1000,
+                max_lag_s=settings.db.replica_max_lag_s,
+            ).start()
         app.state.tile_cache = TileCache(settings.api.tile_cache_bytes)
         listener = await listen_for_changes(url, app.state.tile_cache)
         # One LISTEN for case events per process, fanned out to the /cases/stream screens.
@@ -99,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeping
             await listener.close()
+            if app.state.read_routing is not None:
+                await app.state.read_routing.close()
             await app.state.case_stream.close()
             await app.state.pg_pool.close()
             await app.state.engine.dispose()
@@ -116,6 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app)
     document_api(app)
     app.add_middleware(CachedTileShortcut)
+    if settings.db.replica_urls:
+        # After a write, its position for the caller's reads on replicas (service.replicas).
+        app.add_middleware(ReadYourWrites)
     # Around the tile shortcut and the routes: a NUL in a query or path parameter is refused
     # before either reads it (service.inputs).
     app.add_middleware(RejectNul)

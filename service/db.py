@@ -32,6 +32,16 @@ The rule for reaching the database: three ways, each for one kind of path.
 One more connection is outside the pools: the tile cache's ``LISTEN`` on a dedicated
 asyncpg connection (:mod:`service.tiles.listener`), since listening is session state.
 
+**Read replicas** (``DATABASE_REPLICA_URLS``; :mod:`service.replicas`): the read paths of 1
+and 2 — ``ConnDep``, ``PoolDep`` and single lookups — may be served by a streaming replica,
+which has an engine and a hot pool of its own (made here, with a short connect timeout);
+a caller reads its own writes there or is served by the primary. A replica refuses every
+write, so: **a write, and a read that must see the latest commit, names the primary** —
+``WriteConnDep``, ``request.app.state.engine``, ``PrimaryPoolDep`` /
+``request.app.state.pg_pool``, ``SyncEngineDep`` — never ``ConnDep`` or ``PoolDep``. The
+``LISTEN`` connections (tile cache, case stream) and what they read after a notification are
+the primary's: a standby cannot listen, and may not have replayed what was notified.
+
 Statements: on the SQLAlchemy paths, build them from the declared tables
 (:mod:`service.tables`, GeoAlchemy2 geometry columns) where that reads as well as the SQL;
 PostGIS-heavy or set-based SQL stays a ``text()`` string. Always bound parameters;
@@ -92,14 +102,23 @@ def make_engine(url: str) -> Engine:
     return create_engine(sync_url(url), pool_pre_ping=True)
 
 
-def make_async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """Return the service's SQLAlchemy asyncpg engine on ``url`` (request handlers)."""
+def make_async_engine(
+    url: str, *, pool_size: int = 10, connect_timeout: float | None = None
+) -> AsyncEngine:
+    """Return the service's SQLAlchemy asyncpg engine on ``url`` (request handlers).
+
+    ``connect_timeout`` bounds a connect (asyncpg's default is 60 s): the replicas' engines
+    set it, so a replica that stopped answering falls back to the primary quickly.
+    """
+    connect_args: dict = {"server_settings": {"application_name": "wangge", "jit": "off"}}
+    if connect_timeout is not None:
+        connect_args["timeout"] = connect_timeout
     engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=False,
-        connect_args={"server_settings": {"application_name": "wangge", "jit": "off"}},
+        connect_args=connect_args,
     )
     event.listen(engine.sync_engine, "checkout", _drop_closed_connection)
     return engine
@@ -174,10 +193,14 @@ def positional(sql: str) -> tuple[str, tuple[str, ...]]:
     return _NAMED.sub(repl, sql), tuple(names)
 
 
-async def make_pg_pool(url: str, *, size: int = 10):
+async def make_pg_pool(
+    url: str, *, size: int = 10, min_size: int = 1, connect_timeout: float = 60.0
+):
     """Return the asyncpg pool of the hot read paths (lookups, tiles, layer items).
 
-    See the module docstring for why these skip SQLAlchemy and what may run here.
+    See the module docstring for why these skip SQLAlchemy and what may run here. A
+    replica's pool has ``min_size=0`` (the app starts while a replica is down) and a short
+    ``connect_timeout``.
     """
     import asyncpg
 
@@ -214,13 +237,14 @@ async def make_pg_pool(url: str, *, size: int = 10):
     # asyncpg.create_pool's defaults, spelled out: it cannot build a subclass.
     return await _HotPool(
         f"postgresql://{dsn}",
-        min_size=1,
+        min_size=min_size,
         max_size=size,
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
         loop=None,
         record_class=asyncpg.Record,
         connection_class=_NoResetConnection,
+        timeout=connect_timeout,
         # Generic plans: the hot statements are fixed and planning them anew per call cost
         # more than running them (0.3 ms against 0.15 ms for one point).
         server_settings={

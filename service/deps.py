@@ -2,8 +2,11 @@
 
 Handlers take what they need as parameters: ``ConnDep`` (SQLAlchemy, read),
 ``WriteConnDep`` (SQLAlchemy, one transaction committed when the request succeeds),
-``PoolDep`` (the asyncpg pool of the hot read paths), ``SyncEngineDep`` (the synchronous
-engine that worker threads use), ``PrincipalDep`` / ``AdminDep``, ``ApiSettingsDep``.
+``PoolDep`` (the asyncpg pool of the hot read paths), ``PrimaryPoolDep`` (the primary's
+asyncpg pool: writes), ``SyncEngineDep`` (the synchronous engine that worker threads use),
+``PrincipalDep`` / ``AdminDep``, ``ApiSettingsDep``. With read replicas configured
+(``service.replicas``), ``ConnDep``, ``PoolDep`` and :func:`read_batcher` may be served by a
+replica, which refuses writes; everything else is the primary's.
 Parameters several routers read are parsed here too (``parse_generation``, ``query_model``,
 ``layer_or_404``).
 """
@@ -32,6 +35,7 @@ __all__ = [
     "ConnDep",
     "WriteConnDep",
     "PoolDep",
+    "PrimaryPoolDep",
     "SyncEngineDep",
     "ApiSettingsDep",
     "PrincipalDep",
@@ -39,6 +43,8 @@ __all__ = [
     "get_conn",
     "get_write_conn",
     "get_pool",
+    "get_primary_pool",
+    "read_batcher",
     "get_sync_engine",
     "get_api_settings",
     "get_principal",
@@ -62,20 +68,70 @@ _TOKEN_SQL = text(
 
 
 async def get_conn(request: Request) -> AsyncIterator[AsyncConnection]:
-    """Yield a read connection for this request."""
+    """Yield a read connection for this request: a replica's when one may serve it
+    (``service.replicas``), else the primary's. Nothing written on it is committed."""
+    routing = getattr(request.app.state, "read_routing", None)
+    replica = None if routing is None else await routing.replica_for(request)
+    if replica is not None:
+        conn = replica.engine.connect()
+        try:
+            await conn.start()
+        except Exception as exc:
+            if not routing.falls_back(replica, exc):
+                raise
+            # The replica is down (now marked so): this request reads on the primary.
+            request.scope["state"]["wangge.replica"] = None
+        else:
+            try:
+                yield conn
+            except Exception as exc:
+                # A connection that died under the handler marks its replica down: a GET
+                # run again (service.errors) then reads elsewhere.
+                routing.falls_back(replica, exc)
+                raise
+            finally:
+                await conn.close()
+            return
     async with request.app.state.engine.connect() as conn:
         yield conn
 
 
 async def get_write_conn(request: Request) -> AsyncIterator[AsyncConnection]:
-    """Yield a connection in a transaction committed when the request succeeds."""
+    """Yield a primary connection in a transaction committed when the request succeeds."""
     async with request.app.state.engine.begin() as conn:
         yield conn
 
 
-def get_pool(request: Request):
-    """Return the asyncpg pool of the hot read paths (lookups, layers, tiles)."""
+async def get_pool(request: Request):
+    """Return the hot read paths' pool (lookups, layers, tiles, pages): a replica's when one
+    may serve this request (``service.replicas``), else the primary's. Reads only."""
+    routing = getattr(request.app.state, "read_routing", None)
+    if routing is None:
+        return request.app.state.pg_pool
+    if _is_tile(request.scope):
+        replica = await routing.tile_replica(request, request.app.state.tile_cache)
+    else:
+        replica = await routing.replica_for(request)
+    return request.app.state.pg_pool if replica is None else replica.reads
+
+
+def _is_tile(scope) -> bool:
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path.startswith("/tiles/")
+
+
+def get_primary_pool(request: Request):
+    """Return the primary's asyncpg pool: writes, and reads that must see the latest commit."""
     return request.app.state.pg_pool
+
+
+async def read_batcher(request: Request):
+    """Return the single-lookup batcher of the server this request reads on."""
+    routing = getattr(request.app.state, "read_routing", None)
+    replica = None if routing is None else await routing.replica_for(request)
+    return request.app.state.lookup_batcher if replica is None else replica.batcher
 
 
 def get_sync_engine(request: Request) -> Engine:
@@ -320,6 +376,7 @@ ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
 # so a commit that failed still answered 2xx: an acknowledged write that was never stored.
 WriteConnDep = Annotated[AsyncConnection, Depends(get_write_conn, scope="function")]
 PoolDep = Annotated[Any, Depends(get_pool)]
+PrimaryPoolDep = Annotated[Any, Depends(get_primary_pool)]
 SyncEngineDep = Annotated[Engine, Depends(get_sync_engine)]
 ApiSettingsDep = Annotated[APISettings, Depends(get_api_settings)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -182,6 +182,41 @@ class LocalCluster:
             time.sleep(0.2)
         raise RuntimeError(f"PostgreSQL did not start; see {self.logfile}")
 
+    def make_standby(self, datadir: Path, port: int) -> LocalCluster:
+        """Return a streaming replica of this (running) cluster, made but not started.
+
+        ``pg_basebackup -R`` copies the cluster and writes ``standby.signal`` and the
+        ``primary_conninfo`` that streams from it; the default ``wal_level`` (replica),
+        ``max_wal_senders`` and the ``replication`` lines initdb writes into ``pg_hba.conf``
+        are all it needs. The copy's ``postgresql.conf`` names this cluster's port, so the
+        standby's own port is written after it.
+        """
+        standby = LocalCluster(datadir=Path(datadir).resolve(), port=port)
+        standby.datadir.parent.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            pg = pwd.getpwnam("postgres")
+            os.chown(standby.datadir.parent, pg.pw_uid, pg.pw_gid)
+        self._run(
+            [
+                str(find_pg_bindir() / "pg_basebackup"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                SUPERUSER,
+                "-D",
+                str(standby.datadir),
+                "-R",
+                "--wal-method=stream",
+                "--checkpoint=fast",
+            ],
+            capture_output=True,
+        )
+        with open(standby.datadir / "postgresql.conf", "a") as conf:
+            conf.write(f"\n# standby of :{self.port}\nport = {port}\nhot_standby = on\n")
+        return standby
+
     def stop(self, mode: str = "fast") -> None:
         """Stop the cluster if it runs (data is kept).
 

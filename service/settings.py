@@ -25,12 +25,37 @@ class DatabaseSettings(BaseSettings):
 
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
     pool_size: int = Field(default=10, alias="WANGGE_DB_POOL_SIZE", ge=1, le=200)
+    #: Streaming replicas (hot standbys) of ``DATABASE_URL``, comma-separated
+    #: ``postgresql://`` URLs: read-only requests are served there (``service.replicas``).
+    replica_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="DATABASE_REPLICA_URLS"
+    )
+    #: How long a read waits for a replica to replay the caller's last write before it goes
+    #: to the primary instead (milliseconds).
+    replica_wait_ms: float = Field(
+        default=100.0, alias="WANGGE_DB_REPLICA_WAIT_MS", ge=0, le=10_000
+    )
+    #: A replica further behind the primary than this (seconds) is not read from.
+    replica_max_lag_s: float = Field(
+        default=10.0, alias="WANGGE_DB_REPLICA_MAX_LAG_S", ge=0.5, le=3600
+    )
 
     @field_validator("database_url")
     @classmethod
     def _postgres_only(cls, value: str | None) -> str | None:
         if value and not value.split("://", 1)[0].startswith("postgres"):
             raise ValueError("DATABASE_URL must be a postgresql:// URL (PostGIS is required)")
+        return value
+
+    @field_validator("replica_urls", mode="before")
+    @classmethod
+    def _replicas(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        for n, url in enumerate(value if isinstance(value, list) else [], 1):
+            # The URL is not echoed: it may hold a password.
+            if not (isinstance(url, str) and url.split("://", 1)[0].startswith("postgres")):
+                raise ValueError(f"DATABASE_REPLICA_URLS: entry {n} is not a postgresql:// URL")
         return value
 
     def resolved_url(self) -> str:

@@ -8,7 +8,7 @@ from pydantic import TypeAdapter
 
 from geo.coords import CoordinateError, check_points, parse_input_crs, to_wgs84, validate_point
 from service.bodies import json_body_doc, read_json_body
-from service.deps import ApiSettingsDep, PoolDep, PrincipalDep, get_principal
+from service.deps import ApiSettingsDep, PoolDep, PrincipalDep, get_principal, read_batcher
 from service.errors import PayloadTooLargeError, UnprocessableError
 from service.querymodels import parse_query, query_parameters_doc
 from service.repositories.generations import resolve_generation
@@ -67,7 +67,7 @@ async def lookup_point(request: Request) -> JSON:
     crs = _crs(q.crs)
     lon, lat = _to_wgs84(q.lon, q.lat, crs)
     result = await find_chain_for_point(
-        request.app.state.lookup_batcher,
+        await read_batcher(request),
         principal=principal,
         lon=lon,
         lat=lat,
