@@ -7,10 +7,12 @@ notification when its transaction commits, so nothing reaches a screen before th
 committed, and every server process hears of every event. Each process keeps one listening
 connection (``CaseStream``); a notification wakes one task that reads every event after the
 last one delivered, in one query however many notifications came meanwhile (a bulk import
-of thousands of events notifies once). Each event is encoded once (``CaseEvent.frame``: the
-SSE frame with the event row and the case's summary after it) and offered to the subscribers
-whose scope covers the case — found by looking up the case's paths and their ancestors among
-the subscribers' scopes, not by testing every subscriber.
+of thousands of events notifies once), and at most every ``READ_EVERY_S`` (20 ms): under a
+steady flow each screen gets the events of that span in one write, not one write per
+event. Each event is encoded once (``CaseEvent.frame``: the SSE frame with the event row and
+the case's summary after it) and offered to the subscribers whose scope covers the case —
+found by looking up the case's paths and their ancestors among the subscribers' scopes, not
+by testing every subscriber.
 
 Who sees an event (``sees_event``): a principal whose scope covers where the case lies
 (``incident.area_path``; cases outside every area belong to city-level scopes, as in
@@ -69,9 +71,14 @@ QUEUE_EVENTS = 1_000
 #: The first frame of every stream, sent once subscribed: browsers reconnect 1 s after a
 #: drop (their default is 3 s); a client may take it as "live from here".
 OPENING = b"retry: 1000\n\n"
-#: Seconds between checks that a following screen's token is still valid (as the token
+#: Seconds between checks that the following screens' tokens are still valid (as the token
 #: cache's lifetime for requests): a revoked or expired token's stream ends at its next event.
 TOKEN_CHECK_S = 30.0
+#: Seconds between the starts of two reads of the log: under load the events committed
+#: meanwhile are read together and go to each screen as one write (a read and a write per
+#: event per screen were most of the server's time); the first event after a quiet spell is
+#: read at once.
+READ_EVERY_S = 0.02
 #: Events read from the log per query when catching up or replaying.
 LOG_PAGE = 500
 
@@ -161,6 +168,11 @@ LIMIT $3
 _TOKEN_VALID_SQL = (
     "SELECT revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) "
     "FROM api_token WHERE id = $1"
+)
+# Of the given token ids, those still valid (every following screen's, in one query).
+_TOKENS_VALID_SQL = (
+    "SELECT id FROM api_token WHERE id = ANY($1::text[]) "
+    "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
 )
 
 
@@ -280,11 +292,14 @@ class CaseStream(Listening):
         *,
         queue_events: int = QUEUE_EVENTS,
         token_check_s: float = TOKEN_CHECK_S,
+        read_every_s: float = READ_EVERY_S,
     ):
         super().__init__(url)
         self.pool = pool
         self.queue_events = queue_events
         self.token_check_s = token_check_s
+        self.read_every_s = read_every_s
+        self._tokens_checked = time.monotonic()
         #: The highest event id delivered (or committed before this process listened).
         self.last_id = 0
         self._by_scope: dict[str | None, set[Subscriber]] = {}
@@ -330,10 +345,12 @@ class CaseStream(Listening):
 
     async def _pump(self) -> None:
         # One task reads and delivers, so events are delivered in id order, and the
-        # notifications that arrive during a read are served by the next read together.
+        # notifications that arrive during a read, or within read_every_s of its start, are
+        # served by the next read together.
         while not self.closing:
             await self._wake.wait()
             self._wake.clear()
+            started = time.monotonic()
             try:
                 await self._read_log()
             except asyncio.CancelledError:
@@ -345,6 +362,9 @@ class CaseStream(Listening):
                 await asyncio.sleep(0.2)
                 if self.listening:
                     self._wake.set()
+            pause = started + self.read_every_s - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
 
     async def _read_log(self) -> None:
         # Every committed event after the last one delivered. Ids commit in order (the
@@ -353,9 +373,28 @@ class CaseStream(Listening):
         # statement (a bulk import writes thousands of events and notifies once).
         while True:
             rows = await self.pool.fetch(_AFTER_SQL, self.last_id, LOG_PAGE)
+            if rows:
+                await self._check_tokens()
             self.deliver(encode_event(r) for r in rows)
             if len(rows) < LOG_PAGE:
                 return
+
+    async def _check_tokens(self) -> None:
+        # Every token_check_s, one query for the tokens of every following screen, before
+        # delivering: a screen whose token was revoked or expired ends without the events
+        # read since (as a request's token is cached for as long).
+        now = time.monotonic()
+        if now - self._tokens_checked < self.token_check_s:
+            return
+        self._tokens_checked = now
+        subs = [sub for group in self._by_scope.values() for sub in group]
+        if not subs:
+            return
+        ids = list({sub.principal.token_id for sub in subs})
+        valid = {r[0] for r in await self.pool.fetch(_TOKENS_VALID_SQL, ids)}
+        for sub in subs:
+            if sub.principal.token_id not in valid:
+                sub.close()
 
     def deliver(self, events: Iterable[CaseEvent]) -> None:
         """Offer each event after ``last_id`` to the subscribers that see it (in id order)."""
@@ -408,8 +447,9 @@ class CaseStream(Listening):
         ``last_event_id`` the logged events after it come next; without, only events
         committed from now on. Each event is yielded once, in id order; a chunk may hold
         several frames. The stream ends before the first event after its token was revoked
-        or expired (checked at most every ``token_check_s``: a stream outlives no
-        revocation for longer than a request's cached token does).
+        or expired (the listener checks every live screen's token in one query at most every
+        ``token_check_s``, a replay page by page: a stream outlives no revocation for longer
+        than a request's cached token does).
         """
         checked = time.monotonic()
 
@@ -425,14 +465,14 @@ class CaseStream(Listening):
             # Subscribe before reading the log: an event committed while the log is read is
             # then either in the log or queued (or both: the id check drops the second).
             sub = self.subscribe(principal)
+            # Live from the subscription on: read before the opening frame is yielded, or
+            # an event delivered while it is being sent would count as sent, and be lost.
+            last = self.last_id if last_event_id is None else last_event_id
             try:
                 if opening:
                     yield opening
                     opening = b""
-                if last_event_id is None:
-                    last = self.last_id
-                else:
-                    last = last_event_id
+                if last_event_id is not None:
                     async for page in self.replay(principal, after=last):
                         if page:
                             if await revoked():
@@ -440,15 +480,15 @@ class CaseStream(Listening):
                             yield b"".join(e.frame for e in page)
                             last = page[-1].id
                 while True:
+                    # The listener checks the tokens of the live screens (_check_tokens):
+                    # a revoked one's subscriber is closed, and its batch comes back empty.
                     batch = await sub.next_batch()
                     if not batch:
-                        break  # overflowed (read the log again) or closing
+                        break  # overflowed (read the log again), closing or revoked
                     # What queued up while the screen was being written to goes out in one
                     # write (under load, a send per frame is most of the cost).
                     frames = [e.frame for e in batch if e.id > last]
                     if frames:
-                        if await revoked():
-                            return
                         last = max(last, batch[-1].id)
                         yield b"".join(frames)
             finally:

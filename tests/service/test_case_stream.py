@@ -173,6 +173,81 @@ def test_a_dropped_subscriber_resumes_from_the_log_where_it_stopped():
     asyncio.run(run())
 
 
+class _FakeDatabase:
+    """A pool for the listener: the log after an id, and which tokens are still valid."""
+
+    def __init__(self, rows, valid_tokens=()):
+        self.rows = rows
+        self.valid = set(valid_tokens)
+        self.reads: list[float] = []
+        self.token_queries = 0
+
+    async def fetch(self, sql, *args):
+        from service.dispatch import stream as s
+
+        if sql == s._TOKENS_VALID_SQL:
+            self.token_queries += 1
+            return [(t,) for t in args[0] if t in self.valid]
+        after, limit = args
+        self.reads.append(asyncio.get_running_loop().time())
+        return [r for r in self.rows if r["id"] > after][:limit]
+
+
+def _listening(stream: CaseStream) -> CaseStream:
+    # The listener's delivering task without a database connection: notifications by hand.
+    stream._pump_task = asyncio.ensure_future(stream._pump())
+    return stream
+
+
+def test_a_burst_of_events_reaches_a_screen_in_one_write_and_a_lone_event_at_once():
+    async def run():
+        db = _FakeDatabase([])
+        stream = _listening(CaseStream("postgresql://x/y", pool=db, read_every_s=0.2))
+        follower = stream.follow(_who(C11))
+        assert await follower.__anext__() == OPENING
+        loop = asyncio.get_running_loop()
+        # A lone event after a quiet spell: read and sent at once.
+        db.rows.append(_row(1, G111))
+        sent = loop.time()
+        stream._notified(None, 0, "", "1")
+        assert _ids([await asyncio.wait_for(follower.__anext__(), 5)]) == [1]
+        assert loop.time() - sent < 0.1
+        # Three more, each notified as it commits, right after: one read, one write.
+        for i in (2, 3, 4):
+            db.rows.append(_row(i, G121 if i == 3 else G111))
+            stream._notified(None, 0, "", str(i))
+            await asyncio.sleep(0.01)
+        chunk = await asyncio.wait_for(follower.__anext__(), 5)
+        assert _ids([chunk]) == [2, 4]
+        assert len(db.reads) == 2 and db.reads[1] - db.reads[0] >= 0.2
+        await follower.aclose()
+        await stream.close()
+
+    asyncio.run(run())
+
+
+def test_screens_whose_token_was_revoked_end_before_the_next_event_one_query_for_all():
+    async def run():
+        valid, revoked = _who(G111, "grid_officer"), _who(C11)
+        db = _FakeDatabase([_row(1, G111)], valid_tokens=[valid.token_id])
+        stream = _listening(CaseStream("postgresql://x/y", pool=db, token_check_s=0))
+        followers = [stream.follow(valid), stream.follow(valid), stream.follow(revoked)]
+        for f in followers:
+            assert await f.__anext__() == OPENING
+        stream._notified(None, 0, "", "1")
+        for f in followers[:2]:
+            assert _ids([await asyncio.wait_for(f.__anext__(), 5)]) == [1]
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(followers[2].__anext__(), 5)
+        assert db.token_queries == 1
+        assert stream.subscribers == 2
+        for f in followers[:2]:
+            await f.aclose()
+        await stream.close()
+
+    asyncio.run(run())
+
+
 # -- live servers on PostGIS -----------------------------------------------------------
 
 OWN_GRID = "990101001001001"
