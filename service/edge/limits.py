@@ -26,8 +26,9 @@ limit with 413 problem+json before anything reads or parses it: at once from
 /lookup/batch`` ``max_batch_points × batch_point_bytes`` plus an envelope, uploads
 (``…/import``, ``/generations/{id}/areas``) ``max_upload_bytes`` plus multipart framing, a
 case's photos (``/cases/{id}/attachments``) ``max_attachment_bytes`` plus framing, any
-other body ``max_body_bytes``. The exact checks (points per batch, bytes per file) stay in
-the handlers; this is the bound that keeps a 50 MB body from being parsed at all.
+other body ``max_body_bytes``. The exact checks (points per batch, bytes per file:
+:func:`read_upload`) stay in the handlers; this is the bound that keeps a 50 MB body from
+being parsed at all.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from collections.abc import Callable
 from cachetools import TTLCache
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import WanggeError, problem
+from service.errors import UnprocessableError, WanggeError, problem
 from service.settings import APISettings
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "body_limits",
     "too_many_failures_response",
     "body_too_large_response",
+    "read_upload",
 ]
 
 #: JSON around a batch's points (``crs``, ``generation``, brackets, whitespace).
@@ -158,6 +160,16 @@ class BodyTooLargeError(StarletteHTTPException):
 def body_too_large_response(request, exc: BodyTooLargeError):
     """Return the 413 problem+json of ``exc``."""
     return problem(413, "Request too large", exc.detail, instance=request.url.path, field="body")
+
+
+async def read_upload(file, api: APISettings) -> bytes:
+    """Return an uploaded file's bytes; refuse (422, field ``file``) one over
+    ``max_upload_bytes``."""
+    limit = api.max_upload_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise UnprocessableError(f"the file exceeds {limit} bytes", field="file")
+    return data
 
 
 def body_limits(api: APISettings) -> Callable[[str], int]:

@@ -11,15 +11,25 @@ every detail read.
 import typing
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic.fields import FieldInfo
 
-from service.deps import get_principal
-from service.errors import UnprocessableError
+from service.deps import (
+    ApiSettingsDep,
+    ConnDep,
+    PrincipalDep,
+    SyncEngineDep,
+    WriteConnDep,
+    page,
+    page_limit,
+    query_model,
+)
+from service.edge.limits import read_upload
+from service.errors import UnprocessableError, problem
 from service.idempotency import request_fingerprint, run_idempotent
 from service.inputs import Moment, NulFree, Offset, RowId
-from service.querymodels import parse_query, query_parameters_doc
+from service.querymodels import query_parameters_doc
 from service.repositories import entities as repo
 from service.responses import JSON
 from service.schemas.entities import CountRow, ImportReport, Page
@@ -28,6 +38,7 @@ from service.specs.entity_kinds import ENTITIES, EntitySpec
 __all__ = ["routers"]
 
 EntityId = Annotated[RowId, Path()]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 # Ids are digits in the path itself (``{entity_id:int}``): /counts and /export are then no
 # id, so a PATCH or DELETE of them is 405 naming the allowed methods, not a 422 about an id.
 ID_PATH = "/{entity_id:int}"
@@ -137,6 +148,9 @@ def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
     )
     async def import_items(
         request: Request,
+        principal: PrincipalDep,
+        engine: SyncEngineDep,
+        api: ApiSettingsDep,
         file: UploadFile = File(description="the file to import"),
         crs: NulFree | None = Form(None),
         lon_column: NulFree | None = Form(None),
@@ -144,14 +158,9 @@ def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
         layer: NulFree | None = Form(None),
         skip_bad: bool = Form(False),
     ) -> JSON:
-        principal = await get_principal(request)
-        limit = request.app.state.settings.api.max_upload_bytes
-        data = await file.read(limit + 1)
-        if len(data) > limit:
-            raise UnprocessableError(f"the file exceeds {limit} bytes", field="file")
+        data = await read_upload(file, api)
 
         def work():
-            engine = request.app.state.sync_engine
             with engine.connect() as conn:
                 with conn.begin() as tx:
                     report = import_file(
@@ -177,8 +186,6 @@ def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
             detail = f"{report.rejected} of {report.rows} rows refused; nothing was imported" + (
                 f"; first: row {first.row} {first.field}: {first.reason}" if first else ""
             )
-            from service.errors import problem
-
             return problem(
                 422,
                 "Import refused",
@@ -209,15 +216,16 @@ def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
             }
         },
     )
-    async def export_items(request: Request, format: ExportFormat = formats[0]) -> Response:
-        principal = await get_principal(request)
+    async def export_items(
+        principal: PrincipalDep, engine: SyncEngineDep, format: ExportFormat = formats[0]
+    ) -> Response:
         if format not in EXPORT_MEDIA:
             raise UnprocessableError(
                 f"unknown format {format!r}; one of {', '.join(EXPORT_MEDIA)}", field="format"
             )
 
         def work() -> bytes:
-            with request.app.state.sync_engine.begin() as conn:
+            with engine.begin() as conn:
                 return export_rows(conn, spec, principal=principal, format=format)
 
         try:
@@ -250,37 +258,31 @@ def _make_router(spec: EntitySpec) -> APIRouter:
         response_model=Page[spec.read],
         description=f"Ordered by id, paged with a `next` link.{detail_note}",
     )
-    async def list_items(request: Request) -> JSON:
-        principal = await get_principal(request)
-        q = parse_query(ListQuery, request)
-        api = request.app.state.settings.api
-        limit = q.limit or api.default_page_size
-        if limit > api.max_page_size:
-            raise UnprocessableError(f"limit {limit} exceeds {api.max_page_size}", field="limit")
+    async def list_items(
+        request: Request,
+        principal: PrincipalDep,
+        q: Annotated[ListQuery, Depends(query_model(ListQuery))],
+        api: ApiSettingsDep,
+        conn: WriteConnDep,  # a sensitive kind's detail reads are logged
+    ) -> JSON:
+        limit = page_limit(api, q.limit)
         bbox = tuple(float(v) for v in q.bbox.split(",")) if q.bbox else None
-        filters = {f: getattr(q, f) for f in spec.filters}
-        async with request.app.state.engine.begin() as conn:
-            items, total = await repo.list_entities(
-                conn,
-                spec,
-                principal=principal,
-                filters=filters,
-                grid=q.grid,
-                community=q.community,
-                district=q.district,
-                unassigned=q.unassigned,
-                bbox=bbox,
-                since=getattr(q, "since", None),
-                until=getattr(q, "until", None),
-                limit=limit,
-                offset=q.offset,
-            )
-        next_url = None
-        if q.offset + len(items) < total:
-            next_url = str(request.url.include_query_params(offset=q.offset + limit, limit=limit))
-        return JSON(
-            {"items": items, "total": total, "limit": limit, "offset": q.offset, "next": next_url}
+        items, total = await repo.list_entities(
+            conn,
+            spec,
+            principal=principal,
+            filters={f: getattr(q, f) for f in spec.filters},
+            grid=q.grid,
+            community=q.community,
+            district=q.district,
+            unassigned=q.unassigned,
+            bbox=bbox,
+            since=getattr(q, "since", None),
+            until=getattr(q, "until", None),
+            limit=limit,
+            offset=q.offset,
         )
+        return JSON(page(request, items, total, limit=limit, offset=q.offset))
 
     CountQuery = _count_model(spec)
 
@@ -290,37 +292,40 @@ def _make_router(spec: EntitySpec) -> APIRouter:
         openapi_extra=query_parameters_doc(CountQuery),
         response_model=list[CountRow],
     )
-    async def counts(request: Request) -> JSON:
-        principal = await get_principal(request)
-        q = parse_query(CountQuery, request)
+    async def counts(
+        principal: PrincipalDep,
+        q: Annotated[CountQuery, Depends(query_model(CountQuery))],
+        conn: ConnDep,
+    ) -> JSON:
         by = [b.strip() for b in q.by.split(",") if b.strip()]
-        async with request.app.state.engine.connect() as conn:
-            rows = await repo.count_entities(conn, spec, principal=principal, by=by)
-        return JSON(rows)
+        return JSON(await repo.count_entities(conn, spec, principal=principal, by=by))
 
     # Before "/{entity_id}", so that /import and /export are not taken for ids.
     _add_transfer_routes(router, spec)
 
     @router.get(ID_PATH, response_model=spec.read, summary=f"One {spec.label}")
-    async def get_item(request: Request, entity_id: EntityId) -> JSON:
-        principal = await get_principal(request)
-        async with request.app.state.engine.begin() as conn:
-            item = await repo.get_entity(conn, spec, principal=principal, entity_id=entity_id)
-        return JSON(item)
+    async def get_item(
+        principal: PrincipalDep,
+        entity_id: EntityId,
+        conn: WriteConnDep,  # a sensitive kind's detail reads are logged
+    ) -> JSON:
+        return JSON(await repo.get_entity(conn, spec, principal=principal, entity_id=entity_id))
 
-    async def create_item(request: Request, body: spec.create) -> JSON:
-        principal = await get_principal(request)
-        key = request.headers.get("idempotency-key")
+    async def create_item(
+        request: Request,
+        principal: PrincipalDep,
+        body: spec.create,
+        conn: WriteConnDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSON:
         fingerprint = request_fingerprint("POST", request.url.path, body.model_dump(mode="json"))
-        async with request.app.state.engine.begin() as conn:
 
-            async def work():
-                item = await repo.create_entity(conn, spec, principal=principal, data=body)
-                return 201, item
+        async def work():
+            return 201, await repo.create_entity(conn, spec, principal=principal, data=body)
 
-            status, item, replayed = await run_idempotent(
-                conn, principal=principal, key=key, fingerprint=fingerprint, work=work
-            )
+        status, item, replayed = await run_idempotent(
+            conn, principal=principal, key=idempotency_key, fingerprint=fingerprint, work=work
+        )
         headers = {"Location": f"/{spec.name}/{item['id']}"}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
@@ -337,12 +342,12 @@ def _make_router(spec: EntitySpec) -> APIRouter:
         "`Idempotency-Key` header to make retries safe.",
     )
 
-    async def update_item(request: Request, body: spec.update, entity_id: EntityId) -> JSON:
-        principal = await get_principal(request)
-        async with request.app.state.engine.begin() as conn:
-            item = await repo.update_entity(
-                conn, spec, principal=principal, entity_id=entity_id, patch=body
-            )
+    async def update_item(
+        principal: PrincipalDep, entity_id: EntityId, body: spec.update, conn: WriteConnDep
+    ) -> JSON:
+        item = await repo.update_entity(
+            conn, spec, principal=principal, entity_id=entity_id, patch=body
+        )
         return JSON(item)
 
     router.add_api_route(
@@ -354,10 +359,10 @@ def _make_router(spec: EntitySpec) -> APIRouter:
     )
 
     @router.delete(ID_PATH, status_code=204, summary=f"Delete a {spec.label}")
-    async def delete_item(request: Request, entity_id: EntityId) -> Response:
-        principal = await get_principal(request)
-        async with request.app.state.engine.begin() as conn:
-            await repo.delete_entity(conn, spec, principal=principal, entity_id=entity_id)
+    async def delete_item(
+        principal: PrincipalDep, entity_id: EntityId, conn: WriteConnDep
+    ) -> Response:
+        await repo.delete_entity(conn, spec, principal=principal, entity_id=entity_id)
         return Response(status_code=204)
 
     return router

@@ -13,7 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from service.analysis.network import import_network, network_status
 from service.deps import ApiSettingsDep, PrincipalDep, SyncEngineDep
-from service.errors import ForbiddenError, UnprocessableError
+from service.edge.limits import read_upload
+from service.errors import ForbiddenError
 from service.inputs import NulFree
 from service.responses import JSON
 
@@ -63,10 +64,7 @@ async def network_import(
             f"importing the road network needs the admin role; you are {principal.role}",
             field="role",
         )
-    limit = api.max_upload_bytes
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise UnprocessableError(f"the file exceeds {limit} bytes", field="file")
+    data = await read_upload(file, api)
 
     def work() -> dict:
         with engine.begin() as conn:
