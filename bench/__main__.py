@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.goals import RESULTS_ENV, Row, failed, table
 
-BENCHES = ("lookup", "bulk_assign", "bulk_import", "tiles", "coverage", "abuse", "dispatch")
+BENCHES = ("lookup", "bulk_assign", "bulk_import", "tiles", "coverage", "abuse", "dispatch", "scale")
 
 
 def main(argv: list[str] | None = None) -> int:

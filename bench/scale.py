@@ -1,0 +1,645 @@
+"""Cost curves: how lookups, assignment, import, tiles, items and the report grow with the data.
+
+Three sizes, each in its own database on the project's cluster (``wangge_scale_<x>x``, kept
+between runs and rebuilt only when the recipe changed; ``--drop`` drops them at the end):
+
+- **1×**: the Guiyang demo's areas (:func:`fixtures.guiyang.build_guiyang_records`: 10
+  county-level divisions, 111 communities, 345 grids) and ``--incidents`` incidents (default
+  50,000).
+- **10×**: three prefecture cities (Guiyang, Zunyi, Anshun: 30 county-level divisions) cut by
+  :mod:`fixtures.province` into 3,450 grids, and 10× the incidents.
+- **100×**: all of Guizhou (9 cities, 88 county-level divisions) cut into 34,500 grids (about
+  1,100 people each: the dense grids of a provincial platform), and 100× the incidents.
+
+At every size the other entities (facilities, units, members, care households) come from
+:func:`fixtures.province.build_province_entities`, and incidents are spread by population over
+the size's communities (:func:`fixtures.province.province_incidents`) and written with COPY
+from numpy arrays through the service's bulk path (cells from its rasterised index): the
+10× and 100× data are generated, not inserted row by row. Incidents follow people, so the
+urban core of Guiyang holds ~15× more incidents at 100× than at 1× (its share of the
+province's people): tiles and items over it do more work per request at larger sizes, and
+their table says how much (features per tile).
+
+Measured at each size, one uvicorn worker per size, all three up at once:
+
+- ``lookup``: ``GET /lookup`` under ``wrk -c 32`` (points where people live, 10 % anywhere in
+  the covered bbox); rounds alternate between sizes (median of ``--rounds``) so the
+  machine's other load falls on every size alike. Unit: one lookup.
+- ``batch``: ``POST /lookup/batch`` with 1,000 points, one request at a time. Unit: a point.
+- ``assign build`` / ``assign``: the service's :class:`service.bulk.CellAssigner` of the
+  generation (unit: a grid) and assigning 1,000,000 points with it (unit: a point).
+- ``import``: ``service.transfer.import_file`` of 100,000 incidents (CSV, WGS84: validate,
+  assign, COPY), rolled back. Unit: a row.
+- ``tile incidents`` / ``tile grids``, uncached (first request of each tile after the server
+  started) and cached: 5 z12, 12 z13 and 24 z14 tiles over Guiyang's urban core, the same
+  tiles at every size. Unit: a tile.
+- ``items``: OGC API ``/ogc/collections/{incidents,grids}/items`` with ``limit=1000`` and a
+  bbox. Unit: a feature.
+- ``report``: ``GET /analysis/report?area=520121`` (the coverage report of Kaiyang county,
+  which every size has; best of 2). Unit: a report (its grids and incidents are printed).
+
+Printed per operation and size: time per unit, the exponent ``b`` of a least-squares fit
+``time per unit ∝ size^b`` over the sizes (0: flat; an operation whose time per unit grows
+with the data, b > 0.15, is marked), the work per unit where it varies, then the database size
+and the peak RSS of each server and of this process.
+
+Goals (the issue's): single lookups at 100× keep ≥ 0.8× their 1× throughput; the coverage
+report of one county takes ≤ 2 s at 100×. Checks: every answer 2xx, lookups equal to a plain
+``ST_Covers`` on the grids. Run: ``.venv/bin/python -m bench.scale [--sizes 1,10,100]
+[--incidents 50000] [--seconds 10] [--rounds 3] [--drop] [--quick]`` (``--quick``: 1× and 10×,
+5,000 incidents per 1×, 2 s rounds). The first full run builds the databases (100×: ~10
+minutes on 2 cores); later runs reuse them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from bench.common import parse_wrk, start_uvicorn, stop
+from bench.goals import Goals
+from bench.lookup import WRK_LUA, expected_grids
+from fixtures.province import CITY_POPULATION
+from service.db import ensure_database, make_engine, migrate, sync_url
+
+SEED = 2014
+BASE_PORT = 8791
+BATCH = 1_000
+KAIYANG = "520121"
+#: Guiyang's urban core, where tiles and items are read at every size.
+CORE = (106.60, 26.50, 106.80, 26.70)
+#: The servers' settings: no deadline sweep (its writes would drop cached tiles and load the
+#: database while lookups are measured; bench.dispatch measures it).
+SERVER_ENV = {"WANGGE_DB_POOL_SIZE": "20", "WANGGE_DISPATCH_SWEEP_SECONDS": "0"}
+
+
+@dataclass(frozen=True)
+class Size:
+    x: int
+    cities: tuple[str, ...] | None  # None: the Guiyang demo's areas
+    grids: int
+
+    @property
+    def db(self) -> str:
+        return f"wangge_scale_{self.x}x"
+
+
+SIZES = {
+    1: Size(1, None, 345),
+    10: Size(10, ("520100", "520300", "520400"), 3_450),
+    100: Size(100, tuple(sorted(CITY_POPULATION)), 34_500),
+}
+
+
+def _server_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    from service.localdb import LocalCluster
+
+    return LocalCluster.from_env().url
+
+
+def db_url(name: str) -> str:
+    url = make_url(sync_url(_server_url())).set(database=name)
+    return url.render_as_string(hide_password=False)
+
+
+def _recipe(size: Size, incidents: int) -> str:
+    return f"bench.scale v2 {size.x}x: {size.grids} grids, {incidents} incidents, seed {SEED}"
+
+
+def prepare(size: Size, incidents: int) -> tuple[str, float]:
+    """Return (url, seconds spent building) of the size's database, built when needed."""
+    from fixtures.guiyang import build_guiyang_records
+    from fixtures.province import build_province_entities, build_province_records
+    from service.repositories import boundaries
+
+    url = db_url(size.db)
+    recipe = _recipe(size, incidents)
+    ensure_database(url)
+    migrate(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        have = conn.execute(
+            text("SELECT description FROM generation WHERE active ORDER BY id DESC LIMIT 1")
+        ).scalar()
+    engine.dispose()
+    if have == recipe:
+        return url, 0.0
+    if have is not None:  # another recipe: start again
+        print(f"{size.db}: built as {have!r}; rebuilding", flush=True)
+        with (
+            make_engine(db_url("postgres"))
+            .connect()
+            .execution_options(isolation_level="AUTOCOMMIT") as conn
+        ):
+            conn.execute(text(f'DROP DATABASE "{size.db}" WITH (FORCE)'))
+        ensure_database(url)
+        migrate(url)
+    started = time.perf_counter()
+    print(f"{size.db}: building {recipe}", flush=True)
+    if size.cities is None:
+        records = build_guiyang_records(seed=SEED)
+    else:
+        records = build_province_records(
+            cities=size.cities, grids=size.grids, seed=SEED, progress=None
+        )
+    print(f"  {len(records):,} areas generated ({time.perf_counter() - started:.0f} s)", flush=True)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        gen = boundaries.create_generation(conn, description=recipe)
+        boundaries.write_areas(conn, generation_id=gen, records=records, source="bench.scale")
+        boundaries.activate_generation(conn, generation_id=gen)
+        print(f"  areas written ({time.perf_counter() - started:.0f} s)", flush=True)
+        entities = build_province_entities(
+            conn, seed=SEED, incidents=incidents, progress=lambda m: print(m, flush=True)
+        )
+        print(f"  {entities}", flush=True)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+    engine.dispose()
+    seconds = time.perf_counter() - started
+    print(f"  built in {seconds:.0f} s", flush=True)
+    return url, seconds
+
+
+def drop(size: Size) -> None:
+    with (
+        make_engine(db_url("postgres"))
+        .connect()
+        .execution_options(isolation_level="AUTOCOMMIT") as conn
+    ):
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{size.db}" WITH (FORCE)'))
+
+
+# -- what is measured -------------------------------------------------------------------------
+@dataclass
+class Env:
+    size: Size
+    url: str
+    port: int
+    token: str
+    points: np.ndarray  # lookups: where people live, 10 % anywhere in the bbox
+    proc: subprocess.Popen | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _token(url: str) -> str:
+    from service.auth import create_token
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        token = create_token(conn, name="bench.scale", role="admin", area_code=None)
+    engine.dispose()
+    return token
+
+
+def _points(url: str, n: int, seed: int) -> np.ndarray:
+    from fixtures.province import province_incidents
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        pts, _ = province_incidents(conn, int(n * 0.9), seed=seed)
+        box = conn.execute(
+            text(
+                "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+                "(SELECT ST_Extent(geom) e FROM area WHERE level = 'city') s"
+            )
+        ).one()
+    engine.dispose()
+    rng = np.random.default_rng(seed)
+    k = n - len(pts)
+    anywhere = np.column_stack([rng.uniform(box[0], box[2], k), rng.uniform(box[1], box[3], k)])
+    out = np.vstack([pts, anywhere])
+    rng.shuffle(out)
+    return np.round(out, 6)
+
+
+def run_wrk(env: Env, seconds: int, connections: int) -> dict:
+    lua = WRK_LUA % (", ".join(f"{{{x:.6f},{y:.6f}}}" for x, y in env.points[:5000]), env.token)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(lua)
+    try:
+        done = subprocess.run(
+            [
+                "wrk",
+                "-t",
+                "1",
+                "-c",
+                str(connections),
+                "-d",
+                f"{seconds}s",
+                "--latency",
+                "-s",
+                fh.name,
+                env.base + "/",
+            ],
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        Path(fh.name).unlink()
+    if done.returncode != 0:
+        alive = env.proc is None or env.proc.poll() is None
+        raise RuntimeError(
+            f"wrk against {env.size.x}x failed ({done.returncode}; server "
+            f"{'running' if alive else 'exited'}): {done.stdout[-500:]} {done.stderr[-500:]}"
+        )
+    out = done.stdout
+    return parse_wrk(out)
+
+
+def check_lookups(env: Env, n: int) -> list[str]:
+    """Return the wrong answers among n single lookups (against plain ST_Covers)."""
+    pts = env.points[5000 : 5000 + n]
+    want = expected_grids(env.url, pts)
+    wrong = []
+    with httpx.Client(base_url=env.base, timeout=60, headers=_auth(env)) as client:
+        for (lon, lat), w in zip(pts, want, strict=True):
+            r = client.get("/lookup", params={"lon": repr(float(lon)), "lat": repr(float(lat))})
+            got = (r.json().get("grid") or {}).get("code") if r.status_code == 200 else None
+            if r.status_code != 200 or got != w:
+                wrong.append(f"{env.size.x}x {lon},{lat}: {r.status_code} {got} (want {w})")
+    return wrong
+
+
+def _auth(env: Env) -> dict:
+    return {"Authorization": f"Bearer {env.token}"}
+
+
+def time_batch(env: Env, rounds: int) -> float:
+    """Seconds per point of POST /lookup/batch (1,000 points a request)."""
+    spent = 0.0
+    with httpx.Client(base_url=env.base, timeout=120, headers=_auth(env)) as client:
+        for r in range(rounds):
+            chunk = env.points[(r * BATCH) % (len(env.points) - BATCH) :][:BATCH]
+            t = time.perf_counter()
+            resp = client.post("/lookup/batch", json={"points": chunk.tolist()})
+            spent += time.perf_counter() - t
+            resp.raise_for_status()
+    return spent / (rounds * BATCH)
+
+
+def time_assign(env: Env, n: int) -> tuple[float, float, int]:
+    """(seconds per grid to build the generation's CellAssigner, seconds per point to assign
+    n points, grids)."""
+    from service.bulk import CellAssigner
+
+    engine = make_engine(env.url)
+    with engine.connect() as conn:
+        gen = conn.execute(text("SELECT max(id) FROM generation WHERE active")).scalar_one()
+        rows = conn.execute(
+            text(
+                "SELECT code, level, path, ST_AsBinary(geom) AS wkb FROM area "
+                "WHERE generation_low <= :g AND generation_high >= :g"
+            ),
+            {"g": gen},
+        ).all()
+    engine.dispose()
+    grids = sum(r.level == "grid" for r in rows)
+    t = time.perf_counter()
+    assigner = CellAssigner(gen, rows)
+    build = time.perf_counter() - t
+    rng = np.random.default_rng(5)
+    pts = env.points[rng.integers(0, len(env.points), n)]
+    t = time.perf_counter()
+    assigner.assign(pts[:, 0].copy(), pts[:, 1].copy())
+    assign = time.perf_counter() - t
+    return build / grids, assign / n, grids
+
+
+def time_import(env: Env, n: int) -> float:
+    """Seconds per row of importing n incidents from a CSV (rolled back)."""
+    from fixtures.province import province_incidents
+    from service.auth import Principal
+    from service.specs.entity_kinds import INCIDENTS
+    from service.transfer import import_file
+
+    engine = make_engine(env.url)
+    with engine.connect() as conn:
+        pts, cols = province_incidents(conn, n, seed=99)
+    frame = pd.DataFrame(
+        {
+            "category": cols["category"],
+            "source": cols["source"],
+            "description": "",
+            "address": "",
+            "reported_at": pd.Series(cols["reported_at"])
+            .dt.tz_convert("Asia/Shanghai")
+            .dt.strftime("%Y-%m-%d %H:%M:%S"),
+            "lon": pts[:, 0],
+            "lat": pts[:, 1],
+        }
+    )
+    principal = Principal(
+        token_id="bench", name="bench", role="admin", area_code=None, scope_path=None
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "incidents.csv"
+        frame.to_csv(path, index=False)
+        with engine.connect() as conn:
+            tx = conn.begin()
+            t = time.perf_counter()
+            report = import_file(
+                conn, INCIDENTS, principal=principal, data=path, filename=path.name, crs="EPSG:4326"
+            )
+            seconds = time.perf_counter() - t
+            tx.rollback()
+    engine.dispose()
+    if not report.committed:
+        raise RuntimeError(f"import refused rows: {report.as_dict()['problems'][:3]}")
+    return seconds / n
+
+
+def core_tiles() -> list[tuple[int, int, int]]:
+    """5 z12, 12 z13 and 24 z14 tiles over Guiyang's urban core, spread evenly."""
+    out = []
+    for z, k in ((12, 5), (13, 12), (14, 24)):
+        n = 2**z
+        x0 = int((CORE[0] + 180) / 360 * n)
+        x1 = int((CORE[2] + 180) / 360 * n)
+
+        y0, y1 = (
+            int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+            for lat in (CORE[3], CORE[1])
+        )
+        tiles = [(z, x, y) for x in range(x0, x1 + 1) for y in range(y0, y1 + 1)]
+        step = max(1, len(tiles) // k)
+        out.extend(tiles[::step][:k])
+    return out
+
+
+def time_tiles(env: Env, layer: str, tiles) -> tuple[float, float, float, list[str]]:
+    """(uncached s/tile, cached s/tile, mean KB per tile, errors): one pass, then again."""
+    errors, sizes, passes = [], [], []
+    with httpx.Client(base_url=env.base, timeout=120, headers=_auth(env)) as client:
+        for _ in range(2):
+            t = time.perf_counter()
+            for z, x, y in tiles:
+                r = client.get(f"/tiles/{layer}/{z}/{x}/{y}.mvt")
+                if r.status_code not in (200, 204):
+                    errors.append(f"{env.size.x}x tile {layer}/{z}/{x}/{y}: {r.status_code}")
+                sizes.append(len(r.content))
+            passes.append((time.perf_counter() - t) / len(tiles))
+    return passes[0], passes[1], statistics.mean(sizes[: len(tiles)]) / 1024, errors
+
+
+def time_items(env: Env, layer: str, bbox) -> tuple[float, int, list[str]]:
+    """(s per feature, features) of one page of 1,000 in bbox (best of 3)."""
+    best, n, errors = math.inf, 0, []
+    box = ",".join(map(str, bbox))
+    with httpx.Client(base_url=env.base, timeout=120, headers=_auth(env)) as client:
+        for _ in range(3):
+            t = time.perf_counter()
+            r = client.get(f"/ogc/collections/{layer}/items", params={"limit": 1000, "bbox": box})
+            spent = time.perf_counter() - t
+            if r.status_code != 200:
+                errors.append(f"{env.size.x}x items {layer}: {r.status_code} {r.text[:200]}")
+                return math.nan, 0, errors
+            n = len(r.json()["features"])
+            best = min(best, spent)
+    return best / max(n, 1), n, errors
+
+
+def time_report(env: Env) -> tuple[float, list[str]]:
+    """Seconds of the coverage report of Kaiyang (best of 2)."""
+    best, errors = math.inf, []
+    with httpx.Client(base_url=env.base, timeout=600, headers=_auth(env)) as client:
+        for _ in range(2):
+            t = time.perf_counter()
+            r = client.get("/analysis/report", params={"area": KAIYANG})
+            best = min(best, time.perf_counter() - t)
+            if r.status_code != 200:
+                errors.append(f"{env.size.x}x report: {r.status_code} {r.text[:200]}")
+    return best, errors
+
+
+def figures(url: str) -> dict:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT pg_database_size(current_database()) AS bytes, "
+                "(SELECT count(*) FROM area WHERE level = 'grid') AS grids, "
+                "(SELECT count(*) FROM incident) AS incidents, "
+                "(SELECT count(*) FROM area WHERE level = 'grid' AND path LIKE :k) AS k_grids, "
+                "(SELECT count(*) FROM incident WHERE district_code = :c) AS k_incidents"
+            ),
+            {"k": f"%/{KAIYANG}/%", "c": KAIYANG},
+        ).one()
+    engine.dispose()
+    return dict(row._mapping)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def slope(xs, ys) -> float:
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    ok = np.isfinite(ys) & (ys > 0)
+    if ok.sum() < 2:
+        return math.nan
+    return float(np.polyfit(np.log(xs[ok]), np.log(ys[ok]), 1)[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,10,100", help="of 1, 10, 100")
+    parser.add_argument("--incidents", type=int, default=50_000, help="at 1x")
+    parser.add_argument("--seconds", type=int, default=10, help="per wrk round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating wrk rounds")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--drop", action="store_true", help="drop the databases at the end")
+    parser.add_argument("--quick", action="store_true", help="1x and 10x, small, short")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.incidents, args.seconds, args.rounds = "1,10", 5_000, 2, 1
+    sizes = [SIZES[int(s)] for s in args.sizes.split(",")]
+    if not shutil.which("wrk"):
+        print("wrk is missing: `make bench` installs it (apt-get install wrk)", file=sys.stderr)
+        return 2
+    goals = Goals("scale", quick=args.quick)
+    n_import = 10_000 if args.quick else 100_000
+    n_assign = 100_000 if args.quick else 1_000_000
+
+    envs: list[Env] = []
+    built: dict[int, float] = {}
+    for i, size in enumerate(sizes):
+        url, seconds = prepare(size, args.incidents * size.x)
+        built[size.x] = seconds
+        envs.append(Env(size, url, BASE_PORT + i, _token(url), _points(url, 20_000, seed=7)))
+
+    res: dict[int, dict] = {e.size.x: {} for e in envs}
+    errors: list[str] = []
+    wrong: list[str] = []
+    tiles = core_tiles()
+    try:
+        for env in envs:
+            env.proc = start_uvicorn(
+                "service.app:create_app",
+                env.port,
+                SERVER_ENV | {"DATABASE_URL": env.url},
+            )
+        for env in envs:
+            wrong += check_lookups(env, 50 if args.quick else 200)
+            run_wrk(env, 1, args.connections)  # warm-up
+        rounds: dict[int, list[dict]] = {e.size.x: [] for e in envs}
+        for r in range(args.rounds):
+            # Alternate the order, so no size always follows another.
+            for env in envs if r % 2 == 0 else envs[::-1]:
+                rounds[env.size.x].append(run_wrk(env, args.seconds, args.connections))
+        for env in envs:
+            out = res[env.size.x]
+            rps = statistics.median(w["rps"] for w in rounds[env.size.x])
+            bad = sum(w["non_2xx"] + w["socket_errors"] for w in rounds[env.size.x])
+            if bad:
+                errors.append(f"{env.size.x}x wrk lookups: {bad} non-2xx or socket errors")
+            out["lookup"] = 1 / rps
+            out["lookup_rps"] = rps
+            out["lookup_p99_ms"] = statistics.median(w["p99_ms"] for w in rounds[env.size.x])
+            out["batch"] = time_batch(env, 5 if args.quick else 20)
+            out["assign build"], out["assign"], out["grids"] = time_assign(env, n_assign)
+            out["import"] = time_import(env, n_import)
+            for layer in ("incidents", "grids"):
+                unc, cac, kb, errs = time_tiles(env, layer, tiles)
+                out[f"tile {layer} uncached"], out[f"tile {layer} cached"] = unc, cac
+                out[f"tile {layer} KB"] = kb
+                errors += errs
+            s, n, errs = time_items(env, "incidents", CORE)
+            out["items incidents"], out["items incidents n"] = s, n
+            errors += errs
+            s, n, errs = time_items(env, "grids", (106.8, 26.9, 107.2, 27.3))  # Kaiyang
+            out["items grids"], out["items grids n"] = s, n
+            errors += errs
+            out["report"], errs = time_report(env)
+            errors += errs
+            out.update(figures(env.url))
+            out["server rss MB"] = peak_rss_mb(env.proc.pid)
+            out["bench rss MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(
+                f"{env.size.x}x measured: {out['grids']:,} grids, {out['incidents']:,} incidents",
+                flush=True,
+            )
+    finally:
+        for env in envs:
+            if env.proc is not None:
+                stop(env.proc)
+        if args.drop:
+            for env in envs:
+                drop(env.size)
+
+    xs = [e.size.x for e in envs]
+    col = "".join(f"{f'{x}x':>14}" for x in xs)
+    print(
+        f"\nscale benchmark: sizes {', '.join(f'{x}x' for x in xs)}; 1 uvicorn worker per size, "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}\n"
+    )
+    print(f"{'size':<34}{col}")
+    for key, label in (
+        ("grids", "grids"),
+        ("incidents", "incidents"),
+        ("k_grids", "Kaiyang grids"),
+        ("k_incidents", "Kaiyang incidents"),
+    ):
+        print(f"{label:<34}" + "".join(f"{res[x][key]:>14,}" for x in xs))
+    print(f"{'database size':<34}" + "".join(f"{res[x]['bytes'] / 2**30:>10.2f} GiB" for x in xs))
+    print(f"{'build (0: reused)':<34}" + "".join(f"{built[x]:>12.0f} s" for x in xs))
+    print(f"\n{'time per unit of work':<34}{col}{'b':>8}  unit")
+    ops = [
+        ("lookup", f"GET /lookup (wrk -c {args.connections})", "µs/lookup", 1e6),
+        ("batch", "POST /lookup/batch", "µs/point", 1e6),
+        ("assign build", "CellAssigner build", "ms/grid", 1e3),
+        ("assign", f"CellAssigner assign {n_assign:,}", "µs/point", 1e6),
+        ("import", f"import {n_import:,} incidents (CSV)", "µs/row", 1e6),
+        ("tile incidents uncached", "tile incidents, uncached", "ms/tile", 1e3),
+        ("tile incidents cached", "tile incidents, cached", "ms/tile", 1e3),
+        ("tile grids uncached", "tile grids, uncached", "ms/tile", 1e3),
+        ("tile grids cached", "tile grids, cached", "ms/tile", 1e3),
+        ("items incidents", "items incidents (1,000, core)", "µs/feature", 1e6),
+        ("items grids", "items grids (Kaiyang bbox)", "µs/feature", 1e6),
+        ("report", "coverage report of Kaiyang", "s/report", 1),
+    ]
+    exponents = {}
+    for key, label, unit, scale in ops:
+        b = slope(xs, [res[x][key] for x in xs])
+        exponents[label] = b
+        mark = "  GROWS" if b > 0.15 else ""
+        print(
+            f"{label:<34}"
+            + "".join(f"{res[x][key] * scale:>14.3g}" for x in xs)
+            + f"{b:>8.2f}  {unit}{mark}"
+        )
+    print(f"\n{'work per unit':<34}{col}")
+    for key, label in (
+        ("tile incidents KB", "incident tile, KB (uncached pass)"),
+        ("tile grids KB", "grid tile, KB"),
+        ("items grids n", "grid items in the Kaiyang bbox"),
+        ("lookup_p99_ms", "lookup p99 ms"),
+        ("lookup_rps", "lookup req/s"),
+    ):
+        print(f"{label:<34}" + "".join(f"{res[x][key]:>14,.1f}" for x in xs))
+    print(f"{'server peak RSS':<34}" + "".join(f"{res[x]['server rss MB']:>11.0f} MB" for x in xs))
+    print(
+        f"{'bench process peak RSS (so far)':<34}"
+        + "".join(f"{res[x]['bench rss MB']:>11.0f} MB" for x in xs)
+    )
+    finite = {k: v for k, v in exponents.items() if math.isfinite(v)}
+    if finite:
+        lo, hi = min(finite, key=finite.get), max(finite, key=finite.get)
+        print(
+            f"\nslowest-growing: {lo} (b = {finite[lo]:.2f}); "
+            f"fastest-growing: {hi} (b = {finite[hi]:.2f})"
+        )
+
+    big, small = xs[-1], xs[0]
+    goals.at_least(
+        f"lookup_{big}x_vs_{small}x",
+        f"GET /lookup throughput at {big}x / at {small}x (median of {args.rounds} alternating "
+        f"wrk rounds)",
+        res[big]["lookup_rps"] / res[small]["lookup_rps"],
+        0.8,
+    )
+    goals.at_most(
+        f"report_county_{big}x",
+        f"coverage report of Kaiyang at {big}x ({res[big]['k_grids']:,} grids, "
+        f"{res[big]['k_incidents']:,} incidents)",
+        res[big]["report"],
+        2.0,
+        unit="s",
+    )
+    goals.check(
+        "scale_lookup_answers",
+        "single lookups equal plain ST_Covers on the grids",
+        not wrong,
+        "; ".join(wrong[:3]),
+    )
+    goals.check("scale_all_2xx", "every request answered 2xx", not errors, "; ".join(errors[:3]))
+    return goals.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
