@@ -35,6 +35,7 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -263,7 +264,7 @@ idempotency_key = Table(
 # -- point entities -----------------------------------------------------------------------
 
 
-def _point_table(name: str, *columns: Column, extra: tuple = ()) -> Table:
+def _point_table(name: str, *columns: Column, extra: tuple = (), **options) -> Table:
     """Return an entity table located by a point, with the cells of its generation.
 
     The cell columns are set by triggers from ``geom`` (or by the bulk path, which assigns
@@ -290,6 +291,7 @@ def _point_table(name: str, *columns: Column, extra: tuple = ()) -> Table:
         Index(f"{name}_geom", "geom", postgresql_using="gist"),
         Index(f"{name}_path", "area_path", postgresql_ops={"area_path": "text_pattern_ops"}),
         Index(f"{name}_grid", "grid_code"),
+        **options,
     )
 
 
@@ -388,7 +390,15 @@ incident = _point_table(
     Column("address", Text, nullable=False, server_default=_text_default("")),
     Column("source", Text, nullable=False),
     Column("status", Text, nullable=False, server_default=_text_default("new")),
-    _timestamp("reported_at", now=True),
+    # The partition key (migration 0013: a partition per month in Guiyang's time, a DEFAULT
+    # one, old months archived), hence in the primary key; ``id`` alone addresses a case.
+    Column(
+        "reported_at",
+        DateTime(timezone=True),
+        primary_key=True,
+        nullable=False,
+        server_default=func.now(),
+    ),
     _timestamp("closed_at"),
     Column("attachments", ARRAY(Text), nullable=False, server_default=_text_default("{}")),
     # Where it was reported: fixed for ever, even after boundaries are redrawn.
@@ -459,6 +469,7 @@ incident = _point_table(
             "incident_step_due", "step_due_at", postgresql_where=text(_one_of("state", OPEN_STATES))
         ),
     ),
+    postgresql_partition_by="RANGE (reported_at)",
 )
 
 # The history of each case, append-only: the truth the incident's lifecycle columns cache.
@@ -510,17 +521,14 @@ case_time_limit = Table(
 )
 
 # Photos attached to a case (0011), keyed by the SHA-256 of their bytes: a retried upload
-# stores one row. Deleted with their incident.
+# stores one row. Deleted with their incident, which they reference by its full key
+# (0013: a partitioned table's unique keys hold the partition key; a trigger fills
+# ``incident_reported_at`` from the case, so writers name the case id only).
 ATTACHMENT_MEDIA_TYPES = ("image/jpeg", "image/png", "image/webp")
 case_attachment = Table(
     "case_attachment",
     metadata,
-    Column(
-        "incident_id",
-        BigInteger,
-        ForeignKey("incident.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    Column("incident_id", BigInteger, primary_key=True),
     Column("sha256", Text, primary_key=True),
     Column("media_type", Text, nullable=False),
     Column("bytes", Integer, nullable=False),
@@ -532,6 +540,13 @@ case_attachment = Table(
         _one_of("media_type", ATTACHMENT_MEDIA_TYPES), name="case_attachment_media_type_check"
     ),
     CheckConstraint("bytes = octet_length(data)", name="case_attachment_bytes_check"),
+    Column("incident_reported_at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(
+        ["incident_id", "incident_reported_at"],
+        ["incident.id", "incident.reported_at"],
+        ondelete="CASCADE",
+        name="case_attachment_incident_id_incident_reported_at_fkey",
+    ),
 )
 
 # Incident counts kept current by statement triggers on incident (0012): per area path and

@@ -19,6 +19,8 @@ care|workload``
 ``network import``
 ``analysis report``                         :mod:`service.cli.report`
 ``dispatch sweep``                          :mod:`service.cli.dispatch`
+``incidents partitions|ensure|archive|      :mod:`service.cli.archive`
+reattach``
 ==========================================  ============================================
 
 A new command goes into the module of its group (or a new module for a new group) and is
@@ -32,6 +34,7 @@ from typer.core import TyperGroup
 
 from service.cli import (
     analysis,
+    archive,
     boundaries,
     db,
     demo,
@@ -84,3 +87,4 @@ app.add_typer(boundaries.generation_app, name="generation")
 app.add_typer(analysis.app, name="analysis")
 app.add_typer(network.app, name="network")
 app.add_typer(dispatch.app, name="dispatch")
+app.add_typer(archive.app, name="incidents")

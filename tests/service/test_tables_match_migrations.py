@@ -21,10 +21,13 @@ CATALOG = {
         WHERE c.relname = ANY(:tables) AND c.relnamespace = 'public'::regnamespace
           AND a.attnum > 0 AND NOT a.attisdropped
     """,
+    # Not the copies PostgreSQL derives per partition of a referenced partitioned table
+    # (conparentid: the declared constraint they come from).
     "constraints": """
         SELECT c.relname, k.conname, pg_get_constraintdef(k.oid)
         FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
         WHERE c.relname = ANY(:tables) AND c.relnamespace = 'public'::regnamespace
+          AND k.conparentid = 0
     """,
     "indexes": """
         SELECT c.relname, pg_get_indexdef(i.indexrelid)
