@@ -17,8 +17,14 @@ The rule for reaching the database: three ways, each for one kind of path.
    the limit; here statements are fixed strings run as prepared statements, sessions use
    generic plans (planning each call cost more than running it: 0.3 ms against 0.15 ms for
    one point), and a connection goes back to the pool without asyncpg's reset round trip.
-   That is safe only because everything on this pool is a single read-only statement that
-   changes no session state: no writes, no ``SET``, no multi-statement transactions here.
+   That is safe only because nothing on this pool changes session state: no ``SET``, no
+   ``LISTEN``, no temporary tables. Everything here is a single read-only statement, with
+   one exception: **case actions** (:func:`service.dispatch.cases.act_on_case`) read the
+   case and write its event with the case it leaves in one statement (its own transaction),
+   or with an ``Idempotency-Key`` in a short transaction on one connection; asyncpg rolls
+   back a transaction left open before a connection goes back, reset query or not. Reason:
+   an action's own Python, not the database, was what limited actions per second (3.4 ms
+   CPU per action on SQLAlchemy, about 1.5 ms here; bench ``dispatch --sections actions``).
    These paths keep their tuned SQL (``service/sql/*.sql``, SQL built from the layer
    declarations) instead of statements built on :mod:`service.tables`.
 

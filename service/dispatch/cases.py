@@ -19,6 +19,7 @@ level never sees a sibling's case: it lies, is owned and is handled outside its 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth import Principal
+from service.db import positional
 from service.dispatch.lifecycle import (
     LIFECYCLE_COLUMNS,
     ActionInputError,
@@ -109,20 +111,24 @@ def clock_of(case: Mapping[str, Any], minutes: int | None, now: datetime) -> str
     return "green"
 
 
+#: A case's columns as the API answers them (and its clock reads them).
+_CASE_FIELDS = (
+    "t.id",
+    "t.category",
+    "t.description",
+    "t.address",
+    "t.source",
+    "t.reported_at",
+    "t.attachments",
+    "ST_X(t.geom) AS lon",
+    "ST_Y(t.geom) AS lat",
+    "t.area_path",
+    "t.grid_code",
+    *(f"t.{c}" for c in LIFECYCLE_COLUMNS),
+)
 _CASE_COLUMNS = ", ".join(
     [
-        "t.id",
-        "t.category",
-        "t.description",
-        "t.address",
-        "t.source",
-        "t.reported_at",
-        "t.attachments",
-        "ST_X(t.geom) AS lon",
-        "ST_Y(t.geom) AS lat",
-        "t.area_path",
-        "t.grid_code",
-        *(f"t.{c}" for c in LIFECYCLE_COLUMNS),
+        *_CASE_FIELDS,
         # the running step's limit, for the amber clock
         "(SELECT l.minutes FROM case_time_limit l WHERE l.category = t.category "
         "AND l.priority = t.priority AND l.step = t.step) AS step_minutes",
@@ -141,18 +147,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_AREA_SQL = (
+    "SELECT a.path, a.level FROM area a WHERE a.code = :code "
+    "AND a.generation_low <= (SELECT max(id) FROM generation WHERE active) "
+    "AND a.generation_high >= (SELECT max(id) FROM generation WHERE active)"
+)
+
+
 async def _area(conn: AsyncConnection, code: str) -> Mapping[str, Any] | None:
     """Return (path, level) of the current version of an area, or None."""
-    row = (
-        await conn.execute(
-            text(
-                "SELECT a.path, a.level FROM area a WHERE a.code = :code "
-                "AND a.generation_low <= (SELECT max(id) FROM generation WHERE active) "
-                "AND a.generation_high >= (SELECT max(id) FROM generation WHERE active)"
-            ),
-            {"code": code},
-        )
-    ).first()
+    row = (await conn.execute(text(_AREA_SQL), {"code": code})).first()
     return row._mapping if row is not None else None
 
 
@@ -313,11 +317,42 @@ async def find_duplicates(
 
 
 # -- acting ---------------------------------------------------------------------------------
+#
+# On the hot pool (raw asyncpg, prepared statements; service.db's rule, case actions):
+# the Python around two short statements is what limits actions per second.
 
-_UPDATE_AND_RECORD = text(
-    "WITH changed AS (UPDATE incident SET "
+
+@functools.cache
+def _statement(sql: str) -> tuple[str, tuple[str, ...]]:
+    return positional(sql)
+
+
+async def _row(conn, sql: str, **params: Any):
+    """Return the first row of ``sql`` (``:name`` parameters) on a raw asyncpg connection."""
+    query, names = _statement(sql)
+    return await conn.fetchrow(query, *[params[n] for n in names])
+
+
+# The case as an action reads it: its columns, its category's time limits and its row
+# version (xmin), which the write checks so that nothing changed the row in between.
+_ACT_READ = (
+    f"SELECT t.xmin AS row_xmin, {', '.join(_CASE_FIELDS)}{_LIMITS} FROM incident t "
+    f"WHERE t.id = :id AND {case_visible_sql()}"
+)
+_ACT_READ_LOCKED = _ACT_READ + " FOR UPDATE OF t"
+
+# The event and the case it leaves, in one statement, only if the row is still the one read
+# and nobody holds it. The event insert's statement trigger takes the event lock (held to
+# commit: service/migrations 0010) before this statement touches the row, so the row lock is
+# taken without waiting (SKIP LOCKED): waiting for a row while holding the event lock would
+# deadlock with a writer that holds the row and waits for the event lock (the deadline
+# sweep, an action on its locked path). A row held by another is a conflict like a changed one.
+_UPDATE_AND_RECORD = (
+    "WITH locked AS (SELECT id FROM incident WHERE id = :incident_id "
+    "AND version = :from_version AND xmin = CAST(:row_xmin AS xid) FOR UPDATE SKIP LOCKED), "
+    "changed AS (UPDATE incident t SET "
     + ", ".join(f"{c} = :{c}" for c in LIFECYCLE_COLUMNS)
-    + ", updated_at = now() WHERE id = :incident_id RETURNING id) "
+    + ", updated_at = now() FROM locked WHERE t.id = locked.id RETURNING t.id) "
     "INSERT INTO case_event (incident_id, seq, at, action, actor_token_id, actor_role, "
     "actor_area_code, from_state, to_state, from_owner_area_code, to_owner_area_code, "
     "assignee_kind, assignee_code, note, reason, attachments, data) "
@@ -329,18 +364,23 @@ _UPDATE_AND_RECORD = text(
 
 
 async def record_event(
-    conn: AsyncConnection, *, incident_id: int, case: CaseState, event: Event
-) -> tuple[CaseState, int]:
-    """Write ``event`` and the case it leaves (``apply``) in one statement; return that
-    case and the event's id. The caller holds the incident's row lock."""
+    conn, *, incident_id: int, case: CaseState, event: Event, row_xmin: int
+) -> tuple[CaseState, int | None]:
+    """Write ``event`` and the case it leaves (``apply``) in one statement, if the row is
+    still the one read (``case.version`` and ``row_xmin``); return that case and the event's
+    id, or None for the id when another write came first (nothing written)."""
     after = apply(case, event)
     row = event.row()
     row["data"] = orjson.dumps(row["data"]).decode()
-    event_id = (
-        await conn.execute(
-            _UPDATE_AND_RECORD, {**after.columns(), **row, "incident_id": incident_id}
-        )
-    ).scalar_one()
+    query, names = _statement(_UPDATE_AND_RECORD)
+    params = {
+        **after.columns(),
+        **row,
+        "incident_id": incident_id,
+        "from_version": case.version,
+        "row_xmin": row_xmin,
+    }
+    event_id = await conn.fetchval(query, *[params[n] for n in names])
     return after, event_id
 
 
@@ -352,8 +392,14 @@ def _parse_if_match(value: str | None) -> int | None:
     return int(tag) if tag.isdigit() and len(tag) < 10 else -1
 
 
+_UNIT_PATH_SQL = "SELECT area_path FROM unit WHERE id = :id"
+_ORIGINAL_SQL = (
+    f"SELECT t.category, t.state FROM incident t WHERE t.id = :id AND {case_visible_sql()}"
+)
+
+
 async def _resolve(
-    conn: AsyncConnection,
+    conn,
     principal: Principal,
     case_id: int,
     category: str,
@@ -366,7 +412,7 @@ async def _resolve(
     if assignee is not None and "assignee" in taken:
         kind, code = assignee["kind"], assignee["code"]
         if kind == "grid":
-            found = await _area(conn, code)
+            found = await _row(conn, _AREA_SQL, code=code)
             if found is None:
                 raise UnprocessableError(f"no grid {code}", field="assignee")
             if found["level"] != "grid":
@@ -375,18 +421,14 @@ async def _resolve(
                 )
             path = found["path"]
         else:
-            unit = (
-                await conn.execute(
-                    text("SELECT area_path FROM unit WHERE id = :id"), {"id": int(code)}
-                )
-            ).first()
+            unit = await _row(conn, _UNIT_PATH_SQL, id=int(code))
             if unit is None:
                 raise UnprocessableError(f"no unit {code}", field="assignee")
-            path = unit.area_path
+            path = unit["area_path"]
         out["assignee"] = {"kind": kind, "code": code, "path": path}
     area = params.get("area")
     if area is not None and "area" in taken:
-        found = await _area(conn, area)
+        found = await _row(conn, _AREA_SQL, code=area)
         if found is None:
             raise UnprocessableError(f"no area {area}", field="area")
         out["area"] = {"code": area, "path": found["path"]}
@@ -394,26 +436,18 @@ async def _resolve(
     if duplicate_of is not None and "duplicate_of" in taken:
         if duplicate_of == case_id:
             raise UnprocessableError("a case cannot repeat itself", field="duplicate_of")
-        original = (
-            await conn.execute(
-                text(
-                    "SELECT t.category, t.state FROM incident t WHERE t.id = :id "
-                    f"AND {case_visible_sql()}"
-                ),
-                {"id": duplicate_of, **scope_params(principal)},
-            )
-        ).first()
+        original = await _row(conn, _ORIGINAL_SQL, id=duplicate_of, **scope_params(principal))
         if original is None:
             raise UnprocessableError(
                 f"no case {duplicate_of} that you may see", field="duplicate_of"
             )
-        if original.category != category:
+        if original["category"] != category:
             raise UnprocessableError(
-                f"case {duplicate_of} is {original.category}, this one {category}: "
+                f"case {duplicate_of} is {original['category']}, this one {category}: "
                 "a duplicate has the same category",
                 field="duplicate_of",
             )
-        if original.state == "cancelled":
+        if original["state"] == "cancelled":
             raise UnprocessableError(
                 f"case {duplicate_of} is cancelled; name the case it was kept for",
                 field="duplicate_of",
@@ -422,7 +456,7 @@ async def _resolve(
 
 
 async def act_on_case(
-    conn: AsyncConnection,
+    conn,
     *,
     principal: Principal,
     case_id: int,
@@ -430,14 +464,50 @@ async def act_on_case(
     params: Mapping[str, Any],
     if_match: str | None = None,
     now: datetime | None = None,
+    in_transaction: bool = False,
 ) -> dict[str, Any]:
-    """Take ``action`` on a case in the caller's transaction; return the case after it.
+    """Take ``action`` on a case; return the case after it.
+
+    ``conn`` is a raw asyncpg connection (the hot pool). Alone, the case is read, the action
+    judged, and the event with the case it leaves written in one statement (its own
+    transaction) that applies only if the row is still the one read and nobody holds it;
+    otherwise the case is read again, locked, in a transaction, and judged again: the second
+    of two conflicting actions sees the first's result and is refused. ``in_transaction``:
+    the caller holds ``conn`` in a transaction (the Idempotency-Key's); the row is locked as
+    it is read, since a failed unlocked write would keep the event lock to the end of it.
 
     404: no such case for the caller, or no such action; 412: ``if_match`` names another
     version; 409: not possible in the case's state (naming the actions that are); 403: not
     the caller's to take; 422: a field missing or wrong. Refusals write nothing.
     """
-    row = await _fetch(conn, principal, case_id, lock=True)
+    args = (conn, principal, case_id, action, params, if_match, now)
+    if in_transaction:
+        return await _act_once(*args, lock=True)
+    done = await _act_once(*args, lock=False)
+    if done is None:
+        async with conn.transaction():
+            done = await _act_once(*args, lock=True)
+    return done
+
+
+async def _act_once(
+    conn,
+    principal: Principal,
+    case_id: int,
+    action: str,
+    params: Mapping[str, Any],
+    if_match: str | None,
+    now: datetime | None,
+    *,
+    lock: bool,
+) -> dict[str, Any] | None:
+    """Act once; None when the row changed between the read and the write (never locked)."""
+    found = await _row(
+        conn, _ACT_READ_LOCKED if lock else _ACT_READ, id=case_id, **scope_params(principal)
+    )
+    if found is None:
+        raise NotFoundError(f"no case {case_id} that you may see", field="id")
+    row = dict(found)
     case = CaseState.from_row(row)
     wanted = _parse_if_match(if_match)
     if wanted is not None and wanted != case.version:
@@ -454,7 +524,7 @@ async def act_on_case(
         resolved = await _resolve(conn, principal, case_id, case.category, taken, dict(params))
         limits = {
             (case.category, *key.split("/")): minutes
-            for key, minutes in (row["limits"] or {}).items()
+            for key, minutes in orjson.loads(row["limits"] or "{}").items()
         }
         now = now or _now()
         event = decide(case, action, actor, resolved, now=now, limits=limits)
@@ -475,7 +545,13 @@ async def act_on_case(
         raise ForbiddenError(exc.detail, field="action") from None
     except ActionInputError as exc:
         raise UnprocessableError(exc.detail, field=exc.field) from None
-    after, _ = await record_event(conn, incident_id=case_id, case=case, event=event)
+    after, event_id = await record_event(
+        conn, incident_id=case_id, case=case, event=event, row_xmin=row.pop("row_xmin")
+    )
+    if event_id is None:
+        if lock:
+            raise RuntimeError(f"case {case_id} changed under its row lock")
+        return None
     out = _read({**row, **after.columns()}, now)
     out["clock"] = clock_of(out, limits.get((case.category, after.priority, after.step)), now)
     out["allowed_actions"] = list(allowed_actions(after, actor))

@@ -600,6 +600,70 @@ def test_conflicting_concurrent_actions_exactly_one_wins(client, h, db_url):
             ]
 
 
+def test_an_action_waits_for_a_writer_holding_the_case_and_judges_its_result(client, h, db_url):
+    # Another writer (as the deadline sweep does) holds the case's row, then writes an event
+    # (taking the event lock) and commits. An action arriving in between must neither
+    # deadlock with it (it would wait for the row while holding the event lock) nor write
+    # on the version it read: it waits, sees the writer's event, and is judged on it.
+    import psycopg
+
+    case_id = _case_in(client, h, "registered")
+    etag = client.get(f"/cases/{case_id}", headers=h["community"]).headers["etag"]
+    with LiveServer(db_url) as server, psycopg.connect(db_url.replace("+psycopg", "")) as held:
+        held.execute("SELECT 1 FROM incident WHERE id = %s FOR UPDATE", (case_id,))
+        out: list = []
+        act = threading.Thread(
+            target=lambda: out.append(
+                httpx.post(
+                    f"{server.base_url}/cases/{case_id}/actions/comment",
+                    json={"note": "mine"},
+                    headers={**h["community"], "If-Match": etag},
+                    timeout=30,
+                )
+            )
+        )
+        act.start()
+        act.join(1.5)  # the action is waiting for the row (a deadlock is found after 1 s)
+        assert not out, out[0].text
+        held.execute(
+            "WITH c AS (UPDATE incident SET version = version + 1, supervised = true "
+            "WHERE id = %s RETURNING id, version, state, owner_area_code) "
+            "INSERT INTO case_event (incident_id, seq, action, actor_role, from_state, "
+            "to_state, from_owner_area_code, to_owner_area_code, note) "
+            "SELECT id, version, 'supervise', 'district_dispatcher', state, state, "
+            "owner_area_code, owner_area_code, 'theirs' FROM c",
+            (case_id,),
+        )
+        held.commit()
+        act.join(30)
+    r = out[0]
+    assert r.status_code == 412 and r.json()["version"] == int(etag.strip('"')) + 1, r.text
+    notes = _sql(
+        db_url, "SELECT note FROM case_event WHERE incident_id = :i ORDER BY seq", i=case_id
+    )
+    assert [n for (n,) in notes][-1] == "theirs"
+    # Without If-Match the same action is judged on the new state and taken.
+    r = _act(client, h, "community", case_id, "comment", {"note": "mine"})
+    assert _ok(r)["version"] == int(etag.strip('"')) + 2 and r.json()["supervised"]
+
+
+def test_one_idempotency_key_sent_twice_at_once_acts_once(client, h, db_url):
+    with LiveServer(db_url) as server:
+        case_id = _case_in(client, h, "registered")
+        path = f"/cases/{case_id}/actions/dispatch"
+        headers = {**h["community"], "Idempotency-Key": f"race-{case_id}"}
+        responses = _race(server.base_url, [(path, GRID, headers), (path, GRID, headers)])
+    assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+    assert responses[0].json() == responses[1].json()
+    assert sorted(r.headers.get("idempotent-replayed", "") for r in responses) == ["", "true"]
+    n = _sql(
+        db_url,
+        "SELECT count(*) FROM case_event WHERE incident_id = :i AND action = 'dispatch'",
+        i=case_id,
+    )[0][0]
+    assert n == 1
+
+
 # -- new incidents, imports and replay ----------------------------------------------------
 
 
