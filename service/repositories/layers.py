@@ -17,7 +17,8 @@ from service.errors import ForbiddenError, NotFoundError, UnprocessableError
 from service.inputs import parse_row_id
 from service.repositories.areas import area_visible_sql
 from service.repositories.entities import point_visible_sql, scope_params
-from service.specs.map_layers import LayerSpec
+from service.specs.entity_kinds import INCIDENTS
+from service.specs.map_layers import CLUSTER_SHIFT, INCIDENT_BIN_ZOOMS, LayerSpec
 
 __all__ = [
     "check_readable",
@@ -25,6 +26,7 @@ __all__ = [
     "layer_item",
     "layer_extent",
     "layer_tile",
+    "count_binned",
     "tolerance_for_zoom",
     "digits_for_tolerance",
 ]
@@ -128,8 +130,14 @@ async def layer_items(
     offset: int = 0,
     properties: list[str] | None = None,
     tolerance_deg: float = 0.0,
+    count: bool = True,
 ) -> tuple[list[str], int]:
-    """Return (GeoJSON feature texts, number matched) of one page of a layer."""
+    """Return (GeoJSON feature texts, number matched) of one page of a layer.
+
+    ``count=False``: the number matched is not counted (it is the number returned): a page
+    of the first features of 50,000 need not find all 50,000 (count them from the layer's
+    bins instead, :func:`count_binned`).
+    """
     check_readable(spec, principal)
     props = _select_props(spec, properties)
     where, params = _where(spec, principal, generation)
@@ -151,12 +159,15 @@ async def layer_items(
         limit=limit, offset=offset, digits=digits_for_tolerance(tolerance_deg), tol=tolerance_deg
     )
     geom = _geom_expr(spec, tolerance_deg)
+    matched = "count(*) OVER ()" if count else "0"
     sql = (
-        f"SELECT {_feature_sql(spec, props, geom)} AS feature, count(*) OVER () AS matched "
+        f"SELECT {_feature_sql(spec, props, geom)} AS feature, {matched} AS matched "
         f"FROM {spec.source} WHERE {' AND '.join(where)} ORDER BY {spec.order_sql} "
         "LIMIT :limit OFFSET :offset"
     )
     rows = await _fetch(pool, sql, params)
+    if not count:
+        return [r["feature"] for r in rows], len(rows)
     if rows:
         return [r["feature"] for r in rows], rows[0]["matched"]
     if offset:
@@ -214,7 +225,7 @@ async def layer_extent(
 
 
 def _tile_sql(spec: LayerSpec, where: list[str]) -> str:
-    props = ", ".join(f'{expr} AS "{name}"' for name, expr in spec.properties.items())
+    props = ", ".join(f'{expr} AS "{name}"' for name, expr in spec.tile_properties.items())
     geom = "t.geom"
     if spec.geometry == "polygon":
         geom = "ST_Simplify(t.geom, CAST(:tol AS float8), true)"
@@ -237,6 +248,95 @@ def _tile_sql(spec: LayerSpec, where: list[str]) -> str:
     """
 
 
+#: Where an incident's cell codes sit in its area path (city/district/community/grid).
+_PATH_PART = {"district_code": 2, "community_code": 3, "grid_code": 4}
+#: The caller's scope on a bin: as :func:`point_visible_sql` on the incidents themselves
+#: (a bin's path is '' outside every area).
+_BIN_VISIBLE = (
+    "(CAST(:scope AS text) IS NULL OR b.area_path = :scope OR b.area_path LIKE :scope || '/%' "
+    "OR (b.area_path = '' AND :scope_city))"
+)
+
+
+def _bin_conditions(spec: LayerSpec, filters: dict[str, str]) -> list[str] | None:
+    """Return the conditions on the layer's bins for the request's filters, or None when a
+    filter cannot be read there (the tile is then drawn from the rows, capped)."""
+    out = []
+    for i, name in enumerate(filters):
+        if name == INCIDENTS.lifecycle.column:
+            out.append(f"b.status = :f{i}")
+        elif name in _PATH_PART:
+            out.append(f"split_part(b.area_path, '/', {_PATH_PART[name]}) = :f{i}")
+        else:
+            return None
+    return out
+
+
+#: The part of an area path naming the area of each level.
+_LEVEL_PART = {"city": 1, "district": 2, "community": 3, "grid": 4}
+
+
+async def count_binned(
+    pool,
+    spec: LayerSpec,
+    *,
+    principal: Principal,
+    statuses: tuple[str, ...],
+    level: str | None = None,
+    code: str | None = None,
+) -> int:
+    """Return how many of the layer's features the caller sees with one of ``statuses``
+    (in the area ``code`` of ``level``, when given), from the counters kept on write.
+
+    A city's count holds its own queue too: the incidents outside every area.
+    """
+    where = ["b.z = 0", _BIN_VISIBLE, "b.status = ANY(CAST(:statuses AS text[]))"]
+    params: dict[str, Any] = {**scope_params(principal), "statuses": list(statuses)}
+    if code is not None:
+        inside = f"split_part(b.area_path, '/', {_LEVEL_PART[level]}) = :code"
+        where.append(f"({inside} OR b.area_path = '')" if level == "city" else inside)
+        params["code"] = code
+    sql = f"SELECT coalesce(sum(b.n), 0) FROM {spec.bins} b WHERE {' AND '.join(where)}"
+    return int(await _fetch(pool, sql, params, "fetchval"))
+
+
+def _bin_zoom(z: int) -> int | None:
+    """Return the zoom of the bins a tile at zoom ``z`` clusters (None: none fine enough)."""
+    return next((bz for bz in INCIDENT_BIN_ZOOMS if bz >= z + CLUSTER_SHIFT), None)
+
+
+def _clustered_tile_sql(spec: LayerSpec, where: list[str], bin_where: list[str]) -> str:
+    # The tile's incidents counted from their bins (at most 4,096 cells, whatever the table
+    # holds): more than cluster_above, and the tile draws one point per cell of 32 x 32 at
+    # the centroid of its incidents with their count; otherwise the incidents themselves.
+    # CASE evaluates only the branch it takes.
+    return f"""
+        WITH cells AS (
+            SELECT b.x >> CAST(:shift AS integer) AS cx, b.y >> CAST(:shift AS integer) AS cy,
+                   sum(b.n) AS n, sum(b.n) FILTER (WHERE b.status <> 'closed') AS open_n,
+                   sum(b.sx) AS sx, sum(b.sy) AS sy
+            FROM {spec.bins} b
+            WHERE b.z = CAST(:bz AS smallint) AND b.x = ANY(CAST(:bxs AS integer[]))
+              AND b.y BETWEEN :by0 AND :by1 AND b.n <> 0 AND {" AND ".join(bin_where)}
+            GROUP BY 1, 2
+            HAVING sum(b.n) > 0
+        )
+        SELECT CASE WHEN (SELECT coalesce(sum(n), 0) FROM cells) > CAST(:above AS integer)
+        THEN (
+            SELECT ST_AsMVT(c.*, '{spec.name}', 4096, 'geom') FROM (
+                SELECT ST_AsMVTGeom(ST_Transform(ST_SetSRID(ST_MakePoint(k.sx / k.n,
+                           k.sy / k.n), 4326), 3857),
+                           ST_TileEnvelope(CAST(:z AS integer), CAST(:x AS integer),
+                                           CAST(:y AS integer)), 4096, 64, true) AS geom,
+                       CAST(k.n AS integer) AS point_count,
+                       CAST(coalesce(k.open_n, 0) AS integer) AS open_count
+                FROM cells k
+            ) c WHERE c.geom IS NOT NULL
+        )
+        ELSE ({_tile_sql(spec, where)}) END
+    """
+
+
 async def layer_tile(
     pool,
     spec: LayerSpec,
@@ -248,15 +348,37 @@ async def layer_tile(
     y: int,
     filters: dict[str, str] | None = None,
 ) -> bytes:
-    """Return the MVT bytes of one layer's tile (empty below the layer's minimum zoom)."""
+    """Return the MVT bytes of one layer's tile (empty below the layer's minimum zoom).
+
+    A layer with bins (incidents) draws a tile holding more than ``spec.cluster_above`` of
+    them as clusters (:data:`~service.specs.map_layers.CLUSTER_PROPERTIES`), counted from the
+    bins kept on write; filters the bins do not hold (a category) draw the incidents, capped.
+    """
     check_readable(spec, principal)
     if z < spec.min_zoom:
         return b""
+    filters = filters or {}
     where, params = _where(spec, principal, generation)
-    for i, (name, value) in enumerate((filters or {}).items()):
+    for i, (name, value) in enumerate(filters.items()):
         where.append(f"CAST({spec.properties[name]} AS text) = :f{i}")
         params[f"f{i}"] = str(value)
     # One pixel of a 4096 extent: finer detail is lost in quantisation anyway.
     params.update(z=z, x=x, y=y, cap=spec.max_features_per_tile, tol=360.0 / (4096 * 2**z))
-    data = await _fetch(pool, _tile_sql(spec, where), params, "fetchval")
+    sql = None
+    bz = _bin_zoom(z) if spec.bins else None
+    bin_where = _bin_conditions(spec, filters) if bz is not None else None
+    if bin_where is not None:
+        d = bz - z
+        params.update(
+            bz=bz,
+            shift=d - CLUSTER_SHIFT,
+            # Each column of bins one range of the key (z, x, y): a range of x would read
+            # the whole strip of the map above and below the tile.
+            bxs=list(range(x << d, (x + 1) << d)),
+            by0=y << d,
+            by1=((y + 1) << d) - 1,
+            above=spec.cluster_above,
+        )
+        sql = _clustered_tile_sql(spec, where, [_BIN_VISIBLE, *bin_where])
+    data = await _fetch(pool, sql or _tile_sql(spec, where), params, "fetchval")
     return bytes(data or b"")

@@ -181,7 +181,7 @@ async def tilejson(
                     "description": s.title,
                     "minzoom": s.min_zoom,
                     "maxzoom": MAX_ZOOM,
-                    "fields": {n: types[t] for n, t in s.property_types.items()},
+                    "fields": {n: types[t] for n, t in s.tile_property_types.items()},
                 }
                 for s in specs
             ],

@@ -14,7 +14,23 @@ from datetime import datetime
 
 from service.specs.entity_kinds import CELL_COLUMNS, ENTITIES, INCIDENTS, EntitySpec
 
-__all__ = ["LayerSpec", "LAYERS", "AREA_LEVEL_LAYERS", "entity_layer"]
+__all__ = [
+    "LayerSpec",
+    "LAYERS",
+    "AREA_LEVEL_LAYERS",
+    "INCIDENT_BIN_ZOOMS",
+    "CLUSTER_PROPERTIES",
+    "entity_layer",
+]
+
+#: The zooms of ``incident_bin`` (migration 0012) besides its counters (z = 0): an incident
+#: tile at zoom z clusters the bins of the first of these at or above z + CLUSTER_SHIFT.
+INCIDENT_BIN_ZOOMS = (15, 17, 19, 21)
+#: A clustered tile draws one point per 1/2^CLUSTER_SHIFT of its side (32 x 32 cells).
+CLUSTER_SHIFT = 5
+#: A cluster's properties in a tile (its feature has no id): how many incidents it stands
+#: for, and how many of them are not closed.
+CLUSTER_PROPERTIES = {"point_count": "integer", "open_count": "integer"}
 
 
 @dataclass(frozen=True)
@@ -41,15 +57,37 @@ class LayerSpec:
     order_sql: str = ""
     #: properties sent when a request names none (``None``: all); the rest stay selectable
     default_properties: tuple[str, ...] | None = None
+    #: properties vector tiles leave out (they have no ?properties=): those costly to compute
+    untiled: tuple[str, ...] = ()
+    #: table of counts kept on write (``incident_bin``): tiles holding more than
+    #: ``cluster_above`` features draw its bins as clusters (:data:`CLUSTER_PROPERTIES`)
+    bins: str | None = None
+    cluster_above: int = 0
     extra: dict = field(default_factory=dict)
 
+    @property
+    def tile_properties(self) -> dict[str, str]:
+        """Property name → SQL expression of what a vector tile's features carry."""
+        return {k: v for k, v in self.properties.items() if k not in self.untiled}
 
-def _open_incidents_sql(cell_column: str) -> str:
-    # Open incidents are what the dispatch wall colours grids by.
+    @property
+    def tile_property_types(self) -> dict[str, str]:
+        """Property name → JSON type of a tile's features (clusters' too: TileJSON)."""
+        types = {k: v for k, v in self.property_types.items() if k not in self.untiled}
+        return types | (CLUSTER_PROPERTIES if self.bins else {})
+
+
+def _open_incidents_sql() -> str:
+    # Open incidents are what the dispatch wall colours grids by: summed from the counters
+    # kept on write (incident_bin at z = 0, by area path and status), never recounted from
+    # the incidents (at a year of cases that recount was most of a grid tile's time). An
+    # area's incidents are those whose chain is its path or under it (paths hold digits and
+    # '/': path <= p < path || '0').
     lifecycle = INCIDENTS.lifecycle
     return (
-        f"(SELECT count(*) FROM {INCIDENTS.table} i WHERE i.{cell_column} = t.code "
-        f"AND i.{lifecycle.column} <> '{lifecycle.closed}')"
+        "(SELECT coalesce(sum(b.n), 0) FROM incident_bin b WHERE b.z = 0 "
+        f"AND b.{lifecycle.column} <> '{lifecycle.closed}' "
+        """AND b.area_path >= t.path COLLATE "C" AND b.area_path < t.path || '0' COLLATE "C")"""
     )
 
 
@@ -85,7 +123,7 @@ def _area_layer(name: str, level: str, title: str, counts: str | None, min_zoom:
         "area_km2": "number",
     }
     if counts:
-        props["open_incidents"] = _open_incidents_sql(counts)
+        props["open_incidents"] = _open_incidents_sql()
         types["open_incidents"] = "integer"
         props["on_time_handling_90d"] = _on_time_handling_sql(counts)
         types["on_time_handling_90d"] = "number"
@@ -109,6 +147,8 @@ def _area_layer(name: str, level: str, title: str, counts: str | None, min_zoom:
         default_properties=tuple(
             p for p in props if p not in ("level", "code", "on_time_handling_90d")
         ),
+        # Per grid it reads every case of 90 days and their events: not for every tile.
+        untiled=("on_time_handling_90d",),
     )
 
 
@@ -120,6 +160,10 @@ def _property_sql(column: str, python_type: type) -> str:
         # RFC 3339 in UTC, as the API's JSON writes it.
         return f"to_char(t.{column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
     return f"t.{column}"
+
+
+#: An incident tile holding more than this many incidents draws clusters instead.
+CLUSTER_ABOVE = 1000
 
 
 def entity_layer(spec: EntitySpec) -> LayerSpec:
@@ -147,6 +191,9 @@ def entity_layer(spec: EntitySpec) -> LayerSpec:
         detail_roles=spec.detail_roles,
         min_zoom=drawn.min_zoom,
         order_sql="t.id",
+        # Incidents pile up (a year of cases: 1 M); their counts are kept on write.
+        bins="incident_bin" if spec is INCIDENTS else None,
+        cluster_above=CLUSTER_ABOVE if spec is INCIDENTS else 0,
     )
 
 
