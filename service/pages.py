@@ -74,7 +74,10 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
 WALL = (1920, 1080)
 TABLET = (1024, 440)
 MAX_AREAS = 20_000
-MAX_INCIDENTS = 5_000
+#: Open incidents a page embeds at most (the page says how many there are in all, counted
+#: from the counters kept on write): a city's backlog of 50,000 would be megabytes of
+#: GeoJSON, and the vector tiles draw all of them (clustered where they crowd).
+MAX_INCIDENTS = 2_000
 AREA_PROPS = ["code", "name", "level", "parent_code"]
 INCIDENT_PROPS = ["category", "status", "reported_at", "address", "description", "grid_code"]
 UNIT_PROPS = ["name", "kind", "address", "party_org"]
@@ -156,6 +159,17 @@ class _View:
         )
         return found[0] if found else None
 
+    async def open_count(self, level: str | None = None, code: str | None = None) -> int:
+        """Return how many open incidents the principal sees (in area ``code`` of ``level``)."""
+        return await repo.count_binned(
+            self.pool,
+            LAYERS["incidents"],
+            principal=self.principal,
+            statuses=OPEN_STATUSES,
+            level=level,
+            code=code,
+        )
+
     async def extent(self) -> list[float]:
         """Return the box of every area the principal sees (404 when there is none)."""
         extents = [
@@ -231,23 +245,25 @@ async def _open_incidents(
     filters: dict[str, str] | None = None,
     properties: list[str] = INCIDENT_PROPS,
     **kw,
-) -> tuple[list[dict], int]:
-    """Return (the first open incidents, how many there are), new and open alike."""
+) -> list[dict]:
+    """Return the first :data:`MAX_INCIDENTS` open incidents, new and open alike (not
+    counted here: :meth:`_View.open_count` reads the counters)."""
     features: list[dict] = []
-    matched = 0
     filters = filters or {}
     for status in OPEN_STATUSES:
-        found, n = await view.items(
+        if len(features) >= MAX_INCIDENTS:
+            break
+        found, _ = await view.items(
             "incidents",
             filters={**filters, "status": status},
-            limit=max(1, MAX_INCIDENTS - len(features)),
+            limit=MAX_INCIDENTS - len(features),
             properties=properties,
             tolerance_deg=tolerance,
+            count=False,
             **kw,
         )
-        features += found[: MAX_INCIDENTS - len(features)]
-        matched += n
-    return features, matched
+        features += found
+    return features
 
 
 # -- the dispatch page -----------------------------------------------------------------------
@@ -287,26 +303,25 @@ async def _dispatch_incidents(
     tolerance: float,
     areas: dict[str, dict],
 ) -> tuple[list[dict], int]:
-    """Return (the open incidents of the dispatch page, how many there are)."""
+    """Return (the first open incidents of the dispatch page, how many there are)."""
     if area is not None and top in INCIDENT_AREA_FILTER:
-        return await _open_incidents(
+        incidents = await _open_incidents(
             view, tolerance=tolerance, filters={INCIDENT_AREA_FILTER[top]: area}
         )
-    incidents, matched = await _open_incidents(
+        return incidents, await view.open_count(top, area)
+    incidents = await _open_incidents(
         view, tolerance=tolerance, bbox=tuple(bbox), properties=[*INCIDENT_PROPS, "district_code"]
     )
     if area is not None:
         # A city's box also catches its neighbours' cases: keep its districts' and its
         # own queue's (outside every district).
         districts = {f["properties"]["code"] for f in areas.get("district", {}).get("features", [])}
-        inside = [
+        incidents = [
             f for f in incidents if f["properties"].get("district_code") in districts | {None}
         ]
-        matched -= len(incidents) - len(inside)
-        incidents = inside
     for f in incidents:
         f["properties"].pop("district_code", None)
-    return incidents, matched
+    return incidents, await view.open_count(top if area else None, area)
 
 
 async def dispatch_data(
@@ -371,7 +386,7 @@ async def tablet_data(
         properties=UNIT_PROPS,
         tolerance_deg=tolerance,
     )
-    incidents, _ = await _open_incidents(view, tolerance=tolerance, filters={"grid_code": grid})
+    incidents = await _open_incidents(view, tolerance=tolerance, filters={"grid_code": grid})
     return {
         "grid": feature or found,
         "team": await grid_repo.list_grid_team(pool=pool, grid_code=grid),

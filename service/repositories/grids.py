@@ -14,14 +14,19 @@ _TEAM_SQL = (
     "SELECT name, team_role, phone FROM member WHERE serving_grid_code = $1 "
     "AND team_role IS NOT NULL ORDER BY team_role, name"
 )
+# The 90 days' incidents counted in one pass over those days (a correlated count per grid
+# read every incident of each grid: 8 s at a year of 1 M cases), joined to the grids.
 _WORKLOAD_SQL = """
-    SELECT g.code,
-           (SELECT count(*) FROM incident i WHERE i.grid_code = g.code
-               AND i.reported_at >= now() - interval '90 days')::int AS incidents_90d,
+    WITH recent AS (
+        SELECT i.grid_code AS code, count(*)::int AS n FROM incident i
+        WHERE i.reported_at >= now() - interval '90 days' AND i.grid_code = ANY($1::text[])
+        GROUP BY i.grid_code
+    )
+    SELECT g.code, coalesce(r.n, 0) AS incidents_90d,
            (SELECT count(*) FROM unit u WHERE u.grid_code = g.code)::int AS units,
            (SELECT count(DISTINCT m.team_role) FROM member m
                WHERE m.serving_grid_code = g.code)::int AS team_roles
-    FROM unnest($1::text[]) AS g(code)
+    FROM unnest($1::text[]) AS g(code) LEFT JOIN recent r ON r.code = g.code
 """
 
 
