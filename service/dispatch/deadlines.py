@@ -12,16 +12,22 @@ lookup per action, so there is no cache to go stale between server processes.
 - ``overdue``: a case in an open state whose step is past ``step_due_at`` and not yet flagged
   gets ``step_overdue`` and ``supervised`` (the level above sees a supervision flag);
 - ``auto_escalate``: a case flagged overdue and still past its deadline by the grace
-  (``WANGGE_DISPATCH_ESCALATE_AFTER_MINUTES``) moves one level up, as an owner's escalation
-  does: registered, no assignee, a new accept clock. The city has no level above: its
-  overdue cases stay flagged.
+  (``WANGGE_DISPATCH_ESCALATE_AFTER_MINUTES``): supervision moves one level up. Waiting in a
+  queue (reported, registered) it goes up as an owner's escalation does (registered at the
+  parent centre, a new accept clock); in work (dispatched, signed, handled) the parent centre
+  becomes the owner (it verifies, sends back or takes over) while the state and the handler
+  stay, and the step's clock starts again. The city has no level above: its overdue cases
+  stay flagged.
 
 It is set-based, so that 10,000 deadlines passing at once cost well under a second among a
-million open cases: per batch of up to :data:`BATCH` cases, one ``SELECT ... FOR UPDATE SKIP
-LOCKED`` locks the due rows (the index ``incident_step_due``), then one statement updates
-them and inserts their events (``WITH changed AS (UPDATE ...) INSERT INTO case_event``).
-The rows are locked before any event is inserted (inserting events takes the event lock of
-migration 0010 until commit: taking row locks after it could deadlock with a case action).
+million open cases: per batch of up to :data:`BATCH` cases, one ``SELECT ... FOR NO KEY
+UPDATE SKIP LOCKED`` locks the due rows (the index ``incident_step_due``; each batch starts
+at the deadline the one before ended), then one statement updates them and inserts their
+events (``WITH changed AS (UPDATE ...) INSERT INTO case_event``). The rows are locked before
+any event is inserted (inserting events takes the event lock of migration 0010 until commit:
+taking row locks after it could deadlock with a case action). Flagging sets only columns no
+index holds, so on pages with room (incident's fillfactor) it is a HOT update: none of the
+table's indexes is written.
 
 Exactly once, however many processes sweep: the condition "not yet flagged for this step"
 (``NOT step_overdue``; for escalation ``step_overdue``, which the escalation's new clock
@@ -44,7 +50,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -54,6 +60,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.dispatch.lifecycle import (
     ACTIONS,
     CATEGORIES,
+    IN_WORK,
     LEVELS,
     OPEN_STATES,
     PRIORITIES,
@@ -61,6 +68,7 @@ from service.dispatch.lifecycle import (
     STEP_OF_STATE,
     STEPS,
     SYSTEM,
+    CaseState,
 )
 from service.errors import NotFoundError
 from service.tables import case_time_limit
@@ -168,6 +176,17 @@ async def set_limit(
 def _check_declarations() -> None:
     """Fail at import if the lifecycle declares these actions otherwise than the SQL does."""
     overdue, escalate = ACTIONS["overdue"], ACTIONS["auto_escalate"]
+    # Where auto_escalate leaves each open state, and what becomes of the assignee there.
+    targets = {
+        s: escalate.to(CaseState(state=s), {}) if callable(escalate.to) else escalate.to
+        for s in OPEN_STATES
+    }
+    assignees = {
+        s: escalate.assignee(CaseState(state=s))
+        if callable(escalate.assignee)
+        else escalate.assignee
+        for s in OPEN_STATES
+    }
     expected = (
         overdue.states == OPEN_STATES
         and overdue.actors == frozenset({SYSTEM})
@@ -177,12 +196,13 @@ def _check_declarations() -> None:
         and overdue.counts is None
         and escalate.states == OPEN_STATES
         and escalate.actors == frozenset({SYSTEM})
-        and escalate.to == "registered"
-        and (escalate.owner, escalate.assignee, escalate.clock) == ("parent", "clear", "start")
+        and targets == {s: s if s in IN_WORK else "registered" for s in OPEN_STATES}
+        and assignees == {s: "keep" if s in IN_WORK else "clear" for s in OPEN_STATES}
+        and (escalate.owner, escalate.clock) == ("parent", "start")
         and escalate.counts == "escalations"
         and not escalate.flags
         and STEP_OF_STATE["registered"] == "accept"
-        and STATUS_OF_STATE["registered"] == "open"
+        and all(STATUS_OF_STATE[s] == "open" for s in ("registered", *IN_WORK))
         and LEVELS == ("city", "district", "community", "grid")
     )
     if not expected:
@@ -195,7 +215,10 @@ def _check_declarations() -> None:
 _check_declarations()
 
 _OPEN = ", ".join(f"'{s}'" for s in OPEN_STATES)
+_IN_WORK = ", ".join(f"'{s}'" for s in IN_WORK)
 _LEVEL_OF_DEPTH = "ARRAY[" + ", ".join(f"'{level}'" for level in LEVELS) + "]"
+_STEP_OF = "CASE {} " + " ".join(f"WHEN '{s}' THEN '{STEP_OF_STATE[s]}'" for s in IN_WORK)
+_STEP_OF += " ELSE 'accept' END"
 _EVENT_COLUMNS = (
     "incident_id, seq, at, action, actor_role, from_state, to_state, from_owner_area_code, "
     "to_owner_area_code, assignee_kind, assignee_code, data"
@@ -206,12 +229,17 @@ _EVENT_COLUMNS = (
 _OVERDUE_WHERE = (
     f"state IN ({_OPEN}) AND step_due_at <= CAST(:now AS timestamptz) AND NOT step_overdue"
 )
+# Each batch starts where the one before ended (the index need not walk past the rows just
+# flagged again). Rows passed over because someone held them wait for the next sweep.
 _LOCK_OVERDUE = text(
-    f"SELECT id FROM incident WHERE {_OVERDUE_WHERE} "
-    "ORDER BY step_due_at LIMIT :batch FOR UPDATE SKIP LOCKED"
+    f"SELECT id, step_due_at FROM incident WHERE {_OVERDUE_WHERE} "
+    "AND step_due_at >= CAST(:after AS timestamptz) "
+    "ORDER BY step_due_at LIMIT :batch FOR NO KEY UPDATE SKIP LOCKED"
 )
 # decide(overdue): state, owner, assignee and clock unchanged; data carries the assignee's
-# path when there is one. apply: the flags set, version = seq.
+# path when there is one. apply: the flags set, version = seq. No column it sets is in an
+# index, so with the room incident's fillfactor leaves on each page the update is HOT: none
+# of its indexes is written (an index on one of them would cost ~25 buffer hits a row).
 _RECORD_OVERDUE = text(
     f"""
     WITH changed AS (
@@ -243,60 +271,74 @@ def _escalate_where(t: str = "") -> str:
 
 
 _LOCK_ESCALATE = text(
-    f"SELECT id FROM incident WHERE {_escalate_where()} "
-    "ORDER BY step_due_at LIMIT :batch FOR UPDATE SKIP LOCKED"
+    f"SELECT id, step_due_at FROM incident WHERE {_escalate_where()} "
+    "AND step_due_at >= CAST(:after AS timestamptz) "
+    "ORDER BY step_due_at LIMIT :batch FOR NO KEY UPDATE SKIP LOCKED"
 )
 # decide(auto_escalate): the owner becomes the parent of the owner's path (level by its
-# depth); registered; assignee cleared; the accept clock starts at now (no limit: no
-# deadline); data carries owner_level/owner_area_path when the owner changes and due_at when
-# the deadline or the step changes. apply: the dispatch times cleared when the state
-# changes, supervised cleared when the owner moves, escalations + 1, step_overdue reset
-# with a new deadline.
+# depth). A case waiting in a queue (reported, registered) becomes registered there without
+# an assignee; one in work (dispatched, signed, handled) keeps its state and its handler.
+# The step of the new state starts its clock at now (no limit: no deadline); data carries
+# owner_level/owner_area_path when the owner changes, assignee_path when an assignee stays,
+# and due_at when the deadline or the step changes. apply: the dispatch times cleared when a
+# case leaves work for the queue, supervised cleared when the owner moves, escalations + 1,
+# step_overdue reset with a new deadline.
 _RECORD_ESCALATE = text(
     f"""
     WITH old AS (
         SELECT i.id, i.state, i.step, i.step_due_at, i.owner_area_code,
+               i.state IN ({_IN_WORK}) AS in_work,
+               {_STEP_OF.format("i.state")} AS new_step,
                substring(i.owner_area_path FROM '^(.*)/[^/]*$') AS parent_path,
-               CAST(:now AS timestamptz) + make_interval(mins => l.minutes) AS due
+               CAST(:now AS timestamptz) + make_interval(mins => lim.minutes) AS due
         FROM incident i
-        LEFT JOIN case_time_limit l
-               ON l.category = i.category AND l.priority = i.priority AND l.step = 'accept'
+        LEFT JOIN case_time_limit lim
+               ON lim.category = i.category AND lim.priority = i.priority
+              AND lim.step = {_STEP_OF.format("i.state")}
         WHERE i.id = ANY(CAST(:ids AS bigint[])) AND {_escalate_where("i.")}
     ), target AS (
         SELECT old.*,
+               CASE WHEN in_work THEN state ELSE 'registered' END AS new_state,
                ({_LEVEL_OF_DEPTH})[array_length(string_to_array(parent_path, '/'), 1)]
                    AS parent_level,
                substring(parent_path FROM '[^/]*$') AS parent_code,
-               (due IS DISTINCT FROM step_due_at OR step IS DISTINCT FROM 'accept')
+               (due IS DISTINCT FROM step_due_at OR step IS DISTINCT FROM new_step)
                    AS new_clock
         FROM old
     ), changed AS (
         UPDATE incident i SET
-            state = 'registered', status = 'open', step = 'accept',
+            state = t.new_state, status = 'open', step = t.new_step,
             owner_level = t.parent_level, owner_area_code = t.parent_code,
             owner_area_path = t.parent_path,
-            assignee_kind = NULL, assignee_code = NULL, assignee_path = NULL,
+            assignee_kind = CASE WHEN t.in_work THEN i.assignee_kind END,
+            assignee_code = CASE WHEN t.in_work THEN i.assignee_code END,
+            assignee_path = CASE WHEN t.in_work THEN i.assignee_path END,
             step_due_at = CASE WHEN t.new_clock THEN t.due ELSE i.step_due_at END,
             step_overdue = CASE WHEN t.new_clock THEN false ELSE i.step_overdue END,
-            dispatched_at = CASE WHEN i.state = 'registered' THEN i.dispatched_at END,
-            signed_at = CASE WHEN i.state = 'registered' THEN i.signed_at END,
-            handled_at = CASE WHEN i.state = 'registered' THEN i.handled_at END,
+            dispatched_at = CASE WHEN i.state = t.new_state THEN i.dispatched_at END,
+            signed_at = CASE WHEN i.state = t.new_state THEN i.signed_at END,
+            handled_at = CASE WHEN i.state = t.new_state THEN i.handled_at END,
             closed_at = NULL,
             supervised = CASE WHEN t.parent_code IS DISTINCT FROM i.owner_area_code
                               THEN false ELSE i.supervised END,
             escalations = i.escalations + 1,
             version = i.version + 1, updated_at = now()
         FROM target t WHERE i.id = t.id
-        RETURNING i.id, i.version, t.state AS from_state, t.owner_area_code AS from_owner,
-                  i.owner_area_code, i.owner_level, i.owner_area_path, t.due, t.new_clock
+        RETURNING i.id, i.version, t.state AS from_state, i.state AS to_state,
+                  t.owner_area_code AS from_owner, i.owner_area_code, i.owner_level,
+                  i.owner_area_path, i.assignee_kind, i.assignee_code, i.assignee_path,
+                  t.due, t.new_clock
     )
     INSERT INTO case_event ({_EVENT_COLUMNS})
     SELECT id, version, CAST(:now AS timestamptz), 'auto_escalate', '{SYSTEM}', from_state,
-           'registered', from_owner, owner_area_code, NULL, NULL,
+           to_state, from_owner, owner_area_code, assignee_kind, assignee_code,
            CASE WHEN owner_area_code IS DISTINCT FROM from_owner
                 THEN jsonb_build_object('owner_level', owner_level,
                                         'owner_area_path', owner_area_path)
                 ELSE CAST('{{}}' AS jsonb) END
+           || CASE WHEN assignee_code IS NOT NULL
+                   THEN jsonb_build_object('assignee_path', assignee_path)
+                   ELSE CAST('{{}}' AS jsonb) END
            || CASE WHEN new_clock THEN jsonb_build_object('due_at', due)
                    ELSE CAST('{{}}' AS jsonb) END
     FROM changed ORDER BY id
@@ -332,12 +374,17 @@ async def _sweep_action(
     result: SweepResult,
     out: list[int],
 ) -> None:
+    after = datetime.min.replace(tzinfo=UTC)
     while True:
         async with engine.begin() as conn:
-            ids = (await conn.execute(lock, {**params, "batch": batch_size})).scalars().all()
-            if not ids:
+            locked = (
+                await conn.execute(lock, {**params, "batch": batch_size, "after": after})
+            ).all()
+            if not locked:
                 return
-            done = (await conn.execute(record, {**params, "ids": list(ids)})).scalars().all()
+            ids = [r[0] for r in locked]
+            done = (await conn.execute(record, {**params, "ids": ids})).scalars().all()
+        after = locked[-1][1]
         result.batches += 1
         out.extend(done)
         # A short batch: nothing left but rows other sweeps (or case actions) hold.

@@ -40,6 +40,7 @@ from typing import Any
 __all__ = [
     "STATES",
     "OPEN_STATES",
+    "IN_WORK",
     "STATUS_OF_STATE",
     "STEP_OF_STATE",
     "PRIORITIES",
@@ -77,6 +78,8 @@ __all__ = [
 STATES = ("reported", "registered", "dispatched", "signed", "handled", "closed", "cancelled")
 #: States with work left (a clock may run).
 OPEN_STATES = STATES[:5]
+#: Open states in which a handler holds the case (the work is under way).
+IN_WORK = ("dispatched", "signed", "handled")
 #: The coarse status Open311, layers and filters show (the table checks it).
 STATUS_OF_STATE = {
     "reported": "new",
@@ -265,6 +268,8 @@ class UnknownActionError(Exception):
 Guard = Callable[[CaseState, frozenset[str]], "str | None"]
 #: ``target(case, params) -> the state that follows``, when it depends on the input.
 Target = Callable[[CaseState, Mapping[str, Any]], str]
+#: ``rule(case) -> keep | set | clear``: what happens to the assignee, when it depends on the case.
+AssigneeRule = Callable[[CaseState], str]
 
 
 @dataclass(frozen=True)
@@ -279,7 +284,7 @@ class Action:
     requires: tuple[str, ...] = ()  #: params that must be given (non-blank)
     accepts: tuple[str, ...] = ("note", "attachments")  #: further params it takes
     owner: str = "keep"  #: keep | parent (one level up) | child (params["area"]) | actor
-    assignee: str = "keep"  #: keep | set (params["assignee"]) | clear
+    assignee: str | AssigneeRule = "keep"  #: keep | set (params["assignee"]) | clear
     clock: str = "keep"  #: keep | start (the step of the new state runs from now)
     counts: str | None = None  #: a counter the action adds one to
     flags: tuple[str, ...] = ()  #: boolean fields it sets
@@ -318,6 +323,16 @@ def _clock_running(case: CaseState, rels: frozenset[str]) -> str | None:
     if case.step_overdue:
         return "the step is already flagged overdue"
     return None
+
+
+def _up_from(case: CaseState, params: Mapping[str, Any]) -> str:
+    # Waiting in a centre's queue, it joins the queue above (registered there); in work, the
+    # handler keeps it and only the supervision (the owner) moves up.
+    return case.state if case.state in IN_WORK else "registered"
+
+
+def _kept_in_work(case: CaseState) -> str:
+    return "keep" if case.state in IN_WORK else "clear"
 
 
 def _after_callback(case: CaseState, params: Mapping[str, Any]) -> str:
@@ -484,14 +499,19 @@ ACTIONS: dict[str, Action] = {
             guard=_clock_running,
         ),
         Action(
+            # Waiting in a queue (reported, registered): registered one level up, as an
+            # owner's escalation. In work (dispatched, signed, handled): the owner becomes
+            # the centre above (it now verifies, sends back or takes over), the state and the
+            # handler stay. Either way the step's clock starts again at the new level, so
+            # each deadline escalates once (evaluation judges on-time by the first deadline).
             "auto_escalate",
-            "escalated by the clock (超时上报)",
+            "escalated by the clock (超时上报): supervision moves up",
             states=OPEN_STATES,
             actors=frozenset({SYSTEM}),
-            to="registered",
+            to=_up_from,
             accepts=(),
             owner="parent",
-            assignee="clear",
+            assignee=_kept_in_work,
             clock="start",
             counts="escalations",
             guard=_not_at_top,
@@ -700,11 +720,12 @@ def decide(
         data["owner_level"], data["owner_area_path"] = level, owner_path
 
     assignee_kind, assignee_code = case.assignee_kind, case.assignee_code
-    if declared.assignee == "set":
+    assignee_rule = declared.assignee(case) if callable(declared.assignee) else declared.assignee
+    if assignee_rule == "set":
         assignee = params["assignee"]
         assignee_kind, assignee_code = assignee["kind"], str(assignee["code"])
         data["assignee_path"] = assignee["path"]
-    elif declared.assignee == "clear":
+    elif assignee_rule == "clear":
         assignee_kind = assignee_code = None
     elif assignee_code is not None:
         data["assignee_path"] = case.assignee_path

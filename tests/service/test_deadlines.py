@@ -250,7 +250,7 @@ def test_a_missed_deadline_is_flagged_once_then_escalated_once(client, h, db_url
         )
     )
     case = _dispatched(client, h, "street_light")
-    case_id = case["id"]
+    case_id, case_dispatched_at = case["id"], case["dispatched_at"]
     t0 = datetime.fromisoformat(case["dispatched_at"])
     assert datetime.fromisoformat(case["step_due_at"]) - t0 == timedelta(minutes=30)
     grace = HOUR
@@ -290,20 +290,30 @@ def test_a_missed_deadline_is_flagged_once_then_escalated_once(client, h, db_url
     assert swept.escalated.count(case_id) == 1
     assert _sweep(db_url, now=at, escalate_after=grace).escalated == []
     assert _events(db_url, case_id)[-2:] == ["overdue", "auto_escalate"]
+    # Supervision moved up: the district owns it; the grid team still has it to sign for, on
+    # a new clock.
     case = _ok(client.get(f"/cases/{case_id}", headers=h["district"]))
     assert (case["state"], case["owner_level"], case["owner_area_code"]) == (
-        "registered",
+        "dispatched",
         "district",
         DISTRICT,
     )
-    assert case["assignee_code"] is None and case["escalations"] == 1
+    assert (case["assignee_kind"], case["assignee_code"]) == ("grid", NW_GRID)
+    assert case["escalations"] == 1 and case["dispatched_at"] == case_dispatched_at
     assert not case["step_overdue"] and not case["supervised"]
-    accept = _limits(db_url)[("street_light", "normal", "accept")]
-    assert case["step"] == "accept"
-    assert datetime.fromisoformat(case["step_due_at"]) == at + timedelta(minutes=accept)
-    assert "dispatch" in case["allowed_actions"]
-    # The grid team no longer has it.
-    assert _ok(client.get(f"/cases/{case_id}", headers=h["grid"]))["allowed_actions"] == []
+    assert case["step"] == "sign"
+    assert datetime.fromisoformat(case["step_due_at"]) == at + timedelta(minutes=30)
+    assert {"escalate", "comment"} <= set(case["allowed_actions"])
+    assert "take_over" not in case["allowed_actions"]
+    assert "sign" in _ok(client.get(f"/cases/{case_id}", headers=h["grid"]))["allowed_actions"]
+    community = _ok(client.get(f"/cases/{case_id}", headers=h["community"]))
+    assert "escalate" not in community["allowed_actions"]
+    _act(client, h, "grid", case_id, "sign")
+    _act(client, h, "grid", case_id, "feedback", {"note": "fixed"})
+    # The district, not the community, verifies it now.
+    refused = client.post(f"/cases/{case_id}/actions/verify", headers=h["community"])
+    assert refused.status_code == 403, refused.text
+    assert _act(client, h, "district", case_id, "verify")["state"] == "closed"
 
 
 def test_a_sweep_without_escalation_and_at_the_top(client, h, db_url):
@@ -494,8 +504,14 @@ def test_concurrent_sweeps_fire_each_deadline_once(db_url):
 
 
 def test_two_live_servers_sweeping_fire_each_deadline_once(client, h, db_url):
-    soon = datetime.now(UTC) + timedelta(seconds=3)
-    ids = [_dispatched(client, h, "gas", due_at=soon.isoformat())["id"] for _ in range(12)]
+    ids = []
+    for _ in range(12):
+        case_id = _report(client, h, "gas")
+        _act(client, h, "community", case_id, "accept")
+        # Taken just before its dispatch: a deadline must lie in the future.
+        soon = datetime.now(UTC) + timedelta(seconds=3)
+        body = {"assignee": {"kind": "grid", "code": NW_GRID}, "due_at": soon.isoformat()}
+        ids.append(_act(client, h, "community", case_id, "dispatch", body)["id"])
     sweeping = DispatchSettings(sweep_seconds=0.2, escalate_after_minutes=0)
     with LiveServer(db_url, dispatch=sweeping), LiveServer(db_url, dispatch=sweeping):
         deadline = time.monotonic() + 30

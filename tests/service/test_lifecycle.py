@@ -79,12 +79,12 @@ def _report(at: datetime = NOW) -> Event:
     )
 
 
-def _run(steps, case: CaseState | None = None) -> tuple[CaseState, list[Event]]:
+def _run(steps, case: CaseState | None = None, limits=LIMITS) -> tuple[CaseState, list[Event]]:
     """Decide and apply ``(actor, action, params)`` steps, a minute apart."""
     events = [] if case is not None else [_report()]
     case = case or apply(CaseState(), events[0])
     for i, (actor, action, params) in enumerate(steps, start=1):
-        event = decide(case, action, actor, params, now=NOW + timedelta(minutes=i), limits=LIMITS)
+        event = decide(case, action, actor, params, now=NOW + timedelta(minutes=i), limits=limits)
         case = apply(case, event)
         events.append(event)
     return case, events
@@ -131,10 +131,15 @@ def _case(state: str) -> CaseState:
 def test_the_declaration_table_is_consistent():
     for action in ACTIONS.values():
         assert set(action.states) <= set(STATES), action.name
+        for state in action.states:
+            case = CaseState(state=state)
+            to = action.to(case, {"satisfaction": 3}) if callable(action.to) else action.to
+            assert to is None or to in STATES, action.name
+            assignee = action.assignee(case) if callable(action.assignee) else action.assignee
+            assert assignee in ("keep", "set", "clear"), action.name
         if isinstance(action.to, str):
             assert action.to in STATES, action.name
         assert action.owner in ("keep", "parent", "child", "actor")
-        assert action.assignee in ("keep", "set", "clear")
         assert action.clock in ("keep", "start")
     assert set(INITIAL_ACTIONS) == {"report", "import"}
     assert not {"overdue", "auto_escalate", *INITIAL_ACTIONS} & set(API_ACTIONS)
@@ -351,14 +356,59 @@ def test_the_system_flags_overdue_once_and_escalates():
         decide(flagged, "overdue", SYSTEM, {}, now=NOW, limits=LIMITS)
     assert "overdue" not in allowed_actions(flagged, SYSTEM)
     escalated, _ = _run([(SYSTEM, "auto_escalate", {})], flagged)
-    assert (escalated.owner_level, escalated.state, escalated.assignee_code) == (
+    # In work: supervision moves up; the grid team keeps the case, on a new sign-for clock.
+    assert (escalated.owner_level, escalated.owner_area_path, escalated.state) == (
         "district",
-        "registered",
-        None,
+        DISTRICT,
+        "dispatched",
     )
-    assert not escalated.step_overdue and not escalated.supervised
+    assert (escalated.assignee_code, escalated.assignee_path) == ("520102001001", GRID)
+    assert escalated.dispatched_at == case.dispatched_at and escalated.escalations == 1
+    assert escalated.step == "sign" and not escalated.step_overdue and not escalated.supervised
+    assert escalated.step_due_at == NOW + timedelta(minutes=1 + LIMITS[("gas", "normal", "sign")])
     with pytest.raises(NotPermittedError):
         decide(case, "overdue", ADMIN, {}, now=NOW, limits=LIMITS)
+
+
+@pytest.mark.parametrize("state", ["dispatched", "signed", "handled"])
+def test_a_late_case_in_work_keeps_its_handler_and_moves_supervision_up(state):
+    limits = {**LIMITS, ("gas", "normal", "verify"): 60}
+    case = _case(state)
+    if state == "handled":  # LIMITS has no verify limit: the verify clock starts now
+        case = replace(case, step_due_at=NOW + timedelta(minutes=60))
+    flagged, _ = _run([(SYSTEM, "overdue", {})], case, limits)
+    escalated, (event,) = _run([(SYSTEM, "auto_escalate", {})], flagged, limits)
+    assert (escalated.state, escalated.owner_level, event.to_state) == (state, "district", state)
+    assert (escalated.assignee_kind, escalated.assignee_code) == ("grid", "520102001001")
+    assert escalated.escalations == 1 and escalated.handled_at == flagged.handled_at
+    # The district now acts as the owner (verifies a handled case, sends it back, takes it
+    # over); the community is no longer the owner; the grid officer still handles it.
+    district = allowed_actions(escalated, DISTRICT_CENTRE)
+    community = allowed_actions(escalated, COMMUNITY_CENTRE)
+    if state == "handled":
+        assert {"verify", "send_back"} <= set(district) and "verify" not in community
+    assert "escalate" in district or state == "handled"
+    assert "take_over" not in district and "take_over" in allowed_actions(escalated, CITY_CENTRE)
+    officer = allowed_actions(escalated, OFFICER)
+    assert {"dispatched": "sign", "signed": "feedback", "handled": "comment"}[state] in officer
+    # Late again at the district: flagged again, then the city supervises; there it stays.
+    again, _ = _run([(SYSTEM, "overdue", {}), (SYSTEM, "auto_escalate", {})], escalated, limits)
+    assert (again.owner_level, again.state, again.escalations) == ("city", state, 2)
+    at_city, _ = _run([(SYSTEM, "overdue", {})], again, limits)
+    with pytest.raises(TransitionRefused, match="no level above"):
+        decide(at_city, "auto_escalate", SYSTEM, {}, now=NOW, limits=limits)
+
+
+@pytest.mark.parametrize("state", ["reported", "registered"])
+def test_a_late_case_in_a_queue_goes_up_the_queues(state):
+    flagged, _ = _run([(SYSTEM, "overdue", {})], _case(state))
+    escalated, _ = _run([(SYSTEM, "auto_escalate", {})], flagged)
+    assert (escalated.state, escalated.owner_level, escalated.assignee_code) == (
+        "registered",
+        "district",
+        None,
+    )
+    assert escalated.step == "accept" and not escalated.step_overdue
 
 
 def test_reject_as_duplicate_links_the_original():
