@@ -93,17 +93,13 @@ def ensure(
     from service.repositories.partitions import ensure_partitions
 
     start = _month(since, "--since") if since is not None else None
-    made = _run(
-        lambda conn: ensure_partitions(conn, months_ahead=ahead, since=start), lock_timeout
-    )
+    made = _run(lambda conn: ensure_partitions(conn, months_ahead=ahead, since=start), lock_timeout)
     typer.echo(dumps({"created": made}))
 
 
 @app.command("archive")
 def archive(
-    before: Annotated[
-        str, typer.Option(help="archive every month before this one (YYYY-MM)")
-    ],
+    before: Annotated[str, typer.Option(help="archive every month before this one (YYYY-MM)")],
     lock_timeout: LockTimeout = 10.0,
 ) -> None:
     """Detach every month before BEFORE into schema archive, with its cases' events and

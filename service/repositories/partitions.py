@@ -61,7 +61,9 @@ def ensure_partitions(conn: Connection, *, months_ahead: int, since: date | None
 def archive_months(conn: Connection, *, before: date) -> list[str]:
     """Move every month before ``before`` (a first of a month) into schema ``archive`` with
     its cases' events and photos; return the months (``YYYY-MM``) archived."""
-    return list(conn.execute(text("SELECT incident_archive(:before)"), {"before": before}).scalars())
+    return list(
+        conn.execute(text("SELECT incident_archive(:before)"), {"before": before}).scalars()
+    )
 
 
 def reattach_month(conn: Connection, *, month: date) -> str:

@@ -203,30 +203,42 @@ def upgrade() -> None:
     conn = op.get_bind()
     # What incident has now, by name, to recreate on the partitioned table: every index but
     # the primary key, every trigger but the foreign keys' internal ones.
-    indexes = conn.execute(
-        text(
-            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i "
-            "WHERE i.indrelid = 'public.incident'::regclass AND NOT i.indisprimary "
-            "ORDER BY i.indexrelid"
+    indexes = (
+        conn.execute(
+            text(
+                "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i "
+                "WHERE i.indrelid = 'public.incident'::regclass AND NOT i.indisprimary "
+                "ORDER BY i.indexrelid"
+            )
         )
-    ).scalars().all()
-    triggers = conn.execute(
-        text(
-            "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t "
-            "WHERE t.tgrelid = 'public.incident'::regclass AND NOT t.tgisinternal "
-            "ORDER BY t.tgname"
+        .scalars()
+        .all()
+    )
+    triggers = (
+        conn.execute(
+            text(
+                "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t "
+                "WHERE t.tgrelid = 'public.incident'::regclass AND NOT t.tgisinternal "
+                "ORDER BY t.tgname"
+            )
         )
-    ).scalars().all()
-    months = conn.execute(
-        text(
-            f"SELECT DISTINCT date_trunc('month', reported_at AT TIME ZONE '{ZONE}')::date "
-            "FROM incident "
-            f"UNION SELECT generate_series(date_trunc('month', now() AT TIME ZONE '{ZONE}'), "
-            f"date_trunc('month', now() AT TIME ZONE '{ZONE}') "
-            f"+ interval '{MONTHS_AHEAD} months', interval '1 month')::date "
-            "ORDER BY 1"
+        .scalars()
+        .all()
+    )
+    months = (
+        conn.execute(
+            text(
+                f"SELECT DISTINCT date_trunc('month', reported_at AT TIME ZONE '{ZONE}')::date "
+                "FROM incident "
+                f"UNION SELECT generate_series(date_trunc('month', now() AT TIME ZONE '{ZONE}'), "
+                f"date_trunc('month', now() AT TIME ZONE '{ZONE}') "
+                f"+ interval '{MONTHS_AHEAD} months', interval '1 month')::date "
+                "ORDER BY 1"
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     op.execute(
         """
         CREATE TABLE incident_partitioned (LIKE incident INCLUDING DEFAULTS INCLUDING IDENTITY
@@ -291,20 +303,28 @@ def downgrade() -> None:
     ).scalar()
     if archived:
         raise RuntimeError("reattach the archived months (wangge incidents reattach) first")
-    indexes = conn.execute(
-        text(
-            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i "
-            "WHERE i.indrelid = 'public.incident'::regclass AND NOT i.indisprimary "
-            "ORDER BY i.indexrelid"
+    indexes = (
+        conn.execute(
+            text(
+                "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i "
+                "WHERE i.indrelid = 'public.incident'::regclass AND NOT i.indisprimary "
+                "ORDER BY i.indexrelid"
+            )
         )
-    ).scalars().all()
-    triggers = conn.execute(
-        text(
-            "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t "
-            "WHERE t.tgrelid = 'public.incident'::regclass AND NOT t.tgisinternal "
-            "AND t.tgparentid = 0 ORDER BY t.tgname"
+        .scalars()
+        .all()
+    )
+    triggers = (
+        conn.execute(
+            text(
+                "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t "
+                "WHERE t.tgrelid = 'public.incident'::regclass AND NOT t.tgisinternal "
+                "AND t.tgparentid = 0 ORDER BY t.tgname"
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     op.execute(
         """
         DROP FUNCTION incident_reattach, incident_archive, incident_derived_rebuild,

@@ -1,0 +1,356 @@
+"""Incidents partitioned by month (migration 0013): the API's time-bounded reads touch only
+the months they ask for, cases are found by id in any month, imports land in their months,
+and old months leave for the archive and come back whole (``wangge incidents ...``)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from typer.testing import CliRunner
+
+from service.db import make_engine
+from tests.conftest import _client, _create_database, _drop_database, auth, make_tokens
+
+CST = timezone(timedelta(hours=8))
+IN_NW = (106.005, 26.015)
+#: One case in each of three months (Guiyang time), one at a Jan/Feb boundary instant on the
+#: February side, and one far off (no partition of its own: the default one holds it).
+REPORTED = {
+    "jan": datetime(2025, 1, 15, 9, 0, tzinfo=CST),
+    "feb": datetime(2025, 2, 10, 9, 0, tzinfo=CST),
+    "feb_first": datetime(2025, 2, 1, 0, 0, tzinfo=CST),
+    "mar": datetime(2025, 3, 20, 9, 0, tzinfo=CST),
+    "far": datetime(2090, 7, 1, 12, 0, tzinfo=CST),
+}
+FEB = {"since": "2025-02-01T00:00:00+08:00", "until": "2025-03-01T00:00:00+08:00"}
+
+
+@pytest.fixture(scope="module")
+def db_url():
+    from fixtures.tiny import tiny_records
+    from service.db import migrate
+    from service.repositories import boundaries
+
+    url = _create_database("wangge_test_partitions")
+    migrate(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        gen = boundaries.create_generation(conn, description="tiny")
+        boundaries.write_areas(conn, generation_id=gen, records=tiny_records(), source="tiny")
+        boundaries.activate_generation(conn, generation_id=gen)
+        conn.execute(text("SELECT incident_ensure_partitions(0, DATE '2025-01-01')"))
+    engine.dispose()
+    yield url
+    _drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def client(db_url):
+    with _client(db_url) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def h(db_url):
+    tokens = make_tokens(db_url, {"city": ("city_dispatcher", "990100"), "admin": ("admin", None)})
+    return {k: auth(v) for k, v in tokens.items()}
+
+
+@pytest.fixture(scope="module")
+def cases(client, h):
+    ids = {}
+    for name, at in REPORTED.items():
+        body = {"category": "water", "source": "patrol", "lon": IN_NW[0], "lat": IN_NW[1]}
+        r = client.post(
+            "/incidents", json={**body, "reported_at": at.isoformat()}, headers=h["city"]
+        )
+        assert r.status_code == 201, r.text
+        ids[name] = r.json()["id"]
+    return ids
+
+
+def _partition_of(db_url, ids: list[int]) -> dict[int, str]:
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT id, tableoid::regclass::text FROM incident WHERE id = ANY(:ids)"),
+            {"ids": ids},
+        ).all()
+    engine.dispose()
+    return dict(rows)
+
+
+def test_each_case_is_stored_in_the_partition_of_its_month(db_url, cases):
+    assert _partition_of(db_url, list(cases.values())) == {
+        cases["jan"]: "incident_2025_01",
+        cases["feb"]: "incident_2025_02",
+        cases["feb_first"]: "incident_2025_02",  # 00:00 in Guiyang is still January in UTC
+        cases["mar"]: "incident_2025_03",
+        cases["far"]: "incident_default",
+    }
+
+
+def test_cases_are_found_by_id_in_every_partition(client, h, cases):
+    for name, case_id in cases.items():
+        for path in (f"/incidents/{case_id}", f"/cases/{case_id}"):
+            r = client.get(path, headers=h["city"])
+            assert r.status_code == 200, (path, r.text)
+            assert datetime.fromisoformat(r.json()["reported_at"]) == REPORTED[name]
+        events = client.get(f"/cases/{case_id}/events", headers=h["city"])
+        assert [e["action"] for e in events.json()] == ["report"]
+
+
+# -- pruning: the statements the API runs for time-bounded reads, explained -------------------
+
+
+class Recorder:
+    """Record the statements SQLAlchemy sends to the database, with their driver (asyncpg's
+    $n placeholders, psycopg's %(name)s) and parameters."""
+
+    def __init__(self):
+        self.statements: list[tuple[str, str, object]] = []
+
+    def __call__(self, conn, cursor, statement, parameters, context, executemany):
+        if "incident" in statement:
+            self.statements.append((conn.dialect.driver, statement, parameters))
+
+    def __enter__(self):
+        event.listen(Engine, "before_cursor_execute", self)
+        return self
+
+    def __exit__(self, *exc):
+        event.remove(Engine, "before_cursor_execute", self)
+
+
+def _relations(plan: dict) -> set[str]:
+    found = {plan["Relation Name"]} if "Relation Name" in plan else set()
+    for sub in plan.get("Plans", ()):
+        found |= _relations(sub)
+    return found
+
+
+def _explain(
+    db_url: str, statements: list[tuple[str, str, object]], generic: bool
+) -> list[set[str]]:
+    """Return the incident partitions each statement's plan reads (custom or generic plan),
+    explained through the driver that ran it, with the same parameters."""
+    import asyncpg
+    import psycopg
+
+    mode = "force_generic_plan" if generic else "force_custom_plan"
+    dsn = db_url.replace("postgresql+psycopg://", "postgresql://")
+
+    async def with_asyncpg(sql, params):
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f"SET plan_cache_mode = {mode}")
+            return await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *(params or ()))
+        finally:
+            await conn.close()
+
+    out = []
+    for driver, sql, params in statements:
+        if driver == "asyncpg":
+            raw = asyncio.run(with_asyncpg(sql, params))
+        else:
+            with psycopg.connect(dsn) as conn:
+                conn.execute(f"SET plan_cache_mode = {mode}")
+                raw = conn.execute(f"EXPLAIN (FORMAT JSON) {sql}", params).fetchone()[0]
+        plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
+        out.append({r for r in _relations(plan) if r.startswith("incident_")})
+    return out
+
+
+TIME_BOUNDED = {
+    "incidents list": ("/incidents", FEB),
+    "cases list": ("/cases", FEB),
+    "evaluation": ("/evaluation", {"from": FEB["since"], "to": FEB["until"]}),
+    "open311 requests": (
+        "/open311/v2/requests.json",
+        {"start_date": FEB["since"], "end_date": "2025-02-28T23:59:59+08:00"},
+    ),
+}
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
+@pytest.mark.parametrize("name", list(TIME_BOUNDED))
+def test_time_bounded_reads_of_the_api_read_only_their_month(
+    client, h, db_url, cases, name, generic
+):
+    path, params = TIME_BOUNDED[name]
+    with Recorder() as recorded:
+        r = client.get(path, params=params, headers=h["city"])
+    assert r.status_code == 200, r.text
+    if name in ("incidents list", "cases list"):  # what they answer: February's cases
+        got = {item["id"] for item in r.json()["items"]}
+        assert got == {cases["feb"], cases["feb_first"]}
+    bounded = [s for s in recorded.statements if "reported_at >" in s[1]]
+    assert bounded, f"{name}: no statement bounded by reported_at was run"
+    for (_, sql, _), partitions in zip(bounded, _explain(db_url, bounded, generic), strict=True):
+        assert partitions == {"incident_2025_02"}, (sql, partitions)
+
+
+def test_a_query_without_a_time_bound_reads_every_month(db_url, cases):
+    by_id = ("asyncpg", "SELECT * FROM incident WHERE id = $1", (cases["feb"],))
+    plan = _explain(db_url, [by_id], False)
+    assert {"incident_2025_01", "incident_2025_03", "incident_default"} <= plan[0]
+
+
+# -- imports ---------------------------------------------------------------------------------
+
+
+def test_a_bulk_import_lands_each_row_in_its_month(client, h, db_url):
+    rows = [
+        {
+            "category": "road",
+            "source": "patrol",
+            "lon": IN_NW[0],
+            "lat": IN_NW[1],
+            "reported_at": at,
+        }
+        for at in (
+            "2025-01-31T23:30:00+08:00",
+            "2025-03-01T00:00:00+08:00",
+            "1999-05-04T18:00:00+08:00",
+        )
+    ]
+    data = pd.DataFrame(rows).to_csv(index=False).encode()
+    r = client.post(
+        "/incidents/import", files={"file": ("cases.csv", io.BytesIO(data))}, headers=h["admin"]
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 3
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        got = conn.execute(
+            text(
+                "SELECT tableoid::regclass::text, (SELECT count(*) FROM case_event e "
+                "WHERE e.incident_id = i.id) FROM incident i WHERE category = 'road' "
+                "ORDER BY reported_at"
+            )
+        ).all()
+    engine.dispose()
+    # Every row has its first event (the statement trigger on the partitioned table).
+    assert [tuple(g) for g in got] == [
+        ("incident_default", 1),
+        ("incident_2025_01", 1),
+        ("incident_2025_03", 1),
+    ]
+
+
+# -- the archive -----------------------------------------------------------------------------
+
+
+def _cli(db_url, monkeypatch, *args):
+    from service.cli import app
+
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    return CliRunner().invoke(app, ["incidents", *args])
+
+
+def test_old_months_leave_for_the_archive_whole_and_come_back(
+    client, h, db_url, cases, monkeypatch
+):
+    jan = cases["jan"]
+    photo = b"\xff\xd8\xff" + b"jpeg" * 10
+    sha = hashlib.sha256(photo).hexdigest()
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        # The writer names the case only; its month is filled in (the foreign key needs it).
+        conn.execute(
+            text(
+                "INSERT INTO case_attachment (incident_id, sha256, media_type, bytes, data) "
+                "VALUES (:i, :s, 'image/jpeg', :n, :d)"
+            ),
+            {"i": jan, "s": sha, "n": len(photo), "d": photo},
+        )
+    events_before = client.get(f"/cases/{jan}/events", headers=h["city"]).json()
+    listed = client.get("/incidents", params={"limit": 100}, headers=h["city"]).json()["items"]
+    assert jan in {i["id"] for i in listed}
+
+    done = _cli(db_url, monkeypatch, "archive", "--before", "2025-02")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output) == {"archived": ["2025-01"]}
+
+    # The API answers for the months left.
+    assert client.get(f"/incidents/{jan}", headers=h["city"]).status_code == 404
+    assert client.get(f"/cases/{jan}", headers=h["city"]).status_code == 404
+    listed = client.get("/incidents", params={"limit": 100}, headers=h["city"]).json()["items"]
+    assert jan not in {i["id"] for i in listed}
+    assert client.get(f"/incidents/{cases['feb']}", headers=h["city"]).status_code == 200
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM case_event WHERE incident_id = :i"), {"i": jan}
+            ).scalar()
+            == 0
+        )
+        assert conn.execute(
+            text("SELECT count(*) FROM archive.case_event_2025_01 WHERE incident_id = :i"),
+            {"i": jan},
+        ).scalar() == len(events_before)
+        assert (
+            conn.execute(
+                text("SELECT data FROM archive.case_attachment_2025_01 WHERE incident_id = :i"),
+                {"i": jan},
+            ).scalar()
+            == photo
+        )
+        assert conn.execute(text("SELECT count(*) FROM archive.incident_2025_01")).scalar() >= 1
+    listing = [
+        json.loads(line)
+        for line in _cli(db_url, monkeypatch, "partitions").output.split("\n")
+        if line
+    ]
+    archived = [p for p in listing if p["archived"]]
+    assert [(p["month"], p["rows"]) for p in archived] == [("2025-01", 2)]  # the case + 1 import
+
+    # A case filed for January meanwhile waits in the default partition, then joins its month.
+    body = {
+        "category": "gas",
+        "source": "patrol",
+        "lon": IN_NW[0],
+        "lat": IN_NW[1],
+        "reported_at": "2025-01-20T08:00:00+08:00",
+    }
+    late = client.post("/incidents", json=body, headers=h["city"])
+    assert late.status_code == 201, late.text
+    assert _partition_of(db_url, [late.json()["id"]]) == {late.json()["id"]: "incident_default"}
+
+    back = _cli(db_url, monkeypatch, "reattach", "2025-01")
+    assert back.exit_code == 0, back.output
+    assert _partition_of(db_url, [jan, late.json()["id"]]) == {
+        jan: "incident_2025_01",
+        late.json()["id"]: "incident_2025_01",
+    }
+    assert client.get(f"/cases/{jan}", headers=h["city"]).status_code == 200
+    assert client.get(f"/cases/{jan}/events", headers=h["city"]).json() == events_before
+    photo_url = f"/cases/{jan}/attachments/{sha}"
+    got = client.get(photo_url, headers=h["city"])
+    assert got.status_code == 200 and got.content == photo, got.text
+    with engine.connect() as conn:
+        left = conn.execute(
+            text("SELECT count(*) FROM pg_tables WHERE schemaname = 'archive'")
+        ).scalar()
+    engine.dispose()
+    assert left == 0
+
+
+def test_archive_commands_refuse_what_they_cannot_do(db_url, monkeypatch, cases):
+    bad = _cli(db_url, monkeypatch, "archive", "--before", "2025-13")
+    assert bad.exit_code == 1 and "--before: '2025-13' is not a month" in bad.output
+    missing = _cli(db_url, monkeypatch, "reattach", "2024-07")
+    assert missing.exit_code == 1 and "month 2024-07 is not archived" in missing.output
+    # ensure: partitions ahead, and nothing twice.
+    first = _cli(db_url, monkeypatch, "ensure", "--ahead", "2")
+    assert first.exit_code == 0, first.output
+    again = _cli(db_url, monkeypatch, "ensure", "--ahead", "2")
+    assert json.loads(again.output) == {"created": []}
