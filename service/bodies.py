@@ -21,6 +21,8 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
+from service.querymodels import request_validation_error
+
 __all__ = ["INLINE_BYTES", "read_json_body", "json_body_doc"]
 
 #: Bodies up to this size are decoded on the loop: a thread hop costs more than they do.
@@ -46,12 +48,7 @@ def _decode(raw: bytes, adapter: TypeAdapter | None) -> Any:
             [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error"}]
         ) from None
     except ValidationError as exc:
-        errors = []
-        for err in exc.errors(include_url=False):
-            err = dict(err)
-            err["loc"] = ("body", *err.get("loc", ()))
-            errors.append(err)
-        raise RequestValidationError(errors) from None
+        raise request_validation_error(exc, "body") from None
 
 
 async def read_json_body(request: Request, adapter: TypeAdapter | None = None) -> Any:

@@ -13,7 +13,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["parse_query", "query_parameters_doc"]
+__all__ = ["parse_query", "query_parameters_doc", "request_validation_error"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -25,12 +25,18 @@ def parse_query(model: type[M], request: Request) -> M:
     try:
         return model.model_validate(params)
     except ValidationError as exc:
-        errors = []
-        for err in exc.errors(include_url=False):
-            err = dict(err)
-            err["loc"] = ("query", *err.get("loc", ()))
-            errors.append(err)
-        raise RequestValidationError(errors) from None
+        raise request_validation_error(exc, "query") from None
+
+
+def request_validation_error(exc: ValidationError, where: str) -> RequestValidationError:
+    """Return ``exc`` as FastAPI's RequestValidationError, its locations under ``where``
+    (``"query"``, ``"body"``): answered as 422 problem+json naming the field."""
+    errors = []
+    for err in exc.errors(include_url=False):
+        err = dict(err)
+        err["loc"] = (where, *err.get("loc", ()))
+        errors.append(err)
+    return RequestValidationError(errors)
 
 
 def query_parameters_doc(model: type[BaseModel]) -> dict[str, Any]:

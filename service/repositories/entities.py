@@ -269,7 +269,17 @@ def _check_rules(spec: EntitySpec, row: Mapping[str, Any]) -> None:
             raise UnprocessableError(reason, field=field)
 
 
-def _check_scope_after_write(spec: EntitySpec, principal: Principal, row: Any) -> None:
+async def _read_back_in_scope(
+    conn: AsyncConnection, spec: EntitySpec, principal: Principal, entity_id: int
+) -> Any:
+    """Return the row as written (its cells assigned by the database); refuse (403) one the
+    write moved outside the principal's area."""
+    row = (
+        await conn.execute(
+            text(f"SELECT {select_columns(spec)} FROM {spec.table} t WHERE t.id = :id"),
+            {"id": entity_id},
+        )
+    ).first()
     m = row._mapping
     paths = spec.area_path_columns
     if spec.point:
@@ -284,6 +294,7 @@ def _check_scope_after_write(spec: EntitySpec, principal: Principal, row: Any) -
             "nothing was written",
             field="lon,lat" if spec.point else next(iter(paths)),
         )
+    return row
 
 
 def _values(spec: EntitySpec, data: BaseModel, *, exclude_unset: bool) -> dict[str, Any]:
@@ -337,13 +348,7 @@ async def create_entity(
             params,
         )
     ).scalar_one()
-    row = (
-        await conn.execute(
-            text(f"SELECT {select_columns(spec)} FROM {spec.table} t WHERE t.id = :id"),
-            {"id": new_id},
-        )
-    ).first()
-    _check_scope_after_write(spec, principal, row)
+    row = await _read_back_in_scope(conn, spec, principal, new_id)
     return row_to_read(spec, row)
 
 
@@ -385,13 +390,7 @@ async def update_entity(
         return row_to_read(spec, current)
     sets.append("updated_at = now()")
     await conn.execute(text(f"UPDATE {spec.table} SET {', '.join(sets)} WHERE id = :id"), params)
-    row = (
-        await conn.execute(
-            text(f"SELECT {select_columns(spec)} FROM {spec.table} t WHERE t.id = :id"),
-            {"id": entity_id},
-        )
-    ).first()
-    _check_scope_after_write(spec, principal, row)
+    row = await _read_back_in_scope(conn, spec, principal, entity_id)
     await _log_reads(conn, spec, principal, [entity_id], "update")
     return row_to_read(spec, row)
 

@@ -362,18 +362,23 @@ _QUERY_PARAMETERS = {
 }
 
 
-def _request_filters(q) -> dict[str, Any]:
-    """Return the ``find_open311_requests`` filters of a GET requests query string."""
-    unknown = sorted(set(q) - _QUERY_PARAMETERS)
+def _request_ids(q, known: set[str]) -> list[int] | None:
+    """Return the ids of ``service_request_id`` (comma-separated; None: not given), once the
+    query string names only ``known`` parameters."""
+    unknown = sorted(set(q) - known)
     if unknown:
         raise Open311Error(400, f"{unknown[0]}: unknown parameter")
-    ids = None
-    if q.get("service_request_id"):
-        ids = [parse_row_id(x.strip()) for x in q["service_request_id"].split(",") if x.strip()]
-        if None in ids:
-            raise Open311Error(
-                400, f"service_request_id: comma-separated numbers, each ≤ {BIGINT_MAX}"
-            )
+    if not q.get("service_request_id"):
+        return None
+    ids = [parse_row_id(x.strip()) for x in q["service_request_id"].split(",") if x.strip()]
+    if None in ids:
+        raise Open311Error(400, f"service_request_id: comma-separated numbers, each ≤ {BIGINT_MAX}")
+    return ids
+
+
+def _request_filters(q) -> dict[str, Any]:
+    """Return the ``find_open311_requests`` filters of a GET requests query string."""
+    ids = _request_ids(q, _QUERY_PARAMETERS)
     # Every parameter is checked, even those that ids make moot: a wrong one is an error.
     end = _parse_time(q.get("end_date"), "end_date") or datetime.now(UTC)
     start = _parse_time(q.get("start_date"), "start_date") or end - timedelta(days=90)
@@ -460,16 +465,7 @@ async def get_updates(request: Request, fmt: str, conn: ConnDep) -> Response:
         fmt = _fmt(fmt)
         principal = await _principal(request, public=True)
         q = request.query_params
-        unknown = sorted(set(q) - _UPDATE_PARAMETERS)
-        if unknown:
-            raise Open311Error(400, f"{unknown[0]}: unknown parameter")
-        ids = None
-        if q.get("service_request_id"):
-            ids = [parse_row_id(x.strip()) for x in q["service_request_id"].split(",") if x.strip()]
-            if None in ids:
-                raise Open311Error(
-                    400, f"service_request_id: comma-separated numbers, each ≤ {BIGINT_MAX}"
-                )
+        ids = _request_ids(q, _UPDATE_PARAMETERS)
         end = _parse_time(q.get("end_date"), "end_date")
         start = _parse_time(q.get("start_date"), "start_date")
         if ids is None and start is None:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.auth import ROLES, SOURCES
 from service.inputs import NulFreeModel
 from service.schemas.jsonbody import JsonTypes
 
@@ -96,17 +97,9 @@ class TokenCreate(NulFreeModel, JsonTypes):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    role: Literal[
-        "admin",
-        "planner",
-        "city_dispatcher",
-        "district_dispatcher",
-        "community_dispatcher",
-        "grid_officer",
-        "intake",
-    ]
+    role: Literal[ROLES]  # type: ignore[valid-type]
     area_code: str | None = Field(None, pattern=r"^[0-9]{6,18}$")
-    source: Literal["hotline_12319", "patrol", "resident", "camera", "referral"] | None = Field(
+    source: Literal[SOURCES] | None = Field(  # type: ignore[valid-type]
         None, description="intake tokens: where their incidents come from"
     )
 
