@@ -587,11 +587,12 @@ def copy_rows(
                 progress(stop)
 
 
-def remap_table(conn: Connection, table: str, generation: int) -> int:
-    """Re-map every row of a point table to ``generation``'s cells; return how many rows."""
+def remap_table(conn: Connection, table: str, generation: int, where: str = "true") -> int:
+    """Re-map the rows of a point table (those matching ``where``, an SQL condition) to
+    ``generation``'s cells; return how many rows."""
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:
-        cur.execute(f"SELECT id, ST_X(geom), ST_Y(geom) FROM {table}")
+        cur.execute(f"SELECT id, ST_X(geom), ST_Y(geom) FROM {table} WHERE {where}")
         rows = cur.fetchall()
     if not rows:
         return 0

@@ -283,7 +283,9 @@ class Action:
     to: str | Target | None = None  #: the state that follows (None: unchanged)
     requires: tuple[str, ...] = ()  #: params that must be given (non-blank)
     accepts: tuple[str, ...] = ("note", "attachments")  #: further params it takes
-    owner: str = "keep"  #: keep | parent (one level up) | child (params["area"]) | actor
+    #: keep | parent (one level up) | child (params["area"], a centre below) | actor |
+    #: area (params["area"]: wherever the case now lies; the system, after a redraw)
+    owner: str = "keep"
     assignee: str | AssigneeRule = "keep"  #: keep | set (params["assignee"]) | clear
     clock: str = "keep"  #: keep | start (the step of the new state runs from now)
     counts: str | None = None  #: a counter the action adds one to
@@ -499,6 +501,20 @@ ACTIONS: dict[str, Action] = {
             guard=_clock_running,
         ),
         Action(
+            # A new generation of boundaries is activated: the case (open; closed ones keep
+            # the cells they were handled in) now lies in other areas. Its owner becomes the
+            # centre of the same level on its new chain (the lowest it has, when shorter), a
+            # grid team as handler becomes the grid it lies in now, a unit keeps its post
+            # (its path follows). Written for the cases that change, with the activation.
+            "redraw",
+            "boundaries redrawn: the owner and grid team follow the case's place (区划调整)",
+            states=OPEN_STATES,
+            actors=frozenset({SYSTEM}),
+            accepts=("area", "assignee"),
+            owner="area",
+            assignee="set",
+        ),
+        Action(
             # Waiting in a queue (reported, registered): registered one level up, as an
             # owner's escalation. In work (dispatched, signed, handled): the owner becomes
             # the centre above (it now verifies, sends back or takes over), the state and the
@@ -631,14 +647,18 @@ def _check_params(action: Action, case: CaseState, params: Mapping[str, Any], no
             raise ActionInputError("assignee", "a grid code or a unit id")
         if assignee["kind"] == "grid" and _path_level(assignee.get("path") or "") != "grid":
             raise ActionInputError("assignee", f"{assignee['code']} is not a grid")
-        if not _inside(assignee.get("path"), case.owner_area_path):
+        # People choose a handler inside the owner's area; the system (a redraw) re-derives it.
+        if SYSTEM not in action.actors and not _inside(assignee.get("path"), case.owner_area_path):
             raise ActionInputError(
                 "assignee",
                 f"{assignee['kind']} {assignee['code']} is outside "
                 f"{case.owner_level} {case.owner_area_code}",
             )
     area = params.get("area")
-    if area is not None:
+    if area is not None and action.owner == "area":
+        if (area.get("path") or "").count("/") >= len(OWNER_LEVELS):
+            raise ActionInputError("area", f"{area.get('code')} is not a dispatch centre")
+    elif area is not None:
         path = area.get("path") or ""
         if path.rpartition("/")[0] != case.owner_area_path or _path_level(path) == "grid":
             raise ActionInputError(
@@ -658,6 +678,10 @@ def _owner_after(
         if OWNER not in rels and SYSTEM not in rels:
             return keep  # a handler escalates to the centre that owns the case
         path = case.owner_area_path.rpartition("/")[0]
+    elif how == "area":
+        if "area" not in params:
+            return keep
+        path = params["area"]["path"]
     elif how == "child":
         path = params["area"]["path"]
     elif how == "actor":
@@ -716,12 +740,12 @@ def decide(
     to = declared.to(case, params) if callable(declared.to) else declared.to or case.state
     data: dict[str, Any] = {}
     level, owner_code, owner_path = _owner_after(declared, case, actor, rels, params)
-    if owner_code != case.owner_area_code:
+    if owner_code != case.owner_area_code or owner_path != case.owner_area_path:
         data["owner_level"], data["owner_area_path"] = level, owner_path
 
     assignee_kind, assignee_code = case.assignee_kind, case.assignee_code
     assignee_rule = declared.assignee(case) if callable(declared.assignee) else declared.assignee
-    if assignee_rule == "set":
+    if assignee_rule == "set" and "assignee" in params:  # (a redraw may leave it out: kept)
         assignee = params["assignee"]
         assignee_kind, assignee_code = assignee["kind"], str(assignee["code"])
         data["assignee_path"] = assignee["path"]
@@ -849,7 +873,8 @@ def apply(case: CaseState, event: Event) -> CaseState:
         "version": event.seq or case.version + 1,
     }
     owner_moved = event.to_owner_area_code != case.owner_area_code
-    if owner_moved:
+    # A redraw may move a centre's path while its code stays: the path is in the data.
+    if owner_moved or "owner_area_path" in d:
         changes["owner_area_code"] = event.to_owner_area_code
         changes["owner_level"] = d.get("owner_level")
         changes["owner_area_path"] = d.get("owner_area_path")

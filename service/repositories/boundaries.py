@@ -229,12 +229,22 @@ def retire_areas(conn: Connection, *, generation_id: int, codes: list[str]) -> i
 def remap_entities(conn: Connection, *, generation_id: int) -> dict[str, int]:
     """Re-map every point entity to its cells in ``generation_id``; return rows per table.
 
-    Incidents keep the cell they were reported in (``reported_*`` columns) for ever; their
-    current cell follows the boundaries, so an open case goes to today's grid team.
+    Incidents keep the cell they were reported in (``reported_*`` columns) for ever; an open
+    case's current cell follows the boundaries, and so do its owner and grid team (with a
+    ``redraw`` event: :mod:`service.dispatch.redraw`); a closed or cancelled case keeps the
+    cells it was handled in.
     """
     from service.bulk import remap_table
+    from service.dispatch.redraw import OPEN_CASES, follow_redrawn_boundaries
 
-    return {table.name: remap_table(conn, table.name, generation_id) for table in POINT_TABLES}
+    counts = {
+        table.name: remap_table(
+            conn, table.name, generation_id, OPEN_CASES if table.name == "incident" else "true"
+        )
+        for table in POINT_TABLES
+    }
+    follow_redrawn_boundaries(conn, generation_id=generation_id)
+    return counts
 
 
 def activate_generation(conn: Connection, *, generation_id: int) -> dict[str, int]:

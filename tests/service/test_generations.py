@@ -228,3 +228,191 @@ def test_only_admins_create_load_retire_and_activate_generations(tiny_client, ti
         "/lookup", params={"lon": 106.005, "lat": 26.015, "generation": gen_id}, headers=admin
     ).json()
     assert preview["grid"]["code"] == "990101001001001"
+
+
+# -- open cases follow a redraw ------------------------------------------------------------
+
+
+def _case_rows(url, ids):
+    from sqlalchemy import text
+
+    from service.db import make_engine
+    from service.dispatch.lifecycle import LIFECYCLE_COLUMNS, CaseState, Event
+
+    cols = ", ".join(["id", "category", "generation", "grid_code", "area_path", *LIFECYCLE_COLUMNS])
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        rows = {
+            r.id: r._mapping
+            for r in conn.execute(
+                text(f"SELECT {cols} FROM incident WHERE id = ANY(:i)"), {"i": ids}
+            )
+        }
+        events: dict[int, list] = {i: [] for i in ids}
+        for e in conn.execute(
+            text("SELECT * FROM case_event WHERE incident_id = ANY(:i) ORDER BY seq"), {"i": ids}
+        ):
+            events[e.incident_id].append(Event.from_row(e._mapping))
+    engine.dispose()
+    return {i: (CaseState.from_row(r), r) for i, r in rows.items()}, events
+
+
+def test_open_cases_follow_a_redraw_and_closed_ones_keep_their_grid(tiny_client, tiny_db_url):
+    from service.dispatch.lifecycle import Actor, apply, decide, replay
+
+    old_community, old_grid = "990101001001", "990101001001002"
+    tokens = make_tokens(
+        tiny_db_url,
+        {
+            "admin": ("admin", None),
+            "community": ("community_dispatcher", old_community),
+            "grid": ("grid_officer", old_grid),
+        },
+    )
+    admin, community, grid = (auth(tokens[k]) for k in ("admin", "community", "grid"))
+
+    def act(case_id, action, body=None, who=community):
+        r = tiny_client.post(f"/cases/{case_id}/actions/{action}", json=body, headers=who)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def report(lon, lat, who=grid):
+        body = {"category": "road", "source": "patrol", "lon": lon, "lat": lat}
+        r = tiny_client.post("/incidents", json=body, headers=who)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    to_grid = {"assignee": {"kind": "grid", "code": old_grid}}
+    dispatched = report(106.017, 26.015)  # east half of the grid that is split
+    act(dispatched, "accept")
+    act(dispatched, "dispatch", to_grid)
+    waiting = report(106.013, 26.015)  # west half: still reported
+    closed = report(106.018, 26.016)
+    act(closed, "accept")
+    act(closed, "dispatch", to_grid)
+    act(closed, "sign", who=grid)
+    act(closed, "feedback", {"note": "fixed"}, who=grid)
+    act(closed, "verify")
+    untouched = report(106.005, 26.015, community)  # the community's other grid, kept
+    act(untouched, "accept")
+    act(untouched, "dispatch", {"assignee": {"kind": "grid", "code": "990101001001001"}})
+    ids = [dispatched, waiting, closed, untouched]
+    before, before_events = _case_rows(tiny_db_url, ids)
+
+    # The community is split: its east grid becomes a community of its own, with two grids.
+    gen_id = tiny_client.post("/generations", json={"description": "split"}, headers=admin).json()[
+        "id"
+    ]
+    r = tiny_client.post(f"/generations/{gen_id}/retire", json={"codes": [old_grid]}, headers=admin)
+    assert r.json() == {"retired": 1}
+
+    def feature(code, name, level, parent, geom):
+        props = {"code": code, "name": name, "level": level, "parent_code": parent}
+        return {"type": "Feature", "properties": props, "geometry": mapping(geom)}
+
+    new_community = "990101001003"
+    fc = {
+        "type": "FeatureCollection",
+        "features": [
+            feature(
+                old_community,
+                "Community 1-1",
+                "community",
+                "990101",
+                box(106.0, 26.01, 106.01, 26.02),
+            ),
+            feature(
+                new_community,
+                "Community 1-3",
+                "community",
+                "990101",
+                box(106.01, 26.01, 106.02, 26.02),
+            ),
+            feature(
+                new_community + "001",
+                "Grid 1-3-1",
+                "grid",
+                new_community,
+                box(106.01, 26.01, 106.015, 26.02),
+            ),
+            feature(
+                new_community + "002",
+                "Grid 1-3-2",
+                "grid",
+                new_community,
+                box(106.015, 26.01, 106.02, 26.02),
+            ),
+        ],
+    }
+    r = tiny_client.post(f"/generations/{gen_id}/areas", json=fc, headers=admin)
+    assert r.status_code == 200, r.text
+    r = tiny_client.post(f"/generations/{gen_id}/activate", headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["remapped"]["incident"] == 3  # the open ones
+
+    after, events = _case_rows(tiny_db_url, ids)
+    new_path = f"990100/990101/{new_community}"
+    # The dispatched case: in the new community's queue, handled by the grid it lies in now.
+    case, row = after[dispatched]
+    assert (case.state, case.owner_level, case.owner_area_code, case.owner_area_path) == (
+        "dispatched",
+        "community",
+        new_community,
+        new_path,
+    )
+    assert (case.assignee_kind, case.assignee_code, case.assignee_path) == (
+        "grid",
+        new_community + "002",
+        f"{new_path}/{new_community}002",
+    )
+    assert row["grid_code"] == new_community + "002" and row["generation"] == gen_id
+    assert case.step_due_at == before[dispatched][0].step_due_at
+    assert [e.action for e in events[dispatched]][-1] == "redraw"
+    # The reported case waits in the new community's queue.
+    assert (after[waiting][0].owner_area_code, after[waiting][0].assignee_code) == (
+        new_community,
+        None,
+    )
+    # Closed: the grid it was handled in, its generation and its history unchanged.
+    case, row = after[closed]
+    assert (row["grid_code"], row["generation"], case.owner_area_code) == (
+        old_grid,
+        1,
+        old_community,
+    )
+    assert events[closed] == before_events[closed]
+    # A case whose owner and grid team did not move gets no event.
+    assert events[untouched] == before_events[untouched]
+    assert after[untouched][0] == before[untouched][0]
+
+    # The SQL wrote what the lifecycle decides, and every row is the replay of its events.
+    for case_id in (dispatched, waiting):
+        now_case, last = after[case_id][0], events[case_id][-1]
+        params = {"area": {"code": now_case.owner_area_code, "path": now_case.owner_area_path}}
+        if now_case.assignee_code is not None:
+            params["assignee"] = {
+                "kind": now_case.assignee_kind,
+                "code": now_case.assignee_code,
+                "path": now_case.assignee_path,
+            }
+        event = decide(
+            before[case_id][0], "redraw", Actor("system"), params, now=last.at, limits={}
+        )
+        assert event == last, case_id
+        assert apply(before[case_id][0], event) == now_case
+    for case_id in ids:
+        assert replay(events[case_id]) == after[case_id][0], case_id
+
+    # Who acts now: the new grid's officer signs for it, the old community no longer owns it.
+    later = make_tokens(
+        tiny_db_url,
+        {
+            "team": ("grid_officer", new_community + "002"),
+            "centre": ("community_dispatcher", new_community),
+        },
+    )
+    detail = tiny_client.get(f"/cases/{dispatched}", headers=auth(later["team"])).json()
+    assert "sign" in detail["allowed_actions"]
+    queue = tiny_client.get("/cases", params={"state": "reported"}, headers=auth(later["centre"]))
+    assert waiting in [c["id"] for c in queue.json()["items"]]
+    assert tiny_client.get(f"/cases/{waiting}", headers=community).status_code in (403, 404)

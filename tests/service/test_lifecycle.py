@@ -139,10 +139,10 @@ def test_the_declaration_table_is_consistent():
             assert assignee in ("keep", "set", "clear"), action.name
         if isinstance(action.to, str):
             assert action.to in STATES, action.name
-        assert action.owner in ("keep", "parent", "child", "actor")
+        assert action.owner in ("keep", "parent", "child", "actor", "area")
         assert action.clock in ("keep", "start")
     assert set(INITIAL_ACTIONS) == {"report", "import"}
-    assert not {"overdue", "auto_escalate", *INITIAL_ACTIONS} & set(API_ACTIONS)
+    assert not {"overdue", "auto_escalate", "redraw", *INITIAL_ACTIONS} & set(API_ACTIONS)
     # Every open state has a way forward for someone; the status of every state is declared.
     for state in OPEN_STATES:
         assert any(state in a.states and a.to not in (None, state) for a in ACTIONS.values())
@@ -397,6 +397,41 @@ def test_a_late_case_in_work_keeps_its_handler_and_moves_supervision_up(state):
     at_city, _ = _run([(SYSTEM, "overdue", {})], again, limits)
     with pytest.raises(TransitionRefused, match="no level above"):
         decide(at_city, "auto_escalate", SYSTEM, {}, now=NOW, limits=limits)
+
+
+def test_a_redraw_moves_owner_and_grid_team_with_the_case():
+    case = _case("signed")
+    new_community = "5201/520102/520102003"
+    new_grid = new_community + "/520102003001"
+    params = {
+        "area": {"code": "520102003", "path": new_community},
+        "assignee": {"kind": "grid", "code": "520102003001", "path": new_grid},
+    }
+    moved, (event,) = _run([(SYSTEM, "redraw", params)], case)
+    assert (moved.owner_level, moved.owner_area_code, moved.owner_area_path) == (
+        "community",
+        "520102003",
+        new_community,
+    )
+    assert (moved.assignee_code, moved.assignee_path, moved.state) == (
+        "520102003001",
+        new_grid,
+        "signed",
+    )
+    assert moved.step_due_at == case.step_due_at and moved.signed_at == case.signed_at
+    assert event.from_owner_area_code == "520102001" and event.to_owner_area_code == "520102003"
+    # The new grid's officer handles it; the old one no longer does.
+    officer = Actor("grid_officer", "520102003001", new_grid)
+    assert "feedback" in allowed_actions(moved, officer)
+    assert "feedback" not in allowed_actions(moved, OFFICER)
+    # A centre whose code stays but whose path moved: the path follows, the code is kept.
+    path_only = {"area": {"code": "520102001", "path": "5201/520109/520102001"}}
+    kept, _ = _run([(SYSTEM, "redraw", path_only)], _case("reported"))
+    assert (kept.owner_area_code, kept.owner_area_path) == ("520102001", "5201/520109/520102001")
+    with pytest.raises(NotPermittedError):
+        decide(case, "redraw", COMMUNITY_CENTRE, params, now=NOW, limits=LIMITS)
+    with pytest.raises(ActionInputError, match="not a dispatch centre"):
+        decide(case, "redraw", SYSTEM, {**params, "area": params["assignee"]}, now=NOW, limits={})
 
 
 @pytest.mark.parametrize("state", ["reported", "registered"])
