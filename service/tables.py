@@ -264,8 +264,15 @@ idempotency_key = Table(
 # -- point entities -----------------------------------------------------------------------
 
 
-def _point_table(name: str, *columns: Column, extra: tuple = (), **options) -> Table:
-    """Return an entity table located by a point, with the cells of its generation.
+def _point_table(
+    name: str,
+    *columns: Column,
+    extra: tuple = (),
+    grid_index: tuple[str, ...] = ("grid_code",),
+    **options,
+) -> Table:
+    """Return an entity table located by a point, with the cells of its generation
+    (``grid_index``: the columns of its index by grid).
 
     The cell columns are set by triggers from ``geom`` (or by the bulk path, which assigns
     cells itself by the same rule); entity rows have no foreign key to their generation
@@ -290,7 +297,7 @@ def _point_table(name: str, *columns: Column, extra: tuple = (), **options) -> T
         *extra,
         Index(f"{name}_geom", "geom", postgresql_using="gist"),
         Index(f"{name}_path", "area_path", postgresql_ops={"area_path": "text_pattern_ops"}),
-        Index(f"{name}_grid", "grid_code"),
+        Index(f"{name}_grid", *grid_index),
         **options,
     )
 
@@ -469,6 +476,8 @@ incident = _point_table(
             "incident_step_due", "step_due_at", postgresql_where=text(_one_of("state", OPEN_STATES))
         ),
     ),
+    # A grid's incidents of a period: an index-only range (0015).
+    grid_index=("grid_code", "reported_at"),
     postgresql_partition_by="RANGE (reported_at)",
 )
 
