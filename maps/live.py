@@ -139,6 +139,7 @@ DISPATCH_TEXT: dict[str, str] = {
     "action.import": "Imported",
     "action.overdue": "Time limit passed",
     "action.auto_escalate": "Escalated by the clock",
+    "action.redraw": "Boundaries redrawn: owner and grid team moved",
     "role.admin": "administrator",
     "role.planner": "planner",
     "role.city_dispatcher": "city dispatcher",
