@@ -40,7 +40,6 @@ minute; ``--quick``: 50,000 points; `make test` or `wangge db start` starts the 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -49,6 +48,7 @@ import psycopg
 import shapely
 from sqlalchemy.engine import make_url
 
+from bench.common import database_url
 from bench.goals import Goals
 from fixtures.synthetic import rounding_traps, synthetic_city, synthetic_points
 from geo.cellindex import CellIndex
@@ -63,15 +63,6 @@ FROM pts p LEFT JOIN cells c ON ST_Covers(c.geom, p.geom)
 ORDER BY p.id, c.code
 """
 UPDATE_SQL = "UPDATE pts SET code = c.code FROM cells c WHERE ST_Covers(c.geom, pts.geom)"
-
-
-def _server_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    from service.localdb import LocalCluster
-
-    return LocalCluster.from_env().url
 
 
 def _admin(url: str, sql: str) -> None:
@@ -260,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # --- PostGIS
-    url = make_url(sync_url(_server_url())).set(database=DB_NAME)
+    url = make_url(database_url(DB_NAME))
     url_text = url.render_as_string(hide_password=False)
     _admin(url_text, f'DROP DATABASE IF EXISTS "{DB_NAME}"')
     ensure_database(url_text)

@@ -1,4 +1,5 @@
-"""What the benchmarks share: starting and stopping a server process, reading wrk's output."""
+"""What the benchmarks share: their databases (the configured server's, the Guiyang demo),
+starting and stopping a server process, reading wrk's output."""
 
 from __future__ import annotations
 
@@ -11,9 +12,67 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["ROOT", "parse_wrk", "start", "start_uvicorn", "stop"]
+__all__ = [
+    "ROOT",
+    "server_url",
+    "database_url",
+    "demo_database",
+    "parse_wrk",
+    "start",
+    "start_uvicorn",
+    "stop",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def server_url() -> str:
+    """Return the URL of the configured PostgreSQL server (``DATABASE_URL`` or the project's
+    local cluster)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    from service.localdb import LocalCluster
+
+    return LocalCluster.from_env().url
+
+
+def database_url(name: str) -> str:
+    """Return the (psycopg) URL of database ``name`` on the configured server."""
+    from sqlalchemy.engine import make_url
+
+    from service.db import sync_url
+
+    url = make_url(sync_url(server_url())).set(database=name)
+    return url.render_as_string(hide_password=False)
+
+
+def demo_database(name: str) -> tuple[str, str]:
+    """Return (url, city dispatcher token) of database ``name`` holding the Guiyang demo
+    (boundaries and entities, seed 2014), made, migrated and built on first use."""
+    from sqlalchemy import text
+
+    from fixtures.guiyang import build_guiyang_demo
+    from fixtures.guiyang_entities import build_demo_entities
+    from service.auth import create_token
+    from service.db import ensure_database, make_engine, migrate
+    from service.repositories.boundaries import current_generation
+
+    url = database_url(name)
+    ensure_database(url)
+    migrate(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        if current_generation(conn) is None:
+            print(build_guiyang_demo(conn, seed=2014), flush=True)
+        # A database built before the demo had entities gets them now, once (benchmarks may
+        # start together: the lock makes the second wait and then find them).
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+        if not conn.execute(text("SELECT EXISTS (SELECT 1 FROM incident)")).scalar():
+            print(build_demo_entities(conn, seed=2014), flush=True)
+        token = create_token(conn, name="bench", role="city_dispatcher", area_code="520100")
+    engine.dispose()
+    return url, token
 
 
 def start(cmd: list[str], env: dict, health: str, cwd: str | None = None) -> subprocess.Popen:

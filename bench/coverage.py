@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -80,8 +79,9 @@ import shapely
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
+from bench.common import database_url
 from bench.goals import Goals
-from service.db import ensure_database, make_engine, migrate, sync_url
+from service.db import ensure_database, make_engine, migrate
 
 DB_NAME = "wangge_bench_coverage"
 SEED = 2014
@@ -109,18 +109,8 @@ GOAL_RATIO = 5.0
 STEPS = ("staffing", "topology", "organisation", "care", "workload", "reach")
 
 
-def _server_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    from service.localdb import LocalCluster
-
-    return LocalCluster.from_env().url
-
-
 def bench_url() -> str:
-    url = make_url(sync_url(_server_url())).set(database=DB_NAME)
-    return url.render_as_string(hide_password=False)
+    return database_url(DB_NAME)
 
 
 # ------------------------------------------------------------------------------ data set
@@ -1117,17 +1107,7 @@ def _wangge_tables(report: dict) -> dict[str, pd.DataFrame]:
         ["community_code", "households", "without_cadre", "cadre_outside_community", "cadres"]
     ]
     workload = pd.DataFrame(a["workload"]["items"])[
-        [
-            "grid_code",
-            "team_size",
-            "incidents",
-            "closed",
-            "open",
-            "overdue",
-            "z",
-            "median_ratio",
-            "outlier",
-        ]
+        "grid_code team_size incidents closed open overdue z median_ratio outlier".split()
     ]
     reach = pd.DataFrame(
         [

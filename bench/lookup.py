@@ -40,51 +40,22 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psycopg
-from sqlalchemy import text
 
-from bench.common import parse_wrk, start_uvicorn, stop
+from bench.common import demo_database, parse_wrk, server_url, start_uvicorn, stop
 from bench.goals import Goals
-from service.db import ensure_database, load_sql, make_engine, migrate, sync_url
+from service.db import load_sql
 
 PORT = 8765
 BATCH = 1_000
 
 
-def _server_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    from service.localdb import LocalCluster
-
-    return LocalCluster.from_env().url
+#: The configured server's URL (older name; :func:`bench.common.server_url`).
+_server_url = server_url
 
 
 def prepare_database() -> tuple[str, str]:
     """Return (url, city token) of the benchmark database, building the demo on first use."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(sync_url(_server_url())).set(database="wangge_bench")
-    url = url.render_as_string(hide_password=False)
-    ensure_database(url)
-    migrate(url)
-    from fixtures.guiyang import build_guiyang_demo
-    from service.auth import create_token
-    from service.repositories.boundaries import current_generation
-
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        if current_generation(conn) is None:
-            print(build_guiyang_demo(conn, seed=2014))
-        # A database built before the demo had entities gets them now, once (benchmarks may
-        # start together: the lock makes the second wait and then find them).
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('wangge_bench_entities'))"))
-        if not conn.execute(text("SELECT EXISTS (SELECT 1 FROM incident)")).scalar():
-            from fixtures.guiyang_entities import build_demo_entities
-
-            print(build_demo_entities(conn, seed=2014))
-        token = create_token(conn, name="bench", role="city_dispatcher", area_code="520100")
-    engine.dispose()
-    return url, token
+    return demo_database("wangge_bench")
 
 
 def sample_points(url: str, n: int, seed: int = 7) -> np.ndarray:
