@@ -1,15 +1,21 @@
-"""Tiles and GeoJSON items benchmark: wangge against tipg on the same tables, tiles and bboxes.
+"""Tiles, GeoJSON items and map pages benchmark: wangge against tipg on the same tables.
 
-What is measured, in one run, on one database (``wangge_bench``, the Guiyang demo) and one
-machine, by three servers, each uvicorn with one worker and a pool of 10 database connections,
-loaded one at a time:
+What is measured, in one run, on one database and one machine, by three servers, each uvicorn
+with one worker and a pool of 10 database connections, loaded one at a time. The database is
+``wangge_bench`` (the Guiyang demo, ~3,700 incidents), or with ``--incidents N`` a volume
+database (``wangge_bench_tiles_<N>``, or ``--database``; built on first use, ~9 minutes for
+1 M): the demo plus N incidents over a year, 70 % around the urban core (a normal spread of
+0.06 degrees), 30 % anywhere in the city, one in 20 open and the rest closed (issue 12: a year
+of cases, a backlog of ~50,000).
 
 - ``tipg`` (developmentseed's OGC Features and Tiles server for PostGIS, in its own
-  virtualenv ``build/tipg-venv``, created on first run) reading two views that select exactly
-  what wangge's ``grids`` and ``incidents`` layers select (current-generation grids with the
-  same properties, incl. the ``open_incidents`` count; every incident). Views in schema
-  ``tipg_bench``, made at start and dropped at the end. tipg's tile buffer is set to 64 px
-  (wangge's) so both tiles carry the same geometry; tipg has no server-side cache.
+  virtualenv ``build/tipg-venv``, created on first run) reading views that select exactly
+  what wangge's ``grids`` and ``incidents`` tiles carry (current-generation grids with the
+  same properties, incl. the ``open_incidents`` count read from the same counters; every
+  incident), and ``grids_plain``: the grids without their count (issue 12's comparator: grid
+  tiles with counts against tipg's plain ones). Views in schema ``tipg_bench``, made at start
+  and dropped at the end. tipg's tile buffer is set to 64 px (wangge's) so both tiles carry
+  the same geometry; tipg has no server-side cache and draws at most 10,000 features a tile.
 - ``wangge uncached``: ``bench.lookup_app`` with ``WANGGE_API_TILE_CACHE_BYTES=0``.
 - ``wangge cached``: the default tile cache, warmed with one pass over the tile list.
 
@@ -35,21 +41,31 @@ all, the median of the rounds reported with ± half their range: the machine may
 Not the same work in tiles: wangge picks a tile's features by bounding box (``&&``) and
 simplifies polygons to one pixel of the 4096 extent before encoding; tipg by default tests
 ``ST_Intersects`` on the exact shapes and encodes full geometry. tipg's own ``simplify=`` (the
-same tolerance) is measured for the grids tiles too; the tile goals are checked against the
-faster of tipg's ways, the items goal against tipg doing the same work.
+same tolerance) is measured for the grids tiles too, with and without counts; the tile goals
+are checked against the fastest of tipg's ways, the items goal against tipg doing the same
+work. An incident tile holding more than 1,000 incidents is clusters in wangge (counts kept on
+write, 32 x 32 a tile) and up to 10,000 points in tipg: a tile is compared by the incidents
+it accounts for (a cluster for its ``point_count``).
+
+Pages: after the load, every map page (dispatch, planning, tablet) for every role that opens
+it (the city's and two districts' dispatchers, a planner, the busiest grid's officer, an
+admin) is fetched three times, one at a time; goal: the slowest median within 1 s.
 
 Before the load, every tile and bbox is fetched once from each server: the feature counts are
 compared (MVT decoded here) and the payloads summed (body, and as sent to a client accepting
 gzip: both servers compress).
 Goals: uncached tiles >= 2x tipg's throughput, cached tiles >= 20x, items >= 1x tipg's with
 the same simplification and properties, and a payload <= 0.5x tipg's default response (the
-issue's "half the payload through simplification": different work by design); p99 at 64
-connections is printed for every row. Checks: every answer 2xx (no socket errors under load),
+issue's "half the payload through simplification": different work by design); uncached
+incident tiles' p99 <= 300 ms at up to 16 connections (``--connections 16``: issue 12's wrk
+-c16); p99 is printed for every row. Checks: every answer 2xx (no socket errors under load),
 the warmed cache answers hits, and wangge leaves out no feature tipg returns (per tile, per
 bbox). Exit status 1 when a goal is missed or a check fails (:mod:`bench.goals`).
 
 Run: ``make bench`` or ``.venv/bin/python -m bench.tiles [--seconds 9] [--rounds 3] [--quick]
-[--json F]`` (``--quick``: 64 connections, one round of 3 s). About 4.5 minutes by default.
+[--json F] [--connections 8,64] [--incidents N [--database NAME]]`` (``--quick``: 64
+connections, one round of 3 s). About 4.5 minutes by default; at 1 M incidents:
+``--incidents 1000000 --connections 16``.
 """
 
 from __future__ import annotations
@@ -88,6 +104,13 @@ CORE = (106.55, 26.45, 106.85, 26.70)  # the urban core a dispatch screen pans o
 ZOOMS = range(8, 15)
 LAYER_NAMES = ("grids", "incidents")
 N_BBOXES = 100
+#: tipg's grids come twice: with wangge's tile properties (the count of open incidents read
+#: from the same counters) and plain, without it (issue 12's comparator: grid tiles with
+#: counts at least as fast as tipg's without); the tile goals take tipg's fastest way.
+PLAIN_LEAVES_OUT = ("open_incidents",)
+#: The p99 goal (300 ms) holds at up to this many connections (the issue's wrk -c16); at 64
+#: on one worker a queue forms whatever the tile costs, so p99 there is printed only.
+P99_CONNECTIONS = 16
 SCREEN_PX = 1280
 ITEMS_LIMIT = 1000
 
@@ -120,8 +143,12 @@ def view_sql() -> str:
     """Return SQL making tipg's views: the same rows and properties as wangge's layers."""
     grids, incidents = LAYERS["grids"], LAYERS["incidents"]
 
-    def cols(spec) -> str:
-        return ", ".join(f'{expr} AS "{name}"' for name, expr in spec.properties.items())
+    def cols(spec, leave_out=()) -> str:
+        return ", ".join(
+            f'{expr} AS "{name}"'
+            for name, expr in spec.tile_properties.items()
+            if name not in leave_out
+        )
 
     gen = "(SELECT max(id) FROM public.generation WHERE active)"
     return f"""
@@ -130,6 +157,10 @@ def view_sql() -> str:
         SET LOCAL search_path = public;
         CREATE VIEW {SCHEMA}.grids AS
             SELECT {cols(grids)}, t.geom FROM {grids.source}
+            WHERE t.level = '{grids.level}' AND t.generation_low <= {gen}
+              AND t.generation_high >= {gen};
+        CREATE VIEW {SCHEMA}.grids_plain AS
+            SELECT {cols(grids, PLAIN_LEAVES_OUT)}, t.geom FROM {grids.source}
             WHERE t.level = '{grids.level}' AND t.generation_low <= {gen}
               AND t.generation_high >= {gen};
         CREATE VIEW {SCHEMA}.incidents AS
@@ -208,6 +239,191 @@ def bboxes(url: str, n: int = N_BBOXES, seed: int = 5) -> list[tuple[tuple, int]
     return out
 
 
+# --- volume: a year of cases -----------------------------------------------------------------
+
+#: The urban core's centre: 70 % of a volume's incidents fall around it (a normal spread of
+#: CORE_SIGMA degrees), the other 30 % anywhere in the city.
+CORE_CENTRE = (106.70, 26.58)
+CORE_SIGMA = 0.06
+#: Of a volume's incidents, one in OPEN_EVERY stays open (the rest closed): 1 M cases leave
+#: a backlog of ~50 k, as a city of six million can have.
+OPEN_EVERY = 20
+
+VOLUME_SQL = """
+WITH city AS (SELECT geom FROM area WHERE level = 'city' ORDER BY code LIMIT 1),
+spread AS (
+    SELECT (ST_Dump(ST_GeneratePoints(city.geom, %(spread)s, %(seed)s))).geom AS p FROM city
+),
+core AS (
+    -- Box-Muller: a normal spread around the centre.
+    SELECT ST_SetSRID(ST_MakePoint(
+        %(cx)s + %(sigma)s * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * r2),
+        %(cy)s + %(sigma)s * sqrt(-2 * ln(1 - random())) * sin(2 * pi() * r2)), 4326) AS p
+    FROM (SELECT random() AS r2 FROM generate_series(1, %(core)s)) s
+),
+pts AS (
+    SELECT row_number() OVER () AS g, p FROM (SELECT p FROM core UNION ALL SELECT p FROM spread) u
+)
+INSERT INTO incident (category, source, description, geom, status, reported_at, closed_at)
+SELECT (ARRAY['water', 'gas', 'street_light', 'road', 'sanitation', 'public_order',
+              'other'])[1 + g %% 7],
+       'patrol', 'volume', p,
+       CASE WHEN g %% %(every)s <> 0 THEN 'closed' WHEN g %% 3 = 0 THEN 'new' ELSE 'open' END,
+       t.t - make_interval(secs => (g * 31557600 / %(n)s)::integer),
+       CASE WHEN g %% %(every)s <> 0
+            THEN t.t - make_interval(secs => (g * 31557600 / %(n)s)::integer) + interval '1 day'
+       END
+FROM pts, (SELECT CAST(%(t)s AS timestamptz) AS t) t
+"""
+
+
+def prepare_volume(database: str, n: int, seed: int = 12) -> tuple[str, str]:
+    """Return (url, city token) of ``database``: the Guiyang demo with ``n`` more incidents
+    over a year (70 % around the urban core, 30 % anywhere in the city; one in
+    :data:`OPEN_EVERY` open, the rest closed), built on first use."""
+    from bench.common import demo_database
+
+    url, token = demo_database(database)
+    with psycopg.connect(_pg(url), autocommit=True) as conn:
+        have = conn.execute("SELECT count(*) FROM incident WHERE description = 'volume'").fetchone()
+        if have[0] != n:
+            started = time.perf_counter()
+            conn.execute("DELETE FROM incident WHERE description = 'volume'")
+            core = int(n * 0.7)
+            # A month of its own for each month of the year (not the default partition).
+            conn.execute("SELECT incident_ensure_partitions(1, DATE '2025-11-01')")
+            conn.execute("SELECT setseed(%s)", (seed / 100,))
+            conn.execute(
+                VOLUME_SQL,
+                {
+                    "n": n,
+                    "core": core,
+                    "spread": n - core,
+                    "seed": seed,
+                    "cx": CORE_CENTRE[0],
+                    "cy": CORE_CENTRE[1],
+                    "sigma": CORE_SIGMA,
+                    "every": OPEN_EVERY,
+                    "t": "2026-12-01T00:00:00+00:00",
+                },
+            )
+            conn.execute("VACUUM ANALYZE incident")
+            conn.execute("VACUUM ANALYZE case_event")
+            print(
+                f"volume: {n:,} incidents added to {database} in "
+                f"{time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
+    return url, token
+
+
+# --- map pages --------------------------------------------------------------------------
+
+#: The page goal: every map page, for every role, within this many seconds (server time).
+PAGE_SECONDS = 1.0
+
+
+def page_cases(url: str) -> list[tuple[str, str, str]]:
+    """Return (label, token, path) of every map page for every role that opens it: the city
+    and a district dispatcher (the district with the busiest grid, and Kaiyang), a planner,
+    the busiest grid's officer, an admin."""
+    from sqlalchemy import text
+
+    from service.auth import create_token
+    from service.db import make_engine
+
+    busiest = text(
+        "SELECT a.code FROM area a JOIN generation g ON g.active AND a.generation_low "
+        "<= g.id AND a.generation_high >= g.id WHERE a.level = 'grid' "
+        "AND '/' || a.path || '/' LIKE '%/' || :under || '/%' "
+        "ORDER BY (SELECT coalesce(sum(b.n), 0) FROM incident_bin b WHERE b.z = 0 AND "
+        "b.status <> 'closed' AND b.area_path = a.path) DESC, a.code LIMIT 1"
+    )
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        grid = conn.execute(busiest, {"under": "%"}).scalar_one()
+        city, district = grid[:4] + "00", grid[:6]
+        kaiyang = "520121" if city == "520100" else None
+        roles = {
+            "city dispatcher": ("city_dispatcher", city),
+            f"district dispatcher {district}": ("district_dispatcher", district),
+            "planner": ("planner", city),
+            f"grid officer {grid}": ("grid_officer", grid),
+            "admin": ("admin", None),
+        }
+        if kaiyang and kaiyang != district:
+            roles[f"district dispatcher {kaiyang}"] = ("district_dispatcher", kaiyang)
+        tokens = {
+            label: create_token(conn, name=f"bench pages {label}", role=role, area_code=code)
+            for label, (role, code) in roles.items()
+        }
+        # A dispatcher's tablet view: the busiest grid of their area.
+        tablet = {
+            label: conn.execute(busiest, {"under": code or "%"}).scalar_one()
+            for label, (role, code) in roles.items()
+        }
+    engine.dispose()
+    out = []
+    for label, token in tokens.items():
+        role = roles[label][0]
+        out.append((label, token, "/pages/dispatch"))
+        if role != "grid_officer":
+            out.append((label, token, "/pages/planning"))
+        if role == "grid_officer":
+            out.append((label, token, "/pages/tablet"))
+        elif role != "planner":
+            out.append((label, token, f"/pages/tablet?grid={tablet[label]}"))
+    return out
+
+
+def measure_pages(port: int, cases: list[tuple[str, str, str]], rounds: int = 3) -> list[dict]:
+    """GET every page ``rounds`` times (one at a time); return its median seconds, its size,
+    the open incidents it embeds and the total it states."""
+    import re
+
+    out = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+        for label, token, path in cases:
+            times, r = [], None
+            for _ in range(rounds):
+                started = time.perf_counter()
+                r = c.get(path, headers={"Authorization": f"Bearer {token}"})
+                times.append(time.perf_counter() - started)
+            shown = re.search(r"([\d,]+) of ([\d,]+) open incidents shown", r.text)
+            out.append(
+                {
+                    "who": label,
+                    "path": path,
+                    "status": r.status_code,
+                    "seconds": statistics.median(times),
+                    "bytes": len(r.content),
+                    "capped": shown.group(0) if shown else "",
+                }
+            )
+    return out
+
+
+def report_pages(rows: list[dict], goals: Goals) -> str:
+    lines = [f"map pages, one request at a time, median of 3 (goal <= {PAGE_SECONDS:g} s each)"]
+    for r in rows:
+        lines.append(
+            f"  {r['path']:<42}{r['who']:<38}{r['status']:>4}{r['seconds'] * 1000:>8.0f} ms"
+            f"{r['bytes'] / 1024:>9,.0f} KiB  {r['capped']}"
+        )
+    bad = [f"{r['path']} as {r['who']}: {r['status']}" for r in rows if r["status"] != 200]
+    goals.check("pages_200", "every map page answers 200 for every role", not bad, "; ".join(bad))
+    slowest = max(rows, key=lambda r: r["seconds"])
+    goals.at_most(
+        "pages_slowest",
+        "the slowest map page (any role), seconds",
+        slowest["seconds"],
+        PAGE_SECONDS,
+        unit="s",
+        detail=f"{slowest['path']} as {slowest['who']}",
+    )
+    return "\n".join(lines)
+
+
 # --- URLs -----------------------------------------------------------------------------------
 
 
@@ -273,6 +489,46 @@ def _fields(buf: bytes):
         yield field, value
 
 
+def _value(buf: bytes) -> object:
+    """Return the value of an MVT Value message (integers and strings are all we read)."""
+    for field, value in _fields(buf):
+        if field == 1:
+            return value.decode()
+        if field in (4, 5):
+            return value
+        if field == 6:
+            return (value >> 1) ^ -(value & 1)
+        return value
+    return None
+
+
+def mvt_weight(data: bytes) -> int:
+    """Return how many incidents a tile stands for: a cluster (``point_count``) for its
+    count, any other feature for one."""
+    total = 0
+    for field, layer in _fields(data):
+        if field != 3:
+            continue
+        parts = list(_fields(layer))
+        keys = [v.decode() for f, v in parts if f == 3]
+        values = [_value(v) for f, v in parts if f == 4]
+        for f, feature in parts:
+            if f != 2:
+                continue
+            weight = 1
+            for ff, tags in _fields(feature):
+                if ff == 2:
+                    ints, i = [], 0
+                    while i < len(tags):
+                        v, i = _varint(tags, i)
+                        ints.append(v)
+                    for k, v in zip(ints[::2], ints[1::2], strict=True):
+                        if keys[k] == "point_count":
+                            weight = int(values[v])
+            total += weight
+    return total
+
+
 def mvt_features(data: bytes) -> int:
     """Return the number of features in a Mapbox vector tile (all layers)."""
     count = 0
@@ -306,9 +562,12 @@ def tipg_env(url: str) -> dict[str, str]:
     return {
         "DATABASE_URL": _pg(url),
         "TIPG_DB_SCHEMAS": json.dumps([SCHEMA]),
-        "TIPG_DB_TABLES": json.dumps([f"{SCHEMA}.grids", f"{SCHEMA}.incidents"]),
+        "TIPG_DB_TABLES": json.dumps(
+            [f"{SCHEMA}.grids", f"{SCHEMA}.grids_plain", f"{SCHEMA}.incidents"]
+        ),
         "TIPG_DB_FUNCTIONS": "[]",  # no function collections
         f"TIPG_TABLE_CONFIG__{SCHEMA}_grids__PK": "code",
+        f"TIPG_TABLE_CONFIG__{SCHEMA}_grids_plain__PK": "code",
         "TIPG_TILE_BUFFER": "64",  # wangge's: the same clipped geometry in both tiles
         "TIPG_DB_MAX_CONN_SIZE": str(POOL),
         "TIPG_CATALOG_TTL": "0",  # no catalogue refresh in the middle of a measurement
@@ -393,17 +652,18 @@ def fetch_all(port: int, paths: list[str], headers: dict) -> list[httpx.Response
 SERVERS = {  # name -> (port, needs the token)
     "tipg": (TIPG_PORT, False),
     "tipg simplify": (TIPG_PORT, False),  # tipg's own simplify= (and properties= for items)
+    "tipg plain": (TIPG_PORT, False),  # grids without their counts, simplify=
     "wangge uncached": (WANGGE_PORT, True),
     "wangge cached": (WANGGE_CACHED_PORT, True),
 }
 WORKLOADS = {  # workload -> servers measured on it
-    "tiles grids": ("tipg", "tipg simplify", "wangge uncached", "wangge cached"),
+    "tiles grids": ("tipg", "tipg simplify", "tipg plain", "wangge uncached", "wangge cached"),
     "tiles incidents": ("tipg", "wangge uncached", "wangge cached"),  # points: none simplified
     "items": ("tipg", "tipg simplify", "wangge uncached"),
     "items full": ("wangge uncached",),
     "bare": ("wangge cached",),  # GET /bench/bare: no auth, no database: the app's ceiling
 }
-TIPG_WAYS = ("tipg", "tipg simplify")
+TIPG_WAYS = ("tipg", "tipg simplify", "tipg plain")
 
 
 def _combine(runs: list[dict]) -> dict:
@@ -427,10 +687,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the servers")
     parser.add_argument("--quick", action="store_true", help="64 connections, 1 round of 3 s")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--incidents",
+        type=int,
+        default=0,
+        help="run on the demo plus this many incidents over a year (a volume database, built "
+        "on first use; 0: the demo alone)",
+    )
+    parser.add_argument(
+        "--database", help="the volume database (default wangge_bench_tiles_<incidents>)"
+    )
+    parser.add_argument(
+        "--connections",
+        type=lambda v: tuple(int(c) for c in v.split(",")),
+        help="wrk connections, comma-separated (default 8,64; --quick 64)",
+    )
     args = parser.parse_args(argv)
     rounds = 1 if args.quick else max(1, args.rounds)
     seconds = 3 if args.quick else max(1, round(args.seconds / rounds))
-    conns = (64,) if args.quick else (8, 64)
+    conns = args.connections or ((64,) if args.quick else (8, 64))
     if not shutil.which("wrk"):
         print("wrk is missing: `make bench` installs it (apt-get install wrk)", file=sys.stderr)
         return 2
@@ -438,8 +713,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     tipg_version = ensure_tipg()
-    url, token = prepare_database()
-    ensure_entities(url)
+    if args.incidents:
+        database = args.database or f"wangge_bench_tiles_{args.incidents}"
+        url, token = prepare_volume(database, args.incidents)
+    else:
+        url, token = prepare_database()
+        ensure_entities(url)
+    with psycopg.connect(_pg(url)) as conn:
+        n_incidents, n_open = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status <> 'closed') FROM incident"
+        ).fetchone()
     make_views(url)
     auth = {"Authorization": f"Bearer {token}"}
     tiles, empty_tiles = tile_lists(url)
@@ -458,6 +741,9 @@ def main(argv: list[str] | None = None) -> int:
         "tipg simplify": {
             "tiles grids": [tipg_tile("grids", t, simplify=True) for t in tiles["grids"]],
             "items": [tipg_items(b, z) for b, z in boxes],
+        },
+        "tipg plain": {
+            "tiles grids": [tipg_tile("grids_plain", t, simplify=True) for t in tiles["grids"]],
         },
         "wangge uncached": wangge_paths,
         "wangge cached": wangge_paths,
@@ -504,6 +790,8 @@ def main(argv: list[str] | None = None) -> int:
                         runs[server].append(run_wrk(port, urls, headers, seconds, c))
                 for server in servers:
                     results[f"{server}|{workload}|{c}"] = _combine(runs[server])
+        # The map pages, on the same data, with the load off.
+        page_rows = measure_pages(WANGGE_PORT, page_cases(url))
     finally:
         for proc in procs:
             stop(proc)
@@ -511,14 +799,18 @@ def main(argv: list[str] | None = None) -> int:
 
     report = summarise(results, fetched, tiles, empty_tiles, boxes, conns, goals)
     print(
-        f"\ntiles & items benchmark: tipg {tipg_version} vs wangge, 1 uvicorn worker each, "
+        f"\ntiles & items benchmark on {n_incidents:,} incidents ({n_open:,} not closed): "
+        f"tipg {tipg_version} vs wangge, 1 uvicorn worker each, "
         f"pool {POOL}, wrk {rounds} x {seconds:g}s per row (servers alternating, median), "
         f"{os.cpu_count()} cores, load average {load_before:.1f} before / "
         f"{os.getloadavg()[0]:.1f} after, {time.monotonic() - started:.0f}s in all\n"
     )
     print(report["text"])
+    print()
+    print(report_pages(page_rows, goals))
     if args.json:
-        args.json.write_text(json.dumps({"results": results, **report["figures"]}, indent=1))
+        figures = {"results": results, **report["figures"], "pages": page_rows}
+        args.json.write_text(json.dumps(figures, indent=1))
     return goals.finish()
 
 
@@ -531,7 +823,11 @@ def summarise(results, fetched, tiles, empty_tiles, boxes, conns, goals: Goals) 
     figures: dict = {}
     for layer in LAYER_NAMES:
         key = f"tiles {layer}"
-        a = [mvt_features(r.content) for r in fetched["wangge"][key]]
+        # A clustered tile (incidents, where a tile holds more than the layer's cluster_above)
+        # stands for the sum of its clusters' counts: compared with tipg's features so.
+        a = [mvt_weight(r.content) for r in fetched["wangge"][key]]
+        drawn = [mvt_features(r.content) for r in fetched["wangge"][key]]
+        clustered = sum(1 for x, y in zip(a, drawn, strict=True) if x != y)
         b = [mvt_features(r.content) for r in fetched["tipg"][key]]
         diff = [x - y for x, y in zip(a, b, strict=True) if x != y]
         sample = next(i for i, t in enumerate(tiles[layer]) if t[0] == 12)
@@ -546,8 +842,16 @@ def summarise(results, fetched, tiles, empty_tiles, boxes, conns, goals: Goals) 
             f"{a[sample]} vs {b[sample]}; tiles differing {len(diff)} "
             f"(by {min(diff, default=0):+d}..{max(diff, default=0):+d})"
         )
-        if 0 in a:  # a zero-byte tile stays in wangge's cache even at size 0: a hit
-            lines.append(f"    {a.count(0)} of them empty in wangge (cached even when uncached)")
+        if clustered:
+            lines.append(
+                f"    {clustered} wangge tiles clustered (more than "
+                f"{LAYERS[layer].cluster_above:,} {layer}): {sum(drawn):,} features drawn for "
+                f"{sum(a):,} {layer}; tipg caps a tile at 10,000 features"
+            )
+        if 0 in drawn:  # a zero-byte tile stays in wangge's cache even at size 0: a hit
+            lines.append(
+                f"    {drawn.count(0)} of them empty in wangge (cached even when uncached)"
+            )
         fewer = sum(1 for d in diff if d < 0)
         goals.check(
             f"tiles_{layer}_features",
@@ -636,7 +940,7 @@ def summarise(results, fetched, tiles, empty_tiles, boxes, conns, goals: Goals) 
         (
             "tiles grids",
             "tiles grids",
-            ["tipg", "tipg simplify", "wangge uncached", "wangge cached"],
+            ["tipg", "tipg simplify", "tipg plain", "wangge uncached", "wangge cached"],
         ),
         ("tiles incidents", "tiles incidents", ["tipg", "wangge uncached", "wangge cached"]),
         ("items, full geometry", "items", ["tipg"]),
@@ -688,19 +992,40 @@ def summarise(results, fetched, tiles, empty_tiles, boxes, conns, goals: Goals) 
         items = results[f"wangge uncached|items|{c}"]["rps"]
         ratios[f"items_c{c}"] = items / results[f"tipg simplify|items|{c}"]["rps"]
         ratios[f"items_vs_full_c{c}"] = items / results[f"tipg|items|{c}"]["rps"]
+    # Grids: wangge's carry their open incidents; tipg's fastest way is its plain grids
+    # (issue 12: with counts at least as fast as tipg's without; the goal here is 2x).
     for what, target in [("uncached", 2.0), ("cached", 20.0)]:
         for c in conns:
             g, i = ratios[f"{what}_grids_c{c}"], ratios[f"{what}_incidents_c{c}"]
             lines.append(
                 f"  {what + ' tiles, c' + str(c):<22} grids {g:6.2f}x  incidents {i:6.2f}x   "
-                f"goal >= {target:g}x"
+                f"goal >= {target:g}x (grids: tipg's fastest way, plain and simplified)"
             )
             goals.at_least(
-                f"{what}_tiles_c{c}",
-                f"{what} tiles / tipg's faster way, wrk -c{c}, the slower layer of grids, incidents",
-                min(g, i),
+                f"{what}_tiles_incidents_c{c}",
+                f"{what} incident tiles / tipg's, wrk -c{c}",
+                i,
                 target,
             )
+            goals.at_least(
+                f"{what}_tiles_grids_c{c}",
+                f"{what} grid tiles with counts / tipg's fastest (plain grids, simplify=), "
+                f"wrk -c{c}",
+                g,
+                target,
+            )
+    for c in conns:
+        if c > P99_CONNECTIONS:
+            continue
+        p99 = results[f"wangge uncached|tiles incidents|{c}"]["p99_ms"]
+        lines.append(f"  {'uncached incidents, c' + str(c):<22} p99 {p99:.0f} ms (goal <= 300 ms)")
+        goals.at_most(
+            f"uncached_incidents_p99_c{c}",
+            f"uncached incident tiles' p99, wrk -c{c}",
+            p99,
+            300,
+            unit="ms",
+        )
     for c in conns:
         bare = results[f"wangge cached|bare|{c}"]["rps"]
         tipg = min(tipg_best(f"tiles {n}", c) for n in LAYER_NAMES)
