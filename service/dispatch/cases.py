@@ -19,8 +19,11 @@ level never sees a sibling's case: it lies, is owned and is handled outside its 
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,6 +69,7 @@ __all__ = [
     "find_duplicates",
     "act_on_case",
     "record_event",
+    "ActionBatches",
     "load_events",
 ]
 
@@ -340,47 +344,251 @@ _ACT_READ = (
     f"WHERE t.id = :id AND {case_visible_sql()}"
 )
 _ACT_READ_LOCKED = _ACT_READ + " FOR UPDATE OF t"
+# The same for several actions at once (ActionBatches): each with its caller's scope.
+_ACT_READ_MANY = (
+    f"SELECT q.ord, t.xmin AS row_xmin, {', '.join(_CASE_FIELDS)}{_LIMITS} "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:scopes AS text[]), CAST(:cities AS boolean[])) "
+    "WITH ORDINALITY AS q(id, scope, scope_city, ord) JOIN incident t ON t.id = q.id WHERE "
+    + case_visible_sql().replace(":scope_city", "q.scope_city").replace(":scope", "q.scope")
+)
 
-# The event and the case it leaves, in one statement, only if the row is still the one read
+# Events and the cases they leave, written in one statement for one action or for several
+# (rows in JSON, typed by the tables themselves), each only if its row is still the one read
 # and nobody holds it. The event insert's statement trigger takes the event lock (held to
-# commit: service/migrations 0010) before this statement touches the row, so the row lock is
-# taken without waiting (SKIP LOCKED): waiting for a row while holding the event lock would
-# deadlock with a writer that holds the row and waits for the event lock (the deadline
-# sweep, an action on its locked path). A row held by another is a conflict like a changed one.
-_UPDATE_AND_RECORD = (
-    "WITH locked AS (SELECT id FROM incident WHERE id = :incident_id "
-    "AND version = :from_version AND xmin = CAST(:row_xmin AS xid) FOR UPDATE SKIP LOCKED), "
+# commit: migration 0010) before this statement touches a row, so rows are locked without
+# waiting (SKIP LOCKED): waiting for a row while holding the event lock would deadlock with a
+# writer that holds the row and waits for the event lock (the deadline sweep, an action on its
+# locked path). A row held by another is a conflict like a changed one.
+_EVENT_COLUMNS = tuple(f.name for f in fields(Event))
+_RECORD_EVENTS = (
+    "WITH g AS (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:versions AS int[]), "
+    "CAST(:xmins AS xid[])) WITH ORDINALITY AS g(id, from_version, row_xmin, ord)), "
+    "locked AS (SELECT t.id, g.ord FROM incident t JOIN g ON t.id = g.id "
+    "AND t.version = g.from_version AND t.xmin = g.row_xmin FOR UPDATE OF t SKIP LOCKED), "
+    "c AS (SELECT * FROM jsonb_populate_recordset(NULL::incident, CAST(:cases AS jsonb)) "
+    "WITH ORDINALITY AS c), "
     "changed AS (UPDATE incident t SET "
-    + ", ".join(f"{c} = :{c}" for c in LIFECYCLE_COLUMNS)
-    + ", updated_at = now() FROM locked WHERE t.id = locked.id RETURNING t.id) "
-    "INSERT INTO case_event (incident_id, seq, at, action, actor_token_id, actor_role, "
-    "actor_area_code, from_state, to_state, from_owner_area_code, to_owner_area_code, "
-    "assignee_kind, assignee_code, note, reason, attachments, data) "
-    "SELECT id, :seq, :at, :action, :actor_token_id, :actor_role, :actor_area_code, "
-    ":from_state, :to_state, :from_owner_area_code, :to_owner_area_code, :assignee_kind, "
-    ":assignee_code, :note, :reason, CAST(:attachments AS text[]), CAST(:data AS jsonb) "
-    "FROM changed RETURNING id"
+    + ", ".join(f"{col} = c.{col}" for col in LIFECYCLE_COLUMNS)
+    + ", updated_at = now() FROM locked JOIN c ON c.ordinality = locked.ord "
+    "WHERE t.id = locked.id RETURNING t.id, locked.ord), "
+    "e AS (SELECT * FROM jsonb_populate_recordset(NULL::case_event, CAST(:events AS jsonb)) "
+    "WITH ORDINALITY AS e) "
+    "INSERT INTO case_event (incident_id, "
+    + ", ".join(_EVENT_COLUMNS)
+    + ") SELECT changed.id, "
+    + ", ".join(f"e.{col}" for col in _EVENT_COLUMNS)
+    + " FROM changed JOIN e ON e.ordinality = changed.ord ORDER BY changed.ord "
+    "RETURNING incident_id, id"
 )
 
 
-async def record_event(
-    conn, *, incident_id: int, case: CaseState, event: Event, row_xmin: int
-) -> tuple[CaseState, int | None]:
-    """Write ``event`` and the case it leaves (``apply``) in one statement, if the row is
-    still the one read (``case.version`` and ``row_xmin``); return that case and the event's
-    id, or None for the id when another write came first (nothing written)."""
-    after = apply(case, event)
-    row = event.row()
-    row["data"] = orjson.dumps(row["data"]).decode()
-    query, names = _statement(_UPDATE_AND_RECORD)
+@dataclass
+class _Write:
+    """One action's write: the row it read (id, version, xmin), the case after, the event."""
+
+    incident_id: int
+    from_version: int
+    row_xmin: int
+    case: dict[str, Any]
+    event: dict[str, Any]
+
+
+async def _write_events(conn, writes: list[_Write]) -> dict[int, int]:
+    """Write ``writes`` (distinct cases) in one statement; return case id → event id for
+    those written."""
+    query, names = _statement(_RECORD_EVENTS)
     params = {
-        **after.columns(),
-        **row,
-        "incident_id": incident_id,
-        "from_version": case.version,
-        "row_xmin": row_xmin,
+        "ids": [w.incident_id for w in writes],
+        "versions": [w.from_version for w in writes],
+        "xmins": [w.row_xmin for w in writes],
+        "cases": orjson.dumps([w.case for w in writes]).decode(),
+        "events": orjson.dumps([w.event for w in writes]).decode(),
     }
-    event_id = await conn.fetchval(query, *[params[n] for n in names])
+    rows = await conn.fetch(query, *[params[n] for n in names])
+    return {r["incident_id"]: r["id"] for r in rows}
+
+
+class _Pending:
+    __slots__ = ("item", "done", "lead")
+
+    def __init__(self, item: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.item = item
+        self.done = loop.create_future()  # the item's result
+        self.lead = loop.create_future()  # set when this caller is to run the next batch
+
+
+class _Together:
+    """Concurrent calls of one kind on one pool, run together (as group commit does).
+
+    While one statement is in flight, the calls that arrive queue; when it returns, the
+    oldest queued caller runs all queued calls in one statement, on its own connection (so
+    nobody needs a connection more). Alone, a call runs at once: nothing waits for company.
+    A batch that fails is run again one call at a time, so an error is only its own call's.
+    """
+
+    #: The most calls in one statement.
+    MAX_BATCH = 64
+
+    def __init__(self) -> None:
+        self.queue: list[_Pending] = []
+        self.busy = False
+
+    def _key(self, item: Any) -> Any:
+        """Calls with the same key (not None) go in different statements."""
+        return None
+
+    async def _run(self, conn, items: list[Any]) -> list[Any]:
+        """Return the results of ``items``, in order, from one statement."""
+        raise NotImplementedError
+
+    async def submit(self, conn, item: Any) -> Any:
+        """Return the result of ``item``, run alone or with others' on ``conn``."""
+        pending = _Pending(item, asyncio.get_running_loop())
+        self.queue.append(pending)
+        if self.busy:
+            try:
+                await asyncio.wait(
+                    (pending.done, pending.lead), return_when=asyncio.FIRST_COMPLETED
+                )
+            except asyncio.CancelledError:
+                if pending in self.queue:
+                    self.queue.remove(pending)
+                if pending.lead.done() and not pending.done.done():
+                    self._hand_over()
+                raise
+            if pending.done.done():
+                return pending.done.result()
+        self.busy = True
+        try:
+            while not pending.done.done():
+                await self._run_batch(conn, self._take())
+        finally:
+            self._hand_over()
+        return pending.done.result()
+
+    def _take(self) -> list[_Pending]:
+        """Take the queued calls, oldest first, at most one per key."""
+        batch: list[_Pending] = []
+        keys: set[Any] = set()
+        rest: list[_Pending] = []
+        for p in self.queue:
+            if p.done.done():
+                continue
+            key = self._key(p.item)
+            if len(batch) >= self.MAX_BATCH or (key is not None and key in keys):
+                rest.append(p)
+            else:
+                keys.add(key)
+                batch.append(p)
+        self.queue = rest
+        return batch
+
+    async def _run_batch(self, conn, batch: list[_Pending]) -> None:
+        if not batch:
+            return
+        try:
+            results = await self._run(conn, [p.item for p in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].done.set_exception(exc)
+                return
+            for p in batch:
+                await self._run_batch(conn, [p])
+            return
+        except BaseException:
+            for p in batch:
+                if not p.done.done():
+                    p.done.set_exception(RuntimeError("the request running it was cancelled"))
+            raise
+        for p, result in zip(batch, results, strict=True):
+            if not p.done.done():
+                p.done.set_result(result)
+
+    def _hand_over(self) -> None:
+        """Let the oldest queued caller run the next batch, or go idle."""
+        for p in self.queue:
+            if not p.done.done() and not p.lead.done():
+                p.lead.set_result(True)
+                return
+        self.busy = False
+
+
+class _Reads(_Together):
+    """Cases read for actions (id, scope, scope_city) → the row, or None."""
+
+    async def _run(self, conn, items):
+        query, names = _statement(_ACT_READ_MANY)
+        params = {
+            "ids": [i[0] for i in items],
+            "scopes": [i[1] for i in items],
+            "cities": [i[2] for i in items],
+        }
+        out: list[Any] = [None] * len(items)
+        for r in await conn.fetch(query, *[params[n] for n in names]):
+            out[r["ord"] - 1] = r
+        return out
+
+
+class _Writes(_Together):
+    """Actions' writes (:class:`_Write`) → the event id, or None (another came first)."""
+
+    def _key(self, item):
+        return item.incident_id  # a second write of a case conflicts with the first anyway
+
+    async def _run(self, conn, items):
+        written = await _write_events(conn, items)
+        return [written.get(w.incident_id) for w in items]
+
+
+class ActionBatches:
+    """The reads and the writes of concurrent actions on one pool, each run together.
+
+    Event writes are serialised anyway (each holds the event lock through its commit, its WAL
+    flush), and a read costs a round trip for a few rows: together, one lock, one statement
+    and one commit serve many actions. Each action is still its own: its row written only if
+    unchanged since its read, its event with its case, its errors its own.
+    """
+
+    _of: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self.reads = _Reads()
+        self.writes = _Writes()
+
+    @classmethod
+    def of(cls, pool) -> ActionBatches:
+        """Return the batches of ``pool`` (one per pool, made on first use)."""
+        batches = cls._of.get(pool)
+        if batches is None:
+            batches = cls._of[pool] = cls()
+        return batches
+
+
+async def record_event(
+    conn,
+    *,
+    incident_id: int,
+    case: CaseState,
+    event: Event,
+    row_xmin: int,
+    batches: ActionBatches | None = None,
+) -> tuple[CaseState, int | None]:
+    """Write ``event`` and the case it leaves (``apply``) if the row is still the one read
+    (``case.version`` and ``row_xmin``): alone, or with other actions' (``batches``); return
+    that case and the event's id, or None for the id when another write came first (nothing
+    written)."""
+    after = apply(case, event)
+    write = _Write(
+        incident_id=incident_id,
+        from_version=case.version,
+        row_xmin=row_xmin,
+        case={"id": incident_id, **after.columns()},
+        event=event.row(),
+    )
+    if batches is None:
+        event_id = (await _write_events(conn, [write])).get(incident_id)
+    else:
+        event_id = await batches.writes.submit(conn, write)
     return after, event_id
 
 
@@ -465,6 +673,7 @@ async def act_on_case(
     if_match: str | None = None,
     now: datetime | None = None,
     in_transaction: bool = False,
+    batches: ActionBatches | None = None,
 ) -> dict[str, Any]:
     """Take ``action`` on a case; return the case after it.
 
@@ -475,6 +684,8 @@ async def act_on_case(
     of two conflicting actions sees the first's result and is refused. ``in_transaction``:
     the caller holds ``conn`` in a transaction (the Idempotency-Key's); the row is locked as
     it is read, since a failed unlocked write would keep the event lock to the end of it.
+    ``batches``: the pool's :class:`ActionBatches`, to read and write with other actions
+    arriving at the same time (not in a transaction of the caller's).
 
     404: no such case for the caller, or no such action; 412: ``if_match`` names another
     version; 409: not possible in the case's state (naming the actions that are); 403: not
@@ -483,7 +694,7 @@ async def act_on_case(
     args = (conn, principal, case_id, action, params, if_match, now)
     if in_transaction:
         return await _act_once(*args, lock=True)
-    done = await _act_once(*args, lock=False)
+    done = await _act_once(*args, lock=False, batches=batches)
     if done is None:
         async with conn.transaction():
             done = await _act_once(*args, lock=True)
@@ -500,14 +711,18 @@ async def _act_once(
     now: datetime | None,
     *,
     lock: bool,
+    batches: ActionBatches | None = None,
 ) -> dict[str, Any] | None:
     """Act once; None when the row changed between the read and the write (never locked)."""
-    found = await _row(
-        conn, _ACT_READ_LOCKED if lock else _ACT_READ, id=case_id, **scope_params(principal)
-    )
+    scope = scope_params(principal)
+    if batches is None or lock:
+        found = await _row(conn, _ACT_READ_LOCKED if lock else _ACT_READ, id=case_id, **scope)
+    else:
+        found = await batches.reads.submit(conn, (case_id, scope["scope"], scope["scope_city"]))
     if found is None:
         raise NotFoundError(f"no case {case_id} that you may see", field="id")
     row = dict(found)
+    row.pop("ord", None)  # a batched read's position
     case = CaseState.from_row(row)
     wanted = _parse_if_match(if_match)
     if wanted is not None and wanted != case.version:
@@ -546,7 +761,12 @@ async def _act_once(
     except ActionInputError as exc:
         raise UnprocessableError(exc.detail, field=exc.field) from None
     after, event_id = await record_event(
-        conn, incident_id=case_id, case=case, event=event, row_xmin=row.pop("row_xmin")
+        conn,
+        incident_id=case_id,
+        case=case,
+        event=event,
+        row_xmin=row.pop("row_xmin"),
+        batches=batches,
     )
     if event_id is None:
         if lock:

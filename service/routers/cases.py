@@ -148,7 +148,8 @@ async def act(
         params["due_at"] = body.due_at
     # On the hot pool (service.db's rule: case actions), the Idempotency-Key claimed in the
     # action's own transaction; without a key an action needs no transaction of its own.
-    async with request.app.state.pg_pool.acquire() as conn:
+    pool = request.app.state.pg_pool
+    async with pool.acquire() as conn:
 
         async def work(in_transaction: bool = True):
             case = await repo.act_on_case(
@@ -159,6 +160,7 @@ async def act(
                 params=params,
                 if_match=if_match,
                 in_transaction=in_transaction,
+                batches=None if in_transaction else repo.ActionBatches.of(pool),
             )
             return 200, case
 

@@ -664,6 +664,105 @@ def test_one_idempotency_key_sent_twice_at_once_acts_once(client, h, db_url):
     assert n == 1
 
 
+def test_concurrent_writes_share_a_statement_and_fail_alone(client, h, db_url):
+    # Actions writing while another write is in flight are written together (one event
+    # lock, one commit); a write that fails is its own action's failure only, a second
+    # write of a case already written (same version read) is a conflict, not an error.
+    import asyncio
+
+    import asyncpg
+
+    from service.auth import Principal
+    from service.dispatch import cases as repo
+    from service.dispatch.lifecycle import CaseState, decide
+
+    ids = [_case_in(client, h, "registered") for _ in range(4)]
+    events_before = _sql(db_url, "SELECT count(*) FROM case_event")[0][0]
+    centre = repo.actor_of(
+        Principal(
+            token_id="t",
+            name="t",
+            role="community_dispatcher",
+            area_code=COMMUNITY,
+            scope_path="990100/990101/990101001001",
+            source=None,
+        )
+    )
+    statements = []
+
+    class Counted(repo._Writes):
+        async def _run(self, conn, items):
+            statements.append(len(items))
+            return await super()._run(conn, items)
+
+    async def scenario():
+        dsn = "postgresql://" + db_url.split("://", 1)[1]
+        conns = [await asyncpg.connect(dsn) for _ in range(6)]
+        try:
+            now = datetime.now(UTC)
+            writes_ = []
+            for case_id in ids:
+                row = dict(
+                    await conns[0].fetchrow(
+                        f"SELECT xmin AS row_xmin, id, category, "
+                        f"{', '.join(LIFECYCLE_COLUMNS)} FROM incident WHERE id = $1",
+                        case_id,
+                    )
+                )
+                case = CaseState.from_row(row)
+                event = decide(case, "comment", centre, {"note": "n"}, now=now, limits={})
+                writes_.append((case, event, row["row_xmin"]))
+            batches = repo.ActionBatches()
+            batches.writes = writes = Counted()
+
+            def write(conn, case_id, case, event, xmin):
+                return repo.record_event(
+                    conn,
+                    incident_id=case_id,
+                    case=case,
+                    event=event,
+                    row_xmin=xmin,
+                    batches=batches,
+                )
+
+            # The first write goes alone; the rest queue behind it and go as one statement:
+            # three good ones, the first one's case again (same version: a conflict) and
+            # one the table refuses (a state it does not know).
+            case0, event0, xmin0 = writes_[0]
+            bad_case, bad_event, bad_xmin = writes_[3]
+            bad = writes.submit(
+                conns[5],
+                repo._Write(
+                    incident_id=ids[3],
+                    from_version=bad_case.version,
+                    row_xmin=bad_xmin,
+                    case={"id": ids[3], **bad_case.columns(), "state": "lost"},
+                    event=bad_event.row(),
+                ),
+            )
+            return await asyncio.gather(
+                *(write(conns[i], ids[i], *writes_[i]) for i in range(3)),
+                write(conns[3], ids[0], case0, event0, xmin0),
+                bad,
+                return_exceptions=True,
+            )
+        finally:
+            for conn in conns:
+                await conn.close()
+
+    results = asyncio.run(scenario())
+    assert all(r[1] is not None for r in results[:3]), results
+    assert results[3][1] is None  # the first one's case was written first: a conflict
+    assert isinstance(results[4], asyncpg.CheckViolationError), results[4]
+    # alone, then the four queued together, then (one failed) each of those alone
+    assert statements == [1, 4, 1, 1, 1, 1], statements
+    after = _sql(db_url, "SELECT count(*) FROM case_event")[0][0]
+    assert after == events_before + 3
+    versions = _sql(db_url, "SELECT id, version FROM incident WHERE id = ANY(:i)", i=ids)
+    assert dict(versions) == {ids[0]: 3, ids[1]: 3, ids[2]: 3, ids[3]: 2}
+    assert _replay_all(db_url) >= 4
+
+
 # -- new incidents, imports and replay ----------------------------------------------------
 
 
