@@ -39,9 +39,10 @@ Sections (each a function taking the parsed arguments, the goals and the bench d
   Goal: ≥ 0.5×.
 
 Database: ``stream`` uses the lookup benchmark's ``wangge_bench`` (the Guiyang demo; built on
-first use), migrated; ``sweep`` and ``actions`` share ``wangge_bench_dispatch`` (the tiny
-hierarchy and ``--cases`` open cases written set-based; reset, not rebuilt, when a run finds
-them). Run: ``.venv/bin/python -m bench.dispatch [--sections stream sweep actions]
+first use), migrated; ``actions`` uses ``wangge_bench_dispatch`` and ``sweep``
+``wangge_bench_sweep``, each the tiny hierarchy and ``--cases`` open cases written set-based
+(reset, not rebuilt, when a run finds them; separate, so that runs of the two sections never
+measure each other). Run: ``.venv/bin/python -m bench.dispatch [--sections stream sweep actions]
 [--quick]`` (``--quick``: 100 screens, 10 s; 100,000 cases with 1,000 due; 3 s of actions).
 Exit status 1 when a gated goal is missed or a check fails (:mod:`bench.goals`).
 """
@@ -676,13 +677,13 @@ ACTIONS_PORT = 8768
 ACTIONS_COMMUNITY = "990101001001"
 
 
-def _dispatch_db_url() -> str:
+def _dispatch_db_url(database: str = "wangge_bench_dispatch") -> str:
     from sqlalchemy.engine import make_url
 
     from bench.lookup import _server_url
     from service.db import sync_url
 
-    url = make_url(sync_url(_server_url())).set(database="wangge_bench_dispatch")
+    url = make_url(sync_url(_server_url())).set(database=database)
     return url.render_as_string(hide_password=False)
 
 
@@ -733,16 +734,16 @@ ORDER BY g
 """
 
 
-def prepare_dispatch_database(n: int, due: int) -> str:
-    """Return the URL of ``wangge_bench_dispatch`` holding ``n`` open cases, ``due`` of them
-    past their deadline at :data:`BENCH_T` and none flagged (built, or reset, set-based)."""
+def prepare_dispatch_database(n: int, due: int, database: str = "wangge_bench_dispatch") -> str:
+    """Return the URL of ``database`` holding ``n`` open cases, ``due`` of them past their
+    deadline at :data:`BENCH_T` and none flagged (built, or reset, set-based)."""
     import psycopg
 
     from fixtures.tiny import tiny_records
     from service.db import ensure_database, make_engine, migrate
     from service.repositories import boundaries
 
-    url = _dispatch_db_url()
+    url = _dispatch_db_url(database)
     ensure_database(url)
     migrate(url)
     engine = make_engine(url)
@@ -828,6 +829,8 @@ def _sweep_once(url: str, now, **kwargs):
     return asyncio.run(run())
 
 
+#: The sweep's own database (the actions section's runs would otherwise reset it under a sweep).
+SWEEP_DATABASE = "wangge_bench_sweep"
 #: Row updates of incident (all its partitions) so far, and how many were HOT.
 _UPDATES_SQL = (
     "SELECT CAST(coalesce(sum(n_tup_upd), 0) AS bigint), "
@@ -844,7 +847,7 @@ def sweep(args, goals: Goals, url: str) -> dict:
 
     import psycopg
 
-    url = prepare_dispatch_database(args.cases, args.due)
+    url = prepare_dispatch_database(args.cases, args.due, SWEEP_DATABASE)
     now = datetime.fromisoformat(BENCH_T)
     with psycopg.connect(url.replace("+psycopg", "")) as conn:
         expected = {
@@ -1223,7 +1226,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.lookup import prepare_database
 
     # The Guiyang demo database only for the sections that read it (built on first use);
-    # sweep and actions build their own (wangge_bench_dispatch).
+    # sweep and actions build their own (wangge_bench_sweep, wangge_bench_dispatch).
     url = prepare_database()[0] if set(args.sections) - OWN_DATABASE else None
     for name in args.sections:
         print(f"\n--- dispatch: {name}", flush=True)
