@@ -11,9 +11,11 @@ and never commit: the care analysis writes its detail reads to ``access_log``, s
 runs it in a transaction (``engine.begin()``).
 
 Scope: an analysis covers one area (``area_code``, default the caller's own) and everything
-below it. Areas outside the caller's scope answer 404 as if they did not exist, exactly like
-``GET /areas/{code}``. Planners, dispatchers and admins may run analyses; a grid officer
-only for their own grid; intake systems not at all.
+below it; every ``run_*`` takes ``principal``, ``area_code`` and ``generation`` as keywords
+(:class:`Where`) and resolves them with :func:`resolve_scope`. Areas outside the caller's
+scope answer 404 as if they did not exist, exactly like ``GET /areas/{code}``. Planners,
+dispatchers and admins may run analyses; a grid officer only for their own grid; intake
+systems not at all.
 
 Generations: areas are read in ``generation`` (default the current one). Entities carry the
 cells of the current generation; for another generation they are re-located on the fly
@@ -23,7 +25,7 @@ cells of the current generation; for another generation they are re-located on t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 import orjson
 from sqlalchemy import Connection, text
@@ -34,6 +36,7 @@ from service.errors import ForbiddenError, NotFoundError
 __all__ = [
     "ANALYSIS_ROLES",
     "Scope",
+    "Where",
     "resolve_scope",
     "area_in_scope",
     "located",
@@ -77,14 +80,29 @@ class Scope:
         }
 
 
-def resolve_scope(
-    conn: Connection, *, principal: Principal, area_code: str | None, generation: int | None
-) -> Scope:
+class Where(TypedDict, total=False):
+    """The keywords every ``run_*`` takes for what it covers (``**where: Unpack[Where]``)."""
+
+    #: who asks: their role may run analyses, their area bounds the scope
+    principal: Required[Principal]
+    #: the area analysed with everything below it (default: the caller's own; 404 outside
+    #: their scope)
+    area_code: str | None
+    #: the boundary generation (default: the current one)
+    generation: int | None
+
+
+def resolve_scope(conn: Connection, **where: Unpack[Where]) -> Scope:
     """Return the scope to analyse: ``area_code`` (default the caller's) in ``generation``.
 
     403 for roles that may not run analyses or read a pending generation; 404 for an area
     that does not exist in the generation or lies outside the caller's scope.
     """
+    unexpected = where.keys() - (Where.__required_keys__ | Where.__optional_keys__)
+    if unexpected:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unexpected))}")
+    principal = where["principal"]
+    area_code, generation = where.get("area_code"), where.get("generation")
     if principal.role not in ANALYSIS_ROLES:
         raise ForbiddenError(f"a {principal.role} may not run analyses", field="role")
     # PostGIS functions carry high planner costs, which push these one-off statements over

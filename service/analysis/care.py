@@ -25,12 +25,13 @@ no household at all is not counted as a cadre (nothing says they should be one).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Connection, text
 
 from service.analysis import (
     Scope,
+    Where,
     area_in_scope,
     geometry_json,
     located,
@@ -185,16 +186,45 @@ def _details(
     return found, cadres, shown
 
 
+def _grid_gaps(r) -> dict[str, Any]:
+    """Return the finding of a grid with households without a cadre or cared for from
+    another community."""
+    return {
+        "kind": "grid_care_gaps",
+        "grid_code": r.grid_code,
+        "grid_name": r.grid_name,
+        "community_code": r.community_code,
+        "households": r.households,
+        "without_cadre": r.without_cadre,
+        "share_without_cadre": ratio(r.without_cadre, r.households),
+        "cadre_outside_community": r.cadre_outside,
+        "geometry": parse_geometry(r.geometry),
+    }
+
+
+def _cadres_out_of_range(conn: Connection, fmt: dict, params: dict) -> tuple[int, int]:
+    """Return how many cadres care for fewer than ``min_contacts`` and more than
+    ``max_contacts`` households: counted for everyone, who they are is a detail."""
+    row = conn.execute(
+        text(
+            "SELECT count(*) FILTER (WHERE households < :min_contacts) AS below, "
+            "count(*) FILTER (WHERE households > :max_contacts) AS above FROM ("
+            + _CADRES_SQL.format(**fmt, geometry="NULL")
+            + ") s"
+        ),
+        params,
+    ).one()
+    return row.below, row.above
+
+
 def run_care(
     conn: Connection,
     *,
-    principal: Principal,
-    area_code: str | None = None,
-    generation: int | None = None,
     min_contacts: int = DEFAULT_MIN_CONTACTS,
     max_contacts: int = DEFAULT_MAX_CONTACTS,
     geometry: bool = True,
     details: bool = True,
+    **where: Unpack[Where],
 ) -> dict[str, Any]:
     """Return care coverage: counts for everyone, details (logged) for the detail roles.
 
@@ -209,7 +239,8 @@ def run_care(
             f"max_contacts must be a whole number ≥ min_contacts ({min_contacts})",
             field="max_contacts",
         )
-    scope = resolve_scope(conn, principal=principal, area_code=area_code, generation=generation)
+    scope = resolve_scope(conn, **where)
+    principal = where["principal"]
     details = details and principal.role in CARE.detail_roles
     households = located("care_household", _COLUMNS, scope=scope)
     params = {**scope.params(), "min_contacts": min_contacts, "max_contacts": max_contacts}
@@ -228,21 +259,7 @@ def run_care(
         if not r.no_kind
     }
     grid_rows = [r for r in counts if r.no_kind and not r.no_grid and r.grid_code is not None]
-    items: list[dict[str, Any]] = [
-        {
-            "kind": "grid_care_gaps",
-            "grid_code": r.grid_code,
-            "grid_name": r.grid_name,
-            "community_code": r.community_code,
-            "households": r.households,
-            "without_cadre": r.without_cadre,
-            "share_without_cadre": ratio(r.without_cadre, r.households),
-            "cadre_outside_community": r.cadre_outside,
-            "geometry": parse_geometry(r.geometry),
-        }
-        for r in grid_rows
-        if r.without_cadre or r.cadre_outside
-    ]
+    items = [_grid_gaps(r) for r in grid_rows if r.without_cadre or r.cadre_outside]
     if details:
         households_found, cadres, shown = _details(
             conn, scope=scope, households=households, params=params, geometry=geometry
@@ -250,17 +267,7 @@ def run_care(
         below = sum(1 for c in cadres if c["bound"] == "below")
         above = len(cadres) - below
     else:
-        # Out-of-range cadres are counted for everyone; who they are is a detail.
-        row = conn.execute(
-            text(
-                "SELECT count(*) FILTER (WHERE households < :min_contacts) AS below, "
-                "count(*) FILTER (WHERE households > :max_contacts) AS above FROM ("
-                + _CADRES_SQL.format(**fmt, geometry="NULL")
-                + ") s"
-            ),
-            params,
-        ).one()
-        below, above = row.below, row.above
+        below, above = _cadres_out_of_range(conn, fmt, params)
     summary = {
         "households": total.households if total else 0,
         "without_cadre": total.without_cadre if total else 0,

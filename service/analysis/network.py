@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -235,6 +236,24 @@ def read_lines(
     return list(gdf.geometry.values), attributes, layer
 
 
+def _insert_in_chunks(
+    conn: Connection, sql: str, params: dict[str, Any], **columns: Sequence
+) -> None:
+    """Run ``sql`` once per :data:`_INSERT_CHUNK` rows: ``params`` with each of ``columns``
+    (arrays or lists of the same length) bound as that chunk's slice."""
+    rows = len(next(iter(columns.values())))
+    statement = text(sql)
+    for start in range(0, rows, _INSERT_CHUNK):
+        chunk = slice(start, start + _INSERT_CHUNK)
+        sliced = {name: _as_list(values[chunk]) for name, values in columns.items()}
+        conn.execute(statement, {**params, **sliced})
+
+
+def _as_list(values: Sequence) -> list:
+    """Return a list of plain Python values (numpy's ``tolist``: ints and floats, not numpy's)."""
+    return values.tolist() if isinstance(values, np.ndarray) else list(values)
+
+
 def _edge_name(attrs: dict) -> str:
     for key in _NAME_COLUMNS:
         value = attrs.get(key)
@@ -274,23 +293,9 @@ def import_network(
     if not append:
         conn.execute(text("DELETE FROM road_edge"))
         conn.execute(text("DELETE FROM road_vertex"))
-    existing = None
-    x0, y0, x1, y1 = shapely.total_bounds(np.asarray(lines, dtype=object))
+    x0, y0, x1, y1 = bounds = shapely.total_bounds(np.asarray(lines, dtype=object))
     frame = UTMFrame.around(shapely.box(x0, y0, x1, y1))
-    if append:
-        pad = max(snap_m, 1.0) / 111_320.0 * 2
-        rows = conn.execute(
-            text(
-                "SELECT id, ST_X(geom) AS lon, ST_Y(geom) AS lat FROM road_vertex "
-                "WHERE geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)"
-            ),
-            {"x0": x0 - pad, "y0": y0 - pad, "x1": x1 + pad, "y1": y1 + pad},
-        ).all()
-        if rows:
-            existing = (
-                np.array([r.id for r in rows], dtype=np.int64),
-                np.array([(r.lon, r.lat) for r in rows], dtype=float),
-            )
+    existing = _stored_vertices_near(conn, bounds, snap_m) if append else None
     try:
         topo = build_topology(
             lines, snap_m=float(snap_m), node=node, existing_vertices=existing, frame=frame
@@ -317,65 +322,9 @@ def import_network(
         },
     ).scalar_one()
 
-    new = topo.vertex_existing < 0
-    vertex_ids = topo.vertex_existing.copy()
+    vertex_ids, new = _store_vertices(conn, topo, import_id)
     n_new = int(new.sum())
-    if n_new:
-        ids = (
-            conn.execute(
-                text(
-                    "SELECT nextval(pg_get_serial_sequence('road_vertex', 'id')) "
-                    "FROM generate_series(1, :n)"
-                ),
-                {"n": n_new},
-            )
-            .scalars()
-            .all()
-        )
-        vertex_ids[new] = np.asarray(ids, dtype=np.int64)
-        for start in range(0, n_new, _INSERT_CHUNK):
-            sl = slice(start, start + _INSERT_CHUNK)
-            conn.execute(
-                text(
-                    "INSERT INTO road_vertex (id, import_id, geom) "
-                    "SELECT id, :imp, ST_SetSRID(ST_MakePoint(x, y), 4326) FROM "
-                    "unnest(CAST(:ids AS bigint[]), CAST(:xs AS float8[]), "
-                    "CAST(:ys AS float8[])) AS v(id, x, y)"
-                ),
-                {
-                    "imp": import_id,
-                    "ids": vertex_ids[new][sl].tolist(),
-                    "xs": topo.vertex_lonlat[new][sl, 0].tolist(),
-                    "ys": topo.vertex_lonlat[new][sl, 1].tolist(),
-                },
-            )
-    sources = vertex_ids[topo.edge_source]
-    targets = vertex_ids[topo.edge_target]
-    wkbs = shapely.to_wkb(np.asarray(topo.edge_lonlat, dtype=object))
-    names = [_edge_name(attributes[f]) for f in topo.edge_feature]
-    props = [json.dumps(attributes[f], ensure_ascii=False, default=str) for f in topo.edge_feature]
-    n_edges = len(wkbs)
-    for start in range(0, n_edges, _INSERT_CHUNK):
-        sl = slice(start, start + _INSERT_CHUNK)
-        conn.execute(
-            text(
-                "INSERT INTO road_edge (import_id, source, target, cost, reverse_cost, length_m, "
-                "name, properties, geom) "
-                "SELECT :imp, s, t, l, l, l, n, CAST(p AS jsonb), g FROM ("
-                "  SELECT s, t, n, p, g, ST_Length(CAST(g AS geography)) AS l FROM ("
-                "    SELECT s, t, n, p, ST_GeomFromWKB(w, 4326) AS g FROM unnest("
-                "      CAST(:s AS bigint[]), CAST(:t AS bigint[]), CAST(:w AS bytea[]), "
-                "      CAST(:n AS text[]), CAST(:p AS text[])) AS u(s, t, w, n, p)) a) b"
-            ),
-            {
-                "imp": import_id,
-                "s": sources[sl].tolist(),
-                "t": targets[sl].tolist(),
-                "w": [bytes(b) for b in wkbs[sl]],
-                "n": names[sl],
-                "p": props[sl],
-            },
-        )
+    n_edges = _store_edges(conn, topo, attributes, vertex_ids, import_id)
     length_m = conn.execute(
         text("SELECT coalesce(sum(length_m), 0) FROM road_edge WHERE import_id = :i"),
         {"i": import_id},
@@ -403,6 +352,88 @@ def import_network(
         "bbox": [round(float(v), 7) for v in (x0, y0, x1, y1)],
         "pgrouting": pgrouting_installed(conn),
     }
+
+
+def _stored_vertices_near(
+    conn: Connection, bounds, snap_m: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return (ids, lon/lat) of the stored vertices an appended import may join (None: none)."""
+    x0, y0, x1, y1 = bounds
+    pad = max(snap_m, 1.0) / 111_320.0 * 2
+    rows = conn.execute(
+        text(
+            "SELECT id, ST_X(geom) AS lon, ST_Y(geom) AS lat FROM road_vertex "
+            "WHERE geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)"
+        ),
+        {"x0": x0 - pad, "y0": y0 - pad, "x1": x1 + pad, "y1": y1 + pad},
+    ).all()
+    if not rows:
+        return None
+    return (
+        np.array([r.id for r in rows], dtype=np.int64),
+        np.array([(r.lon, r.lat) for r in rows], dtype=float),
+    )
+
+
+def _store_vertices(conn: Connection, topo, import_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Insert the topology's new vertices; return every vertex's id and the mask of new ones."""
+    new = topo.vertex_existing < 0
+    vertex_ids = topo.vertex_existing.copy()
+    n_new = int(new.sum())
+    if n_new:
+        ids = (
+            conn.execute(
+                text(
+                    "SELECT nextval(pg_get_serial_sequence('road_vertex', 'id')) "
+                    "FROM generate_series(1, :n)"
+                ),
+                {"n": n_new},
+            )
+            .scalars()
+            .all()
+        )
+        vertex_ids[new] = np.asarray(ids, dtype=np.int64)
+        _insert_in_chunks(
+            conn,
+            "INSERT INTO road_vertex (id, import_id, geom) "
+            "SELECT id, :imp, ST_SetSRID(ST_MakePoint(x, y), 4326) FROM "
+            "unnest(CAST(:ids AS bigint[]), CAST(:xs AS float8[]), "
+            "CAST(:ys AS float8[])) AS v(id, x, y)",
+            {"imp": import_id},
+            ids=vertex_ids[new],
+            xs=topo.vertex_lonlat[new][:, 0],
+            ys=topo.vertex_lonlat[new][:, 1],
+        )
+    return vertex_ids, new
+
+
+def _store_edges(
+    conn: Connection, topo, attributes: list[dict], vertex_ids: np.ndarray, import_id: int
+) -> int:
+    """Insert the topology's edges (walking cost = length both ways); return how many."""
+    sources = vertex_ids[topo.edge_source]
+    targets = vertex_ids[topo.edge_target]
+    wkbs = shapely.to_wkb(np.asarray(topo.edge_lonlat, dtype=object))
+    names = [_edge_name(attributes[f]) for f in topo.edge_feature]
+    props = [json.dumps(attributes[f], ensure_ascii=False, default=str) for f in topo.edge_feature]
+    n_edges = len(wkbs)
+    _insert_in_chunks(
+        conn,
+        "INSERT INTO road_edge (import_id, source, target, cost, reverse_cost, length_m, "
+        "name, properties, geom) "
+        "SELECT :imp, s, t, l, l, l, n, CAST(p AS jsonb), g FROM ("
+        "  SELECT s, t, n, p, g, ST_Length(CAST(g AS geography)) AS l FROM ("
+        "    SELECT s, t, n, p, ST_GeomFromWKB(w, 4326) AS g FROM unnest("
+        "      CAST(:s AS bigint[]), CAST(:t AS bigint[]), CAST(:w AS bytea[]), "
+        "      CAST(:n AS text[]), CAST(:p AS text[])) AS u(s, t, w, n, p)) a) b",
+        {"imp": import_id},
+        s=sources,
+        t=targets,
+        w=[bytes(b) for b in wkbs],
+        n=names,
+        p=props,
+    )
+    return n_edges
 
 
 def _envelope_sql(bbox: tuple[float, float, float, float]) -> str:

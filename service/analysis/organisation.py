@@ -14,11 +14,12 @@ Findings, worst first:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Connection, text
 
 from service.analysis import (
+    Where,
     area_in_scope,
     geometry_json,
     located,
@@ -26,7 +27,6 @@ from service.analysis import (
     ratio,
     resolve_scope,
 )
-from service.auth import Principal
 from service.errors import UnprocessableError
 
 __all__ = ["DEFAULT_MIN_STAFF", "BRANCH_ORGS", "run_organisation"]
@@ -94,16 +94,14 @@ ORDER BY t.staff DESC, t.id
 def run_organisation(
     conn: Connection,
     *,
-    principal: Principal,
-    area_code: str | None = None,
-    generation: int | None = None,
     min_staff: int = DEFAULT_MIN_STAFF,
     geometry: bool = True,
+    **where: Unpack[Where],
 ) -> dict[str, Any]:
     """Return party-organisation and co-building coverage of units, ranked findings."""
     if not isinstance(min_staff, int) or min_staff < 1:
         raise UnprocessableError("min_staff must be a whole number ≥ 1", field="min_staff")
-    scope = resolve_scope(conn, principal=principal, area_code=area_code, generation=generation)
+    scope = resolve_scope(conn, **where)
     units = located("unit", _UNIT_COLUMNS, scope=scope)
     params = {**scope.params(), "branch": list(BRANCH_ORGS), "min_staff": min_staff}
     coverage = conn.execute(
@@ -128,50 +126,10 @@ def run_organisation(
         params,
     ).all()
 
-    items: list[dict[str, Any]] = []
-    shares: list[dict[str, Any]] = []
     grids = [r for r in coverage if r.level == "grid"]
     communities = [r for r in coverage if r.level == "community"]
-    for r in coverage:
-        base = {"code": r.code, "name": r.name, "level": r.level, "parent_code": r.parent_code}
-        numbers = {
-            "units": r.units,
-            "without_org": r.without_org,
-            "share_without_org": ratio(r.without_org, r.units),
-            "branches": r.branches,
-        }
-        if r.level == "grid" and r.branches == 0:
-            items.append(
-                {
-                    "kind": "grid_without_party_branch",
-                    **base,
-                    **numbers,
-                    "geometry": parse_geometry(r.geometry),
-                }
-            )
-        if r.without_org:
-            shares.append(
-                {
-                    "kind": "units_without_party_org",
-                    **base,
-                    **numbers,
-                    "geometry": parse_geometry(r.geometry),
-                }
-            )
-    for r in large:
-        items.append(
-            {
-                "kind": "large_unit_without_co_building",
-                "unit_id": r.id,
-                "name": r.name,
-                "unit_kind": r.kind,
-                "staff": r.staff,
-                "party_org": r.party_org,
-                "grid_code": r.grid_code,
-                "community_code": r.community_code,
-                "geometry": parse_geometry(r.geometry),
-            }
-        )
+    items, shares = _coverage_findings(coverage)
+    items.extend(_large_unit_finding(r) for r in large)
     # Grids without a branch: those with most unorganised units first; large units: by staff.
     items.sort(
         key=lambda i: (
@@ -209,4 +167,43 @@ def run_organisation(
         "parameters": {"min_staff": min_staff, "branch_orgs": list(BRANCH_ORGS)},
         "summary": summary,
         "items": items,
+    }
+
+
+def _coverage_findings(coverage) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Return the findings of the per-area coverage rows: grids without a party branch, and
+    the areas with units without a party organisation (their shares)."""
+    without_branch: list[dict[str, Any]] = []
+    shares: list[dict[str, Any]] = []
+    for r in coverage:
+        finding = {
+            "code": r.code,
+            "name": r.name,
+            "level": r.level,
+            "parent_code": r.parent_code,
+            "units": r.units,
+            "without_org": r.without_org,
+            "share_without_org": ratio(r.without_org, r.units),
+            "branches": r.branches,
+            "geometry": parse_geometry(r.geometry),
+        }
+        if r.level == "grid" and r.branches == 0:
+            without_branch.append({"kind": "grid_without_party_branch", **finding})
+        if r.without_org:
+            shares.append({"kind": "units_without_party_org", **finding})
+    return without_branch, shares
+
+
+def _large_unit_finding(r) -> dict[str, Any]:
+    """Return the finding of a large unit without co-building."""
+    return {
+        "kind": "large_unit_without_co_building",
+        "unit_id": r.id,
+        "name": r.name,
+        "unit_kind": r.kind,
+        "staff": r.staff,
+        "party_org": r.party_org,
+        "grid_code": r.grid_code,
+        "community_code": r.community_code,
+        "geometry": parse_geometry(r.geometry),
     }

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import orjson
@@ -47,8 +47,7 @@ from geo.reach import (
     measure_reach,
     reach_radius_m,
 )
-from service.analysis import GEOJSON_DIGITS, Scope, area_in_scope, ratio, resolve_scope
-from service.auth import Principal
+from service.analysis import GEOJSON_DIGITS, Scope, Where, area_in_scope, ratio, resolve_scope
 from service.errors import UnprocessableError
 
 __all__ = [
@@ -277,9 +276,6 @@ def _counts(c: dict) -> dict[str, Any]:
 def run_reach(
     conn: Connection,
     *,
-    principal: Principal,
-    area_code: str | None = None,
-    generation: int | None = None,
     minutes: float = DEFAULT_MINUTES,
     speed_m_per_min: float = WALK_SPEED_M_PER_MIN,
     detour: float = DEFAULT_DETOUR,
@@ -289,6 +285,7 @@ def run_reach(
     rank_by: str = "area",
     geometry: bool = True,
     simplify_m: float = 0.0,
+    **where: Unpack[Where],
 ) -> dict[str, Any]:
     """Return the service reach of the area: summary and communities ranked worst first.
 
@@ -296,9 +293,8 @@ def run_reach(
     ----------
     conn
         A synchronous connection (nothing is written).
-    principal, area_code, generation
-        Who asks, the area (default the caller's own; 404 outside the scope) and the
-        boundary generation (default current).
+    **where
+        ``principal``, ``area_code``, ``generation`` (:class:`~service.analysis.Where`).
     minutes, speed_m_per_min, detour
         The walk: ``minutes`` at ``speed_m_per_min``; straight-line distances are divided
         by ``detour``.
@@ -333,7 +329,7 @@ def run_reach(
         )
     if not (math.isfinite(simplify_m) and 0 <= simplify_m <= 1000):
         raise UnprocessableError("simplify_m must be between 0 and 1000", field="simplify_m")
-    scope = resolve_scope(conn, principal=principal, area_code=area_code, generation=generation)
+    scope = resolve_scope(conn, **where)
     area = load_area_frame(conn, scope)
     network = _use_network(conn, use_network, area.expanded_bbox(0.0)) if area.zones else False
 
@@ -370,9 +366,23 @@ def run_reach(
 
     points = {kind: load_points(conn, area, kind) for kind in POINT_TABLES}
     measured = measure_reach(area.zones, parts, points)
+    simplify = simplify_m if geometry else None
+    items = _ranked_items(measured, area, rank_by=rank_by, simplify_m=simplify)
+    summary = {**_totals(items, facilities=int(len(facilities))), **summary}
+    if not items:
+        summary["note"] = "the area has no communities to analyse"
+    return {"area": scope.as_dict(), "parameters": parameters, "summary": summary, "items": items}
 
+
+def _ranked_items(
+    measured: list[dict], area, *, rank_by: str, simplify_m: float | None
+) -> list[dict[str, Any]]:
+    """Return one item per measured community, worst first by ``rank_by``'s uncovered share
+    (then uncovered area, then code); with the uncovered part's GeoJSON unless
+    ``simplify_m`` is None."""
     items = []
     for m, level in zip(measured, area.zone_levels, strict=True):
+        uncovered = m["uncovered_m"]
         items.append(
             {
                 "code": m["code"],
@@ -383,7 +393,9 @@ def run_reach(
                 "uncovered_share": ratio(m["uncovered_area_m2"], m["area_m2"]) or 0.0,
                 "households": _counts(m["counts"]["households"]),
                 "units": _counts(m["counts"]["units"]),
-                "geometry": geojson(m["uncovered_m"], area.frame, simplify_m) if geometry else None,
+                "geometry": None
+                if simplify_m is None
+                else geojson(uncovered, area.frame, simplify_m),
             }
         )
 
@@ -395,13 +407,17 @@ def run_reach(
     items.sort(key=lambda i: (-share(i), -i["uncovered_area_m2"], i["code"]))
     for rank, item in enumerate(items, 1):
         item["rank"] = rank
+    return items
 
+
+def _totals(items: list[dict[str, Any]], *, facilities: int) -> dict[str, Any]:
+    """Return the reach summary over the communities: areas, households and units."""
     area_total = sum(i["area_m2"] for i in items)
     area_un = sum(i["uncovered_area_m2"] for i in items)
-    summary = {
+    return {
         "communities": len(items),
         "fully_covered": sum(1 for i in items if i["uncovered_area_m2"] == 0),
-        "facilities": int(len(facilities)),
+        "facilities": facilities,
         "area_m2": round(area_total, 1),
         "uncovered_area_m2": round(area_un, 1),
         "uncovered_share": ratio(area_un, area_total) or 0.0,
@@ -415,8 +431,4 @@ def run_reach(
             }
             for kind in POINT_TABLES
         },
-        **summary,
     }
-    if not items:
-        summary["note"] = "the area has no communities to analyse"
-    return {"area": scope.as_dict(), "parameters": parameters, "summary": summary, "items": items}

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import orjson
 import pandas as pd
@@ -47,6 +47,7 @@ from maps.gaps import GAP_LAYERS
 from service.analysis import (
     ANALYSES,
     Scope,
+    Where,
     area_in_scope,
     located,
     ratio,
@@ -146,7 +147,7 @@ ORDER BY g.code
 # Every community and grid in scope with its units (the analysis lists only the gaps).
 _ORGANISATION_TABLE_SQL = """
 WITH u AS (
-    SELECT t.grid_code, t.community_code, t.party_org FROM {units} t WHERE {units_in_scope}
+    SELECT t.grid_code, t.community_code, t.party_org FROM {rows} t WHERE {rows_in_scope}
 ),
 per_grid AS (
     SELECT grid_code AS code, count(*) AS units,
@@ -179,8 +180,8 @@ WITH hh AS (
     SELECT t.community_code, t.cadre_member_id,
            (t.cadre_member_id IS NOT NULL
             AND m.home_community_code IS DISTINCT FROM t.community_code) AS cadre_outside
-    FROM {households} t LEFT JOIN member m ON m.id = t.cadre_member_id
-    WHERE {in_scope}
+    FROM {rows} t LEFT JOIN member m ON m.id = t.cadre_member_id
+    WHERE {rows_in_scope}
 ),
 per AS (
     SELECT community_code, count(*) AS households,
@@ -206,6 +207,19 @@ SELECT NULL, NULL, p.households, p.without_cadre, p.cadre_outside, p.cadres
 FROM per p WHERE p.community_code IS NULL
 ORDER BY 1 NULLS LAST
 """
+
+
+def _rows_per_area(
+    conn: Connection, sql: str, table: str, column: str, scope, params: dict[str, Any]
+) -> Any:
+    """Return the rows of a table query over ``table`` (``{rows}``: its rows with ``column``,
+    located in the scope's generation; ``{rows_in_scope}``, ``{areas_in_scope}``)."""
+    sql = sql.format(
+        rows=located(table, (column,), scope=scope),
+        rows_in_scope=area_in_scope("t", "area_path"),
+        areas_in_scope=area_in_scope("a"),
+    )
+    return conn.execute(text(sql), params)
 
 
 def _tables(conn: Connection, scope) -> dict[str, list[dict[str, Any]]]:
@@ -237,16 +251,7 @@ def _tables(conn: Connection, scope) -> dict[str, list[dict[str, Any]]]:
             "share_without_org": ratio(r.without_org, r.units),
             "branches": r.branches,
         }
-        for r in conn.execute(
-            text(
-                _ORGANISATION_TABLE_SQL.format(
-                    units=located("unit", ("party_org",), scope=scope),
-                    units_in_scope=area_in_scope("t", "area_path"),
-                    areas_in_scope=area_in_scope("a"),
-                )
-            ),
-            params,
-        )
+        for r in _rows_per_area(conn, _ORGANISATION_TABLE_SQL, "unit", "party_org", scope, params)
     ]
     care = [
         {
@@ -258,15 +263,8 @@ def _tables(conn: Connection, scope) -> dict[str, list[dict[str, Any]]]:
             "cadre_outside_community": r.cadre_outside,
             "cadres": r.cadres,
         }
-        for r in conn.execute(
-            text(
-                _CARE_TABLE_SQL.format(
-                    households=located("care_household", ("cadre_member_id",), scope=scope),
-                    in_scope=area_in_scope("t", "area_path"),
-                    areas_in_scope=area_in_scope("a"),
-                )
-            ),
-            params,
+        for r in _rows_per_area(
+            conn, _CARE_TABLE_SQL, "care_household", "cadre_member_id", scope, params
         )
     ]
     return {"staffing_grids": teams, "organisation_areas": organisation, "care_communities": care}
@@ -386,13 +384,11 @@ def _report_steps(
 def run_report(
     conn: Connection,
     *,
-    principal: Principal,
-    area_code: str | None = None,
-    generation: int | None = None,
     siting_k: int | None = None,
     progress: ProgressFn | None = None,
     geometry: bool = True,
     care_details: bool = True,
+    **where: Unpack[Where],
 ) -> dict[str, Any]:
     """Return every analysis of the area, with per-step timings and the report's tables.
 
@@ -403,9 +399,8 @@ def run_report(
     ----------
     conn
         A synchronous connection in a transaction (care logs its detail reads).
-    principal, area_code, generation
-        Who asks, the area (default: the caller's own; 404 outside the scope, 403 for a
-        role that may not analyse) and the boundary generation (default: current). Every
+    **where
+        ``principal``, ``area_code``, ``generation`` (:class:`~service.analysis.Where`). Every
         analysis runs on the generation resolved here, even if another is activated
         meanwhile.
     siting_k
@@ -437,10 +432,10 @@ def run_report(
     """
     siting_k = _check_siting_k(siting_k)
     started = time.perf_counter()
-    scope = resolve_scope(conn, principal=principal, area_code=area_code, generation=generation)
+    scope = resolve_scope(conn, **where)
     sql, beside, tail = _report_steps(
         scope,
-        principal=principal,
+        principal=where["principal"],
         siting_k=siting_k,
         geometry=geometry,
         care_details=care_details,

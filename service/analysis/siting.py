@@ -19,7 +19,7 @@ adds (ordered by that).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import shapely
@@ -35,7 +35,7 @@ from geo.siting import (
     covered_by,
     site_facilities,
 )
-from service.analysis import GEOJSON_DIGITS, ratio, resolve_scope
+from service.analysis import GEOJSON_DIGITS, Where, ratio, resolve_scope
 from service.analysis.reach import (
     check_walk,
     load_area_frame,
@@ -43,7 +43,6 @@ from service.analysis.reach import (
     load_points,
     parse_kinds,
 )
-from service.auth import Principal
 from service.errors import UnprocessableError
 
 __all__ = ["DEMANDS", "MAX_K", "run_siting"]
@@ -91,23 +90,15 @@ def _parse_candidates(candidates: Any, crs: str = "EPSG:4326") -> np.ndarray:
     return np.column_stack([lon, lat])
 
 
-def _feature(lon: float, lat: float, properties: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "Feature",
-        "geometry": {
-            "type": "Point",
-            "coordinates": [round(lon, GEOJSON_DIGITS), round(lat, GEOJSON_DIGITS)],
-        },
-        "properties": properties,
-    }
+def _feature(item: dict[str, Any]) -> dict[str, Any]:
+    """Return a chosen site (an item) as a GeoJSON Feature."""
+    properties = {key: value for key, value in item.items() if key != "geometry"}
+    return {"type": "Feature", "geometry": item["geometry"], "properties": properties}
 
 
 def run_siting(
     conn: Connection,
     *,
-    principal: Principal,
-    area_code: str | None = None,
-    generation: int | None = None,
     k: int | None = None,
     lscp: bool = False,
     candidates: list | None = None,
@@ -118,12 +109,13 @@ def run_siting(
     detour: float = DEFAULT_DETOUR,
     demand: str = "households",
     kinds: str | tuple[str, ...] | None = None,
+    **where: Unpack[Where],
 ) -> dict[str, Any]:
     """Return the sites for new facilities in the area and the coverage they bring.
 
     Parameters
     ----------
-    conn, principal, area_code, generation
+    conn, **where
         As for :func:`service.analysis.reach.run_reach` (404 outside the caller's scope).
     k, lscp
         Exactly one: ``k`` new facilities maximising covered demand (MCLP, 1 ≤ k ≤ 100),
@@ -149,44 +141,19 @@ def run_siting(
         and for households and units), ``items`` (the chosen sites, best first, each with
         a Point ``geometry``) and ``sites`` (the same as a GeoJSON FeatureCollection).
     """
-    if lscp and k is not None:
-        raise UnprocessableError("give k (maximal covering) or lscp, not both", field="lscp")
-    if not lscp and k is None:
-        raise UnprocessableError(
-            "give k, the number of new facilities (or lscp for the fewest covering all)",
-            field="k",
-        )
-    if k is not None and (isinstance(k, bool) or int(k) != k or not 1 <= k <= MAX_K):
-        raise UnprocessableError(f"k must be an integer from 1 to {MAX_K}, got {k!r}", field="k")
-    if spacing_m is not None and not (
-        isinstance(spacing_m, (int, float))
-        and math.isfinite(spacing_m)
-        and MIN_SPACING_M <= spacing_m <= 50_000
-    ):
-        raise UnprocessableError(
-            f"spacing_m must be between {MIN_SPACING_M:g} and 50000 metres", field="spacing_m"
-        )
-    if demand not in DEMANDS:
-        raise UnprocessableError(
-            f"demand must be one of {', '.join(DEMANDS)}, got {demand!r}", field="demand"
-        )
+    _check_options(k=k, lscp=lscp, spacing_m=spacing_m, demand=demand)
     check_walk(minutes=minutes, speed_m_per_min=speed_m_per_min, detour=detour)
     kinds = parse_kinds(kinds)
     supplied = _parse_candidates(candidates, candidates_crs) if candidates is not None else None
 
-    scope = resolve_scope(conn, principal=principal, area_code=area_code, generation=generation)
+    scope = resolve_scope(conn, **where)
     area = load_area_frame(conn, scope)
     radius = reach_radius_m(minutes, speed_m_per_min, detour)
     frame = area.frame
     outline = area.outline_m
     shapely.prepare(outline)
 
-    # Demand inside the area (its communities; the area itself when it has none).
-    counted = {}
-    for kind in ("households", "units"):
-        x, y = load_points(conn, area, kind)
-        inside = shapely.contains_xy(outline, x, y) | shapely.intersects_xy(outline, x, y)
-        counted[kind] = (x[inside], y[inside])
+    counted = {kind: _points_inside(conn, area, kind) for kind in ("households", "units")}
     existing = load_facilities(conn, area.expanded_bbox(radius), kinds)
     ex, ey = frame.forward(existing[:, 0], existing[:, 1])
 
@@ -198,27 +165,12 @@ def run_siting(
     )
 
     if supplied is not None:
-        cx, cy = frame.forward(supplied[:, 0], supplied[:, 1])
-        inside = shapely.intersects_xy(outline, cx, cy)
-        if not inside.all():
-            i = int(np.flatnonzero(~inside)[0])
-            raise UnprocessableError(
-                f"candidates[{i}] lies outside area {scope.area_code or 'in scope'}",
-                field=f"candidates[{i}]",
-            )
-        spacing_used = None
-        source = "supplied"
+        cx, cy = _supplied_in_area(supplied, frame, outline, scope.area_code)
+        spacing_used, source = None, "supplied"
     else:
         uncovered = ~covered_by(model_x, model_y, ex, ey, radius)
-        try:
-            cx, cy, spacing_used = candidate_lattice(
-                outline,
-                spacing_m=spacing_m,
-                max_candidates=MAX_CANDIDATES,
-                near=(model_x[uncovered], model_y[uncovered], radius),
-            )
-        except SitingError as exc:
-            raise UnprocessableError(str(exc), field=exc.field or "spacing_m") from None
+        near = (model_x[uncovered], model_y[uncovered], radius)
+        cx, cy, spacing_used = _lattice(outline, spacing_m=spacing_m, near=near)
         source = "lattice"
 
     try:
@@ -238,51 +190,13 @@ def run_siting(
         raise UnprocessableError(str(exc), field=exc.field or "k") from None
 
     chosen_x, chosen_y = cx[result.chosen], cy[result.chosen]
-    lon, lat = frame.inverse(chosen_x, chosen_y)
-    zone_of = _zone_codes(area, chosen_x, chosen_y)
-    items = []
-    for rank, (i, g) in enumerate(zip(result.chosen, result.gains, strict=True)):
-        items.append(
-            {
-                "rank": rank + 1,
-                "candidate": int(i),
-                "community_code": zone_of[rank],
-                "adds": round(float(g), 3),
-                "adds_share": ratio(float(g), result.total),
-                "geometry": {
-                    "type": "Point",
-                    "coordinates": [
-                        round(float(lon[rank]), GEOJSON_DIGITS),
-                        round(float(lat[rank]), GEOJSON_DIGITS),
-                    ],
-                },
-            }
-        )
-
-    coverage = {}
-    all_x = np.concatenate([ex, chosen_x])
-    all_y = np.concatenate([ey, chosen_y])
-    for kind, (x, y) in counted.items():
-        before = int(covered_by(x, y, ex, ey, radius).sum())
-        after = int(covered_by(x, y, all_x, all_y, radius).sum())
-        coverage[kind] = {
-            "total": int(len(x)),
-            "covered_before": before,
-            "covered_after": after,
-            "share_before": ratio(before, len(x)),
-            "share_after": ratio(after, len(x)),
-        }
+    items = _site_items(result, area, chosen_x, chosen_y)
+    chosen = (np.concatenate([ex, chosen_x]), np.concatenate([ey, chosen_y]))
+    coverage = {
+        kind: _coverage(points, (ex, ey), chosen, radius) for kind, points in counted.items()
+    }
     summary = {
-        "method": result.method,
-        "new_sites": len(items),
-        "demand": demand,
-        "demand_total": round(result.total, 3),
-        "covered_before": round(result.covered_before, 3),
-        "covered_after": round(result.covered_after, 3),
-        "share_before": ratio(result.covered_before, result.total),
-        "share_after": ratio(result.covered_after, result.total),
-        "added": round(result.covered_after - result.covered_before, 3),
-        "unreachable": round(result.unreachable, 3),
+        **_result_summary(result, demand=demand),
         "existing_facilities": int(len(existing)),
         "candidates": int(len(cx)),
         "demand_points": int(len(model_x)),
@@ -307,23 +221,125 @@ def run_siting(
         "solver": result.solver,
         "area_crs": f"EPSG:{frame.epsg}",
     }
-    sites = {
-        "type": "FeatureCollection",
-        "features": [
-            _feature(
-                it["geometry"]["coordinates"][0],
-                it["geometry"]["coordinates"][1],
-                {k2: v for k2, v in it.items() if k2 != "geometry"},
-            )
-            for it in items
-        ],
-    }
     return {
         "area": scope.as_dict(),
         "parameters": parameters,
         "summary": summary,
         "items": items,
-        "sites": sites,
+        "sites": {"type": "FeatureCollection", "features": [_feature(it) for it in items]},
+    }
+
+
+def _check_options(*, k: Any, lscp: bool, spacing_m: Any, demand: str) -> None:
+    """Refuse (422, naming the parameter) a siting question that cannot be asked."""
+    if lscp and k is not None:
+        raise UnprocessableError("give k (maximal covering) or lscp, not both", field="lscp")
+    if not lscp and k is None:
+        raise UnprocessableError(
+            "give k, the number of new facilities (or lscp for the fewest covering all)",
+            field="k",
+        )
+    if k is not None and (isinstance(k, bool) or int(k) != k or not 1 <= k <= MAX_K):
+        raise UnprocessableError(f"k must be an integer from 1 to {MAX_K}, got {k!r}", field="k")
+    if spacing_m is not None and not (
+        isinstance(spacing_m, (int, float))
+        and math.isfinite(spacing_m)
+        and MIN_SPACING_M <= spacing_m <= 50_000
+    ):
+        raise UnprocessableError(
+            f"spacing_m must be between {MIN_SPACING_M:g} and 50000 metres", field="spacing_m"
+        )
+    if demand not in DEMANDS:
+        raise UnprocessableError(
+            f"demand must be one of {', '.join(DEMANDS)}, got {demand!r}", field="demand"
+        )
+
+
+def _points_inside(conn: Connection, area, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return the metric x, y of the ``kind`` points (households, units) inside the area
+    (its communities; the area itself when it has none)."""
+    x, y = load_points(conn, area, kind)
+    outline = area.outline_m
+    inside = shapely.contains_xy(outline, x, y) | shapely.intersects_xy(outline, x, y)
+    return x[inside], y[inside]
+
+
+def _lattice(outline, *, spacing_m: float | None, near) -> tuple[np.ndarray, np.ndarray, float]:
+    """Return candidates on a lattice inside ``outline`` near the uncovered demand, and the
+    spacing used (422 naming the parameter when no lattice fits)."""
+    try:
+        return candidate_lattice(
+            outline, spacing_m=spacing_m, max_candidates=MAX_CANDIDATES, near=near
+        )
+    except SitingError as exc:
+        raise UnprocessableError(str(exc), field=exc.field or "spacing_m") from None
+
+
+def _result_summary(result, *, demand: str) -> dict[str, Any]:
+    """Return the solved model's figures: method, sites, demand covered before and after."""
+    return {
+        "method": result.method,
+        "new_sites": len(result.chosen),
+        "demand": demand,
+        "demand_total": round(result.total, 3),
+        "covered_before": round(result.covered_before, 3),
+        "covered_after": round(result.covered_after, 3),
+        "share_before": ratio(result.covered_before, result.total),
+        "share_after": ratio(result.covered_after, result.total),
+        "added": round(result.covered_after - result.covered_before, 3),
+        "unreachable": round(result.unreachable, 3),
+    }
+
+
+def _supplied_in_area(
+    supplied: np.ndarray, frame, outline, area_code: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the supplied candidates in the area's metric frame; refuse one outside it."""
+    cx, cy = frame.forward(supplied[:, 0], supplied[:, 1])
+    inside = shapely.intersects_xy(outline, cx, cy)
+    if not inside.all():
+        i = int(np.flatnonzero(~inside)[0])
+        raise UnprocessableError(
+            f"candidates[{i}] lies outside area {area_code or 'in scope'}",
+            field=f"candidates[{i}]",
+        )
+    return cx, cy
+
+
+def _site_items(result, area, x: np.ndarray, y: np.ndarray) -> list[dict[str, Any]]:
+    """Return the chosen sites (metric ``x``, ``y``), best first, with what each adds."""
+    lon, lat = area.frame.inverse(x, y)
+    zone_of = _zone_codes(area, x, y)
+    return [
+        {
+            "rank": rank + 1,
+            "candidate": int(i),
+            "community_code": zone_of[rank],
+            "adds": round(float(g), 3),
+            "adds_share": ratio(float(g), result.total),
+            "geometry": {
+                "type": "Point",
+                "coordinates": [
+                    round(float(lon[rank]), GEOJSON_DIGITS),
+                    round(float(lat[rank]), GEOJSON_DIGITS),
+                ],
+            },
+        }
+        for rank, (i, g) in enumerate(zip(result.chosen, result.gains, strict=True))
+    ]
+
+
+def _coverage(points, before, after, radius: float) -> dict[str, Any]:
+    """Return how many of ``points`` (x, y) facilities at ``before`` and at ``after`` reach."""
+    x, y = points
+    covered_before = int(covered_by(x, y, *before, radius).sum())
+    covered_after = int(covered_by(x, y, *after, radius).sum())
+    return {
+        "total": int(len(x)),
+        "covered_before": covered_before,
+        "covered_after": covered_after,
+        "share_before": ratio(covered_before, len(x)),
+        "share_after": ratio(covered_after, len(x)),
     }
 
 

@@ -21,18 +21,18 @@ compared, so a person serving grids in two communities shows at the district lev
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Connection, text
 
 from service.analysis import (
     Scope,
+    Where,
     area_in_scope,
     geometry_json,
     parse_geometry,
     resolve_scope,
 )
-from service.auth import Principal
 
 __all__ = ["TEAM_ROLES", "run_staffing", "find_team_gaps", "find_people_in_several_grids"]
 
@@ -231,15 +231,10 @@ def _rank_key(item: dict[str, Any]) -> tuple:
 
 
 def run_staffing(
-    conn: Connection,
-    *,
-    principal: Principal,
-    area_code: str | None = None,
-    generation: int | None = None,
-    geometry: bool = True,
+    conn: Connection, *, geometry: bool = True, **where: Unpack[Where]
 ) -> dict[str, Any]:
     """Return the 1+1+1 team check of the area: summary numbers and ranked findings."""
-    scope = resolve_scope(conn, principal=principal, area_code=area_code, generation=generation)
+    scope = resolve_scope(conn, **where)
     summary, items = find_team_gaps(conn, scope=scope, geometry=geometry)
     several = find_people_in_several_grids(conn, scope=scope, geometry=geometry)
     redrawn = find_members_on_redrawn_grids(conn, scope=scope, geometry=geometry)

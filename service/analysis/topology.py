@@ -38,18 +38,18 @@ the per-child outside test run only for parents whose children's areas do not ad
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Connection, text
 
 from service.analysis import (
     Scope,
+    Where,
     area_in_scope,
     geometry_json,
     parse_geometry,
     resolve_scope,
 )
-from service.auth import Principal
 from service.errors import UnprocessableError
 
 __all__ = [
@@ -217,28 +217,9 @@ def find_multipart_children(
     return items
 
 
-def run_topology(
-    conn: Connection,
-    *,
-    principal: Principal,
-    area_code: str | None = None,
-    generation: int | None = None,
-    min_sliver_m2: float = DEFAULT_MIN_SLIVER_M2,
-    geometry: bool = True,
-) -> dict[str, Any]:
-    """Return, per parent area in scope, whether its children tile it, with ranked defects."""
-    if not min_sliver_m2 >= 0 or min_sliver_m2 == float("inf"):
-        raise UnprocessableError("min_sliver_m2 must be a finite number ≥ 0", field="min_sliver_m2")
-    scope = resolve_scope(conn, principal=principal, area_code=area_code, generation=generation)
-    parents = conn.execute(
-        text(_PARENT_ROWS_SQL.format(in_scope=area_in_scope("p"))), scope.params()
-    ).all()
-    items = find_partition_defects(
-        conn, scope=scope, min_sliver_m2=min_sliver_m2, geometry=geometry
-    )
-    items += find_multipart_children(conn, scope=scope, geometry=geometry)
-    items.sort(key=lambda i: (_ORDER[i["kind"]], -i["area_m2"], i["parent_code"], i["codes"]))
-
+def _per_parent(parents, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Return each parent's defects summed up: areas of gaps, overlaps and outside pieces,
+    counts of slivers and multipart children."""
     per_parent: dict[str, dict[str, Any]] = {}
     for p in parents:
         per_parent[p.code] = {
@@ -261,6 +242,30 @@ def run_topology(
             row["slivers"] += 1
         else:
             row["multipart"] += 1
+    return per_parent
+
+
+def run_topology(
+    conn: Connection,
+    *,
+    min_sliver_m2: float = DEFAULT_MIN_SLIVER_M2,
+    geometry: bool = True,
+    **where: Unpack[Where],
+) -> dict[str, Any]:
+    """Return, per parent area in scope, whether its children tile it, with ranked defects."""
+    if not min_sliver_m2 >= 0 or min_sliver_m2 == float("inf"):
+        raise UnprocessableError("min_sliver_m2 must be a finite number ≥ 0", field="min_sliver_m2")
+    scope = resolve_scope(conn, **where)
+    parents = conn.execute(
+        text(_PARENT_ROWS_SQL.format(in_scope=area_in_scope("p"))), scope.params()
+    ).all()
+    items = find_partition_defects(
+        conn, scope=scope, min_sliver_m2=min_sliver_m2, geometry=geometry
+    )
+    items += find_multipart_children(conn, scope=scope, geometry=geometry)
+    items.sort(key=lambda i: (_ORDER[i["kind"]], -i["area_m2"], i["parent_code"], i["codes"]))
+
+    per_parent = _per_parent(parents, items)
     defective = [
         r
         for r in per_parent.values()

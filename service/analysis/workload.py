@@ -23,12 +23,18 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Connection, text
 
-from service.analysis import area_in_scope, geometry_json, located, parse_geometry, resolve_scope
-from service.auth import Principal
+from service.analysis import (
+    Where,
+    area_in_scope,
+    geometry_json,
+    located,
+    parse_geometry,
+    resolve_scope,
+)
 from service.errors import UnprocessableError
 
 __all__ = [
@@ -119,18 +125,44 @@ def _positive(value: float, field: str) -> float:
     return float(value)
 
 
+def _grid_workload(r, *, z: float, median_ratio: float) -> dict[str, Any]:
+    """Return a grid team's workload finding, an outlier ("high", "low") beyond ``z``
+    standard deviations from the mean or above ``median_ratio`` times the median."""
+    zr = None if r.z is None else float(r.z)
+    ratio = None if r.median_ratio is None else float(r.median_ratio)
+    if (zr is not None and zr > z) or (ratio is not None and ratio > median_ratio):
+        outlier = "high"
+    elif zr is not None and zr < -z:
+        outlier = "low"
+    else:
+        outlier = None
+    return {
+        "kind": "grid_workload",
+        "grid_code": r.code,
+        "grid_name": r.name,
+        "community_code": r.parent_code,
+        "team_size": r.team_size,
+        "incidents": r.incidents,
+        "closed": r.closed,
+        "open": r.open,
+        "overdue": r.overdue,
+        "z": None if zr is None else round(zr, 3),
+        "median_ratio": None if ratio is None else round(ratio, 3),
+        "outlier": outlier,
+        "geometry": parse_geometry(r.geometry),
+    }
+
+
 def run_workload(
     conn: Connection,
     *,
-    principal: Principal,
-    area_code: str | None = None,
-    generation: int | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     overdue_hours: float = DEFAULT_OVERDUE_HOURS,
     z: float = DEFAULT_Z,
     median_ratio: float = DEFAULT_MEDIAN_RATIO,
     geometry: bool = True,
+    **where: Unpack[Where],
 ) -> dict[str, Any]:
     """Return incidents, backlog and overdue cases per grid team, with outliers, ranked."""
     until = _aware(until, "until") or datetime.now(UTC)
@@ -140,7 +172,7 @@ def run_workload(
     overdue_hours = _positive(overdue_hours, "overdue_hours")
     z = _positive(z, "z")
     median_ratio = _positive(median_ratio, "median_ratio")
-    scope = resolve_scope(conn, principal=principal, area_code=area_code, generation=generation)
+    scope = resolve_scope(conn, **where)
     params = {
         **scope.params(),
         "since": since,
@@ -157,33 +189,7 @@ def run_workload(
     ).all()
     unassigned = conn.execute(text(_UNASSIGNED_SQL.format(**fmt)), params).one()
 
-    items = []
-    for r in rows:
-        zr = None if r.z is None else float(r.z)
-        ratio = None if r.median_ratio is None else float(r.median_ratio)
-        if (zr is not None and zr > z) or (ratio is not None and ratio > median_ratio):
-            outlier = "high"
-        elif zr is not None and zr < -z:
-            outlier = "low"
-        else:
-            outlier = None
-        items.append(
-            {
-                "kind": "grid_workload",
-                "grid_code": r.code,
-                "grid_name": r.name,
-                "community_code": r.parent_code,
-                "team_size": r.team_size,
-                "incidents": r.incidents,
-                "closed": r.closed,
-                "open": r.open,
-                "overdue": r.overdue,
-                "z": None if zr is None else round(zr, 3),
-                "median_ratio": None if ratio is None else round(ratio, 3),
-                "outlier": outlier,
-                "geometry": parse_geometry(r.geometry),
-            }
-        )
+    items = [_grid_workload(r, z=z, median_ratio=median_ratio) for r in rows]
     rank = {"high": 0, "low": 1, None: 2}
     items.sort(key=lambda i: (rank[i["outlier"]], -i["incidents"], -i["overdue"], i["grid_code"]))
     first = rows[0] if rows else None
