@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli.common import dumps, operator, run
+from service.cli.common import dumps, operator, options, run
 
 __all__ = ["app"]
 
@@ -71,19 +71,18 @@ def _analyse(ctx: typer.Context, fn: Callable[..., dict]) -> None:
     The command's options (``ctx.params``) are the analysis' parameters, but ``--area``
     (``area_code``) and the output options ``--json``, ``--geometry`` and ``--limit``.
     """
-    options = dict(ctx.params)
-    area, as_json = options.pop("area"), options.pop("as_json")
-    geometry, limit = options.pop("geometry"), options.pop("limit")
+    kwargs = options(ctx, "area", "as_json", "geometry", "limit")
+    as_json = ctx.params["as_json"]
     result = run(
         lambda conn: fn(
             conn,
             principal=operator(),
-            area_code=area,
-            geometry=as_json and geometry,
-            **options,
+            area_code=ctx.params["area"],
+            geometry=as_json and ctx.params["geometry"],
+            **kwargs,
         )
     )
-    _show(ctx.info_name, result, as_json=as_json, limit=limit)
+    _show(ctx.info_name, result, as_json=as_json, limit=ctx.params["limit"])
 
 
 @app.command()

@@ -33,6 +33,7 @@ __all__ = [
     "connect",
     "run",
     "run_timed",
+    "options",
     "dumps",
     "write_json",
 ]
@@ -116,6 +117,15 @@ def run_timed(fn: Callable[[Connection], T]) -> tuple[T, float]:
         return fn(conn), time.perf_counter() - started
 
     return run(timed)
+
+
+def options(ctx: typer.Context, *leave_out: str) -> dict[str, Any]:
+    """Return the command's parameters (``ctx.params``) but ``leave_out``.
+
+    For a command whose parameters are named as the keywords of the function it runs (the
+    flags may read otherwise, e.g. ``--area`` for ``area_code``): it passes them on at once.
+    """
+    return {name: value for name, value in ctx.params.items() if name not in leave_out}
 
 
 def dumps(body: Any, *, indent: int | None = None) -> str:

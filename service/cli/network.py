@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from geo.reach import DEFAULT_DETOUR, DEFAULT_FRONTAGE_M, DEFAULT_MINUTES, WALK_SPEED_M_PER_MIN
-from service.cli.common import fail, operator, run_timed, write_json
+from service.cli.common import fail, operator, options, run_timed, write_json
 
 __all__ = ["app", "network_import", "reach", "siting"]
 
@@ -43,6 +43,7 @@ JsonOut = Annotated[
 
 @app.command("import")
 def network_import(
+    ctx: typer.Context,
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".gpkg or .geojson")],
     layer: Annotated[str | None, typer.Option(help="GeoPackage layer")] = None,
     crs: Annotated[
@@ -58,18 +59,10 @@ def network_import(
     """Import road lines (GeoPackage, GeoJSON) as the routable walking network."""
     from service.analysis.network import import_network
 
+    kwargs = options(ctx, "path")  # layer, crs, name, append, snap_m, node
     report, elapsed = run_timed(
         lambda conn: import_network(
-            conn,
-            principal=operator(),
-            data=path,
-            filename=path.name,
-            layer=layer,
-            crs=crs,
-            name=name,
-            append=append,
-            snap_m=snap_m,
-            node=node,
+            conn, principal=operator(), data=path, filename=path.name, **kwargs
         )
     )
     typer.echo(
@@ -87,11 +80,12 @@ def network_import(
 
 
 def reach(
-    area: Area = None,
+    ctx: typer.Context,
+    area_code: Area = None,
     minutes: Minutes = DEFAULT_MINUTES,
-    speed: Speed = WALK_SPEED_M_PER_MIN,
+    speed_m_per_min: Speed = WALK_SPEED_M_PER_MIN,
     detour: Detour = DEFAULT_DETOUR,
-    network: Annotated[
+    use_network: Annotated[
         bool | None,
         typer.Option(
             "--network/--straight",
@@ -111,21 +105,10 @@ def reach(
     """Who and what lies beyond a walk of N minutes from a service facility, per community."""
     from service.analysis.reach import run_reach
 
+    kwargs = options(ctx, "top", "json_out")
+    geometry = json_out is not None
     body, elapsed = run_timed(
-        lambda conn: run_reach(
-            conn,
-            principal=operator(),
-            area_code=area,
-            generation=generation,
-            minutes=minutes,
-            speed_m_per_min=speed,
-            detour=detour,
-            use_network=network,
-            kinds=kinds,
-            frontage_m=frontage_m,
-            rank_by=rank_by,
-            geometry=json_out is not None,
-        )
+        lambda conn: run_reach(conn, principal=operator(), geometry=geometry, **kwargs)
     )
     if str(json_out) != "-":
         _show_reach(body, elapsed, top=top)
@@ -161,7 +144,8 @@ def _show_reach(body: dict, elapsed: float, *, top: int) -> None:
 
 
 def siting(
-    area: Area = None,
+    ctx: typer.Context,
+    area_code: Area = None,
     k: Annotated[int | None, typer.Option("--k", help="new facilities to place (MCLP)")] = None,
     lscp: Annotated[bool, typer.Option("--lscp", help="the fewest covering all (LSCP)")] = False,
     candidates: Annotated[
@@ -175,7 +159,7 @@ def siting(
     spacing_m: Annotated[float | None, typer.Option(help="candidate lattice spacing, m")] = None,
     demand: Annotated[str, typer.Option(help="households, units or both")] = "households",
     minutes: Minutes = DEFAULT_MINUTES,
-    speed: Speed = WALK_SPEED_M_PER_MIN,
+    speed_m_per_min: Speed = WALK_SPEED_M_PER_MIN,
     detour: Detour = DEFAULT_DETOUR,
     kinds: Kinds = None,
     generation: Generation = None,
@@ -190,22 +174,9 @@ def siting(
             supplied = json.loads(candidates.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             fail(f"{candidates} is not JSON: {exc}")
+    kwargs = options(ctx, "candidates", "json_out")
     body, elapsed = run_timed(
-        lambda conn: run_siting(
-            conn,
-            principal=operator(),
-            area_code=area,
-            generation=generation,
-            k=k,
-            lscp=lscp,
-            candidates=supplied,
-            spacing_m=spacing_m,
-            minutes=minutes,
-            speed_m_per_min=speed,
-            detour=detour,
-            demand=demand,
-            kinds=kinds,
-        )
+        lambda conn: run_siting(conn, principal=operator(), candidates=supplied, **kwargs)
     )
     if str(json_out) != "-":
         _show_siting(body, elapsed)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from service.cli.common import connect, dumps, fail, operator, run
+from service.cli.common import connect, dumps, fail, operator, options, run
 
 __all__ = ["import_entities", "export_entities"]
 
@@ -59,6 +59,7 @@ class _ImportProgress:
 
 
 def import_entities(
+    ctx: typer.Context,
     entity: Annotated[
         str, typer.Argument(help="units, facilities, members, care-households, incidents")
     ],
@@ -79,6 +80,7 @@ def import_entities(
     from service.transfer import import_file
 
     spec = _spec(entity)
+    kwargs = options(ctx, "entity", "path", "report")  # crs, skip_bad, columns, layer
     progress = _ImportProgress()
     try:
         with connect() as conn, conn.begin() as tx:
@@ -88,12 +90,8 @@ def import_entities(
                 principal=operator(),
                 data=path,
                 filename=path.name,
-                crs=crs,
-                lon_column=lon_column,
-                lat_column=lat_column,
-                layer=layer,
-                skip_bad=skip_bad,
                 progress=progress,
+                **kwargs,
             )
             if not result.committed:
                 tx.rollback()
