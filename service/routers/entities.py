@@ -131,11 +131,31 @@ _EXPORT_SCHEMAS = {
 
 def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
     """Import (multipart file upload) and export routes of one entity kind."""
+    _add_import_route(router, spec)
+    _add_export_route(router, spec)
+
+
+def _import_refused(request: Request, report) -> Response:
+    """Return the 422 of an import refused as a whole, naming its first problem."""
+    first = report.problems[0] if report.problems else None
+    detail = f"{report.rejected} of {report.rows} rows refused; nothing was imported" + (
+        f"; first: row {first.row} {first.field}: {first.reason}" if first else ""
+    )
+    return problem(
+        422,
+        "Import refused",
+        detail,
+        instance=request.url.path,
+        field=first.field if first else "file",
+        report=report.as_dict(),
+    )
+
+
+def _add_import_route(router: APIRouter, spec: EntitySpec) -> None:
     from fastapi import File, Form, UploadFile
     from starlette.concurrency import run_in_threadpool
 
-    from geo.tables import TableFormatError
-    from service.transfer import EXPORT_MEDIA, export_rows, import_file
+    from service.transfer import import_file
 
     @router.post(
         "/import",
@@ -180,21 +200,16 @@ def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
             return report
 
         report = await run_in_threadpool(work)
-        body = report.as_dict()
         if not report.committed:
-            first = report.problems[0] if report.problems else None
-            detail = f"{report.rejected} of {report.rows} rows refused; nothing was imported" + (
-                f"; first: row {first.row} {first.field}: {first.reason}" if first else ""
-            )
-            return problem(
-                422,
-                "Import refused",
-                detail,
-                instance=request.url.path,
-                field=first.field if first else "file",
-                report=body,
-            )
-        return JSON(body)
+            return _import_refused(request, report)
+        return JSON(report.as_dict())
+
+
+def _add_export_route(router: APIRouter, spec: EntitySpec) -> None:
+    from starlette.concurrency import run_in_threadpool
+
+    from geo.tables import TableFormatError
+    from service.transfer import EXPORT_MEDIA, export_rows
 
     formats = tuple(EXPORT_MEDIA) if spec.point else ("csv",)
     ExportFormat = Annotated[
@@ -243,6 +258,15 @@ def _add_transfer_routes(router: APIRouter, spec: EntitySpec) -> None:
 
 def _make_router(spec: EntitySpec) -> APIRouter:
     router = APIRouter(prefix=f"/{spec.name}", tags=[spec.name])
+    _add_list_routes(router, spec)
+    # Before "/{entity_id}", so that /import and /export are not taken for ids.
+    _add_transfer_routes(router, spec)
+    _add_item_routes(router, spec)
+    return router
+
+
+def _add_list_routes(router: APIRouter, spec: EntitySpec) -> None:
+    """The list (filters, bbox, paging) and counts routes of one entity kind."""
     ListQuery = _list_model(spec)
     detail_note = (
         f" Sensitive: details only for {', '.join(sorted(spec.detail_roles))}; every read "
@@ -300,8 +324,9 @@ def _make_router(spec: EntitySpec) -> APIRouter:
         by = [b.strip() for b in q.by.split(",") if b.strip()]
         return JSON(await repo.count_entities(conn, spec, principal=principal, by=by))
 
-    # Before "/{entity_id}", so that /import and /export are not taken for ids.
-    _add_transfer_routes(router, spec)
+
+def _add_item_routes(router: APIRouter, spec: EntitySpec) -> None:
+    """One entity by id, create, change and delete."""
 
     @router.get(ID_PATH, response_model=spec.read, summary=f"One {spec.label}")
     async def get_item(
@@ -364,8 +389,6 @@ def _make_router(spec: EntitySpec) -> APIRouter:
     ) -> Response:
         await repo.delete_entity(conn, spec, principal=principal, entity_id=entity_id)
         return Response(status_code=204)
-
-    return router
 
 
 routers = [_make_router(spec) for spec in ENTITIES.values()]
