@@ -1,12 +1,17 @@
 """Cases in the database: the queue, one case, its history, duplicates, and acting on one.
 
-Acting on a case (:func:`act_on_case`) is one transaction: the incident row is locked
-(``SELECT ... FOR UPDATE``), its version compared with ``If-Match``, the action judged by
-:mod:`service.dispatch.lifecycle` (``judge``, then ``decide`` once the fields that need the
-database are resolved), and the new state (``apply``) and the event written in one statement.
-Two conflicting actions on one case queue on the row lock: the second sees the first's
-result and is refused (409), or fails its ``If-Match`` (412). Nothing is written unless all
-of it is.
+Acting on a case (:func:`act_on_case`, on the hot pool: raw asyncpg) is a read and one
+write: the case is read with its time limits and its row version (``xmin``), its version
+compared with ``If-Match``, the action judged by :mod:`service.dispatch.lifecycle`
+(``judge``, then ``decide`` once the fields that need the database are resolved), and the
+event written with the case it leaves (``apply``) in one statement, which applies only if
+the row is still the one read and nobody holds it. Otherwise the case is read again, locked
+(``SELECT ... FOR UPDATE``) in a transaction, and judged again: of two conflicting actions
+on one case the second sees the first's result and is refused (409), or fails its
+``If-Match`` (412). Nothing is written unless all of it is. Concurrent actions read
+together and write together (:class:`ActionBatches`: one statement, one event lock and one
+commit for several), each still judged and guarded on its own. With an ``Idempotency-Key``
+the key, the locked read, the write and the stored answer are one transaction.
 
 :func:`record_event` is the one write of an event and the case it leaves; the deadline sweep
 (:mod:`service.dispatch.deadlines`) writes the same columns set-based, and its tests hold its
