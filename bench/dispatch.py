@@ -66,8 +66,6 @@ from collections import Counter, deque
 from bench.common import parse_wrk, start_uvicorn, stop
 from bench.goals import Goals
 
-STREAM_PORT = 8767
-
 # -- the stream section --------------------------------------------------------------------
 
 #: Share of screens per role (the area level follows the role).
@@ -140,6 +138,15 @@ def _plan_screens(url: str, n: int, seed: int) -> tuple[list[tuple[str, str]], d
     engine.dispose()
     rng.shuffle(screens)
     return screens, dict(tokens.values())
+
+
+def _free_port() -> int:
+    # Other benchmarks (and other work on a shared machine) hold fixed ports.
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _start_server(url: str, port: int) -> subprocess.Popen:
@@ -464,14 +471,15 @@ def stream(args, goals: Goals, url: str) -> dict:
     paths = {r[0]: r[1:] for r in rows}
     cases = sorted(paths)
 
-    server = _start_server(url, STREAM_PORT)
+    port = _free_port()
+    server = _start_server(url, port)
     ctx = multiprocessing.get_context("spawn")
     nproc = max(1, min(CLIENT_PROCESSES, len(screens)))
     # Screen k is served by client k % nproc.
     parts = [[t for t, _ in screens[k::nproc]] for k in range(nproc)]
     pipes = [ctx.Pipe() for _ in parts]
     clients = [
-        ctx.Process(target=_screens_main, args=(STREAM_PORT, part, child))
+        ctx.Process(target=_screens_main, args=(port, part, child))
         for part, (_, child) in zip(parts, pipes, strict=True)
     ]
     rss: list[float] = []
