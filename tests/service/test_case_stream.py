@@ -206,7 +206,8 @@ def test_a_burst_of_events_reaches_a_screen_in_one_write_and_a_lone_event_at_onc
         follower = stream.follow(_who(C11))
         assert await follower.__anext__() == OPENING
         loop = asyncio.get_running_loop()
-        # A lone event after a quiet spell: read and sent at once.
+        # A lone event after a quiet spell: read and sent at once (and not lost though it
+        # came while the opening frame was still with the screen's writer).
         db.rows.append(_row(1, G111))
         sent = loop.time()
         stream._notified(None, 0, "", "1")
