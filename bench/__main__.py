@@ -20,7 +20,17 @@ from pathlib import Path
 
 from bench.goals import RESULTS_ENV, Row, failed, table
 
-BENCHES = ("lookup", "bulk_assign", "bulk_import", "tiles", "coverage", "abuse", "dispatch", "scale")
+BENCHES = (
+    "lookup",
+    "bulk_assign",
+    "bulk_import",
+    "tiles",
+    "coverage",
+    "abuse",
+    "dispatch",
+    "scale",
+    "workers",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
