@@ -236,7 +236,7 @@ class _WritesHeard(Listening):
 
     def _notified(self, _conn, _pid, _channel, payload: str) -> None:
         token, _, lsn = payload.partition(" ")
-        if lsn.isdigit():
+        if token and lsn.isdigit():
             self.routing.remember(token, int(lsn))
 
     def _set_listening(self, listening: bool) -> None:

@@ -35,9 +35,10 @@ CORS_ALLOW_HEADERS = [
     "Idempotency-Key",
     "If-Match",
     "If-None-Match",
+    "Wangge-LSN",  # read-your-writes on replicas (service.replicas)
 ]
 #: Response headers a cross-origin page may read.
-CORS_EXPOSE_HEADERS = ["ETag", "Retry-After", "Location", "Content-Disposition"]
+CORS_EXPOSE_HEADERS = ["ETag", "Retry-After", "Location", "Content-Disposition", "Wangge-LSN"]
 
 
 def install(app: FastAPI, settings: Settings) -> None:
