@@ -354,3 +354,19 @@ def test_archive_commands_refuse_what_they_cannot_do(db_url, monkeypatch, cases)
     assert first.exit_code == 0, first.output
     again = _cli(db_url, monkeypatch, "ensure", "--ahead", "2")
     assert json.loads(again.output) == {"created": []}
+    # A month created now has the storage parameters of every partition (0014's fillfactor).
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        options = (
+            conn.execute(
+                text(
+                    "SELECT DISTINCT coalesce(c.reloptions, '{}') FROM "
+                    "pg_partition_tree('incident') t JOIN pg_class c ON c.oid = t.relid "
+                    "WHERE t.isleaf"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    engine.dispose()
+    assert options == [["fillfactor=90"]]
