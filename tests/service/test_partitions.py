@@ -370,3 +370,33 @@ def test_archive_commands_refuse_what_they_cannot_do(db_url, monkeypatch, cases)
         )
     engine.dispose()
     assert options == [["fillfactor=90"]]
+
+
+def test_two_writers_creating_the_same_month_do_not_collide(db_url):
+    import threading
+
+    import psycopg
+
+    dsn = db_url.replace("postgresql+psycopg://", "postgresql://")
+    first = psycopg.connect(dsn)
+    made = first.execute("SELECT incident_add_partition(DATE '2031-05-01')").fetchone()[0]
+    assert made == "incident_2031_05"  # not committed yet: the second writer must wait
+    second: dict = {}
+
+    def other():
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            try:
+                second["made"] = conn.execute(
+                    "SELECT incident_add_partition(DATE '2031-05-01')"
+                ).fetchone()[0]
+            except psycopg.Error as exc:
+                second["error"] = exc
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join(1.0)
+    assert thread.is_alive()  # waiting for the first writer
+    first.commit()
+    first.close()
+    thread.join(10)
+    assert second == {"made": None}
