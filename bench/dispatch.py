@@ -819,19 +819,37 @@ def _replay_sample(url: str, ids: list[int]) -> list[int]:
     return wrong
 
 
+def _renice(pid: int, nice: int) -> None:
+    for tid in _tids(pid):
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except (PermissionError, ProcessLookupError):
+            pass
+
+
 def _sweep_once(url: str, now, **kwargs):
     from service.db import make_async_engine
     from service.dispatch.deadlines import sweep_deadlines
 
     async def run():
-        engine = make_async_engine(url, pool_size=2)
+        # One connection: its server process does all the sweep's work, so its CPU time is
+        # the sweep's cost on the server whatever else the machine runs; while it sweeps it
+        # runs at NICE, as the other sections' backends (the figure is the sweep's, not the
+        # neighbours').
+        engine = make_async_engine(url, pool_size=1)
+        pid = None
         try:
             async with engine.connect() as conn:  # connected and warm before the clock starts
-                await conn.exec_driver_sql("SELECT 1")
+                pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+            _renice(pid, NICE)
+            cpu, waited = _cpu_seconds(pid), _waited_s(pid)
             started = time.perf_counter()
             result = await sweep_deadlines(engine, now=now, **kwargs)
-            return result, time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            return result, seconds, (_cpu_seconds(pid) - cpu, _waited_s(pid) - waited)
         finally:
+            if pid is not None:
+                _renice(pid, 0)
             await engine.dispose()
 
     return asyncio.run(run())
@@ -872,8 +890,8 @@ def sweep(args, goals: Goals, url: str) -> dict:
         )
         updates_before = conn.execute(_UPDATES_SQL).fetchone()
     grace = timedelta(minutes=60)
-    result, seconds = _sweep_once(url, now, escalate_after=grace)
-    again, idle_seconds = _sweep_once(url, now, escalate_after=grace)
+    result, seconds, (server_cpu, server_waited) = _sweep_once(url, now, escalate_after=grace)
+    again, idle_seconds, _ = _sweep_once(url, now, escalate_after=grace)
     flagged = result.overdue
     with psycopg.connect(url.replace("+psycopg", "")) as conn:
         per_case = conn.execute(
@@ -897,15 +915,19 @@ def sweep(args, goals: Goals, url: str) -> dict:
         "batches": result.batches,
         "seconds": seconds,
         "idle_seconds": idle_seconds,
+        "server_cpu_seconds": server_cpu,
+        "server_waited_for_cpu_seconds": server_waited,
         "updated_rows": updated,
         "hot_updates": hot,
     }
     print(
         f"\nsweep: {args.cases:,} open cases, {len(expected):,} due: flagged {len(flagged):,} "
         f"in {result.batches} batches, {seconds * 1000:.0f} ms ({len(flagged) / seconds:,.0f} "
-        f"cases/s); {hot:,} of {updated:,} row updates HOT (no index written); a second sweep "
-        f"with nothing due took {idle_seconds * 1000:.1f} ms; {os.cpu_count()} cores, load "
-        f"average {os.getloadavg()[0]:.1f}"
+        f"cases/s; the server process used {server_cpu * 1000:.0f} ms of CPU and waited "
+        f"{server_waited * 1000:.0f} ms for one); {hot:,} of "
+        f"{updated:,} row updates HOT (no index written); a second sweep "
+        f"with nothing due took {idle_seconds * 1000:.1f} ms; the sweep's backend at nice "
+        f"{NICE}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
     )
     goals.check(
         "sweep_exact",
@@ -937,7 +959,8 @@ def sweep(args, goals: Goals, url: str) -> dict:
         seconds,
         1.0,
         "s",
-        f"{result.batches} batches; idle sweep {idle_seconds * 1000:.1f} ms",
+        f"{result.batches} batches; server CPU {server_cpu * 1000:.0f} ms; idle sweep "
+        f"{idle_seconds * 1000:.1f} ms",
     )
     return out
 
