@@ -140,7 +140,16 @@ def run_wrk(lua: str, seconds: float, connections: int, spread: list | None = No
     """Run wrk; with ``spread``, append how many of its connections each process holds."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(lua)
-    args = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "--latency"]
+    args = [
+        "wrk",
+        "-t",
+        "1",
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--latency",
+    ]
     proc = subprocess.Popen(
         [*args, "-s", fh.name, f"http://127.0.0.1:{PORT}/"], stdout=subprocess.PIPE, text=True
     )

@@ -38,13 +38,15 @@ The rule for reaching the database: three ways, each for one kind of path.
 One more connection is outside the pools: the tile cache's ``LISTEN`` on a dedicated
 asyncpg connection (:mod:`service.tiles.listener`), since listening is session state.
 
-**Read replicas** (``DATABASE_REPLICA_URLS``; :mod:`service.replicas`): the read paths of 1
-and 2 — ``ConnDep``, ``PoolDep`` and single lookups — may be served by a streaming replica,
-which has an engine and a hot pool of its own (made here, with a short connect timeout);
+**Read replicas** (``DATABASE_REPLICA_URLS``; :mod:`service.replicas`): the read paths —
+``ConnDep``, ``PoolDep``, single lookups and ``ReadSyncEngineDep`` (analyses that only read,
+the coverage report) — may be served by a streaming replica, which has engines and a hot
+pool of its own (made here, with a short connect timeout);
 a caller reads its own writes there or is served by the primary. A replica refuses every
 write, so: **a write, and a read that must see the latest commit, names the primary** —
 ``WriteConnDep``, ``request.app.state.engine``, ``PrimaryPoolDep`` /
-``request.app.state.pg_pool``, ``SyncEngineDep`` — never ``ConnDep`` or ``PoolDep``. The
+``request.app.state.pg_pool``, ``SyncEngineDep`` — never ``ConnDep``, ``PoolDep`` or
+``ReadSyncEngineDep``. The
 ``LISTEN`` connections (tile cache, case stream) and what they read after a notification are
 the primary's: a standby cannot listen, and may not have replayed what was notified.
 
@@ -103,9 +105,10 @@ def async_url(url: str) -> str:
     return _with_driver(url, "asyncpg")
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, connect_timeout: int | None = None) -> Engine:
     """Return a synchronous (psycopg) engine on ``url``: CLI, migrations, worker threads."""
-    return create_engine(sync_url(url), pool_pre_ping=True)
+    args = {} if connect_timeout is None else {"connect_args": {"connect_timeout": connect_timeout}}
+    return create_engine(sync_url(url), pool_pre_ping=True, **args)
 
 
 def make_async_engine(

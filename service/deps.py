@@ -4,9 +4,10 @@ Handlers take what they need as parameters: ``ConnDep`` (SQLAlchemy, read),
 ``WriteConnDep`` (SQLAlchemy, one transaction committed when the request succeeds),
 ``PoolDep`` (the asyncpg pool of the hot read paths), ``PrimaryPoolDep`` (the primary's
 asyncpg pool: writes), ``SyncEngineDep`` (the synchronous engine that worker threads use),
-``PrincipalDep`` / ``AdminDep``, ``ApiSettingsDep``. With read replicas configured
-(``service.replicas``), ``ConnDep``, ``PoolDep`` and :func:`read_batcher` may be served by a
-replica, which refuses writes; everything else is the primary's.
+``ReadSyncEngineDep`` (the same, for reads), ``PrincipalDep`` / ``AdminDep``,
+``ApiSettingsDep``. With read replicas configured (``service.replicas``), ``ConnDep``,
+``PoolDep``, ``ReadSyncEngineDep`` and :func:`read_batcher` may be served by a replica,
+which refuses writes; everything else is the primary's.
 Parameters several routers read are parsed here too (``parse_generation``, ``query_model``,
 ``layer_or_404``).
 """
@@ -37,6 +38,7 @@ __all__ = [
     "PoolDep",
     "PrimaryPoolDep",
     "SyncEngineDep",
+    "ReadSyncEngineDep",
     "ApiSettingsDep",
     "PrincipalDep",
     "AdminDep",
@@ -46,6 +48,7 @@ __all__ = [
     "get_primary_pool",
     "read_batcher",
     "get_sync_engine",
+    "get_read_sync_engine",
     "get_api_settings",
     "get_principal",
     "principal_from_token",
@@ -135,8 +138,16 @@ async def read_batcher(request: Request):
 
 
 def get_sync_engine(request: Request) -> Engine:
-    """Return the synchronous engine; analyses and bulk work use it in worker threads."""
+    """Return the primary's synchronous engine; bulk work and writes use it in worker threads."""
     return request.app.state.sync_engine
+
+
+async def get_read_sync_engine(request: Request) -> Engine:
+    """Return a synchronous engine for reads in worker threads (analyses, reports): a
+    replica's when one may serve this request (``service.replicas``), else the primary's."""
+    routing = getattr(request.app.state, "read_routing", None)
+    replica = None if routing is None else await routing.replica_for(request)
+    return request.app.state.sync_engine if replica is None else replica.sync_engine
 
 
 def get_api_settings(request: Request) -> APISettings:
@@ -378,6 +389,7 @@ WriteConnDep = Annotated[AsyncConnection, Depends(get_write_conn, scope="functio
 PoolDep = Annotated[Any, Depends(get_pool)]
 PrimaryPoolDep = Annotated[Any, Depends(get_primary_pool)]
 SyncEngineDep = Annotated[Engine, Depends(get_sync_engine)]
+ReadSyncEngineDep = Annotated[Engine, Depends(get_read_sync_engine)]
 ApiSettingsDep = Annotated[APISettings, Depends(get_api_settings)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 AdminDep = Annotated[Principal, Depends(require_admin)]

@@ -5,15 +5,16 @@ Configured by ``DATABASE_REPLICA_URLS``: comma-separated URLs of hot standbys of
 ``DATABASE_URL`` (``pg_basebackup -R``; ``hot_standby = on``, the default). Without it
 nothing here runs and every connection is the primary's.
 
-**What goes where.** The read dependencies of :mod:`service.deps` — ``ConnDep``, ``PoolDep``
-and single lookups (:func:`service.deps.read_batcher`) — are served by a replica chosen once
-per request (in turn among the usable ones; every read connection of one request is on
-the same replica). Everything else is the primary's: ``WriteConnDep``, ``app.state.engine``,
-``app.state.pg_pool``, ``app.state.sync_engine`` (imports, analyses, activation), the token
-check on a cache miss, and the ``LISTEN`` connections of the tile cache and of the case
-stream (a standby cannot ``LISTEN``, and a read that follows a notification must see what
-was notified). Each replica has its own SQLAlchemy engine and asyncpg pool, with a short
-connect timeout, and its own health state.
+**What goes where.** The read dependencies of :mod:`service.deps` — ``ConnDep``,
+``PoolDep``, single lookups (:func:`service.deps.read_batcher`) and ``ReadSyncEngineDep``
+(analyses that only read, the coverage report) — are served by a replica chosen once per
+request (in turn among the usable ones; every read connection of one request is on the same
+replica). Everything else is the primary's: ``WriteConnDep``, ``app.state.engine``,
+``app.state.pg_pool``, ``app.state.sync_engine`` (imports, activation, analyses that write),
+the token check on a cache miss, and the ``LISTEN`` connections of the tile cache and of the
+case stream (a standby cannot ``LISTEN``, and a read that follows a notification must see
+what was notified). Each replica has its own SQLAlchemy engines and asyncpg pool, with a
+short connect timeout, and its own health state.
 
 **Read-your-writes.** Handlers commit before they answer, so once a request that may have
 written (any method but GET/HEAD/OPTIONS, answered below 400) has its answer,
@@ -58,9 +59,12 @@ from collections import deque
 from urllib.parse import parse_qsl, urlsplit
 
 from cachetools import TTLCache
+from sqlalchemy import create_engine, event
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.pool import NullPool
 
 from service.auth import split_token
-from service.db import make_async_engine, make_pg_pool
+from service.db import make_async_engine, make_engine, make_pg_pool, sync_url
 from service.edge import sessions
 from service.errors import UnprocessableError
 from service.listening import Listening
@@ -168,6 +172,8 @@ class Replica:
         self.url = url
         self.name = _describe(url)
         self.engine = make_async_engine(url, pool_size=pool_size, connect_timeout=CONNECT_TIMEOUT_S)
+        #: Analyses and reports in worker threads (``ReadSyncEngineDep``).
+        self.sync_engine = make_engine(url, connect_timeout=int(CONNECT_TIMEOUT_S))
         self.pool_size = pool_size
         self.pool = None  # the hot pool, made by ReadRouting.start
         self.reads = None  # the hot pool's reads, falling back to the primary's
@@ -192,6 +198,7 @@ class Replica:
         if self.pool is not None:
             await self.pool.close()
         await self.engine.dispose()
+        self.sync_engine.dispose()
 
 
 class _ReplicaReads:
@@ -285,7 +292,9 @@ class ReadRouting:
     async def start(self) -> ReadRouting:
         from service.repositories.lookup import PointLookupBatcher
 
+        loop = asyncio.get_running_loop()
         for replica in self.replicas:
+            self._fall_back_in_threads(replica, loop)
             replica.pool = await make_pg_pool(
                 replica.url,
                 size=replica.pool_size,
@@ -300,6 +309,32 @@ class ReadRouting:
         await self.set_floor()
         self._watching = asyncio.create_task(self._watch())
         return self
+
+    def _fall_back_in_threads(self, replica: Replica, loop) -> None:
+        """Make ``replica.sync_engine`` connect to the primary while the replica is down.
+
+        Worker threads connect when they need to (SQLAlchemy's ``do_connect``): a replica
+        that refuses is marked down (on the event loop) and the thread reads on a primary
+        connection, used once (it is replaced at its next checkout).
+        """
+        primary = create_engine(sync_url(self.primary_url), poolclass=NullPool)
+        cargs, cparams = primary.dialect.create_connect_args(primary.url)
+
+        @event.listens_for(replica.sync_engine, "do_connect")
+        def connect(dialect, record, args, params):
+            try:
+                return dialect.connect(*args, **params)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                loop.call_soon_threadsafe(self.falls_back, replica, exc)
+                record.info["primary"] = True
+                return primary.dialect.connect(*cargs, **cparams)
+
+        @event.listens_for(replica.sync_engine, "checkout")
+        def checkout(_dbapi, record, _proxy):
+            if record.info.pop("primary", False):
+                raise DisconnectionError("a primary connection stood in for the replica")
 
     async def close(self) -> None:
         if self._watching is not None:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -33,7 +33,13 @@ from service.analysis import run_care, run_organisation, run_staffing, run_topol
 from service.analysis.reach import run_reach
 from service.analysis.siting import run_siting
 from service.auth import Principal
-from service.deps import PrincipalDep, SyncEngineDep, query_model
+from service.deps import (
+    PrincipalDep,
+    ReadSyncEngineDep,
+    get_read_sync_engine,
+    get_sync_engine,
+    query_model,
+)
 from service.dispatch.evaluation import run_evaluation
 from service.querymodels import query_parameters_doc
 from service.responses import JSON
@@ -66,9 +72,9 @@ class Analysis:
     name: str
     summary: str
     description: str | None = None
-    #: in a transaction (committed) rather than a plain connection: the care analysis
-    #: writes its detail reads to access_log
-    transaction: bool = True
+    #: in a transaction (committed) on the primary rather than a plain connection, which
+    #: may be a read replica's: the care analysis writes its detail reads to access_log
+    transaction: bool = False
 
 
 _SITING_DESCRIPTION = (
@@ -117,6 +123,7 @@ ANALYSES = (
         description="Sensitive: counts for every role; household and cadre details only for "
         "grid officers, community and district dispatchers and admins, and every household "
         "shown in detail is written to the access log.",
+        transaction=True,
     ),
     Analysis(
         "/workload",
@@ -147,7 +154,6 @@ ANALYSES = (
         "along the imported road network (pgRouting `pgr_withPointsDD`, reached streets "
         "buffered by `frontage_m`) when one is imported here or `network=true`. Areas in m² "
         "in the UTM zone of the area's centroid.",
-        transaction=False,
     ),
     Analysis(
         "/siting",
@@ -156,7 +162,6 @@ ANALYSES = (
         name="siting",
         summary="Where k new facilities reach most households (MCLP), or the fewest for all",
         description=_SITING_DESCRIPTION,
-        transaction=False,
     ),
 )
 
@@ -182,10 +187,17 @@ def _add_route(analysis: Analysis) -> None:
     """Add ``GET /analysis/<path>`` for ``analysis`` to the router."""
 
     async def endpoint(
-        engine: SyncEngineDep,
+        request: Request,
         principal: PrincipalDep,
         arguments: Annotated[AreaQuery, Depends(query_model(analysis.query))],
     ) -> JSON:
+        # An analysis that only reads may run on a read replica (service.replicas); one in
+        # a transaction writes (the access log) and runs on the primary.
+        engine = (
+            get_sync_engine(request)
+            if analysis.transaction
+            else await get_read_sync_engine(request)
+        )
         return await _run(
             engine,
             principal,
@@ -217,5 +229,5 @@ for _analysis in ANALYSES:
     "`candidates`: [[lon, lat], …] inside the area.",
     response_model=dict,
 )
-async def siting_post(engine: SyncEngineDep, principal: PrincipalDep, body: SitingBody) -> JSON:
+async def siting_post(engine: ReadSyncEngineDep, principal: PrincipalDep, body: SitingBody) -> JSON:
     return await _run(engine, principal, run_siting, body.arguments(), transaction=False)

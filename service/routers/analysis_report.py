@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.analysis.report import report_csv_zip, report_geopackage, run_report
 from service.auth import Principal
-from service.deps import PrincipalDep, SyncEngineDep, query_model
+from service.deps import PrincipalDep, ReadSyncEngineDep, query_model
 from service.querymodels import query_parameters_doc
 from service.responses import JSON
 from service.schemas.analysis import ReportJsonQuery, ReportQuery
@@ -93,7 +93,7 @@ ReportQueryDep = Annotated[ReportQuery, Depends(query_model(ReportQuery))]
     response_model=dict,
 )
 async def report(
-    engine: SyncEngineDep,
+    engine: ReadSyncEngineDep,
     principal: PrincipalDep,
     query: Annotated[ReportJsonQuery, Depends(query_model(ReportJsonQuery))],
 ) -> JSON:
@@ -113,7 +113,7 @@ async def report(
     responses={200: {"content": {"application/geopackage+sqlite3": {}}}},
 )
 async def report_gpkg(
-    engine: SyncEngineDep, principal: PrincipalDep, query: ReportQueryDep
+    engine: ReadSyncEngineDep, principal: PrincipalDep, query: ReportQueryDep
 ) -> Response:
     return await _report_file(
         engine,
@@ -136,7 +136,7 @@ async def report_gpkg(
     responses={200: {"content": {"application/zip": {}}}},
 )
 async def report_zip(
-    engine: SyncEngineDep, principal: PrincipalDep, query: ReportQueryDep
+    engine: ReadSyncEngineDep, principal: PrincipalDep, query: ReportQueryDep
 ) -> Response:
     # The tables need no geometry: the analyses skip making it.
     arguments = {**query.arguments(), "geometry": False}

@@ -165,9 +165,10 @@ def test_reads_go_to_the_replica_and_each_caller_reads_its_own_writes(clusters, 
             ITEMS,
             "/generations",
             "/health",
+            "/analysis/staffing",
         ):
             assert reader.get(path).status_code == 200, path
-        assert replica.served >= served + 6
+        assert replica.served >= served + 7
 
         # Replay paused: the replica stays where it is while the primary moves on.
         _replay(standby, paused=True)
@@ -235,7 +236,13 @@ def test_a_dead_replica_leaves_reads_to_the_primary(clusters, tokens):
         assert replica.usable
         standby.stop(mode="immediate")
         try:
-            paths = [ITEMS, "/areas?level=grid", "/lookup?lon=106.005&lat=26.015", "/health"]
+            paths = [
+                ITEMS,
+                "/areas?level=grid",
+                "/lookup?lon=106.005&lat=26.015",
+                "/health",
+                "/analysis/staffing",
+            ]
             # The very first reads after it died: connections it dropped, then refused.
             for _ in range(3):
                 for path in paths:
