@@ -550,3 +550,31 @@ def test_the_cli_sweeps_with_its_clock(db_url, monkeypatch):
     for bad in ("tomorrow", "2025-05-01T09:30:00"):
         r = runner.invoke(app, ["dispatch", "sweep", "--at", bad])
         assert r.exit_code == 1 and "--at" in r.output
+
+
+# -- flagging stays cheap at volume ---------------------------------------------------------
+
+
+def test_flagging_can_stay_a_heap_only_update(db_url):
+    """The sweep's flag writes no index entry (HOT) when no index holds a column it sets and
+    pages keep room: every partition of incident, also one created later, has fillfactor 90,
+    and no index (key, expression or predicate) names a flag column. (bench.dispatch's sweep
+    section counts the HOT updates at 1 M cases.)"""
+    months = _sql(db_url, "SELECT count(*) FROM incident_ensure_partitions(40)")[0][0]
+    assert months > 0  # months beyond those the migration made
+    leaves = _sql(
+        db_url,
+        "SELECT c.relname, c.reloptions FROM pg_partition_tree('incident') t "
+        "JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf",
+    )
+    assert leaves and all("fillfactor=90" in (r.reloptions or []) for r in leaves), leaves
+    flag_columns = {"step_overdue", "supervised", "version", "updated_at"}
+    indexes = _sql(
+        db_url,
+        "SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS definition "
+        "FROM pg_index WHERE indrelid = 'incident'::regclass",
+    )
+    assert indexes
+    for index in indexes:
+        named = {c for c in flag_columns if c in index.definition}
+        assert not named, (index.name, named)
