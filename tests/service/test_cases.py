@@ -763,6 +763,45 @@ def test_concurrent_writes_share_a_statement_and_fail_alone(client, h, db_url):
     assert _replay_all(db_url) >= 4
 
 
+def test_concurrent_reads_share_a_statement_each_in_its_callers_scope(client, h, db_url):
+    import asyncio
+
+    import asyncpg
+
+    from service.dispatch import cases as repo
+
+    mine = _case_in(client, h, "reported")
+    sibling = _report(client, h, where=IN_OTHER, who="community_s")
+    statements = []
+
+    class Counted(repo._Reads):
+        async def _run(self, conn, items):
+            statements.append(len(items))
+            return await super()._run(conn, items)
+
+    async def scenario():
+        dsn = "postgresql://" + db_url.split("://", 1)[1]
+        conns = [await asyncpg.connect(dsn) for _ in range(4)]
+        reads = Counted()
+        community = "990100/990101/990101001001"
+        try:
+            return await asyncio.gather(
+                reads.submit(conns[0], (mine, community, False)),
+                reads.submit(conns[1], (mine, community, False)),
+                reads.submit(conns[2], (sibling, community, False)),  # a sibling's: unseen
+                reads.submit(conns[3], (99999999, None, False)),  # none such, even for admin
+            )
+        finally:
+            for conn in conns:
+                await conn.close()
+
+    first, again, unseen, missing = asyncio.run(scenario())
+    assert statements == [1, 3], statements  # alone, then the three queued together
+    assert first["id"] == again["id"] == mine and first["state"] == "reported"
+    assert first["row_xmin"] == again["row_xmin"]
+    assert unseen is None and missing is None
+
+
 # -- new incidents, imports and replay ----------------------------------------------------
 
 
