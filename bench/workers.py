@@ -1,7 +1,7 @@
 """Several server processes: throughput of lookups and cached tiles at 1, 2 and N workers.
 
-``wangge serve --workers N`` (uvicorn's process supervisor: N processes accept on one socket,
-each with its own pools, tile cache, token cache and listeners) is started for each N on the
+``wangge serve --workers N`` (N processes, each listening on a SO_REUSEPORT socket of its
+own, with its own pools, tile cache, token cache and listeners) is started for each N on the
 benchmark database (``wangge_bench``, the Guiyang demo, as ``bench.lookup``), and loaded
 with ``wrk`` (one thread, ``--connections``):
 
@@ -10,8 +10,10 @@ with ``wrk`` (one thread, ``--connections``):
   the urban core, after a warm-up that filled every process's cache (each has its own), so
   each answer is a cache hit (checked).
 
-1 worker is measured first and again last: the two figures say how noisy this machine was
-during the run (other work shares its cores), and the ratios are against their mean.
+The servers (one per N, each on its own port) run side by side for the whole benchmark, and
+the measurements are interleaved: ``--rounds`` rounds, each running every server in a
+rotating order, so that whatever else loads the machine meanwhile weighs on each alike; the
+medians are compared, and each figure's range across rounds is printed beside it.
 
 Stated honestly: this machine has ``os.cpu_count()`` cores (2 when written), shared by wrk,
 PostgreSQL and the server processes. A lookup spends most of its CPU in the server's Python,
@@ -21,8 +23,9 @@ no longer stall everything. The goals are therefore modest: on 2 cores, 2 worker
 serve less than 1 worker (>= 0.9x, within noise), for each kind of request; the figures
 print what they do serve.
 
-Run: ``.venv/bin/python -m bench.workers [--seconds 8] [--connections 32] [--workers 1,2,4]
-[--quick]``. Exit status 1 when a goal is missed or a check fails (:mod:`bench.goals`).
+Run: ``.venv/bin/python -m bench.workers [--seconds 5] [--rounds 3] [--connections 32]
+[--workers 1,2,4] [--quick]``. Exit status 1 when a goal is missed or a check fails
+(:mod:`bench.goals`).
 """
 
 from __future__ import annotations
@@ -47,9 +50,10 @@ from bench.lookup import prepare_database, sample_points
 from bench.tiles import CORE, _tile_xy
 
 PORT = 8771
-#: Database connections per process (each process has its own pools): kept small so that
-#: 4 processes stay well within the shared cluster's max_connections.
-POOL = 8
+#: Database connections per pool of each process (each has its own): kept small so that
+#: the 7 processes of 1, 2 and 4 workers stay well within the shared cluster's
+#: max_connections (a lookup holds one hot-pool connection for ~1 ms; cached tiles none).
+POOL = 4
 TILE_ZOOMS = range(10, 15)
 
 
@@ -82,30 +86,37 @@ end
 """
 
 
-def serve(url: str, workers: int) -> subprocess.Popen:
+def serve(url: str, workers: int, port: int) -> subprocess.Popen:
     """Start ``wangge serve --workers N`` in a process group of its own; return once it
     answers."""
     cmd = [
         str(Path(sys.executable).parent / "wangge"),
         "serve",
         "--port",
-        str(PORT),
+        str(port),
         "--workers",
         str(workers),
         "--no-access-log",
         "--log-level",
         "warning",
     ]
-    env = {**os.environ, "DATABASE_URL": url, "WANGGE_DB_POOL_SIZE": str(POOL)}
+    # No deadline sweeps: seven servers sweeping the same cases would only add writes (and
+    # tile invalidations) unrelated to what is measured.
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "WANGGE_DB_POOL_SIZE": str(POOL),
+        "WANGGE_DISPATCH_SWEEP_SECONDS": "0",
+    }
     proc = subprocess.Popen(cmd, env=env, cwd=str(ROOT), start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"wangge serve exited with {proc.returncode}")
         # Every process listens on a socket of its own (SO_REUSEPORT): wait for all of them.
-        if listening() == workers:
+        if listening(port) == workers:
             try:
-                if httpx.get(f"http://127.0.0.1:{PORT}/health", timeout=5).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
                     return proc
             except httpx.HTTPError:
                 pass
@@ -114,10 +125,10 @@ def serve(url: str, workers: int) -> subprocess.Popen:
     raise RuntimeError("wangge serve did not start")
 
 
-def listening() -> int:
-    """Return how many sockets listen on the port."""
+def listening(port: int) -> int:
+    """Return how many sockets listen on ``port``."""
     out = subprocess.run(
-        ["ss", "-tlnH", f"( sport = :{PORT} )"], capture_output=True, text=True
+        ["ss", "-tlnH", f"( sport = :{port} )"], capture_output=True, text=True
     ).stdout
     return len(out.splitlines())
 
@@ -136,7 +147,9 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(5)
 
 
-def run_wrk(lua: str, seconds: float, connections: int, spread: list | None = None) -> dict:
+def run_wrk(
+    port: int, lua: str, seconds: float, connections: int, spread: list | None = None
+) -> dict:
     """Run wrk; with ``spread``, append how many of its connections each process holds."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(lua)
@@ -151,11 +164,11 @@ def run_wrk(lua: str, seconds: float, connections: int, spread: list | None = No
         "--latency",
     ]
     proc = subprocess.Popen(
-        [*args, "-s", fh.name, f"http://127.0.0.1:{PORT}/"], stdout=subprocess.PIPE, text=True
+        [*args, "-s", fh.name, f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True
     )
     if spread is not None:
         time.sleep(min(1.0, seconds / 2))
-        spread.append(connections_per_process())
+        spread.append(connections_per_process(port))
     out, _ = proc.communicate()
     Path(fh.name).unlink()
     if proc.returncode:
@@ -163,10 +176,10 @@ def run_wrk(lua: str, seconds: float, connections: int, spread: list | None = No
     return parse_wrk(out)
 
 
-def connections_per_process() -> list[int]:
-    """Return how many established connections on the port each server process holds."""
+def connections_per_process(port: int) -> list[int]:
+    """Return how many established connections on ``port`` each server process holds."""
     out = subprocess.run(
-        ["ss", "-tnpH", "state", "established", f"( sport = :{PORT} )"],
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
         capture_output=True,
         text=True,
     ).stdout
@@ -174,13 +187,13 @@ def connections_per_process() -> list[int]:
     return sorted((pids.count(p) for p in set(pids)), reverse=True)
 
 
-def _hits(tiles: list[str], token: str) -> tuple[int, int]:
+def _hits(port: int, tiles: list[str], token: str) -> tuple[int, int]:
     """Return how many of a sample of tiles, each on a fresh connection, were cache hits."""
     marks = []
     for path in tiles[:: max(1, len(tiles) // 40)]:
         # A fresh connection each, spread over the processes as wrk's are.
         r = httpx.get(
-            f"http://127.0.0.1:{PORT}{path}",
+            f"http://127.0.0.1:{port}{path}",
             headers={"Authorization": f"Bearer {token}"},
             timeout=30,
         )
@@ -188,42 +201,29 @@ def _hits(tiles: list[str], token: str) -> tuple[int, int]:
     return marks.count("hit"), len(marks)
 
 
-def measure(url: str, workers: int, lookup_lua: str, tile_lua: str, tiles: list[str], token, args):
-    """Return the figures of one server with ``workers`` processes, and its cache checks."""
-    proc = serve(url, workers)
-    try:
-        run_wrk(lookup_lua, max(2.0, args.seconds / 3), args.connections)
-        # Every process fills its own cache: warm until a sample of fresh connections all
-        # hit (uncached grid tiles are slow: several passes), at most 20 rounds.
-        for rounds in range(1, 21):  # noqa: B007 (printed)
-            run_wrk(tile_lua, 3, args.connections)
-            warmed = _hits(tiles, token)
-            if warmed[0] == warmed[1]:
-                break
-        spread: list[list[int]] = []
-        lookups = run_wrk(lookup_lua, args.seconds, args.connections, spread)
-        cached = run_wrk(tile_lua, args.seconds, args.connections)
-        after = _hits(tiles, token)
-    finally:
-        stop(proc)
-    print(
-        f"  {workers} workers: cache warm after {rounds} x 3 s; hits {warmed[0]}/{warmed[1]} "
-        f"before and {after[0]}/{after[1]} after the load; wrk's connections per process "
-        f"{spread[0]}",
-        flush=True,
-    )
-    return {"lookups": lookups, "tiles": cached, "warmed": warmed, "after": after}
+def warm(port: int, lookup_lua: str, tile_lua: str, tiles: list[str], token, args) -> dict:
+    """Warm one server: lookups, then tiles until every process's cache answers hits."""
+    run_wrk(port, lookup_lua, 3, args.connections)
+    # Every process fills its own cache: warm until a sample of fresh connections all hit
+    # (uncached grid tiles are slow: several passes), at most 20 passes.
+    for passes in range(1, 21):  # noqa: B007 (reported)
+        run_wrk(port, tile_lua, 3, args.connections)
+        warmed = _hits(port, tiles, token)
+        if warmed[0] == warmed[1]:
+            break
+    return {"passes": passes, "warmed": warmed}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--seconds", type=float, default=5, help="per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of each server")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", default="1,2,4", help="comma-separated process counts")
     parser.add_argument("--quick", action="store_true", help="short runs: a check, not figures")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds = 2
+        args.seconds, args.rounds = 2, 1
     if not shutil.which("wrk"):
         print("wrk is missing: `make bench` installs it (apt-get install wrk)", file=sys.stderr)
         return 2
@@ -232,74 +232,88 @@ def main(argv: list[str] | None = None) -> int:
 
     url, token = prepare_database()
     pts = sample_points(url, 2_000)
-    lookup_lua = LOOKUP_LUA % (
-        ",".join(f"{{{x:.6f},{y:.6f}}}" for x, y in pts),
-        token,
-    )
+    lookup_lua = LOOKUP_LUA % (",".join(f"{{{x:.6f},{y:.6f}}}" for x, y in pts), token)
     tiles = [f"/tiles/grids/{z}/{x}/{y}.mvt" for z, x, y in core_tiles()]
     tile_lua = TILE_LUA % (",".join(f'"{p}"' for p in tiles), token)
 
-    results: dict[int, dict] = {}
-    order = [*counts, 1]  # 1 worker again at the end: the run's noise
-    again = None
-    for n in order:
-        figures = measure(url, n, lookup_lua, tile_lua, tiles, token, args)
-        if n in results:
-            again = figures
-        else:
-            results[n] = figures
+    # Every server runs for the whole benchmark and the runs are interleaved, round after
+    # round, in a rotating order: whatever else loads the machine meanwhile weighs on each
+    # alike, and the median of each is compared.
+    ports = {n: PORT + i for i, n in enumerate(counts)}
+    procs: dict[int, subprocess.Popen] = {}
+    runs: dict[int, dict[str, list[dict]]] = {n: {"lookups": [], "tiles": []} for n in counts}
+    spread: dict[int, list[list[int]]] = {n: [] for n in counts}
+    warmed, after = {}, {}
+    try:
+        for n in counts:
+            procs[n] = serve(url, n, ports[n])
+        for n in counts:
+            warmed[n] = warm(ports[n], lookup_lua, tile_lua, tiles, token, args)
+        for r in range(args.rounds):
+            order = counts[r % len(counts) :] + counts[: r % len(counts)]
+            for n in order:
+                runs[n]["lookups"].append(
+                    run_wrk(ports[n], lookup_lua, args.seconds, args.connections, spread[n])
+                )
+                runs[n]["tiles"].append(run_wrk(ports[n], tile_lua, args.seconds, args.connections))
+        for n in counts:
+            after[n] = _hits(ports[n], tiles, token)
+    finally:
+        for proc in procs.values():
+            stop(proc)
 
-    def mean_rps(kind: str) -> float:
-        return statistics.mean([results[1][kind]["rps"], again[kind]["rps"]])
+    def med(n: int, kind: str, key: str) -> float:
+        return statistics.median(w[key] for w in runs[n][kind])
 
-    base = {kind: mean_rps(kind) for kind in ("lookups", "tiles")}
-    cpus = os.cpu_count()
+    def spread_of(n: int, kind: str) -> str:
+        rps = [w["rps"] for w in runs[n][kind]]
+        return f"{min(rps):,.0f}-{max(rps):,.0f}"
+
+    base = {kind: med(1, kind, "rps") for kind in ("lookups", "tiles")}
     print(
-        f"\nworkers benchmark: wangge serve --workers N on {cpus} cores (shared with wrk and "
-        f"PostgreSQL), wrk -t 1 -c {args.connections}, {args.seconds:g} s each, "
+        f"\nworkers benchmark: wangge serve --workers N on {os.cpu_count()} cores, shared with "
+        f"wrk, PostgreSQL and whatever else runs; wrk -t 1 -c {args.connections}, "
+        f"{args.rounds} interleaved rounds of {args.seconds:g} s per server and kind (medians); "
         f"{len(pts)} lookup points, {len(tiles)} cached grid tiles (z10-14 of the urban core)"
     )
     print(
-        f"{'workers':>8} {'lookups/s':>10} {'vs 1':>6} {'p99 ms':>7}   "
-        f"{'cached tiles/s':>14} {'vs 1':>6} {'p99 ms':>7}"
+        f"{'workers':>8} {'lookups/s':>10} {'(range)':>13} {'vs 1':>6} {'p99 ms':>7}   "
+        f"{'cached tiles/s':>14} {'(range)':>13} {'vs 1':>6} {'p99 ms':>7}  connections"
     )
     for n in counts:
-        lk, tl = results[n]["lookups"], results[n]["tiles"]
         print(
-            f"{n:>8} {lk['rps']:>10,.0f} {lk['rps'] / base['lookups']:>5.2f}x {lk['p99_ms']:>7.1f}"
-            f"   {tl['rps']:>14,.0f} {tl['rps'] / base['tiles']:>5.2f}x {tl['p99_ms']:>7.1f}"
+            f"{n:>8} {med(n, 'lookups', 'rps'):>10,.0f} {spread_of(n, 'lookups'):>13} "
+            f"{med(n, 'lookups', 'rps') / base['lookups']:>5.2f}x "
+            f"{med(n, 'lookups', 'p99_ms'):>7.1f}   "
+            f"{med(n, 'tiles', 'rps'):>14,.0f} {spread_of(n, 'tiles'):>13} "
+            f"{med(n, 'tiles', 'rps') / base['tiles']:>5.2f}x {med(n, 'tiles', 'p99_ms'):>7.1f}"
+            f"  {spread[n][0]}"
         )
-    print(
-        f"{'1 again':>8} {again['lookups']['rps']:>10,.0f} "
-        f"{again['lookups']['rps'] / base['lookups']:>5.2f}x {again['lookups']['p99_ms']:>7.1f}"
-        f"   {again['tiles']['rps']:>14,.0f} {again['tiles']['rps'] / base['tiles']:>5.2f}x "
-        f"{again['tiles']['p99_ms']:>7.1f}"
-    )
-    print("  (vs 1: against the mean of the two 1-worker runs)")
+    passes = ", ".join(f"{n}: {warmed[n]['passes']}" for n in counts)
+    print(f"  (connections: wrk's per process, as ss saw them; 3 s warm-up passes: {passes})")
 
     for n in counts:
-        figures = results[n]
         for kind in ("lookups", "tiles"):
-            w = figures[kind]
+            bad = sum(w["non_2xx"] + w["socket_errors"] for w in runs[n][kind])
             goals.check(
                 f"workers_{n}_{kind}_2xx",
                 f"{n} workers, {kind}: every answer 2xx, no socket error",
-                w["non_2xx"] == 0 and w["socket_errors"] == 0 and w["requests"] > 0,
-                f"{w['non_2xx']} non-2xx, {w['socket_errors']} socket errors",
+                bad == 0 and all(w["requests"] > 0 for w in runs[n][kind]),
+                f"{bad} non-2xx or socket errors",
             )
-        (warm, asked), (after, _) = figures["warmed"], figures["after"]
+        (warm_hits, asked), (after_hits, _) = warmed[n]["warmed"], after[n]
         goals.check(
             f"workers_{n}_cache_hits",
             f"{n} workers: every process's warmed cache answers hits, before and after the load",
-            warm == after == asked,
-            f"{warm} and {after} of {asked} fresh connections hit",
+            warm_hits == after_hits == asked,
+            f"{warm_hits} and {after_hits} of {asked} fresh connections hit",
         )
-    if 2 in results:
+    if 2 in counts:
         for kind, label in (("lookups", "GET /lookup"), ("tiles", "cached tiles")):
             goals.at_least(
                 f"workers_2_{kind}",
-                f"{label} throughput, 2 workers / 1 worker (2 shared cores)",
-                results[2][kind]["rps"] / base[kind],
+                f"{label} throughput, 2 workers / 1 worker (medians; 2 shared cores)",
+                med(2, kind, "rps") / base[kind],
                 0.9,
             )
     return goals.finish()
