@@ -117,6 +117,11 @@ def test_wangge_demo_province_loads_a_county_with_entities(province_db, tmp_path
             {"k": KAIYANG},
         ).one()
         assert (row.n, row.in_grid, row.in_county, row.no_state) == (2000, 2000, 2000, 0)
+        # Their months have partitions: none waits in the default one, where nothing prunes.
+        stray = conn.execute(
+            text("SELECT count(*) FROM incident WHERE tableoid = 'incident_default'::regclass")
+        ).scalar()
+        assert stray == 0
         staff = conn.execute(
             text("SELECT count(DISTINCT serving_grid_code) FROM member WHERE kind = 'grid_staff'")
         ).scalar()
