@@ -493,11 +493,15 @@ def main(argv: list[str] | None = None) -> int:
     tiles = core_tiles()
     try:
         for env in envs:
-            env.proc = start_uvicorn(
-                "service.app:create_app",
-                env.port,
-                SERVER_ENV | {"DATABASE_URL": env.url},
-            )
+            for attempt in (1, 2):  # a loaded machine may take a minute to import the app
+                try:
+                    env.proc = start_uvicorn(
+                        "service.app:create_app", env.port, SERVER_ENV | {"DATABASE_URL": env.url}
+                    )
+                    break
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
         for env in envs:
             wrong += check_lookups(env, 50 if args.quick else 200)
             run_wrk(env, 1, args.connections)  # warm-up
