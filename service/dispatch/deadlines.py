@@ -224,6 +224,16 @@ _EVENT_COLUMNS = (
     "to_owner_area_code, assignee_kind, assignee_code, data"
 )
 
+
+# The months of incident's partitions the locked rows lie in (a lookup by id alone probes the
+# primary key of every month; the batch's reported_at range prunes the others).
+def _reported(t: str = "") -> str:
+    return (
+        f"{t}reported_at BETWEEN CAST(:first_reported AS timestamptz) "
+        "AND CAST(:last_reported AS timestamptz)"
+    )
+
+
 # Due and not yet flagged. The same condition again in the update: harmless on rows this
 # transaction has locked, and it keeps the statement honest on its own.
 _OVERDUE_WHERE = (
@@ -232,7 +242,7 @@ _OVERDUE_WHERE = (
 # Each batch starts where the one before ended (the index need not walk past the rows just
 # flagged again). Rows passed over because someone held them wait for the next sweep.
 _LOCK_OVERDUE = text(
-    f"SELECT id, step_due_at FROM incident WHERE {_OVERDUE_WHERE} "
+    f"SELECT id, step_due_at, reported_at FROM incident WHERE {_OVERDUE_WHERE} "
     "AND step_due_at >= CAST(:after AS timestamptz) "
     "ORDER BY step_due_at LIMIT :batch FOR NO KEY UPDATE SKIP LOCKED"
 )
@@ -245,7 +255,7 @@ _RECORD_OVERDUE = text(
     WITH changed AS (
         UPDATE incident SET step_overdue = true, supervised = true,
                version = version + 1, updated_at = now()
-        WHERE id = ANY(CAST(:ids AS bigint[])) AND {_OVERDUE_WHERE}
+        WHERE id = ANY(CAST(:ids AS bigint[])) AND {_reported()} AND {_OVERDUE_WHERE}
         RETURNING id, version, state, owner_area_code, assignee_kind, assignee_code,
                   assignee_path
     )
@@ -271,7 +281,7 @@ def _escalate_where(t: str = "") -> str:
 
 
 _LOCK_ESCALATE = text(
-    f"SELECT id, step_due_at FROM incident WHERE {_escalate_where()} "
+    f"SELECT id, step_due_at, reported_at FROM incident WHERE {_escalate_where()} "
     "AND step_due_at >= CAST(:after AS timestamptz) "
     "ORDER BY step_due_at LIMIT :batch FOR NO KEY UPDATE SKIP LOCKED"
 )
@@ -295,7 +305,8 @@ _RECORD_ESCALATE = text(
         LEFT JOIN case_time_limit lim
                ON lim.category = i.category AND lim.priority = i.priority
               AND lim.step = {_STEP_OF.format("i.state")}
-        WHERE i.id = ANY(CAST(:ids AS bigint[])) AND {_escalate_where("i.")}
+        WHERE i.id = ANY(CAST(:ids AS bigint[])) AND {_reported("i.")}
+          AND {_escalate_where("i.")}
     ), target AS (
         SELECT old.*,
                CASE WHEN in_work THEN state ELSE 'registered' END AS new_state,
@@ -382,8 +393,9 @@ async def _sweep_action(
             ).all()
             if not locked:
                 return
-            ids = [r[0] for r in locked]
-            done = (await conn.execute(record, {**params, "ids": ids})).scalars().all()
+            ids, reported = [r[0] for r in locked], [r[2] for r in locked]
+            rows = {"ids": ids, "first_reported": min(reported), "last_reported": max(reported)}
+            done = (await conn.execute(record, {**params, **rows})).scalars().all()
         after = locked[-1][1]
         result.batches += 1
         out.extend(done)
