@@ -471,6 +471,9 @@ def stream(args, goals: Goals, url: str) -> dict:
     paths = {r[0]: r[1:] for r in rows}
     cases = sorted(paths)
 
+    # The server and the screens inherit the priority (on a loaded machine the server's
+    # start alone, mostly imports, took a minute without it).
+    _prioritise([os.getpid()], url)
     port = _free_port()
     server = _start_server(url, port)
     ctx = multiprocessing.get_context("spawn")
@@ -538,6 +541,8 @@ def stream(args, goals: Goals, url: str) -> dict:
         stop(server)
         if NICE:
             _set_autogroup_nice(os.getpid(), 0)
+            for tid in _tids(os.getpid()):
+                os.setpriority(os.PRIO_PROCESS, tid, 0)
     # Back in screen order: screen k is the (k // nproc)-th of client k % nproc.
     received = [received[k % nproc][k // nproc] for k in range(len(screens))]
 
