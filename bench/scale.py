@@ -352,6 +352,7 @@ def time_import(env: Env, n: int) -> float:
 
             gen = conn.execute(text("SELECT max(id) FROM generation WHERE active")).scalar_one()
             cell_assigner(conn, gen)
+            conn.rollback()  # end the reads' transaction: the import gets one of its own
             tx = conn.begin()
             t = time.perf_counter()
             report = import_file(
@@ -538,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
             out.update(figures(env.url))
             out["server rss MB"] = peak_rss_mb(env.proc.pid)
             out["bench rss MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(out, flush=True)  # the raw figures, in case a later size fails
             print(
                 f"{env.size.x}x measured: {out['grids']:,} grids, {out['incidents']:,} incidents",
                 flush=True,
