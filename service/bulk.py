@@ -196,7 +196,6 @@ def validate_frame(
         if name in ("lon", "lat", "crs"):
             continue
         column = lower.get(name)
-        annotation, nullable, extra_meta = unwrap(info.annotation)
         required = info.is_required()
         if column is None:
             if required:
@@ -206,70 +205,7 @@ def validate_frame(
         empty = (raw == "").to_numpy()
         if required:
             flag(empty, column, "required")
-        bounds = _bounds(info, extra_meta)
-        origin = typing.get_origin(annotation)
-        if origin is Literal:
-            allowed = [str(a) for a in typing.get_args(annotation)]
-            bad = ~raw.isin(allowed).to_numpy() & ~empty
-            flag(bad, column, f"must be one of {', '.join(allowed)}")
-            col = raw.to_numpy(object)
-            if nullable:
-                col = np.where(empty, None, col)
-            elif info.default is not None and not required:
-                col = np.where(empty, info.default, col)
-        elif annotation is str:
-            too_long = (raw.str.len() > bounds.get("max_length", 10**9)).to_numpy()
-            flag(too_long, column, f"longer than {bounds.get('max_length')} characters")
-            if "pattern" in bounds:
-                bad = ~raw.str.fullmatch(bounds["pattern"].strip("^$")).to_numpy(bool) & ~empty
-                flag(bad, column, "not a code of digits")
-            col = raw.to_numpy(object)
-            if nullable:
-                col = np.where(empty, None, col)
-        elif annotation in (int, float):
-            num = pd.to_numeric(raw.where(~empty), errors="coerce").to_numpy(float)
-            bad = np.isnan(num) & ~empty
-            if annotation is int:
-                bad |= ~np.isnan(num) & (np.mod(num, 1) != 0)
-            flag(bad, column, "not a whole number" if annotation is int else "not a number")
-            lo, hi = bounds.get("ge", -np.inf), bounds.get("le", np.inf)
-            out_of = ~np.isnan(num) & ((num < lo) | (num > hi))
-            flag(out_of, column, f"must be between {lo} and {hi}")
-            if nullable:
-                col = np.where(np.isnan(num), None, num).astype(object)
-                if annotation is int:
-                    col = np.array([None if v is None else int(v) for v in col], dtype=object)
-            else:
-                default = info.default if info.default is not None else 0
-                col = np.where(np.isnan(num), default, num)
-                col = col.astype(np.int64) if annotation is int else col
-        elif annotation is bool:
-            low = raw.str.lower()
-            truthy = low.isin(_TRUE).to_numpy()
-            falsy = low.isin(_FALSE).to_numpy()
-            flag(~truthy & ~falsy, column, "not true/false (是/否)")
-            col = np.where(empty, bool(info.default), truthy)
-        elif annotation is datetime:
-            parsed = pd.to_datetime(raw.where(~empty), errors="coerce", utc=False, format="mixed")
-            bad = parsed.isna().to_numpy() & ~empty
-            flag(bad, column, "not a date-time (ISO 8601, e.g. 2026-11-27T08:30)")
-            if getattr(parsed.dt, "tz", None) is None:
-                # Chinese field data without a zone is China Standard Time.
-                parsed = parsed.dt.tz_localize(LOCAL_TZ)
-            col = parsed.dt.tz_convert("UTC").to_numpy(object)
-        elif typing.get_origin(annotation) is list and typing.get_args(annotation)[0] is AnyHttpUrl:
-            # Tuples (hashable, one shared empty tuple) so that writing can factorise them.
-            col = np.empty(n, dtype=object)
-            col[:] = [()] * n
-            bad = np.zeros(n, dtype=bool)
-            for i in np.flatnonzero(~empty):
-                urls = tuple(u for u in re.split(r"[;\s]+", raw.iat[i]) if u)
-                bad[i] = any(not _URL.match(u) for u in urls)
-                col[i] = urls
-            flag(bad, column, "not http(s) URLs separated by ';'")
-        else:  # pragma: no cover - a schema field type this importer does not know
-            raise TypeError(f"cannot import {spec.name}.{name} of type {annotation}")
-        values[name] = col
+        values[name] = _convert(spec, name, info, raw, empty, column, flag)
     lifecycle = spec.lifecycle
     if lifecycle is not None and lifecycle.column in values:
         # The table's rule, row by row: the closed status and its time go together.
@@ -285,6 +221,86 @@ def validate_frame(
     known = {k.lower() for k in fields}
     extra = [c for c in frame.columns if str(c).strip().lower() not in known | set(DERIVED_COLUMNS)]
     return values, problems, extra
+
+
+def _convert(
+    spec: EntitySpec,
+    name: str,
+    info: FieldInfo,
+    raw: pd.Series,
+    empty: np.ndarray,
+    column: str,
+    flag: Callable[[np.ndarray, str, str], None],
+) -> Any:
+    """Return the column ``raw`` (stripped text, ``empty`` where blank) converted to field
+    ``name``'s type; ``flag`` the rows whose value does not convert or breaks a bound."""
+    annotation, nullable, extra_meta = unwrap(info.annotation)
+    required = info.is_required()
+    n = len(raw)
+    bounds = _bounds(info, extra_meta)
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        allowed = [str(a) for a in typing.get_args(annotation)]
+        bad = ~raw.isin(allowed).to_numpy() & ~empty
+        flag(bad, column, f"must be one of {', '.join(allowed)}")
+        col = raw.to_numpy(object)
+        if nullable:
+            col = np.where(empty, None, col)
+        elif info.default is not None and not required:
+            col = np.where(empty, info.default, col)
+    elif annotation is str:
+        too_long = (raw.str.len() > bounds.get("max_length", 10**9)).to_numpy()
+        flag(too_long, column, f"longer than {bounds.get('max_length')} characters")
+        if "pattern" in bounds:
+            bad = ~raw.str.fullmatch(bounds["pattern"].strip("^$")).to_numpy(bool) & ~empty
+            flag(bad, column, "not a code of digits")
+        col = raw.to_numpy(object)
+        if nullable:
+            col = np.where(empty, None, col)
+    elif annotation in (int, float):
+        num = pd.to_numeric(raw.where(~empty), errors="coerce").to_numpy(float)
+        bad = np.isnan(num) & ~empty
+        if annotation is int:
+            bad |= ~np.isnan(num) & (np.mod(num, 1) != 0)
+        flag(bad, column, "not a whole number" if annotation is int else "not a number")
+        lo, hi = bounds.get("ge", -np.inf), bounds.get("le", np.inf)
+        out_of = ~np.isnan(num) & ((num < lo) | (num > hi))
+        flag(out_of, column, f"must be between {lo} and {hi}")
+        if nullable:
+            col = np.where(np.isnan(num), None, num).astype(object)
+            if annotation is int:
+                col = np.array([None if v is None else int(v) for v in col], dtype=object)
+        else:
+            default = info.default if info.default is not None else 0
+            col = np.where(np.isnan(num), default, num)
+            col = col.astype(np.int64) if annotation is int else col
+    elif annotation is bool:
+        low = raw.str.lower()
+        truthy = low.isin(_TRUE).to_numpy()
+        falsy = low.isin(_FALSE).to_numpy()
+        flag(~truthy & ~falsy, column, "not true/false (是/否)")
+        col = np.where(empty, bool(info.default), truthy)
+    elif annotation is datetime:
+        parsed = pd.to_datetime(raw.where(~empty), errors="coerce", utc=False, format="mixed")
+        bad = parsed.isna().to_numpy() & ~empty
+        flag(bad, column, "not a date-time (ISO 8601, e.g. 2026-11-27T08:30)")
+        if getattr(parsed.dt, "tz", None) is None:
+            # Chinese field data without a zone is China Standard Time.
+            parsed = parsed.dt.tz_localize(LOCAL_TZ)
+        col = parsed.dt.tz_convert("UTC").to_numpy(object)
+    elif typing.get_origin(annotation) is list and typing.get_args(annotation)[0] is AnyHttpUrl:
+        # Tuples (hashable, one shared empty tuple) so that writing can factorise them.
+        col = np.empty(n, dtype=object)
+        col[:] = [()] * n
+        bad = np.zeros(n, dtype=bool)
+        for i in np.flatnonzero(~empty):
+            urls = tuple(u for u in re.split(r"[;\s]+", raw.iat[i]) if u)
+            bad[i] = any(not _URL.match(u) for u in urls)
+            col[i] = urls
+        flag(bad, column, "not http(s) URLs separated by ';'")
+    else:  # pragma: no cover - a schema field type this importer does not know
+        raise TypeError(f"cannot import {spec.name}.{name} of type {annotation}")
+    return col
 
 
 def import_fields(spec: EntitySpec) -> dict[str, FieldInfo]:
