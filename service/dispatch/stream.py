@@ -124,7 +124,8 @@ _CASE_EXPRESSIONS = {
 # (escalated, sent down, taken over) see it leave.
 _COLUMNS = f"""
     e.id, e.incident_id AS case_id, e.seq, e.at, e.action, e.actor_role, e.actor_token_id,
-    k.name AS actor_name, e.actor_area_code, e.from_state, e.to_state,
+    (SELECT k.name FROM api_token k WHERE k.id = e.actor_token_id) AS actor_name,
+    e.actor_area_code, e.from_state, e.to_state,
     e.from_owner_area_code, e.to_owner_area_code, e.assignee_kind, e.assignee_code, e.note,
     e.reason, e.attachments, e.data::text AS data,
     {", ".join(f"{sql} AS c_{name}" for name, sql in _CASE_EXPRESSIONS.items())},
@@ -132,29 +133,30 @@ _COLUMNS = f"""
       AND l.priority = i.priority AND l.step = i.step) AS step_minutes,
     fo.path AS from_owner_path
 """
-# Codes never change meaning: the path of a code is that of its newest version.
-_FROM = """
-FROM case_event e
-JOIN incident i ON i.id = e.incident_id
-LEFT JOIN api_token k ON k.id = e.actor_token_id
+# Codes never change meaning: the path of a code is that of its newest version. Every lookup
+# is per event row (lateral, scalar): the hot pool's generic plans know no row counts, and
+# joins planned for a large log (hash joins, parallel workers) cost a read of a few new
+# events tens of milliseconds.
+_JOINS = """
+JOIN LATERAL (SELECT * FROM incident WHERE id = e.incident_id LIMIT 1) i ON true
 LEFT JOIN LATERAL (
     SELECT a.path FROM area a WHERE a.code = e.from_owner_area_code
     ORDER BY a.generation_high DESC LIMIT 1
 ) fo ON true
 """
-# The events after $1, every scope's (what the listener delivers).
+# The events after $1, every scope's (what the listener delivers), a page at most.
 _AFTER_SQL = f"""
 SELECT {_COLUMNS}
-{_FROM}WHERE e.id > $1
-ORDER BY e.id
-LIMIT $2
+FROM (SELECT * FROM case_event WHERE id > $1 ORDER BY id LIMIT {LOG_PAGE}) e
+{_JOINS}ORDER BY e.id
 """
 # The events after $1 that a scope ($2, NULL for everything) may see: a superset, narrowed
 # by sees_event, so the log and the live stream judge by one function. The id order and the
 # primary key make each page one index range; starts_with keeps LIKE's wildcards out.
 _REPLAY_SQL = f"""
 SELECT {_COLUMNS}
-{_FROM}WHERE e.id > $1
+FROM case_event e
+{_JOINS}WHERE e.id > $1
   AND ($2::text IS NULL
        OR i.area_path IS NULL
        OR i.area_path = $2 OR starts_with(i.area_path, $2 || '/')
@@ -372,7 +374,7 @@ class CaseStream(Listening):
         # "after last_id" misses none, and a notification names only the newest id of its
         # statement (a bulk import writes thousands of events and notifies once).
         while True:
-            rows = await self.pool.fetch(_AFTER_SQL, self.last_id, LOG_PAGE)
+            rows = await self.pool.fetch(_AFTER_SQL, self.last_id)
             if rows:
                 await self._check_tokens()
             self.deliver(encode_event(r) for r in rows)

@@ -188,9 +188,9 @@ class _FakeDatabase:
         if sql == s._TOKENS_VALID_SQL:
             self.token_queries += 1
             return [(t,) for t in args[0] if t in self.valid]
-        after, limit = args
+        (after,) = args
         self.reads.append(asyncio.get_running_loop().time())
-        return [r for r in self.rows if r["id"] > after][:limit]
+        return [r for r in self.rows if r["id"] > after][: s.LOG_PAGE]
 
 
 def _listening(stream: CaseStream) -> CaseStream:
