@@ -179,8 +179,9 @@ def _rss_mb(pid: int) -> float:
 #: bench's own processes (server, screens, writer) and their database backends run at this
 #: niceness, so the figures are the stream's, not the neighbours' (``WANGGE_BENCH_NICE``;
 #: 0 leaves them be). With the kernel's autogroups (one scheduling group per session), a
-#: thread's niceness only weighs within its group: the bench's group gets it too, and is
-#: set back when the section ends. On an otherwise idle machine it changes nothing.
+#: thread's niceness only weighs within its group: the bench's group gets it too (set back
+#: when the section ends), and so does each backend's (a PostgreSQL backend is a session
+#: of its own). On an otherwise idle machine it changes nothing.
 NICE = int(os.environ.get("WANGGE_BENCH_NICE", "-10"))
 
 
@@ -234,9 +235,8 @@ def _prioritise(pids: list[int], url: str) -> list[int]:
                         (ports,),
                     )
                 ]
-    for pid in pids:
-        _set_autogroup_nice(pid, NICE)
     for pid in [*pids, *backends]:
+        _set_autogroup_nice(pid, NICE)
         for tid in _tids(pid):
             try:
                 os.setpriority(os.PRIO_PROCESS, tid, NICE)
