@@ -463,23 +463,26 @@ async def _add_live_queue(
     )
 
 
-def coverage_gaps(*, conn, principal: Principal) -> dict[str, dict[str, Any]]:
+def coverage_gaps(*, conn, principal: Principal, cache=None) -> dict[str, dict[str, Any]]:
     """Return the results of the analyses whose gaps the planning page draws, by name
     (synchronous: ``conn`` is a SQLAlchemy connection).
 
     The analyses are those feeding :data:`maps.gaps.MAP_GAP_LAYERS`: where service is out
-    of reach, grids missing a team role, workload outliers and partition defects.
+    of reach, grids missing a team role, workload outliers and partition defects. With a
+    ``cache`` (:class:`service.gap_cache.GapCache`), results still true are reused.
     """
     from service.analysis import ANALYSES
     from service.analysis.reach import run_reach
 
-    results = {}
-    for name in dict.fromkeys(GAP_LAYERS[layer].analysis for layer in MAP_GAP_LAYERS):
+    def run(name: str) -> dict[str, Any]:
         if name == "reach":
-            results[name] = run_reach(conn, principal=principal, simplify_m=20)
-        else:
-            results[name] = ANALYSES[name](conn, principal=principal)
-    return results
+            return run_reach(conn, principal=principal, simplify_m=20)
+        return ANALYSES[name](conn, principal=principal)
+
+    names = list(dict.fromkeys(GAP_LAYERS[layer].analysis for layer in MAP_GAP_LAYERS))
+    if cache is not None:
+        return cache.analyses(conn, principal, run, names)
+    return {name: run(name) for name in names}
 
 
 # -- the page --------------------------------------------------------------------------------
@@ -550,9 +553,9 @@ async def build_page(
     return page
 
 
-def _gaps_in_transaction(engine, principal: Principal) -> dict[str, dict[str, Any]]:
+def _gaps_in_transaction(engine, principal: Principal, cache) -> dict[str, dict[str, Any]]:
     with engine.begin() as conn:
-        return coverage_gaps(conn=conn, principal=principal)
+        return coverage_gaps(conn=conn, principal=principal, cache=cache)
 
 
 async def page_html(
@@ -567,6 +570,7 @@ async def page_html(
     area: str | None = None,
     grid: str | None = None,
     metric: str | None = None,
+    gap_cache=None,
 ) -> str:
     """Return the ``kind`` page as one HTML document, on the current generation.
 
@@ -580,6 +584,8 @@ async def page_html(
         thread); unused by the other pages.
     principal, links, area, grid, metric
         As for :func:`build_page`.
+    gap_cache : service.gap_cache.GapCache, optional
+        Keeps the planning page's analyses until what they read changes.
     assets, static_url
         As for :func:`maps.pages.render_page`: linked from ``static_url`` (served) or
         inline (a file).
@@ -588,7 +594,7 @@ async def page_html(
     require_page_role(kind, principal)
     gaps = None
     if kind == "planning":
-        gaps = await asyncio.to_thread(_gaps_in_transaction, engine, principal)
+        gaps = await asyncio.to_thread(_gaps_in_transaction, engine, principal, gap_cache)
     async with _page_reads(pool) as conn:
         generation = await resolve_generation(pool=conn, principal=principal, requested=None)
         page = await build_page(

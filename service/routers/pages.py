@@ -35,6 +35,7 @@ from service.auth import Principal
 from service.deps import PoolDep, PrincipalDep, SyncEngineDep, start_page_session
 from service.edge.sessions import csrf_token, session_redirect
 from service.errors import NotFoundError
+from service.gap_cache import GapCache
 from service.pages import Links, grid_team, page_html, require_page_role
 from service.repositories.generations import resolve_generation
 from service.responses import JSON
@@ -108,9 +109,23 @@ class _PageServer:
             principal=self.principal,
             links=_served_links(self.request),
             static_url=root + STATIC_URL,
+            gap_cache=_gap_cache(self.request) if kind == "planning" else None,
             **params,
         )
         return _html(self.request, html)
+
+
+def _gap_cache(request: Request) -> GapCache | None:
+    """Return the process's cache of the planning page's analyses (made on first use, fed
+    by the tile cache's change listener), or None without a tile cache."""
+    state = request.app.state
+    cache = getattr(state, "gap_cache", None)
+    if cache is None:
+        tiles = getattr(state, "tile_cache", None)
+        if tiles is None:
+            return None
+        cache = state.gap_cache = GapCache(tiles)
+    return cache
 
 
 def _page_server(

@@ -96,6 +96,13 @@ class TileCache:
         self._changes: deque[tuple[int, str | None, tuple[float, ...] | None]] = deque(
             maxlen=CHANGES_KEPT
         )
+        #: Told the layer of every change learnt (None: everything), e.g. the planning
+        #: page's analyses (service.gap_cache).
+        self._subscribers: list = []
+
+    def subscribe(self, learn) -> None:
+        """Have ``learn(layer)`` called with every change learnt (None: everything)."""
+        self._subscribers.append(learn)
 
     def get(self, key: TileKey) -> CachedTile | None:
         entry = self._entries.get(key)
@@ -152,6 +159,8 @@ class TileCache:
     def _learn(self, layer: str | None, bbox: tuple[float, ...] | None) -> None:
         self.epoch += 1
         self._changes.append((self.epoch, layer, bbox))
+        for learn in self._subscribers:
+            learn(layer)
 
     def _changed_since(self, key: TileKey, epoch: int) -> bool:
         # Did a change learnt after ``epoch`` touch ``key``? Unknown (forgotten) counts as yes.
