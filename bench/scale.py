@@ -50,8 +50,8 @@ report of one county takes ≤ 2 s at 100×. Checks: every answer 2xx, lookups e
 ``ST_Covers`` on the grids. Run: ``.venv/bin/python -m bench.scale [--sizes 1,10,100]
 [--incidents 50000] [--seconds 10] [--rounds 3] [--drop] [--quick]`` (``--quick``: 1× and 10×,
 5,000 incidents per 1×, 2 s rounds). The first full run builds the databases (100×: about
-20 minutes on 2 shared cores, most of it writing 36,600 areas one by one and the incidents'
-statement triggers); later runs reuse them.
+half an hour on 2 shared cores, most of it the 2 M incidents' COPY through their statement
+triggers); later runs reuse them.
 """
 
 from __future__ import annotations
