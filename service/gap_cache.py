@@ -9,8 +9,9 @@ dropped when a change it reads is learnt:
   ``wangge_changes``, which the tile cache learns: :class:`service.tiles.cache.TileCache`)
   and the road network (imports announce nothing: the newest ``road_import`` is in the
   fingerprint);
-- ``staffing`` reads team members (no announcement: the count and a sum of row hashes of
-  ``member`` are in the fingerprint);
+- ``staffing`` reads team members (no announcement: the count, id sum and newest
+  ``updated_at`` of ``member`` are in the fingerprint; its trigger sets ``updated_at`` on
+  every update);
 - ``topology`` reads only the areas of a generation;
 - ``workload`` counts incidents, which change with every case action: it is kept at most
   :data:`WORKLOAD_MAX_AGE_S` seconds.
@@ -56,8 +57,7 @@ _DROPPED_BY = {name: layers - {"incidents"} for name, layers in READS.items()}
 _FINGERPRINT_SQL = text(
     """
     SELECT (SELECT max(id) FROM generation WHERE active) AS generation,
-           (SELECT concat_ws(':', count(*), sum(hashtext(m::text)::bigint))
-              FROM member m) AS members,
+           (SELECT concat_ws(':', count(*), max(updated_at), sum(id)) FROM member) AS members,
            (SELECT concat_ws(':', count(*), max(id)) FROM road_import) AS roads
     """
 )
