@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import warnings
 
 import fast_geocn.coord as fgc
@@ -297,14 +296,19 @@ def test_to_wgs84_dispatches_on_the_crs():
         to_wgs84(lon, lat, "EPSG:3857")
 
 
-def test_throughput_is_millions_of_points_per_second():
-    # Generous bound (measured 0.3–0.9 s per million): a Python loop over points takes ~15 s.
+def test_a_million_points_convert_in_one_call_as_they_do_one_by_one():
+    # The kernels are vectorised (numpy over whole arrays): a million points go in one call
+    # and each comes out as it does alone. How fast is the benchmarks' business, not a test's.
     rng = np.random.default_rng(5)
     lon, lat = rng.uniform(73.5, 135.1, 1_000_000), rng.uniform(18.1, 53.6, 1_000_000)
+    sample = rng.choice(lon.size, 200, replace=False)
     for func in (gcj02_to_wgs84, bd09_to_wgs84):
-        start = time.perf_counter()
-        func(lon, lat)
-        assert time.perf_counter() - start < 5.0, func.__name__
+        x, y = func(lon, lat)
+        assert x.shape == y.shape == lon.shape and np.isfinite(x).all() and np.isfinite(y).all()
+        for i in sample:
+            xi, yi = func(lon[i : i + 1], lat[i : i + 1])
+            # the inverse iterates to a tolerance over its batch: within 1e-9 deg (0.1 mm)
+            assert abs(xi[0] - x[i]) < 1e-9 and abs(yi[0] - y[i]) < 1e-9, func.__name__
 
 
 # --------------------------------------------------------------------------- CRS names
