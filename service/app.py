@@ -21,6 +21,7 @@ from service.inputs import RejectNul
 from service.openapi import document_api
 from service.replicas import ReadRouting, ReadYourWrites
 from service.repositories.lookup import PointLookupBatcher
+from service.repositories.partitions import keep_months_ahead
 from service.responses import JSON
 from service.routers import (
     analysis,
@@ -87,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.case_stream = await CaseStream(
             url, app.state.pg_pool, token_check_s=settings.api.token_cache_seconds
         ).start()
+        # The coming months of incidents get their partitions (now, then daily).
+        keeping_months = asyncio.create_task(keep_months_ahead(app.state.engine))
         # Every process sweeps deadlines; row locks make each one fire once (deadlines.py).
         dispatch = settings.dispatch
         sweeping = None
@@ -106,10 +109,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            if sweeping is not None:
-                sweeping.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeping
+            for task in (sweeping, keeping_months):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await listener.close()
             if app.state.read_routing is not None:
                 await app.state.read_routing.close()

@@ -9,12 +9,27 @@ whole (:func:`reattach_month`); each is one transaction, the caller's.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import date
 from typing import Any
 
 from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["list_partitions", "ensure_partitions", "archive_months", "reattach_month"]
+__all__ = [
+    "list_partitions",
+    "ensure_partitions",
+    "keep_months_ahead",
+    "archive_months",
+    "reattach_month",
+]
+
+log = logging.getLogger(__name__)
+
+#: Months a server keeps created ahead of today, and how often it looks again (a day).
+MONTHS_AHEAD = 12
+ENSURE_EVERY_S = 24 * 3600.0
 
 _LIST = text(
     """
@@ -56,6 +71,34 @@ def ensure_partitions(conn: Connection, *, months_ahead: int, since: date | None
             {"ahead": months_ahead, "since": since},
         ).scalars()
     )
+
+
+async def keep_months_ahead(
+    engine: AsyncEngine, *, months_ahead: int = MONTHS_AHEAD, every_seconds: float = ENSURE_EVERY_S
+) -> None:
+    """Create this month and the next ``months_ahead`` now and once every ``every_seconds``,
+    for as long as the server runs (each server process does; creation takes an advisory
+    lock, so they never collide, and costs a few milliseconds when nothing is missing).
+
+    A failure is logged, never fatal: rows of a month without a partition land in
+    ``incident_default`` and are moved into their month when it is created.
+    """
+    while True:
+        try:
+            async with engine.begin() as conn:
+                made = (
+                    await conn.execute(
+                        text("SELECT incident_ensure_partitions(:ahead, NULL)"),
+                        {"ahead": months_ahead},
+                    )
+                ).scalars().all()
+            if made:
+                log.info("incident partitions created: %s", ", ".join(made))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the next round tries again; nothing is lost meanwhile
+            log.warning("could not create the coming months' incident partitions", exc_info=True)
+        await asyncio.sleep(every_seconds)
 
 
 def archive_months(conn: Connection, *, before: date) -> list[str]:

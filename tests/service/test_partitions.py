@@ -400,3 +400,34 @@ def test_two_writers_creating_the_same_month_do_not_collide(db_url):
     first.close()
     thread.join(10)
     assert second == {"made": None}
+
+
+def test_a_server_starting_creates_the_coming_year_of_months(db_url):
+    # Nobody has run `wangge incidents ensure`: a server start is enough for the next 12 months
+    # to get their partitions (rows of a month without one would pile up in the default).
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        last = conn.execute(
+            text(
+                "SELECT to_char(date_trunc('month', now() AT TIME ZONE 'Asia/Shanghai')"
+                " + interval '12 months', 'YYYY_MM')"
+            )
+        ).scalar()
+        name = f"incident_{last}"
+        if conn.execute(text("SELECT to_regclass(:n)"), {"n": name}).scalar():
+            assert conn.execute(text(f"SELECT count(*) FROM {name}")).scalar() == 0
+            conn.execute(text(f"ALTER TABLE incident DETACH PARTITION {name}"))
+            conn.execute(text(f"DROP TABLE {name}"))
+    try:
+        with _client(db_url) as fresh:
+            assert fresh.get("/health").status_code == 200
+            with engine.connect() as conn:
+                for _ in range(50):  # the task runs beside the first requests
+                    if conn.execute(text("SELECT to_regclass(:n)"), {"n": name}).scalar():
+                        break
+                    conn.rollback()
+                    asyncio.run(asyncio.sleep(0.1))
+                made = conn.execute(text("SELECT to_regclass(:n)"), {"n": name}).scalar()
+        assert made is not None, f"{name} was not created when the server started"
+    finally:
+        engine.dispose()
