@@ -87,11 +87,15 @@ async def keep_months_ahead(
         try:
             async with engine.begin() as conn:
                 made = (
-                    await conn.execute(
-                        text("SELECT incident_ensure_partitions(:ahead, NULL)"),
-                        {"ahead": months_ahead},
+                    (
+                        await conn.execute(
+                            text("SELECT incident_ensure_partitions(:ahead, NULL)"),
+                            {"ahead": months_ahead},
+                        )
                     )
-                ).scalars().all()
+                    .scalars()
+                    .all()
+                )
             if made:
                 log.info("incident partitions created: %s", ", ".join(made))
         except asyncio.CancelledError:

@@ -137,9 +137,7 @@ async def tile(
 
 
 @router.get("/{layer}.json", summary="TileJSON 3.0 of a layer", response_model=TileJSON)
-async def tilejson(
-    request: Request, principal: PrincipalDep, pool: PoolDep, layer: Layers
-) -> JSON:
+async def tilejson(request: Request, principal: PrincipalDep, pool: PoolDep, layer: Layers) -> JSON:
     specs = _layers(layer)
     for spec in specs:
         repo.check_readable(spec, principal)

@@ -96,9 +96,7 @@ def _open_by_grid(client, headers) -> dict[str, int]:
     return {f["id"]: f["properties"]["open_incidents"] for f in items}
 
 
-def test_counts_kept_on_write_equal_a_recount_after_every_kind_of_write(
-    tiny_client, h, engine
-):
+def test_counts_kept_on_write_equal_a_recount_after_every_kind_of_write(tiny_client, h, engine):
     # Through the API: filed, rejected (closed), moved to another grid, deleted.
     ids = []
     for lon, lat in ((106.005, 26.015), (106.006, 26.016), (106.035, 26.005)):
@@ -191,7 +189,7 @@ def test_a_crowded_tile_draws_clusters_that_count_what_the_caller_may_see(
     city = _ogr_features(tmp_path, tiny_client.get(url, headers=h["city"]).content)
     # Clusters, at most 32 x 32, each with its count; together every incident of the tile.
     assert city and all("point_count" in f for f in city)
-    assert len(city) <= 4 ** CLUSTER_SHIFT
+    assert len(city) <= 4**CLUSTER_SHIFT
     assert _accounted(city) == crowd + 40
     assert sum(int(f["open_count"]) for f in city) == crowd + 40
     # Scope holds in the bins: the SE grid's officer is shown their 40 as points.
