@@ -90,7 +90,36 @@ def plain_copy(engine, frame: pd.DataFrame) -> float:
     payload = buffer.getvalue()
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS incident_plain"))
-        conn.execute(text("CREATE TABLE incident_plain (LIKE incident INCLUDING ALL)"))
+        # The same columns, defaults and indexes; not the lifecycle's checks, which the
+        # plain COPY leaves empty.
+        conn.execute(
+            text(
+                "CREATE TABLE incident_plain (LIKE incident INCLUDING DEFAULTS "
+                "INCLUDING IDENTITY INCLUDING GENERATED INCLUDING INDEXES)"
+            )
+        )
+        # The lifecycle columns (state, owner, ...) are filled by wangge's import, not by a
+        # plain COPY of the file's columns: the peer table leaves them empty.
+        unfilled = conn.execute(
+            text(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'incident_plain' AND is_nullable = 'NO' "
+                "AND column_default IS NULL AND column_name <> ALL(:given)"
+            ),
+            {
+                "given": [
+                    "id",
+                    "category",
+                    "source",
+                    "description",
+                    "address",
+                    "reported_at",
+                    "geom",
+                ]
+            },
+        ).scalars()
+        for column in unfilled:
+            conn.execute(text(f'ALTER TABLE incident_plain ALTER COLUMN "{column}" DROP NOT NULL'))
     started = time.perf_counter()
     with engine.begin() as conn:
         raw = conn.connection.driver_connection
