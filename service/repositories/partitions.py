@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 #: Months a server keeps created ahead of today, and how often it looks again (a day).
 MONTHS_AHEAD = 12
 ENSURE_EVERY_S = 24 * 3600.0
+#: How long creating a month waits for the table's lock, and when it tries again if it could not.
+LOCK_TIMEOUT = "2s"
+RETRY_S = 600.0
 
 _LIST = text(
     """
@@ -74,18 +77,27 @@ def ensure_partitions(conn: Connection, *, months_ahead: int, since: date | None
 
 
 async def keep_months_ahead(
-    engine: AsyncEngine, *, months_ahead: int = MONTHS_AHEAD, every_seconds: float = ENSURE_EVERY_S
+    engine: AsyncEngine,
+    *,
+    months_ahead: int = MONTHS_AHEAD,
+    every_seconds: float = ENSURE_EVERY_S,
+    retry_seconds: float = RETRY_S,
 ) -> None:
     """Create this month and the next ``months_ahead`` now and once every ``every_seconds``,
     for as long as the server runs (each server process does; creation takes an advisory
     lock, so they never collide, and costs a few milliseconds when nothing is missing).
 
-    A failure is logged, never fatal: rows of a month without a partition land in
-    ``incident_default`` and are moved into their month when it is created.
+    Creating a partition locks ``incident``: the attempt waits at most ``LOCK_TIMEOUT`` for
+    readers and writers holding it (so it never queues the dispatch screens behind a long
+    transaction) and tries again after ``retry_seconds``. A failure is logged, never fatal:
+    rows of a month without a partition land in ``incident_default`` and move into their
+    month when it is created.
     """
     while True:
+        wait = every_seconds
         try:
             async with engine.begin() as conn:
+                await conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
                 made = (
                     (
                         await conn.execute(
@@ -102,7 +114,8 @@ async def keep_months_ahead(
             raise
         except Exception:  # noqa: BLE001 - the next round tries again; nothing is lost meanwhile
             log.warning("could not create the coming months' incident partitions", exc_info=True)
-        await asyncio.sleep(every_seconds)
+            wait = retry_seconds
+        await asyncio.sleep(wait)
 
 
 def archive_months(conn: Connection, *, before: date) -> list[str]:
