@@ -317,8 +317,11 @@ def test_the_dispatch_page_shows_a_case_filed_elsewhere_live(browser, live, tiny
 
     ctx, page, watch = _open(browser, server, "/pages/dispatch", tokens["community"])
     page.wait_for_selector(".wg-status.wg-on")  # following the stream
+    # The queue loads beside the stream (both start at once): wait for its three cases.
+    page.wait_for_function(
+        "() => document.querySelectorAll('.wg-qitem').length === 3", timeout=10_000
+    )
     items = page.locator(".wg-qitem")
-    assert items.count() == 3
     # Most urgent first: the red one, then the amber one.
     assert items.nth(0).get_attribute("data-id") == str(red)
     assert "wg-clock-red" in items.nth(0).get_attribute("class")
