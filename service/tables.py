@@ -60,6 +60,9 @@ __all__ = [
     "generation",
     "area",
     "area_part",
+    "boundary_plan",
+    "boundary_plan_grid",
+    "boundary_plan_edit",
     "api_token",
     "unit",
     "facility",
@@ -213,6 +216,82 @@ area_part = Table(
     Column("geom", Geometry("POLYGON", srid=STORAGE_SRID, spatial_index=False), nullable=False),
     Index("area_part_geom", "geom", postgresql_using="gist"),
     Index("area_part_area", "area_id"),
+)
+
+# -- boundary plans (drafts of an area's grids, migration 0019) -----------------------------
+
+boundary_plan = Table(
+    "boundary_plan",
+    metadata,
+    _identity(),
+    Column("name", Text, nullable=False),
+    Column("area_code", Text, nullable=False),
+    Column("area_level", Text, nullable=False),
+    Column("base_generation", Integer, ForeignKey("generation.id"), nullable=False),
+    Column("status", Text, nullable=False, server_default=_text_default("draft")),
+    # The ETag: every edit adds one.
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    Column("next_key", Integer, nullable=False, server_default=text("1")),
+    Column("created_by", Text, nullable=False),
+    Column("created_by_name", Text, nullable=False, server_default=_text_default("")),
+    _timestamp("created_at", now=True),
+    _timestamp("updated_at", now=True),
+    Column("published_generation", Integer, ForeignKey("generation.id")),
+    _timestamp("published_at"),
+    _not_blank("boundary_plan", "name"),
+    CheckConstraint(
+        _one_of("area_level", ("district", "community")), name="boundary_plan_area_level_check"
+    ),
+    CheckConstraint(
+        _one_of("status", ("draft", "published", "discarded")), name="boundary_plan_status_check"
+    ),
+    CheckConstraint(
+        "(status = 'published') = (published_generation IS NOT NULL)",
+        name="boundary_plan_published_check",
+    ),
+    CheckConstraint("version >= 1", name="boundary_plan_version_check"),
+    Index("boundary_plan_area", "area_code"),
+)
+
+boundary_plan_grid = Table(
+    "boundary_plan_grid",
+    metadata,
+    Column(
+        "plan_id",
+        BigInteger,
+        ForeignKey("boundary_plan.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("key", Text, primary_key=True),
+    # The base grid's code while the grid is unchanged; NULL once edited (a new code on publish).
+    Column("code", Text),
+    Column("parent_code", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column(
+        "geom",
+        Geometry("MULTIPOLYGON", srid=STORAGE_SRID, spatial_index=False),
+        nullable=False,
+    ),
+    _valid_geometry("boundary_plan_grid"),
+    Index("boundary_plan_grid_geom", "geom", postgresql_using="gist"),
+)
+
+boundary_plan_edit = Table(
+    "boundary_plan_edit",
+    metadata,
+    _identity(),
+    Column(
+        "plan_id", BigInteger, ForeignKey("boundary_plan.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("version", Integer, nullable=False),
+    Column("op", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("actor_name", Text, nullable=False, server_default=_text_default("")),
+    _timestamp("at", now=True),
+    Column("removed", ARRAY(Text), nullable=False, server_default=_text_default("{}")),
+    Column("added", ARRAY(Text), nullable=False, server_default=_text_default("{}")),
+    Column("payload", JSONB, nullable=False, server_default=_text_default("{}")),
+    UniqueConstraint("plan_id", "version", name="boundary_plan_edit_plan_id_version_key"),
 )
 
 # -- access -------------------------------------------------------------------------------
