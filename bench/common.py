@@ -1,13 +1,17 @@
 """What the benchmarks share: their databases (the configured server's, the Guiyang demo),
-starting and stopping a server process, reading wrk's output."""
+starting and stopping a server process, loading it with wrk (the lookup script) and reading
+wrk's output."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import httpx
@@ -18,6 +22,9 @@ __all__ = [
     "database_url",
     "demo_database",
     "parse_wrk",
+    "run_wrk",
+    "LOOKUP_LUA",
+    "lookup_lua",
     "start",
     "start_uvicorn",
     "stop",
@@ -75,24 +82,40 @@ def demo_database(name: str) -> tuple[str, str]:
     return url, token
 
 
-def start(cmd: list[str], env: dict, health: str, cwd: str | None = None) -> subprocess.Popen:
-    """Run ``cmd`` with ``env`` added to this process's; return once ``health`` answers 200."""
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=cwd)
-    deadline = time.monotonic() + 60
+def start(
+    cmd: list[str],
+    env: dict,
+    health: str,
+    cwd: str | None = None,
+    *,
+    timeout: float = 60.0,
+    ready: Callable[[], bool] | None = None,
+    new_session: bool = False,
+) -> subprocess.Popen:
+    """Run ``cmd`` with ``env`` added to this process's; return once ``health`` answers 200
+    (and ``ready()`` is true, when given), within ``timeout`` seconds.
+
+    ``new_session``: the process leads a process group of its own (a server that starts
+    worker processes), which :func:`stop` ends whole.
+    """
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=cwd, start_new_session=new_session)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}")
         try:
-            if httpx.get(health, timeout=1).status_code == 200:
+            if (ready is None or ready()) and httpx.get(health, timeout=5).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"{' '.join(cmd)} did not start")
+    stop(proc)
+    raise RuntimeError(f"{' '.join(cmd)} did not start in {timeout:.0f} s")
 
 
-def start_uvicorn(app: str, port: int, env: dict, *options: str) -> subprocess.Popen:
+def start_uvicorn(
+    app: str, port: int, env: dict, *options: str, timeout: float = 60.0
+) -> subprocess.Popen:
     """Serve the app factory ``app`` (``module:function``) on ``port``, one worker, quietly."""
     cmd = [
         sys.executable,
@@ -111,16 +134,80 @@ def start_uvicorn(app: str, port: int, env: dict, *options: str) -> subprocess.P
         "--no-access-log",
         *options,
     ]
-    return start(cmd, env, f"http://127.0.0.1:{port}/health", str(ROOT))
+    return start(cmd, env, f"http://127.0.0.1:{port}/health", str(ROOT), timeout=timeout)
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
+    """Stop a server started by :func:`start`; one leading its own process group (started
+    with ``new_session``) is stopped with every process of the group."""
     try:
-        proc.wait(15)
+        group = os.getpgid(proc.pid) == proc.pid
+    except ProcessLookupError:
+        group = False
+    if not group:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+        pass
+    try:  # workers the supervisor did not end in time
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(5)
+
+
+#: wrk's script for ``GET /lookup``: a different point per request, in turn, with a token.
+LOOKUP_LUA = """
+local points = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  local p = points[(i %% #points) + 1]
+  return wrk.format("GET", "/lookup?lon=" .. p[1] .. "&lat=" .. p[2], {["Authorization"] = "Bearer %s"})
+end
+"""
+
+
+def lookup_lua(points: Iterable, token: str) -> str:
+    """Return wrk's script looking up ``points`` ((lon, lat) pairs, 6 decimals) in turn."""
+    return LOOKUP_LUA % (", ".join(f"{{{x:.6f},{y:.6f}}}" for x, y in points), token)
+
+
+def run_wrk(
+    url: str,
+    *,
+    seconds: float,
+    connections: int,
+    lua: str | None = None,
+    during: Callable[[], None] | None = None,
+) -> dict:
+    """Load ``url`` with ``wrk -t 1 --latency`` (script ``lua``, when given) for ``seconds``;
+    return :func:`parse_wrk`'s figures. ``during`` is called once while wrk runs (after
+    a second, or half the run when shorter)."""
+    args = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s"]
+    with tempfile.TemporaryDirectory() as tmp:
+        if lua:
+            script = Path(tmp) / "load.lua"
+            script.write_text(lua)
+            args += ["-s", str(script)]
+        proc = subprocess.Popen(
+            [*args, "--latency", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        if during is not None:
+            time.sleep(min(1.0, seconds / 2))
+            during()
+        out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk {url} failed ({proc.returncode}): {out[-500:]} {err[-500:]}")
+    return parse_wrk(out)
 
 
 def parse_wrk(out: str) -> dict:

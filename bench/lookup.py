@@ -41,7 +41,7 @@ import httpx
 import numpy as np
 import psycopg
 
-from bench.common import demo_database, parse_wrk, server_url, start_uvicorn, stop
+from bench.common import demo_database, lookup_lua, run_wrk, server_url, start_uvicorn, stop
 from bench.goals import Goals
 from service.db import load_sql
 
@@ -87,28 +87,10 @@ def start_server(url: str) -> subprocess.Popen:
     return start_uvicorn("bench.lookup_app:create_bench_app", PORT, env)
 
 
-WRK_LUA = """
-local points = {%s}
-local i = 0
-request = function()
-  i = i + 1
-  local p = points[(i %% #points) + 1]
-  return wrk.format("GET", "/lookup?lon=" .. p[1] .. "&lat=" .. p[2], {["Authorization"] = "Bearer %s"})
-end
-"""
-
-
-def run_wrk(path: str, seconds: int, connections: int, lua: str | None = None) -> dict:
-    args = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        if lua:
-            fh.write(lua)
-            args += ["-s", fh.name]
-    out = subprocess.run(
-        [*args, f"http://127.0.0.1:{PORT}{path}"], capture_output=True, text=True, check=True
-    ).stdout
-    Path(fh.name).unlink()
-    return parse_wrk(out)
+def wrk(path: str, seconds: int, connections: int, lua: str | None = None) -> dict:
+    return run_wrk(
+        f"http://127.0.0.1:{PORT}{path}", seconds=seconds, connections=connections, lua=lua
+    )
 
 
 def _raw_sql() -> str:
@@ -307,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     goals = Goals("lookup", quick=args.quick)
     url, token = prepare_database()
     pts = sample_points(url, 20_000)
-    lua = WRK_LUA % (", ".join(f"{{{x:.6f},{y:.6f}}}" for x, y in pts[:5000]), token)
+    lua = lookup_lua(pts[:5000], token)
     server = start_server(url)
     try:
         asked, wrong, examples = check_answers(url, token, pts[5000 : 5000 + args.check_points])
@@ -317,11 +299,11 @@ def main(argv: list[str] | None = None) -> int:
             wrong == 0,
             f"{wrong} wrong: {'; '.join(examples)}" if wrong else "",
         )
-        run_wrk("/bench/bare", warm, args.connections)  # warm-up
-        run_wrk("/", warm, args.connections, lua)
+        wrk("/bench/bare", warm, args.connections)  # warm-up
+        wrk("/", warm, args.connections, lua)
         results = {
-            "bare": run_wrk("/bench/bare", args.seconds, args.connections),
-            "lookup": run_wrk("/", args.seconds, args.connections, lua),
+            "bare": wrk("/bench/bare", args.seconds, args.connections),
+            "lookup": wrk("/", args.seconds, args.connections, lua),
             "raw_concurrent": run_pgbench(url, pts, args.seconds, args.connections),
             "raw": run_raw(url, pts, args.seconds),
             "batch_http": run_http_batch(token, pts, args.batch_rounds),

@@ -74,9 +74,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import text
 
-from bench.common import database_url, parse_wrk, start_uvicorn, stop
+from bench.common import database_url, lookup_lua, run_wrk, start_uvicorn, stop
 from bench.goals import Goals
-from bench.lookup import WRK_LUA, expected_grids
+from bench.lookup import expected_grids
 from fixtures.province import CITY_POPULATION
 from service.db import ensure_database, make_engine, migrate
 
@@ -223,38 +223,19 @@ def _points(url: str, n: int, seed: int) -> np.ndarray:
     return np.round(out, 6)
 
 
-def run_wrk(env: Env, seconds: int, connections: int) -> dict:
-    lua = WRK_LUA % (", ".join(f"{{{x:.6f},{y:.6f}}}" for x, y in env.points[:5000]), env.token)
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(lua)
+def wrk(env: Env, seconds: int, connections: int) -> dict:
     try:
-        done = subprocess.run(
-            [
-                "wrk",
-                "-t",
-                "1",
-                "-c",
-                str(connections),
-                "-d",
-                f"{seconds}s",
-                "--latency",
-                "-s",
-                fh.name,
-                env.base + "/",
-            ],
-            capture_output=True,
-            text=True,
+        return run_wrk(
+            env.base + "/",
+            seconds=seconds,
+            connections=connections,
+            lua=lookup_lua(env.points[:5000], env.token),
         )
-    finally:
-        Path(fh.name).unlink()
-    if done.returncode != 0:
+    except RuntimeError as exc:
         alive = env.proc is None or env.proc.poll() is None
         raise RuntimeError(
-            f"wrk against {env.size.x}x failed ({done.returncode}; server "
-            f"{'running' if alive else 'exited'}): {done.stdout[-500:]} {done.stderr[-500:]}"
-        )
-    out = done.stdout
-    return parse_wrk(out)
+            f"{env.size.x}x (server {'running' if alive else 'exited'}): {exc}"
+        ) from None
 
 
 def check_lookups(env: Env, n: int) -> list[str]:
@@ -493,24 +474,21 @@ def main(argv: list[str] | None = None) -> int:
     wrong: list[str] = []
     tiles = core_tiles()
     try:
-        for env in envs:
-            for attempt in (1, 2):  # a loaded machine may take a minute to import the app
-                try:
-                    env.proc = start_uvicorn(
-                        "service.app:create_app", env.port, SERVER_ENV | {"DATABASE_URL": env.url}
-                    )
-                    break
-                except RuntimeError:
-                    if attempt == 2:
-                        raise
+        for env in envs:  # a loaded machine may take minutes to import the app
+            env.proc = start_uvicorn(
+                "service.app:create_app",
+                env.port,
+                SERVER_ENV | {"DATABASE_URL": env.url},
+                timeout=240,
+            )
         for env in envs:
             wrong += check_lookups(env, 50 if args.quick else 200)
-            run_wrk(env, 1, args.connections)  # warm-up
+            wrk(env, 1, args.connections)  # warm-up
         rounds: dict[int, list[dict]] = {e.size.x: [] for e in envs}
         for r in range(args.rounds):
             # Alternate the order, so no size always follows another.
             for env in envs if r % 2 == 0 else envs[::-1]:
-                rounds[env.size.x].append(run_wrk(env, args.seconds, args.connections))
+                rounds[env.size.x].append(wrk(env, args.seconds, args.connections))
         for env in envs:
             out = res[env.size.x]
             rps = statistics.median(w["rps"] for w in rounds[env.size.x])

@@ -34,17 +34,14 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
-from bench.common import ROOT, parse_wrk
+from bench.common import ROOT, lookup_lua, run_wrk, start, stop
 from bench.goals import Goals
 from bench.lookup import prepare_database, sample_points
 from bench.tiles import CORE, _tile_xy
@@ -66,16 +63,6 @@ def core_tiles() -> list[tuple[int, int, int]]:
     return out
 
 
-LOOKUP_LUA = """
-local points = {%s}
-local i = 0
-request = function()
-  i = i + 1
-  local p = points[(i %% #points) + 1]
-  return wrk.format("GET", "/lookup?lon=" .. p[1] .. "&lat=" .. p[2], {["Authorization"] = "Bearer %s"})
-end
-"""
-
 TILE_LUA = """
 local paths = {%s}
 local i = 0
@@ -87,8 +74,8 @@ end
 
 
 def serve(url: str, workers: int, port: int) -> subprocess.Popen:
-    """Start ``wangge serve --workers N`` in a process group of its own; return once it
-    answers."""
+    """Start ``wangge serve --workers N`` in a process group of its own; return once every
+    process listens and it answers."""
     cmd = [
         str(Path(sys.executable).parent / "wangge"),
         "serve",
@@ -103,26 +90,20 @@ def serve(url: str, workers: int, port: int) -> subprocess.Popen:
     # No deadline sweeps: seven servers sweeping the same cases would only add writes (and
     # tile invalidations) unrelated to what is measured.
     env = {
-        **os.environ,
         "DATABASE_URL": url,
         "WANGGE_DB_POOL_SIZE": str(POOL),
         "WANGGE_DISPATCH_SWEEP_SECONDS": "0",
     }
-    proc = subprocess.Popen(cmd, env=env, cwd=str(ROOT), start_new_session=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"wangge serve exited with {proc.returncode}")
-        # Every process listens on a socket of its own (SO_REUSEPORT): wait for all of them.
-        if listening(port) == workers:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    return proc
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.2)
-    stop(proc)
-    raise RuntimeError("wangge serve did not start")
+    # Every process listens on a socket of its own (SO_REUSEPORT): wait for all of them.
+    return start(
+        cmd,
+        env,
+        f"http://127.0.0.1:{port}/health",
+        str(ROOT),
+        timeout=240,
+        ready=lambda: listening(port) == workers,
+        new_session=True,
+    )
 
 
 def listening(port: int) -> int:
@@ -133,47 +114,16 @@ def listening(port: int) -> int:
     return len(out.splitlines())
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Stop the server and every process it started (its process group)."""
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        pass
-    try:  # workers the supervisor did not end in time
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(5)
-
-
-def run_wrk(
-    port: int, lua: str, seconds: float, connections: int, spread: list | None = None
-) -> dict:
+def wrk(port: int, lua: str, seconds: float, connections: int, spread: list | None = None) -> dict:
     """Run wrk; with ``spread``, append how many of its connections each process holds."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(lua)
-    args = [
-        "wrk",
-        "-t",
-        "1",
-        "-c",
-        str(connections),
-        "-d",
-        f"{max(1, round(seconds))}s",
-        "--latency",
-    ]
-    proc = subprocess.Popen(
-        [*args, "-s", fh.name, f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True
+    during = None if spread is None else (lambda: spread.append(connections_per_process(port)))
+    return run_wrk(
+        f"http://127.0.0.1:{port}/",
+        seconds=seconds,
+        connections=connections,
+        lua=lua,
+        during=during,
     )
-    if spread is not None:
-        time.sleep(min(1.0, seconds / 2))
-        spread.append(connections_per_process(port))
-    out, _ = proc.communicate()
-    Path(fh.name).unlink()
-    if proc.returncode:
-        raise RuntimeError(f"wrk failed ({proc.returncode})")
-    return parse_wrk(out)
 
 
 def connections_per_process(port: int) -> list[int]:
@@ -201,13 +151,13 @@ def _hits(port: int, tiles: list[str], token: str) -> tuple[int, int]:
     return marks.count("hit"), len(marks)
 
 
-def warm(port: int, lookup_lua: str, tile_lua: str, tiles: list[str], token, args) -> dict:
+def warm(port: int, lookup_script: str, tile_lua: str, tiles: list[str], token, args) -> dict:
     """Warm one server: lookups, then tiles until every process's cache answers hits."""
-    run_wrk(port, lookup_lua, 3, args.connections)
+    wrk(port, lookup_script, 3, args.connections)
     # Every process fills its own cache: warm until a sample of fresh connections all hit
     # (uncached grid tiles are slow: several passes), at most 20 passes.
     for passes in range(1, 21):  # noqa: B007 (reported)
-        run_wrk(port, tile_lua, 3, args.connections)
+        wrk(port, tile_lua, 3, args.connections)
         warmed = _hits(port, tiles, token)
         if warmed[0] == warmed[1]:
             break
@@ -232,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
     url, token = prepare_database()
     pts = sample_points(url, 2_000)
-    lookup_lua = LOOKUP_LUA % (",".join(f"{{{x:.6f},{y:.6f}}}" for x, y in pts), token)
+    lookup_script = lookup_lua(pts, token)
     tiles = [f"/tiles/grids/{z}/{x}/{y}.mvt" for z, x, y in core_tiles()]
     tile_lua = TILE_LUA % (",".join(f'"{p}"' for p in tiles), token)
 
@@ -248,14 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         for n in counts:
             procs[n] = serve(url, n, ports[n])
         for n in counts:
-            warmed[n] = warm(ports[n], lookup_lua, tile_lua, tiles, token, args)
+            warmed[n] = warm(ports[n], lookup_script, tile_lua, tiles, token, args)
         for r in range(args.rounds):
             order = counts[r % len(counts) :] + counts[: r % len(counts)]
             for n in order:
                 runs[n]["lookups"].append(
-                    run_wrk(ports[n], lookup_lua, args.seconds, args.connections, spread[n])
+                    wrk(ports[n], lookup_script, args.seconds, args.connections, spread[n])
                 )
-                runs[n]["tiles"].append(run_wrk(ports[n], tile_lua, args.seconds, args.connections))
+                runs[n]["tiles"].append(wrk(ports[n], tile_lua, args.seconds, args.connections))
         for n in counts:
             after[n] = _hits(ports[n], tiles, token)
     finally:
