@@ -49,6 +49,10 @@ __all__ = [
     "CoordinateError",
     "PointProblem",
     "parse_input_crs",
+    "parse_crs",
+    "crs_uri",
+    "CRS_URIS",
+    "SHIFTED_CRS",
     "wgs84_to_gcj02",
     "gcj02_to_wgs84",
     "gcj02_to_bd09",
@@ -56,6 +60,7 @@ __all__ = [
     "wgs84_to_bd09",
     "bd09_to_wgs84",
     "to_wgs84",
+    "from_wgs84",
     "in_china",
     "point_reasons",
     "check_points",
@@ -68,6 +73,17 @@ EPSG_4490 = f"EPSG:{CGCS2000}"
 GCJ02 = "GCJ-02"
 BD09 = "BD-09"
 INPUT_CRS = (EPSG_4326, EPSG_4490, GCJ02, BD09)
+#: The systems whose coordinates differ from the stored WGS84 ones (output is shifted).
+SHIFTED_CRS = (GCJ02, BD09)
+#: A URI per canonical name, for OGC API – Features' ``crs`` lists and ``Content-Crs``.
+#: WGS84 is OGC's CRS84 (lon/lat order, as GeoJSON); GCJ-02 and BD-09 have no registered
+#: URI, so they get URNs of their own (``parse_crs`` reads all of these back).
+CRS_URIS = {
+    EPSG_4326: "http://www.opengis.net/def/crs/OGC/1.3/CRS84",
+    EPSG_4490: "http://www.opengis.net/def/crs/EPSG/0/4490",
+    GCJ02: "urn:x-wangge:def:crs:GCJ-02",
+    BD09: "urn:x-wangge:def:crs:BD-09",
+}
 
 #: Coarse "in China" test used by validation, as (min lon, min lat, max lon, max lat).
 #: It covers the mainland, Hainan and Taiwan and also strips of the neighbouring countries
@@ -133,6 +149,8 @@ _NAMES = {
     "BD-09": BD09,
     "BD09LL": BD09,
     "BAIDU": BD09,
+    "URN:X-WANGGE:DEF:CRS:GCJ-02": GCJ02,
+    "URN:X-WANGGE:DEF:CRS:BD-09": BD09,
 }
 _ACCEPTED_TEXT = (
     "EPSG:4326 (wgs84, 4326), EPSG:4490 (cgcs2000, 4490), "
@@ -170,6 +188,23 @@ def parse_input_crs(value: str | int) -> str:
     except ValueError:
         raise ValueError(f"unsupported crs {value!r}; accepted: {_ACCEPTED_TEXT}") from None
     return f"EPSG:{srid}"
+
+
+#: The one parser of ``crs`` parameters, for what a client sends and what it asks to get.
+parse_crs = parse_input_crs
+
+
+def crs_uri(value: str | int) -> str:
+    """Return the URI of a coordinate system (see :data:`CRS_URIS`).
+
+    Examples
+    --------
+    >>> crs_uri("amap")
+    'urn:x-wangge:def:crs:GCJ-02'
+    >>> crs_uri(4326)
+    'http://www.opengis.net/def/crs/OGC/1.3/CRS84'
+    """
+    return CRS_URIS[parse_crs(value)]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -488,6 +523,30 @@ def to_wgs84(lon, lat, crs: str | int):
         return gcj02_to_wgs84(lon, lat)
     if name == BD09:
         return bd09_to_wgs84(lon, lat)
+    lon_a, lat_a, scalar = _as_arrays(lon, lat)
+    return _out(lon_a.copy(), lat_a.copy(), scalar)
+
+
+def from_wgs84(lon, lat, crs: str | int):
+    """Return ``(lon, lat)`` in ``crs`` of WGS84 points: the inverse of :func:`to_wgs84`.
+
+    GCJ-02 and BD-09 use the forward formulas (exact by definition); :func:`to_wgs84` of the
+    result gives the points back to < 1e-9°. EPSG:4326 and EPSG:4490 come back unchanged.
+
+    Examples
+    --------
+    >>> lon, lat = from_wgs84(106.7, 26.6, "GCJ-02")
+    >>> round(lon, 6), round(lat, 6)
+    (106.703743, 26.596456)
+    >>> x, y = to_wgs84(*from_wgs84(106.7, 26.6, "bd09"), "bd09")
+    >>> abs(x - 106.7) < 1e-9 and abs(y - 26.6) < 1e-9
+    True
+    """
+    name = parse_crs(crs)
+    if name == GCJ02:
+        return wgs84_to_gcj02(lon, lat)
+    if name == BD09:
+        return wgs84_to_bd09(lon, lat)
     lon_a, lat_a, scalar = _as_arrays(lon, lat)
     return _out(lon_a.copy(), lat_a.copy(), scalar)
 

@@ -11,7 +11,9 @@ import math
 from functools import lru_cache
 from typing import Any
 
+from geo.coords import EPSG_4326, SHIFTED_CRS
 from service.auth import Principal
+from service.crs_output import shift_geojson
 from service.db import positional
 from service.errors import ForbiddenError, NotFoundError, UnprocessableError
 from service.inputs import parse_row_id
@@ -75,15 +77,32 @@ def _where(spec: LayerSpec, principal: Principal, generation: int | None) -> tup
     return where, params
 
 
-def _feature_sql(spec: LayerSpec, props: list[str], geom: str) -> str:
+def _feature_sql(spec: LayerSpec, props: list[str], geom: str, crs: str = EPSG_4326) -> str:
     # Text concatenation and row_to_json give compact JSON (json_build_object pads with
     # spaces): on a tablet's connection every byte counts.
     cols = ", ".join(f'{spec.properties[p]} AS "{p}"' for p in props)
+    # Shifted output (GCJ-02, BD-09): the geometry leaves as WKB beside a feature whose
+    # geometry is null, and is shifted in Python by the input's kernels (service.crs_output).
+    geometry = "'null'" if crs in SHIFTED_CRS else f"ST_AsGeoJSON({geom}, :digits)"
+    shifted = f", ST_AsBinary({geom}) AS wkb" if crs in SHIFTED_CRS else ""
     return (
         """'{"type":"Feature","id":' || to_json("""
-        f"{spec.id_sql})::text || ',\"geometry\":' || ST_AsGeoJSON({geom}, :digits) || "
+        f"{spec.id_sql})::text || ',\"geometry\":' || {geometry} || "
         f"',\"properties\":' || row_to_json((SELECT p FROM (SELECT {cols}) p))::text || '}}'"
+        f" AS feature{shifted}"
     )
+
+
+def _with_geometry(rows, crs: str, digits: int) -> list[str]:
+    """Return the features' texts, with their geometry shifted into ``crs`` if it is."""
+    if crs not in SHIFTED_CRS:
+        return [r["feature"] for r in rows]
+    geoms = shift_geojson([r["wkb"] for r in rows], crs, digits)
+    # The id comes before the geometry and is JSON-escaped: the first match is the geometry.
+    return [
+        r["feature"].replace('"geometry":null', '"geometry":' + g, 1)
+        for r, g in zip(rows, geoms, strict=True)
+    ]
 
 
 def _geom_expr(spec: LayerSpec, tolerance_deg: float) -> str:
@@ -131,8 +150,13 @@ async def layer_items(
     properties: list[str] | None = None,
     tolerance_deg: float = 0.0,
     count: bool = True,
+    crs: str = EPSG_4326,
+    lat_first: bool = False,
 ) -> tuple[list[str], int]:
     """Return (GeoJSON feature texts, number matched) of one page of a layer.
+
+    ``crs``: the coordinate system of the features (a canonical name of
+    :mod:`geo.coords`); ``lat_first``: latitude first (an EPSG URI's axis order).
 
     ``count=False``: the number matched is not counted (it is the number returned): a page
     of the first features of 50,000 need not find all 50,000 (count them from the layer's
@@ -159,17 +183,19 @@ async def layer_items(
         limit=limit, offset=offset, digits=digits_for_tolerance(tolerance_deg), tol=tolerance_deg
     )
     geom = _geom_expr(spec, tolerance_deg)
+    if lat_first:
+        geom = f"ST_FlipCoordinates({geom})"
     matched = "count(*) OVER ()" if count else "0"
     sql = (
-        f"SELECT {_feature_sql(spec, props, geom)} AS feature, {matched} AS matched "
+        f"SELECT {_feature_sql(spec, props, geom, crs)}, {matched} AS matched "
         f"FROM {spec.source} WHERE {' AND '.join(where)} ORDER BY {spec.order_sql} "
         "LIMIT :limit OFFSET :offset"
     )
     rows = await _fetch(pool, sql, params)
     if not count:
-        return [r["feature"] for r in rows], len(rows)
+        return _with_geometry(rows, crs, params["digits"]), len(rows)
     if rows:
-        return [r["feature"] for r in rows], rows[0]["matched"]
+        return _with_geometry(rows, crs, params["digits"]), rows[0]["matched"]
     if offset:
         count = await _fetch(
             pool,
@@ -182,9 +208,17 @@ async def layer_items(
 
 
 async def layer_item(
-    pool, spec: LayerSpec, *, principal: Principal, generation: int | None, feature_id: str
+    pool,
+    spec: LayerSpec,
+    *,
+    principal: Principal,
+    generation: int | None,
+    feature_id: str,
+    crs: str = EPSG_4326,
+    lat_first: bool = False,
 ) -> str:
-    """Return one feature's GeoJSON text (404 when absent or outside the scope)."""
+    """Return one feature's GeoJSON text (404 when absent or outside the scope), in ``crs``
+    (latitude first if ``lat_first``)."""
     check_readable(spec, principal)
     where, params = _where(spec, principal, generation)
     if spec.kind == "area":
@@ -197,16 +231,17 @@ async def layer_item(
         where.append("t.id = :fid")
         params["fid"] = row_id
     params["digits"] = 7
+    geom = "ST_FlipCoordinates(t.geom)" if lat_first else "t.geom"
     sql = (
-        f"SELECT {_feature_sql(spec, list(spec.properties), 't.geom')} FROM {spec.source} "
+        f"SELECT {_feature_sql(spec, list(spec.properties), geom, crs)} FROM {spec.source} "
         f"WHERE {' AND '.join(where)}"
     )
-    feature = await _fetch(pool, sql, params, "fetchval")
-    if feature is None:
+    row = await _fetch(pool, sql, params, "fetchrow")
+    if row is None:
         raise NotFoundError(
             f"no feature {feature_id} in {spec.name} that you may see", field="featureId"
         )
-    return feature
+    return _with_geometry([row], crs, 7)[0]
 
 
 async def layer_extent(

@@ -15,6 +15,8 @@ import orjson
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
+from geo.coords import CRS_URIS, EPSG_4326
+from service.crs_output import bbox_to_wgs84, content_crs, output_crs
 from service.deps import PoolDep, PrincipalDep, layer_or_404, parse_generation
 from service.errors import UnprocessableError
 from service.inputs import moment_problem
@@ -49,6 +51,7 @@ STANDARD_PARAMS = {
     "offset",
     "bbox",
     "bbox-crs",
+    "crs",
     "datetime",
     "f",
     "properties",
@@ -57,6 +60,19 @@ STANDARD_PARAMS = {
     "generation",
     "access_token",
 }
+
+
+def _crs_param(raw: str | None, field: str) -> tuple[str, bool]:
+    """Return (canonical crs, latitude first) of a ``crs`` or ``bbox-crs`` parameter.
+
+    An EPSG URI or URN (``http://www.opengis.net/def/crs/EPSG/0/4490``) means the EPSG axis
+    order, latitude first, as OGC API – Features Part 2 says; CRS84, short names
+    (``EPSG:4490``, ``GCJ-02``) and the GCJ-02/BD-09 URNs mean longitude first, as GeoJSON.
+    """
+    name = output_crs(raw, field=field)
+    upper = (raw or "").upper()
+    lat_first = "/DEF/CRS/EPSG/" in upper or "URN:OGC:DEF:CRS:EPSG:" in upper
+    return name, lat_first
 
 
 def _base(request: Request) -> str:
@@ -118,7 +134,8 @@ def _collection(request: Request, spec: LayerSpec, extent: list[float] | None) -
         "title": spec.title,
         "description": spec.description,
         "itemType": "feature",
-        "crs": [CRS84],
+        "crs": list(CRS_URIS.values()),
+        "storageCrs": CRS84,
         "links": [
             {
                 "href": f"{base}/ogc/collections/{spec.name}",
@@ -231,8 +248,20 @@ def _items_query(q, spec: LayerSpec) -> dict[str, Any]:
             )
     if q.get("f") not in (None, "json", "geojson"):
         raise UnprocessableError("f must be json", field="f")
-    if q.get("bbox-crs") not in (None, CRS84):
-        raise UnprocessableError(f"bbox-crs must be {CRS84}", field="bbox-crs")
+    crs, lat_first = _crs_param(q.get("crs"), "crs")
+    bbox_crs, bbox_lat_first = _crs_param(q.get("bbox-crs"), "bbox-crs")
+    bbox = q.get("bbox")
+    if bbox is not None and bbox_lat_first:
+        values = bbox.split(",")
+        half = len(values) // 2
+        # minLat,minLon[,h],maxLat,maxLon[,h]: swap each corner's first two
+        for i in (0, half):
+            if len(values) >= i + 2:
+                values[i], values[i + 1] = values[i + 1], values[i]
+        bbox = ",".join(values)
+    box = parse_bbox(bbox)
+    if box is not None:
+        box = bbox_to_wgs84(box, bbox_crs)
     limit = _number(q.get("limit"), "limit", 1, 10_000, default=100, kind=int)
     offset = _number(q.get("offset"), "offset", 0, 10_000_000, default=0, kind=int)
     zoom = _number(q.get("zoom"), "zoom", 0, 24)
@@ -248,6 +277,9 @@ def _items_query(q, spec: LayerSpec) -> dict[str, Any]:
         "offset": offset,
         "properties": properties,
         "tolerance_deg": tolerance,
+        "bbox": box,
+        "crs": crs,
+        "lat_first": lat_first,
     }
 
 
@@ -278,7 +310,10 @@ def _page_links(url, *, offset: int, limit: int, returned: int, matched: int) ->
     summary="Features of a layer (GeoJSON), paged",
     description="Standard: `limit` (≤ 10000), `offset`, `bbox`, `datetime` (incidents), "
     "property filters (`?status=open`). Extensions: `zoom` or `simplify_m` (simplify for "
-    "the map's scale), `properties=a,b` (a selection), `generation`.",
+    "the map's scale), `properties=a,b` (a selection), `generation`. `crs` (Part 2): "
+    "CRS84 (default), EPSG:4490, GCJ-02 or BD-09 (Amap/Tencent, Baidu: shifted on the "
+    "server, exact to 1e-6°), as a URI of the collection's `crs` list or a short name; "
+    "`bbox-crs` the same for `bbox`. EPSG URIs mean latitude first.",
     response_class=Response,
     responses={200: {"description": "a page", "content": {GEOJSON: {"schema": _FEATURES}}}},
 )
@@ -296,7 +331,6 @@ async def items(
         spec,
         principal=principal,
         generation=generation,
-        bbox=parse_bbox(q.get("bbox")),
         filters={k: q[k] for k in spec.filters if k in q},
         datetime_range=_parse_datetime(q.get("datetime")),
         **paging,
@@ -318,20 +352,21 @@ async def items(
         }
     )
     body = head[:-1] + b',"features":[' + ",".join(features).encode() + b"]}"
-    return _compressed(request, body)
+    return _compressed(request, body, paging["crs"])
 
 
-def _compressed(request: Request, body: bytes) -> Response:
+def _compressed(request: Request, body: bytes, crs: str = EPSG_4326) -> Response:
     """Return GeoJSON, gzipped when the client accepts it (a tablet's network pays per byte)."""
+    headers = {"Vary": "Accept-Encoding", **content_crs(crs)}
     if len(body) > 1024 and "gzip" in request.headers.get("accept-encoding", ""):
         import gzip
 
         return Response(
             gzip.compress(body, 5),
             media_type=GEOJSON,
-            headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+            headers={"Content-Encoding": "gzip", **headers},
         )
-    return Response(body, media_type=GEOJSON, headers={"Vary": "Accept-Encoding"})
+    return Response(body, media_type=GEOJSON, headers=headers)
 
 
 @router.get(
@@ -348,6 +383,7 @@ async def item(
     pool: PoolDep,
 ) -> Response:
     spec = layer_or_404(collection_id)
+    crs, lat_first = _crs_param(request.query_params.get("crs"), "crs")
     generation = await resolve_generation(
         pool=pool,
         principal=principal,
@@ -359,6 +395,8 @@ async def item(
         principal=principal,
         generation=generation,
         feature_id=feature_id,
+        crs=crs,
+        lat_first=lat_first,
     )
     base = _base(request)
     links = (
@@ -369,4 +407,4 @@ async def item(
         + '","rel":"collection",'
         '"type":"application/json"}]}'
     )
-    return Response(feature[:-1] + links, media_type=GEOJSON)
+    return Response(feature[:-1] + links, media_type=GEOJSON, headers=content_crs(crs))
