@@ -26,6 +26,8 @@ __all__ = [
     "UnauthorizedError",
     "ConflictError",
     "UnprocessableError",
+    "PreconditionFailedError",
+    "PreconditionRequiredError",
     "PayloadTooLargeError",
     "problem",
     "register_error_handlers",
@@ -66,6 +68,20 @@ class NotFoundError(WanggeError):
 class ConflictError(WanggeError):
     status = 409
     title = "Conflict"
+
+
+class PreconditionFailedError(WanggeError):
+    """``If-Match`` names a version other than the stored one (a stale write)."""
+
+    status = 412
+    title = "Precondition failed"
+
+
+class PreconditionRequiredError(WanggeError):
+    """A write that could overwrite another's needs ``If-Match`` (RFC 6585)."""
+
+    status = 428
+    title = "Precondition required"
 
 
 class PayloadTooLargeError(WanggeError):
