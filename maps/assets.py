@@ -63,6 +63,8 @@ ASSETS: tuple[Asset, ...] = (
     Asset("leaflet", "leaflet@1.9.4/leaflet.js", "js"),
     Asset("markerclusterjs", "leaflet.markercluster@1.5.3/leaflet.markercluster.js", "js"),
     Asset("wangge_js", "wangge/wangge.js", "js"),
+    # Street basemaps in the layer control (maps/basemap.py).
+    Asset("wangge_basemap_js", "wangge/basemap.js", "js"),
     # The served pages' live parts (maps/live.py): the dispatch queue, the tablet's cases.
     Asset("wangge_cases_js", "wangge/cases.js", "js"),
     Asset("wangge_dispatch_js", "wangge/dispatch.js", "js"),

@@ -13,6 +13,7 @@ __all__ = [
     "APISettings",
     "Open311Settings",
     "DispatchSettings",
+    "BasemapSettings",
     "Settings",
     "get_settings",
 ]
@@ -144,6 +145,61 @@ class DispatchSettings(BaseSettings):
     escalate_after_minutes: int = Field(default=60, ge=0, le=366 * 24 * 60)
 
 
+class BasemapSettings(BaseSettings):
+    """The map pages' street basemaps (:mod:`maps.basemap`, :mod:`service.basemap`).
+
+    Keys are secrets: never logged, never put in a static export (served pages carry them
+    in their tile URLs, as the providers' own web SDKs do).
+    """
+
+    # No input in error messages: it would hold the keys.
+    model_config = SettingsConfigDict(
+        env_prefix="WANGGE_BASEMAP_", extra="ignore", hide_input_in_errors=True
+    )
+
+    #: ``WANGGE_BASEMAP``: the basemaps of the pages' switcher, comma-separated, the first
+    #: shown: ``tianditu-vec``, ``tianditu-img``, ``amap``, ``amap-img``, ``tencent``,
+    #: ``osm``, ``custom`` (``WANGGE_BASEMAP_URL``) and ``offline`` (always offered).
+    choices: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["offline"], alias="WANGGE_BASEMAP"
+    )
+    #: Tianditu's key (``tk``), required by ``tianditu-*``.
+    tianditu_key: SecretStr | None = None
+    #: Any XYZ or WMTS (KVP, Web Mercator) URL template for ``custom``: ``{z}``, ``{x}``,
+    #: ``{y}`` or ``{-y}``, optionally ``{s}`` (``WANGGE_BASEMAP_URL_SUBDOMAINS``) and
+    #: ``{key}`` (``WANGGE_BASEMAP_URL_KEY``).
+    url: str | None = None
+    #: The datum of the custom tiles: ``WGS84`` (also CGCS2000), ``GCJ-02`` or ``BD-09``.
+    url_datum: str = "WGS84"
+    url_name: str = Field(default="Custom basemap", max_length=80)
+    url_attribution: str = Field(default="", max_length=300)
+    url_subdomains: str = Field(default="", max_length=20)
+    url_key: SecretStr | None = None
+    #: A font file with Chinese glyphs for the offline basemap's labels (default: found).
+    font: str | None = None
+    #: Memory for rendered offline tiles per server process (0: none kept).
+    cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v.strip().lower() for v in value.split(",") if v.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _workable(self) -> BasemapSettings:
+        # The same checks the pages make, at start: a basemap that cannot work is refused
+        # with the setting to fix (no key or URL is echoed).
+        from service.basemap import page_basemaps
+
+        try:
+            page_basemaps(self)
+        except ValueError as exc:
+            raise ValueError(f"WANGGE_BASEMAP: {exc}") from None
+        return self
+
+
 class Settings:
     """All settings, grouped."""
 
@@ -154,11 +210,13 @@ class Settings:
         api: APISettings | None = None,
         open311: Open311Settings | None = None,
         dispatch: DispatchSettings | None = None,
+        basemap: BasemapSettings | None = None,
     ):
         self.db = db or DatabaseSettings()
         self.api = api or APISettings()
         self.open311 = open311 or Open311Settings()
         self.dispatch = dispatch or DispatchSettings()
+        self.basemap = basemap or BasemapSettings()
 
 
 def get_settings() -> Settings:

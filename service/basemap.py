@@ -1,0 +1,356 @@
+"""The pages' basemaps: the configured providers, and the offline basemap's tiles.
+
+``GET /tiles/basemap/{z}/{x}/{y}.png[?datum=GCJ-02|BD-09]`` (:mod:`service.routers.basemap`)
+answers a raster tile of the **offline basemap** drawn (:mod:`maps.offline`) from what the
+database holds: the imported road network (``road_edge``, with OpenStreetMap's ``highway``,
+``railway`` and ``waterway`` tags when the import carried them: roads by class, rail, water)
+and the current generation's city, districts, communities and grids with their names, as
+the caller may see them (siblings of a grid officer's grid stay unseen, as everywhere).
+
+Tiles are kept in a per-process LRU (``WANGGE_BASEMAP_CACHE_BYTES``) keyed by what they are
+drawn from: the current generation and the road imports (``road_import``: an import, a
+re-import or an append adds a row). A new generation or a new import therefore changes the
+key, and the old tiles are never served again (they age out of the LRU); one small query per
+request reads that state. Answers carry an ``ETag`` of the same (``If-None-Match`` → 304).
+
+:func:`page_basemaps` turns :class:`service.settings.BasemapSettings` into the
+:class:`maps.basemap.Basemaps` of a served page; :func:`add_page_basemaps` puts them on a
+built page, rendering the offline tiles into a static file (``wangge map``, the coverage
+report) that must open from disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import shapely
+
+from maps.basemap import (
+    WGS84,
+    Basemaps,
+    add_basemaps,
+    configure_basemaps,
+    page_bounds,
+    shift_lonlat,
+)
+from maps.offline import (
+    OSM_KINDS,
+    Area,
+    Label,
+    Line,
+    TileData,
+    find_font,
+    query_box,
+    render_tile,
+    tiles_covering,
+)
+from maps.style import zoom_for_bounds
+from service.auth import Principal
+from service.db import positional
+from service.repositories.areas import area_visible_sql
+
+__all__ = [
+    "BASEMAP_TILE_URL",
+    "MAX_ZOOM",
+    "OfflineTiles",
+    "page_basemaps",
+    "static_basemaps",
+    "add_page_basemaps",
+    "basemap_state",
+    "offline_tile",
+]
+
+#: The offline basemap's route (under /tiles: the page session cookie is accepted there).
+BASEMAP_TILE_URL = "/tiles/basemap/{z}/{x}/{y}.png"
+MAX_ZOOM = 20
+#: A static file embeds at most this many offline tiles (three zooms around its view).
+STATIC_TILES = 96
+#: Renderer version: part of every key and ETag, so a new style is never mixed with old tiles.
+STYLE_VERSION = "1"
+#: A GCJ-02 or BD-09 tile holds WGS84 data up to ~0.013° away: read that much more.
+_DATUM_MARGIN_DEG = 0.02
+
+
+# -- configuration -------------------------------------------------------------------------
+def page_basemaps(settings, *, root: str = "") -> Basemaps:
+    """Return the basemaps a served page offers (``settings``: BasemapSettings).
+
+    The offline tiles are served at ``{root}/tiles/basemap/...``.
+    """
+    return configure_basemaps(
+        settings.choices,
+        offline_url=root.rstrip("/") + BASEMAP_TILE_URL,
+        tianditu_key=_secret(settings.tianditu_key),
+        url=settings.url,
+        url_datum=settings.url_datum,
+        url_name=settings.url_name,
+        url_attribution=settings.url_attribution,
+        url_subdomains=settings.url_subdomains,
+        url_key=_secret(settings.url_key),
+    )
+
+
+def static_basemaps(settings) -> Basemaps:
+    """Return the basemaps of a static file (keyed providers are left out when it is built)."""
+    return page_basemaps(settings)
+
+
+def _secret(value) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+# -- reading what a tile draws ---------------------------------------------------------------
+_STATE_SQL = (
+    "SELECT (SELECT max(id) FROM generation WHERE active) AS generation, "
+    "(SELECT coalesce(max(id), 0) FROM road_import) AS last_import, "
+    "(SELECT count(*) FROM road_import) AS imports"
+)
+
+
+async def basemap_state(conn) -> str:
+    """Return what the offline tiles are drawn from, as a short key: the current generation
+    and the road imports (a new one of either gives new tiles)."""
+    row = await conn.fetchrow(_STATE_SQL)
+    return f"{STYLE_VERSION}.{row['generation']}.{row['last_import']}.{row['imports']}"
+
+
+def _levels(z: int) -> list[str]:
+    levels = ["city", "district"]
+    if z >= 10:
+        levels.append("community")
+    if z >= 13:
+        levels.append("grid")
+    return levels
+
+
+_AREAS_SQL, _AREAS_ARGS = positional(
+    f"""
+    SELECT a.level, a.name,
+           ST_AsBinary(ST_Simplify(ST_ClipByBox2D(ST_Boundary(a.geom), b.box), :tol)) AS lines,
+           ST_X(p.pt) AS lon, ST_Y(p.pt) AS lat
+      FROM area a
+     CROSS JOIN (SELECT ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326) AS box) b
+     CROSS JOIN LATERAL (SELECT ST_PointOnSurface(a.geom) AS pt) p
+     WHERE a.generation_low <= :g AND a.generation_high >= :g
+       AND a.level = ANY(CAST(:levels AS text[]))
+       AND a.geom && b.box
+       AND {area_visible_sql("a")}
+     ORDER BY a.depth, a.code
+    """
+)
+_ROADS_SQL, _ROADS_ARGS = positional(
+    """
+    SELECT e.name, e.properties->>'highway' AS highway, e.properties->>'railway' AS railway,
+           coalesce(e.properties->>'waterway', e.properties->>'natural') AS water,
+           ST_AsBinary(ST_Simplify(ST_ClipByBox2D(e.geom, b.box), :tol)) AS line
+      FROM road_edge e
+     CROSS JOIN (SELECT ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326) AS box) b
+     WHERE e.geom && b.box
+       AND (:all_roads OR e.properties->>'highway' IN ('motorway', 'trunk', 'primary',
+            'secondary') OR e.properties ? 'railway' OR e.properties ? 'waterway')
+    """
+)
+
+
+def _kind(highway: str | None, railway: str | None, water: str | None) -> str:
+    if railway:
+        return "rail"
+    if water:
+        return "water"
+    if highway:
+        return OSM_KINDS.get(highway, "minor")
+    return "road"  # an untagged line (a bus route, a drawn street)
+
+
+async def _read_tile(
+    conn, principal: Principal, z: int, x: int, y: int, datum: str, generation: int | None
+) -> TileData:
+    margin = 0.0 if datum == WGS84 else _DATUM_MARGIN_DEG
+    x0, y0, x1, y1 = query_box(z, x, y, margin)
+    # Half a screen pixel: what simplification may remove unseen.
+    tol = 360.0 / (256 * 2**z) / 2
+    box = {"x0": x0, "y0": y0, "x1": x1, "y1": y1, "tol": tol}
+    areas = []
+    if generation is not None:
+        params = {
+            **box,
+            "g": generation,
+            "levels": _levels(z),
+            "scope": principal.scope_path,
+        }
+        areas = await conn.fetch(_AREAS_SQL, *[params[n] for n in _AREAS_ARGS])
+    params = {**box, "all_roads": z >= 11}
+    roads = await conn.fetch(_ROADS_SQL, *[params[n] for n in _ROADS_ARGS])
+    return _tile_data(areas, roads, datum, z)
+
+
+def _tile_data(areas: Sequence, roads: Sequence, datum: str, z: int) -> TileData:
+    """Return the rows as the renderer's features, moved to ``datum``."""
+    wkb = [r["lines"] for r in areas] + [r["line"] for r in roads]
+    geoms = shapely.from_wkb(wkb) if wkb else np.array([], dtype=object)
+    if datum != WGS84 and len(geoms):
+
+        def move(xy: np.ndarray) -> np.ndarray:
+            lon, lat = shift_lonlat(xy[:, 0], xy[:, 1], datum)
+            return np.column_stack([lon, lat])
+
+        geoms = shapely.transform(geoms, move)
+    data = TileData()
+    for row, geom in zip(areas, geoms[: len(areas)], strict=True):
+        rings = tuple(_parts(geom))
+        if rings:
+            data.areas.append(Area(row["level"], rings))
+    for row, geom in zip(roads, geoms[len(areas) :], strict=True):
+        kind = _kind(row["highway"], row["railway"], row["water"])
+        for part in _parts(geom):
+            data.lines.append(Line(part, kind, row["name"] or ""))
+    if areas:
+        lon = np.array([r["lon"] for r in areas], dtype=float)
+        lat = np.array([r["lat"] for r in areas], dtype=float)
+        lon, lat = shift_lonlat(lon, lat, datum)
+        for row, lo, la in zip(areas, lon.tolist(), lat.tolist(), strict=True):
+            data.labels.append(Label(row["level"], row["name"], lo, la))
+    if z >= 15:
+        data.labels.extend(_road_labels(data.lines))
+    return data
+
+
+def _parts(geom) -> list[np.ndarray]:
+    if geom is None or shapely.is_empty(geom):
+        return []
+    return [
+        shapely.get_coordinates(part)
+        for part in shapely.get_parts(geom)
+        if shapely.get_num_coordinates(part) >= 2
+    ]
+
+
+def _road_labels(lines: Sequence[Line]) -> list[Label]:
+    """Return one label per street name, at the middle of its longest piece in the tile."""
+    best: dict[str, tuple[float, np.ndarray]] = {}
+    for line in lines:
+        if not line.name or line.kind in ("rail", "water") or len(line.xy) < 2:
+            continue
+        seg = np.hypot(*np.diff(line.xy, axis=0).T)
+        length = float(seg.sum())
+        if length > best.get(line.name, (0.0, None))[0]:
+            best[line.name] = (length, line.xy)
+    labels = []
+    for name, (_, xy) in best.items():
+        mid = xy[len(xy) // 2] if len(xy) > 2 else xy.mean(axis=0)
+        labels.append(Label("road", name, float(mid[0]), float(mid[1])))
+    return labels
+
+
+# -- the cache ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tile:
+    """A rendered tile: PNG bytes and their ETag."""
+
+    data: bytes
+    etag: str
+
+
+class OfflineTiles:
+    """Renders the offline basemap's tiles and keeps the recent ones (LRU, bounded in bytes)."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024, font: str | None = None):
+        self.max_bytes = max_bytes
+        self.font = find_font(font)
+        self._entries: OrderedDict[tuple, Tile] = OrderedDict()
+        self._bytes = 0
+        self.hits = self.misses = 0
+
+    def _get(self, key: tuple) -> Tile | None:
+        tile = self._entries.get(key)
+        if tile is not None:
+            self._entries.move_to_end(key)
+            self.hits += 1
+        else:
+            self.misses += 1
+        return tile
+
+    def _put(self, key: tuple, tile: Tile) -> None:
+        if self.max_bytes <= 0 or len(tile.data) > self.max_bytes:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old.data)
+        self._entries[key] = tile
+        self._bytes += len(tile.data)
+        while self._bytes > self.max_bytes:
+            _, dropped = self._entries.popitem(last=False)
+            self._bytes -= len(dropped.data)
+
+    async def tile(
+        self, conn, principal: Principal, z: int, x: int, y: int, datum: str = WGS84
+    ) -> Tile:
+        """Return tile ``z/x/y`` as ``principal`` may see it, from the cache or drawn now."""
+        state = await basemap_state(conn)
+        key = (state, principal.scope_path, datum, z, x, y)
+        tile = self._get(key)
+        if tile is not None:
+            return tile
+        generation = int(state.split(".")[1]) if state.split(".")[1] != "None" else None
+        data = await _read_tile(conn, principal, z, x, y, datum, generation)
+        png = await asyncio.to_thread(render_tile, z, x, y, data, font=self.font)
+        etag = hashlib.sha256(repr(key).encode()).hexdigest()[:20]
+        tile = Tile(png, f'"{etag}"')
+        self._put(key, tile)
+        return tile
+
+
+async def offline_tile(
+    tiles: OfflineTiles, conn, principal: Principal, z: int, x: int, y: int, datum: str
+) -> Tile:
+    """Return one offline tile (the route's work)."""
+    return await tiles.tile(conn, principal, z, x, y, datum)
+
+
+# -- pages ---------------------------------------------------------------------------------
+def _static_zooms(bounds: Sequence[float]) -> list[int]:
+    # The zoom the page opens at on a laptop screen, one out and two in.
+    z = math.floor(zoom_for_bounds(bounds, 1280, 800))
+    return [zz for zz in (z, z + 1, z - 1, z + 2) if 0 <= zz <= 18]
+
+
+async def add_page_basemaps(
+    page,
+    basemaps: Basemaps,
+    *,
+    conn,
+    principal: Principal,
+    static: bool,
+    tiles: OfflineTiles | None = None,
+) -> None:
+    """Put ``basemaps`` on a built page (its overlays already in ``basemaps.datum``).
+
+    A served page fetches its tiles; a static file (``static``) gets the offline tiles of its
+    view rendered into it (three zooms, at most :data:`STATIC_TILES`) and no keyed provider.
+    """
+    if static:
+        embedded: dict[str, str] | None = None
+        bounds = page_bounds(page.map)
+        if basemaps.offline is not None and bounds is not None:
+            tiles = tiles or OfflineTiles(max_bytes=0)
+            embedded = {}
+            for z, x, y in tiles_covering(bounds, _static_zooms(bounds), STATIC_TILES):
+                tile = await tiles.tile(conn, principal, z, x, y, basemaps.datum)
+                embedded[f"{z}/{x}/{y}"] = "data:image/png;base64," + base64.b64encode(
+                    tile.data
+                ).decode("ascii")
+        basemaps = basemaps.for_static_file(embedded)
+    add_basemaps(page.map, basemaps)
+
+
+def describe(basemaps: Basemaps) -> list[dict[str, Any]]:
+    """Return the choices without their URLs (for logs and diagnostics: no key in them)."""
+    return [{"key": c.key, "name": c.name, "datum": c.datum} for c in basemaps.choices]
