@@ -60,6 +60,10 @@ class CachedTile:
 ENTRY_OVERHEAD = 200
 
 
+#: More than the GCJ-02 shift anywhere it applies (at most 0.0108° in longitude), in degrees.
+SHIFT_DEG = 0.011
+
+
 def _touches(key: TileKey, layer: str, bbox: tuple[float, ...]) -> bool:
     """Return True if a change of ``layer`` within ``bbox`` may show in the tile ``key``."""
     if layer not in key.layers:
@@ -68,6 +72,9 @@ def _touches(key: TileKey, layer: str, bbox: tuple[float, ...]) -> bool:
     tx0, ty0, tx1, ty1 = tile_bounds(key.z, key.x, key.y)
     # Features are clipped with a buffer around the tile: widen it a little.
     pad = (tx1 - tx0) * 64 / 4096
+    if key.params and any(k == "crs" for k, _ in key.params):
+        # A GCJ-02 tile (service.tiles.shifted) draws WGS84 data up to SHIFT_DEG away.
+        pad += SHIFT_DEG
     return x0 <= tx1 + pad and x1 >= tx0 - pad and y0 <= ty1 + pad and y1 >= ty0 - pad
 
 

@@ -3,6 +3,8 @@ lookups, entity reads and GCJ-02 vector tiles, each back to the stored WGS84 to 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,158 @@ def test_items_round_trip(tiny_client, admin, crs, name):
         assert np.abs(got - wgs).max() > 1e-3  # shifted by hundreds of metres
         back = np.column_stack(to_wgs84(got[:, 0], got[:, 1], crs))
         assert np.abs(back - wgs).max() < 1e-6
+
+
+# --------------------------------------------------------------------------- vector tiles
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, i
+
+
+def _fields(buf: bytes):
+    """Yield (field number, value) of a protobuf message (varints and byte strings)."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            value, i = buf[i : i + n], i + n
+        elif wire == 1:
+            value, i = buf[i : i + 8], i + 8
+        else:  # wire == 5
+            value, i = buf[i : i + 4], i + 4
+        yield field, value
+
+
+def _vertices(geometry: bytes) -> list[tuple[int, int]]:
+    ints, i = [], 0
+    while i < len(geometry):
+        v, i = _varint(geometry, i)
+        ints.append(v)
+    out, x, y, k = [], 0, 0, 0
+    while k < len(ints):
+        command, count = ints[k] & 7, ints[k] >> 3
+        k += 1
+        if command == 7:  # ClosePath
+            continue
+        for _ in range(count):
+            dx, dy = ints[k], ints[k + 1]
+            k += 2
+            x += (dx >> 1) ^ -(dx & 1)
+            y += (dy >> 1) ^ -(dy & 1)
+            out.append((x, y))
+    return out
+
+
+def decode_tile(data: bytes) -> dict[str, dict[int, list[tuple[int, int]]]]:
+    """Return {layer: {feature id: tile-pixel vertices}} of an MVT (extent 4096)."""
+    layers = {}
+    for field, layer in _fields(data):
+        if field != 3:
+            continue
+        name, features = None, {}
+        for f, value in _fields(layer):
+            if f == 1:
+                name = value.decode()
+            elif f == 2:
+                parts = dict(_fields(value))
+                features[parts.get(1, len(features))] = _vertices(parts[4])
+        layers[name] = features
+    return layers
+
+
+def _lonlat(z: int, x: int, y: int, px: np.ndarray, py: np.ndarray):
+    """Return lon/lat of tile pixels (extent 4096) of Web Mercator tile z/x/y."""
+    n = 2**z
+    fx = (x + px / 4096.0) / n
+    fy = (y + py / 4096.0) / n
+    return fx * 360.0 - 180.0, np.degrees(np.arctan(np.sinh(np.pi * (1.0 - 2.0 * fy))))
+
+
+def _tile_of(lon: float, lat: float, z: int) -> tuple[int, int, int]:
+    n = 2**z
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - np.arcsinh(np.tan(np.radians(lat))) / np.pi) / 2 * n)
+    return z, x, y
+
+
+def test_gcj02_tiles_round_trip_and_are_cached(tiny_client, admin, tiny_db_url):
+    from geo.coords import gcj02_to_wgs84, wgs84_to_gcj02
+
+    point = (106.0123456, 26.0123456)
+    r = tiny_client.post(
+        "/incidents",
+        json={"category": "water", "source": "patrol", "lon": point[0], "lat": point[1]},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    fid = r.json()["id"]
+    shifted = wgs84_to_gcj02(*point)
+    # Zoom 20: one pixel of the 4096 extent is 8e-8° (quantisation stays below 1e-6°).
+    z, x, y = _tile_of(*shifted, 20)
+    url = f"/tiles/incidents/{z}/{x}/{y}.mvt"
+    gcj = tiny_client.get(url, params={"crs": "GCJ-02"}, headers=admin)
+    assert gcj.status_code == 200 and gcj.headers["x-tile-cache"] == "miss"
+    ((px, py),) = decode_tile(gcj.content)["incidents"][fid]
+    back = gcj02_to_wgs84(*_lonlat(z, x, y, np.array(px), np.array(py)))
+    assert max(abs(back[0] - point[0]), abs(back[1] - point[1])) < 1e-6
+    # The WGS84 tile of the same numbers is ~500 m away: it does not hold the incident.
+    assert tiny_client.get(url, headers=admin).status_code == 204
+    # "amap" is the same tile, cached under one key.
+    again = tiny_client.get(url, params={"crs": "amap"}, headers=admin)
+    assert again.headers["x-tile-cache"] == "hit" and again.content == gcj.content
+    # A change at the stored (WGS84) point drops the GCJ-02 tile that draws it.
+    moved = tiny_client.patch(
+        f"/incidents/{fid}", json={"lon": point[0] + 1e-5, "lat": point[1]}, headers=admin
+    )
+    assert moved.status_code == 200, moved.text
+    deadline = time.monotonic() + 5
+    while True:
+        r = tiny_client.get(url, params={"crs": "GCJ-02"}, headers=admin)
+        if r.headers["x-tile-cache"] == "miss" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert r.headers["x-tile-cache"] == "miss"
+    ((px2, _),) = decode_tile(r.content)["incidents"][fid]
+    assert px2 > px
+
+
+def test_gcj02_polygon_tiles_hold_the_grids_shifted(tiny_client, admin):
+    from geo.coords import gcj02_to_wgs84
+
+    z, x, y = _tile_of(106.02, 26.01, 12)
+    plain = decode_tile(tiny_client.get(f"/tiles/grids/{z}/{x}/{y}.mvt", headers=admin).content)
+    gcj = tiny_client.get(f"/tiles/grids/{z}/{x}/{y}.mvt?crs=gcj02", headers=admin)
+    shifted = decode_tile(gcj.content)
+    assert set(shifted["grids"]) == set(plain["grids"]) and len(plain["grids"]) == 8
+    grids = {f["id"]: f for f in _items(tiny_client, admin, "grids").json()["features"]}
+    for fid, pixels in shifted["grids"].items():
+        px, py = np.array(pixels, dtype=float).T
+        lon, lat = gcj02_to_wgs84(*_lonlat(z, x, y, px, py))
+        # Every vertex, unshifted, is a vertex of the stored grid to the tile's pixel
+        # (zoom 12: 9e-5°).
+        stored = _coords(grids[str(fid)]["geometry"])
+        d = np.hypot(lon[:, None] - stored[None, :, 0], lat[:, None] - stored[None, :, 1])
+        assert d.min(axis=1).max() < 360 / 2**12 / 4096 * 2
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [({"crs": "BD-09"}, 400), ({"crs": "EPSG:3857"}, 400), ({"crs": "mars"}, 400)],
+)
+def test_tiles_refuse_a_crs_they_cannot_draw(tiny_client, admin, params, status):
+    r = tiny_client.get("/tiles/grids/12/3262/1734.mvt", params=params, headers=admin)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["field"] == "crs" and params["crs"] in r.json()["detail"]
