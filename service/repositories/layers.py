@@ -34,6 +34,11 @@ __all__ = [
 ]
 
 
+#: ``numberMatched`` of an items page is counted up to this many features past the page: the
+#: count's cost stays about that of a page, whatever the layer holds (bench.scale).
+COUNT_AHEAD = 1_000
+
+
 def check_readable(spec: LayerSpec, principal: Principal) -> None:
     """Refuse sensitive layers to roles that may only count them."""
     if spec.detail_roles is not None and principal.role not in spec.detail_roles:
@@ -152,8 +157,12 @@ async def layer_items(
     count: bool = True,
     crs: str = EPSG_4326,
     lat_first: bool = False,
-) -> tuple[list[str], int]:
+) -> tuple[list[str], int | None]:
     """Return (GeoJSON feature texts, number matched) of one page of a layer.
+
+    The number matched is exact when the matches end within :data:`COUNT_AHEAD` features
+    after this page, and None past that (not counted: OGC API Features lets a server leave
+    ``numberMatched`` out; the page is then full and more follow).
 
     ``crs``: the coordinate system of the features (a canonical name of
     :mod:`geo.coords`); ``lat_first``: latitude first (an EPSG URI's axis order).
@@ -185,26 +194,25 @@ async def layer_items(
     geom = _geom_expr(spec, tolerance_deg)
     if lat_first:
         geom = f"ST_FlipCoordinates({geom})"
-    matched = "count(*) OVER ()" if count else "0"
+    rows_sql = f"FROM {spec.source} WHERE {' AND '.join(where)}"
+    # Counted at most this far (an uncorrelated subquery: run once): counting every match
+    # (count(*) OVER ()) cost as much as the matches, not the page.
+    params["bound"] = bound = offset + limit + COUNT_AHEAD
+    bounded = f"(SELECT count(*) FROM (SELECT 1 {rows_sql} LIMIT :bound) c)"
     sql = (
-        f"SELECT {_feature_sql(spec, props, geom, crs)}, {matched} AS matched "
-        f"FROM {spec.source} WHERE {' AND '.join(where)} ORDER BY {spec.order_sql} "
-        "LIMIT :limit OFFSET :offset"
+        f"SELECT {_feature_sql(spec, props, geom, crs)}, {bounded if count else '0'} AS matched "
+        f"{rows_sql} ORDER BY {spec.order_sql} LIMIT :limit OFFSET :offset"
     )
     rows = await _fetch(pool, sql, params)
     if not count:
         return _with_geometry(rows, crs, params["digits"]), len(rows)
     if rows:
-        return _with_geometry(rows, crs, params["digits"]), rows[0]["matched"]
-    if offset:
-        count = await _fetch(
-            pool,
-            f"SELECT count(*) FROM {spec.source} WHERE {' AND '.join(where)}",
-            params,
-            "fetchval",
-        )
-        return [], count
-    return [], 0
+        matched = rows[0]["matched"]
+    elif offset:
+        matched = await _fetch(pool, f"SELECT {bounded}", params, "fetchval")
+    else:
+        return [], 0
+    return _with_geometry(rows, crs, params["digits"]), None if matched >= bound else matched
 
 
 async def layer_item(

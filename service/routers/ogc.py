@@ -283,10 +283,11 @@ def _items_query(q, spec: LayerSpec) -> dict[str, Any]:
     }
 
 
-def _page_links(url, *, offset: int, limit: int, returned: int, matched: int) -> list[dict]:
-    """Return the self, next and previous links of one page of items."""
+def _page_links(url, *, offset: int, limit: int, returned: int, matched: int | None) -> list[dict]:
+    """Return the self, next and previous links of one page of items (``matched`` None:
+    not counted, more than this page)."""
     links = [{"href": str(url), "rel": "self", "type": GEOJSON}]
-    if offset + returned < matched:
+    if matched is None or offset + returned < matched:
         links.append(
             {
                 "href": str(url.include_query_params(offset=offset + limit, limit=limit)),
@@ -342,10 +343,12 @@ async def items(
         returned=len(features),
         matched=matched,
     )
+    # numberMatched is left out when not counted (many matches: see repo.COUNT_AHEAD), as
+    # OGC API Features allows; the next link says more follow.
     head = orjson.dumps(
         {
             "type": "FeatureCollection",
-            "numberMatched": matched,
+            **({} if matched is None else {"numberMatched": matched}),
             "numberReturned": len(features),
             "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             "links": links,

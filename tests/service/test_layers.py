@@ -369,6 +369,29 @@ def test_a_bulk_write_flushes_its_layers_not_the_others(tiny_client, h, tiny_db_
     assert tiny_client.get(units, headers=h["city"]).headers["x-tile-cache"] == "hit"
 
 
+def test_number_matched_is_counted_a_bounded_way_past_the_page(tiny_client, h, monkeypatch):
+    # Counting stops COUNT_AHEAD features past the page (its cost must not grow with the
+    # layer): past that numberMatched is left out, as OGC API Features allows, and the next
+    # link still leads on; a page whose matches end within reach gets the exact count.
+    from service.repositories import layers
+
+    monkeypatch.setattr(layers, "COUNT_AHEAD", 2)
+    seen, url, pages = [], "/ogc/collections/grids/items?limit=3", []
+    while url:
+        body = tiny_client.get(url, headers=h["city"]).json()
+        pages.append(body.get("numberMatched"))
+        seen += [f["id"] for f in body["features"]]
+        url = next((link["href"] for link in body["links"] if link["rel"] == "next"), None)
+    # 8 grids: bounds 3+2=5 and 6+2=8 are reached (not counted), 9+2=11 is not (exact).
+    assert pages == [None, None, 8]
+    assert len(seen) == len(set(seen)) == 8
+    monkeypatch.setattr(layers, "COUNT_AHEAD", 6)  # 3 + 6 > 8: counted
+    first = tiny_client.get("/ogc/collections/grids/items?limit=3", headers=h["city"]).json()
+    assert first["numberMatched"] == 8
+    past = tiny_client.get("/ogc/collections/grids/items?limit=3&offset=20", headers=h["city"])
+    assert past.json()["numberMatched"] == 8 and past.json()["features"] == []
+
+
 def test_a_pending_generation_is_for_planners_like_everywhere_else(tiny_client, h):
     pending = tiny_client.post(
         "/generations", json={"description": "plan"}, headers=h["admin"]
