@@ -27,7 +27,9 @@ corner or just short of the boundary still cuts. Results reuse the grids' own ve
 
 from __future__ import annotations
 
+import io
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -55,6 +57,7 @@ __all__ = [
     "replace_all",
     "check_replacement",
     "check_partition",
+    "read_grid_file",
 ]
 
 #: Why an edit is refused (``PlanEditError.reason``).
@@ -313,6 +316,8 @@ def _cut(polygon: BaseGeometry, line: LineString) -> list[Polygon]:
 
 def _check_new(grids: Sequence[PlanGrid], frame: _Frame, tol: Tolerance) -> None:
     for g in grids:
+        if g.code is not None:
+            continue  # a current grid, unchanged: accepted as it is
         label = f"grid {g.key}" if g.key else f"new grid {g.name!r}"
         if not isinstance(g.geom, Polygon):
             _single(g.geom, g.key, label)
@@ -623,21 +628,24 @@ def replace_all(
     features: Sequence[dict],
     *,
     communities: dict[str, BaseGeometry],
+    base: Sequence[PlanGrid] = (),
     tolerance: Tolerance = DEFAULT_TOLERANCE,
 ) -> EditResult:
     """Return the plan's grids replaced by ``features`` (dicts: ``geometry`` (GeoJSON or
     shapely), ``name``, optional ``parent_code`` and ``code``).
 
     A feature without ``parent_code`` goes to the community holding most of it. A feature
-    whose ``code`` names a grid of ``old`` that it equals (within the area tolerance, same
-    community) keeps that grid's key and code; every other feature is a new grid. The set
-    must tile the territory of ``old`` and nest in ``communities``.
+    whose ``code`` names a grid of ``old`` or of ``base`` (the grids the plan was drawn
+    from) that it equals (within the area tolerance, same community) is that grid again:
+    its code is its key and stays; every other feature is a new grid. The set must tile the
+    territory of ``old`` and nest in ``communities``. Grids of ``old`` that come back
+    unchanged (same key, code and name) are neither removed nor added.
     """
     if not features:
         raise PlanEditError("gap", "the file has no grids", field="features")
     codes = list(communities)
     cgeoms = np.array([communities[c] for c in codes], dtype=object)
-    by_code = {g.code: g for g in old if g.code}
+    by_code = {g.code: g for g in base if g.code} | {g.code: g for g in old if g.code}
     frame = _Frame([g.geom for g in old])
     new: list[PlanGrid] = []
     for i, f in enumerate(features):
@@ -685,12 +693,60 @@ def replace_all(
             new.append(PlanGrid(base.key, parent, name, base.geom, code=base.code))
         else:
             new.append(PlanGrid(None, str(parent), name, geom))
-    kept = [g.key for g in new if g.key]
-    if len(kept) != len(set(kept)):
+    codes_kept = [g.code for g in new if g.code]
+    if len(codes_kept) != len(set(codes_kept)):
         raise PlanEditError("overlap", "two features claim the same grid code", field="features")
     check_replacement(old, new, tolerance=tolerance, communities=communities)
-    keep = set(kept)
+    old_by_key = {g.key: g for g in old if g.key}
+    same = {
+        g.key
+        for g in new
+        if g.key in old_by_key
+        and old_by_key[g.key].code == g.code
+        and old_by_key[g.key].name == g.name
+    }
     return EditResult(
-        removed=[g.key for g in old if g.key and g.key not in keep],
-        added=[g for g in new if g.key is None],
+        removed=[g.key for g in old if g.key and g.key not in same],
+        added=[g for g in new if g.key not in same],
     )
+
+
+_CGCS2000 = 4490
+_GRID_FIELDS = ("name", "parent_code", "code")
+
+
+def read_grid_file(data: bytes, filename: str, *, layer: str | None = None) -> list[dict]:
+    """Return the polygons of a GeoJSON, GeoPackage or zipped Shapefile as features for
+    :func:`replace_all` (``geometry`` in lon/lat, ``name``, ``parent_code``, ``code`` when
+    the file has those fields). Other CRSs than EPSG:4326 and CGCS2000 are transformed; a
+    file without one is taken as lon/lat."""
+    import pyogrio
+    import pyogrio.errors
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # GDAL on in-memory file names
+            frame = pyogrio.read_dataframe(io.BytesIO(data), layer=layer)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise PlanEditError(
+            "invalid_geometry",
+            f"{filename}: not a GeoJSON, GeoPackage or zipped Shapefile GDAL can read ({exc})",
+            field="file",
+        ) from None
+    if frame.crs is not None and frame.crs.to_epsg() not in (4326, _CGCS2000):
+        frame = frame.to_crs(4326)
+    columns = {c.lower(): c for c in frame.columns if c != "geometry"}
+    features = []
+    for i, geom in enumerate(frame.geometry):
+        if geom is None:
+            raise PlanEditError(
+                "invalid_geometry", f"{filename}: row {i} has no geometry", field="file"
+            )
+        feature: dict = {"geometry": geom}
+        for name in _GRID_FIELDS:
+            if name in columns:
+                value = frame[columns[name]].iloc[i]
+                if value is not None and value == value:  # not NaN
+                    feature[name] = str(value)
+        features.append(feature)
+    return features

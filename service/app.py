@@ -40,6 +40,8 @@ from service.routers import (
     ogc,
     open311,
     pages,
+    plan_analysis,
+    plans,
     tiles,
     time_limits,
     tokens,
@@ -165,6 +167,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             analysis,
             network,
             analysis_report,
+            plans,
+            plan_analysis,
         )
     ]
     for router in [*routers, *entities.routers]:

@@ -17,19 +17,45 @@ from __future__ import annotations
 from typing import Any
 
 import geopandas as gpd
+import orjson
 import shapely
+import shapely.geometry
+from shapely.geometry.base import BaseGeometry
 from sqlalchemy import Connection, text
 
+from geo import planedit
+from geo.areas import AreaRecord, as_multipolygon
 from geo.crs import STORAGE_SRID
-from service.errors import NotFoundError, UnprocessableError
+from geo.partition import order_west_east_north_south
+from geo.planedit import EditResult, PlanEditError, PlanGrid
+from service.dispatch.redraw import OPEN_CASES
+from service.errors import (
+    ConflictError,
+    NotFoundError,
+    PreconditionFailedError,
+    PreconditionRequiredError,
+    UnprocessableError,
+)
+from service.repositories import boundaries
 
 __all__ = [
     "PLAN_GRID_COLUMNS",
+    "AREA_PATH_SQL",
+    "PlanGrid",
     "create_plan_from_area",
     "create_plan_from_grids",
     "read_plan_grids",
     "get_plan",
     "list_plans",
+    "EDIT_OPS",
+    "parse_if_match",
+    "edit_plan",
+    "list_plan_edits",
+    "discard_plan",
+    "read_plan_communities",
+    "write_plan_grids",
+    "diff_plan",
+    "publish_plan",
 ]
 
 #: The columns of :func:`read_plan_grids`' frame, geometry last.
@@ -40,6 +66,10 @@ _AREA_SQL = text(
     "AND generation_low <= :g AND generation_high >= :g"
 )
 _CURRENT_SQL = text("SELECT max(id) FROM generation WHERE active")
+#: The materialised path of an area code (its newest version): where a plan lies, for scope.
+AREA_PATH_SQL = text(
+    "SELECT path FROM area WHERE code = :code ORDER BY generation_high DESC LIMIT 1"
+)
 
 
 def _current_generation(conn: Connection) -> int:
@@ -227,7 +257,9 @@ _PLAN_COLUMNS = (
     "p.id, p.name, p.area_code, p.area_level, p.base_generation, p.status, p.version, "
     "p.created_by, p.created_by_name, p.created_at, p.updated_at, p.published_generation, "
     "p.published_at, (SELECT count(*) FROM boundary_plan_grid g WHERE g.plan_id = p.id) "
-    "AS grids, (SELECT max(id) FROM generation WHERE active) AS current_generation"
+    "AS grids, (SELECT max(id) FROM generation WHERE active) AS current_generation, "
+    "(SELECT a.path FROM area a WHERE a.code = p.area_code "
+    "ORDER BY a.generation_high DESC LIMIT 1) AS area_path"
 )
 
 
@@ -260,3 +292,543 @@ def list_plans(conn: Connection, *, area_codes: list[str] | None = None) -> list
         sql += " WHERE p.area_code = ANY(CAST(:codes AS text[]))"
         params["codes"] = list(area_codes)
     return [_plan_dict(r) for r in conn.execute(text(sql + " ORDER BY p.id DESC"), params)]
+
+
+# -- edits ----------------------------------------------------------------------------------
+
+#: The edits a plan takes (``op`` of a request): what each needs is in schemas/plans.py.
+EDIT_OPS = ("split_line", "split_parts", "merge", "move_edge", "reassign", "replace_all")
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """Return the plan version an ``If-Match`` header names (``"3"``, ``W/"3"``); None if
+    absent; -1 if it names no version (it then matches none)."""
+    if value is None:
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    return int(tag) if tag.isdigit() and len(tag) < 10 else -1
+
+
+def _require_version(plan: dict[str, Any], expected: int | None, *, required: bool) -> None:
+    if expected is None:
+        if required:
+            raise PreconditionRequiredError(
+                f'send If-Match: "{plan["version"]}" (the plan\'s ETag) with an edit, so that '
+                "an edit made meanwhile by someone else is never overwritten",
+                field="If-Match",
+            )
+        return
+    if expected != plan["version"]:
+        raise PreconditionFailedError(
+            f"plan {plan['id']} is at version {plan['version']}, If-Match names "
+            f"{expected if expected >= 0 else 'no version'}: it changed since you read it; "
+            "read it again and redo the edit",
+            field="If-Match",
+            extra={"version": plan["version"]},
+        )
+
+
+def _require_draft(plan: dict[str, Any]) -> None:
+    if plan["status"] != "draft":
+        raise ConflictError(
+            f"plan {plan['id']} is {plan['status']}; only a draft can change",
+            field="plan_id",
+        )
+
+
+def _grids_of(frame: gpd.GeoDataFrame) -> list[PlanGrid]:
+    return [
+        PlanGrid(r.key, r.parent_code, r.name, _polygon(r.geometry), code=r.code)
+        for r in frame.itertuples(index=False)
+    ]
+
+
+def _polygon(geom):
+    """Return a one-part MultiPolygon as its Polygon (edits work on Polygons)."""
+    if geom.geom_type == "MultiPolygon" and len(geom.geoms) == 1:
+        return geom.geoms[0]
+    return geom
+
+
+def _load(conn: Connection, plan_id: int, keys: list[str]) -> list[PlanGrid]:
+    if len(set(keys)) != len(keys):
+        raise UnprocessableError("a grid is named twice", field="keys")
+    grids = {g.key: g for g in _grids_of(read_plan_grids(conn, plan_id, keys))}
+    missing = [k for k in keys if k not in grids]
+    if missing:
+        raise UnprocessableError(
+            f"plan {plan_id} has no grid {', '.join(missing)}",
+            field="keys",
+            extra={"reason": "unknown_grid"},
+        )
+    return [grids[k] for k in keys]
+
+
+def read_plan_communities(conn: Connection, plan: dict[str, Any]) -> dict[str, Any]:
+    """Return {code: geometry} of the communities of the plan's area in its base generation."""
+    rows = conn.execute(
+        text(
+            "SELECT c.code, ST_AsBinary(c.geom) AS wkb FROM area c JOIN area p "
+            "ON p.code = :code AND p.generation_low <= :g AND p.generation_high >= :g "
+            "WHERE c.depth = 2 AND (c.code = p.code OR c.path LIKE p.path || '/%') "
+            "AND c.generation_low <= :g AND c.generation_high >= :g"
+        ),
+        {"code": plan["area_code"], "g": plan["base_generation"]},
+    ).all()
+    return {r.code: shapely.from_wkb(bytes(r.wkb)) for r in rows}
+
+
+def _base_grids(conn: Connection, plan: dict[str, Any]) -> list[PlanGrid]:
+    """Return the grids of the plan's area in its base generation."""
+    rows = conn.execute(
+        text(
+            f"SELECT c.code, c.name, ST_AsBinary(c.geom) AS wkb, c.parent_code "
+            f"FROM ({_CURRENT_GRIDS}) c"
+        ),
+        {"area": plan["area_code"], "g": plan["base_generation"]},
+    ).all()
+    return [
+        PlanGrid(
+            r.code, r.parent_code, r.name, _polygon(shapely.from_wkb(bytes(r.wkb))), code=r.code
+        )
+        for r in rows
+    ]
+
+
+def _run_edit(conn: Connection, plan: dict[str, Any], edit: dict[str, Any]) -> EditResult:
+    op = edit["op"]
+    plan_id = plan["id"]
+    if op == "split_line":
+        (grid,) = _load(conn, plan_id, [edit["key"]])
+        return planedit.split_by_line(grid, edit["line"], names=edit.get("names"))
+    if op == "split_parts":
+        (grid,) = _load(conn, plan_id, [edit["key"]])
+        return planedit.split_into(grid, edit["parts"], seed=edit.get("seed", 0))
+    if op == "merge":
+        return planedit.merge_grids(_load(conn, plan_id, edit["keys"]), name=edit.get("name"))
+    if op == "move_edge":
+        a, b = _load(conn, plan_id, edit["keys"])
+        return planedit.move_edge(a, b, edit["line"])
+    if op == "reassign":
+        source, target = _load(conn, plan_id, [edit["from_key"], edit["to_key"]])
+        return planedit.reassign_territory(source, target, edit["region"])
+    if op == "replace_all":
+        old = _grids_of(read_plan_grids(conn, plan_id))
+        return planedit.replace_all(
+            old,
+            edit["features"],
+            communities=read_plan_communities(conn, plan),
+            base=_base_grids(conn, plan),
+        )
+    raise UnprocessableError(f"unknown edit {op!r}; one of {', '.join(EDIT_OPS)}", field="op")
+
+
+def edit_plan(
+    conn: Connection,
+    *,
+    plan_id: int,
+    if_match: int | None,
+    edit: dict[str, Any],
+    actor: str,
+    actor_name: str = "",
+    payload: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Apply one edit to a draft and return what changed.
+
+    ``edit`` is the request (``op`` and its fields; ``replace_all`` takes ``features``:
+    dicts with ``geometry`` and optionally ``name``, ``parent_code``, ``code``). Locks the
+    plan, checks ``if_match`` against its version (428 without one, 412 when stale), runs
+    the edit (:mod:`geo.planedit`; a refusal is a 422 naming its ``reason``), replaces the
+    grids it removed by those it added, records the edit (``payload``: what to log, the
+    request by default) and adds one to the version. Reads and writes only the grids the
+    edit touches (``replace_all`` excepted).
+
+    Returns ``version``, ``removed`` (keys) and ``added`` (:class:`~geo.planedit.PlanGrid`
+    with their keys).
+    """
+    plan = get_plan(conn, plan_id, for_update=True)
+    _require_draft(plan)
+    _require_version(plan, if_match, required=True)
+    try:
+        result = _run_edit(conn, plan, edit)
+    except PlanEditError as exc:
+        raise UnprocessableError(
+            exc.message,
+            field=exc.field or "op",
+            extra={"reason": exc.reason, "keys": exc.keys or None},
+        ) from None
+    next_key = conn.execute(
+        text("SELECT next_key FROM boundary_plan WHERE id = :id"), {"id": plan_id}
+    ).scalar_one()
+    added: list[PlanGrid] = []
+    for g in result.added:
+        if g.key is None:
+            g = PlanGrid(f"n{next_key}", g.parent_code, g.name, g.geom, code=None)
+            next_key += 1
+        added.append(g)
+    if result.removed:
+        conn.execute(
+            text("DELETE FROM boundary_plan_grid WHERE plan_id = :plan AND key = ANY(:keys)"),
+            {"plan": plan_id, "keys": list(result.removed)},
+        )
+    write_plan_grids(
+        conn,
+        [
+            {
+                "plan": plan_id,
+                "key": g.key,
+                "code": g.code,
+                "parent_code": g.parent_code,
+                "name": g.name,
+                "wkb": shapely.to_wkb(g.geom),
+            }
+            for g in added
+        ],
+    )
+    version = plan["version"] + 1
+    conn.execute(
+        text(
+            "UPDATE boundary_plan SET version = :v, next_key = :k, updated_at = now() "
+            "WHERE id = :id"
+        ),
+        {"v": version, "k": next_key, "id": plan_id},
+    )
+    _log_edit(
+        conn,
+        plan_id=plan_id,
+        version=version,
+        op=edit["op"],
+        actor=actor,
+        actor_name=actor_name,
+        removed=result.removed,
+        added=[g.key for g in added],
+        payload=edit if payload is None else payload,
+    )
+    return {"version": version, "removed": list(result.removed), "added": added}
+
+
+def _log_edit(
+    conn: Connection,
+    *,
+    plan_id: int,
+    version: int,
+    op: str,
+    actor: str,
+    actor_name: str,
+    removed: list[str],
+    added: list[str],
+    payload: dict[str, Any],
+) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO boundary_plan_edit (plan_id, version, op, actor, actor_name, removed, "
+            "added, payload) VALUES (:plan, :v, :op, :actor, :actor_name, :removed, :added, "
+            "CAST(:payload AS jsonb))"
+        ),
+        {
+            "plan": plan_id,
+            "v": version,
+            "op": op,
+            "actor": actor,
+            "actor_name": actor_name,
+            "removed": list(removed),
+            "added": list(added),
+            "payload": orjson.dumps(payload, default=_jsonable).decode(),
+        },
+    )
+
+
+def _jsonable(value):
+    if isinstance(value, BaseGeometry):
+        return shapely.geometry.mapping(value)
+    raise TypeError(type(value).__name__)
+
+
+def list_plan_edits(conn: Connection, plan_id: int) -> list[dict[str, Any]]:
+    """Return the plan's edits, oldest first: version, op, who, when, keys removed and added,
+    and the request."""
+    rows = conn.execute(
+        text(
+            "SELECT version, op, actor, actor_name, at, removed, added, payload "
+            "FROM boundary_plan_edit WHERE plan_id = :plan ORDER BY version"
+        ),
+        {"plan": plan_id},
+    ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def discard_plan(conn: Connection, *, plan_id: int, if_match: int | None, actor: str) -> int:
+    """Mark a draft discarded (its grids and history stay readable); return its version."""
+    plan = get_plan(conn, plan_id, for_update=True)
+    _require_draft(plan)
+    _require_version(plan, if_match, required=False)
+    version = plan["version"] + 1
+    conn.execute(
+        text(
+            "UPDATE boundary_plan SET status = 'discarded', version = :v, updated_at = now() "
+            "WHERE id = :id"
+        ),
+        {"v": version, "id": plan_id},
+    )
+    _log_edit(
+        conn,
+        plan_id=plan_id,
+        version=version,
+        op="discard",
+        actor=actor,
+        actor_name="",
+        removed=[],
+        added=[],
+        payload={},
+    )
+    return version
+
+
+# -- diff and publish -----------------------------------------------------------------------
+
+_CURRENT_GRIDS = """
+    SELECT a.code, a.name, a.parent_code, a.geom, a.area_m2 FROM area a
+    JOIN area p ON p.code = :area AND p.generation_low <= :g AND p.generation_high >= :g
+    WHERE a.depth = 3 AND a.path LIKE p.path || '/%'
+      AND a.generation_low <= :g AND a.generation_high >= :g
+"""
+#: What a publish re-maps, per table: every row, but of incidents only the open cases
+#: (closed ones keep the cells they were handled in; every incident keeps its reported cell).
+_MOVING = {
+    "unit": "true",
+    "facility": "true",
+    "care_household": "true",
+    "incident": "t." + OPEN_CASES,
+}
+#: Tables whose moving rows are listed by id (care households are counted only: who may
+#: see them in detail is narrower than who plans).
+_LISTED = ("unit", "facility")
+
+
+def _codes(conn: Connection, plan_id: int, generation_id: int, area_code: str):
+    """Return (current grid codes of the area, codes the plan keeps, keys it adds)."""
+    current = set(
+        conn.execute(
+            text(f"SELECT code FROM ({_CURRENT_GRIDS}) c"),
+            {"area": area_code, "g": generation_id},
+        ).scalars()
+    )
+    rows = conn.execute(
+        text("SELECT key, code FROM boundary_plan_grid WHERE plan_id = :plan"), {"plan": plan_id}
+    ).all()
+    kept = {r.code for r in rows if r.code is not None and r.code in current}
+    added = sorted(r.key for r in rows if r.code is None or r.code not in current)
+    return current, kept, added
+
+
+def diff_plan(conn: Connection, *, plan_id: int) -> dict[str, Any]:
+    """Return what publishing the plan would change against the current generation.
+
+    ``unchanged`` codes; ``retired`` codes (current grids the plan redraws or drops) and
+    ``added`` keys (grids that would get new codes); ``transfers``: territory from each
+    retired grid to each new one (m²), and ``moved_m2`` their sum; ``entities``: per table,
+    how many rows would move from which retired grid to which new key (units and facilities
+    by id; open cases only for incidents); ``staff``: team members and grid officers'
+    tokens whose grid would be retired.
+    """
+    plan = get_plan(conn, plan_id)
+    g = conn.execute(_CURRENT_SQL).scalar()
+    current, kept, added = _codes(conn, plan_id, g, plan["area_code"])
+    retired = sorted(current - kept)
+    params = {"plan": plan_id, "area": plan["area_code"], "g": g, "retired": retired}
+    transfers = [
+        dict(r._mapping)
+        for r in conn.execute(
+            text(
+                f"SELECT c.code AS from_code, n.key AS to_key, "
+                f"round(ST_Area(ST_Intersection(c.geom, n.geom)::geography)) AS area_m2 "
+                f"FROM ({_CURRENT_GRIDS}) c JOIN boundary_plan_grid n ON n.plan_id = :plan "
+                f"AND ST_Intersects(c.geom, n.geom) "
+                f"WHERE c.code = ANY(:retired) AND (n.code IS NULL OR n.code <> c.code) "
+                f"ORDER BY 1, 2"
+            ),
+            params,
+        )
+    ]
+    transfers = [t for t in transfers if t["area_m2"] and t["area_m2"] >= 1]
+    entities: dict[str, Any] = {}
+    for table, condition in _MOVING.items():
+        ids = ", array_agg(t.id ORDER BY t.id) AS ids" if table in _LISTED else ""
+        rows = conn.execute(
+            text(
+                f"SELECT t.grid_code AS from_code, n.key AS to_key, count(*) AS n{ids} "
+                f"FROM {table} t LEFT JOIN LATERAL (SELECT key FROM boundary_plan_grid n "
+                f"WHERE n.plan_id = :plan AND ST_Covers(n.geom, t.geom) ORDER BY key LIMIT 1) n "
+                f"ON true WHERE t.generation = :g AND t.grid_code = ANY(:retired) "
+                f"AND {condition} GROUP BY 1, 2 ORDER BY 1, 2"
+            ),
+            params,
+        ).all()
+        moves = [dict(r._mapping) for r in rows]
+        entities[table] = {"total": sum(m["n"] for m in moves), "moves": moves}
+    members = [
+        dict(r._mapping)
+        for r in conn.execute(
+            text(
+                "SELECT id, name, team_role, serving_grid_code AS grid_code FROM member "
+                "WHERE serving_grid_code = ANY(:retired) ORDER BY serving_grid_code, id"
+            ),
+            params,
+        )
+    ]
+    tokens = [
+        dict(r._mapping)
+        for r in conn.execute(
+            text(
+                "SELECT id, name, area_code AS grid_code FROM api_token "
+                "WHERE role = 'grid_officer' AND area_code = ANY(:retired) "
+                "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) "
+                "ORDER BY area_code, id"
+            ),
+            params,
+        )
+    ]
+    return {
+        "plan_id": plan_id,
+        "version": plan["version"],
+        "generation": g,
+        "base_generation": plan["base_generation"],
+        "base_is_current": plan["base_is_current"],
+        "unchanged": sorted(kept),
+        "retired": retired,
+        "added": added,
+        "transfers": transfers,
+        "moved_m2": sum(t["area_m2"] for t in transfers),
+        "entities": entities,
+        "staff": {"members": members, "grid_officers": tokens},
+    }
+
+
+def _new_codes(conn: Connection, grids: list[PlanGrid]) -> dict[str, str]:
+    """Return key → new code of ``grids``: per community, the next sequence numbers never
+    used there in any generation, numbered west→east, north→south."""
+    out: dict[str, str] = {}
+    by_parent: dict[str, list[PlanGrid]] = {}
+    for g in grids:
+        by_parent.setdefault(g.parent_code, []).append(g)
+    for parent, members in sorted(by_parent.items()):
+        used = conn.execute(
+            text(
+                "SELECT max(CAST(right(code, 3) AS integer)) FROM area "
+                "WHERE depth = 3 AND parent_code = :p AND code LIKE :p || '___'"
+            ),
+            {"p": parent},
+        ).scalar()
+        start = (used or 0) + 1
+        if start + len(members) - 1 > 999:
+            raise UnprocessableError(
+                f"community {parent} has no sequence numbers left for {len(members)} new "
+                f"grids (grid codes end in 3 digits; {start - 1} are used)",
+                field="plan_id",
+            )
+        order = order_west_east_north_south([m.geom for m in members])
+        for i, j in enumerate(order):
+            out[members[j].key] = f"{parent}{start + i:03d}"
+    return out
+
+
+def publish_plan(
+    conn: Connection, *, plan_id: int, if_match: int | None, actor: str, actor_name: str = ""
+) -> dict[str, Any]:
+    """Publish a draft as the next boundary generation, in the caller's transaction.
+
+    Refuses (nothing written; the current generation untouched) when the plan is not a
+    draft or has changed since ``if_match`` (409/412), when its base generation is no
+    longer current or another generation is pending (409), or when its grids do not tile
+    the area's current grids, nest in their communities and stay single polygons (422 with
+    the ``reason``). Then: new grids get new codes (the community's next sequence numbers),
+    unchanged grids keep theirs, the retired grids end in the current generation, the new
+    generation is activated (entities re-mapped, open cases follow: :func:`service.
+    repositories.boundaries.activate_generation`) and the plan is marked published.
+    """
+    plan = get_plan(conn, plan_id, for_update=True)
+    _require_draft(plan)
+    _require_version(plan, if_match, required=False)
+    current = _current_generation(conn)
+    if plan["base_generation"] != current:
+        raise ConflictError(
+            f"plan {plan_id} was drawn on generation {plan['base_generation']}, but generation "
+            f"{current} is current now: its grids may have changed since. Start a new draft "
+            "from the current grids.",
+            field="base_generation",
+            extra={"base_generation": plan["base_generation"], "current_generation": current},
+        )
+    if boundaries.pending_generation(conn) is not None:
+        raise ConflictError(
+            "a generation is pending (loaded but not activated); activate or finish it first",
+            field="generation",
+        )
+    grids = _grids_of(read_plan_grids(conn, plan_id))
+    base_rows = conn.execute(
+        text(f"SELECT code, ST_AsBinary(geom) AS wkb FROM ({_CURRENT_GRIDS}) c"),
+        {"area": plan["area_code"], "g": current},
+    ).all()
+    outline = shapely.union_all([shapely.from_wkb(bytes(r.wkb)) for r in base_rows])
+    current_codes = {r.code for r in base_rows}
+    try:
+        for g in grids:
+            if g.code is None and g.geom.geom_type != "Polygon":
+                raise PlanEditError("multipart", f"grid {g.key} has several parts", keys=[g.key])
+        planedit.check_partition(grids, outline, communities=read_plan_communities(conn, plan))
+    except PlanEditError as exc:
+        raise UnprocessableError(
+            f"plan {plan_id} is not a valid partition of {plan['area_code']}: {exc.message}",
+            field="plan_id",
+            extra={"reason": exc.reason, "keys": exc.keys or None},
+        ) from None
+    kept = {g.code for g in grids if g.code is not None and g.code in current_codes}
+    fresh = [g for g in grids if g.code is None or g.code not in current_codes]
+    codes = _new_codes(conn, fresh)
+    retired = sorted(current_codes - kept)
+    generation_id = boundaries.create_generation(
+        conn, description=f"plan {plan_id}: {plan['name']}", carry_over=True
+    )
+    if retired:
+        boundaries.retire_areas(conn, generation_id=generation_id, codes=retired)
+    records = [
+        AreaRecord(codes[g.key], g.name, "grid", g.parent_code, as_multipolygon(g.geom))
+        for g in fresh
+    ]
+    if records:
+        boundaries.write_areas(
+            conn, generation_id=generation_id, records=records, source=f"plan:{plan_id}"
+        )
+    remapped = boundaries.activate_generation(conn, generation_id=generation_id)
+    version = plan["version"] + 1
+    for key, code in codes.items():
+        conn.execute(
+            text("UPDATE boundary_plan_grid SET code = :code WHERE plan_id = :plan AND key = :key"),
+            {"code": code, "plan": plan_id, "key": key},
+        )
+    conn.execute(
+        text(
+            "UPDATE boundary_plan SET status = 'published', published_generation = :g, "
+            "published_at = now(), version = :v, updated_at = now() WHERE id = :id"
+        ),
+        {"g": generation_id, "v": version, "id": plan_id},
+    )
+    _log_edit(
+        conn,
+        plan_id=plan_id,
+        version=version,
+        op="publish",
+        actor=actor,
+        actor_name=actor_name,
+        removed=[],
+        added=[],
+        payload={"generation": generation_id, "codes": codes, "retired": retired},
+    )
+    return {
+        "plan_id": plan_id,
+        "version": version,
+        "generation": generation_id,
+        "codes": codes,
+        "kept": sorted(kept),
+        "retired": retired,
+        "remapped": remapped,
+    }

@@ -1,0 +1,391 @@
+"""Boundary plans: drafts of an area's grids, their edits (If-Match), diff, publish.
+
+Planners and admins only; a planner works on areas inside their own. The work runs in a
+worker thread on the primary's synchronous engine, one transaction per request
+(:mod:`service.repositories.plans`; the geometry is :mod:`geo.planedit`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Annotated, Any
+
+import shapely
+import shapely.geometry
+from fastapi import APIRouter, File, Form, Header, Path, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from geo.planedit import PlanEditError, read_grid_file
+from geo.planmetrics import measure_shapes
+from geo.population import LocalFrame
+from service.auth import Principal
+from service.deps import ApiSettingsDep, PrincipalDep, SyncEngineDep
+from service.edge.limits import read_upload
+from service.errors import ForbiddenError, UnprocessableError
+from service.inputs import NUL_REASON, NulFree, find_nul
+from service.repositories import plans as repo
+from service.responses import JSON
+from service.schemas.plans import (
+    PlanCreate,
+    PlanDiff,
+    PlanEdit,
+    PlanEditRead,
+    PlanEditResult,
+    PlanPublished,
+    PlanRead,
+)
+
+router = APIRouter(prefix="/plans", tags=["plans"])
+log = logging.getLogger("wangge")
+
+#: Who plans boundaries (issue 14: publishing is for planners and admins only).
+PLAN_ROLES = frozenset({"admin", "planner"})
+PlanId = Annotated[int, Path(ge=1, le=2**62)]
+IfMatch = Annotated[
+    str | None,
+    Header(alias="If-Match", max_length=64, description='the plan\'s ETag, e.g. "3"'),
+]
+_STALE = {
+    412: {"description": "If-Match names an older version of the plan: read it and redo"},
+    428: {"description": "If-Match is missing"},
+}
+
+
+def _etag(version: int) -> dict[str, str]:
+    return {"ETag": f'"{version}"'}
+
+
+def _require_planner(principal: Principal) -> None:
+    if principal.role not in PLAN_ROLES:
+        raise ForbiddenError(
+            f"boundary plans are for planners and admins; you are {principal.role}",
+            field="role",
+        )
+
+
+def _require_area(principal: Principal, path: str | None, code: str) -> None:
+    if path is None or not principal.covers_path(path):
+        raise ForbiddenError(f"area {code} is outside your area", field="area_code")
+
+
+def _plan_for(conn, principal: Principal, plan_id: int, *, for_update: bool = False) -> dict:
+    plan = repo.get_plan(conn, plan_id, for_update=for_update)
+    _require_area(principal, plan["area_path"], plan["area_code"])
+    return plan
+
+
+def _public(plan: dict) -> dict:
+    return {k: v for k, v in plan.items() if k != "area_path"}
+
+
+def _feature_collection(grids) -> dict[str, Any]:
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "id": g.key,
+                "properties": {
+                    "key": g.key,
+                    "code": g.code,
+                    "parent_code": g.parent_code,
+                    "name": g.name,
+                },
+                "geometry": shapely.geometry.mapping(g.geom),
+            }
+            for g in grids
+        ],
+    }
+
+
+def _edit_metrics(engine, plan_id: int, removed: list[str], added) -> dict[str, Any] | None:
+    """Return the measures of the grids an edit changed (and of the plan, when the metrics
+    glue of the planning page is installed: ``service.planning.metrics.edit_metrics``)."""
+    changed = {g.key: g.geom for g in added}
+    try:
+        glue = importlib.import_module("service.planning.metrics")
+    except ModuleNotFoundError:
+        glue = None
+    if glue is not None and hasattr(glue, "edit_metrics"):
+        try:
+            with engine.connect() as conn:
+                return glue.edit_metrics(
+                    conn, plan_id=plan_id, removed=list(removed), changed=changed
+                )
+        except Exception:  # the edit is committed; its measures are a courtesy
+            log.exception("plan %s: measuring the edit failed", plan_id)
+    if not changed:
+        return None
+    geoms = list(changed.values())
+    frame = LocalFrame.around(shapely.GeometryCollection(geoms))
+    shapes = measure_shapes(frame.to_metric(geoms))
+    shapes.insert(0, "key", list(changed))
+    return {"grids": shapes.to_dict(orient="records"), "plan": None}
+
+
+@router.post("", status_code=201, response_model=PlanRead, summary="Start a draft (planners)")
+async def create_plan(engine: SyncEngineDep, principal: PrincipalDep, body: PlanCreate) -> JSON:
+    """Copy the current grids of a community or county into a new draft; dispatch keeps
+    using the current grids until the draft is published."""
+    _require_planner(principal)
+
+    def work() -> dict:
+        with engine.begin() as conn:
+            path = conn.execute(repo.AREA_PATH_SQL, {"code": body.area_code}).scalar()
+            _require_area(principal, path, body.area_code)
+            plan_id = repo.create_plan_from_area(
+                conn,
+                name=body.name.strip(),
+                area_code=body.area_code,
+                created_by=principal.token_id,
+                created_by_name=principal.name,
+            )
+            return repo.get_plan(conn, plan_id)
+
+    plan = await run_in_threadpool(work)
+    return JSON(_public(plan), status_code=201, headers=_etag(plan["version"]))
+
+
+@router.get("", response_model=list[PlanRead], summary="Plans of your area, newest first")
+async def list_plans(engine: SyncEngineDep, principal: PrincipalDep) -> JSON:
+    _require_planner(principal)
+
+    def work() -> list[dict]:
+        with engine.connect() as conn:
+            return repo.list_plans(conn)
+
+    plans = await run_in_threadpool(work)
+    return JSON(
+        [_public(p) for p in plans if p["area_path"] and principal.covers_path(p["area_path"])]
+    )
+
+
+@router.get(
+    "/{plan_id}",
+    response_model=PlanRead,
+    summary="One plan; its ETag is the version",
+    description="Send the `ETag` back as `If-Match` with an edit: a plan edited meanwhile "
+    "answers 412 instead of losing the other edit.",
+)
+async def get_plan(engine: SyncEngineDep, principal: PrincipalDep, plan_id: PlanId) -> JSON:
+    _require_planner(principal)
+
+    def work() -> dict:
+        with engine.connect() as conn:
+            return _plan_for(conn, principal, plan_id)
+
+    plan = await run_in_threadpool(work)
+    return JSON(_public(plan), headers=_etag(plan["version"]))
+
+
+@router.get(
+    "/{plan_id}/grids",
+    summary="The plan's grids (GeoJSON)",
+    description="Properties: `key` (names the grid in edits), `code` (the current code "
+    "while unchanged, else null: a new code comes with publishing), `parent_code`, `name`.",
+)
+async def plan_grids(engine: SyncEngineDep, principal: PrincipalDep, plan_id: PlanId) -> JSON:
+    _require_planner(principal)
+
+    def work():
+        with engine.connect() as conn:
+            plan = _plan_for(conn, principal, plan_id)
+            return plan, repo.read_plan_grids(conn, plan_id)
+
+    plan, frame = await run_in_threadpool(work)
+    grids = [
+        repo.PlanGrid(r.key, r.parent_code, r.name, r.geometry, code=r.code)
+        for r in frame.itertuples(index=False)
+    ]
+    return JSON(
+        _feature_collection(grids),
+        headers={**_etag(plan["version"]), "Content-Type": "application/geo+json"},
+    )
+
+
+@router.get("/{plan_id}/edits", response_model=list[PlanEditRead], summary="Who changed what")
+async def plan_edits(engine: SyncEngineDep, principal: PrincipalDep, plan_id: PlanId) -> JSON:
+    _require_planner(principal)
+
+    def work() -> list[dict]:
+        with engine.connect() as conn:
+            _plan_for(conn, principal, plan_id)
+            return repo.list_plan_edits(conn, plan_id)
+
+    return JSON(await run_in_threadpool(work))
+
+
+async def _edit(
+    engine, principal: Principal, plan_id: int, if_match: str | None, edit: dict, payload: dict
+) -> JSON:
+    def work() -> dict:
+        with engine.begin() as conn:
+            _plan_for(conn, principal, plan_id, for_update=True)
+            return repo.edit_plan(
+                conn,
+                plan_id=plan_id,
+                if_match=repo.parse_if_match(if_match),
+                edit=edit,
+                actor=principal.token_id,
+                actor_name=principal.name,
+                payload=payload,
+            )
+
+    done = await run_in_threadpool(work)
+    metrics = await run_in_threadpool(
+        _edit_metrics, engine, plan_id, done["removed"], done["added"]
+    )
+    return JSON(
+        {
+            "plan_id": plan_id,
+            "version": done["version"],
+            "removed": done["removed"],
+            "added": _feature_collection(done["added"]),
+            "metrics": metrics,
+        },
+        headers=_etag(done["version"]),
+    )
+
+
+@router.post(
+    "/{plan_id}/edits",
+    response_model=PlanEditResult,
+    summary="Edit a draft (If-Match required)",
+    description="One edit, chosen by `op`: `split_line` (cut a grid along a line drawn "
+    "across it), `split_parts` (into k compact pieces of equal area), `merge` (grids of one "
+    "community that form one polygon), `move_edge` (redraw two neighbours' shared edge "
+    "along a line), `reassign` (the part of `from_key` inside a polygon goes to its "
+    "neighbour `to_key`), `replace_all` (a whole redrawn set as GeoJSON features). Every "
+    "edit keeps the partition valid or is refused with 422 and a `reason`: "
+    "`self_intersecting`, `multipart`, `line_misses`, `region_misses`, `not_adjacent`, "
+    "`crosses_community`, `gap`, `overlap`, `sliver`, `too_many_parts`, `unknown_grid`, "
+    "`invalid_geometry`. Answers the new grids with their measures and the new ETag.",
+    responses=_STALE,
+)
+async def edit_plan(
+    engine: SyncEngineDep,
+    principal: PrincipalDep,
+    plan_id: PlanId,
+    body: PlanEdit,
+    if_match: IfMatch = None,
+) -> JSON:
+    _require_planner(principal)
+    payload = body.model_dump(mode="json")
+    nul = find_nul(payload)
+    if nul is not None:
+        raise UnprocessableError(f"{nul}: {NUL_REASON}", field=nul)
+    edit = dict(payload)
+    if body.op == "replace_all":
+        edit["features"] = [
+            {**f["properties"], "geometry": f["geometry"]} for f in payload["features"]
+        ]
+        # The log keeps what was done, not megabytes of coordinates.
+        payload = {"op": "replace_all", "features": len(edit["features"])}
+    return await _edit(engine, principal, plan_id, if_match, edit, payload)
+
+
+@router.post(
+    "/{plan_id}/edits/file",
+    response_model=PlanEditResult,
+    summary="Replace a draft's grids from a file (If-Match required)",
+    description="A redrawn set as GeoJSON, GeoPackage or zipped Shapefile (polygons; "
+    "fields `name`, optional `parent_code` and `code`), in EPSG:4326 or CGCS2000 (other CRSs "
+    "are transformed). Checked as `replace_all`.",
+    responses=_STALE,
+)
+async def replace_from_file(
+    engine: SyncEngineDep,
+    principal: PrincipalDep,
+    api: ApiSettingsDep,
+    plan_id: PlanId,
+    file: UploadFile = File(description="GeoJSON, GeoPackage or zipped Shapefile of grids"),
+    layer: NulFree | None = Form(None, max_length=200),
+    if_match: IfMatch = None,
+) -> JSON:
+    _require_planner(principal)
+    data = await read_upload(file, api)
+    filename = file.filename or "upload"
+    try:
+        features = await run_in_threadpool(read_grid_file, data, filename, layer=layer)
+    except PlanEditError as exc:
+        raise UnprocessableError(
+            exc.message, field=exc.field or "file", extra={"reason": exc.reason}
+        ) from None
+    edit = {"op": "replace_all", "features": features}
+    payload = {"op": "replace_all", "file": filename, "features": len(features)}
+    return await _edit(engine, principal, plan_id, if_match, edit, payload)
+
+
+@router.get(
+    "/{plan_id}/diff",
+    response_model=PlanDiff,
+    summary="What publishing would change",
+    description="Against the current generation: grids unchanged, retired and added; "
+    "territory moving from each retired grid to each new one (m²); entities that would move "
+    "(units and facilities by id; open cases; care households counted only); team members "
+    "and grid officers whose grid would be retired.",
+)
+async def plan_diff(engine: SyncEngineDep, principal: PrincipalDep, plan_id: PlanId) -> JSON:
+    _require_planner(principal)
+
+    def work() -> dict:
+        with engine.connect() as conn:
+            _plan_for(conn, principal, plan_id)
+            return repo.diff_plan(conn, plan_id=plan_id)
+
+    diff = await run_in_threadpool(work)
+    return JSON(diff, headers=_etag(diff["version"]))
+
+
+@router.post(
+    "/{plan_id}/publish",
+    response_model=PlanPublished,
+    summary="Publish a draft as the next boundary generation (planners, admins)",
+    description="Atomic: the plan is checked (a valid partition of its area, drawn on the "
+    "current generation, no other generation pending), new grids get new codes (their "
+    "community's next sequence numbers), unchanged grids keep theirs, the new generation is "
+    "activated and entities re-mapped (incidents keep the grid they were reported in; "
+    "closed cases the cells they were handled in). A refused publish changes nothing. "
+    "`If-Match` is optional here; when sent, a stale one is refused (412).",
+    responses={**_STALE, 409: {"description": "not a draft, base not current, or pending"}},
+)
+async def publish_plan(
+    engine: SyncEngineDep, principal: PrincipalDep, plan_id: PlanId, if_match: IfMatch = None
+) -> JSON:
+    _require_planner(principal)
+
+    def work() -> dict:
+        with engine.begin() as conn:
+            _plan_for(conn, principal, plan_id, for_update=True)
+            return repo.publish_plan(
+                conn,
+                plan_id=plan_id,
+                if_match=repo.parse_if_match(if_match),
+                actor=principal.token_id,
+                actor_name=principal.name,
+            )
+
+    done = await run_in_threadpool(work)
+    return JSON(done, headers=_etag(done["version"]))
+
+
+@router.post("/{plan_id}/discard", response_model=PlanRead, summary="Discard a draft")
+async def discard_plan(
+    engine: SyncEngineDep, principal: PrincipalDep, plan_id: PlanId, if_match: IfMatch = None
+) -> JSON:
+    _require_planner(principal)
+
+    def work() -> dict:
+        with engine.begin() as conn:
+            _plan_for(conn, principal, plan_id, for_update=True)
+            repo.discard_plan(
+                conn,
+                plan_id=plan_id,
+                if_match=repo.parse_if_match(if_match),
+                actor=principal.token_id,
+            )
+            return repo.get_plan(conn, plan_id)
+
+    plan = await run_in_threadpool(work)
+    return JSON(_public(plan), headers=_etag(plan["version"]))

@@ -1,0 +1,495 @@
+"""Boundary plans over the API: drafts, every edit (valid and refused), If-Match, diff,
+publish (old incidents stay on their old grids; a refused publish changes nothing)."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+from shapely.geometry import LineString, MultiPolygon, Polygon, box, mapping
+from sqlalchemy import text
+
+from fixtures.tiny import grid_box
+from service.db import make_engine
+from tests.conftest import auth, make_tokens
+
+DISTRICT = "990101"
+NORTH, SOUTH = "990101001001", "990101001002"
+NW, NE = f"{NORTH}001", f"{NORTH}002"  # x 106.00–106.01 and 106.01–106.02, y 26.01–26.02
+SW, SE = f"{SOUTH}001", f"{SOUTH}002"  # the same columns, y 26.00–26.01
+IN_NW = (106.0025, 26.015)  # west half of NW
+IN_NW_EAST = (106.0075, 26.015)  # east half of NW
+CUT_NW = LineString([(106.005, 26.0095), (106.005, 26.0205)])  # north–south through NW
+
+
+@pytest.fixture
+def h(tiny_db_url):
+    tokens = make_tokens(
+        tiny_db_url,
+        {
+            "planner": ("planner", DISTRICT),
+            "planner2": ("planner", DISTRICT),
+            "other_planner": ("planner", "990102"),
+            "admin": ("admin", None),
+            "community": ("community_dispatcher", NORTH),
+            "grid": ("grid_officer", NW),
+            "city": ("city_dispatcher", "990100"),
+        },
+    )
+    return {name: auth(token) for name, token in tokens.items()}
+
+
+def _sql(url, sql, **params):
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        result = conn.execute(text(sql), params)
+        rows = result.all() if result.returns_rows else []
+    engine.dispose()
+    return rows
+
+
+def _draft(client, h, area=DISTRICT, who="planner", name="Redraw north"):
+    r = client.post("/plans", json={"name": name, "area_code": area}, headers=h[who])
+    assert r.status_code == 201, r.text
+    assert r.headers["ETag"] == '"1"'
+    return r.json()["id"]
+
+
+def _edit(client, h, plan_id, body, version, who="planner"):
+    return client.post(
+        f"/plans/{plan_id}/edits",
+        json=body,
+        headers={**h[who], "If-Match": f'"{version}"'},
+    )
+
+
+def _problem(r, status, reason=None):
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    if reason is not None:
+        assert body["reason"] == reason, body
+    return body
+
+
+def _keys(client, h, plan_id, who="planner"):
+    fc = client.get(f"/plans/{plan_id}/grids", headers=h[who]).json()
+    return {f["properties"]["key"]: f["properties"]["code"] for f in fc["features"]}
+
+
+def test_a_draft_copies_the_areas_grids_and_leaves_dispatch_alone(tiny_client, h):
+    plan_id = _draft(tiny_client, h)
+    plan = tiny_client.get(f"/plans/{plan_id}", headers=h["planner"]).json()
+    assert plan["grids"] == 4 and plan["status"] == "draft" and plan["base_is_current"]
+    assert _keys(tiny_client, h, plan_id) == {c: c for c in (NW, NE, SW, SE)}
+    r = _edit(tiny_client, h, plan_id, {"op": "split_line", "key": NW, "line": mapping(CUT_NW)}, 1)
+    assert r.status_code == 200, r.text
+    # Dispatch still sees the current grids.
+    look = tiny_client.get(
+        "/lookup", params={"lon": IN_NW[0], "lat": IN_NW[1]}, headers=h["city"]
+    ).json()
+    assert look["grid"]["code"] == NW
+    # Several drafts may exist; a community is a plan's area too.
+    second = _draft(tiny_client, h, area=NORTH, name="North only")
+    assert _keys(tiny_client, h, second) == {NW: NW, NE: NE}
+    listed = tiny_client.get("/plans", headers=h["planner"]).json()
+    assert [p["id"] for p in listed] == [second, plan_id]
+
+
+def test_only_planners_and_admins_in_their_area(tiny_client, h):
+    for who in ("community", "grid", "city"):
+        r = tiny_client.post("/plans", json={"name": "x", "area_code": DISTRICT}, headers=h[who])
+        _problem(r, 403)
+    r = tiny_client.post(
+        "/plans", json={"name": "x", "area_code": DISTRICT}, headers=h["other_planner"]
+    )
+    _problem(r, 403)
+    plan_id = _draft(tiny_client, h)
+    _problem(tiny_client.get(f"/plans/{plan_id}", headers=h["other_planner"]), 403)
+    _problem(tiny_client.post(f"/plans/{plan_id}/publish", headers=h["community"]), 403)
+    assert tiny_client.get("/plans", headers=h["other_planner"]).json() == []
+    assert tiny_client.get(f"/plans/{plan_id}", headers=h["admin"]).status_code == 200
+    r = tiny_client.post("/plans", json={"name": "x", "area_code": NW}, headers=h["admin"])
+    _problem(r, 422)  # a grid is no plan area
+    r = tiny_client.post("/plans", json={"name": "x", "area_code": "990100"}, headers=h["admin"])
+    _problem(r, 422)  # nor is the city
+
+
+def test_every_edit_valid_with_measures_and_history(tiny_client, h):
+    plan_id = _draft(tiny_client, h)
+    v = 1
+    # Split by a line: NW → two new grids without codes.
+    r = _edit(tiny_client, h, plan_id, {"op": "split_line", "key": NW, "line": mapping(CUT_NW)}, v)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    v += 1
+    assert r.headers["ETag"] == f'"{v}"' and body["version"] == v
+    assert body["removed"] == [NW]
+    added = [f["properties"] for f in body["added"]["features"]]
+    assert [(a["key"], a["code"], a["parent_code"]) for a in added] == [
+        ("n1", None, NORTH),
+        ("n2", None, NORTH),
+    ]
+    measured = {m["key"]: m for m in body["metrics"]["grids"]}
+    assert set(measured) == {"n1", "n2"}
+    assert measured["n1"]["area_m2"] == pytest.approx(measured["n2"]["area_m2"], rel=1e-6)
+    # Merge the two halves back into one grid.
+    r = _edit(tiny_client, h, plan_id, {"op": "merge", "keys": ["n1", "n2"], "name": "NW"}, v)
+    assert r.status_code == 200, r.text
+    v += 1
+    assert r.json()["removed"] == ["n1", "n2"]
+    # Split into 3 balanced parts.
+    r = _edit(tiny_client, h, plan_id, {"op": "split_parts", "key": "n3", "parts": 3}, v)
+    assert r.status_code == 200, r.text
+    v += 1
+    assert len(r.json()["added"]["features"]) == 3
+    keys = _keys(tiny_client, h, plan_id)
+    assert set(keys) == {"n4", "n5", "n6", NE, SW, SE}
+    # Reassign the west strip of NE to its western neighbour (one of the pieces).
+    strip = box(106.0095, 26.0095, 106.0125, 26.0205)
+    neighbour = next(
+        f["properties"]["key"]
+        for f in tiny_client.get(f"/plans/{plan_id}/grids", headers=h["planner"]).json()["features"]
+        if f["properties"]["key"].startswith("n")
+        and Polygon(f["geometry"]["coordinates"][0][0]).intersects(
+            box(106.0099, 26.0150, 106.01, 26.0151)
+        )
+    )
+    body = {"op": "reassign", "from_key": NE, "to_key": neighbour, "region": mapping(strip)}
+    r = _edit(tiny_client, h, plan_id, body, v)
+    assert r.status_code == 200, r.text
+    v += 1
+    assert sorted(r.json()["removed"]) == sorted([NE, neighbour])
+    assert _keys(tiny_client, h, plan_id)[NE] is None  # redrawn: its code goes on publish
+    # Move the shared edge of SW and SE 200 m east.
+    line = LineString([(106.012, 25.9995), (106.012, 26.0105)])
+    r = _edit(
+        tiny_client, h, plan_id, {"op": "move_edge", "keys": [SW, SE], "line": mapping(line)}, v
+    )
+    assert r.status_code == 200, r.text
+    v += 1
+    # Replace all from a GeoJSON set: back to the four current grids, codes kept.
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"code": c, "name": c},
+            "geometry": mapping(grid_box(1, n, g)),
+        }
+        for c, n, g in ((NW, 1, 1), (NE, 1, 2), (SW, 2, 1), (SE, 2, 2))
+    ]
+    r = _edit(tiny_client, h, plan_id, {"op": "replace_all", "features": features}, v)
+    assert r.status_code == 200, r.text
+    v += 1
+    keys = _keys(tiny_client, h, plan_id)
+    assert keys[NW] == NW and keys[SW] == SW  # kept (they were unchanged in the plan)
+    # Each edit recorded: who, what.
+    edits = tiny_client.get(f"/plans/{plan_id}/edits", headers=h["planner"]).json()
+    assert [e["op"] for e in edits] == [
+        "split_line",
+        "merge",
+        "split_parts",
+        "reassign",
+        "move_edge",
+        "replace_all",
+    ]
+    assert {e["actor_name"] for e in edits} == {"planner"}
+    assert edits[0]["payload"]["key"] == NW and edits[0]["added"] == ["n1", "n2"]
+    assert edits[-1]["payload"] == {"op": "replace_all", "features": 4}
+
+
+def test_refused_edits_name_the_problem_and_change_nothing(tiny_client, h):
+    plan_id = _draft(tiny_client, h)
+    cases = [
+        (
+            {
+                "op": "split_line",
+                "key": NW,
+                "line": {
+                    "type": "LineString",
+                    "coordinates": [
+                        [106.0, 26.01],
+                        [106.01, 26.02],
+                        [106.01, 26.01],
+                        [106.0, 26.02],
+                    ],
+                },
+            },
+            "self_intersecting",
+        ),
+        (
+            {
+                "op": "split_line",
+                "key": NW,
+                "line": {
+                    "type": "MultiLineString",
+                    "coordinates": [[[106.005, 26.0], [106.005, 26.03]]],
+                },
+            },
+            "multipart",
+        ),
+        (
+            {
+                "op": "split_line",
+                "key": NW,
+                "line": mapping(LineString([(106.003, 26.013), (106.006, 26.016)])),
+            },
+            "line_misses",
+        ),
+        (
+            {
+                "op": "reassign",
+                "from_key": NW,
+                "to_key": NE,
+                "region": mapping(
+                    MultiPolygon(
+                        [box(106.008, 26.011, 106.01, 26.012), box(106.008, 26.015, 106.01, 26.016)]
+                    )
+                ),
+            },
+            "multipart",
+        ),
+        (
+            {
+                "op": "reassign",
+                "from_key": NW,
+                "to_key": NE,
+                "region": {
+                    "type": "Polygon",
+                    "coordinates": [
+                        [
+                            [106.0, 26.01],
+                            [106.01, 26.02],
+                            [106.01, 26.01],
+                            [106.0, 26.02],
+                            [106.0, 26.01],
+                        ]
+                    ],
+                },
+            },
+            "self_intersecting",
+        ),
+        ({"op": "merge", "keys": [NE, f"{'990102001001'}001"]}, "unknown_grid"),
+        ({"op": "merge", "keys": [NW, SW]}, "crosses_community"),
+        ({"op": "merge", "keys": [NW, SE]}, "crosses_community"),
+        (
+            {
+                "op": "replace_all",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"name": c},
+                        "geometry": mapping(grid_box(1, n, g)),
+                    }
+                    for c, n, g in ((NW, 1, 1), (NE, 1, 2), (SW, 2, 1))
+                ],
+            },
+            "gap",
+        ),
+        (
+            {
+                "op": "replace_all",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"name": "across"},
+                        "geometry": mapping(box(106.0, 26.005, 106.02, 26.02)),
+                    },
+                    {
+                        "type": "Feature",
+                        "properties": {"name": "rest"},
+                        "geometry": mapping(box(106.0, 26.0, 106.02, 26.005)),
+                    },
+                ],
+            },
+            "crosses_community",
+        ),
+        (
+            {
+                "op": "split_line",
+                "key": NW,
+                "line": mapping(LineString([(106.00001, 26.0095), (106.00001, 26.0205)])),
+            },
+            "sliver",
+        ),
+    ]
+    for body, reason in cases:
+        problem = _problem(_edit(tiny_client, h, plan_id, body, 1), 422, reason)
+        assert problem["detail"], body
+    # Nothing changed: still version 1 with the four current grids.
+    plan = tiny_client.get(f"/plans/{plan_id}", headers=h["planner"])
+    assert plan.headers["ETag"] == '"1"'
+    assert _keys(tiny_client, h, plan_id) == {c: c for c in (NW, NE, SW, SE)}
+    # Schema-level refusals are problems too.
+    _problem(_edit(tiny_client, h, plan_id, {"op": "split_parts", "key": NW, "parts": 1}, 1), 422)
+    _problem(_edit(tiny_client, h, plan_id, {"op": "teleport", "key": NW}, 1), 422)
+
+
+def test_stale_or_missing_if_match_is_refused(tiny_client, h):
+    plan_id = _draft(tiny_client, h)
+    split = {"op": "split_line", "key": NW, "line": mapping(CUT_NW)}
+    # Two planners read version 1; the first edit wins, the second is stale.
+    assert _edit(tiny_client, h, plan_id, split, 1, who="planner").status_code == 200
+    merge = {"op": "merge", "keys": [NE, SE]}
+    stale = _problem(_edit(tiny_client, h, plan_id, merge, 1, who="planner2"), 412)
+    assert stale["field"] == "If-Match" and stale["version"] == 2
+    r = tiny_client.post(f"/plans/{plan_id}/edits", json=split, headers=h["planner2"])
+    _problem(r, 428)
+    r = tiny_client.post(
+        f"/plans/{plan_id}/edits", json=split, headers={**h["planner2"], "If-Match": "junk"}
+    )
+    _problem(r, 412)
+    assert tiny_client.get(f"/plans/{plan_id}", headers=h["planner"]).json()["version"] == 2
+    # Publishing with a stale If-Match is refused too.
+    _problem(
+        tiny_client.post(f"/plans/{plan_id}/publish", headers={**h["planner"], "If-Match": '"1"'}),
+        412,
+    )
+
+
+def test_concurrent_edits_one_wins_the_other_gets_412(tiny_server, tiny_db_url, h):
+    with httpx.Client(base_url=tiny_server.base_url, timeout=30) as client:
+        plan_id = _draft(client, h)
+        bodies = [
+            {"op": "split_line", "key": NW, "line": mapping(CUT_NW)},
+            {"op": "split_parts", "key": SE, "parts": 2},
+        ]
+        statuses: list[int] = []
+        barrier = threading.Barrier(2)
+
+        def run(body, who):
+            barrier.wait()
+            statuses.append(_edit(client, h, plan_id, body, 1, who=who).status_code)
+
+        threads = [
+            threading.Thread(target=run, args=(b, w))
+            for b, w in zip(bodies, ("planner", "planner2"), strict=True)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(statuses) == [200, 412]
+        assert client.get(f"/plans/{plan_id}", headers=h["planner"]).json()["version"] == 2
+    edits = _sql(
+        tiny_db_url, "SELECT count(*) FROM boundary_plan_edit WHERE plan_id = :p", p=plan_id
+    )
+    assert edits[0][0] == 1
+
+
+def _report_incident(client, h, where):
+    body = {"category": "gas", "source": "patrol", "lon": where[0], "lat": where[1]}
+    r = client.post("/incidents", json=body, headers=h["grid"])
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_diff_then_publish_keeps_history_and_old_incidents_on_old_grids(
+    tiny_client, tiny_db_url, h
+):
+    incident = _report_incident(tiny_client, h, IN_NW)
+    unit = tiny_client.post(
+        "/units",
+        json={
+            "name": "Water Co.",
+            "kind": "enterprise",
+            "lon": IN_NW_EAST[0],
+            "lat": IN_NW_EAST[1],
+        },
+        headers=h["community"],
+    )
+    assert unit.status_code == 201, unit.text
+    _sql(
+        tiny_db_url,
+        "INSERT INTO member (name, kind, home_community_code, team_role, serving_grid_code, "
+        "phone) VALUES ('Officer Li', 'grid_staff', :c, 'grid_police', :g, '13500000000')",
+        c=NORTH,
+        g=NW,
+    )
+    plan_id = _draft(tiny_client, h)
+    r = _edit(tiny_client, h, plan_id, {"op": "split_line", "key": NW, "line": mapping(CUT_NW)}, 1)
+    assert r.status_code == 200, r.text
+
+    diff = tiny_client.get(f"/plans/{plan_id}/diff", headers=h["planner"])
+    assert diff.status_code == 200, diff.text
+    d = diff.json()
+    assert d["retired"] == [NW] and d["added"] == ["n1", "n2"]
+    assert d["unchanged"] == sorted([NE, SW, SE])
+    assert {t["to_key"] for t in d["transfers"]} == {"n1", "n2"}
+    area_nw = _sql(tiny_db_url, "SELECT area_m2 FROM area WHERE code = :c", c=NW)[0][0]
+    assert d["moved_m2"] == pytest.approx(area_nw, rel=1e-3)
+    assert d["entities"]["unit"]["moves"] == [
+        {"from_code": NW, "to_key": "n2", "n": 1, "ids": [unit.json()["id"]]}
+    ]
+    assert d["entities"]["incident"]["total"] == 1
+    assert [m["name"] for m in d["staff"]["members"]] == ["Officer Li"]
+    assert [t["name"] for t in d["staff"]["grid_officers"]] == ["grid"]
+
+    r = tiny_client.post(f"/plans/{plan_id}/publish", headers={**h["planner"], "If-Match": '"2"'})
+    assert r.status_code == 200, r.text
+    pub = r.json()
+    gen = pub["generation"]
+    # New grids get the community's next sequence numbers, west to east; others keep theirs.
+    assert pub["codes"] == {"n1": f"{NORTH}003", "n2": f"{NORTH}004"}
+    assert pub["retired"] == [NW] and pub["kept"] == sorted([NE, SW, SE])
+    assert (
+        tiny_client.get(f"/plans/{plan_id}", headers=h["planner"]).json()["status"] == "published"
+    )
+    # Lookups now answer the new grid; generation 1 still answers the old one.
+    look = tiny_client.get("/lookup", params={"lon": IN_NW[0], "lat": IN_NW[1]}, headers=h["city"])
+    assert look.json()["grid"]["code"] == f"{NORTH}003" and look.json()["generation"] == gen
+    old = tiny_client.get(
+        "/lookup", params={"lon": IN_NW[0], "lat": IN_NW[1], "generation": 1}, headers=h["city"]
+    )
+    assert old.json()["grid"]["code"] == NW
+    hist = tiny_client.get(f"/areas/{NE}/history", headers=h["city"]).json()
+    assert [(x["generation_low"], x["generation_high"]) for x in hist] == [(1, gen)]
+    # The incident keeps the grid it was reported in; the unit follows the boundaries.
+    row = _sql(
+        tiny_db_url,
+        "SELECT reported_grid_code, reported_generation FROM incident WHERE id = :i",
+        i=incident,
+    )[0]
+    assert tuple(row) == (NW, 1)
+    moved = _sql(tiny_db_url, "SELECT grid_code FROM unit WHERE id = :i", i=unit.json()["id"])
+    assert moved[0][0] == f"{NORTH}004"
+    # A published plan is no longer a draft.
+    _problem(tiny_client.post(f"/plans/{plan_id}/publish", headers=h["planner"]), 409)
+    _problem(_edit(tiny_client, h, plan_id, {"op": "merge", "keys": [NE, SE]}, pub["version"]), 409)
+
+
+def _generations(tiny_db_url):
+    return [tuple(r) for r in _sql(tiny_db_url, "SELECT id, active FROM generation ORDER BY id")]
+
+
+def test_a_refused_publish_leaves_the_current_generation_untouched(tiny_client, tiny_db_url, h):
+    first = _draft(tiny_client, h, name="first")
+    second = _draft(tiny_client, h, name="second")
+    later = _draft(tiny_client, h, name="drawn on the same generation")
+    # A draft whose grids no longer tile its area (a grid lost behind the API's back).
+    _sql(
+        tiny_db_url,
+        "DELETE FROM boundary_plan_grid WHERE plan_id = :p AND key = :k",
+        p=second,
+        k=SE,
+    )
+    before = _generations(tiny_db_url)
+    bad = _problem(tiny_client.post(f"/plans/{second}/publish", headers=h["planner"]), 422, "gap")
+    assert str(second) in bad["detail"]
+    assert _generations(tiny_db_url) == before
+    # Another plan is published first: the later draft's base generation is no longer current.
+    r = _edit(tiny_client, h, first, {"op": "merge", "keys": [NE, NW]}, 1)
+    assert r.status_code == 200, r.text
+    assert tiny_client.post(f"/plans/{first}/publish", headers=h["planner"]).status_code == 200
+    after_first = _generations(tiny_db_url)
+    assert len(after_first) == len(before) + 1
+    assert (
+        tiny_client.get(f"/plans/{later}", headers=h["planner"]).json()["base_is_current"] is False
+    )
+    stale = _problem(tiny_client.post(f"/plans/{later}/publish", headers=h["planner"]), 409)
+    assert stale["field"] == "base_generation" and "is current now" in stale["detail"]
+    assert _generations(tiny_db_url) == after_first
+    # The lookup still answers the first plan's grids.
+    look = tiny_client.get("/lookup", params={"lon": IN_NW[0], "lat": IN_NW[1]}, headers=h["city"])
+    assert look.json()["generation"] == after_first[-1][0]
+    assert look.json()["grid"]["code"] == f"{NORTH}003"
