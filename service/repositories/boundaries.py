@@ -229,7 +229,7 @@ def write_areas(
         conn.execute(
             update(area)
             .where(area.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
-            .values(generation_high=generation_id - 1),
+            .values(generation_high=_previous_generation(conn, generation_id)),
             {"ids": end_ids},
         )
     rows = [
@@ -267,6 +267,15 @@ def write_areas(
     return summary
 
 
+def _previous_generation(conn: Connection, generation_id: int) -> int:
+    """Return the generation before ``generation_id``: the newest older one. Ids may have
+    gaps (a generation created in a transaction that rolled back still used its id), so
+    ``generation_id - 1`` need not exist."""
+    return conn.execute(
+        text("SELECT max(id) FROM generation WHERE id < :g"), {"g": generation_id}
+    ).scalar_one()
+
+
 def _end_version(conn: Connection, *, area_id: int, low: int, generation_id: int) -> None:
     """End an area version before the pending ``generation_id``: a version that began in
     it is deleted, an older one now ends in the previous generation."""
@@ -274,7 +283,9 @@ def _end_version(conn: Connection, *, area_id: int, low: int, generation_id: int
         conn.execute(delete(area).where(area.c.id == area_id))
     else:
         conn.execute(
-            update(area).where(area.c.id == area_id).values(generation_high=generation_id - 1)
+            update(area)
+            .where(area.c.id == area_id)
+            .values(generation_high=_previous_generation(conn, generation_id))
         )
 
 
