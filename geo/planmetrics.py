@@ -53,6 +53,7 @@ __all__ = [
     "PlanContext",
     "PlanMetrics",
     "population_points",
+    "dasymetric_population",
     "measure_shapes",
     "count_in_grids",
     "count_communities",
@@ -200,6 +201,42 @@ def population_points(
     if not lons:
         return PointLayer.empty()
     return PointLayer(np.concatenate(lons), np.concatenate(lats), np.concatenate(weights))
+
+
+def dasymetric_population(
+    geoms: Sequence[BaseGeometry],
+    values: Sequence[float],
+    where: PointLayer,
+    *,
+    frame: LocalFrame,
+    min_points: int = 20,
+    samples: int = 64,
+) -> PointLayer:
+    """Return weighted points spreading each polygon's value over the points of ``where``
+    inside it (people live where incidents, households and units are), evenly over its
+    area (:func:`population_points`) when it holds fewer than ``min_points`` of them.
+    """
+    arr = np.asarray(list(geoms), dtype=object)
+    vals = np.asarray(values, dtype=float)
+    if vals.shape != arr.shape:
+        raise ValueError(f"{vals.size} values for {arr.size} polygons")
+    owner = np.full(len(where), -1)
+    if len(where) and arr.size:
+        pi, gi = shapely.STRtree(arr).query(
+            shapely.points(where.lon, where.lat), predicate="within"
+        )
+        owner[pi] = gi
+    counts = np.bincount(owner[owner >= 0], minlength=arr.size)
+    dense = counts >= min_points
+    sel = (owner >= 0) & dense[np.maximum(owner, 0)]
+    w = np.where(sel, vals[np.maximum(owner, 0)] / np.maximum(counts[np.maximum(owner, 0)], 1), 0)
+    sparse = population_points(arr[~dense], vals[~dense], frame=frame, samples=samples)
+    weight = sparse.weight if sparse.weight is not None else np.empty(0)
+    return PointLayer(
+        np.concatenate([where.lon[sel], sparse.lon]),
+        np.concatenate([where.lat[sel], sparse.lat]),
+        np.concatenate([w[sel], weight]),
+    )
 
 
 def measure_shapes(geoms_m) -> pd.DataFrame:

@@ -68,7 +68,7 @@ __all__ = [
 #: Quadtree refinement: a cell heavier than this share of a grid's ideal weight is split.
 MAX_BLOCK_SHARE = 0.05
 _MAX_DEPTH = 4
-_MEASURES = ("population", "households", "units", "incidents")
+_MEASURES = ("population", "households", "units", "incidents", "area")
 
 
 class ProposalError(ValueError):
@@ -209,22 +209,28 @@ def weigh_blocks(
     layers: Mapping[str, PointLayer],
     *,
     balance: Mapping[str, float] | None = None,
+    frame: LocalFrame | None = None,
 ) -> Blocks:
     """Return ``blocks`` with each layer counted per block and the balanced weight.
 
     ``layers`` maps ``population``, ``households``, ``units``, ``incidents`` to weighted
-    points. ``balance`` maps measures to importance (default ``{"population": 1}``); the
-    weight is ``sum(importance * load / total load)`` scaled to the population total (or to
-    the first measure's total), so it reads in people.
+    points; ``area`` (m², given ``frame``) is a measure too. ``balance`` maps measures to
+    importance (default ``{"population": 1}``); the weight is
+    ``sum(importance * load / total load)`` scaled to the population total (or to the first
+    measure's total), so it reads in people.
     """
     balance = dict(balance or {"population": 1.0})
     unknown = sorted(set(balance) - set(_MEASURES))
     if unknown:
         raise ProposalError(f"unknown balance measure(s): {', '.join(unknown)}")
-    missing = sorted(m for m in balance if m not in layers)
+    missing = sorted(m for m in balance if m not in layers and m != "area")
     if missing:
         raise ProposalError(f"no points for balance measure(s): {', '.join(missing)}")
     loads = {name: count_in_grids(blocks.geoms, layer) for name, layer in layers.items()}
+    if frame is not None:
+        loads["area"] = shapely.area(frame.to_metric(blocks.geoms))
+    elif "area" in balance:
+        raise ProposalError("balancing area needs the metric frame")
     share = np.zeros(len(blocks))
     for m, imp in balance.items():
         total = loads[m].sum()
@@ -448,6 +454,8 @@ def propose_grids(
     scale_layer = layers.get("population") if balance is None else None
     if scale_layer is None and balance:
         scale_layer = layers.get(next(iter(balance)))
+    if isinstance(balance, Mapping) and "area" in balance:
+        scale_layer = None
     heavy = None
     if scale_layer is not None and len(scale_layer):
         w = np.ones(len(scale_layer)) if scale_layer.weight is None else scale_layer.weight
@@ -464,7 +472,7 @@ def propose_grids(
         region = np.full(len(blocks), next(iter(communities)), dtype=object)
         region[bi] = codes[ci]
         home = region
-    blocks = weigh_blocks(blocks, layers, balance=balance)
+    blocks = weigh_blocks(blocks, layers, balance=balance, frame=frame)
     graph = block_graph(blocks, frame=frame)
     if nest:
         region_w = {c: float(blocks.weight[blocks.region == c].sum()) for c in regions}

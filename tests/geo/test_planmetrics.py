@@ -12,6 +12,7 @@ from geo.planmetrics import (
     STANDARD_TEAM,
     PlanContext,
     PointLayer,
+    dasymetric_population,
     measure_shapes,
     plan_metrics,
     population_points,
@@ -184,3 +185,18 @@ def test_bad_input_is_named():
         plan_metrics(["a", "b"], [grids["g1"]], context=ctx)
     with pytest.raises(ValueError, match="incident_years"):
         PlanContext(frame=FRAME, incident_years=0)
+
+
+def test_dasymetric_population_follows_the_points():
+    comms = [ll(box(0, 0, 2000, 1000)), ll(box(2000, 0, 4000, 1000))]
+    # 30 points in the west half of the first community; 3 in the second (too few).
+    xy = [(100 + 25 * i, 500) for i in range(30)] + [(2500, 500)] * 3
+    layer = dasymetric_population(comms, [600.0, 200.0], pts(*xy), frame=FRAME, samples=100)
+    assert layer.weight.sum() == pytest.approx(800.0)
+    ctx = PlanContext(frame=FRAME, population=layer)
+    halves = [ll(box(0, 0, 1000, 1000)), ll(box(1000, 0, 2000, 1000))]
+    east = [ll(box(2000, 0, 3000, 1000)), ll(box(3000, 0, 4000, 1000))]
+    m = plan_metrics(["w", "e", "x", "y"], halves + east, context=ctx)
+    assert m.grids["population"].tolist()[:2] == pytest.approx([600, 0])
+    # Spread evenly where the points are too few.
+    assert m.grids["population"].tolist()[2:] == pytest.approx([100, 100], rel=0.05)

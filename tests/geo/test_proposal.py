@@ -115,3 +115,13 @@ def test_refused_with_the_reason():
         propose_grids(COMMUNITIES, 3, pop, balance={"votes": 1})
     with pytest.raises(ProposalError, match="no points for balance"):
         propose_grids(COMMUNITIES, 3, pop, balance={"incidents": 1})
+
+
+def test_balancing_area_alone():
+    p = propose_grids(COMMUNITIES, 4, {}, balance={"area": 1}, seed=3, bursts=0)
+    areas = shapely.area(FRAME.to_metric(np.array(p.geoms, dtype=object)))
+    by_comm = {}
+    for a, c in zip(areas, p.communities, strict=True):
+        by_comm.setdefault(c, []).append(a)
+    for values in by_comm.values():
+        assert max(values) / np.mean(values) - 1 <= 0.04 + 1e-9

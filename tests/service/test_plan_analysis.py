@@ -1,0 +1,204 @@
+"""Plan analysis over the API: a draft's metrics (also after an edit), an automatic proposal
+as a new draft, what-if coverage (nothing written), refusals naming the problem."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from shapely.geometry import LineString, mapping
+from sqlalchemy import text
+
+from service.db import make_engine
+from service.planning.metrics import CACHE
+from tests.conftest import auth, make_tokens
+
+DISTRICT = "990101"
+NORTH, SOUTH = "990101001001", "990101001002"
+NW, NE = f"{NORTH}001", f"{NORTH}002"
+CUT_NW = LineString([(106.005, 26.0095), (106.005, 26.0205)])
+
+
+@pytest.fixture
+def h(tiny_db_url):
+    CACHE.clear()
+    tokens = make_tokens(
+        tiny_db_url,
+        {
+            "planner": ("planner", DISTRICT),
+            "other_planner": ("planner", "990102"),
+            "community": ("community_dispatcher", NORTH),
+        },
+    )
+    return {name: auth(token) for name, token in tokens.items()}
+
+
+def _sql(url, sql, **params):
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        rows = conn.execute(text(sql), params).all()
+    engine.dispose()
+    return rows
+
+
+def _draft(client, h):
+    r = client.post("/plans", json={"name": "Redraw", "area_code": DISTRICT}, headers=h["planner"])
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _problem(r, status, field=None):
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    if field is not None:
+        assert field in body["detail"] or body.get("field") == field, body
+    return body
+
+
+def test_metrics_of_a_draft_and_after_an_edit(tiny_client, h):
+    plan_id = _draft(tiny_client, h)
+    r = tiny_client.get(f"/plans/{plan_id}/metrics", headers=h["planner"])
+    assert r.status_code == 200, r.text
+    assert r.headers["ETag"] == '"1"'
+    body = r.json()
+    assert body["plan"]["grids"] == 4
+    assert body["plan"]["noncontiguous"] == 0 and body["plan"]["straddling"] == 0
+    grids = {g["key"]: g for g in body["grids"]}
+    assert set(grids) == {NW, NE, f"{SOUTH}001", f"{SOUTH}002"}
+    nw = grids[NW]
+    assert nw["community_code"] == NORTH and nw["parts"] == 1 and nw["straddles"] == 0
+    # A 0.01° box at 26°N: ~1000 m by ~1112 m, nearly square.
+    assert nw["area_m2"] == pytest.approx(1000.9e3 * 1.112, rel=0.01)
+    ratio = 0.01 * math.cos(math.radians(26.015)) / 0.01
+    assert nw["polsby_popper"] == pytest.approx(math.pi * ratio / (1 + ratio) ** 2, rel=1e-3)
+    assert nw["convex_hull_ratio"] == pytest.approx(1.0)
+    # The edit's answer carries the plan's metrics, measured from the cached version.
+    r = tiny_client.post(
+        f"/plans/{plan_id}/edits",
+        json={"op": "split_line", "key": NW, "line": mapping(CUT_NW)},
+        headers={**h["planner"], "If-Match": '"1"'},
+    )
+    assert r.status_code == 200, r.text
+    metrics = r.json()["metrics"]
+    assert metrics["plan"]["grids"] == 5
+    assert {g["key"] for g in metrics["grids"]} == {"n1", "n2"}
+    after = tiny_client.get(f"/plans/{plan_id}/metrics", headers=h["planner"]).json()
+    assert after["version"] == 2 and after["plan"] == pytest.approx(metrics["plan"])
+    # A fresh process (no cache) measures the same.
+    CACHE.clear()
+    again = tiny_client.get(f"/plans/{plan_id}/metrics", headers=h["planner"]).json()
+    assert again["plan"] == pytest.approx(metrics["plan"])
+
+
+def test_metrics_for_planners_of_the_area_only(tiny_client, h):
+    plan_id = _draft(tiny_client, h)
+    _problem(tiny_client.get(f"/plans/{plan_id}/metrics", headers=h["community"]), 403)
+    _problem(tiny_client.get(f"/plans/{plan_id}/metrics", headers=h["other_planner"]), 403)
+    _problem(tiny_client.get("/plans/999999/metrics", headers=h["planner"]), 404)
+
+
+def test_a_proposal_becomes_a_draft(tiny_client, h):
+    r = tiny_client.post(
+        "/plans/proposals",
+        json={
+            "name": "Four by area",
+            "area_code": DISTRICT,
+            "k": 5,
+            "balance": {"population": 0, "area": 1},
+            "bursts": 2,
+        },
+        headers=h["planner"],
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["proposal"]["max_abs_dev_in_community"] <= 0.04 + 1e-9
+    assert body["metrics"]["plan"]["grids"] == 5
+    assert body["metrics"]["plan"]["noncontiguous"] == 0
+    assert body["metrics"]["plan"]["straddling"] == 0
+    plan_id = body["plan_id"]
+    fc = tiny_client.get(f"/plans/{plan_id}/grids", headers=h["planner"]).json()
+    parents = sorted(f["properties"]["parent_code"] for f in fc["features"])
+    assert set(parents) == {NORTH, SOUTH} and len(parents) == 5
+    assert all(f["properties"]["code"] is None for f in fc["features"])
+
+
+def test_proposals_refused_with_the_reason(tiny_client, h):
+    def propose(**kw):
+        body = {"name": "p", "area_code": DISTRICT, "k": 4, **kw}
+        return tiny_client.post("/plans/proposals", json=body, headers=h["planner"])
+
+    # The tiny hierarchy has no population estimates.
+    _problem(propose(), 422, "population")
+    _problem(propose(k=1, balance={"area": 1, "population": 0}), 422, "communities")
+    _problem(propose(balance={"population": 0}), 422, "balance")
+    _problem(propose(k=0), 422)
+    _problem(propose(epsilon=0.5), 422)
+    r = tiny_client.post(
+        "/plans/proposals",
+        json={"name": "p", "area_code": "990102", "k": 4},
+        headers=h["planner"],
+    )
+    _problem(r, 403)
+    r = tiny_client.post(
+        "/plans/proposals",
+        json={"name": "p", "area_code": DISTRICT, "k": 4},
+        headers=h["community"],
+    )
+    _problem(r, 403)
+
+
+def test_what_if_coverage_compares_and_writes_nothing(tiny_client, tiny_db_url, h):
+    plan_id = _draft(tiny_client, h)
+    r = tiny_client.post(
+        f"/plans/{plan_id}/edits",
+        json={"op": "split_line", "key": NW, "line": mapping(CUT_NW)},
+        headers={**h["planner"], "If-Match": '"1"'},
+    )
+    assert r.status_code == 200, r.text
+    generations = _sql(tiny_db_url, "SELECT id, active FROM generation ORDER BY id")
+    areas = _sql(tiny_db_url, "SELECT count(*), max(generation_high) FROM area")
+    r = tiny_client.get(f"/plans/{plan_id}/coverage", headers=h["planner"])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body["analyses"]) == {"staffing", "workload", "care", "reach"}
+    assert sorted(body["provisional_codes"]) == ["n1", "n2"]
+    assert all(c.startswith(NORTH) for c in body["provisional_codes"].values())
+    staffing = body["analyses"]["staffing"]
+    # No teams anywhere: the draft's five grids each miss their three roles.
+    assert staffing["draft"]["grids"] == staffing["today"]["grids"] + 1
+    assert staffing["change"]["grids"] == 1
+    # Nothing written: the generations and areas are as they were.
+    assert _sql(tiny_db_url, "SELECT id, active FROM generation ORDER BY id") == generations
+    assert _sql(tiny_db_url, "SELECT count(*), max(generation_high) FROM area") == areas
+    only = tiny_client.get(
+        f"/plans/{plan_id}/coverage", params={"analyses": "staffing"}, headers=h["planner"]
+    ).json()
+    assert set(only["analyses"]) == {"staffing"}
+    r = tiny_client.get(
+        f"/plans/{plan_id}/coverage", params={"analyses": "staffing,votes"}, headers=h["planner"]
+    )
+    _problem(r, 422, "votes")
+    _problem(tiny_client.get(f"/plans/{plan_id}/coverage", headers=h["community"]), 403)
+
+
+def test_publishing_after_what_ifs(tiny_client, tiny_db_url, h):
+    # A what-if uses (and rolls back) a generation id: ids then have a gap, and retiring
+    # areas must end them in the newest older generation, not in id - 1.
+    plan_id = _draft(tiny_client, h)
+    r = tiny_client.post(
+        f"/plans/{plan_id}/edits",
+        json={"op": "split_line", "key": NW, "line": mapping(CUT_NW)},
+        headers={**h["planner"], "If-Match": '"1"'},
+    )
+    assert r.status_code == 200, r.text
+    for _ in range(2):
+        r = tiny_client.get(
+            f"/plans/{plan_id}/coverage", params={"analyses": "staffing"}, headers=h["planner"]
+        )
+        assert r.status_code == 200, r.text
+    r = tiny_client.post(f"/plans/{plan_id}/publish", headers={**h["planner"], "If-Match": '"2"'})
+    assert r.status_code == 200, r.text
+    (old,) = _sql(tiny_db_url, "SELECT generation_high FROM area WHERE code = :c", c=NW)
+    active = _sql(tiny_db_url, "SELECT id FROM generation WHERE active ORDER BY id")
+    assert old.generation_high == active[0].id and len(active) == 2
