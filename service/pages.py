@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from maps.assets import STATIC_URL
+from maps.basemap import WGS84, Basemaps, shift_geojson
 from maps.gaps import GAP_LAYERS, MAP_GAP_LAYERS, add_gap_layers
 from maps.geojson import bounds_of, collection, merge_bounds
 from maps.live import add_dispatch_queue, add_tablet_desk
@@ -42,6 +43,7 @@ from maps.pages import (
 )
 from maps.style import zoom_for_bounds
 from service.auth import DISPATCHER_ROLES, Principal
+from service.basemap import add_page_basemaps
 from service.dispatch.lifecycle import ACTIONS
 from service.errors import ForbiddenError, NotFoundError, UnprocessableError
 from service.repositories import grids as grid_repo
@@ -497,6 +499,8 @@ async def build_page(
     grid: str | None = None,
     metric: str | None = None,
     gaps: dict[str, dict[str, Any]] | None = None,
+    basemaps: Basemaps | None = None,
+    static: bool = False,
 ) -> Page:
     """Return the ``kind`` page (dispatch, tablet, planning) as the principal may see it.
 
@@ -515,11 +519,26 @@ async def build_page(
         The dispatch page's area, the tablet page's grid, the planning page's colour metric.
     gaps : dict, optional
         The planning page's coverage analyses (:func:`coverage_gaps`), drawn as its gaps.
+    basemaps : maps.basemap.Basemaps, optional
+        The street basemaps (:func:`service.basemap.page_basemaps`); the page's data are
+        shifted to their datum (GCJ-02, BD-09) before they are drawn.
+    static : bool
+        A static file: the offline basemap's tiles are rendered into it, keyed providers
+        left out.
     """
     require_page_role(kind, principal)
     common = {"pool": pool, "principal": principal, "generation": generation}
+    datum = basemaps.datum if basemaps is not None else WGS84
+    page = await _build_page(kind, common, links, area, grid, metric, gaps, datum)
+    if basemaps is not None:
+        await add_page_basemaps(page, basemaps, conn=pool, principal=principal, static=static)
+    return page
+
+
+async def _build_page(kind, common, links, area, grid, metric, gaps, datum) -> Page:
+    principal = common["principal"]
     if kind == "dispatch":
-        data = await dispatch_data(**common, area=area)
+        data = shift_geojson(await dispatch_data(**common, area=area), datum)
         tablet_url = links.tablet_url if principal.role in PAGE_ROLES["tablet"] else None
         page = dispatch_page(**data, area_url=links.area_url, tablet_url=tablet_url)
         if links.cases_url:
@@ -528,7 +547,7 @@ async def build_page(
             await _add_live_queue(page, **common, links=links, area=area)
         return page
     if kind == "tablet":
-        data = await tablet_data(**common, grid=grid)
+        data = shift_geojson(await tablet_data(**common, grid=grid), datum)
         page = tablet_page(
             **data, report_endpoint=links.report_endpoint, csrf_token=links.csrf_token
         )
@@ -547,9 +566,9 @@ async def build_page(
                 page_size=links.page_size,
             )
         return page
-    data = await planning_data(**common, metric=metric or "incidents_90d")
+    data = shift_geojson(await planning_data(**common, metric=metric or "incidents_90d"), datum)
     page = planning_page(**data, area_url=links.area_url)
-    add_gap_layers(page, gaps or {})
+    add_gap_layers(page, shift_geojson(gaps or {}, datum))
     return page
 
 
@@ -571,6 +590,7 @@ async def page_html(
     grid: str | None = None,
     metric: str | None = None,
     gap_cache=None,
+    basemaps: Basemaps | None = None,
 ) -> str:
     """Return the ``kind`` page as one HTML document, on the current generation.
 
@@ -582,8 +602,8 @@ async def page_html(
     engine : sqlalchemy.Engine
         The synchronous engine the planning page's coverage analyses run on (in a worker
         thread); unused by the other pages.
-    principal, links, area, grid, metric
-        As for :func:`build_page`.
+    principal, links, area, grid, metric, basemaps
+        As for :func:`build_page` (a file gets the offline basemap's tiles inline).
     gap_cache : service.gap_cache.GapCache, optional
         Keeps the planning page's analyses until what they read changes.
     assets, static_url
@@ -607,6 +627,8 @@ async def page_html(
             grid=grid,
             metric=metric,
             gaps=gaps,
+            basemaps=basemaps,
+            static=assets == "inline",
         )
     return render_page(page, assets=assets, static_url=static_url)
 
@@ -636,6 +658,11 @@ async def _export(url: str, principal: Principal, kind: str, link_base: str | No
         area_url=f"{base}/pages/dispatch?area={{code}}" if base else None,
         tablet_url=f"{base}/pages/tablet?grid={{code}}" if base else None,
     )
+    from service.basemap import static_basemaps
+    from service.settings import BasemapSettings
+
+    # The basemaps of WANGGE_BASEMAP (keyed providers are left out of a file).
+    basemaps = static_basemaps(BasemapSettings())
     pool = await make_pg_pool(url, size=2)
     engine = make_engine(url) if kind == "planning" else None
     try:
@@ -646,6 +673,7 @@ async def _export(url: str, principal: Principal, kind: str, link_base: str | No
             principal=principal,
             links=links,
             assets="inline",
+            basemaps=basemaps,
             **params,
         )
     finally:

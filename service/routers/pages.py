@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 from maps.assets import STATIC_URL, static_file
 from maps.pages import PLANNING_METRICS
 from service.auth import Principal
+from service.basemap import page_basemaps
 from service.deps import PoolDep, PrincipalDep, SyncEngineDep, start_page_session
 from service.edge.sessions import csrf_token, session_redirect
 from service.errors import NotFoundError
@@ -110,6 +111,7 @@ class _PageServer:
             links=_served_links(self.request),
             static_url=root + STATIC_URL,
             gap_cache=_gap_cache(self.request) if kind == "planning" else None,
+            basemaps=page_basemaps(self.request.app.state.settings.basemap, root=root),
             **params,
         )
         return _html(self.request, html)

@@ -1,0 +1,529 @@
+"""Street basemaps on the pages, and the offline basemap drawn from the database.
+
+A copy of the tiny hierarchy is laid over central Guiyang (106.69–106.73 E, 26.57–26.59 N)
+and the real bus routes of ``../shared/data`` (BD-09, converted on import) are imported as
+its road network: the offline basemap's tiles show those streets and the area names, the
+pages draw their overlays on them, and a provider URL pointed at a stub tile server on
+GCJ-02 gets overlays shifted to land on the stub's own pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import shapely
+from PIL import Image
+from shapely import affinity
+
+from service.db import migrate
+from tests.conftest import _create_database, _drop_database, auth, make_tokens
+from tests.reference import reference_path
+from tests.service.test_pages import ARTIFACTS, CHROMIUM_ARGS
+
+BUS_ROUTES = "guiyang_bus_routes_cityvein_bd09.geojson"
+DX, DY = 0.69, 0.57  # the tiny city, moved onto central Guiyang
+CITY, D1, NW = "990100", "990101", "990101001001001"
+COMMUNITY = "990101001001"
+TOKENS = {
+    "admin": ("admin", None),
+    "city": ("city_dispatcher", CITY),
+    "officer": ("grid_officer", NW),
+}
+#: Inside the officer's grid (the tiny city's 106.005, 26.015, moved).
+IN_NW = (106.005 + DX, 26.015 + DY)
+
+
+def _engine(url):
+    from service.db import make_engine
+
+    return make_engine(url)
+
+
+def bus_routes_bd09(box=(106.672, 26.56, 106.77, 26.62)) -> bytes:
+    """Return the bus routes crossing ``box`` (BD-09 degrees) as GeoJSON, still in BD-09."""
+    raw = json.loads(reference_path(BUS_ROUTES).read_text(encoding="utf-8"))
+    area = shapely.box(*box)
+    features = []
+    for f in raw["features"]:
+        line = shapely.geometry.shape(f["geometry"])
+        part = line.intersection(area)
+        for piece in getattr(part, "geoms", [part]):
+            if piece.geom_type == "LineString" and not piece.is_empty:
+                features.append(
+                    {
+                        "type": "Feature",
+                        "properties": {"route": f["properties"].get("idx")},
+                        "geometry": shapely.geometry.mapping(piece),
+                    }
+                )
+    return json.dumps({"type": "FeatureCollection", "features": features}).encode()
+
+
+def import_bus_routes(url: str, *, name: str = "bus routes") -> dict:
+    from service.analysis.network import import_network
+    from service.auth import Principal
+
+    admin = Principal(token_id="t", name="t", role="admin", area_code=None, scope_path=None)
+    engine = _engine(url)
+    with engine.begin() as conn:
+        report = import_network(
+            conn,
+            principal=admin,
+            data=bus_routes_bd09(),
+            filename="bus.geojson",
+            crs="BD-09",
+            name=name,
+            node="endpoints",
+        )
+    engine.dispose()
+    return report
+
+
+@pytest.fixture(scope="module")
+def guiyang_db_url():
+    """A throwaway database: the tiny hierarchy over central Guiyang, the bus routes as roads."""
+    from fixtures.tiny import tiny_records
+    from geo.areas import AreaRecord
+    from service.repositories import boundaries
+
+    url = _create_database("wangge_test_basemap")
+    migrate(url)
+    records = [
+        AreaRecord(r.code, r.name, r.level, r.parent_code, affinity.translate(r.geom, DX, DY))
+        for r in tiny_records()
+    ]
+    engine = _engine(url)
+    with engine.begin() as conn:
+        gen = boundaries.create_generation(conn, description="tiny over Guiyang")
+        boundaries.write_areas(conn, generation_id=gen, records=records, source="tiny")
+        boundaries.activate_generation(conn, generation_id=gen)
+    engine.dispose()
+    import_bus_routes(url)
+    yield url
+    _drop_database(url)
+
+
+class Server:
+    """The service on a free port, in a thread, with the given basemap settings."""
+
+    def __init__(self, db_url: str, **basemap):
+        import uvicorn
+
+        from service.app import create_app
+        from service.settings import APISettings, BasemapSettings, DatabaseSettings, Settings
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        settings = Settings(
+            db=DatabaseSettings(DATABASE_URL=db_url),
+            api=APISettings(token_cache_seconds=0),
+            basemap=BasemapSettings(**basemap),
+        )
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def tokens(guiyang_db_url):
+    return make_tokens(guiyang_db_url, TOKENS)
+
+
+@pytest.fixture(scope="module")
+def client(guiyang_db_url):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import APISettings, DatabaseSettings, Settings
+
+    settings = Settings(
+        db=DatabaseSettings(DATABASE_URL=guiyang_db_url), api=APISettings(token_cache_seconds=0)
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
+    n = 2**z
+    x = int((lon + 180) / 360 * n)
+    s = np.sin(np.radians(lat))
+    y = int((0.5 - np.log((1 + s) / (1 - s)) / (4 * np.pi)) * n)
+    return x, y
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def share_of(image: np.ndarray, colour, tol: int = 40) -> float:
+    """Return the share of pixels within ``tol`` of ``colour`` (per channel)."""
+    close = np.all(np.abs(image.astype(int) - np.array(colour)) <= tol, axis=-1)
+    return float(close.mean())
+
+
+# -- the offline tiles ------------------------------------------------------------------------
+def test_offline_tiles_draw_the_imported_streets_and_the_areas(client, tokens):
+    from maps.offline import BACKGROUND
+
+    z = 15
+    x, y = tile_of(*IN_NW, z)
+    r = client.get(f"/tiles/basemap/{z}/{x}/{y}.png", headers=auth(tokens["admin"]))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    image = pixels(r.content)
+    assert image.shape == (256, 256, 3)
+    # Streets: white fill with casing over the background, a good part of a city tile.
+    white = share_of(image, (255, 255, 255), tol=6)
+    assert white > 0.02, white
+    background = share_of(image, BACKGROUND[:3], tol=6)
+    assert 0.2 < background < 0.98, background
+    (ARTIFACTS).mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "basemap-tile-z15.png").write_bytes(r.content)
+
+    # The same tile again: from the cache, with an ETag; If-None-Match → 304.
+    again = client.get(f"/tiles/basemap/{z}/{x}/{y}.png", headers=auth(tokens["admin"]))
+    assert again.content == r.content and again.headers["etag"] == r.headers["etag"]
+    not_modified = client.get(
+        f"/tiles/basemap/{z}/{x}/{y}.png",
+        headers={**auth(tokens["admin"]), "If-None-Match": r.headers["etag"]},
+    )
+    assert not_modified.status_code == 304
+    assert client.get(f"/tiles/basemap/{z}/{x}/{y}.png").status_code == 401
+
+
+def test_offline_tiles_refuse_bad_numbers_clearly(client, tokens):
+    h = auth(tokens["admin"])
+    r = client.get("/tiles/basemap/3/8/0.png", headers=h)
+    assert r.status_code == 422 and "x must be between 0 and 7" in r.json()["detail"]
+    r = client.get("/tiles/basemap/3/0/0.png", params={"datum": "EPSG:3857"}, headers=h)
+    assert r.status_code == 422 and "datum" in r.text
+    assert client.get("/tiles/basemap/21/0/0.png", headers=h).status_code == 422
+
+
+def test_a_district_tile_names_its_areas_and_a_grid_officer_sees_no_sibling(client, tokens):
+    z = 14
+    x, y = tile_of(*IN_NW, z)
+    admin = pixels(
+        client.get(f"/tiles/basemap/{z}/{x}/{y}.png", headers=auth(tokens["admin"])).content
+    )
+    officer = pixels(
+        client.get(f"/tiles/basemap/{z}/{x}/{y}.png", headers=auth(tokens["officer"])).content
+    )
+    # Boundaries are drawn in purples; the officer's tile lacks the siblings' grid lines.
+    purple = (150, 130, 178)
+    assert share_of(admin, purple, 30) > share_of(officer, purple, 30) > 0
+
+
+def test_gcj02_tiles_are_the_wgs84_drawing_moved_by_the_shift(client, tokens):
+    z = 15
+    x, y = tile_of(*IN_NW, z)
+    h = auth(tokens["admin"])
+    wgs = client.get(f"/tiles/basemap/{z}/{x}/{y}.png", headers=h)
+    gcj = client.get(f"/tiles/basemap/{z}/{x}/{y}.png", params={"datum": "GCJ-02"}, headers=h)
+    assert gcj.status_code == 200 and gcj.content != wgs.content
+    assert gcj.headers["etag"] != wgs.headers["etag"]
+
+
+def test_a_network_reimport_renews_the_tiles(guiyang_db_url, tokens):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import APISettings, DatabaseSettings, Settings
+
+    settings = Settings(
+        db=DatabaseSettings(DATABASE_URL=guiyang_db_url), api=APISettings(token_cache_seconds=0)
+    )
+    z = 15
+    x, y = tile_of(*IN_NW, z)
+    path = f"/tiles/basemap/{z}/{x}/{y}.png"
+    with TestClient(create_app(settings)) as c:
+        first = c.get(path, headers=auth(tokens["admin"]))
+        assert c.get(path, headers=auth(tokens["admin"])).headers["etag"] == first.headers["etag"]
+        import_bus_routes(guiyang_db_url, name="again")
+        second = c.get(path, headers=auth(tokens["admin"]))
+        assert second.status_code == 200
+        assert second.headers["etag"] != first.headers["etag"]
+        assert c.app.state.offline_tiles.misses >= 2
+
+
+# -- in a browser ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        pytest.fail(f"the browser checks need playwright ({exc}): pip install -e '.[test]'")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.fail("the browser checks need Debian's chromium: apt-get install -y chromium")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class StubTiles:
+    """A provider's tile server, local: grey tiles with a grid, and a red dot at ``dot``
+    (lon, lat in the provider's datum) wherever a tile holds it."""
+
+    def __init__(self, dot: tuple[float, float]):
+        self.dot = dot
+        self.requests: list[str] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                stub.requests.append(self.path)
+                z, x, y = (int(v) for v in self.path.split("?")[0].strip("/")[:-4].split("/"))
+                body = stub.tile(z, x, y)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/{{z}}/{{x}}/{{y}}.png"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def tile(self, z: int, x: int, y: int) -> bytes:
+        from PIL import ImageDraw
+
+        image = Image.new("RGB", (256, 256), (225, 225, 225))
+        draw = ImageDraw.Draw(image)
+        for i in range(0, 256, 32):
+            draw.line([(i, 0), (i, 255)], fill=(200, 200, 200))
+            draw.line([(0, i), (255, i)], fill=(200, 200, 200))
+        n = 256 * 2**z
+        lon, lat = self.dot
+        s = np.sin(np.radians(lat))
+        px = (lon + 180) / 360 * n - x * 256
+        py = (0.5 - np.log((1 + s) / (1 - s)) / (4 * np.pi)) * n - y * 256
+        if -8 <= px < 264 and -8 <= py < 264:
+            draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=(255, 0, 0))
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        return out.getvalue()
+
+    def __enter__(self) -> StubTiles:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+_MAP = "Object.values(window).find((v) => v instanceof L.Map)"
+
+
+def _open(browser, server, path, token, viewport=(1280, 800)):
+    ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    page = ctx.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(f"exception: {e}"))
+    sep = "&" if "?" in path else "?"
+    page.goto(f"{server.base_url}{path}{sep}access_token={token}")
+    page.wait_for_selector(".leaflet-control-layers")
+    return ctx, page, problems
+
+
+def _tiles_loaded(page, key: str) -> int:
+    """Return how many basemap tiles of ``key`` loaded, once every one of them has."""
+    selector = f".wg-basemap-{key} img.leaflet-tile"
+    page.wait_for_function(
+        f"""() => {{
+            const tiles = [...document.querySelectorAll('{selector}')];
+            return tiles.length > 0 && tiles.every((t) => t.complete && t.naturalWidth === 256)
+                && document.querySelectorAll('{selector}.leaflet-tile-loaded').length
+                   === tiles.length;
+        }}""",
+        timeout=30_000,
+    )
+    return page.locator(f"{selector}.leaflet-tile-loaded").count()
+
+
+def _screenshot_without_overlays(page) -> np.ndarray:
+    page.add_style_tag(
+        content=".leaflet-overlay-pane,.leaflet-marker-pane,.leaflet-shadow-pane,"
+        ".leaflet-control-container,.leaflet-tooltip-pane,.leaflet-popup-pane"
+        "{visibility:hidden !important}"
+    )
+    png = page.screenshot()
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def _container_point(page, lon: float, lat: float) -> tuple[float, float]:
+    p = page.evaluate(
+        f"() => {{ const m = {_MAP}; const p = m.latLngToContainerPoint([{lat}, {lon}]);"
+        " const r = m.getContainer().getBoundingClientRect();"
+        " return [p.x + r.left, p.y + r.top]; }"
+    )
+    return p[0], p[1]
+
+
+def _near(image: np.ndarray, x: float, y: float, colour, *, radius=3, tol=45) -> bool:
+    xi, yi = round(x), round(y)
+    patch = image[max(0, yi - radius) : yi + radius + 1, max(0, xi - radius) : xi + radius + 1]
+    return bool(np.any(np.all(np.abs(patch.astype(int) - np.array(colour)) <= tol, axis=-1)))
+
+
+PAGES = {
+    "dispatch": ("/pages/dispatch", "admin"),
+    "tablet": ("/pages/tablet", "officer"),
+    "planning": ("/pages/planning", "admin"),
+}
+
+
+@pytest.mark.parametrize("kind", list(PAGES))
+def test_each_page_shows_the_offline_basemap_under_aligned_overlays(
+    browser, guiyang_db_url, tokens, kind
+):
+    from maps.offline import BOUNDARY
+
+    path, who = PAGES[kind]
+    with Server(guiyang_db_url) as server:
+        ctx, page, problems = _open(browser, server, path, tokens[who])
+        try:
+            assert _tiles_loaded(page, "offline") >= 2
+            # The switcher lists the offline basemap as a base layer.
+            assert page.locator(".leaflet-control-layers-base input[type=radio]").count() >= 1
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"basemap-offline-{kind}.png"))
+            image = _screenshot_without_overlays(page)
+            # The tiles draw the officer's grid's corner where the page puts it: the north-west
+            # corner of the tiny city, a boundary in the tiles' own purples.
+            x, y = _container_point(page, 106.0 + DX, 26.02 + DY)
+            colours = [c for c, _, _ in BOUNDARY.values()]
+            assert any(_near(image, x, y, c) for c in colours), (
+                kind,
+                x,
+                y,
+                image[round(y), round(x)],
+            )
+            assert not problems, problems
+        finally:
+            ctx.close()
+
+
+@pytest.mark.parametrize("kind", list(PAGES))
+def test_a_gcj02_provider_gets_shifted_overlays_that_land_on_its_pixels(
+    browser, guiyang_db_url, tokens, kind
+):
+    from geo.coords import wgs84_to_gcj02
+
+    # A case at a known WGS84 point; the stub provider marks the same place on GCJ-02 tiles.
+    lon, lat = IN_NW
+    glon, glat = (float(v) for v in wgs84_to_gcj02(lon, lat))
+    with (
+        StubTiles((glon, glat)) as stub,
+        Server(
+            guiyang_db_url,
+            WANGGE_BASEMAP="custom",
+            url=stub.url,
+            url_datum="GCJ-02",
+            url_name="Stub streets",
+        ) as server,
+    ):
+        http = httpx.Client(base_url=server.base_url, timeout=20)
+        body = {"category": "road", "source": "patrol", "lon": lon, "lat": lat}
+        if kind == "tablet":
+            r = http.post("/incidents", json=body, headers=auth(tokens["officer"]))
+            assert r.status_code == 201, r.text
+        path, who = PAGES[kind]
+        ctx, page, problems = _open(browser, server, path, tokens[who])
+        try:
+            assert _tiles_loaded(page, "custom") >= 2 and stub.requests
+            page.screenshot(path=str(ARTIFACTS / f"basemap-gcj02-stub-{kind}.png"))
+            # The page's overlays are in GCJ-02: the officer's grid's north-west corner, as
+            # drawn, is the GCJ-02 image of the stored corner (exact, server side).
+            vertices = page.evaluate(
+                f"""() => {{
+                    const m = {_MAP}; const out = [];
+                    m.eachLayer((l) => {{
+                        if (l.feature && l.feature.properties.code === '{NW}')
+                            l.getLatLngs().flat(3).forEach((p) => out.push([p.lng, p.lat]));
+                    }});
+                    return out;
+                }}"""
+            )
+            assert vertices, "the officer's grid is drawn"
+            want = np.array([float(v) for v in wgs84_to_gcj02(106.0 + DX, 26.02 + DY)])
+            assert np.abs(np.array(vertices) - want).max(axis=1).min() < 1e-6
+            if kind == "tablet":
+                marker = page.evaluate(
+                    f"""() => {{
+                        const m = {_MAP}; const out = [];
+                        m.eachLayer((l) => {{
+                            if (l instanceof L.Marker && l.feature) {{
+                                const p = l.getLatLng(); out.push([p.lng, p.lat]);
+                            }}
+                        }});
+                        return out;
+                    }}"""
+                )
+                assert len(marker) == 1, marker
+                mlon, mlat = marker[0]
+                assert abs(mlon - glon) < 1e-6 and abs(mlat - glat) < 1e-6
+                # ... and lands on the stub's red dot (the tile drawn by another program).
+                image = _screenshot_without_overlays(page)
+                x, y = _container_point(page, mlon, mlat)
+                assert _near(image, x, y, (255, 0, 0), radius=2, tol=60), image[round(y), round(x)]
+                # Where the WGS84 point would have been drawn unshifted, there is no dot.
+                ux, uy = _container_point(page, lon, lat)
+                assert (ux - x) ** 2 + (uy - y) ** 2 > 50**2
+                assert not _near(image, ux, uy, (255, 0, 0), radius=2, tol=60)
+            assert not problems, problems
+        finally:
+            ctx.close()
+            http.close()
+
+
+def test_a_tianditu_key_reaches_served_pages_only(browser, guiyang_db_url, tokens):
+    from service.auth import Principal
+    from service.pages import export_page
+
+    key = "k3y-not-for-files"
+    with Server(guiyang_db_url, WANGGE_BASEMAP="tianditu-vec,offline", tianditu_key=key) as server:
+        http = httpx.Client(base_url=server.base_url, timeout=20)
+        html = http.get("/pages/dispatch", headers=auth(tokens["admin"])).text
+        assert f"tk={key}" in html and "Tianditu streets" in html
+        http.close()
+    admin = Principal(token_id="cli", name="cli", role="admin", area_code=None, scope_path=None)
+    with contextlib.ExitStack() as stack:
+        mp = stack.enter_context(pytest.MonkeyPatch.context())
+        mp.setenv("WANGGE_BASEMAP", "tianditu-vec,offline")
+        mp.setenv("WANGGE_BASEMAP_TIANDITU_KEY", key)
+        static = export_page(guiyang_db_url, admin, "dispatch")
+    assert key not in static and "tianditu.gov.cn" not in static
+    # The offline basemap travels inside the file, as pre-rendered tiles.
+    assert '"tiles":{"' in static and "data:image/png;base64," in static
