@@ -26,6 +26,7 @@ __all__ = [
     "PointLayer",
     "ClusteredPoints",
     "HtmlControl",
+    "GapThemes",
     "PageScript",
 ]
 
@@ -165,6 +166,36 @@ class HtmlControl(MacroElement):
         self.html_js = js(html)
         self.position_js = js(position)
         self.cls_js = js(cls)
+
+
+class GapThemes(MacroElement):
+    """Layers shown one at a time, chosen in a control of their own (``wg.themes``): the
+    planning page's coverage gaps. The first theme is shown when the page opens; "none"
+    hides them all. The layers are this element's children (made, not added to the map)."""
+
+    def __init__(self, *, title: str, none: str, position: str = "topright"):
+        super().__init__()
+        self._name = "GapThemes"
+        self.title = title
+        self.none = none
+        self.position = position
+        self.themes: list[tuple[str, Layer]] = []
+
+    def add_theme(self, name: str, layer: Layer) -> int:
+        """Register ``layer`` (add it as a child too) under ``name``; return its index."""
+        self.themes.append((name, layer))
+        return len(self.themes) - 1
+
+    def render(self, **kwargs):
+        # The layers' scripts first: the chooser's script refers to their variables.
+        for child in self._children.values():
+            child.render(**kwargs)
+        if not self.themes:
+            return
+        themes = ",".join(f"[{js(name)},{layer.get_name()}]" for name, layer in self.themes)
+        options = js({"title": self.title, "none": self.none, "position": self.position})
+        script = f"wg.themes({self._parent.get_name()}, [{themes}], {options});"
+        self.get_root().script.add_child(RawHtml(script), name=self.get_name())
 
 
 class PageScript(MacroElement):

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from maps.i18n import N_
+
 __all__ = ["Column", "GapLayer", "GAP_LAYERS", "MAP_GAP_LAYERS", "gap_collection", "add_gap_layers"]
 
 
@@ -45,6 +47,9 @@ class GapLayer:
     columns: tuple[Column, ...]
     color: str  #: CSS colour on a map
     popup: tuple[tuple[str, str], ...] = ()  #: (column, label) shown when a gap is clicked
+    #: Leaflet path options on a map (outline, fill, dashes), over ``color``'s defaults: each
+    #: drawn layer its own look, light enough to read the workload colours beneath.
+    style: tuple[tuple[str, Any], ...] = ()
 
     def column(self, name: str) -> Column:
         """Return the column called ``name``."""
@@ -73,9 +78,11 @@ _GRID = (_col("grid_code"), _col("grid_name"), _col("community_code"))
 _LAYERS = (
     GapLayer(
         name="reach_uncovered",
-        title="Beyond a 15-minute walk",
-        description="The part of each community farther than a 15-minute walk from every "
-        "service facility, with the households and units in it.",
+        title=N_("Beyond a 15-minute walk"),
+        description=N_(
+            "The part of each community farther than a 15-minute walk from every "
+            "service facility, with the households and units in it."
+        ),
         analysis="reach",
         geometry_type="MultiPolygon",
         keep=lambda i: i["uncovered_area_m2"] > 0,
@@ -92,18 +99,22 @@ _LAYERS = (
             _col("units_uncovered", "int64", lambda i: i["units"]["uncovered"]),
         ),
         color="#6a3d9a",
+        # A light wash with a thin edge: large areas, read over the workload colours.
+        style=(("weight", 1), ("fillOpacity", 0.22)),
         popup=(
-            ("name", "Community"),
-            ("uncovered_share", "Share of area"),
-            ("households_uncovered", "Households beyond"),
-            ("units_uncovered", "Units beyond"),
+            ("name", N_("Community")),
+            ("uncovered_share", N_("Share of area")),
+            ("households_uncovered", N_("Households beyond")),
+            ("units_uncovered", N_("Units beyond")),
         ),
     ),
     GapLayer(
         name="topology_defects",
-        title="Partition defects",
-        description="Where an area's children do not tile it exactly: gaps, overlaps, parts "
-        "outside it, slivers and grids in several parts.",
+        title=N_("Partition defects"),
+        description=N_(
+            "Where an area's children do not tile it exactly: gaps, overlaps, parts "
+            "outside it, slivers and grids in several parts."
+        ),
         analysis="topology",
         geometry_type="MultiPolygon",
         keep=lambda i: True,
@@ -117,17 +128,19 @@ _LAYERS = (
             _col("parts", "float64", lambda i: i.get("parts", math.nan)),
         ),
         color="#000000",
+        # Small shapes (slivers, gaps): dark and solid, so they stand out.
+        style=(("weight", 2), ("fillOpacity", 0.6)),
         popup=(
-            ("kind", "Defect"),
-            ("parent_code", "Parent"),
-            ("codes", "Areas"),
+            ("kind", N_("Defect")),
+            ("parent_code", N_("Parent")),
+            ("codes", N_("Areas")),
             ("area_m2", "Area m²"),
         ),
     ),
     GapLayer(
         name="staffing_missing_roles",
-        title="Grids missing a team role",
-        description="Grids whose 1+1+1 team lacks a role.",
+        title=N_("Grids missing a team role"),
+        description=N_("Grids whose 1+1+1 team lacks a role."),
         analysis="staffing",
         geometry_type="MultiPolygon",
         keep=lambda i: i["kind"] == "missing_role",
@@ -136,13 +149,15 @@ _LAYERS = (
             _col("missing_roles", get=lambda i: _join(i["roles"])),
             _col("missing", "int64", lambda i: i["count"]),
         ),
-        color="#e31a1c",
-        popup=(("grid_code", "Grid"), ("missing_roles", "Missing")),
+        color="#2166ac",
+        # Whole grids: a heavy outline, almost no fill (the grid's own colour shows).
+        style=(("weight", 4), ("fillOpacity", 0.05)),
+        popup=(("grid_code", N_("Grid")), ("missing_roles", N_("Missing"))),
     ),
     GapLayer(
         name="staffing_doubled_roles",
-        title="Grids doubling a team role",
-        description="Grids with more than one member in a 1+1+1 team role.",
+        title=N_("Grids doubling a team role"),
+        description=N_("Grids with more than one member in a 1+1+1 team role."),
         analysis="staffing",
         geometry_type="MultiPolygon",
         keep=lambda i: i["kind"] == "doubled_role",
@@ -156,8 +171,8 @@ _LAYERS = (
     ),
     GapLayer(
         name="workload_outliers",
-        title="Workload outliers",
-        description="Grids whose incidents per team member lie far above or below the others'.",
+        title=N_("Workload outliers"),
+        description=N_("Grids whose incidents per team member lie far above or below the others'."),
         analysis="workload",
         geometry_type="MultiPolygon",
         keep=lambda i: i["outlier"] is not None,
@@ -172,19 +187,21 @@ _LAYERS = (
             _col("z", "float64", lambda i: _nan(i["z"])),
             _col("median_ratio", "float64", lambda i: _nan(i["median_ratio"])),
         ),
-        color="#ff7f00",
+        color="#d01c8b",
+        # Whole grids, told from missing roles by the dashes.
+        style=(("weight", 4), ("dashArray", "8 6"), ("fillOpacity", 0.05)),
         popup=(
-            ("grid_code", "Grid"),
-            ("outlier", "Outlier"),
-            ("open", "Open"),
-            ("overdue", "Overdue"),
-            ("incidents", "Incidents"),
+            ("grid_code", N_("Grid")),
+            ("outlier", N_("Outlier")),
+            ("open", N_("Open")),
+            ("overdue", N_("Overdue")),
+            ("incidents", N_("Incidents")),
         ),
     ),
     GapLayer(
         name="organisation_grids_without_branch",
-        title="Grids without a party branch",
-        description="Grids none of whose units has a party branch.",
+        title=N_("Grids without a party branch"),
+        description=N_("Grids none of whose units has a party branch."),
         analysis="organisation",
         geometry_type="MultiPolygon",
         keep=lambda i: i["kind"] == "grid_without_party_branch",
@@ -199,8 +216,8 @@ _LAYERS = (
     ),
     GapLayer(
         name="organisation_large_units_without_co_building",
-        title="Large units without co-building",
-        description="Large units with neither a party organisation nor a co-building link.",
+        title=N_("Large units without co-building"),
+        description=N_("Large units with neither a party organisation nor a co-building link."),
         analysis="organisation",
         geometry_type="Point",
         keep=lambda i: i["kind"] == "large_unit_without_co_building",
@@ -217,9 +234,11 @@ _LAYERS = (
     # Counts per grid only: never a household's position or identity.
     GapLayer(
         name="care_grid_gaps",
-        title="Grids with care gaps",
-        description="Grids with care households without a cadre or with a cadre from "
-        "another community (counts only).",
+        title=N_("Grids with care gaps"),
+        description=N_(
+            "Grids with care households without a cadre or with a cadre from "
+            "another community (counts only)."
+        ),
         analysis="care",
         geometry_type="MultiPolygon",
         keep=lambda i: i["kind"] == "grid_care_gaps",
@@ -233,8 +252,8 @@ _LAYERS = (
     ),
     GapLayer(
         name="siting_sites",
-        title="Proposed sites",
-        description="New service facilities proposed by the siting analysis, best first.",
+        title=N_("Proposed sites"),
+        description=N_("New service facilities proposed by the siting analysis, best first."),
         analysis="siting",
         geometry_type="Point",
         keep=lambda i: True,
@@ -248,10 +267,22 @@ _LAYERS = (
     ),
 )
 
+#: How coded values of the popups read (the team roles come from :data:`maps.i18n.NAMES`).
+VALUE_NAMES: dict[str, dict[str, str]] = {
+    "kind": {
+        "gap": N_("gap"),
+        "overlap": N_("overlap"),
+        "outside": N_("outside its parent"),
+        "sliver": N_("sliver"),
+        "multipart": N_("in several parts"),
+    },
+    "outlier": {"high": N_("far above the others"), "low": N_("far below the others")},
+}
+
 #: Every gap layer by name, in GeoPackage order.
 GAP_LAYERS: dict[str, GapLayer] = {layer.name: layer for layer in _LAYERS}
-#: The layers the planning page and the report map draw, bottom first: the thin partition
-#: defects last, over the fills.
+#: The layers the planning page and the report map draw, one at a time, in the order their
+#: chooser lists them: the first that has gaps is shown when the page opens.
 MAP_GAP_LAYERS = (
     "reach_uncovered",
     "staffing_missing_roles",
@@ -285,8 +316,22 @@ def gap_collection(layer: GapLayer, items: list[dict]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features}
 
 
+def _read(t, layer: GapLayer, data: dict[str, Any]) -> dict[str, Any]:
+    """Return ``data`` with its coded popup values in the reader's words."""
+    for f in data["features"]:
+        props = f["properties"]
+        for name, names in VALUE_NAMES.items():
+            if name in props and props[name] in names:
+                props[name] = t(names[props[name]])
+        if props.get("missing_roles"):
+            roles = props["missing_roles"].split(";")
+            props["missing_roles"] = t.join(t.name("team_role", r) for r in roles)
+    return data
+
+
 def add_gap_layers(page, analyses: Mapping[str, Mapping[str, Any]]) -> None:
-    """Add the non-empty :data:`MAP_GAP_LAYERS` to a planning page's "Coverage gaps" group.
+    """Add the non-empty :data:`MAP_GAP_LAYERS` to a planning page's coverage-gap themes,
+    in the page's language.
 
     Parameters
     ----------
@@ -298,14 +343,17 @@ def add_gap_layers(page, analyses: Mapping[str, Mapping[str, Any]]) -> None:
     """
     from maps.pages import add_coverage_gap_layer
 
+    t = page.t
     for name in MAP_GAP_LAYERS:
         layer = GAP_LAYERS[name]
         data = gap_collection(layer, list(analyses.get(layer.analysis, {}).get("items", ())))
         if data["features"]:
             add_coverage_gap_layer(
                 page,
-                data,
-                name=layer.title,
+                _read(t, layer, data),
+                name=t(layer.title),
                 color=layer.color,
-                popup_fields=[(col, label) for col, label in layer.popup],
+                style=dict(layer.style),
+                description=t(layer.description),
+                popup_fields=[(col, t(label)) for col, label in layer.popup],
             )

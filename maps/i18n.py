@@ -85,6 +85,17 @@ NAMES: dict[str, dict[str, tuple[str, str]]] = {
         "public_order": ("治安秩序", "Public order"),
         "other": ("其他", "Other"),
     },
+    # One character on each category's marker, so categories differ without relying on
+    # colour alone.
+    "category_glyph": {
+        "water": ("水", "W"),
+        "gas": ("气", "G"),
+        "street_light": ("灯", "L"),
+        "road": ("路", "R"),
+        "sanitation": ("卫", "S"),
+        "public_order": ("安", "P"),
+        "other": ("他", "O"),
+    },
     # The 1+1+1 team of a grid.
     "team_role": {
         "party_building_instructor": ("党建指导员", "Party-building instructor"),

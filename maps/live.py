@@ -14,9 +14,11 @@
   when the network returns, and the officer sees what is still waiting.
 
 Everything a person reads is in :data:`DISPATCH_TEXT` and :data:`TABLET_TEXT` (one flat dict
-per page, ready for a message catalog); the scripts (``maps/static/wangge/dispatch.js``,
-``tablet.js``, ``cases.js``, ``sw.js``) hold no user-visible text. The pages' data and
-endpoints come from :mod:`service.pages`; nothing here touches a database.
+per page of messages marked for the catalog, translated into the page's language when the
+page is built, with the names of :data:`maps.i18n.NAMES`); the scripts
+(``maps/static/wangge/dispatch.js``, ``tablet.js``, ``cases.js``, ``sw.js``) hold no
+user-visible text, and write dates with the page's ``locale`` in :data:`maps.i18n.TIME_ZONE`.
+The pages' data and endpoints come from :mod:`service.pages`; nothing here touches a database.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from typing import Any
 
 from folium.elements import JSCSSMixin
 
-from maps.elements import PageScript, js
+from maps.elements import PageScript, html_text, js
+from maps.i18n import N_, TIME_ZONE, Translator
 from maps.pages import Page
-from maps.style import CATEGORY_GLYPHS, INCIDENT_CATEGORIES, TEAM_ROLES
 
 __all__ = [
     "DISPATCH_TEXT",
@@ -43,149 +45,157 @@ QUEUE_WIDTH = 380
 
 # Words both pages use: states, clocks, levels. Each page's dict holds its own copy.
 _COMMON = {
-    "state.reported": "Reported",
-    "state.registered": "Registered",
-    "state.dispatched": "Dispatched",
-    "state.signed": "Signed for",
-    "state.handled": "Handled",
-    "state.closed": "Closed",
-    "state.cancelled": "Cancelled",
-    "due_in": "due in {t}",
-    "overdue_by": "overdue by {t}",
-    "overdue": "overdue",
-    "t.min": "{m} min",
-    "t.hours": "{h} h {m} min",
-    "t.days": "{d} d {h} h",
-    "field.note": "Note",
-    "field.reason": "Reason",
-    "send": "Send",
-    "cancel": "Cancel",
-    "required": "{field} is required.",
+    "state.reported": N_("Reported"),
+    "state.registered": N_("Registered"),
+    "state.dispatched": N_("Dispatched"),
+    "state.signed": N_("Signed for"),
+    "state.handled": N_("Handled"),
+    "state.closed": N_("Closed"),
+    "state.cancelled": N_("Cancelled"),
+    "due_in": N_("due in {t}"),
+    "overdue_by": N_("overdue by {t}"),
+    "overdue": N_("overdue"),
+    "t.min": N_("{m} min"),
+    "t.hours": N_("{h} h {m} min"),
+    "t.days": N_("{d} d {h} h"),
+    "field.note": N_("Note"),
+    "field.reason": N_("Reason"),
+    "send": N_("Send"),
+    "cancel": N_("Cancel"),
+    "required": N_("{field} is required."),
 }
 
 #: Every user-visible string of the dispatch page's live queue (``{x}`` are filled in).
 DISPATCH_TEXT: dict[str, str] = {
     **_COMMON,
-    "queue": "Case queue",
-    "live": "● live",
-    "connecting": "connecting…",
-    "reconnecting": "reconnecting…",
-    "loading": "Loading cases…",
-    "load_failed": "Cases could not be loaded: {detail}",
-    "all_states": "All open states",
-    "all_levels": "All levels",
-    "all_categories": "All categories",
-    "overdue_only": "Overdue only",
-    "count": "{n} open cases",
-    "count_of": "{shown} of {n} open cases",
-    "none": "No case matches the filters.",
-    "level.city": "City",
-    "level.district": "District",
-    "level.community": "Community",
-    "no_deadline": "no deadline",
-    "back": "← Queue",
-    "field.state": "State",
-    "field.priority": "Priority",
-    "field.owner": "Owned by",
-    "field.assignee": "Handled by",
-    "field.due": "Deadline",
-    "field.reported": "Reported",
-    "field.address": "Address",
-    "field.description": "Description",
-    "field.flags": "Flags",
-    "flag.supervised": "supervised",
-    "flag.escalations": "escalated ×{n}",
-    "flag.reopens": "reopened ×{n}",
-    "assignee.grid": "grid team {code}",
-    "assignee.unit": "unit {code}",
-    "actions": "Actions",
-    "no_actions": "Nothing for you to do on this case now.",
-    "team": "Grid team",
-    "no_team": "No team recorded for this grid.",
-    "no_grid": "The case lies outside every grid.",
-    "call": "Call",
-    "history": "History",
-    "by": "by {role}",
-    "photo": "photo {n}",
-    "field.assignee_kind": "Assign to",
-    "field.assignee_code": "Grid code or unit id",
-    "assignee_kind.grid": "a grid team",
-    "assignee_kind.unit": "a stationed unit",
-    "field.priority_new": "Priority",
-    "field.duplicate_of": "Duplicate of case #",
-    "field.satisfaction": "Resident's satisfaction (1–5)",
-    "field.area": "Centre below (area code)",
-    "priority.urgent": "urgent",
-    "priority.high": "high",
-    "priority.normal": "normal",
-    "reason.not_a_case": "not a case",
-    "reason.out_of_scope": "out of scope",
-    "reason.duplicate": "duplicate",
-    "action.accept": "Accept",
-    "action.reject": "Reject",
-    "action.dispatch": "Dispatch",
-    "action.sign": "Sign for",
-    "action.return": "Return",
-    "action.feedback": "Feed back",
-    "action.verify": "Verify and close",
-    "action.send_back": "Send back",
-    "action.callback": "Record callback",
-    "action.escalate": "Escalate",
-    "action.send_down": "Send down",
-    "action.supervise": "Supervise",
-    "action.take_over": "Take over",
-    "action.comment": "Comment",
-    "action.report": "Filed",
-    "action.import": "Imported",
-    "action.overdue": "Time limit passed",
-    "action.auto_escalate": "Escalated by the clock",
-    "action.redraw": "Boundaries redrawn: owner and grid team moved",
-    "role.admin": "administrator",
-    "role.planner": "planner",
-    "role.city_dispatcher": "city dispatcher",
-    "role.district_dispatcher": "district dispatcher",
-    "role.community_dispatcher": "community dispatcher",
-    "role.grid_officer": "grid officer",
-    "role.intake": "intake",
-    "role.system": "the system",
-    "done": "Done: {action}.",
-    "stale": "Someone else changed this case first (it is now at version {version}). "
-    "It has been reloaded: check it and try again.",
-    "refused": "Refused: {detail}",
-    "failed": "Not done: {detail}",
-    "network": "Not sent: the network is down. Try again.",
-    "updated": "Changed just now: {action} by {role}.",
+    "queue": N_("Case queue"),
+    "live": N_("● live"),
+    "connecting": N_("connecting…"),
+    "reconnecting": N_("reconnecting…"),
+    "loading": N_("Loading cases…"),
+    "load_failed": N_("Cases could not be loaded: {detail}"),
+    "all_states": N_("All open states"),
+    "all_levels": N_("All levels"),
+    "all_categories": N_("All categories"),
+    "overdue_only": N_("Overdue only"),
+    "count": N_("{n} open cases"),
+    "count_of": N_("{shown} of {n} open cases"),
+    "none": N_("No case matches the filters."),
+    "no_deadline": N_("no deadline"),
+    "back": N_("← Queue"),
+    "field.state": N_("State"),
+    "field.priority": N_("Priority"),
+    "field.owner": N_("Owned by"),
+    "field.assignee": N_("Handled by"),
+    "field.due": N_("Deadline"),
+    "field.reported": N_("Reported"),
+    "field.address": N_("Address"),
+    "field.description": N_("Description"),
+    "field.flags": N_("Flags"),
+    "flag.supervised": N_("supervised"),
+    "flag.escalations": N_("escalated ×{n}"),
+    "flag.reopens": N_("reopened ×{n}"),
+    "assignee.grid": N_("grid team {code}"),
+    "assignee.unit": N_("unit {code}"),
+    "actions": N_("Actions"),
+    "no_actions": N_("Nothing for you to do on this case now."),
+    "team": N_("Grid team"),
+    "no_team": N_("No team recorded for this grid."),
+    "no_grid": N_("The case lies outside every grid."),
+    "call": N_("Call"),
+    "history": N_("History"),
+    "by": N_("by {role}"),
+    "photo": N_("photo {n}"),
+    "field.assignee_kind": N_("Assign to"),
+    "field.assignee_code": N_("Grid code or unit id"),
+    "assignee_kind.grid": N_("a grid team"),
+    "assignee_kind.unit": N_("a stationed unit"),
+    "field.priority_new": N_("Priority"),
+    "field.duplicate_of": N_("Duplicate of case #"),
+    "field.satisfaction": N_("Resident's satisfaction (1–5)"),
+    "field.area": N_("Centre below (area code)"),
+    "priority.urgent": N_("urgent"),
+    "priority.high": N_("high"),
+    "priority.normal": N_("normal"),
+    "reason.not_a_case": N_("not a case"),
+    "reason.out_of_scope": N_("out of scope"),
+    "reason.duplicate": N_("duplicate"),
+    "action.accept": N_("Accept"),
+    "action.reject": N_("Reject"),
+    "action.dispatch": N_("Dispatch"),
+    "action.sign": N_("Sign for"),
+    "action.return": N_("Return"),
+    "action.feedback": N_("Feed back"),
+    "action.verify": N_("Verify and close"),
+    "action.send_back": N_("Send back"),
+    "action.callback": N_("Record callback"),
+    "action.escalate": N_("Escalate"),
+    "action.send_down": N_("Send down"),
+    "action.supervise": N_("Supervise"),
+    "action.take_over": N_("Take over"),
+    "action.comment": N_("Comment"),
+    "action.report": N_("Filed"),
+    "action.import": N_("Imported"),
+    "action.overdue": N_("Time limit passed"),
+    "action.auto_escalate": N_("Escalated by the clock"),
+    "action.redraw": N_("Boundaries redrawn: owner and grid team moved"),
+    # What each button does (its tooltip, and the heading of its form).
+    "hint.accept": N_("Register the case (accept it for handling)"),
+    "hint.reject": N_("Cancel: not a case, outside the remit, or a duplicate"),
+    "hint.dispatch": N_("Dispatch to a grid team or a stationed unit: the clock starts"),
+    "hint.sign": N_("Sign for the case: the handler acknowledges it"),
+    "hint.return": N_("Return: not in the handler's remit"),
+    "hint.feedback": N_("Report back with a note and photos"),
+    "hint.verify": N_("Verify on site and close"),
+    "hint.send_back": N_("Send back for rework before closing"),
+    "hint.callback": N_("Record the resident's callback (dissatisfied reopens the case)"),
+    "hint.escalate": N_("Escalate to the level above"),
+    "hint.send_down": N_("Send down to a lower centre"),
+    "hint.supervise": N_("Supervise: flag the case and demand a reply"),
+    "hint.take_over": N_("Take the case over"),
+    "hint.comment": N_("Add a comment to the history"),
+    "field.category": N_("Category"),
+    "done": N_("Done: {action}."),
+    "stale": N_(
+        "Someone else changed this case first (it is now at version {version}). "
+        "It has been reloaded: check it and try again."
+    ),
+    "refused": N_("Refused: {detail}"),
+    "failed": N_("Not done: {detail}"),
+    "network": N_("Not sent: the network is down. Try again."),
+    "updated": N_("Changed just now: {action} by {role}."),
 }
 
 #: Every user-visible string of the tablet's cases and offline queue.
 TABLET_TEXT: dict[str, str] = {
     **_COMMON,
-    "my_cases": "My cases",
-    "no_cases": "No open case is dispatched to this grid.",
-    "as_of": "as of {time}",
-    "waiting": "{n} waiting to send",
-    "nothing_waiting": "Nothing waiting to send",
-    "online": "Online",
-    "offline": "Offline: your work stays on this tablet and is sent when the network returns.",
-    "ready_offline": "Online · ready to work offline",
-    "session": "Your page session has ended: open the page again with your token. "
-    "Nothing waiting is lost.",
-    "item.waiting": "waiting for the network",
-    "item.sending": "sending…",
-    "item.refused": "not accepted: {detail}",
-    "discard": "Discard",
-    "report_label": "New case: {category}",
-    "action_label": "{action}: case #{id}",
-    "saved": "Saved on this tablet: it will be sent once the network is back.",
-    "pending": "Waiting to send: {what}",
-    "refused_case": "Not accepted: {detail}",
-    "action.sign": "Sign for",
-    "action.feedback": "Feed back",
-    "action.escalate": "Escalate",
-    "action.return": "Return",
-    "field.photos": "Photos",
-    "field.what_done": "What was done",
-    "field.why": "Why",
+    "my_cases": N_("My cases"),
+    "no_cases": N_("No open case is dispatched to this grid."),
+    "as_of": N_("as of {time}"),
+    "waiting": N_("{n} waiting to send"),
+    "nothing_waiting": N_("Nothing waiting to send"),
+    "online": N_("Online"),
+    "offline": N_("Offline: your work stays on this tablet and is sent when the network returns."),
+    "ready_offline": N_("Online · ready to work offline"),
+    "session": N_(
+        "Your page session has ended: open the page again with your token. Nothing waiting is lost."
+    ),
+    "item.waiting": N_("waiting for the network"),
+    "item.sending": N_("sending…"),
+    "item.refused": N_("not accepted: {detail}"),
+    "discard": N_("Discard"),
+    "report_label": N_("New case: {category}"),
+    "action_label": N_("{action}: case #{id}"),
+    "saved": N_("Saved on this tablet: it will be sent once the network is back."),
+    "pending": N_("Waiting to send: {what}"),
+    "refused_case": N_("Not accepted: {detail}"),
+    "action.sign": N_("Sign for"),
+    "action.feedback": N_("Feed back"),
+    "action.escalate": N_("Escalate"),
+    "action.return": N_("Return"),
+    "field.photos": N_("Photos"),
+    "field.what_done": N_("What was done"),
+    "field.why": N_("Why"),
 }
 
 
@@ -203,6 +213,15 @@ class _DispatchQueue(_LivePart):
 
 class _TabletDesk(_LivePart):
     default_js = [("wangge_cases_js", ""), ("wangge_tablet_js", "")]
+
+
+def _words(t: Translator, text: Mapping[str, str]) -> dict[str, str]:
+    """Return a page's words in its language: the marked messages, then the names of area
+    levels and roles (``level.<key>``, ``role.<key>``) from the one table of names."""
+    words = t.texts(text)
+    for kind in ("level", "role"):
+        words.update({f"{kind}.{key}": name for key, name in t.names(kind).items()})
+    return words
 
 
 def add_dispatch_queue(
@@ -244,8 +263,9 @@ def add_dispatch_queue(
     page_size, max_cases : int
         Cases per ``GET /cases`` page, and at most this many in the queue.
     text : mapping
-        The words (:data:`DISPATCH_TEXT`).
+        The words (:data:`DISPATCH_TEXT`), translated into the page's language.
     """
+    t = page.t
     cluster = page.layers["Open incidents"]
     options = {
         "cases": cases_url,
@@ -259,17 +279,21 @@ def add_dispatch_queue(
         "actions": {k: dict(v) for k, v in actions.items()},
         "pageSize": page_size,
         "maxCases": max_cases,
-        "categories": INCIDENT_CATEGORIES,
-        "glyphs": CATEGORY_GLYPHS,
-        "teamRoles": TEAM_ROLES,
-        "text": dict(text),
+        "categories": t.names("category"),
+        "glyphs": t.names("category_glyph"),
+        "teamRoles": t.names("team_role"),
+        "locale": t.lang,
+        "timeZone": TIME_ZONE,
+        "text": _words(t, text),
     }
     css = (
         f"#{{map}} {{ position: fixed; top: 0; bottom: 0; right: 0; left: {QUEUE_WIDTH}px; "
         "width: auto; height: auto; } "
         f".wg-queue {{ width: {QUEUE_WIDTH}px; }}"
     )
-    html = '<aside id="wg-queue" class="wg-queue" aria-label="queue"></aside>'
+    html = (
+        f'<aside id="wg-queue" class="wg-queue" aria-label="{html_text(t("Case queue"))}"></aside>'
+    )
     script = f"wg.dispatchLive({{map}}, {cluster.get_name()}, {js(options)});"
     _DispatchQueue(html=html, script=script, css=css).add_to(page.map)
 
@@ -310,8 +334,9 @@ def add_tablet_desk(
     page_size : int
         Cases per ``GET /cases`` page.
     text : mapping
-        The words (:data:`TABLET_TEXT`).
+        The words (:data:`TABLET_TEXT`), translated into the page's language.
     """
+    t = page.t
     options = {
         "grid": grid,
         "cases": cases_url,
@@ -321,9 +346,11 @@ def add_tablet_desk(
         "handler": handler,
         "actions": list(actions),
         "pageSize": page_size,
-        "categories": INCIDENT_CATEGORIES,
-        "glyphs": CATEGORY_GLYPHS,
-        "text": dict(text),
+        "categories": t.names("category"),
+        "glyphs": t.names("category_glyph"),
+        "locale": t.lang,
+        "timeZone": TIME_ZONE,
+        "text": _words(t, text),
     }
     html = '<div id="wg-desk" class="wg-desk"></div>'
     script = f"wg.tablet({{map}}, {js(options)});"

@@ -11,6 +11,10 @@ Three pages, each built from GeoJSON dicts and URLs handed in (no database here)
 
 :func:`render_page` turns a page into HTML whose scripts come from ``maps/static`` (linked for
 the service, or inlined for a self-contained static file): nothing is fetched from a CDN.
+
+Every builder takes ``lang`` (:data:`maps.i18n.LANGUAGES`, Simplified Chinese by default):
+each word on a page comes from :mod:`maps.i18n` (messages marked ``N_``/``t(…)``, names from
+:data:`maps.i18n.NAMES`), and ``page.t`` is the page's translator for what is added later.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from maps.assets import STATIC_URL, UNUSED_FOLIUM_ASSETS, asset_tags
 from maps.elements import (
     AreaLayer,
     ClusteredPoints,
+    GapThemes,
     HtmlControl,
     PageScript,
     PointLayer,
@@ -47,13 +52,11 @@ from maps.geojson import (
     collection,
     merge_bounds,
 )
+from maps.i18n import DEFAULT_LANGUAGE, N_, NAMES, Translator, translator
 from maps.style import (
     BLUES,
-    CATEGORY_GLYPHS,
-    INCIDENT_CATEGORIES,
     LEVEL_STYLE,
     TEAM,
-    TEAM_ROLES,
     YL_OR_RD,
     Classes,
     fixed_classes,
@@ -74,32 +77,32 @@ __all__ = [
     "render_page",
 ]
 
-LEVEL_LABELS = {"city": "City", "district": "District", "community": "Community", "grid": "Grid"}
 LEVEL_TITLES = {
-    "city": "City outline",
-    "district": "Districts",
-    "community": "Communities",
-    "grid": "Grids (open incidents)",
+    "city": N_("City outline"),
+    "district": N_("Districts"),
+    "community": N_("Communities"),
+    "grid": N_("Grids (open incidents)"),
 }
 #: Outlines of higher levels are drawn over those of lower ones where they coincide.
 LINE_RANK = {"city": 3, "district": 2, "community": 1}
 #: Planning colour metrics: property → (title, palette; None for the fixed team classes).
 PLANNING_METRICS: dict[str, tuple[str, Sequence[str] | None]] = {
-    "incidents_90d": ("Incidents in the last 90 days", YL_OR_RD),
-    "open_incidents": ("Open incidents", YL_OR_RD),
-    "units": ("Stationed units", BLUES),
-    "team_roles": ("1+1+1 team roles filled (of 3)", None),
+    "incidents_90d": (N_("Incidents in the last 90 days"), YL_OR_RD),
+    "open_incidents": (N_("Open incidents"), YL_OR_RD),
+    "units": (N_("Stationed units"), BLUES),
+    "team_roles": (N_("1+1+1 team roles filled (of 3)"), None),
 }
-#: Name of the planning page's group that coverage-gap analyses add their layers to.
+#: Key (in ``page.layers``) of the planning page's coverage-gap themes, which analyses add
+#: their layers to (:func:`add_coverage_gap_layer`); shown one at a time.
 COVERAGE_GAPS = "Coverage gaps"
 MISSING = "#cccccc"
 INCIDENT_FIELDS = [
-    ["category", "Category"],
-    ["status", "Status"],
-    ["reported_at", "Reported (UTC)"],
-    ["address", "Address"],
-    ["description", "Description"],
-    ["grid_code", "Grid"],
+    ["category", N_("Category")],
+    ["status", N_("Status")],
+    ["reported_at", N_("Reported at")],
+    ["address", N_("Address")],
+    ["description", N_("Description")],
+    ["grid_code", N_("Grid")],
 ]
 
 
@@ -114,16 +117,19 @@ class Basemap:
 
 @dataclass
 class Page:
-    """A map page before rendering: its folium map and its layers by title."""
+    """A map page before rendering: its folium map, its layers by key (stable English keys,
+    whatever the language: "Open incidents", "Grids", :data:`COVERAGE_GAPS`) and its
+    translator (``t``: the words of anything added to it later)."""
 
     kind: str
     title: str
     map: folium.Map
     layers: dict[str, Any] = field(default_factory=dict)
     legend: Legend | None = None
+    t: Translator = field(default_factory=translator)
 
     def add(self, title: str, layer: Any, *, to: Any = None) -> Any:
-        """Return ``layer`` added to the map (or to the group ``to``) under ``title``."""
+        """Return ``layer`` added to the map (or to the group ``to``) under the key ``title``."""
         layer.add_to(self.map if to is None else to)
         self.layers[title] = layer
         return layer
@@ -147,8 +153,12 @@ class Legend(HtmlControl):
         self.sections.append((heading, rows))
 
     def add_rows(self, heading: str, rows: list[str]) -> None:
-        """Add prepared (escaped) rows."""
-        self.sections.append((heading, rows))
+        """Add prepared (escaped) rows (to the section ``heading`` if there is one)."""
+        for existing, section in self.sections:
+            if existing == heading:
+                section.extend(rows)
+                return
+        self.sections.append((heading, list(rows)))
 
     def render(self, **kwargs):
         parts = [f"<h4>{html_text(self.title)}</h4>"] if self.title else []
@@ -168,17 +178,53 @@ def _line_row(label: str, style: Mapping[str, Any]) -> str:
     )
 
 
-def _category_rows() -> list[str]:
+def _category_rows(t: Translator) -> list[str]:
+    glyphs = t.names("category_glyph")
     return [
-        f'<div class="wg-row"><span class="wg-pin wg-{k}">{CATEGORY_GLYPHS[k]}</span>'
+        f'<div class="wg-row"><span class="wg-pin wg-{k}">{glyphs[k]}</span>'
         f"{html_text(label)}</div>"
-        for k, label in INCIDENT_CATEGORIES.items()
+        for k, label in t.names("category").items()
     ]
+
+
+def _fields(t: Translator, fields: Sequence[Sequence[str]]) -> list[list[str]]:
+    """Return popup fields ``[property, label]`` with their labels translated."""
+    return [[prop, t(label)] for prop, label in fields]
+
+
+def _point_labels(t: Translator) -> dict[str, dict[str, str]]:
+    """Return how the pins' coded properties read (``wg.points``'s ``labels``)."""
+    return {
+        "category": t.names("category"),
+        "status": t.names("status"),
+        "kind": t.names("unit_kind"),
+        "party_org": t.names("party_org"),
+    }
+
+
+def _local_times(fc: dict[str, Any], t: Translator, prop: str = "reported_at") -> dict[str, Any]:
+    """Return ``fc`` with ``prop`` written as the reader's language does, in the city's time."""
+    features = []
+    for f in fc["features"]:
+        if f["properties"].get(prop):
+            f = {**f, "properties": {**f["properties"], prop: t.datetime(f["properties"][prop])}}
+        features.append(f)
+    return {**fc, "features": features}
+
+
+#: What Leaflet's own controls say (their defaults are English).
+MAP_TEXT = {
+    "zoom_in": N_("Zoom in"),
+    "zoom_out": N_("Zoom out"),
+    "layers": N_("Layers"),
+    "close": N_("Close"),
+}
 
 
 def _new_map(
     bounds: list[float] | None,
     *,
+    t: Translator,
     tiles: Basemap | None,
     padding: tuple[int, int, int, int] = (12, 12, 12, 12),
     **kwargs,
@@ -191,19 +237,21 @@ def _new_map(
         location=center,
         zoom_start=4,
         tiles=None,
-        control_scale=True,
+        # A metric scale only (wg.localize adds it): China measures in metres.
+        control_scale=False,
         maxZoom=19,
         zoomSnap=0.5,
         **kwargs,
     )
     if tiles is not None:
-        folium.TileLayer(tiles.url, attr=tiles.attribution, name="Basemap", control=False).add_to(m)
+        folium.TileLayer(tiles.url, attr=tiles.attribution, name="basemap", control=False).add_to(m)
     if bounds:
         m.fit_bounds(
             [[bounds[1], bounds[0]], [bounds[3], bounds[2]]],
             padding_top_left=padding[:2],
             padding_bottom_right=padding[2:],
         )
+    PageScript(script=f"wg.localize({{map}}, {js(t.texts(MAP_TEXT))});").add_to(m)
     return m
 
 
@@ -218,14 +266,18 @@ def _check_url(template: str | None, name: str) -> str | None:
 
 
 def _crumbs_html(
-    breadcrumb: Sequence[Mapping[str, Any]], area_url: str | None, *, current: str | None = None
+    t: Translator,
+    breadcrumb: Sequence[Mapping[str, Any]],
+    area_url: str | None,
+    *,
+    current: str | None = None,
 ) -> str:
     parts = []
     for i, crumb in enumerate(breadcrumb):
         for key in ("code", "name", "level"):
             if not crumb.get(key):
                 raise PageDataError(f"breadcrumb: entry {i} lacks {key!r}")
-        label = f"{LEVEL_LABELS.get(crumb['level'], crumb['level'])} {crumb['name']}"
+        label = f"{t.name('level', crumb['level'])} {crumb['name']}"
         if area_url and crumb["code"] != current:
             href = area_url.replace("{code}", str(crumb["code"]))
             parts.append(f'<a href="{html_text(href)}">{html_text(label)}</a>')
@@ -257,6 +309,7 @@ def _check_levels(areas: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str,
 
 
 def _dispatch_area_layer(
+    t: Translator,
     level: str,
     fc: dict[str, Any],
     grid_classes: Classes | None,
@@ -267,12 +320,12 @@ def _dispatch_area_layer(
     them as lines over the colours, each area clickable (its popup links further)."""
     links = []
     if area_url:
-        links.append([area_url, f"Open this {LEVEL_LABELS[level].lower()} →"])
+        links.append([area_url, t("Open this {level} →", level=t.name("level", level).lower())])
     if level == "grid" and tablet_url:
-        links.append([tablet_url, "Tablet page of this grid →"])
-    fields = [["code", "Code"]]
+        links.append([tablet_url, t("Tablet page of this grid →")])
+    fields = [["code", t("Code")]]
     if any("open_incidents" in f["properties"] for f in fc["features"]):
-        fields.append(["open_incidents", "Open incidents"])
+        fields.append(["open_incidents", t("Open incidents")])
     options: dict[str, Any] = {
         "popup": {"title": "name", "fields": fields, "links": links},
         "tooltip": {"title": "name", "fields": fields[1:]},
@@ -288,38 +341,41 @@ def _dispatch_area_layer(
         # Lines above the grid colours; the whole area clickable (drill-down) below them.
         options["lines"] = LINE_RANK[level]
     options["style"] = dict(LEVEL_STYLE[level])
-    return AreaLayer(fc, name=LEVEL_TITLES[level], options=options)
+    return AreaLayer(fc, name=t(LEVEL_TITLES[level]), options=options)
 
 
-def _incident_cluster(points: dict[str, Any]) -> MarkerCluster:
+def _incident_cluster(t: Translator, points: dict[str, Any]) -> MarkerCluster:
     """Return the open incidents as category pins in clusters that show their counts."""
     cluster = MarkerCluster(
-        name="Open incidents",
+        name=t("Open incidents"),
         options={"maxClusterRadius": 45, "disableClusteringAtZoom": 17, "chunkedLoading": True},
     )
     ClusteredPoints(
-        points,
+        _local_times(points, t),
         options={
             "cls": "wg-incident",
             "classBy": "category",
             "size": 26,
-            "glyphs": CATEGORY_GLYPHS,
+            "glyphs": t.names("category_glyph"),
             "title": "category",
-            "popup": {"title": "category", "fields": INCIDENT_FIELDS[1:]},
+            "labels": _point_labels(t),
+            "popup": {"title": "category", "fields": _fields(t, INCIDENT_FIELDS[1:])},
         },
     ).add_to(cluster)
     return cluster
 
 
-def _dispatch_legend(checked: Mapping[str, Any], grid_classes: Classes | None) -> Legend:
-    legend = Legend("Legend")
+def _dispatch_legend(
+    t: Translator, checked: Mapping[str, Any], grid_classes: Classes | None
+) -> Legend:
+    legend = Legend(t("Legend"))
     if grid_classes is not None:
-        legend.add_classes("Open incidents per grid", grid_classes)
+        legend.add_classes(t("Open incidents per grid"), grid_classes)
     legend.add_rows(
-        "Boundaries",
-        [_line_row(LEVEL_LABELS[lv], LEVEL_STYLE[lv]) for lv in checked if lv != "grid"],
+        t("Boundaries"),
+        [_line_row(t.name("level", lv), LEVEL_STYLE[lv]) for lv in checked if lv != "grid"],
     )
-    legend.add_rows("Open incidents (clusters show counts)", _category_rows())
+    legend.add_rows(t("Open incidents (clusters show counts)"), _category_rows(t))
     return legend
 
 
@@ -332,8 +388,9 @@ def dispatch_page(
     area_url: str | None = None,
     tablet_url: str | None = None,
     incidents_matched: int | None = None,
-    title: str = "Dispatch",
+    title: str | None = None,
     tiles: Basemap | None = None,
+    lang: str = DEFAULT_LANGUAGE,
 ) -> Page:
     """Return the dispatch wall page: the caller's area by level, its open incidents.
 
@@ -353,24 +410,30 @@ def dispatch_page(
         grid. Without them popups carry no links (a static export).
     incidents_matched : int, optional
         How many open incidents there are, when ``incidents`` holds only the first ones.
-    title : str
-        Page title.
+    title : str, optional
+        Page title (default: "Dispatch · " and the focused area's name, in ``lang``).
     tiles : Basemap, optional
         A raster basemap (none by default: the page must work offline).
+    lang : str
+        The page's language (:data:`maps.i18n.LANGUAGES`).
 
     Raises
     ------
     PageDataError
         When a layer is malformed, a level is unknown or there is no area at all.
     """
+    t = translator(lang)
     checked = _check_levels(areas)
     area_url = _check_url(area_url, "area_url")
     tablet_url = _check_url(tablet_url, "tablet_url")
     points = check_collection(incidents, layer="incidents", geometry=POINT, required=("category",))
     bounds = merge_bounds(*(bounds_of(fc["features"]) for fc in checked.values()))
     # Room for the title (top left), the layer control (top right) and the legend (right).
-    m = _new_map(bounds, tiles=tiles, zoom_control="bottomleft", padding=(20, 80, 270, 20))
-    page = Page("dispatch", title, m)
+    m = _new_map(bounds, t=t, tiles=tiles, zoom_control="bottomleft", padding=(20, 80, 270, 20))
+    if title is None:
+        name = breadcrumb[-1].get("name") if breadcrumb else None
+        title = t("Dispatch · {name}", name=name or t("all areas"))
+    page = Page("dispatch", title, m, t=t)
     grid_classes = None
     if "grid" in checked:
         grid_classes = integer_classes(
@@ -379,19 +442,22 @@ def dispatch_page(
     for level, fc in checked.items():
         page.add(
             LEVEL_TITLES[level],
-            _dispatch_area_layer(level, fc, grid_classes, area_url, tablet_url),
+            _dispatch_area_layer(t, level, fc, grid_classes, area_url, tablet_url),
         )
-    page.add("Open incidents", _incident_cluster(points))
-    page.legend = _dispatch_legend(checked, grid_classes)
+    page.add("Open incidents", _incident_cluster(t, points))
+    page.legend = _dispatch_legend(t, checked, grid_classes)
     page.legend.add_to(m)
 
     shown = len(points["features"])
-    count = _count(shown, "open incident")
+    count = t.ngettext("{n} open incident", "{n} open incidents", shown)
     if incidents_matched is not None and incidents_matched > shown:
-        count = f"{shown} of {incidents_matched} open incidents shown"
+        count = t(
+            "{shown} of {matched} open incidents shown", shown=shown, matched=incidents_matched
+        )
+    crumbs = _crumbs_html(t, breadcrumb, area_url, current=focus)
     head = (
         f'<div class="wg-title"><b>{html_text(title)}</b> · {html_text(count)}'
-        f'<div class="wg-crumbs">{_crumbs_html(breadcrumb, area_url, current=focus)}</div></div>'
+        f'<div class="wg-crumbs">{crumbs}</div></div>'
     )
     HtmlControl(head, position="topleft", cls="wg-titlebar").add_to(m)
     folium.LayerControl(collapsed=False, position="topright").add_to(m)
@@ -399,14 +465,37 @@ def dispatch_page(
 
 
 # -- tablet ----------------------------------------------------------------------------------
-#: The tablet's incident pins, on the map and for the cases its form files.
-TABLET_PIN = {
-    "cls": "wg-incident",
-    "classBy": "category",
-    "size": 44,  # a fingertip: at least 44 px, as touch guidelines ask
-    "glyphs": CATEGORY_GLYPHS,
-    "title": "category",
-    "popup": {"title": "category", "fields": INCIDENT_FIELDS[1:-1]},
+def _tablet_pin(t: Translator) -> dict[str, Any]:
+    """Return the tablet's incident pins, on the map and for the cases its form files."""
+    return {
+        "cls": "wg-incident",
+        "classBy": "category",
+        "size": 44,  # a fingertip: at least 44 px, as touch guidelines ask
+        "glyphs": t.names("category_glyph"),
+        "title": "category",
+        "labels": _point_labels(t),
+        "popup": {"title": "category", "fields": _fields(t, INCIDENT_FIELDS[1:-1])},
+    }
+
+
+#: What the tablet's report form says as it works (filled in by ``wg.reportForm``).
+REPORT_FORM_TEXT = {
+    "no_gps": N_("no GPS on this device: tap the map where the case is"),
+    "locating": N_("locating…"),
+    "gps": N_("GPS ±{m} m"),
+    # The browser's own reasons are English: the officer needs only what to do.
+    "no_fix": N_("no GPS fix: tap the map where the case is"),
+    "tapped": N_("tapped on the map"),
+    "static": N_("This is a static copy: open the served page to report a case."),
+    "retrying": N_("Network trouble, retrying — it will be filed once…"),
+    "no_network": N_(
+        "Not sent: no network. Press Report again — the case will still be filed once."
+    ),
+    "filed_in": N_("Filed case #{id} in grid {grid}"),
+    "filed_outside": N_("Filed case #{id} (outside every grid: queued for dispatch)"),
+    "refused": N_("refused"),
+    "no_position": N_("No position yet: wait for GPS or tap the map where the case is."),
+    "sending": N_("Sending…"),
 }
 #: A landscape tablet puts the sheet beside the map rather than below it. This CSS goes in
 #: the head so the map has its final size before Leaflet fits the grid into it.
@@ -417,45 +506,42 @@ TABLET_CSS = (
 )
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def _tel(phone: str) -> str:
     return re.sub(r"[^0-9+]", "", phone or "")
 
 
-def _team_html(team: Sequence[Mapping[str, Any]]) -> str:
+def _team_html(t: Translator, team: Sequence[Mapping[str, Any]]) -> str:
     items = []
     for i, member in enumerate(team):
         if not isinstance(member, Mapping) or not member.get("name"):
             raise PageDataError(f"team: member {i} needs a name")
         role = member.get("team_role")
-        if role not in TEAM_ROLES:
+        if role not in NAMES["team_role"]:
             raise PageDataError(
-                f"team: member {i} has role {role!r}; roles are {', '.join(TEAM_ROLES)}"
+                f"team: member {i} has role {role!r}; roles are {', '.join(NAMES['team_role'])}"
             )
         tel = _tel(str(member.get("phone") or ""))
-        call = f'<a class="wg-tel" href="tel:{tel}">Call</a>' if tel else ""
+        call = f'<a class="wg-tel" href="tel:{tel}">{html_text(t("Call"))}</a>' if tel else ""
         items.append(
             f"<li><span><b>{html_text(str(member['name']))}</b>"
-            f'<span class="wg-role">{html_text(TEAM_ROLES[role])}</span></span>{call}</li>'
+            f'<span class="wg-role">{html_text(t.name("team_role", role))}</span></span>{call}</li>'
         )
     present = {m["team_role"] for m in team}
-    for role, label in TEAM_ROLES.items():
+    for role, label in t.names("team_role").items():
         if role not in present:
-            missing = html_text(f"No {label.lower()} assigned")
+            missing = html_text(t("No {role} assigned", role=label.lower()))
             items.append(f'<li><span class="wg-role">{missing}</span></li>')
     return f'<ul class="wg-team">{"".join(items)}</ul>'
 
 
 def _add_tablet_layers(page: Page, feature: dict, units_fc: dict, incidents_fc: dict) -> None:
     """Add the grid's boundary, its stationed units and its open incidents to the page."""
+    t = page.t
     page.add(
         "Grid boundary",
         AreaLayer(
             collection([feature]),
-            name="Grid boundary",
+            name=t("Grid boundary"),
             options={
                 "style": {
                     "color": "#0b57d0",
@@ -463,7 +549,7 @@ def _add_tablet_layers(page: Page, feature: dict, units_fc: dict, incidents_fc: 
                     "fillColor": "#0b57d0",
                     "fillOpacity": 0.06,
                 },
-                "popup": {"title": "name", "fields": [["code", "Code"]]},
+                "popup": {"title": "name", "fields": [["code", t("Code")]]},
             },
         ),
     )
@@ -471,51 +557,74 @@ def _add_tablet_layers(page: Page, feature: dict, units_fc: dict, incidents_fc: 
         "Stationed units",
         PointLayer(
             units_fc,
-            name="Stationed units",
+            name=t("Stationed units"),
             options={
                 "cls": "wg-unitpin",
                 "classBy": "kind",
                 "size": 36,
                 "glyphs": {},
                 "title": "name",
+                "labels": _point_labels(t),
                 "popup": {
                     "title": "name",
                     "fields": [
-                        ["kind", "Kind"],
-                        ["address", "Address"],
-                        ["party_org", "Party org"],
+                        ["kind", t("Kind")],
+                        ["address", t("Address")],
+                        ["party_org", t("Party organisation")],
                     ],
                 },
             },
         ),
     )
-    page.add("Open incidents", PointLayer(incidents_fc, name="Open incidents", options=TABLET_PIN))
+    page.add(
+        "Open incidents",
+        PointLayer(_local_times(incidents_fc, t), name=t("Open incidents"), options=_tablet_pin(t)),
+    )
 
 
-def _tablet_sheet(props: Mapping[str, Any], team_html: str, incidents: int, units: int) -> str:
+def _tablet_sheet(
+    t: Translator, props: Mapping[str, Any], team_html: str, incidents: int, units: int
+) -> str:
     """Return the sheet below (or beside) the map: the grid's counts, its team, the form."""
     options = "".join(
         f'<option value="{k}">{html_text(label)}</option>'
-        for k, label in INCIDENT_CATEGORIES.items()
+        for k, label in t.names("category").items()
     )
     name, code = html_text(props["name"]), html_text(props["code"])
+    counts = t(
+        "{incidents} · {units} (square markers)",
+        incidents=t.ngettext("{n} open incident", "{n} open incidents", incidents),
+        units=t.ngettext("{n} stationed unit", "{n} stationed units", units),
+    )
+    h = {
+        key: html_text(t(message))
+        for key, message in {
+            "team": N_("Team"),
+            "report": N_("Report a case here"),
+            "category": N_("Category"),
+            "what": N_("What is wrong"),
+            "example": N_("e.g. burst pipe at the east gate"),
+            "locate": N_("Use my position (GPS)"),
+            "where": N_("position: not yet known (GPS, or tap the map)"),
+            "send": N_("Report"),
+        }.items()
+    }
     return f"""
 <div class="wg-sheet wg-tablet">
 <h2>{name} <small class="wg-note">{code}</small></h2>
-<div class="wg-counts">{_count(incidents, "open incident")} ·
-{_count(units, "stationed unit")} (square markers)</div>
-<h2>Team</h2>
+<div class="wg-counts">{html_text(counts)}</div>
+<h2>{h["team"]}</h2>
 {team_html}
-<h2>Report a case here</h2>
+<h2>{h["report"]}</h2>
 <form id="wg-report" class="wg-form" autocomplete="off">
-<label for="wg-category">Category</label>
+<label for="wg-category">{h["category"]}</label>
 <select id="wg-category" name="category" required>{options}</select>
-<label for="wg-description">What is wrong</label>
+<label for="wg-description">{h["what"]}</label>
 <textarea id="wg-description" name="description" maxlength="2000"
- placeholder="e.g. burst pipe at the east gate"></textarea>
-<button type="button" class="wg-locate">Use my position (GPS)</button>
-<div class="wg-where">position: not yet known (GPS, or tap the map)</div>
-<button type="submit">Report</button>
+ placeholder="{h["example"]}"></textarea>
+<button type="button" class="wg-locate">{h["locate"]}</button>
+<div class="wg-where">{h["where"]}</div>
+<button type="submit">{h["send"]}</button>
 <div class="wg-answer" role="status" aria-live="polite"></div>
 </form>
 </div>"""
@@ -531,6 +640,7 @@ def tablet_page(
     csrf_token: str | None = None,
     title: str | None = None,
     tiles: Basemap | None = None,
+    lang: str = DEFAULT_LANGUAGE,
 ) -> Page:
     """Return a grid officer's tablet page: one grid, its team, units, incidents, a report form.
 
@@ -553,31 +663,34 @@ def tablet_page(
         Page title (default: the grid's name).
     tiles : Basemap, optional
         A raster basemap.
+    lang : str
+        The page's language (:data:`maps.i18n.LANGUAGES`).
 
     Raises
     ------
     PageDataError
         When the grid, the team or a layer is malformed.
     """
+    t = translator(lang)
     feature = check_feature(grid, layer="grid", geometry=POLYGONAL, required=("code", "name"))
     units_fc = check_collection(units, layer="units", geometry=POINT, required=("name",))
     incidents_fc = check_collection(
         incidents, layer="incidents", geometry=POINT, required=("category",)
     )
-    team_html = _team_html(team)
+    team_html = _team_html(t, team)
     props = feature["properties"]
-    title = title or f"Grid {props['name']}"
+    title = title or t("Grid {name}", name=props["name"])
     bounds = merge_bounds(
         bounds_of([feature]), bounds_of(incidents_fc["features"]), bounds_of(units_fc["features"])
     )
     # The map takes the upper part of the screen; team and form follow below it.
-    m = _new_map(bounds, tiles=tiles, height="55%", padding=(30, 30, 30, 30))
-    page = Page("tablet", title, m)
+    m = _new_map(bounds, t=t, tiles=tiles, height="55%", padding=(30, 30, 30, 30))
+    page = Page("tablet", title, m, t=t)
     _add_tablet_layers(page, feature, units_fc, incidents_fc)
     folium.LayerControl(collapsed=True).add_to(m)
 
     sheet = _tablet_sheet(
-        props, team_html, len(incidents_fc["features"]), len(units_fc["features"])
+        t, props, team_html, len(incidents_fc["features"]), len(units_fc["features"])
     )
     form_options = {
         "form": "wg-report",
@@ -586,7 +699,8 @@ def tablet_page(
         "source": "patrol",
         "crs": "EPSG:4326",
         "retries": 3,
-        "pin": TABLET_PIN,
+        "pin": _tablet_pin(t),
+        "text": t.texts(REPORT_FORM_TEXT),
     }
     script = (
         '{map}.getContainer().classList.add("wg-tablet");\n'
@@ -599,20 +713,19 @@ def tablet_page(
 # -- planning --------------------------------------------------------------------------------
 #: The planning page's grid popup.
 PLANNING_FIELDS = [
-    ["code", "Code"],
-    ["open_incidents", "Open incidents"],
-    ["incidents_90d", "Incidents, 90 days"],
-    ["units", "Stationed units"],
-    ["team_roles", "Team roles (of 3)"],
+    ["code", N_("Code")],
+    ["open_incidents", N_("Open incidents")],
+    ["incidents_90d", N_("Incidents, 90 days")],
+    ["units", N_("Stationed units")],
+    ["team_roles", N_("Team roles (of 3)")],
 ]
+TEAM_CLASS_LABELS = [N_("no role filled"), N_("1 of 3 roles"), N_("2 of 3 roles"), N_("complete")]
 
 
-def _planning_classes(metric: str, values: list[float]) -> Classes:
+def _planning_classes(t: Translator, metric: str, values: list[float]) -> Classes:
     title, palette = PLANNING_METRICS[metric]
     if palette is None:
-        return fixed_classes(
-            [0, 1, 2, 3], TEAM, ["no role filled", "1 of 3 roles", "2 of 3 roles", "complete"]
-        )
+        return fixed_classes([0, 1, 2, 3], TEAM, [t(label) for label in TEAM_CLASS_LABELS])
     return integer_classes(values, classes=6, palette=palette)
 
 
@@ -641,14 +754,14 @@ def _check_planning(
 
 
 def _planning_grid_layer(
-    grid_fc: dict[str, Any], metric: str, classes: Classes, area_url: str | None
+    t: Translator, grid_fc: dict[str, Any], metric: str, classes: Classes, area_url: str | None
 ) -> AreaLayer:
     """Return the grids coloured by ``metric``, each with its figures in a popup."""
-    metric_title = PLANNING_METRICS[metric][0]
-    links = [[area_url, "Dispatch view of this grid →"]] if area_url else []
+    metric_title = t(PLANNING_METRICS[metric][0])
+    links = [[area_url, t("Dispatch view of this grid →")]] if area_url else []
     return AreaLayer(
         grid_fc,
-        name=f"Grids: {metric_title.lower()}",
+        name=t("Grids: {metric}", metric=metric_title.lower()),
         options={
             "style": {"color": "#555555", "weight": 1, "fillOpacity": 0.8},
             "choropleth": {
@@ -658,7 +771,7 @@ def _planning_grid_layer(
                 "missing": MISSING,
             },
             "tooltip": {"title": "name", "fields": [[metric, metric_title]]},
-            "popup": {"title": "name", "fields": PLANNING_FIELDS, "links": links},
+            "popup": {"title": "name", "fields": _fields(t, PLANNING_FIELDS), "links": links},
         },
     )
 
@@ -669,10 +782,12 @@ def planning_page(
     outlines: Mapping[str, Mapping[str, Any]] | None = None,
     metric: str = "incidents_90d",
     area_url: str | None = None,
-    title: str = "Planning: grid workload",
+    title: str | None = None,
     tiles: Basemap | None = None,
+    lang: str = DEFAULT_LANGUAGE,
 ) -> Page:
-    """Return the planning page: every grid's workload as a choropleth, a gap group.
+    """Return the planning page: every grid's workload as a choropleth, and a place for the
+    coverage gaps (:func:`add_coverage_gap_layer`), shown one theme at a time.
 
     Parameters
     ----------
@@ -685,16 +800,19 @@ def planning_page(
         The figure that colours the grids: one of :data:`PLANNING_METRICS`.
     area_url : str, optional
         Link template with ``{code}`` for a grid's popup (its dispatch view).
-    title : str
-        Page title.
+    title : str, optional
+        Page title (default: "Planning: grid workload", in ``lang``).
     tiles : Basemap, optional
         A raster basemap.
+    lang : str
+        The page's language (:data:`maps.i18n.LANGUAGES`).
 
     Raises
     ------
     PageDataError
         For an unknown metric or malformed layer.
     """
+    t = translator(lang)
     if metric not in PLANNING_METRICS:
         raise PageDataError(f"unknown metric {metric!r}; one of {', '.join(PLANNING_METRICS)}")
     area_url = _check_url(area_url, "area_url")
@@ -702,35 +820,80 @@ def planning_page(
     bounds = merge_bounds(
         bounds_of(grid_fc["features"]), *(bounds_of(fc["features"]) for fc in checked.values())
     )
-    m = _new_map(bounds, tiles=tiles, padding=(20, 110, 270, 20))
-    page = Page("planning", title, m)
-    metric_title = PLANNING_METRICS[metric][0]
-    classes = _planning_classes(metric, [f["properties"][metric] for f in grid_fc["features"]])
-    page.add("Grids", _planning_grid_layer(grid_fc, metric, classes, area_url))
+    m = _new_map(bounds, t=t, tiles=tiles, padding=(20, 110, 270, 20))
+    page = Page("planning", title or t("Planning: grid workload"), m, t=t)
+    metric_title = t(PLANNING_METRICS[metric][0])
+    classes = _planning_classes(t, metric, [f["properties"][metric] for f in grid_fc["features"]])
+    page.add("Grids", _planning_grid_layer(t, grid_fc, metric, classes, area_url))
     for level in ("community", "district", "city"):
         if level in checked:
             # Lines only (not clickable): a click anywhere inside reaches the grid's popup.
             options = {"style": dict(LEVEL_STYLE[level]), "lines": LINE_RANK[level]}
             page.add(
                 LEVEL_TITLES[level],
-                AreaLayer(checked[level], name=LEVEL_TITLES[level], options=options),
+                AreaLayer(checked[level], name=t(LEVEL_TITLES[level]), options=options),
             )
-    page.add(COVERAGE_GAPS, folium.FeatureGroup(name=COVERAGE_GAPS, overlay=True, show=True))
     page.legend = Legend(metric_title)
-    page.legend.add_classes("per grid", classes)
+    page.legend.add_classes(t("per grid"), classes)
     if checked:
         page.legend.add_rows(
-            "Boundaries", [_line_row(LEVEL_LABELS[lv], LEVEL_STYLE[lv]) for lv in checked]
+            t("Boundaries"), [_line_row(t.name("level", lv), LEVEL_STYLE[lv]) for lv in checked]
         )
     page.legend.add_to(m)
     head = (
-        f'<div class="wg-title"><b>{html_text(title)}</b>'
-        f'<div class="wg-crumbs">{len(grid_fc["features"])} grids · colour: '
-        f"{html_text(metric_title.lower())}</div></div>"
+        f'<div class="wg-title"><b>{html_text(page.title)}</b>'
+        f'<div class="wg-crumbs">'
+        + html_text(
+            t(
+                "{grids} · colour: {metric}",
+                grids=t.ngettext("{n} grid", "{n} grids", len(grid_fc["features"])),
+                metric=metric_title.lower(),
+            )
+        )
+        + "</div></div>"
     )
     HtmlControl(head, position="topleft", cls="wg-titlebar").add_to(m)
     folium.LayerControl(collapsed=False).add_to(m)
+    # After the layer control and the legend: the themes' chooser goes below the one, and
+    # marks its theme in the other.
+    themes = GapThemes(title=t("Coverage gaps: one theme at a time"), none=t("No gap layer"))
+    page.add(COVERAGE_GAPS, themes)
     return page
+
+
+def _rgba(color: str, opacity: float) -> str:
+    """Return a #rgb/#rrggbb colour with ``opacity`` as CSS (other colours as they are)."""
+    h = color.lstrip("#")
+    if not color.startswith("#") or len(h) not in (3, 6):
+        return color
+    if len(h) == 3:
+        h = "".join(c * 2 for c in h)
+    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{opacity:g})"
+
+
+def _gap_swatch(style: Mapping[str, Any], *, point: bool) -> str:
+    """Return the legend swatch of a gap layer: as its fill, outline and dashes are drawn."""
+    if point:
+        return (
+            f'<span class="wg-swatch" style="background:{style["color"]};border-radius:50%"></span>'
+        )
+    fill = _rgba(style.get("fillColor", style["color"]), style.get("fillOpacity", 0.2))
+    dash = "dashed" if style.get("dashArray") else "solid"
+    weight = max(1, min(4, int(style.get("weight", 2))))
+    return (
+        f'<span class="wg-swatch" style="background:{fill};'
+        f'border:{weight}px {dash} {style["color"]}"></span>'
+    )
+
+
+def _gap_style(color: str, style: Mapping[str, Any] | None) -> dict[str, Any]:
+    default = {"color": color, "weight": 2, "fillColor": color, "fillOpacity": 0.2}
+    out = {**default, **(style or {})}
+    for key in ("color", "fillColor"):
+        if not re.fullmatch(r"#[0-9a-fA-F]{3,8}|[a-zA-Z]+", str(out[key])):
+            raise PageDataError(f"color must be a CSS colour name or #hex, not {out[key]!r}")
+    return out
 
 
 def add_coverage_gap_layer(
@@ -739,9 +902,14 @@ def add_coverage_gap_layer(
     *,
     name: str,
     color: str = "#6a3d9a",
+    style: Mapping[str, Any] | None = None,
+    description: str | None = None,
     popup_fields: Sequence[tuple[str, str]] = (),
 ) -> folium.map.Layer:
-    """Return the layer added to the planning page's "Coverage gaps" group (one call).
+    """Return the layer added as one theme of the planning page's coverage gaps (one call).
+
+    The themes are shown one at a time, chosen in their own control: the first added is
+    shown when the page opens. Each has one row in the legend's "Coverage gaps" section.
 
     Parameters
     ----------
@@ -750,62 +918,64 @@ def add_coverage_gap_layer(
     data : FeatureCollection
         The gaps: polygons (areas nobody covers) or points (e.g. households out of reach).
     name : str
-        What the gaps are, for the legend and tooltips.
+        What the gaps are, for the chooser, the legend and tooltips (in the page's language).
     color : str
-        A CSS colour.
+        A CSS colour (the outline and fill unless ``style`` says otherwise).
+    style : mapping, optional
+        Leaflet path options for polygons (``weight``, ``fillOpacity``, ``dashArray``, …).
+    description : str, optional
+        One line under the name in the legend (in the page's language).
     popup_fields : sequence of (property, label)
-        Properties shown when a gap is clicked.
+        Properties shown when a gap is clicked (labels in the page's language).
 
     Raises
     ------
     PageDataError
-        When the page has no gap group or the data is malformed.
+        When the page has no gap themes or the data is malformed.
     """
-    group = page.layers.get(COVERAGE_GAPS)
-    if group is None or page.legend is None:
+    themes = page.layers.get(COVERAGE_GAPS)
+    if not isinstance(themes, GapThemes) or page.legend is None:
         raise PageDataError(f"the {page.kind} page has no {COVERAGE_GAPS!r} group")
-    if not re.fullmatch(r"#[0-9a-fA-F]{3,8}|[a-zA-Z]+", color):
-        raise PageDataError(f"color must be a CSS colour name or #hex, not {color!r}")
+    path_style = _gap_style(color, style)
     features = data.get("features") if isinstance(data, Mapping) else None
     first = features[0]["geometry"]["type"] if features else "Polygon"
     fields = [list(f) for f in popup_fields]
     label = {"text": name, "fields": fields}
-    if first in POINT:
+    point = first in POINT
+    if point:
         fc = check_collection(data, layer=name, geometry=POINT)
         layer = PointLayer(
             fc,
             name=name,
             control=False,
+            show=False,
             options={
                 "cls": "wg-gap",
                 "classBy": "kind",
                 "size": 18,
-                "color": color,
+                "color": path_style["color"],
                 "popup": label,
             },
         )
-        swatch = f'<span class="wg-swatch" style="background:{color};border-radius:50%"></span>'
     else:
         fc = check_collection(data, layer=name, geometry=POLYGONAL)
         layer = AreaLayer(
             fc,
             name=name,
             control=False,
-            options={
-                "style": {
-                    "color": color,
-                    "weight": 2,
-                    "fillColor": color,
-                    "fillOpacity": 0.35,
-                    "dashArray": "4 3",
-                },
-                "tooltip": {"text": name},
-                "popup": label,
-            },
+            show=False,
+            options={"style": path_style, "tooltip": {"text": name}, "popup": label},
         )
-        swatch = f'<span class="wg-swatch" style="background:{color};opacity:.6"></span>'
-    page.add(f"{COVERAGE_GAPS}: {name}", layer, to=group)
-    page.legend.add_rows(COVERAGE_GAPS, [f'<div class="wg-row">{swatch}{html_text(name)}</div>'])
+    index = themes.add_theme(name, layer)
+    page.add(f"{COVERAGE_GAPS}: {name}", layer, to=themes)
+    note = f'<div class="wg-note">{html_text(description)}</div>' if description else ""
+    page.legend.add_rows(
+        page.t("Coverage gaps"),
+        [
+            f'<div class="wg-row wg-theme" data-theme="{index}">'
+            f"{_gap_swatch(path_style, point=point)}<span>{html_text(name)}{note}</span></div>"
+        ],
+    )
     return layer
 
 
@@ -852,4 +1022,4 @@ def render_page(page: Page, *, assets: str = "link", static_url: str = STATIC_UR
     figure.title = html_text(page.title)
     figure.header.add_child(RawHtml(asset_tags(needed, assets, static_url)), name="wg_assets")
     html = figure.render()
-    return html.replace("<html>", '<html lang="en">', 1)
+    return html.replace("<html>", f'<html lang="{page.t.lang}">', 1)

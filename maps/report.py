@@ -9,6 +9,8 @@
   by :func:`maps.pages.render_page`, no basemap, no CDN) with the gap layers the maps draw
   (:data:`maps.gaps.MAP_GAP_LAYERS`);
 * the communities farthest from a service facility, as a table.
+
+In Simplified Chinese by default, English with ``lang="en"`` (:mod:`maps.i18n`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from maps.gaps import GAP_LAYERS, MAP_GAP_LAYERS, add_gap_layers
+from maps.i18n import DEFAULT_LANGUAGE, N_, Translator, translator
 
 __all__ = ["bar_chart", "histogram", "report_html"]
 
@@ -58,6 +61,10 @@ def _num(value: float | int | None) -> str:
     return f"{int(value):,}"
 
 
+def _of(t: Translator, part: int, whole: int) -> str:
+    return t("{part} of {whole}", part=format(part, ","), whole=format(whole, ","))
+
+
 # -- SVG charts --------------------------------------------------------------------------------
 def bar_chart(
     title: str,
@@ -92,9 +99,16 @@ def bar_chart(
 
 
 def histogram(
-    title: str, values: list[float], *, bins: int = 20, color: str = "#fc8d59", width: int = 500
+    title: str,
+    values: list[float],
+    *,
+    bins: int = 20,
+    color: str = "#fc8d59",
+    width: int = 500,
+    axis: str = "",
 ) -> str:
-    """Return an inline SVG histogram of ``values`` (counts per equal-width bin)."""
+    """Return an inline SVG histogram of ``values`` (counts per equal-width bin), ``axis``
+    naming what the bins count."""
     import numpy as np
 
     height, left, bottom, top = 220, 40, 34, 30
@@ -127,7 +141,7 @@ def histogram(
         )
     parts.append(
         f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" font-size="11" '
-        'text-anchor="middle">incidents per grid (period)</text></svg>'
+        f'text-anchor="middle">{_e(axis)}</text></svg>'
     )
     return "".join(parts)
 
@@ -205,7 +219,7 @@ def _period_days(parameters: dict) -> float | None:
     return round((until - since).total_seconds() / 86400, 3)
 
 
-def _map_html(report: dict) -> str | None:
+def _map_html(report: dict, t: Translator) -> str | None:
     """Return the map page (self-contained HTML) of the report, or None without geometry."""
     from maps.pages import planning_page, render_page
 
@@ -218,41 +232,42 @@ def _map_html(report: dict) -> str | None:
         grids=_collection(_grid_features(report)),
         outlines={"community": _collection(_community_outlines(work))},
         metric="incidents_90d" if period_days == 90 else "open_incidents",
-        title=f"Coverage gaps: {report['area']['name'] or 'all areas'}",
+        title=t("Coverage gaps: {area}", area=report["area"]["name"] or t("all areas")),
+        lang=t.lang,
     )
     add_gap_layers(page, analyses)
     return render_page(page, assets="inline")
 
 
-def _map_layer_titles() -> str:
-    return ", ".join(GAP_LAYERS[name].title.lower() for name in MAP_GAP_LAYERS)
+def _map_layer_titles(t: Translator) -> str:
+    return t.join(t(GAP_LAYERS[name].title).lower() for name in MAP_GAP_LAYERS)
 
 
 # -- the page ----------------------------------------------------------------------------------
-def _cards(report: dict) -> str:
+def _cards(report: dict, t: Translator) -> str:
     s = report["summary"]
     staffing, reach, care = s["staffing"], s["reach"], s["care"]
     work, org, topo = s["workload"], s["organisation"], s["topology"]
     defects = sum(topo[k]["count"] for k in ("gaps", "overlaps", "outside", "slivers"))
     cards = [
-        (_num(staffing["grids"]), "grids"),
-        (f"{_num(staffing['complete_teams'])}", "complete 1+1+1 teams"),
-        (_num(staffing["grids_missing_role"]), "grids missing a role"),
-        (_pct(reach["uncovered_share"]), "of the area beyond a 15-min walk"),
-        (_pct(reach["households"]["uncovered_share"]), "of care households beyond it"),
-        (_num(care["without_cadre"]), "care households without a cadre"),
-        (_pct(org["share_without_org"]), "of units without a party organisation"),
-        (_num(org["grids_without_party_branch"]), "grids without a party branch"),
-        (_num(work["incidents"]), "incidents in the period"),
-        (_num(work["outliers_high"]), "grids with an outlying workload"),
-        (_num(defects), "topology defects (gaps, overlaps, outside, slivers)"),
+        (_num(staffing["grids"]), t("grids")),
+        (f"{_num(staffing['complete_teams'])}", t("complete 1+1+1 teams")),
+        (_num(staffing["grids_missing_role"]), t("grids missing a role")),
+        (_pct(reach["uncovered_share"]), t("of the area beyond a 15-min walk")),
+        (_pct(reach["households"]["uncovered_share"]), t("of care households beyond it")),
+        (_num(care["without_cadre"]), t("care households without a cadre")),
+        (_pct(org["share_without_org"]), t("of units without a party organisation")),
+        (_num(org["grids_without_party_branch"]), t("grids without a party branch")),
+        (_num(work["incidents"]), t("incidents in the period")),
+        (_num(work["outliers_high"]), t("grids with an outlying workload")),
+        (_num(defects), t("topology defects (gaps, overlaps, outside, slivers)")),
     ]
     if "siting" in s and "new_sites" in s["siting"]:
-        t = s["siting"]
+        sit = s["siting"]
         cards.append(
             (
-                f"{_pct(t['share_before'])} → {_pct(t['share_after'])}",
-                f"households reached with {t['new_sites']} new facilities",
+                f"{_pct(sit['share_before'])} → {_pct(sit['share_after'])}",
+                t("households reached with {n} new facilities", n=sit["new_sites"]),
             )
         )
     return (
@@ -272,21 +287,21 @@ def _count_row(label: str, n: float | int) -> tuple[str, float, str]:
     return (label, n, _num(n))
 
 
-def _reach_charts(report: dict) -> list[str]:
+def _reach_charts(report: dict, t: Translator) -> list[str]:
     reach = report["summary"]["reach"]
     return [
         bar_chart(
-            "Beyond a 15-minute walk (share)",
+            t("Beyond a 15-minute walk (share)"),
             [
-                _share_row("area", reach["uncovered_share"]),
-                _share_row("care households", reach["households"]["uncovered_share"]),
-                _share_row("units", reach["units"]["uncovered_share"]),
+                _share_row(t("area"), reach["uncovered_share"]),
+                _share_row(t("care households"), reach["households"]["uncovered_share"]),
+                _share_row(t("units"), reach["units"]["uncovered_share"]),
             ],
             color="#6a3d9a",
             max_value=1.0,
         ),
         bar_chart(
-            "Worst communities: area beyond reach",
+            t("Worst communities: area beyond reach"),
             [
                 (f"{i['name']} {i['code']}", i["uncovered_share"], _pct(i["uncovered_share"]))
                 for i in report["analyses"]["reach"]["items"][:10]
@@ -297,31 +312,31 @@ def _reach_charts(report: dict) -> list[str]:
     ]
 
 
-def _staffing_chart(report: dict) -> str:
+def _staffing_chart(report: dict, t: Translator) -> str:
     st = report["summary"]["staffing"]
     return bar_chart(
-        "1+1+1 grid teams",
+        t("1+1+1 grid teams"),
         [
-            _count_row("complete teams", st["complete_teams"]),
+            _count_row(t("complete teams"), st["complete_teams"]),
             *[
-                _count_row(f"missing {role.replace('_', ' ')}", n)
+                _count_row(t("missing: {role}", role=t.name("team_role", role).lower()), n)
                 for role, n in st["missing_by_role"].items()
             ],
-            _count_row("grids with a doubled role", st["grids_with_doubled_role"]),
-            _count_row("people in several grids", st["people_in_several_grids"]),
+            _count_row(t("grids with a doubled role"), st["grids_with_doubled_role"]),
+            _count_row(t("people in several grids"), st["people_in_several_grids"]),
         ],
         color="#d95f02",
     )
 
 
-def _care_chart(report: dict) -> str:
+def _care_chart(report: dict, t: Translator) -> str:
     return bar_chart(
-        "Care households without a cadre, by kind",
+        t("Care households without a cadre, by kind"),
         [
             (
-                kind.replace("_", " "),
+                t.name("care_kind", kind),
                 v["without_cadre"],
-                f"{v['without_cadre']:,} of {v['households']:,}",
+                _of(t, v["without_cadre"], v["households"]),
             )
             for kind, v in report["summary"]["care"]["by_kind"].items()
         ],
@@ -329,111 +344,164 @@ def _care_chart(report: dict) -> str:
     )
 
 
-def _organisation_chart(report: dict) -> str:
+def _organisation_chart(report: dict, t: Translator) -> str:
     org = report["summary"]["organisation"]
     return bar_chart(
-        "Party organisation of units",
+        t("Party organisation of units"),
         [
-            _count_row("units", org["units"]),
-            _count_row("with a branch", org["units_with_branch"]),
-            _count_row("without organisation", org["units_without_org"]),
-            _count_row("large, no co-building", org["large_units_without_co_building"]),
+            _count_row(t("units"), org["units"]),
+            _count_row(t("with a branch"), org["units_with_branch"]),
+            _count_row(t("without organisation"), org["units_without_org"]),
+            _count_row(t("large, no co-building"), org["large_units_without_co_building"]),
         ],
         color="#c51b7d",
     )
 
 
-def _workload_chart(report: dict) -> str:
+def _workload_chart(report: dict, t: Translator) -> str:
     return histogram(
-        "Workload: grids by incidents in the period",
+        t("Workload: grids by incidents in the period"),
         [i["incidents"] for i in report["analyses"]["workload"]["items"]],
+        axis=t("incidents per grid (period)"),
     )
 
 
-def _topology_chart(report: dict) -> str:
+#: The defects of the topology chart: summary key → its name.
+_DEFECTS = {
+    "gaps": N_("gaps"),
+    "overlaps": N_("overlaps"),
+    "outside": N_("outside their parent"),
+    "slivers": N_("slivers"),
+    "multipart": N_("in several parts"),
+}
+#: The analyses of the timings chart.
+_ANALYSES = {
+    "staffing": N_("team staffing"),
+    "reach": N_("15-minute reach"),
+    "care": N_("care households"),
+    "organisation": N_("party organisation"),
+    "workload": N_("workload"),
+    "topology": N_("partition topology"),
+    "evaluation": N_("team evaluation"),
+    "tables": N_("report tables"),
+    "siting": N_("siting"),
+}
+
+
+def _topology_chart(report: dict, t: Translator) -> str:
     topo = report["summary"]["topology"]
     return bar_chart(
-        "Partition topology: defects (count)",
+        t("Partition topology: defects (count)"),
         [
             (
-                kind,
+                t(name),
                 topo[kind]["count"],
                 f"{topo[kind]['count']:,} · {topo[kind]['area_m2']:,.0f} m²",
             )
-            for kind in ("gaps", "overlaps", "outside", "slivers", "multipart")
+            for kind, name in _DEFECTS.items()
         ],
         color="#e31a1c",
     )
 
 
-def _timings_chart(report: dict) -> str:
+def _timings_chart(report: dict, t: Translator) -> str:
     return bar_chart(
-        "Seconds per analysis",
-        [(k, v, f"{v:.2f} s") for k, v in report["timings"].items() if k != "total"],
+        t("Seconds per analysis"),
+        [
+            (t(_ANALYSES[k]) if k in _ANALYSES else k, v, t("{s} s", s=format(v, ".2f")))
+            for k, v in report["timings"].items()
+            if k != "total"
+        ],
         color="#636363",
     )
 
 
-def _charts(report: dict) -> str:
+def _charts(report: dict, t: Translator) -> str:
     charts = [
-        *_reach_charts(report),
-        _staffing_chart(report),
-        _care_chart(report),
-        _organisation_chart(report),
-        _workload_chart(report),
-        _topology_chart(report),
-        _timings_chart(report),
+        *_reach_charts(report, t),
+        _staffing_chart(report, t),
+        _care_chart(report, t),
+        _organisation_chart(report, t),
+        _workload_chart(report, t),
+        _topology_chart(report, t),
+        _timings_chart(report, t),
     ]
     return '<div class="charts">' + "".join(charts) + "</div>"
 
 
-def _worst_table(report: dict) -> str:
+def _worst_table(report: dict, t: Translator) -> str:
     rows = report["analyses"]["reach"]["items"][:15]
-    head = (
-        '<tr><th>rank</th><th class="l">community</th><th>area km²</th><th>beyond reach</th>'
-        "<th>care households beyond</th><th>units beyond</th></tr>"
-    )
+    heads = [
+        t("rank"),
+        t("community"),
+        t("area km²"),
+        t("beyond reach"),
+        t("care households beyond"),
+        t("units beyond"),
+    ]
+    cells = [
+        f'<th class="l">{_e(h)}</th>' if i == 1 else f"<th>{_e(h)}</th>"
+        for i, h in enumerate(heads)
+    ]
+    head = "<tr>" + "".join(cells) + "</tr>"
     body = "".join(
         f"<tr><td>{i['rank']}</td><td class='l'>{_e(i['name'])} {_e(i['code'])}</td>"
         f"<td>{i['area_m2'] / 1e6:,.1f}</td><td>{_pct(i['uncovered_share'])}</td>"
-        f"<td>{i['households']['uncovered']:,} of {i['households']['total']:,}</td>"
-        f"<td>{i['units']['uncovered']:,} of {i['units']['total']:,}</td></tr>"
+        f"<td>{_e(_of(t, i['households']['uncovered'], i['households']['total']))}</td>"
+        f"<td>{_e(_of(t, i['units']['uncovered'], i['units']['total']))}</td></tr>"
         for i in rows
     )
     return f"<table>{head}{body}</table>"
 
 
-def report_html(report: dict) -> str:
-    """Return the report as one self-contained HTML page (charts as SVG, map inlined)."""
+def report_html(report: dict, *, lang: str = DEFAULT_LANGUAGE) -> str:
+    """Return the report as one self-contained HTML page (charts as SVG, map inlined), in
+    ``lang`` (:data:`maps.i18n.LANGUAGES`)."""
+    t = translator(lang)
     area = report["area"]
-    title = f"Coverage report: {area['name'] or 'all areas'}"
-    where = f"{area['code']} ({area['level']})" if area["code"] else "every area"
-    map_html = _map_html(report)
+    title = t("Coverage report: {area}", area=area["name"] or t("all areas"))
+    where = (
+        f"{area['code']} ({t.name('level', area['level'])})" if area["code"] else t("every area")
+    )
+    map_html = _map_html(report, t)
     if map_html is None:
-        map_part = '<p class="note">The report was made without geometry: no map.</p>'
+        map_part = f'<p class="note">{_e(t("The report was made without geometry: no map."))}</p>'
     else:
         # The map is a page of its own (Leaflet wants the whole viewport); srcdoc keeps it
         # in this one file.
         map_part = (
-            f'<iframe title="map of the gaps" srcdoc="{html.escape(map_html, quote=True)}">'
-            "</iframe>"
+            f'<iframe title="{_e(t("map of the gaps"))}" '
+            f'srcdoc="{html.escape(map_html, quote=True)}"></iframe>'
         )
     siting = report["summary"].get("siting")
     siting_note = ""
     if isinstance(siting, dict) and "error" in siting:
-        siting_note = f'<p class="note">Siting did not run: {_e(siting["error"]["detail"])}</p>'
+        siting_note = (
+            f'<p class="note">'
+            f"{_e(t('Siting did not run: {detail}', detail=siting['error']['detail']))}</p>"
+        )
+    made = t(
+        "{where}, boundary generation {generation} · made {made} · analyses took {seconds} s",
+        where=where,
+        generation=area["generation"],
+        made=t.datetime(report["generated_at"]),
+        seconds=format(report["timings"]["total"], ".2f"),
+    )
+    layers = t(
+        "Grids coloured by workload; gap layers, one at a time: {layers} (choose in the map's "
+        "“Coverage gaps” box).",
+        layers=_map_layer_titles(t),
+    )
     return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<!DOCTYPE html><html lang="{t.lang}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
-        f"<header><h1>{_e(title)}</h1><p>{_e(where)}, boundary generation "
-        f"{area['generation']} · made {_e(report['generated_at'])} · analyses took "
-        f"{report['timings']['total']:.2f} s</p></header><main>"
-        f"<h2>Key figures</h2>{_cards(report)}{siting_note}"
-        f"<h2>Map of the gaps</h2>{map_part}"
-        f'<p class="note">Grids coloured by workload; layers: {_e(_map_layer_titles())} '
-        "(switch them in the map's layer control).</p>"
-        f"<h2>Charts</h2>{_charts(report)}"
-        f"<h2>Communities farthest from a service facility</h2>{_worst_table(report)}"
+        f"<header><h1>{_e(title)}</h1><p>{_e(made)}</p></header><main>"
+        f"<h2>{_e(t('Key figures'))}</h2>{_cards(report, t)}{siting_note}"
+        f"<h2>{_e(t('Map of the gaps'))}</h2>{map_part}"
+        f'<p class="note">{_e(layers)}</p>'
+        f"<h2>{_e(t('Charts'))}</h2>{_charts(report, t)}"
+        f"<h2>{_e(t('Communities farthest from a service facility'))}</h2>"
+        f"{_worst_table(report, t)}"
         "</main></body></html>"
     )

@@ -14,9 +14,6 @@ __all__ = [
     "YL_OR_RD",
     "BLUES",
     "TEAM",
-    "INCIDENT_CATEGORIES",
-    "CATEGORY_GLYPHS",
-    "TEAM_ROLES",
     "LEVEL_STYLE",
     "zoom_for_bounds",
 ]
@@ -28,32 +25,8 @@ BLUES = ("#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#217
 #: Team completeness 0..3 roles: a missing role is the planner's alarm, so 0 is the red one.
 TEAM = ("#d7301f", "#fc8d59", "#fee08b", "#91cf60")
 
-#: Incident categories (as in the API) with their labels; the legend follows this order.
-INCIDENT_CATEGORIES = {
-    "water": "Water",
-    "gas": "Gas",
-    "street_light": "Street light",
-    "road": "Road",
-    "sanitation": "Sanitation",
-    "public_order": "Public order",
-    "other": "Other",
-}
-#: One letter on each marker, so categories differ without relying on colour alone.
-CATEGORY_GLYPHS = {
-    "water": "W",
-    "gas": "G",
-    "street_light": "L",
-    "road": "R",
-    "sanitation": "S",
-    "public_order": "P",
-    "other": "O",
-}
-#: The 1+1+1 team of a grid.
-TEAM_ROLES = {
-    "party_building_instructor": "Party-building instructor",
-    "grid_manager": "Grid manager",
-    "grid_police": "Grid police officer",
-}
+# Category, team role and level names, and the categories' marker glyphs, are in the one
+# table of names in both languages: maps.i18n.NAMES.
 #: Outline styles per level: the higher the level, the heavier the line.
 LEVEL_STYLE = {
     "city": {"color": "#111111", "weight": 4, "fill": False},

@@ -31,6 +31,7 @@ from maps.assets import STATIC_URL
 from maps.basemap import WGS84, Basemaps, shift_geojson
 from maps.gaps import GAP_LAYERS, MAP_GAP_LAYERS, add_gap_layers
 from maps.geojson import bounds_of, collection, merge_bounds
+from maps.i18n import DEFAULT_LANGUAGE
 from maps.live import add_dispatch_queue, add_tablet_desk
 from maps.pages import (
     LEVELS,
@@ -353,14 +354,13 @@ async def dispatch_data(
             # Used above to walk the hierarchy; the page does not need them.
             f["properties"].pop("parent_code", None)
             f["properties"].pop("level", None)
-    name = focus["properties"]["name"] if focus else "all areas"
+    # The title ("Dispatch · <the focused area>") is the page builder's, in the page's language.
     return {
         "areas": areas,
         "incidents": collection(incidents),
         "incidents_matched": matched,
         "breadcrumb": breadcrumb,
         "focus": area,
-        "title": f"Dispatch · {name}",
     }
 
 
@@ -499,6 +499,7 @@ async def build_page(
     grid: str | None = None,
     metric: str | None = None,
     gaps: dict[str, dict[str, Any]] | None = None,
+    lang: str = DEFAULT_LANGUAGE,
     basemaps: Basemaps | None = None,
     static: bool = False,
 ) -> Page:
@@ -519,6 +520,9 @@ async def build_page(
         The dispatch page's area, the tablet page's grid, the planning page's colour metric.
     gaps : dict, optional
         The planning page's coverage analyses (:func:`coverage_gaps`), drawn as its gaps.
+    lang : str
+        The page's language (:data:`maps.i18n.LANGUAGES`; :func:`maps.i18n.negotiate_language`
+        picks it for a request).
     basemaps : maps.basemap.Basemaps, optional
         The street basemaps (:func:`service.basemap.page_basemaps`); the page's data are
         shifted to their datum (GCJ-02, BD-09) before they are drawn.
@@ -529,18 +533,18 @@ async def build_page(
     require_page_role(kind, principal)
     common = {"pool": pool, "principal": principal, "generation": generation}
     datum = basemaps.datum if basemaps is not None else WGS84
-    page = await _build_page(kind, common, links, area, grid, metric, gaps, datum)
+    page = await _build_page(kind, common, links, area, grid, metric, gaps, lang, datum)
     if basemaps is not None:
         await add_page_basemaps(page, basemaps, conn=pool, principal=principal, static=static)
     return page
 
 
-async def _build_page(kind, common, links, area, grid, metric, gaps, datum) -> Page:
+async def _build_page(kind, common, links, area, grid, metric, gaps, lang, datum) -> Page:
     principal = common["principal"]
     if kind == "dispatch":
         data = shift_geojson(await dispatch_data(**common, area=area), datum)
         tablet_url = links.tablet_url if principal.role in PAGE_ROLES["tablet"] else None
-        page = dispatch_page(**data, area_url=links.area_url, tablet_url=tablet_url)
+        page = dispatch_page(**data, area_url=links.area_url, tablet_url=tablet_url, lang=lang)
         if links.cases_url:
             # Without an area asked for, the queue is the caller's whole scope (a city's
             # includes the cases outside every area); with one, the cases lying in it.
@@ -549,7 +553,7 @@ async def _build_page(kind, common, links, area, grid, metric, gaps, datum) -> P
     if kind == "tablet":
         data = shift_geojson(await tablet_data(**common, grid=grid), datum)
         page = tablet_page(
-            **data, report_endpoint=links.report_endpoint, csrf_token=links.csrf_token
+            **data, report_endpoint=links.report_endpoint, csrf_token=links.csrf_token, lang=lang
         )
         if links.cases_url:
             code = data["grid"]["properties"]["code"]
@@ -567,7 +571,7 @@ async def _build_page(kind, common, links, area, grid, metric, gaps, datum) -> P
             )
         return page
     data = shift_geojson(await planning_data(**common, metric=metric or "incidents_90d"), datum)
-    page = planning_page(**data, area_url=links.area_url)
+    page = planning_page(**data, area_url=links.area_url, lang=lang)
     add_gap_layers(page, shift_geojson(gaps or {}, datum))
     return page
 
@@ -590,6 +594,7 @@ async def page_html(
     grid: str | None = None,
     metric: str | None = None,
     gap_cache=None,
+    lang: str = DEFAULT_LANGUAGE,
     basemaps: Basemaps | None = None,
 ) -> str:
     """Return the ``kind`` page as one HTML document, on the current generation.
@@ -602,7 +607,7 @@ async def page_html(
     engine : sqlalchemy.Engine
         The synchronous engine the planning page's coverage analyses run on (in a worker
         thread); unused by the other pages.
-    principal, links, area, grid, metric, basemaps
+    principal, links, area, grid, metric, lang, basemaps
         As for :func:`build_page` (a file gets the offline basemap's tiles inline).
     gap_cache : service.gap_cache.GapCache, optional
         Keeps the planning page's analyses until what they read changes.
@@ -627,6 +632,7 @@ async def page_html(
             grid=grid,
             metric=metric,
             gaps=gaps,
+            lang=lang,
             basemaps=basemaps,
             static=assets == "inline",
         )
@@ -691,6 +697,7 @@ def export_page(
     grid: str | None = None,
     metric: str | None = None,
     link_base: str | None = None,
+    lang: str = DEFAULT_LANGUAGE,
 ) -> str:
     """Return the ``kind`` page as one self-contained HTML file (for ``wangge map``).
 
@@ -709,8 +716,10 @@ def export_page(
         As for the served pages.
     link_base : str, optional
         e.g. ``https://wangge.example``: make drill-down links open the served pages there.
+    lang : str
+        The file's language (:data:`maps.i18n.LANGUAGES`).
     """
-    work = _export(url, principal, kind, link_base, area=area, grid=grid, metric=metric)
+    work = _export(url, principal, kind, link_base, area=area, grid=grid, metric=metric, lang=lang)
     try:
         asyncio.get_running_loop()
     except RuntimeError:

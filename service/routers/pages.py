@@ -30,12 +30,13 @@ from fastapi.responses import Response
 from sqlalchemy import Engine
 
 from maps.assets import STATIC_URL, static_file
+from maps.i18n import LANGUAGES, negotiate_language
 from maps.pages import PLANNING_METRICS
 from service.auth import Principal
 from service.basemap import page_basemaps
 from service.deps import PoolDep, PrincipalDep, SyncEngineDep, start_page_session
 from service.edge.sessions import csrf_token, session_redirect
-from service.errors import NotFoundError
+from service.errors import NotFoundError, UnprocessableError
 from service.gap_cache import GapCache
 from service.pages import Links, grid_team, page_html, require_page_role
 from service.repositories.generations import resolve_generation
@@ -77,7 +78,7 @@ def _html(request: Request, html: str) -> Response:
         "Cache-Control": "private, no-store",
         "Referrer-Policy": "no-referrer",
         "X-Content-Type-Options": "nosniff",
-        "Vary": "Accept-Encoding, Authorization, X-API-Key, Cookie",
+        "Vary": "Accept-Encoding, Accept-Language, Authorization, X-API-Key, Cookie",
     }
     if "gzip" in request.headers.get("accept-encoding", ""):
         body = gzip.compress(body, compresslevel=6)
@@ -94,7 +95,7 @@ class _PageServer:
     pool: Any
     engine: Engine
 
-    async def __call__(self, kind: str, **params) -> Response:
+    async def __call__(self, kind: str, lang: str | None = None, **params) -> Response:
         if "access_token" in self.request.query_params:
             # The token leaves the address bar: exchanged once for the page session cookie,
             # then the same page without it (checked first: no cookie for a refused role).
@@ -111,10 +112,21 @@ class _PageServer:
             links=_served_links(self.request),
             static_url=root + STATIC_URL,
             gap_cache=_gap_cache(self.request) if kind == "planning" else None,
+            lang=_language(self.request, lang),
             basemaps=page_basemaps(self.request.app.state.settings.basemap, root=root),
             **params,
         )
         return _html(self.request, html)
+
+
+def _language(request: Request, lang: str | None) -> str:
+    """Return the page's language: ``?lang=``, else ``Accept-Language``, else Chinese."""
+    try:
+        return negotiate_language(
+            query=lang, accept_language=request.headers.get("accept-language")
+        )
+    except ValueError as e:  # pragma: no cover - the query's pattern refuses it first
+        raise UnprocessableError(str(e), field="lang") from e
 
 
 def _gap_cache(request: Request) -> GapCache | None:
@@ -148,6 +160,13 @@ GridCode = Annotated[
     ),
 ]
 Metric = Literal[tuple(PLANNING_METRICS)]
+Language = Annotated[
+    Literal[LANGUAGES] | None,
+    Query(
+        description="the page's language (default: the best of `Accept-Language`, else "
+        "Simplified Chinese)"
+    ),
+]
 
 #: Every page route answers HTML.
 _page_route = functools.partial(
@@ -164,8 +183,8 @@ _page_route = functools.partial(
     "incidents, drill-down links (`?area=<code>` focuses on an area) and a breadcrumb. "
     "Open it in a browser with `?access_token=<token>`.",
 )
-async def dispatch(serve: PageServerDep, area: AreaCode = None) -> Response:
-    return await serve("dispatch", area=area)
+async def dispatch(serve: PageServerDep, area: AreaCode = None, lang: Language = None) -> Response:
+    return await serve("dispatch", area=area, lang=lang)
 
 
 @_page_route(
@@ -174,8 +193,8 @@ async def dispatch(serve: PageServerDep, area: AreaCode = None) -> Response:
     description="One grid (default: a grid officer's own): boundary, 1+1+1 team, units, "
     "open incidents, and a form that files a case at the device's position.",
 )
-async def tablet(serve: PageServerDep, grid: GridCode = None) -> Response:
-    return await serve("tablet", grid=grid)
+async def tablet(serve: PageServerDep, grid: GridCode = None, lang: Language = None) -> Response:
+    return await serve("tablet", grid=grid, lang=lang)
 
 
 @_page_route(
@@ -185,8 +204,10 @@ async def tablet(serve: PageServerDep, grid: GridCode = None) -> Response:
     "completeness per grid; `metric` picks the colour: "
     + ", ".join(f"`{m}`" for m in PLANNING_METRICS),
 )
-async def planning(serve: PageServerDep, metric: Metric = "incidents_90d") -> Response:
-    return await serve("planning", metric=metric)
+async def planning(
+    serve: PageServerDep, metric: Metric = "incidents_90d", lang: Language = None
+) -> Response:
+    return await serve("planning", metric=metric, lang=lang)
 
 
 @router.get(

@@ -1,4 +1,7 @@
-"""The page builders, from hand-made GeoJSON: layers, legend, links, form, gap group, refusals."""
+"""The page builders, from hand-made GeoJSON: layers, legend, links, form, gap themes, refusals.
+
+The words are checked in English (``lang="en"``); tests/maps/test_i18n.py checks the Chinese.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ import pytest
 from maps.assets import STATIC_DIR
 from maps.geojson import PageDataError, collection
 from maps.pages import (
-    COVERAGE_GAPS,
     Basemap,
     add_coverage_gap_layer,
     dispatch_page,
@@ -36,6 +38,7 @@ def _dispatch(city, districts, grids, incidents, **kw):
         "focus": "990101",
         "area_url": AREA_URL,
         "tablet_url": TABLET_URL,
+        "lang": "en",
         **kw,
     }
     return dispatch_page(**args)
@@ -57,6 +60,7 @@ def _tablet(grids, incidents, **kw):
         "incidents": incidents,
         "report_endpoint": "/incidents",
         "csrf_token": "c5rf",
+        "lang": "en",
         **kw,
     }
     return tablet_page(**args)
@@ -107,7 +111,9 @@ def test_dispatch_static_export_has_no_links(city, districts, grids, incidents):
 
 
 def test_dispatch_page_says_when_incidents_are_capped(city, grids, incidents):
-    page = dispatch_page(areas={"grid": grids}, incidents=incidents, incidents_matched=900)
+    page = dispatch_page(
+        areas={"grid": grids}, incidents=incidents, incidents_matched=900, lang="en"
+    )
     assert "5 of 900 open incidents shown" in render_page(page)
 
 
@@ -162,16 +168,15 @@ def test_tablet_page_is_small(grids, incidents):
 
 
 # -- planning --------------------------------------------------------------------------------
-def test_planning_page_has_workload_choropleth_and_empty_gap_group(city, districts, grids):
-    page = planning_page(grids=grids, outlines={"city": city, "district": districts})
+def test_planning_page_has_workload_choropleth_and_no_gap_theme_yet(city, districts, grids):
+    page = planning_page(grids=grids, outlines={"city": city, "district": districts}, lang="en")
     html = render_page(page)
     assert _overlays(html) == [
         "Grids: incidents in the last 90 days",
         "Districts",
         "City outline",
-        COVERAGE_GAPS,
     ]
-    assert "L.featureGroup(" in html
+    assert "wg.themes(" not in html  # no chooser without a theme
     grid_fc = embedded(html, "wg.areas")[0]
     props = grid_fc["features"][3]["properties"]
     assert (props["incidents_90d"], props["units"], props["team_roles"]) == (9, 3, 0)
@@ -180,21 +185,28 @@ def test_planning_page_has_workload_choropleth_and_empty_gap_group(city, distric
 
 
 def test_planning_team_metric_uses_fixed_classes(grids):
-    html = render_page(planning_page(grids=grids, metric="team_roles"))
+    html = render_page(planning_page(grids=grids, metric="team_roles", lang="en"))
     assert '"breaks":[0,1,2,3]' in html and "complete" in html
 
 
 def test_adding_a_coverage_gap_layer_is_one_call(grids):
-    page = planning_page(grids=grids)
+    page = planning_page(grids=grids, lang="en")
     gaps = collection([feature(square(106.001, 26.001, 0.003), kind="unserved")])
     layer = add_coverage_gap_layer(page, gaps, name="Beyond 15 minutes", color="#ff00ff")
-    html = render_page(page)
-    group = page.layers[COVERAGE_GAPS].get_name()
-    assert f"{layer.get_name()}.addTo({group})" in html
-    assert "Beyond 15 minutes" in html and "#ff00ff" in html
     points = collection([point(106.02, 26.005, kind="household")])
-    add_coverage_gap_layer(page, points, name="Far households")
-    assert len(embedded(render_page(page), "wg.points")) == 1
+    second = add_coverage_gap_layer(page, points, name="Far households")
+    html = render_page(page)
+    # Themes, one at a time: made, not added to the map; the chooser shows the first.
+    assert f"{layer.get_name()}.addTo(" not in html and f"{second.get_name()}.addTo(" not in html
+    chooser = re.search(r"wg\.themes\((map_\w+), \[(.*?)\], (\{.*?\})\);", html)
+    assert chooser.group(2) == (
+        f'["Beyond 15 minutes",{layer.get_name()}],["Far households",{second.get_name()}]'
+    )
+    assert '"none":"No gap layer"' in chooser.group(3)
+    # The chooser's script comes after the layers it names.
+    assert html.index(f"var {second.get_name()} =") < chooser.start()
+    assert "Beyond 15 minutes" in html and "#ff00ff" in html
+    assert len(embedded(html, "wg.points")) == 1
 
 
 # -- refusals --------------------------------------------------------------------------------
@@ -247,7 +259,7 @@ def test_builders_refuse_bad_arguments_clearly(city, grids, incidents):
 
 
 def test_gap_layers_only_go_on_the_planning_page(grids, incidents):
-    page = dispatch_page(areas={"grid": grids}, incidents=incidents)
+    page = dispatch_page(areas={"grid": grids}, incidents=incidents, lang="en")
     with pytest.raises(PageDataError, match="has no 'Coverage gaps' group"):
         add_coverage_gap_layer(page, collection([]), name="x")
     planning = planning_page(grids=grids)
@@ -267,7 +279,7 @@ def test_names_cannot_break_out_of_scripts_or_templates(grids, incidents):
     grids["features"][0]["properties"]["name"] = "</script><script>alert(1)</script>"
     grids["features"][1]["properties"]["name"] = "{{ 7*7 }} {% if 1 %}x{% endif %} {# c #}"
     incidents["features"][0]["properties"]["description"] = "<!--<script>"
-    html = render_page(dispatch_page(areas={"grid": grids}, incidents=incidents))
+    html = render_page(dispatch_page(areas={"grid": grids}, incidents=incidents, lang="en"))
     assert "<script>alert(1)" not in html and "</script><script>alert" not in html
     names = [f["properties"]["name"] for f in embedded(html, "wg.areas")[0]["features"]]
     assert names[:2] == [

@@ -52,10 +52,26 @@
     return C.fmt(T.due_in, { t: C.span(left, T) });
   };
 
-  C.when = function (iso) {
+  /* A moment as the page's language writes it, in the city's time: o = {locale, timeZone}
+   * (the page's options; the browser's own settings do not decide). */
+  C.when = function (iso, o) {
     if (!iso) return "";
     var d = new Date(iso);
-    return isNaN(d) ? String(iso) : d.toLocaleString();
+    if (isNaN(d)) return String(iso);
+    o = o || {};
+    try {
+      return d.toLocaleString(o.locale || undefined, {
+        timeZone: o.timeZone || undefined,
+        year: "numeric",
+        month: "short",
+        day: "numeric",
+        hour: "2-digit",
+        minute: "2-digit",
+        second: "2-digit",
+      });
+    } catch (err) {
+      return d.toLocaleString();
+    }
   };
 
   /* fetch on the page session: resolves {status, ok, body, etag}; rejects on no network. */

@@ -39,6 +39,9 @@
       var k = prefix + "." + value;
       return T[k] === undefined ? String(value) : T[k];
     }
+    function hint(action) {
+      return T["hint." + action] === undefined ? label("action", action) : T["hint." + action];
+    }
 
     // -- the panel ------------------------------------------------------------------------
     function options(values, all, labelOf) {
@@ -55,7 +58,7 @@
       options(C.OPEN, T.all_states, function (s) { return label("state", s); }) + "</select>" +
       "<select data-filter='level' aria-label='" + esc(T["field.owner"]) + "'>" +
       options(LEVELS, T.all_levels, function (s) { return label("level", s); }) + "</select>" +
-      "<select data-filter='category' aria-label='category'>" +
+      "<select data-filter='category' aria-label='" + esc(T["field.category"]) + "'>" +
       options(Object.keys(o.categories), T.all_categories, function (s) { return o.categories[s]; }) + "</select>" +
       "<label class='wg-check'><input type='checkbox' data-filter='overdue'> " + esc(T.overdue_only) + "</label>" +
       "</div>" +
@@ -432,7 +435,7 @@
         [T["field.priority"], label("priority", d.priority)],
         [T["field.owner"], owner(d)],
         [T["field.assignee"], d.assignee_kind ? t("assignee." + d.assignee_kind, { code: d.assignee_code }) : ""],
-        [T["field.reported"], C.when(d.reported_at)],
+        [T["field.reported"], C.when(d.reported_at, o)],
         [T["field.address"], d.address],
         [T["field.description"], d.description],
       ];
@@ -464,7 +467,7 @@
         names
           .map(function (a) {
             return (
-              "<button type='button' class='wg-act' data-action='" + esc(a) + "' title='" + esc(o.actions[a].title) + "'>" +
+              "<button type='button' class='wg-act' data-action='" + esc(a) + "' title='" + esc(hint(a)) + "'>" +
               esc(label("action", a)) + "</button>"
             );
           })
@@ -493,7 +496,7 @@
               })
               .join(" ");
             return (
-              "<li><time>" + esc(C.when(e.at)) + "</time> <b>" + esc(label("action", e.action)) + "</b> " +
+              "<li><time>" + esc(C.when(e.at, o)) + "</time> <b>" + esc(label("action", e.action)) + "</b> " +
               "<span class='wg-note'>" + esc(t("by", { role: label("role", e.actor_role) + (e.actor_area_code ? " " + e.actor_area_code : "") })) + "</span>" +
               (moved ? "<br>" + esc(label("state", e.from_state)) + " → " + esc(label("state", e.to_state)) : "") +
               (e.assignee_code && e.action === "dispatch" ? "<br>" + esc(t("assignee." + e.assignee_kind, { code: e.assignee_code })) : "") +
@@ -602,7 +605,7 @@
       opened.form = action;
       form.setAttribute("data-action", action);
       form.innerHTML =
-        "<b>" + esc(label("action", action)) + "</b> <span class='wg-note'>" + esc(spec.title) + "</span>" +
+        "<b>" + esc(label("action", action)) + "</b> <span class='wg-note'>" + esc(hint(action)) + "</span>" +
         FIELDS.filter(function (f) {
           return wanted.indexOf(f) >= 0;
         })

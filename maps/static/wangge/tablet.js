@@ -298,7 +298,7 @@
       // when it is sent or cancelled.
       if (!force && Object.keys(forms).length) return;
       mine.innerHTML =
-        "<h2>" + esc(T.my_cases) + (asOf ? " <small class='wg-note'>" + esc(t("as_of", { time: C.when(asOf) })) + "</small>" : "") + "</h2>" +
+        "<h2>" + esc(T.my_cases) + (asOf ? " <small class='wg-note'>" + esc(t("as_of", { time: C.when(asOf, o) })) + "</small>" : "") + "</h2>" +
         (open.length ? "<ul class='wg-mycases'>" + open.map(caseHtml).join("") + "</ul>" : "<p class='wg-note'>" + esc(T.no_cases) + "</p>");
     }
     function render() {

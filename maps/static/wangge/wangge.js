@@ -24,16 +24,24 @@
     });
   };
 
+  /* A property as a reader sees it: coded values (a category, a status) by their names in
+   * the page's language, labels = {property: {value: name}}. */
+  wg.shown = function (props, prop, labels) {
+    var v = props[prop];
+    var names = labels && labels[prop];
+    return names && v !== null && v !== undefined && names[v] !== undefined ? names[v] : v;
+  };
+
   /* Popup or tooltip HTML: o = {text, title (a property), fields: [[prop, label]],
-   * links: [[template, label]]}. */
-  wg.describe = function (props, o) {
+   * links: [[template, label]]}; labels as for wg.shown. */
+  wg.describe = function (props, o, labels) {
     var h = "";
     if (o.text) h += "<div class='wg-popup-title'>" + wg.esc(o.text) + "</div>";
-    if (o.title) h += "<div class='wg-popup-title'>" + wg.esc(props[o.title]) + "</div>";
+    if (o.title) h += "<div class='wg-popup-title'>" + wg.esc(wg.shown(props, o.title, labels)) + "</div>";
     if (o.fields && o.fields.length) {
       var rows = "";
       o.fields.forEach(function (f) {
-        var v = props[f[0]];
+        var v = wg.shown(props, f[0], labels);
         if (v === null || v === undefined || v === "") return;
         rows += "<tr><th>" + wg.esc(f[1]) + "</th><td>" + wg.esc(v) + "</td></tr>";
       });
@@ -106,7 +114,7 @@
     return String(v === null || v === undefined ? "" : v).replace(/[^A-Za-z0-9_-]/g, "");
   }
 
-  /* Points as div-icon markers: o = {cls, classBy, size, glyphs, color, title, popup}. */
+  /* Points as div-icon markers: o = {cls, classBy, size, glyphs, color, title, popup, labels}. */
   wg.points = function (data, o) {
     var size = o.size || 28;
     return L.geoJson(data, {
@@ -114,7 +122,7 @@
         var kind = token(f.properties[o.classBy]);
         var glyph = (o.glyphs && o.glyphs[kind]) || "";
         return L.marker(latlng, {
-          title: o.title ? String(f.properties[o.title] || "") : "",
+          title: o.title ? String(wg.shown(f.properties, o.title, o.labels) || "") : "",
           icon: L.divIcon({
             className: "wg-pin " + (o.cls || "") + " wg-" + kind,
             // A colour of the caller's (coverage-gap layers); checked as CSS by the page builder.
@@ -128,11 +136,75 @@
       onEachFeature: function (f, layer) {
         if (o.popup) {
           layer.bindPopup(function () {
-            return wg.describe(f.properties, o.popup);
+            return wg.describe(f.properties, o.popup, o.labels);
           });
         }
       },
     });
+  };
+
+  /* Layers shown one at a time (the planning page's coverage gaps): a control of radio
+   * buttons headed o.title, with o.none to hide them all; themes = [[name, layer]], the first
+   * shown at once. Legend rows with data-theme="<index>" are marked wg-active with theirs. */
+  wg.themes = function (map, themes, o) {
+    var choices = {};
+    var none = L.layerGroup();
+    themes.forEach(function (th) {
+      choices[th[0]] = th[1];
+    });
+    choices[o.none] = none;
+    function mark(layer) {
+      var active = -1;
+      themes.forEach(function (th, i) {
+        if (th[1] === layer) active = i;
+      });
+      document.querySelectorAll(".wg-theme[data-theme]").forEach(function (row) {
+        row.classList.toggle("wg-active", Number(row.getAttribute("data-theme")) === active);
+        row.classList.toggle("wg-inactive", Number(row.getAttribute("data-theme")) !== active);
+      });
+    }
+    var first = themes.length ? themes[0][1] : none;
+    first.addTo(map);
+    var control = L.control.layers(choices, null, { collapsed: false, position: o.position || "topright" }).addTo(map);
+    var box = control.getContainer();
+    box.classList.add("wg-themes");
+    var head = L.DomUtil.create("div", "wg-themes-title");
+    head.textContent = o.title;
+    box.insertBefore(head, box.firstChild);
+    map.on("baselayerchange", function (e) {
+      mark(e.layer);
+    });
+    mark(first);
+    return control;
+  };
+
+  /* Leaflet's own controls in the page's language, T = {zoom_in, zoom_out, layers, close}:
+   * the zoom buttons' and layer toggle's titles, popups' close buttons, the attribution's
+   * prefix (no English tooltip), and a metric scale. The controls are placed after this
+   * runs (the page's script adds them in turn), hence the delay. */
+  wg.localize = function (map, T) {
+    function name(el, text) {
+      if (el && text) {
+        el.title = text;
+        el.setAttribute("aria-label", text);
+      }
+    }
+    L.control.scale({ imperial: false }).addTo(map);
+    if (map.attributionControl) {
+      map.attributionControl.setPrefix("<a href='https://leafletjs.com'>Leaflet</a>");
+    }
+    map.on("popupopen tooltipopen", function (e) {
+      var close = e.popup && e.popup.getElement && e.popup.getElement().querySelector(".leaflet-popup-close-button");
+      name(close, T.close);
+    });
+    setTimeout(function () {
+      var box = map.getContainer();
+      name(box.querySelector(".leaflet-control-zoom-in"), T.zoom_in);
+      name(box.querySelector(".leaflet-control-zoom-out"), T.zoom_out);
+      box.querySelectorAll(".leaflet-control-layers-toggle").forEach(function (el) {
+        name(el, T.layers);
+      });
+    }, 0);
   };
 
   /* A map control holding prepared (already escaped) HTML: legends, titles. */
@@ -165,7 +237,8 @@
   };
 
   /* The tablet's report form: position from GPS (or a tap on the map), POST /incidents.
-   * o = {form, endpoint, csrf, source, crs, retries, pin (wg.points options for the new case)}.
+   * o = {form, endpoint, csrf, source, crs, retries, pin (wg.points options for the new case),
+   * text (its words, maps/pages.py REPORT_FORM_TEXT)}.
    * The page's session cookie authenticates the POST (same origin); csrf is its X-CSRF-Token. */
   wg.reportForm = function (map, o) {
     var form = document.getElementById(o.form);
@@ -178,6 +251,12 @@
     // One key per case: kept across retries (the server files it once), renewed when the
     // officer changes the report or after it was filed.
     var key = null;
+    var T = o.text || {};
+    function t(k, values) {
+      return String(T[k] === undefined ? k : T[k]).replace(/\{(\w+)\}/g, function (m, n) {
+        return values && values[n] !== undefined && values[n] !== null ? String(values[n]) : m;
+      });
+    }
 
     function say(text, cls) {
       out.textContent = text;
@@ -196,22 +275,22 @@
     }
     function locate() {
       if (!navigator.geolocation) {
-        where.textContent = "no GPS on this device: tap the map where the case is";
+        where.textContent = t("no_gps");
         return;
       }
-      where.textContent = "locating…";
+      where.textContent = t("locating");
       navigator.geolocation.getCurrentPosition(
         function (p) {
-          place(p.coords.latitude, p.coords.longitude, "GPS ±" + Math.round(p.coords.accuracy) + " m");
+          place(p.coords.latitude, p.coords.longitude, t("gps", { m: Math.round(p.coords.accuracy) }));
         },
         function (e) {
-          where.textContent = "no GPS fix (" + e.message + "): tap the map where the case is";
+          where.textContent = t("no_fix");
         },
         { enableHighAccuracy: true, timeout: 15000, maximumAge: 30000 }
       );
     }
     map.on("click", function (e) {
-      place(e.latlng.lat, e.latlng.lng, "tapped on the map");
+      place(e.latlng.lat, e.latlng.lng, t("tapped"));
     });
     form.querySelector(".wg-locate").addEventListener("click", locate);
     form.addEventListener("input", function () {
@@ -219,7 +298,7 @@
     });
     if (!o.endpoint) {
       send.disabled = true;
-      say("This is a static copy: open the served page to report a case.", "wg-note");
+      say(t("static"), "wg-note");
       return;
     }
     locate();
@@ -246,13 +325,13 @@
         })
         .catch(function (e) {
           if (attempt < o.retries) {
-            say("Network trouble (" + e.message + "), retrying — it will be filed once…", "wg-wait");
+            say(t("retrying"), "wg-wait");
             setTimeout(function () {
               post(body, attempt + 1);
             }, 1000 * Math.pow(2, attempt));
           } else {
             send.disabled = false;
-            say("Not sent: no network. Press Report again — the case will still be filed once.", "wg-error");
+            say(t("no_network"), "wg-error");
           }
         });
     }
@@ -263,10 +342,7 @@
         var feature = { type: "Feature", geometry: { type: "Point", coordinates: [j.lon, j.lat] }, properties: j };
         wg.points({ type: "FeatureCollection", features: [feature] }, o.pin).addTo(map);
       }
-      say(
-        "Filed case #" + j.id + (grid ? " in grid " + grid : " (outside every grid: queued for dispatch)"),
-        "wg-ok"
-      );
+      say(grid ? t("filed_in", { id: j.id, grid: grid }) : t("filed_outside", { id: j.id }), "wg-ok");
     }
     function finish(r, j) {
       send.disabled = false;
@@ -275,19 +351,19 @@
         form.querySelector("textarea").value = "";
         key = null;
       } else {
-        say((j.detail || j.title || "refused") + " (HTTP " + r.status + ")", "wg-error");
+        say((j.detail || j.title || t("refused")) + " (HTTP " + r.status + ")", "wg-error");
         if (r.status < 500) key = null;
       }
     }
     form.addEventListener("submit", function (e) {
       e.preventDefault();
       if (!pos) {
-        say("No position yet: wait for GPS or tap the map where the case is.", "wg-error");
+        say(t("no_position"), "wg-error");
         return;
       }
       key = key || wg.uuid();
       send.disabled = true;
-      say("Sending…", "wg-wait");
+      say(t("sending"), "wg-wait");
       var body = {
         lon: pos.lon,
         lat: pos.lat,
