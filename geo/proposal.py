@@ -62,6 +62,9 @@ __all__ = [
     "block_graph",
     "partition_blocks",
     "dissolve",
+    "Prepared",
+    "prepare_blocks",
+    "finish_proposal",
     "propose_grids",
 ]
 
@@ -396,6 +399,103 @@ def dissolve(blocks: Blocks, assignment: np.ndarray) -> list[BaseGeometry]:
     return out
 
 
+@dataclass
+class Prepared:
+    """The weighted blocks of an area, their graph and the grids each region gets."""
+
+    blocks: Blocks
+    graph: nx.Graph
+    k_by_region: dict[str, int]
+    frame: LocalFrame
+    #: the community each block lies in (its region when nested)
+    home: np.ndarray
+
+
+def prepare_blocks(
+    communities: Mapping[str, BaseGeometry],
+    k: int,
+    layers: Mapping[str, PointLayer],
+    *,
+    balance: Mapping[str, float] | None = None,
+    blocks_per_grid: int = 40,
+    nest: bool = True,
+) -> Prepared:
+    """Return the blocks of :func:`propose_grids` (steps 1–3), weighted, with their graph."""
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise ProposalError(f"k must be a positive integer, got {k!r}")
+    if not communities:
+        raise ProposalError("no communities to cut")
+    if nest and k < len(communities):
+        raise ProposalError(
+            f"k={k} is fewer than the {len(communities)} communities; each needs a grid"
+        )
+    geoms = np.array(list(communities.values()), dtype=object)
+    frame = LocalFrame.around(geoms)
+    if nest:
+        regions = dict(communities)
+    else:
+        regions = {"*": shapely.coverage_union_all(geoms)}
+    total_m2 = float(shapely.area(frame.to_metric(geoms)).sum())
+    block_m = math.sqrt(total_m2 / (k * blocks_per_grid))
+    scale_layer = layers.get("population") if balance is None else None
+    if scale_layer is None and balance:
+        scale_layer = layers.get(next(iter(balance)))
+    if isinstance(balance, Mapping) and "area" in balance:
+        scale_layer = None
+    heavy = None
+    if scale_layer is not None and len(scale_layer):
+        w = np.ones(len(scale_layer)) if scale_layer.weight is None else scale_layer.weight
+        heavy = MAX_BLOCK_SHARE * float(w.sum()) / k
+    blocks = make_blocks(
+        regions, frame=frame, block_m=block_m, density=scale_layer, max_block_weight=heavy
+    )
+    if nest:
+        home = blocks.region
+    else:
+        # Blocks keep the community they lie in (for the proposal's numbering).
+        tree = shapely.STRtree(geoms)
+        codes = np.array(list(communities), dtype=object)
+        reps = shapely.point_on_surface(blocks.geoms)
+        bi, ci = tree.query(reps, predicate="within")
+        home = np.full(len(blocks), next(iter(communities)), dtype=object)
+        home[bi] = codes[ci]
+    blocks = weigh_blocks(blocks, layers, balance=balance, frame=frame)
+    graph = block_graph(blocks, frame=frame)
+    if nest:
+        region_w = {c: float(blocks.weight[blocks.region == c].sum()) for c in regions}
+        counts = apportion(k, list(region_w.values()), minimum=1)
+        k_by_region = dict(zip(region_w, counts, strict=True))
+    else:
+        k_by_region = {"*": k}
+    return Prepared(blocks, graph, k_by_region, frame, home)
+
+
+def finish_proposal(prepared: Prepared, assignment: np.ndarray, *, started: float) -> Proposal:
+    """Return the proposal of a block assignment: grids dissolved, weighed and numbered."""
+    blocks, home = prepared.blocks, prepared.home
+    k = int(assignment.max()) + 1
+    grid_geoms = dissolve(blocks, assignment)
+    weights = np.bincount(assignment, weights=blocks.weight, minlength=k)
+    grid_comm = []
+    for p in range(k):
+        vals, cnt = np.unique(home[assignment == p].astype(str), return_counts=True)
+        grid_comm.append(str(vals[np.argmax(cnt)]))
+    codes_out = [""] * k
+    for c in dict.fromkeys(grid_comm):
+        idx = [p for p in range(k) if grid_comm[p] == c]
+        order = order_west_east_north_south([grid_geoms[p] for p in idx])
+        for seq, o in enumerate(order, start=1):
+            codes_out[idx[o]] = f"{c}{seq:03d}"
+    return Proposal(
+        codes=codes_out,
+        geoms=grid_geoms,
+        communities=grid_comm,
+        weights=weights,
+        assignment=assignment,
+        seconds=time.perf_counter() - started,
+    )
+
+
 def propose_grids(
     communities: Mapping[str, BaseGeometry],
     k: int,
@@ -435,74 +535,15 @@ def propose_grids(
         Naming what cannot be done (k too small or too large, no weight, no balanced cut).
     """
     started = time.perf_counter()
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ProposalError(f"k must be a positive integer, got {k!r}")
-    if not communities:
-        raise ProposalError("no communities to cut")
-    if nest and k < len(communities):
-        raise ProposalError(
-            f"k={k} is fewer than the {len(communities)} communities; each needs a grid"
-        )
-    geoms = np.array(list(communities.values()), dtype=object)
-    frame = LocalFrame.around(geoms)
-    if nest:
-        regions = dict(communities)
-    else:
-        regions = {"*": shapely.coverage_union_all(geoms)}
-    total_m2 = float(shapely.area(frame.to_metric(geoms)).sum())
-    block_m = math.sqrt(total_m2 / (k * blocks_per_grid))
-    scale_layer = layers.get("population") if balance is None else None
-    if scale_layer is None and balance:
-        scale_layer = layers.get(next(iter(balance)))
-    if isinstance(balance, Mapping) and "area" in balance:
-        scale_layer = None
-    heavy = None
-    if scale_layer is not None and len(scale_layer):
-        w = np.ones(len(scale_layer)) if scale_layer.weight is None else scale_layer.weight
-        heavy = MAX_BLOCK_SHARE * float(w.sum()) / k
-    blocks = make_blocks(
-        regions, frame=frame, block_m=block_m, density=scale_layer, max_block_weight=heavy
+    prepared = prepare_blocks(
+        communities, k, layers, balance=balance, blocks_per_grid=blocks_per_grid, nest=nest
     )
-    if not nest:
-        # Blocks keep the community they lie in (for the proposal's numbering).
-        tree = shapely.STRtree(geoms)
-        codes = np.array(list(communities), dtype=object)
-        reps = shapely.point_on_surface(blocks.geoms)
-        bi, ci = tree.query(reps, predicate="within")
-        region = np.full(len(blocks), next(iter(communities)), dtype=object)
-        region[bi] = codes[ci]
-        home = region
-    blocks = weigh_blocks(blocks, layers, balance=balance, frame=frame)
-    graph = block_graph(blocks, frame=frame)
-    if nest:
-        region_w = {c: float(blocks.weight[blocks.region == c].sum()) for c in regions}
-        counts = apportion(k, list(region_w.values()), minimum=1)
-        k_by_region = dict(zip(region_w, counts, strict=True))
-    else:
-        k_by_region = {"*": k}
     assignment = partition_blocks(
-        graph, blocks, k_by_region, epsilon=epsilon, seed=seed, bursts=bursts
+        prepared.graph,
+        prepared.blocks,
+        prepared.k_by_region,
+        epsilon=epsilon,
+        seed=seed,
+        bursts=bursts,
     )
-    grid_geoms = dissolve(blocks, assignment)
-    weights = np.bincount(assignment, weights=blocks.weight, minlength=k)
-    if nest:
-        grid_comm = [str(blocks.region[assignment == p][0]) for p in range(k)]
-    else:
-        grid_comm = []
-        for p in range(k):
-            vals, cnt = np.unique(home[assignment == p].astype(str), return_counts=True)
-            grid_comm.append(str(vals[np.argmax(cnt)]))
-    codes_out = [""] * k
-    for c in dict.fromkeys(grid_comm):
-        idx = [p for p in range(k) if grid_comm[p] == c]
-        order = order_west_east_north_south([grid_geoms[p] for p in idx])
-        for seq, o in enumerate(order, start=1):
-            codes_out[idx[o]] = f"{c}{seq:03d}"
-    return Proposal(
-        codes=codes_out,
-        geoms=grid_geoms,
-        communities=grid_comm,
-        weights=weights,
-        assignment=assignment,
-        seconds=time.perf_counter() - started,
-    )
+    return finish_proposal(prepared, assignment, started=started)
