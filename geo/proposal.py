@@ -60,6 +60,7 @@ __all__ = [
     "make_blocks",
     "weigh_blocks",
     "block_graph",
+    "region_graph",
     "partition_blocks",
     "dissolve",
     "Prepared",
@@ -285,6 +286,14 @@ def _cut_length(shared: dict):
     return score
 
 
+def region_graph(graph: nx.Graph, blocks: Blocks, region: str) -> nx.Graph:
+    """Return the block graph of one region, nodes renumbered from 0 (attribute ``block``:
+    the block's index), islands joined to their nearest piece."""
+    nodes = [n for n in graph.nodes if graph.nodes[n]["region"] == region]
+    sub = _connect(graph.subgraph(nodes), blocks)
+    return nx.convert_node_labels_to_integers(sub, label_attribute="block")
+
+
 def partition_blocks(
     graph: nx.Graph,
     blocks: Blocks,
@@ -315,8 +324,7 @@ def partition_blocks(
             assignment[nodes] = next_part
             next_part += 1
             continue
-        sub = _connect(graph.subgraph(nodes), blocks)
-        local = nx.convert_node_labels_to_integers(sub, label_attribute="block")
+        local = region_graph(graph, blocks, region)
         gc_graph = Graph.from_networkx(local)
         total = sum(d["weight"] for _, d in local.nodes(data=True))
         target = total / k
