@@ -219,9 +219,14 @@ def _period_days(parameters: dict) -> float | None:
     return round((until - since).total_seconds() / 86400, 3)
 
 
-def _map_html(report: dict, t: Translator) -> str | None:
+def _map_html(report: dict, t: Translator, basemaps=None) -> str | None:
     """Return the map page (self-contained HTML) of the report, or None without geometry."""
+    from maps.basemap import add_basemaps, shift_geojson
     from maps.pages import planning_page, render_page
+
+    if basemaps is not None:
+        # The overlays in the basemaps' datum (GCJ-02 tiles get GCJ-02 grids).
+        report = shift_geojson(report, basemaps.datum)
 
     analyses = report["analyses"]
     work = analyses["workload"]["items"]
@@ -236,6 +241,8 @@ def _map_html(report: dict, t: Translator) -> str | None:
         lang=t.lang,
     )
     add_gap_layers(page, analyses)
+    if basemaps is not None:
+        add_basemaps(page.map, basemaps)
     return render_page(page, assets="inline")
 
 
@@ -454,16 +461,18 @@ def _worst_table(report: dict, t: Translator) -> str:
     return f"<table>{head}{body}</table>"
 
 
-def report_html(report: dict, *, lang: str = DEFAULT_LANGUAGE) -> str:
+def report_html(report: dict, *, lang: str = DEFAULT_LANGUAGE, basemaps=None) -> str:
     """Return the report as one self-contained HTML page (charts as SVG, map inlined), in
-    ``lang`` (:data:`maps.i18n.LANGUAGES`)."""
+    ``lang`` (:data:`maps.i18n.LANGUAGES`), its map on ``basemaps`` (a
+    :class:`maps.basemap.Basemaps` for a static file, e.g. the offline basemap's tiles inline;
+    none: no basemap)."""
     t = translator(lang)
     area = report["area"]
     title = t("Coverage report: {area}", area=area["name"] or t("all areas"))
     where = (
         f"{area['code']} ({t.name('level', area['level'])})" if area["code"] else t("every area")
     )
-    map_html = _map_html(report, t)
+    map_html = _map_html(report, t, basemaps)
     if map_html is None:
         map_part = f'<p class="note">{_e(t("The report was made without geometry: no map."))}</p>'
     else:

@@ -38,7 +38,9 @@ from maps.basemap import (
     Basemaps,
     add_basemaps,
     configure_basemaps,
+    geojson_bounds,
     page_bounds,
+    shift_geojson,
     shift_lonlat,
 )
 from maps.offline import (
@@ -64,6 +66,8 @@ __all__ = [
     "page_basemaps",
     "static_basemaps",
     "add_page_basemaps",
+    "embedded_offline_tiles",
+    "static_file_basemaps",
     "basemap_state",
     "offline_tile",
 ]
@@ -322,6 +326,19 @@ def _static_zooms(bounds: Sequence[float]) -> list[int]:
     return [zz for zz in (z, z + 1, z - 1, z + 2) if 0 <= zz <= 18]
 
 
+async def embedded_offline_tiles(
+    conn, principal: Principal, bounds: Sequence[float], datum: str = WGS84
+) -> dict[str, str]:
+    """Return the offline tiles of a static file's view, ``"z/x/y"`` → ``data:`` URI: three
+    zooms around the zoom that fits ``bounds`` (in ``datum``), at most :data:`STATIC_TILES`."""
+    tiles = OfflineTiles(max_bytes=0)
+    out: dict[str, str] = {}
+    for z, x, y in tiles_covering(bounds, _static_zooms(bounds), STATIC_TILES):
+        tile = await tiles.tile(conn, principal, z, x, y, datum)
+        out[f"{z}/{x}/{y}"] = "data:image/png;base64," + base64.b64encode(tile.data).decode()
+    return out
+
+
 async def add_page_basemaps(
     page,
     basemaps: Basemaps,
@@ -329,26 +346,45 @@ async def add_page_basemaps(
     conn,
     principal: Principal,
     static: bool,
-    tiles: OfflineTiles | None = None,
 ) -> None:
     """Put ``basemaps`` on a built page (its overlays already in ``basemaps.datum``).
 
     A served page fetches its tiles; a static file (``static``) gets the offline tiles of its
-    view rendered into it (three zooms, at most :data:`STATIC_TILES`) and no keyed provider.
+    view rendered into it (:func:`embedded_offline_tiles`) and no keyed provider.
     """
     if static:
-        embedded: dict[str, str] | None = None
+        embedded = None
         bounds = page_bounds(page.map)
         if basemaps.offline is not None and bounds is not None:
-            tiles = tiles or OfflineTiles(max_bytes=0)
-            embedded = {}
-            for z, x, y in tiles_covering(bounds, _static_zooms(bounds), STATIC_TILES):
-                tile = await tiles.tile(conn, principal, z, x, y, basemaps.datum)
-                embedded[f"{z}/{x}/{y}"] = "data:image/png;base64," + base64.b64encode(
-                    tile.data
-                ).decode("ascii")
+            embedded = await embedded_offline_tiles(conn, principal, bounds, basemaps.datum)
         basemaps = basemaps.for_static_file(embedded)
     add_basemaps(page.map, basemaps)
+
+
+def static_file_basemaps(url: str, principal: Principal, shown: Any, settings=None) -> Basemaps:
+    """Return the basemaps of a static file showing the GeoJSON in ``shown`` (WGS84), e.g. the
+    coverage report's map: ``WANGGE_BASEMAP``'s keyless choices and the offline basemap's
+    tiles of that view, read from the database at ``url`` as ``principal`` sees it.
+
+    The file's overlays must be shifted to the result's ``datum``
+    (:func:`maps.basemap.shift_geojson`).
+    """
+    from service.db import make_pg_pool
+    from service.settings import BasemapSettings
+
+    basemaps = static_basemaps(settings or BasemapSettings())
+    bounds = geojson_bounds(shift_geojson(shown, basemaps.datum))
+    if bounds is None:
+        return basemaps.for_static_file(None)
+
+    async def work() -> dict[str, str]:
+        pool = await make_pg_pool(url, size=1)
+        try:
+            return await embedded_offline_tiles(pool, principal, bounds, basemaps.datum)
+        finally:
+            await pool.close()
+
+    return basemaps.for_static_file(asyncio.run(work()))
 
 
 def describe(basemaps: Basemaps) -> list[dict[str, Any]]:

@@ -80,9 +80,19 @@ def _gather(*, area: str | None, generation: int | None, siting_k: int | None) -
     return run(work)
 
 
+def _report_html(body: dict) -> str:
+    """Return report.html, its map on the offline basemap of its view (tiles inline) and
+    WANGGE_BASEMAP's keyless providers."""
+    from maps.report import report_html
+    from service.basemap import static_file_basemaps
+    from service.cli.common import database_url
+
+    shown = body["analyses"]["workload"]["items"]
+    return report_html(body, basemaps=static_file_basemaps(database_url(), operator(), shown))
+
+
 def _write_files(body: dict, out: Path) -> None:
     """Write the report's files into ``out``, a line per file with its time."""
-    from maps.report import report_html
     from service.analysis.report import report_geopackage, report_tables, table_csv
 
     out.mkdir(parents=True, exist_ok=True)
@@ -97,7 +107,7 @@ def _write_files(body: dict, out: Path) -> None:
         ("report.json", lambda: (out / "report.json").write_text(dumps(body), encoding="utf-8")),
         ("gaps.gpkg", lambda: (out / "gaps.gpkg").write_bytes(report_geopackage(body))),
         ("tables/*.csv", tables),
-        ("report.html", lambda: (out / "report.html").write_text(report_html(body), "utf-8")),
+        ("report.html", lambda: (out / "report.html").write_text(_report_html(body), "utf-8")),
     ]
     for label, write in files:
         started = time.perf_counter()

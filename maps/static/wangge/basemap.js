@@ -23,7 +23,57 @@
     },
   });
 
+  /* The page's datum: its overlays were shifted to it by the server. Positions that reach
+   * the page later in WGS84 (a GPS fix, a case from GET /cases or the stream) are moved here
+   * with the same forward formulas as geo/coords.py (closed forms: exact to ~1e-13°; only
+   * the inverse is iterative, and it runs on the server: the tablet's form sends its point
+   * with crs = the page's datum). */
+  wg.datum = "WGS84";
+  var A = 6378245.0;
+  var EE = 0.00669342162296594323;
+  var X_PI = (Math.PI * 3000.0) / 180.0;
+  var GCJ_BOX = [72.004, 0.8293, 137.8347, 55.8271]; // geo.coords.GCJ02_BBOX
+
+  function gcj(lon, lat) {
+    if (!(lon >= GCJ_BOX[0] && lon <= GCJ_BOX[2] && lat >= GCJ_BOX[1] && lat <= GCJ_BOX[3])) {
+      return [lon, lat];
+    }
+    var x = lon - 105.0;
+    var y = lat - 35.0;
+    var P = Math.PI;
+    var common = 20.0 * Math.sin(6.0 * x * P) + 20.0 * Math.sin(2.0 * x * P);
+    var dlat =
+      -100.0 + 2.0 * x + 3.0 * y + 0.2 * y * y + 0.1 * x * y + 0.2 * Math.sqrt(Math.abs(x)) +
+      (common + 20.0 * Math.sin(y * P) + 40.0 * Math.sin((y * P) / 3.0) +
+        160.0 * Math.sin((y * P) / 12.0) + 320.0 * Math.sin((y * P) / 30.0)) * (2.0 / 3.0);
+    var dlon =
+      300.0 + x + 2.0 * y + 0.1 * x * x + 0.1 * x * y + 0.1 * Math.sqrt(Math.abs(x)) +
+      (common + 20.0 * Math.sin(x * P) + 40.0 * Math.sin((x * P) / 3.0) +
+        150.0 * Math.sin((x * P) / 12.0) + 300.0 * Math.sin((x * P) / 30.0)) * (2.0 / 3.0);
+    var s = Math.sin((lat * P) / 180.0);
+    var magic = 1.0 - EE * s * s;
+    var sq = Math.sqrt(magic);
+    dlat = (dlat * 180.0) / (((A * (1.0 - EE)) / (magic * sq)) * P);
+    dlon = (dlon * 180.0) / ((A / sq) * Math.sqrt(1.0 - s * s) * P);
+    return [lon + dlon, lat + dlat];
+  }
+
+  function bd(lon, lat) {
+    var g = gcj(lon, lat);
+    var z = Math.hypot(g[0], g[1]) + 0.00002 * Math.sin(g[1] * X_PI);
+    var theta = Math.atan2(g[1], g[0]) + 0.000003 * Math.cos(g[0] * X_PI);
+    return [z * Math.cos(theta) + 0.0065, z * Math.sin(theta) + 0.006];
+  }
+
+  /* [lat, lng] on this page of a WGS84 position (Leaflet's order). */
+  wg.onPage = function (lat, lon) {
+    if (wg.datum === "GCJ-02") return gcj(lon, lat).reverse();
+    if (wg.datum === "BD-09") return bd(lon, lat).reverse();
+    return [lat, lon];
+  };
+
   wg.basemap = function (o) {
+    wg.datum = o.datum || "WGS84";
     var layers = [];
     if (o.tiles) {
       layers.push(

@@ -139,10 +139,14 @@
         esc(label("state", c.state)) + (c.clock ? " · " + esc(C.due(c, T)) : "")
       );
     }
+    function onPage(c) {
+      return wg.onPage ? wg.onPage(c.lat, c.lon) : [c.lat, c.lon];
+    }
     function place(c) {
       var m = markers[c.id];
       if (!m) {
-        m = L.marker([c.lat, c.lon], { icon: iconOf(c), wgClock: c.clock, keyboard: true });
+        // Cases come in WGS84; the page may be on a GCJ-02/BD-09 basemap (maps/basemap.py).
+        m = L.marker(onPage(c), { icon: iconOf(c), wgClock: c.clock, keyboard: true });
         m.bindTooltip(function () {
           return tip(cases[c.id] || c);
         });
@@ -155,7 +159,8 @@
       m.options.wgClock = c.clock;
       m.setIcon(iconOf(c));
       var ll = m.getLatLng();
-      if (ll.lat !== c.lat || ll.lng !== c.lon) m.setLatLng([c.lat, c.lon]);
+      var at = onPage(c);
+      if (ll.lat !== at[0] || ll.lng !== at[1]) m.setLatLng(at);
       return m;
     }
     function forget(id) {

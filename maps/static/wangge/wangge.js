@@ -281,7 +281,9 @@
       where.textContent = t("locating");
       navigator.geolocation.getCurrentPosition(
         function (p) {
-          place(p.coords.latitude, p.coords.longitude, t("gps", { m: Math.round(p.coords.accuracy) }));
+          // A fix is WGS84; the page may be on a GCJ-02/BD-09 basemap (maps/basemap.py).
+          var ll = wg.onPage ? wg.onPage(p.coords.latitude, p.coords.longitude) : [p.coords.latitude, p.coords.longitude];
+          place(ll[0], ll[1], t("gps", { m: Math.round(p.coords.accuracy) }));
         },
         function (e) {
           where.textContent = t("no_fix");
@@ -367,7 +369,8 @@
       var body = {
         lon: pos.lon,
         lat: pos.lat,
-        crs: o.crs,
+        // Positions are in the page's datum; the server converts them back exactly.
+        crs: wg.datum && wg.datum !== "WGS84" ? wg.datum : o.crs,
         source: o.source,
         category: form.elements.category.value,
         description: form.elements.description.value,
