@@ -73,6 +73,7 @@ __all__ = [
     "case_time_limit",
     "case_attachment",
     "incident_bin",
+    "incident_month",
     "access_log",
     "idempotency_key",
     "road_import",
@@ -652,6 +653,15 @@ incident_bin = Table(
     Column("sx", Double, nullable=False),
     Column("sy", Double, nullable=False),
     Index("incident_bin_area", "area_path", "status", postgresql_where=text("z = 0")),
+)
+
+# Each incident's reported_at by id, kept by statement triggers on incident (0020): a by-id
+# read looks its month up first and reads one partition.
+incident_month = Table(
+    "incident_month",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("reported_at", DateTime(timezone=True), nullable=False),
 )
 
 #: Tables whose rows are located by a point and carry the cells of their generation.

@@ -41,6 +41,11 @@ __all__ = [
     "row_to_read",
 ]
 
+#: Tables partitioned by their spec's time column → the table mapping each id to that time
+#: (kept by triggers, migration 0020). A by-id statement on such a table names the row's
+#: time as well, so it reads one partition instead of probing every month's index.
+ID_TIME_MAPS = {"incident": "incident_month"}
+
 COUNT_GROUPS = {
     "grid": "grid_code",
     "community": "community_code",
@@ -235,14 +240,48 @@ async def list_entities(
     return items, total
 
 
-async def _fetch_visible(conn, spec: EntitySpec, principal: Principal, entity_id: int):
+class _ById:
+    """The condition selecting one row by id (``sql(alias)``) and its parameters: on a table
+    partitioned by month (:data:`ID_TIME_MAPS`), with the row's time as well."""
+
+    def __init__(self, spec: EntitySpec, entity_id: int, at: datetime | None = None):
+        self.spec, self.params = spec, {"id": entity_id}
+        if at is not None:
+            self.params["id_at"] = at
+
+    @classmethod
+    async def look_up(cls, conn: AsyncConnection, spec: EntitySpec, entity_id: int) -> _ById:
+        """Return the condition for ``entity_id``, its time read from the table's id map (an
+        id the map lacks is read by id alone: the map is a shortcut, never the truth)."""
+        at = None
+        months = ID_TIME_MAPS.get(spec.table)
+        if months is not None:
+            at = (
+                await conn.execute(
+                    text(f"SELECT reported_at FROM {months} WHERE id = :id"), {"id": entity_id}
+                )
+            ).scalar()
+        return cls(spec, entity_id, at)
+
+    def sql(self, alias: str | None = "t") -> str:
+        prefix = f"{alias}." if alias else ""
+        cond = f"{prefix}id = :id"
+        if "id_at" in self.params:
+            cond += f" AND {prefix}{self.spec.time_column} = :id_at"
+        return cond
+
+
+async def _fetch_visible(
+    conn, spec: EntitySpec, principal: Principal, entity_id: int, by_id: _ById | None = None
+):
+    by_id = by_id or await _ById.look_up(conn, spec, entity_id)
     row = (
         await conn.execute(
             text(
-                f"SELECT {select_columns(spec)} FROM {spec.table} t WHERE t.id = :id "
+                f"SELECT {select_columns(spec)} FROM {spec.table} t WHERE {by_id.sql()} "
                 f"AND {visible_sql(spec)}"
             ),
-            {"id": entity_id, **scope_params(principal)},
+            {**by_id.params, **scope_params(principal)},
         )
     ).first()
     if row is None:
@@ -270,14 +309,14 @@ def _check_rules(spec: EntitySpec, row: Mapping[str, Any]) -> None:
 
 
 async def _read_back_in_scope(
-    conn: AsyncConnection, spec: EntitySpec, principal: Principal, entity_id: int
+    conn: AsyncConnection, spec: EntitySpec, principal: Principal, by_id: _ById
 ) -> Any:
     """Return the row as written (its cells assigned by the database); refuse (403) one the
     write moved outside the principal's area."""
     row = (
         await conn.execute(
-            text(f"SELECT {select_columns(spec)} FROM {spec.table} t WHERE t.id = :id"),
-            {"id": entity_id},
+            text(f"SELECT {select_columns(spec)} FROM {spec.table} t WHERE {by_id.sql()}"),
+            by_id.params,
         )
     ).first()
     m = row._mapping
@@ -342,13 +381,19 @@ async def create_entity(
         cols_sql = ", ".join([*cols, "created_by"])
         vals_sql = ", ".join([*(f":{c}" for c in cols), ":token"])
     params["token"] = principal.token_id
-    new_id = (
+    # The new row's time comes back with its id: the read back names its month.
+    timed = spec.table in ID_TIME_MAPS
+    returning = f"id, {spec.time_column}" if timed else "id"
+    new = (
         await conn.execute(
-            text(f"INSERT INTO {spec.table} ({cols_sql}) VALUES ({vals_sql}) RETURNING id"),
+            text(
+                f"INSERT INTO {spec.table} ({cols_sql}) VALUES ({vals_sql}) RETURNING {returning}"
+            ),
             params,
         )
-    ).scalar_one()
-    row = await _read_back_in_scope(conn, spec, principal, new_id)
+    ).one()
+    by_id = _ById(spec, new[0], new[1] if timed else None)
+    row = await _read_back_in_scope(conn, spec, principal, by_id)
     return row_to_read(spec, row)
 
 
@@ -362,14 +407,15 @@ async def update_entity(
 ) -> dict[str, Any]:
     """Change the fields given in ``patch``; a moved entity is re-mapped to its cells."""
     _require_role(spec, principal, spec.change_roles, "change")
-    current = await _fetch_visible(conn, spec, principal, entity_id)
+    by_id = await _ById.look_up(conn, spec, entity_id)
+    current = await _fetch_visible(conn, spec, principal, entity_id, by_id)
     values = _values(spec, patch, exclude_unset=True)
     # References must name something in scope; a change's replaced values too.
     await check_references(conn, spec, principal, values, current=current._mapping)
     # Rules span columns: they judge the row as the change would leave it.
     _check_rules(spec, {**current._mapping, **values})
     sets = [f"{c} = :{c}" for c in values]
-    params: dict[str, Any] = {**values, "id": entity_id}
+    params: dict[str, Any] = {**values, **by_id.params}
     fields_set = patch.model_fields_set
     if spec.point and ({"lon", "lat"} & fields_set):
         params["lon"], params["lat"] = convert_point(patch.lon, patch.lat, patch.crs)
@@ -389,8 +435,10 @@ async def update_entity(
     if not sets:
         return row_to_read(spec, current)
     sets.append("updated_at = now()")
-    await conn.execute(text(f"UPDATE {spec.table} SET {', '.join(sets)} WHERE id = :id"), params)
-    row = await _read_back_in_scope(conn, spec, principal, entity_id)
+    await conn.execute(
+        text(f"UPDATE {spec.table} SET {', '.join(sets)} WHERE {by_id.sql(None)}"), params
+    )
+    row = await _read_back_in_scope(conn, spec, principal, by_id)
     await _log_reads(conn, spec, principal, [entity_id], "update")
     return row_to_read(spec, row)
 
@@ -400,8 +448,9 @@ async def delete_entity(
 ) -> None:
     """Delete a visible entity (dispatchers and admins only)."""
     _require_role(spec, principal, spec.delete_roles, "delete")
-    await _fetch_visible(conn, spec, principal, entity_id)
-    await conn.execute(text(f"DELETE FROM {spec.table} WHERE id = :id"), {"id": entity_id})
+    by_id = await _ById.look_up(conn, spec, entity_id)
+    await _fetch_visible(conn, spec, principal, entity_id, by_id)
+    await conn.execute(text(f"DELETE FROM {spec.table} WHERE {by_id.sql(None)}"), by_id.params)
     await _log_reads(conn, spec, principal, [entity_id], "delete")
 
 

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import io
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -202,6 +203,46 @@ def test_a_query_without_a_time_bound_reads_every_month(db_url, cases):
     by_id = ("asyncpg", "SELECT * FROM incident WHERE id = $1", (cases["feb"],))
     plan = _explain(db_url, [by_id], False)
     assert {"incident_2025_01", "incident_2025_03", "incident_default"} <= plan[0]
+
+
+BY_ID = re.compile(r"FROM incident t WHERE t\.id =|UPDATE incident SET|DELETE FROM incident WHERE")
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
+def test_reads_and_writes_of_one_incident_by_id_read_only_its_month(client, h, db_url, generic):
+    # The id's month comes from incident_month (migration 0020): every by-id statement of
+    # /incidents/{id} names it, so it prunes to one partition instead of probing them all.
+    body = {"category": "water", "source": "patrol", "lon": IN_NW[0], "lat": IN_NW[1]}
+    at = datetime(2025, 1, 20, 9, 0, tzinfo=CST).isoformat()
+    with Recorder() as recorded:
+        r = client.post("/incidents", json={**body, "reported_at": at}, headers=h["city"])
+        assert r.status_code == 201, r.text
+        case_id = r.json()["id"]
+        assert client.get(f"/incidents/{case_id}", headers=h["city"]).status_code == 200
+        r = client.patch(f"/incidents/{case_id}", json={"description": "x"}, headers=h["city"])
+        assert r.status_code == 200 and r.json()["description"] == "x", r.text
+        assert client.delete(f"/incidents/{case_id}", headers=h["city"]).status_code == 204
+    assert client.get(f"/incidents/{case_id}", headers=h["city"]).status_code == 404
+    by_id = [s for s in recorded.statements if BY_ID.search(s[1])]
+    # read back after create; get; read, update, read back; read, delete
+    assert len(by_id) == 7, [s[1][:80] for s in by_id]
+    for (_, sql, _), partitions in zip(by_id, _explain(db_url, by_id, generic), strict=True):
+        assert partitions == {"incident_2025_01"}, (sql, partitions)
+
+
+def test_the_month_of_every_id_is_kept_on_write(db_url, cases):
+    engine = make_engine(db_url)
+    with engine.connect() as conn:  # rolled back: the module's cases stay
+        differ = """
+            SELECT count(*) FROM incident i FULL JOIN incident_month m USING (id)
+            WHERE i.reported_at IS DISTINCT FROM m.reported_at"""
+        assert conn.execute(text(differ)).scalar() == 0
+        conn.execute(text("DELETE FROM incident WHERE id = :id"), {"id": cases["mar"]})
+        assert conn.execute(text(differ)).scalar() == 0
+        conn.execute(text("TRUNCATE incident CASCADE"))
+        assert conn.execute(text("SELECT count(*) FROM incident_month")).scalar() == 0
+        conn.rollback()
+    engine.dispose()
 
 
 # -- imports ---------------------------------------------------------------------------------
