@@ -514,7 +514,7 @@ def shift_geojson(obj: Any, datum: str) -> Any:
     --------
     >>> fc = {"type": "Point", "coordinates": [106.7, 26.6]}
     >>> [round(v, 4) for v in shift_geojson(fc, "GCJ-02")["coordinates"]]
-    [106.7012, 26.5974]
+    [106.7037, 26.5965]
     """
     if datum == WGS84:
         return obj

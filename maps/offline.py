@@ -241,13 +241,16 @@ def _draw_lines(draw, data: TileData, z: int, ox: float, oy: float) -> None:
         if not lines or z < first:
             continue
         width = _width(base, z) * _SCALE
+        if kind == "rail":
+            width = max(width, 2.0 * _SCALE)  # a railway stays visible at every zoom
         paths = [_points(line.xy, z, ox, oy) for line in lines if len(line.xy) >= 2]
         if casing is not None and width >= 3:
             for pts in paths:
                 draw.line(pts, fill=casing, width=round(width + 2 * _SCALE), joint="curve")
         for pts in paths:
             draw.line(pts, fill=fill, width=max(1, round(width)), joint="curve")
-        if kind == "rail" and width >= 2:
+        if kind == "rail" and width >= 3 * _SCALE:
+            # The white centre of a railway, where it is wide enough to show.
             for pts in paths:
                 draw.line(pts, fill=(255, 255, 255), width=max(1, round(width / 3)))
 
