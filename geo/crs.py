@@ -28,6 +28,8 @@ def parse_srid(value: str | int) -> int:
     4490
     >>> parse_srid("http://www.opengis.net/def/crs/OGC/1.3/CRS84")
     4326
+    >>> parse_srid("http://www.opengis.net/def/crs/EPSG/0/4490")
+    4490
     """
     if isinstance(value, int):
         return value
@@ -35,7 +37,8 @@ def parse_srid(value: str | int) -> int:
     upper = text.upper()
     if upper.endswith("CRS84"):
         return WGS84
-    for sep in ("::", ":", "/"):
+    # "/" before ":": a URL's scheme has a colon too.
+    for sep in ("::", "/", ":"):
         if sep in text:
             text = text.rsplit(sep, 1)[1]
             break

@@ -23,6 +23,7 @@ __all__ = [
     "output_crs",
     "content_crs",
     "shift_point",
+    "shift_items",
     "shift_geojson",
     "shifted_wkb",
     "bbox_to_wgs84",
@@ -59,6 +60,23 @@ def shift_point(lon: float | None, lat: float | None, crs: str) -> tuple[Any, An
         return lon, lat
     x, y = from_wgs84(float(lon), float(lat), crs)
     return x, y
+
+
+def shift_items(items: list[dict[str, Any]], crs: str) -> list[dict[str, Any]]:
+    """Return entity reads (dicts with ``lon``, ``lat``) with their point in ``crs``, all
+    converted in one kernel call; items without a point are left as they are."""
+    if crs not in SHIFTED_CRS:
+        return items
+    located = [i for i in items if i.get("lon") is not None and i.get("lat") is not None]
+    if located:
+        x, y = from_wgs84(
+            np.array([i["lon"] for i in located], dtype=float),
+            np.array([i["lat"] for i in located], dtype=float),
+            crs,
+        )
+        for item, lon, lat in zip(located, x.tolist(), y.tolist(), strict=True):
+            item["lon"], item["lat"] = lon, lat
+    return items
 
 
 def _kernel(crs: str, digits: int | None):

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic.fields import FieldInfo
 
+from service.crs_output import content_crs, output_crs, shift_items
 from service.deps import (
     ApiSettingsDep,
     ConnDep,
@@ -32,6 +33,7 @@ from service.inputs import Moment, NulFree, Offset, RowId
 from service.querymodels import query_parameters_doc
 from service.repositories import entities as repo
 from service.responses import JSON
+from service.schemas.crs import OutputCrs
 from service.schemas.entities import CountRow, ImportReport, Page
 from service.specs.entity_kinds import ENTITIES, EntitySpec
 
@@ -58,6 +60,7 @@ class _ListQuery(BaseModel):
     )
     limit: int | None = Field(None, ge=1)
     offset: Offset = 0
+    crs: OutputCrs = None
 
     @field_validator("bbox")
     @classmethod
@@ -305,7 +308,9 @@ def _add_list_routes(router: APIRouter, spec: EntitySpec) -> None:
             limit=limit,
             offset=q.offset,
         )
-        return JSON(page(request, items, total, limit=limit, offset=q.offset))
+        crs = output_crs(q.crs)
+        body = page(request, shift_items(items, crs), total, limit=limit, offset=q.offset)
+        return JSON(body, headers=content_crs(crs) if spec.point else None)
 
     CountQuery = _count_model(spec)
 
@@ -332,8 +337,11 @@ def _add_item_routes(router: APIRouter, spec: EntitySpec) -> None:
         principal: PrincipalDep,
         entity_id: EntityId,
         conn: WriteConnDep,  # a sensitive kind's detail reads are logged
+        crs: Annotated[OutputCrs, Query()] = None,
     ) -> JSON:
-        return JSON(await repo.get_entity(conn, spec, principal=principal, entity_id=entity_id))
+        name = output_crs(crs)
+        item = await repo.get_entity(conn, spec, principal=principal, entity_id=entity_id)
+        return JSON(shift_items([item], name)[0], headers=content_crs(name) if spec.point else None)
 
     async def create_item(
         request: Request,

@@ -6,8 +6,16 @@ import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import TypeAdapter
 
-from geo.coords import CoordinateError, check_points, parse_input_crs, to_wgs84, validate_point
+from geo.coords import (
+    SHIFTED_CRS,
+    CoordinateError,
+    check_points,
+    parse_input_crs,
+    to_wgs84,
+    validate_point,
+)
 from service.bodies import json_body_doc, read_json_body
+from service.crs_output import shift_point
 from service.deps import ApiSettingsDep, PoolDep, PrincipalDep, get_principal, read_batcher
 from service.errors import PayloadTooLargeError, UnprocessableError
 from service.querymodels import parse_query, query_parameters_doc
@@ -74,6 +82,11 @@ async def lookup_point(request: Request) -> JSON:
         generation=q.generation,
     )
     result["point"] = {"lon": lon, "lat": lat, "crs": "EPSG:4326", "given_crs": crs}
+    if crs in SHIFTED_CRS:
+        # The point looked up, back in the caller's system (service.crs_output): what a
+        # GCJ-02 or BD-09 map draws the answer at.
+        gx, gy = shift_point(lon, lat, crs)
+        result["point"]["given"] = {"lon": gx, "lat": gy}
     return JSON(result)
 
 

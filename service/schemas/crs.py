@@ -6,7 +6,9 @@ from typing import Annotated
 
 from pydantic import Field
 
-__all__ = ["INPUT_CRS_NAMES", "InputCrs"]
+from geo.coords import CRS_URIS
+
+__all__ = ["INPUT_CRS_NAMES", "InputCrs", "OUTPUT_CRS_NAMES", "OutputCrs"]
 
 #: Canonical names first, then the aliases ``geo.coords.parse_input_crs`` reads. The parser
 #: is more lenient than this list (any case, EPSG URNs and URLs): the list is what to send.
@@ -36,5 +38,20 @@ InputCrs = Annotated[
         "or BD-09 (Baidu), or an alias; names are case-insensitive, EPSG URNs accepted; "
         "converted to WGS84 before use",
         json_schema_extra={"enum": list(INPUT_CRS_NAMES)},
+    ),
+]
+
+#: What a read may be answered in: the same names, and the URIs OGC clients send
+#: (``geo.coords.CRS_URIS``).
+OUTPUT_CRS_NAMES = (*INPUT_CRS_NAMES, *CRS_URIS.values())
+
+OutputCrs = Annotated[
+    str | None,
+    Field(
+        max_length=200,
+        description="the system of the coordinates answered: EPSG:4326 (default), EPSG:4490, "
+        "GCJ-02 (Amap, Tencent) or BD-09 (Baidu), shifted on the server (exact to 1e-6°); "
+        "names as the input's `crs`; an unknown one is 400",
+        json_schema_extra={"enum": list(OUTPUT_CRS_NAMES)},
     ),
 ]

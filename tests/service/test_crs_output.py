@@ -3,12 +3,17 @@ lookups, entity reads and GCJ-02 vector tiles, each back to the stored WGS84 to 
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
+import shapely
 
-from geo.coords import CRS_URIS, to_wgs84
+from geo.coords import CRS_URIS, to_wgs84, wgs84_to_gcj02
+from service.crs_output import shift_geojson
 from tests.conftest import auth, make_tokens
 
 CRS84 = CRS_URIS["EPSG:4326"]
@@ -211,3 +216,141 @@ def test_tiles_refuse_a_crs_they_cannot_draw(tiny_client, admin, params, status)
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["field"] == "crs" and params["crs"] in r.json()["detail"]
+
+
+# --------------------------------------------------------------------------- reference data
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def test_tianditu_districts_shifted_for_output_line_up_with_amap_datav():
+    """Tianditu's districts (CGCS2000) as a GCJ-02 client receives them lie a median
+    96–172 m from DataV's GCJ-02 lines (two surveys, simplified differently); unshifted,
+    336–383 m (SOURCES.md)."""
+    tianditu = gpd.read_file(DATA / "guiyang_520100_districts_tianditu_cgcs2000.geojson")
+    datav = gpd.read_file(DATA / "guiyang_520100_districts_datav_gcj02.geojson")
+    tianditu, datav = tianditu.set_index("adcode"), datav.set_index("adcode")
+    texts = shift_geojson(list(shapely.to_wkb(tianditu.geometry.values)), "GCJ-02", 7)
+    utm = 32648  # UTM 48N: metres around Guiyang
+    shifted = gpd.GeoSeries(shapely.from_geojson(texts), index=tianditu.index, crs=4326)
+    shifted = shifted.to_crs(utm)
+    plain = tianditu.geometry.set_crs(4326, allow_override=True).to_crs(utm)
+    theirs = datav.geometry.set_crs(4326, allow_override=True).to_crs(utm)
+    assert len(tianditu) == 10 and set(tianditu.index) == set(datav.index)
+    for code in tianditu.index:
+        vertices = shapely.points(shapely.get_coordinates(theirs[code].boundary))
+        near = np.median(shapely.distance(vertices, shifted[code].boundary))
+        far = np.median(shapely.distance(vertices, plain[code].boundary))
+        assert 80 < near < 190 and 320 < far < 400, (code, near, far)
+
+
+def test_osm_stations_read_in_bd09_line_up_with_baidu_bus_routes(tiny_client, admin):
+    """OSM's metro stations (WGS84), stored and read back with crs=BD-09, pass a median ~6 m
+    from the BD-09 bus routes; as stored (WGS84) ~125 m (SOURCES.md)."""
+    stations = gpd.read_file(DATA / "guiyang_rail_stations_osm_wgs84.geojson")
+    stations = stations[stations["station"] == "subway"]  # railway stations lie off the routes
+    features = [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [p.x, p.y]},
+            "properties": {"name": f"station {i}", "kind": "service_station"},
+        }
+        for i, p in enumerate(stations.geometry)
+    ]
+    body = json.dumps({"type": "FeatureCollection", "features": features}).encode()
+    r = tiny_client.post(
+        "/facilities/import",
+        files={"file": ("stations.geojson", body, "application/geo+json")},
+        headers=admin,
+    )
+    assert r.status_code in (200, 201), r.text
+    r = tiny_client.get("/facilities", params={"crs": "BD-09", "limit": 1000}, headers=admin)
+    assert r.status_code == 200 and r.headers["content-crs"] == f"<{CRS_URIS['BD-09']}>"
+    read = [i for i in r.json()["items"] if i["name"].startswith("station ")]
+    assert len(read) == len(stations)
+    routes = gpd.read_file(DATA / "guiyang_bus_routes_cityvein_bd09.geojson")
+    utm = 32648
+    lines = shapely.union_all(routes.geometry.set_crs(4326, allow_override=True).to_crs(utm))
+    baidu = gpd.GeoSeries(
+        gpd.points_from_xy([i["lon"] for i in read], [i["lat"] for i in read]), crs=4326
+    ).to_crs(utm)
+    stored = stations.geometry.to_crs(utm)
+    near = np.median(shapely.distance(baidu.values, lines))
+    far = np.median(shapely.distance(stored.values, lines))
+    assert near < 15 and 100 < far < 150, (near, far)
+    # One by id too, and back to the stored point to < 1e-6°.
+    one = read[0]
+    again = tiny_client.get(f"/facilities/{one['id']}", params={"crs": "baidu"}, headers=admin)
+    assert (
+        again.json()["lon"] == one["lon"]
+        and again.headers["content-crs"] == r.headers["content-crs"]
+    )
+    plain = tiny_client.get(f"/facilities/{one['id']}", headers=admin).json()
+    back = to_wgs84(one["lon"], one["lat"], "BD-09")
+    assert max(abs(back[0] - plain["lon"]), abs(back[1] - plain["lat"])) < 1e-9
+
+
+# --------------------------------------------------------------------------- lookups, entities
+
+
+def test_a_point_written_in_gcj02_reads_back_in_gcj02(tiny_client, admin):
+    given = (106.0165432, 26.0134567)
+    r = tiny_client.post(
+        "/incidents",
+        json={
+            "category": "water",
+            "source": "patrol",
+            "lon": given[0],
+            "lat": given[1],
+            "crs": "GCJ-02",
+        },
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    fid = r.json()["id"]
+    stored = (r.json()["lon"], r.json()["lat"])
+    assert abs(stored[0] - given[0]) > 1e-3  # stored in WGS84
+    got = tiny_client.get(f"/incidents/{fid}", params={"crs": "GCJ-02"}, headers=admin).json()
+    assert max(abs(got["lon"] - given[0]), abs(got["lat"] - given[1])) < 1e-6
+    page = tiny_client.get("/incidents", params={"crs": "gcj02"}, headers=admin).json()
+    mine = next(i for i in page["items"] if i["id"] == fid)
+    assert (mine["lon"], mine["lat"]) == (got["lon"], got["lat"])
+    item = tiny_client.get(
+        f"/ogc/collections/incidents/items/{fid}", params={"crs": "GCJ-02"}, headers=admin
+    ).json()
+    lon, lat = item["geometry"]["coordinates"]
+    assert max(abs(lon - given[0]), abs(lat - given[1])) < 1e-6
+    look = tiny_client.get(
+        "/lookup", params={"lon": given[0], "lat": given[1], "crs": "GCJ-02"}, headers=admin
+    ).json()["point"]
+    assert abs(look["lon"] - stored[0]) < 1e-9 and abs(look["lat"] - stored[1]) < 1e-9
+    assert max(abs(look["given"]["lon"] - given[0]), abs(look["given"]["lat"] - given[1])) < 1e-9
+
+
+def test_ogc_crs_metadata_axis_order_and_bad_crs(tiny_client, admin):
+    meta = tiny_client.get("/ogc/collections/grids", headers=admin).json()
+    assert meta["crs"] == list(CRS_URIS.values()) and meta["storageCrs"] == CRS84
+    plain = _items(tiny_client, admin, "grids").json()["features"][0]
+    r = _items(tiny_client, admin, "grids", crs=CRS_URIS["EPSG:4490"])
+    assert r.headers["content-crs"] == f"<{CRS_URIS['EPSG:4490']}>"
+    flipped = r.json()["features"][0]
+    # An EPSG URI: latitude first (EPSG's axis order, OGC API – Features Part 2).
+    assert np.allclose(_coords(flipped["geometry"])[:, ::-1], _coords(plain["geometry"]))
+    short = _items(tiny_client, admin, "grids", crs="EPSG:4490").json()["features"][0]
+    assert short["geometry"] == plain["geometry"]
+    # bbox in GCJ-02: the grids whose shifted shapes meet it.
+    x, y = wgs84_to_gcj02(106.005, 26.015)
+    box = f"{x - 1e-4},{y - 1e-4},{x + 1e-4},{y + 1e-4}"
+    inside = _items(tiny_client, admin, "grids", bbox=box, **{"bbox-crs": "GCJ-02"}).json()
+    assert "990101001001001" in {f["id"] for f in inside["features"]}
+    for path, params in (
+        ("/ogc/collections/grids/items", {"crs": "EPSG:3857"}),
+        ("/ogc/collections/grids/items", {"bbox-crs": "mars", "bbox": "0,0,1,1"}),
+        ("/ogc/collections/grids/items/990101001001001", {"crs": "mars"}),
+        ("/incidents", {"crs": "mars"}),
+        ("/lookup", {"lon": 106.0, "lat": 26.0, "crs": "mars"}),
+    ):
+        r = tiny_client.get(path, params=params, headers=admin)
+        assert r.status_code in (400, 422), (path, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert "crs" in r.json()["field"], r.json()
