@@ -40,6 +40,7 @@ router = APIRouter(prefix="/plans", tags=["plans"])
 log = logging.getLogger("wangge")
 
 #: Who plans boundaries (issue 14: publishing is for planners and admins only).
+GEOJSON = "application/geo+json"
 PLAN_ROLES = frozenset({"admin", "planner"})
 PlanId = Annotated[int, Path(ge=1, le=2**62)]
 IfMatch = Annotated[
@@ -162,7 +163,7 @@ async def list_plans(engine: SyncEngineDep, principal: PrincipalDep) -> JSON:
 
 
 @router.get(
-    "/{plan_id}",
+    "/{plan_id:int}",
     response_model=PlanRead,
     summary="One plan; its ETag is the version",
     description="Send the `ETag` back as `If-Match` with an edit: a plan edited meanwhile "
@@ -180,10 +181,16 @@ async def get_plan(engine: SyncEngineDep, principal: PrincipalDep, plan_id: Plan
 
 
 @router.get(
-    "/{plan_id}/grids",
+    "/{plan_id:int}/grids",
     summary="The plan's grids (GeoJSON)",
     description="Properties: `key` (names the grid in edits), `code` (the current code "
     "while unchanged, else null: a new code comes with publishing), `parent_code`, `name`.",
+    responses={
+        200: {
+            "description": "a FeatureCollection",
+            "content": {GEOJSON: {"schema": {"type": "object"}}},
+        }
+    },
 )
 async def plan_grids(engine: SyncEngineDep, principal: PrincipalDep, plan_id: PlanId) -> JSON:
     _require_planner(principal)
@@ -198,13 +205,10 @@ async def plan_grids(engine: SyncEngineDep, principal: PrincipalDep, plan_id: Pl
         repo.PlanGrid(r.key, r.parent_code, r.name, r.geometry, code=r.code)
         for r in frame.itertuples(index=False)
     ]
-    return JSON(
-        _feature_collection(grids),
-        headers={**_etag(plan["version"]), "Content-Type": "application/geo+json"},
-    )
+    return JSON(_feature_collection(grids), headers=_etag(plan["version"]), media_type=GEOJSON)
 
 
-@router.get("/{plan_id}/edits", response_model=list[PlanEditRead], summary="Who changed what")
+@router.get("/{plan_id:int}/edits", response_model=list[PlanEditRead], summary="Who changed what")
 async def plan_edits(engine: SyncEngineDep, principal: PrincipalDep, plan_id: PlanId) -> JSON:
     _require_planner(principal)
 
@@ -249,7 +253,7 @@ async def _edit(
 
 
 @router.post(
-    "/{plan_id}/edits",
+    "/{plan_id:int}/edits",
     response_model=PlanEditResult,
     summary="Edit a draft (If-Match required)",
     description="One edit, chosen by `op`: `split_line` (cut a grid along a line drawn "
@@ -286,7 +290,7 @@ async def edit_plan(
 
 
 @router.post(
-    "/{plan_id}/edits/file",
+    "/{plan_id:int}/edits/file",
     response_model=PlanEditResult,
     summary="Replace a draft's grids from a file (If-Match required)",
     description="A redrawn set as GeoJSON, GeoPackage or zipped Shapefile (polygons; "
@@ -318,7 +322,7 @@ async def replace_from_file(
 
 
 @router.get(
-    "/{plan_id}/diff",
+    "/{plan_id:int}/diff",
     response_model=PlanDiff,
     summary="What publishing would change",
     description="Against the current generation: grids unchanged, retired and added; "
@@ -339,7 +343,7 @@ async def plan_diff(engine: SyncEngineDep, principal: PrincipalDep, plan_id: Pla
 
 
 @router.post(
-    "/{plan_id}/publish",
+    "/{plan_id:int}/publish",
     response_model=PlanPublished,
     summary="Publish a draft as the next boundary generation (planners, admins)",
     description="Atomic: the plan is checked (a valid partition of its area, drawn on the "
@@ -370,7 +374,7 @@ async def publish_plan(
     return JSON(done, headers=_etag(done["version"]))
 
 
-@router.post("/{plan_id}/discard", response_model=PlanRead, summary="Discard a draft")
+@router.post("/{plan_id:int}/discard", response_model=PlanRead, summary="Discard a draft")
 async def discard_plan(
     engine: SyncEngineDep, principal: PrincipalDep, plan_id: PlanId, if_match: IfMatch = None
 ) -> JSON:

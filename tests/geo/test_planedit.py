@@ -244,3 +244,29 @@ def test_parsers_name_the_field():
         "region",
     )
     assert "outside lon" in e.message
+
+
+def test_read_grid_file_reads_polygons_and_their_fields():
+    import json
+
+    from geo.planedit import read_grid_file
+
+    fc = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"NAME": "A", "code": A1.code},
+                "geometry": mapping(A1.geom),
+            },
+            {"type": "Feature", "properties": {"NAME": "B"}, "geometry": mapping(A2.geom)},
+        ],
+    }
+    features = read_grid_file(json.dumps(fc).encode(), "grids.geojson")
+    assert [(f.get("name"), f.get("code")) for f in features] == [("A", A1.code), ("B", None)]
+    assert features[0]["geometry"].equals(A1.geom)
+    r = replace_all([A1, A2], features, communities=COMMUNITIES)
+    # A1 comes back renamed (same key and code), A2 as a new grid.
+    assert r.removed == ["A1", "A2"]
+    assert [(g.key, g.code, g.name) for g in r.added] == [("A1", A1.code, "A"), (None, None, "B")]
+    _refused("invalid_geometry", read_grid_file, b"garbage", "x.geojson")

@@ -131,6 +131,13 @@ SEMANTIC: dict[str, list[str]] = {
     "GET /open311/v2/requests/{service_request_id}.{fmt}": ["service_request_id"],
     "GET /open311/v2/servicerequestupdates.{fmt}": ["service_request_id"],
     "POST /open311/v2/requests.{fmt}": ["service_code", "lat, long", "lat", "long", "media_url"],
+    # Boundary plans: the area's level; free-form GeoJSON edits, checked against the draft's
+    # grids (each refusal names its part: keys, line, region, features[i].geometry, ...);
+    # a draft that no longer tiles its area.
+    "POST /plans": ["area_code"],
+    "POST /plans/{plan_id}/edits": [r".*"],
+    "POST /plans/{plan_id}/edits/file": [r".*"],
+    "POST /plans/{plan_id}/publish": ["plan_id"],
 }
 
 

@@ -493,3 +493,42 @@ def test_a_refused_publish_leaves_the_current_generation_untouched(tiny_client, 
     look = tiny_client.get("/lookup", params={"lon": IN_NW[0], "lat": IN_NW[1]}, headers=h["city"])
     assert look.json()["generation"] == after_first[-1][0]
     assert look.json()["grid"]["code"] == f"{NORTH}003"
+
+
+def test_replace_from_an_uploaded_file(tiny_client, h, tmp_path):
+    import geopandas as gpd
+
+    plan_id = _draft(tiny_client, h)
+    # North community redrawn as three columns (QGIS-style GeoPackage, CGCS2000), south kept.
+    thirds = [box(106.0 + i * 0.02 / 3, 26.01, 106.0 + (i + 1) * 0.02 / 3, 26.02) for i in range(3)]
+    frame = gpd.GeoDataFrame(
+        {
+            "name": ["West", "Middle", "East", "Grid 1-2-1", "Grid 1-2-2"],
+            "code": [None, None, None, SW, SE],
+        },
+        geometry=[*thirds, grid_box(1, 2, 1), grid_box(1, 2, 2)],
+        crs="EPSG:4490",
+    )
+    path = tmp_path / "redrawn.gpkg"
+    frame.to_file(path)
+    files = {"file": ("redrawn.gpkg", path.read_bytes(), "application/geopackage+sqlite3")}
+    r = tiny_client.post(
+        f"/plans/{plan_id}/edits/file", files=files, headers={**h["planner"], "If-Match": '"1"'}
+    )
+    assert r.status_code == 200, r.text
+    assert sorted(r.json()["removed"]) == [NW, NE]
+    added = [f["properties"] for f in r.json()["added"]["features"]]
+    assert [(a["name"], a["parent_code"]) for a in added] == [
+        ("West", NORTH),
+        ("Middle", NORTH),
+        ("East", NORTH),
+    ]
+    assert _keys(tiny_client, h, plan_id)[SW] == SW
+    edits = tiny_client.get(f"/plans/{plan_id}/edits", headers=h["planner"]).json()
+    assert edits[-1]["payload"] == {"op": "replace_all", "file": "redrawn.gpkg", "features": 5}
+    # Not a file GDAL reads: refused naming the file.
+    bad = {"file": ("x.gpkg", b"not a geopackage", "application/octet-stream")}
+    r = tiny_client.post(
+        f"/plans/{plan_id}/edits/file", files=bad, headers={**h["planner"], "If-Match": '"2"'}
+    )
+    assert _problem(r, 422)["field"] == "file"
