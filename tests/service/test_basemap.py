@@ -250,6 +250,44 @@ def test_gcj02_tiles_are_the_wgs84_drawing_moved_by_the_shift(client, tokens):
     assert gcj.headers["etag"] != wgs.headers["etag"]
 
 
+def test_rail_water_and_road_classes_of_an_import_are_drawn_as_such(client, tokens, guiyang_db_url):
+    from maps.offline import STYLE
+    from service.analysis.network import import_network
+    from service.auth import Principal
+
+    # Tagged lines, as an OpenStreetMap extract's arrive, appended east of the city.
+    x0, x1, lat = 106.800, 106.806, 26.650
+    features = [
+        {"properties": tags, "geometry": {"type": "LineString", "coordinates": line}}
+        for tags, line in (
+            ({"railway": "rail"}, [[x0, lat + 0.001], [x1, lat + 0.001]]),
+            ({"waterway": "river"}, [[x0, lat - 0.001], [x1, lat - 0.001]]),
+            ({"highway": "primary", "name": "中山路"}, [[x0, lat], [x1, lat]]),
+        )
+    ]
+    body = {"type": "FeatureCollection", "features": [{"type": "Feature", **f} for f in features]}
+    admin = Principal(token_id="t", name="t", role="admin", area_code=None, scope_path=None)
+    engine = _engine(guiyang_db_url)
+    with engine.begin() as conn:
+        import_network(
+            conn,
+            principal=admin,
+            data=json.dumps(body).encode(),
+            filename="tagged.geojson",
+            append=True,
+            node="endpoints",
+        )
+    engine.dispose()
+    z = 16
+    x, y = tile_of((x0 + x1) / 2, lat, z)
+    r = client.get(f"/tiles/basemap/{z}/{x}/{y}.png", headers=auth(tokens["admin"]))
+    assert r.status_code == 200, r.text
+    image = pixels(r.content)
+    (ARTIFACTS / "basemap-tagged-lines-z16.png").write_bytes(r.content)
+    for kind in ("rail", "water", "major"):
+        assert share_of(image, STYLE[kind][0], tol=25) > 0.004, kind
+
+
 def test_a_network_reimport_renews_the_tiles(guiyang_db_url, tokens):
     from fastapi.testclient import TestClient
 
