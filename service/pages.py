@@ -42,6 +42,7 @@ from maps.pages import (
     render_page,
     tablet_page,
 )
+from maps.plandraft import add_plan_draft
 from maps.style import zoom_for_bounds
 from service.auth import DISPATCHER_ROLES, Principal
 from service.basemap import add_page_basemaps
@@ -596,6 +597,7 @@ async def page_html(
     gap_cache=None,
     lang: str = DEFAULT_LANGUAGE,
     basemaps: Basemaps | None = None,
+    plan: int | None = None,
 ) -> str:
     """Return the ``kind`` page as one HTML document, on the current generation.
 
@@ -611,6 +613,9 @@ async def page_html(
         As for :func:`build_page` (a file gets the offline basemap's tiles inline).
     gap_cache : service.gap_cache.GapCache, optional
         Keeps the planning page's analyses until what they read changes.
+    plan : int, optional
+        The planning page draws this boundary draft beside the current grids, with its
+        metrics (:func:`service.planning.view.plan_draft_view`; planners and admins).
     assets, static_url
         As for :func:`maps.pages.render_page`: linked from ``static_url`` (served) or
         inline (a file).
@@ -620,6 +625,11 @@ async def page_html(
     gaps = None
     if kind == "planning":
         gaps = await asyncio.to_thread(_gaps_in_transaction, engine, principal, gap_cache)
+    draft = None
+    if kind == "planning" and plan is not None:
+        from service.planning.view import plan_draft_view
+
+        draft = await asyncio.to_thread(plan_draft_view, engine, principal, plan)
     async with _page_reads(pool) as conn:
         generation = await resolve_generation(pool=conn, principal=principal, requested=None)
         page = await build_page(
@@ -636,6 +646,9 @@ async def page_html(
             basemaps=basemaps,
             static=assets == "inline",
         )
+    if draft is not None:
+        datum = basemaps.datum if basemaps is not None else WGS84
+        add_plan_draft(page, **shift_geojson(draft, datum))
     return render_page(page, assets=assets, static_url=static_url)
 
 

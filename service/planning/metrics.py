@@ -241,3 +241,29 @@ def metrics_json(metrics: PlanMetrics, *, keys: list[str] | None = None) -> dict
     frame = metrics.grids if keys is None else metrics.grids.loc[metrics.grids.index.isin(keys)]
     rows = PlanMetrics(frame, metrics.plan).grid_records()
     return {"plan": metrics.plan, "grids": [{"key": r.pop("code"), **r} for r in rows]}
+
+
+_CURRENT_GRIDS_SQL = text(
+    "SELECT a.code, ST_AsBinary(a.geom) AS wkb FROM area a JOIN area p ON p.code = :code "
+    "AND p.generation_low <= :g AND p.generation_high >= :g "
+    "WHERE a.depth = 3 AND a.path LIKE p.path || '/%' "
+    "AND a.generation_low <= :g AND a.generation_high >= :g ORDER BY a.code"
+)
+
+
+def read_base_metrics(
+    conn: Connection, plan_id: int, *, cache: MetricsCache = CACHE
+) -> PlanMetrics:
+    """Return the metrics of the plan area's grids in its base generation ("today"), measured
+    against the same context as the draft."""
+    plan = plans_repo.get_plan(conn, plan_id)
+    entry = _entry(conn, plan, cache)
+    rows = conn.execute(
+        _CURRENT_GRIDS_SQL, {"code": plan["area_code"], "g": plan["base_generation"]}
+    ).all()
+    return plan_metrics(
+        [r.code for r in rows],
+        [shapely.from_wkb(bytes(r.wkb)) for r in rows],
+        context=entry.context,
+        team_sizes=entry.team_sizes,
+    )

@@ -202,12 +202,17 @@ async def tablet(serve: PageServerDep, grid: GridCode = None, lang: Language = N
     summary="Planning map: workload of every grid",
     description="Open incidents, incidents in the last 90 days, stationed units and team "
     "completeness per grid; `metric` picks the colour: "
-    + ", ".join(f"`{m}`" for m in PLANNING_METRICS),
+    + ", ".join(f"`{m}`" for m in PLANNING_METRICS)
+    + ". With `plan` (planners and admins): that boundary draft beside the current grids, "
+    "coloured by population deviation, with its metrics against today's.",
 )
 async def planning(
-    serve: PageServerDep, metric: Metric = "incidents_90d", lang: Language = None
+    serve: PageServerDep,
+    metric: Metric = "incidents_90d",
+    lang: Language = None,
+    plan: Annotated[int | None, Query(ge=1, le=2**62, description="a boundary draft")] = None,
 ) -> Response:
-    return await serve("planning", metric=metric, lang=lang)
+    return await serve("planning", metric=metric, lang=lang, plan=plan)
 
 
 @router.get(

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from service.db import make_engine
 from service.planning.metrics import CACHE
 from tests.conftest import auth, make_tokens
+from tests.maps.data import controls
 
 DISTRICT = "990101"
 NORTH, SOUTH = "990101001001", "990101001002"
@@ -202,3 +203,29 @@ def test_publishing_after_what_ifs(tiny_client, tiny_db_url, h):
     (old,) = _sql(tiny_db_url, "SELECT generation_high FROM area WHERE code = :c", c=NW)
     active = _sql(tiny_db_url, "SELECT id FROM generation WHERE active ORDER BY id")
     assert old.generation_high == active[0].id and len(active) == 2
+
+
+def test_planning_page_shows_a_draft_beside_the_current_grids(tiny_client, h):
+    plan_id = _draft(tiny_client, h)
+    r = tiny_client.post(
+        f"/plans/{plan_id}/edits",
+        json={"op": "split_line", "key": NW, "line": mapping(CUT_NW)},
+        headers={**h["planner"], "If-Match": '"1"'},
+    )
+    assert r.status_code == 200, r.text
+    page = tiny_client.get(
+        "/pages/planning", params={"plan": plan_id, "lang": "en"}, headers=h["planner"]
+    )
+    assert page.status_code == 200, page.text[:500]
+    html = page.text
+    assert "Draft: Redraw" in html
+    assert '"property":"population_dev"' in html
+    # Today's 4 grids beside the draft's 5 in the metrics panel.
+    assert "<td>Grids</td><td>4</td><td>5</td>" in controls(html)
+    assert '"n1"' in html and '"n2"' in html
+    plain = tiny_client.get("/pages/planning", params={"lang": "en"}, headers=h["planner"])
+    assert plain.status_code == 200 and "Draft:" not in plain.text
+    r = tiny_client.get("/pages/planning", params={"plan": plan_id}, headers=h["community"])
+    _problem(r, 403)
+    r = tiny_client.get("/pages/planning", params={"plan": 999999}, headers=h["planner"])
+    _problem(r, 404)
