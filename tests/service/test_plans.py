@@ -532,3 +532,17 @@ def test_replace_from_an_uploaded_file(tiny_client, h, tmp_path):
         f"/plans/{plan_id}/edits/file", files=bad, headers={**h["planner"], "If-Match": '"2"'}
     )
     assert _problem(r, 422)["field"] == "file"
+
+
+def test_a_discarded_draft_stays_readable_and_takes_no_edits(tiny_client, h):
+    plan_id = _draft(tiny_client, h)
+    r = tiny_client.post(f"/plans/{plan_id}/discard", headers={**h["planner"], "If-Match": '"1"'})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "discarded" and r.headers["ETag"] == '"2"'
+    assert len(_keys(tiny_client, h, plan_id)) == 4
+    _problem(_edit(tiny_client, h, plan_id, {"op": "merge", "keys": [NW, NE]}, 2), 409)
+    _problem(tiny_client.post(f"/plans/{plan_id}/publish", headers=h["planner"]), 409)
+    assert [
+        e["op"] for e in tiny_client.get(f"/plans/{plan_id}/edits", headers=h["planner"]).json()
+    ] == ["discard"]
+    _problem(tiny_client.get("/plans/999999", headers=h["planner"]), 404)
