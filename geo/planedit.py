@@ -647,10 +647,20 @@ def replace_all(
     cgeoms = np.array([communities[c] for c in codes], dtype=object)
     by_code = {g.code: g for g in base if g.code} | {g.code: g for g in old if g.code}
     frame = _Frame([g.geom for g in old])
+    # Vertices drawn within the snap tolerance of the plan's grids' vertices land on them.
+    old_edges = np.array([shapely.boundary(g.geom) for g in old], dtype=object)
+    edge_tree = shapely.STRtree(old_edges)
+    snap_deg = tolerance.snap_m * frame.deg_per_m
     new: list[PlanGrid] = []
     for i, f in enumerate(features):
         where = f"features[{i}]"
         geom = _geometry_of(f.get("geometry"), f"{where}.geometry")
+        if snap_deg > 0 and isinstance(geom, Polygon | MultiPolygon) and geom.is_valid:
+            near = edge_tree.query(geom, predicate="dwithin", distance=snap_deg)
+            if len(near):
+                snapped = shapely.snap(geom, shapely.union_all(old_edges[near]), snap_deg)
+                if snapped.is_valid and not snapped.is_empty:
+                    geom = snapped
         if isinstance(geom, MultiPolygon) and len(geom.geoms) > 1:
             raise PlanEditError(
                 "multipart",

@@ -204,6 +204,21 @@ def test_replace_all_keeps_unchanged_codes_and_adds_the_rest():
     ]
 
 
+def test_replace_all_snaps_vertices_drawn_next_to_the_grids():
+    # Redrawn in a desktop GIS half a metre off the plan's outer corners (≈ 4.5e-6°).
+    off = 4.5e-6
+    west = Polygon([(X - off, Y + off), (X + S, Y), (X + S, Y + S), (X + off, Y + S - off)])
+    east = Polygon([(X + S, Y), (X + 2 * S + off, Y - off), (X + 2 * S, Y + S), (X + S, Y + S)])
+    features = [_feature(west, name="W"), _feature(east, name="E")]
+    r = replace_all([A1, A2], features, communities=COMMUNITIES)
+    assert r.added[0].geom.equals(A1.geom) and r.added[1].geom.equals(A2.geom)
+    # Without snapping the offsets are gaps and overlaps of a few square metres: refused.
+    from geo.planedit import Tolerance
+
+    with pytest.raises(PlanEditError):
+        replace_all([A1, A2], features, communities=COMMUNITIES, tolerance=Tolerance(snap_m=0))
+
+
 def test_replace_all_refusals():
     old = [A1, A2, B1, B2]
     rest = [_feature(g.geom, code=g.code, name=g.name) for g in (A2, B1, B2)]
