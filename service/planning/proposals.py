@@ -24,7 +24,7 @@ from service.repositories import plans as plans_repo
 __all__ = ["create_proposal_draft", "MAX_GRIDS"]
 
 #: A proposal's grids at most (a county of the demo has 66; the partition is superlinear).
-MAX_GRIDS = 400
+MAX_GRIDS = 200
 
 _AREA_SQL = text(
     "SELECT a.code, a.path, a.level, g.id AS generation FROM area a "
@@ -65,6 +65,11 @@ def create_proposal_draft(
     area = conn.execute(_AREA_SQL, {"code": area_code}).first()
     if area is None:
         raise NotFoundError(f"no area {area_code} in the current generation", field="area_code")
+    if area.level not in ("district", "community"):
+        raise UnprocessableError(
+            f"a proposal cuts a community or a county (district); {area_code} is a {area.level}",
+            field="area_code",
+        )
     plan_like = {"area_code": area_code, "base_generation": area.generation, "area_path": area.path}
     ctx, _teams = plan_context(conn, plan_like)
     if not ctx.communities:

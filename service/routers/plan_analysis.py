@@ -142,6 +142,12 @@ async def create_proposal(
 @router.get(
     "/{plan_id}/coverage",
     response_model=PlanCoverageRead,
+    responses={
+        409: {
+            "description": "The plan's base generation is no longer current, or a generation "
+            "is pending (loaded, not activated)"
+        }
+    },
     summary="What-if coverage: the analyses on the draft's grids beside today's",
     description="Runs staffing (1+1+1 teams), workload, care and reach (straight line) on "
     "the plan's area twice: on today's grids and on the draft's (written as a hypothetical "

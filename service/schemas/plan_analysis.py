@@ -30,7 +30,7 @@ class ProposalCreate(NulFreeModel):
     area_code: str = Field(
         pattern=r"^[0-9]{6,18}$", description="a community or county (district) of yours"
     )
-    k: int = Field(ge=1, le=400, description="number of grids (at least one per community)")
+    k: int = Field(ge=1, le=200, description="number of grids (at least one per community)")
     balance: Balance = Field(default_factory=Balance)
     epsilon: float = Field(
         0.04, gt=0, le=0.25, description="allowed deviation from the community's ideal load"
@@ -39,7 +39,7 @@ class ProposalCreate(NulFreeModel):
         True, description="grids nest in communities (false: balance the whole area)"
     )
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    bursts: int = Field(10, ge=0, le=100, description="ReCom short bursts for compactness")
+    bursts: int = Field(10, ge=0, le=30, description="ReCom short bursts for compactness")
 
 
 class ProposalCreated(BaseModel):

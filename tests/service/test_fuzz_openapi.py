@@ -57,6 +57,8 @@ SLOW = {
     "GET /analysis/siting": "solves a covering problem over a lattice",
     "POST /analysis/siting": "solves a covering problem over a lattice",
     "GET /pages/planning": "renders the city's planning map",
+    "POST /plans/proposals": "cuts a county into up to 200 grids (spanning trees, ReCom)",
+    "GET /plans/{plan_id}/coverage": "runs four analyses twice, on today's grids and the draft's",
     "GET /pages/dispatch": "renders the city's dispatch map",
     **{
         f"GET /{kind}/export": "writes every visible row to a file"
@@ -138,6 +140,11 @@ SEMANTIC: dict[str, list[str]] = {
     "POST /plans/{plan_id}/edits": [r".*"],
     "POST /plans/{plan_id}/edits/file": [r".*"],
     "POST /plans/{plan_id}/publish": ["plan_id"],
+    # A proposal: the area's level, k against its communities and blocks, a balance with
+    # something to balance; what-if coverage: the base generation still current, no
+    # generation pending.
+    "POST /plans/proposals": ["area_code", "k", "balance"],
+    "GET /plans/{plan_id}/coverage": ["base_generation", "generation"],
 }
 
 
