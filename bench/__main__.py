@@ -30,6 +30,7 @@ BENCHES = (
     "dispatch",
     "scale",
     "workers",
+    "planning",
 )
 
 
