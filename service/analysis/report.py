@@ -21,8 +21,9 @@ household details appear (in ``analyses.care.items``) only for the roles that ma
 them, and are logged there; the exports hold care *counts* only, for every role.
 
 Run it in one transaction (care writes to ``access_log``). In a ``REPEATABLE READ``
-transaction (as the API and the CLI open it) every figure comes from one snapshot, and reach
-and the tables run on a second connection in that snapshot, beside the SQL analyses.
+transaction (as the API and the CLI open it) every figure comes from one snapshot, and the
+evaluation, reach and the tables run on a second connection in that snapshot, beside the
+other analyses.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ __all__ = [
 ProgressFn = Callable[[str, int, int, float | None], None]
 
 #: The steps of a report, in the order they are reported ("tables": the report's own
-#: per-area counts). Reach and tables may run beside the others (see :func:`run_report`).
+#: per-area counts). Evaluation, reach and tables may run beside the others
+#: (see :func:`run_report`).
 REPORT_STEPS = (*ANALYSES, "evaluation", "reach", "tables", "siting")
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
 
@@ -347,8 +349,8 @@ def _report_steps(
     scope: Scope, *, principal: Principal, siting_k: int | None, geometry: bool, care_details: bool
 ) -> tuple[list[Step], list[Step], list[Step]]:
     """Return the report's steps in three lists: the SQL analyses, those that may run beside
-    them (reach, mostly numpy and shapely work in this process, and the report's tables),
-    and siting, last."""
+    them (the evaluation, reach, mostly numpy and shapely work in this process, and the
+    report's tables), and siting, last."""
     common = {"principal": principal, "area_code": scope.area_code, "generation": scope.generation}
 
     def siting(c: Connection) -> dict[str, Any]:
@@ -371,9 +373,11 @@ def _report_steps(
         )
         for name, fn in ANALYSES.items()
     ]
-    # The dispatch evaluation (综合评价) of the area's grid teams over the last 90 days.
-    sql.append(("evaluation", lambda c: _evaluation(c, common, geometry)))
     beside: list[Step] = [
+        # The dispatch evaluation (综合评价) of the area's grid teams over the last 90 days.
+        # Beside workload, not after it: both read the area's incidents (a random heap page
+        # each, once the table outgrows the cache), so their waits overlap (bench.scale).
+        ("evaluation", lambda c: _evaluation(c, common, geometry)),
         ("reach", lambda c: run_reach(c, **common, geometry=geometry)),
         ("tables", lambda c: _tables(c, scope)),
     ]
@@ -423,12 +427,12 @@ def run_report(
     Notes
     -----
     When ``conn`` is in a REPEATABLE READ transaction that has written nothing (as the API
-    and the CLI open it), reach (mostly numpy and shapely work in this process) and the
-    tables run on a second connection of ``conn.engine`` that imports the same snapshot
-    (``pg_export_snapshot``), beside the SQL analyses on ``conn`` (care, which logs, stays
-    there): the figures are those of one snapshot, and the two lanes use two cores. Their
-    progress is reported after the SQL analyses; each step's time is its own, ``total``
-    the wall time (less than the sum). Otherwise every step runs on ``conn`` in turn.
+    and the CLI open it), the evaluation, reach (mostly numpy and shapely work in this
+    process) and the tables run on a second connection of ``conn.engine`` that imports the
+    same snapshot (``pg_export_snapshot``), beside the other analyses on ``conn`` (care,
+    which logs, stays there): the figures are those of one snapshot, and the two lanes use
+    two cores. Their progress is reported after the other analyses; each step's time is its
+    own, ``total`` the wall time (less than the sum). Otherwise every step runs on ``conn`` in turn.
     """
     siting_k = _check_siting_k(siting_k)
     started = time.perf_counter()
