@@ -115,9 +115,10 @@ class Links:
     page_size: int = 500  #: cases per ``GET /cases`` page the live pages ask for
 
 
-#: What the dispatch page's buttons may send: every action people take, with its fields.
+#: What the dispatch page's buttons may send: every action people take, with its fields
+#: (their words are the page's, in its language: maps.live.DISPATCH_TEXT).
 LIVE_ACTIONS = {
-    name: {"title": a.title, "requires": list(a.requires), "accepts": list(a.accepts)}
+    name: {"requires": list(a.requires), "accepts": list(a.accepts)}
     for name, a in ACTIONS.items()
     if a.api
 }
@@ -251,8 +252,10 @@ async def _open_incidents(
     properties: list[str] = INCIDENT_PROPS,
     **kw,
 ) -> list[dict]:
-    """Return the first :data:`MAX_INCIDENTS` open incidents, new and open alike (not
-    counted here: :meth:`_View.open_count` reads the counters)."""
+    """Return the newest :data:`MAX_INCIDENTS` open incidents, new ones first (not counted
+    here: :meth:`_View.open_count` reads the counters). Newest first is what a dispatcher
+    looks at, and the plan that reads only about as many rows as it returns (by status and
+    time, the index ``incident_status``), whatever the year of cases holds."""
     features: list[dict] = []
     filters = filters or {}
     for status in OPEN_STATUSES:
@@ -265,6 +268,7 @@ async def _open_incidents(
             properties=properties,
             tolerance_deg=tolerance,
             count=False,
+            newest_first=True,
             **kw,
         )
         features += found

@@ -255,6 +255,7 @@ def test_each_page_is_chinese_by_default_with_no_english_left(kind):
     html = render_page(PAGES[kind]())
     assert '<html lang="zh-CN">' in html
     assert english_left(html) == []
+    assert english_left(render_page(PAGES[kind](), assets="inline")) == []
     # Every word of the page's title, legend and layer names is Chinese (data aside).
     shown = (
         " ".join(controls(html).split("<"))

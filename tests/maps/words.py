@@ -10,6 +10,7 @@ DOM: words in Latin letters other than names the pages keep (GPS, Leaflet, …).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from html.parser import HTMLParser
@@ -52,14 +53,22 @@ class _Text(HTMLParser):
             self.found.append(data)
 
 
+@functools.cache
+def _static_scripts() -> tuple[str, ...]:
+    """Return how the scripts of ``maps/static`` begin when a static export inlines them."""
+    from maps.assets import ASSETS
+
+    return tuple(f"/* {a.path} */" for a in ASSETS if a.kind == "js")
+
+
 def visible_strings(html: str) -> list[str]:
     """Return every string of ``html`` a reader may see (stripped, non-empty)."""
     parser = _Text()
     parser.feed(html)
     found = list(parser.found)
     for script in parser.scripts:
-        if "Leaflet" in script[:300] and "license" in script[:600].lower():
-            continue  # a vendored library inlined in a static export
+        if script.lstrip().startswith(_static_scripts()):
+            continue  # a vendored library or the runtime, inlined in a static export
         literals = _STRING.findall(script)
         # A value that names a property elsewhere (a popup's ``["open", label]``) is code.
         keys = {literal for literal, key in literals if key}
@@ -96,15 +105,17 @@ def catalog_messages() -> list[tuple[str, str]]:
 
 
 def english_left(html: str) -> list[str]:
-    """Return the catalog's English messages a reader of ``html`` would see."""
-    shown = visible_strings(html)
+    """Return the catalog's English messages a reader of ``html`` would see, each as
+    ``message ← where``."""
+    # A lone lower-case word in a script is a code ("community" as a level) far more often
+    # than text; the browser tests read what is really shown.
+    shown = [s for s in visible_strings(html) if not re.fullmatch(r"[a-z][a-z0-9_]*", s)]
     left = []
     for message, chinese in catalog_messages():
         if message == chinese or not re.search(r"[A-Za-z]{2}", message):
             continue
         pattern = _pattern(message)
-        if any(pattern.fullmatch(s) for s in shown):
-            left.append(message)
+        left += [f"{message!r} ← {s[:100]!r}" for s in shown if pattern.fullmatch(s)]
     return left
 
 
