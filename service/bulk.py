@@ -136,9 +136,9 @@ def cell_assigner(conn: Connection, generation: int) -> CellAssigner:
 def split_paths(paths: np.ndarray) -> dict[str, np.ndarray]:
     """Return the grid/community/district/city code columns of materialised paths."""
     # Few distinct paths (one per area), many points: split each distinct path once.
-    unique, inverse = np.unique(
-        np.where(paths == None, "", paths).astype(str),  # noqa: E711
-        return_inverse=True,
+    inverse, unique = pd.factorize(
+        pd.Series(np.where(paths == None, "", paths), dtype=object),  # noqa: E711
+        use_na_sentinel=False,
     )
     out = {}
     split = [u.split("/") if u else [] for u in unique]
@@ -158,10 +158,27 @@ def _bounds(info, extra: list) -> dict[str, Any]:
     return out
 
 
+def _by_distinct(
+    series: pd.Series, convert: Callable[[pd.Series], Any], missing: Any
+) -> np.ndarray:
+    """Return ``convert`` of every value of ``series``, computed once per distinct value.
+
+    File columns repeat few values (categories, sources, addresses, cell paths): a Python
+    call per distinct value instead of one per row. ``missing``: the result for nulls.
+    """
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    done = np.asarray(convert(pd.Series(np.asarray(uniques, dtype=object), dtype=object)))
+    return np.append(done.astype(object), np.array([missing], dtype=object))[codes]
+
+
 def _strings(series: pd.Series) -> pd.Series:
-    text_values = series.astype(object).where(series.notna(), "").astype(str).str.strip()
-    # Exports defuse spreadsheet formulas with a leading apostrophe ('=…): undo it.
-    return text_values.str.replace(r"^'(?=[=+\-@])", "", regex=True)
+    text_values = series.astype(object).where(series.notna(), "").astype(str)
+
+    def clean(values: pd.Series) -> pd.Series:
+        # Exports defuse spreadsheet formulas with a leading apostrophe ('=…): undo it.
+        return values.str.strip().str.replace(r"^'(?=[=+\-@])", "", regex=True)
+
+    return pd.Series(_by_distinct(text_values, clean, ""), index=series.index, dtype=object)
 
 
 def validate_frame(
@@ -188,8 +205,10 @@ def validate_frame(
         if "\x00" in str(column):
             problems.append(RowProblem(0, str(column).replace("\x00", "\\x00"), NUL_REASON))
         elif frame[column].dtype == object or isinstance(frame[column].dtype, pd.StringDtype):
-            has_nul = frame[column].map(lambda v: isinstance(v, str) and "\x00" in v)
-            flag(has_nul.to_numpy(bool), str(column), NUL_REASON)
+            has_nul = _by_distinct(
+                frame[column], lambda u: [isinstance(v, str) and "\x00" in v for v in u], False
+            )
+            flag(has_nul.astype(bool), str(column), NUL_REASON)
 
     fields = import_fields(spec)
     for name, info in fields.items():
@@ -287,7 +306,9 @@ def _convert(
         if getattr(parsed.dt, "tz", None) is None:
             # Chinese field data without a zone is China Standard Time.
             parsed = parsed.dt.tz_localize(LOCAL_TZ)
-        col = parsed.dt.tz_convert("UTC").to_numpy(object)
+        # A datetime array (its items are Timestamps, as in an object array): no Python
+        # object per row, and writers format it as one column.
+        col = parsed.dt.tz_convert("UTC").array
     elif typing.get_origin(annotation) is list and typing.get_args(annotation)[0] is AnyHttpUrl:
         # Tuples (hashable, one shared empty tuple) so that writing can factorise them.
         col = np.empty(n, dtype=object)

@@ -37,19 +37,25 @@ def start_columns(
     state = status.map(_STATE_OF_STATUS)
     # The owner: the community containing the case, else the lowest level containing it
     # (the deepest area, unless that is a grid: then the grid's community).
-    path = pd.Series(paths, dtype=object)
+    # Few distinct paths (one per area), many rows: work out each distinct path's owner once.
+    inverse, unique = pd.factorize(pd.Series(paths, dtype=object), use_na_sentinel=True)
+    path = pd.Series(np.append(np.asarray(unique, dtype=object), None), dtype=object)
     depth = path.str.count("/")
     owner_path = path.where(~(depth >= 3), path.str.rpartition("/")[0])
     owner_level = owner_path.str.count("/").map(dict(enumerate(OWNER_LEVELS)))
     owner_code = owner_path.str.rpartition("/")[2].where(owner_path.notna())
+    owner_path, owner_level, owner_code = (
+        pd.Series(c.to_numpy(object)[inverse], dtype=object)
+        for c in (owner_path, owner_level, owner_code)
+    )
 
     now = pd.Timestamp(conn.execute(text("SELECT now()")).scalar_one()).tz_convert("UTC")
     utc = "datetime64[ns, UTC]"
     if columns.get("reported_at") is None:
         reported = pd.Series(now, index=range(n), dtype=utc)
     else:
-        raw = pd.Series(columns["reported_at"], dtype=object)
-        reported = pd.to_datetime(raw, utc=True).astype(utc).fillna(now)
+        reported = pd.to_datetime(pd.Series(columns["reported_at"]), utc=True)
+        reported = reported.astype(utc).fillna(now).reset_index(drop=True)
     limits = dict(
         conn.execute(
             text(
