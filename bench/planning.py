@@ -26,9 +26,13 @@ from the demo's surface (sample points every 200 m):
   the same blocks from a spanning-tree seed partition, for as many steps as the proposal's
   short bursts take: balance and compactness (mean Polsby–Popper, total boundary) compared.
 
+**API** (with a database URL of the demo, in-process app): a Kaiyang proposal through
+``POST /plans/proposals`` (≤ 30 s, the draft stored), a draft's metrics, splits whose answers
+carry the plan's metrics, what-if coverage, the planning page with the draft. Writes plans.
+
 **Page** (with a database URL, as before): the planning page's server time per role, first
 and repeated, with and without the gap cache (``--no-cache``), in-process app, pool of 2.
-Creates three tokens in that database.
+Creates tokens in that database.
 
 ``--quick``: 600 grids, a 24-grid proposal and a short chain — a check that everything runs.
 """
@@ -511,6 +515,127 @@ def bench_page(url: str, cache: bool = True, rounds: int = 4) -> None:
             )
 
 
+def bench_api(goals: Goals, url: str) -> None:
+    """Through the API on a demo database: a Kaiyang proposal stored as a draft, a draft's
+    metrics, splits with their metrics in the edit's answer, what-if coverage, the page."""
+    from fastapi.testclient import TestClient
+    from shapely.geometry import shape
+
+    from service.app import create_app
+    from service.auth import create_token
+    from service.db import make_engine
+    from service.settings import APISettings, DatabaseSettings, Settings
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        token = create_token(conn, name="bench planning", role="planner", area_code=KAIYANG)
+    engine.dispose()
+    auth = {"Authorization": f"Bearer {token}"}
+    settings = Settings(
+        db=DatabaseSettings(DATABASE_URL=url, WANGGE_DB_POOL_SIZE=2),
+        api=APISettings(token_cache_seconds=0),
+    )
+
+    def timed(call):
+        started = time.perf_counter()
+        r = call()
+        return r, (time.perf_counter() - started) * 1000
+
+    with TestClient(create_app(settings)) as client:
+        body = {"name": "bench: Kaiyang proposal", "area_code": KAIYANG, "k": 66}
+        r, ms = timed(lambda: client.post("/plans/proposals", json=body, headers=auth))
+        ok = r.status_code == 201
+        goals.check(
+            "api_proposal_201",
+            "POST /plans/proposals, Kaiyang k=66",
+            ok,
+            r.text[:200] if not ok else "",
+        )
+        if ok:
+            made = r.json()
+            plan = made["metrics"]["plan"]
+            print(
+                f"API proposal, Kaiyang 66 grids: {ms / 1000:.1f} s (partition "
+                f"{made['proposal']['seconds']} s); deviation within community "
+                f"{made['proposal']['max_abs_dev_in_community']:.1%}; straddling "
+                f"{plan['straddling']}, in several parts {plan['noncontiguous']}"
+            )
+            goals.at_most(
+                "api_proposal_s",
+                "POST /plans/proposals, Kaiyang k=66 (draft stored)",
+                ms / 1000,
+                30.0,
+                "s",
+            )
+        r = client.post(
+            "/plans", json={"name": "bench: Kaiyang", "area_code": KAIYANG}, headers=auth
+        )
+        assert r.status_code == 201, r.text
+        plan_id = r.json()["id"]
+        _r, first_ms = timed(lambda: client.get(f"/plans/{plan_id}/metrics", headers=auth))
+        _r, again_ms = timed(lambda: client.get(f"/plans/{plan_id}/metrics", headers=auth))
+        print(
+            f"API metrics of a {plan_id and _r.json()['plan']['grids']}-grid draft: first {first_ms:.0f} ms "
+            f"(reads the context), repeated {again_ms:.0f} ms"
+        )
+        grids = client.get(f"/plans/{plan_id}/grids", headers=auth).json()["features"]
+        grids.sort(key=lambda f: -shape(f["geometry"]).area)
+        version, split_ms = 1, []
+        for f in grids[:6]:
+            g = shape(f["geometry"])
+            c = g.representative_point()
+            minx, miny, maxx, maxy = g.bounds
+            line = mapping(LineString([(c.x, miny - 0.001), (c.x, maxy + 0.001)]))
+            edit = {"op": "split_line", "key": f["properties"]["key"], "line": line}
+            headers = {**auth, "If-Match": f'"{version}"'}
+            started = time.perf_counter()
+            r = client.post(f"/plans/{plan_id}/edits", json=edit, headers=headers)
+            ms = (time.perf_counter() - started) * 1000
+            if r.status_code != 200:
+                continue
+            version = r.json()["version"]
+            if r.json()["metrics"] and r.json()["metrics"].get("plan"):
+                split_ms.append(ms)
+        goals.check(
+            "api_edits_measured",
+            "splits through the API answer the plan's metrics",
+            bool(split_ms),
+            detail=f"{len(split_ms)} of 6",
+        )
+        if split_ms:
+            med = statistics.median(split_ms)
+            print(
+                f"API split + metrics (edit transaction, then the changed grids measured): "
+                f"median {med:.0f} ms, max {max(split_ms):.0f} ms"
+            )
+            goals.at_most(
+                "api_split_ms",
+                "POST /plans/{id}/edits split + metrics, Kaiyang draft",
+                med,
+                200,
+                "ms",
+                detail=f"max {max(split_ms):.0f} ms",
+            )
+        r, ms = timed(lambda: client.get(f"/plans/{plan_id}/coverage", headers=auth))
+        goals.check(
+            "api_coverage_200", "GET /plans/{id}/coverage", r.status_code == 200, r.text[:200]
+        )
+        if r.status_code == 200:
+            staffing = r.json()["analyses"]["staffing"]["change"]
+            print(
+                f"API what-if coverage (staffing, workload, care, reach, today and draft): "
+                f"{ms / 1000:.1f} s; staffing change {staffing}"
+            )
+        r, ms = timed(lambda: client.get("/pages/planning", params={"plan": plan_id}, headers=auth))
+        goals.check(
+            "api_page_200",
+            "GET /pages/planning?plan=",
+            r.status_code == 200,
+            "" if r.status_code == 200 else r.text[:200],
+        )
+        print(f"planning page with the draft: {ms:.0f} ms")
+
+
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
     urls = [a for a in argv if not a.startswith("--")]
@@ -518,6 +643,7 @@ def main(argv: list[str]) -> int:
     bench_metrics(goals, quick)
     bench_proposal(goals, quick)
     if urls:
+        bench_api(goals, urls[0])
         bench_page(urls[0], cache="--no-cache" not in argv)
     return goals.finish()
 
