@@ -28,6 +28,7 @@ from geo.areas import AreaRecord, as_multipolygon
 from geo.crs import STORAGE_SRID
 from geo.partition import order_west_east_north_south
 from geo.planedit import EditResult, PlanEditError, PlanGrid
+from geo.population import LocalFrame
 from service.dispatch.redraw import OPEN_CASES
 from service.errors import (
     ConflictError,
@@ -613,11 +614,23 @@ def _codes(conn: Connection, plan_id: int, generation_id: int, area_code: str):
             {"area": area_code, "g": generation_id},
         ).scalars()
     )
+    # A code is kept only by the grid it names, unchanged (as publish_plan decides).
     rows = conn.execute(
-        text("SELECT key, code FROM boundary_plan_grid WHERE plan_id = :plan"), {"plan": plan_id}
+        text(
+            f"SELECT g.key, g.code, c.code IS NOT NULL "
+            f"AND ST_Area(ST_SymDifference(c.geom, g.geom)::geography) <= :tol AS same "
+            f"FROM boundary_plan_grid g LEFT JOIN ({_CURRENT_GRIDS}) c ON c.code = g.code "
+            f"WHERE g.plan_id = :plan"
+        ),
+        {
+            "plan": plan_id,
+            "area": area_code,
+            "g": generation_id,
+            "tol": planedit.DEFAULT_TOLERANCE.area_m2,
+        },
     ).all()
-    kept = {r.code for r in rows if r.code is not None and r.code in current}
-    added = sorted(r.key for r in rows if r.code is None or r.code not in current)
+    kept = {r.code for r in rows if r.same}
+    added = sorted(r.key for r in rows if not r.same)
     return current, kept, added
 
 
@@ -732,6 +745,25 @@ def _new_codes(conn: Connection, grids: list[PlanGrid]) -> dict[str, str]:
     return out
 
 
+def _unchanged_or_redrawn(
+    grids: list[PlanGrid], current: dict[str, Any], outline
+) -> list[PlanGrid]:
+    """Return ``grids`` with the code dropped from any grid that is not its current grid
+    (same code, geometry within the area tolerance): such a grid is published as new."""
+    frame = LocalFrame.around(outline)
+    m2_per_deg2 = frame.m_per_deg_lon * frame.m_per_deg_lat
+    tol = planedit.DEFAULT_TOLERANCE.area_m2
+    out = []
+    for g in grids:
+        base = current.get(g.code) if g.code is not None else None
+        if g.code is not None and (
+            base is None or shapely.symmetric_difference(base, g.geom).area * m2_per_deg2 > tol
+        ):
+            g = PlanGrid(g.key, g.parent_code, g.name, g.geom, code=None)
+        out.append(g)
+    return out
+
+
 def publish_plan(
     conn: Connection, *, plan_id: int, if_match: int | None, actor: str, actor_name: str = ""
 ) -> dict[str, Any]:
@@ -768,8 +800,10 @@ def publish_plan(
         text(f"SELECT code, ST_AsBinary(geom) AS wkb FROM ({_CURRENT_GRIDS}) c"),
         {"area": plan["area_code"], "g": current},
     ).all()
-    outline = shapely.union_all([shapely.from_wkb(bytes(r.wkb)) for r in base_rows])
-    current_codes = {r.code for r in base_rows}
+    current_geoms = {r.code: shapely.from_wkb(bytes(r.wkb)) for r in base_rows}
+    outline = shapely.union_all(list(current_geoms.values()))
+    current_codes = set(current_geoms)
+    grids = _unchanged_or_redrawn(grids, current_geoms, outline)
     try:
         for g in grids:
             if g.code is None and g.geom.geom_type != "Polygon":
@@ -790,9 +824,20 @@ def publish_plan(
     )
     if retired:
         boundaries.retire_areas(conn, generation_id=generation_id, codes=retired)
+    names = dict(
+        conn.execute(
+            text(f"SELECT code, name FROM ({_CURRENT_GRIDS}) c"),
+            {"area": plan["area_code"], "g": current},
+        ).all()
+    )
+    # New grids with their new codes; kept grids renamed in the plan, under their codes.
     records = [
         AreaRecord(codes[g.key], g.name, "grid", g.parent_code, as_multipolygon(g.geom))
         for g in fresh
+    ] + [
+        AreaRecord(g.code, g.name, "grid", g.parent_code, as_multipolygon(current_geoms[g.code]))
+        for g in grids
+        if g.code in kept and g.name != names.get(g.code)
     ]
     if records:
         boundaries.write_areas(

@@ -546,3 +546,37 @@ def test_a_discarded_draft_stays_readable_and_takes_no_edits(tiny_client, h):
         e["op"] for e in tiny_client.get(f"/plans/{plan_id}/edits", headers=h["planner"]).json()
     ] == ["discard"]
     _problem(tiny_client.get("/plans/999999", headers=h["planner"]), 404)
+
+
+def test_a_code_is_kept_only_by_its_own_unchanged_grid(tiny_client, tiny_db_url, h):
+    import geopandas as gpd
+
+    from service.repositories import plans as repo
+
+    # A draft made from given grids (as a proposal is): NW's and NE's codes swapped, SW renamed.
+    grids = gpd.GeoDataFrame(
+        {
+            "code": [NE, NW, SW, SE],
+            "parent_code": [NORTH, NORTH, SOUTH, SOUTH],
+            "name": ["a", "b", "South-west", "Grid 1-2-2"],
+        },
+        geometry=[grid_box(1, 1, 1), grid_box(1, 1, 2), grid_box(1, 2, 1), grid_box(1, 2, 2)],
+        crs="EPSG:4326",
+    )
+    engine = make_engine(tiny_db_url)
+    with engine.begin() as conn:
+        plan_id = repo.create_plan_from_grids(
+            conn, name="given", area_code=DISTRICT, created_by="test", grids=grids
+        )
+    engine.dispose()
+    d = tiny_client.get(f"/plans/{plan_id}/diff", headers=h["planner"]).json()
+    assert d["retired"] == [NW, NE] and d["unchanged"] == [SW, SE]
+    r = tiny_client.post(f"/plans/{plan_id}/publish", headers=h["planner"])
+    assert r.status_code == 200, r.text
+    assert sorted(r.json()["codes"].values()) == [f"{NORTH}003", f"{NORTH}004"]
+    assert r.json()["kept"] == [SW, SE]
+    # The renamed grid keeps its code under its new name.
+    sw = tiny_client.get(f"/areas/{SW}", headers=h["city"]).json()
+    assert sw["name"] == "South-west" and sw["generation_low"] == r.json()["generation"]
+    hist = tiny_client.get(f"/areas/{SW}/history", headers=h["city"]).json()
+    assert sorted(x["name"] for x in hist) == ["Grid 1-2-1", "South-west"]
