@@ -57,7 +57,7 @@ SUMMARY_ROWS = (
     ("noncontiguous", N_("Grids in several parts"), "int"),
     ("straddling", N_("Grids straddling communities"), "int"),
 )
-_STYLE = {"color": "#222222", "weight": 2.5, "dashArray": "6 4", "fillOpacity": 0.55}
+_STYLE = {"color": "#222222", "weight": 2.5, "dashArray": "6 4", "fillOpacity": 0.75}
 
 
 def _read(value: Any, how: str) -> str:
@@ -171,5 +171,5 @@ def add_plan_draft(
         f'<div class="wg-plan"><b>{html_text(title)}</b>'
         f'<table class="wg-plan-table">{head}{rows}</table></div>'
     )
-    HtmlControl(panel, position="topright", cls="wg-plan-panel").add_to(page.map)
+    HtmlControl(panel, position="bottomleft", cls="wg-plan-panel").add_to(page.map)
     return layer
