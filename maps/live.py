@@ -291,9 +291,8 @@ def add_dispatch_queue(
         "width: auto; height: auto; } "
         f".wg-queue {{ width: {QUEUE_WIDTH}px; }}"
     )
-    html = (
-        f'<aside id="wg-queue" class="wg-queue" aria-label="{html_text(t("Case queue"))}"></aside>'
-    )
+    queue = html_text(t(DISPATCH_TEXT["queue"]))
+    html = f'<aside id="wg-queue" class="wg-queue" aria-label="{queue}"></aside>'
     script = f"wg.dispatchLive({{map}}, {cluster.get_name()}, {js(options)});"
     _DispatchQueue(html=html, script=script, css=css).add_to(page.map)
 

@@ -506,6 +506,9 @@ TABLET_CSS = (
 )
 
 
+CALL = N_("Call")
+
+
 def _tel(phone: str) -> str:
     return re.sub(r"[^0-9+]", "", phone or "")
 
@@ -521,7 +524,7 @@ def _team_html(t: Translator, team: Sequence[Mapping[str, Any]]) -> str:
                 f"team: member {i} has role {role!r}; roles are {', '.join(NAMES['team_role'])}"
             )
         tel = _tel(str(member.get("phone") or ""))
-        call = f'<a class="wg-tel" href="tel:{tel}">{html_text(t("Call"))}</a>' if tel else ""
+        call = f'<a class="wg-tel" href="tel:{tel}">{html_text(t(CALL))}</a>' if tel else ""
         items.append(
             f"<li><span><b>{html_text(str(member['name']))}</b>"
             f'<span class="wg-role">{html_text(t.name("team_role", role))}</span></span>{call}</li>'

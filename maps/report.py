@@ -474,21 +474,20 @@ def report_html(report: dict, *, lang: str = DEFAULT_LANGUAGE, basemaps=None) ->
     )
     map_html = _map_html(report, t, basemaps)
     if map_html is None:
-        map_part = f'<p class="note">{_e(t("The report was made without geometry: no map."))}</p>'
+        no_map = t("The report was made without geometry: no map.")
+        map_part = f'<p class="note">{_e(no_map)}</p>'
     else:
         # The map is a page of its own (Leaflet wants the whole viewport); srcdoc keeps it
         # in this one file.
+        frame = t("map of the gaps")
         map_part = (
-            f'<iframe title="{_e(t("map of the gaps"))}" '
-            f'srcdoc="{html.escape(map_html, quote=True)}"></iframe>'
+            f'<iframe title="{_e(frame)}" srcdoc="{html.escape(map_html, quote=True)}"></iframe>'
         )
     siting = report["summary"].get("siting")
     siting_note = ""
     if isinstance(siting, dict) and "error" in siting:
-        siting_note = (
-            f'<p class="note">'
-            f"{_e(t('Siting did not run: {detail}', detail=siting['error']['detail']))}</p>"
-        )
+        note = t("Siting did not run: {detail}", detail=siting["error"]["detail"])
+        siting_note = f'<p class="note">{_e(note)}</p>'
     made = t(
         "{where}, boundary generation {generation} · made {made} · analyses took {seconds} s",
         where=where,
@@ -501,16 +500,24 @@ def report_html(report: dict, *, lang: str = DEFAULT_LANGUAGE, basemaps=None) ->
         "“Coverage gaps” box).",
         layers=_map_layer_titles(t),
     )
+    h = {
+        key: _e(t(message))
+        for key, message in {
+            "figures": N_("Key figures"),
+            "map": N_("Map of the gaps"),
+            "charts": N_("Charts"),
+            "farthest": N_("Communities farthest from a service facility"),
+        }.items()
+    }
     return (
         f'<!DOCTYPE html><html lang="{t.lang}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{_e(title)}</h1><p>{_e(made)}</p></header><main>"
-        f"<h2>{_e(t('Key figures'))}</h2>{_cards(report, t)}{siting_note}"
-        f"<h2>{_e(t('Map of the gaps'))}</h2>{map_part}"
+        f"<h2>{h['figures']}</h2>{_cards(report, t)}{siting_note}"
+        f"<h2>{h['map']}</h2>{map_part}"
         f'<p class="note">{_e(layers)}</p>'
-        f"<h2>{_e(t('Charts'))}</h2>{_charts(report, t)}"
-        f"<h2>{_e(t('Communities farthest from a service facility'))}</h2>"
-        f"{_worst_table(report, t)}"
+        f"<h2>{h['charts']}</h2>{_charts(report, t)}"
+        f"<h2>{h['farthest']}</h2>{_worst_table(report, t)}"
         "</main></body></html>"
     )

@@ -25,6 +25,7 @@ def map_page(
         str | None,
         typer.Option(help="served wangge to link drill-downs to, e.g. https://wangge.example"),
     ] = None,
+    lang: Annotated[str, typer.Option(help="the page's language: zh-CN (default) or en")] = "zh-CN",
 ) -> None:
     """Write a map page as one self-contained HTML file (data and scripts inline, no token).
 
@@ -32,9 +33,12 @@ def map_page(
     disabled (it holds no token to file cases with).
     """
     from maps.geojson import PageDataError
+    from maps.i18n import LANGUAGES
     from service.errors import WanggeError
     from service.pages import PAGE_ROLES, export_page
 
+    if lang not in LANGUAGES:
+        fail(f"--lang is one of {', '.join(LANGUAGES)}, not {lang!r}")
     if page not in PAGE_ROLES:
         fail(f"unknown page {page!r}; one of {', '.join(PAGE_ROLES)}")
     if page == "tablet" and grid is None:
@@ -48,6 +52,7 @@ def map_page(
             grid=grid,
             metric=metric,
             link_base=link_base,
+            lang=lang,
         )
     except WanggeError as exc:
         fail(describe(exc))

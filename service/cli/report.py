@@ -45,11 +45,18 @@ def report(
     siting_k: Annotated[
         int, typer.Option("--siting-k", help="new facilities to place", min=1, max=100)
     ] = 5,
+    lang: Annotated[
+        str, typer.Option("--lang", help="report.html's language: zh-CN (default) or en")
+    ] = "zh-CN",
 ) -> None:
     """Run every analysis of an area; write report.json, gaps.gpkg, tables/*.csv, report.html."""
+    from maps.i18n import LANGUAGES
+
+    if lang not in LANGUAGES:
+        raise typer.BadParameter(f"one of {', '.join(LANGUAGES)}", param_hint="--lang")
     body = _gather(area=area, generation=generation, siting_k=siting_k if siting else None)
     typer.echo(f"analyses done in {body['timings']['total']:.2f} s")
-    _write_files(body, out)
+    _write_files(body, out, lang=lang)
     where = body["area"]["code"] or "all areas"
     typer.echo(f"report of {where} written to {out}")
 
@@ -80,7 +87,7 @@ def _gather(*, area: str | None, generation: int | None, siting_k: int | None) -
     return run(work)
 
 
-def _report_html(body: dict) -> str:
+def _report_html(body: dict, lang: str) -> str:
     """Return report.html, its map on the offline basemap of its view (tiles inline) and
     WANGGE_BASEMAP's keyless providers."""
     from maps.report import report_html
@@ -88,10 +95,11 @@ def _report_html(body: dict) -> str:
     from service.cli.common import database_url
 
     shown = body["analyses"]["workload"]["items"]
-    return report_html(body, basemaps=static_file_basemaps(database_url(), operator(), shown))
+    basemaps = static_file_basemaps(database_url(), operator(), shown)
+    return report_html(body, lang=lang, basemaps=basemaps)
 
 
-def _write_files(body: dict, out: Path) -> None:
+def _write_files(body: dict, out: Path, *, lang: str = "zh-CN") -> None:
     """Write the report's files into ``out``, a line per file with its time."""
     from service.analysis.report import report_geopackage, report_tables, table_csv
 
@@ -107,7 +115,10 @@ def _write_files(body: dict, out: Path) -> None:
         ("report.json", lambda: (out / "report.json").write_text(dumps(body), encoding="utf-8")),
         ("gaps.gpkg", lambda: (out / "gaps.gpkg").write_bytes(report_geopackage(body))),
         ("tables/*.csv", tables),
-        ("report.html", lambda: (out / "report.html").write_text(_report_html(body), "utf-8")),
+        (
+            "report.html",
+            lambda: (out / "report.html").write_text(_report_html(body, lang), "utf-8"),
+        ),
     ]
     for label, write in files:
         started = time.perf_counter()

@@ -58,6 +58,29 @@ def test_every_marked_message_has_a_checked_chinese_translation():
         assert set(re.findall(r"\{\w+\}", message)) == set(re.findall(r"\{\w+\}", chinese)), message
 
 
+def test_no_message_hides_inside_an_f_string():
+    # Babel reads an f-string as one string: a t("…") inside it never reaches the catalog,
+    # and the page shows its English.
+    import tokenize
+
+    from maps.i18n import SOURCES
+
+    root = Path(__file__).resolve().parents[2]
+    hidden = []
+    for source in SOURCES:
+        path = root / source
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            with file.open("rb") as f:
+                for tok in tokenize.tokenize(f.readline):
+                    if (
+                        tok.type == tokenize.STRING
+                        and re.match(r"(?i)[rb]*f", tok.string)
+                        and re.search(r"\b(t|N_|ngettext)\(\s*['\"]", tok.string)
+                    ):
+                        hidden.append(f"{file.relative_to(root)}:{tok.start[0]}")
+    assert hidden == [], "translate outside the f-string: " + ", ".join(hidden)
+
+
 def test_names_come_from_one_table_in_both_languages():
     from typing import get_args
 

@@ -544,11 +544,25 @@ def test_cli_writes_json_geopackage_tables_and_html(demo_db_url, monkeypatch, tm
     staffing = pd.read_csv(out / "tables" / "staffing_grids.csv", encoding="utf-8-sig")
     assert len(staffing) == 66
     page = (out / "report.html").read_text(encoding="utf-8")
-    assert page.count("<svg") >= 6 and "<iframe" in page and "Coverage report" in page
+    assert page.count("<svg") >= 6 and "<iframe" in page and "服务覆盖报告" in page
     # Self-contained: nothing loaded from the network (links in attributions are fine).
     assert not re.search(r"""(src|href)=["'](https?:)?//""", page)
     assert not re.search(r"(src|href)=&quot;(https?:)?//(?!leafletjs\.com)", page)
     assert "leaflet" in page.lower() and "L.map" in page
+
+
+def test_report_page_is_chinese_by_default_and_english_on_request(kaiyang_report):
+    from maps.report import report_html
+    from tests.maps.words import english_left
+
+    zh = report_html(kaiyang_report)
+    assert '<html lang="zh-CN">' in zh and "服务覆盖报告" in zh and "关键指标" in zh
+    # Nothing of the catalog left in English, the map's page (in srcdoc) included.
+    assert english_left(zh) == []
+    assert "15分钟步行圈以外" in zh and "生成于" in zh
+    en = report_html(kaiyang_report, lang="en")
+    assert '<html lang="en">' in en and "Coverage report" in en and "Key figures" in en
+    assert "Beyond a 15-minute walk" in en
 
 
 def test_cli_fails_on_an_unknown_area(demo_db_url, monkeypatch, tmp_path):
