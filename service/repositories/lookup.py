@@ -4,6 +4,11 @@ This is the hot path. It runs on the asyncpg pool with prepared statements rathe
 SQLAlchemy engine (see ``service.db.make_pg_pool``), and single-point lookups that arrive
 together are answered by one batch query (:class:`PointLookupBatcher`): under load a round
 trip to PostgreSQL serves many requests, at no cost in latency when requests are few.
+
+The batcher's query finds each point's deepest area only; the area's chain (codes and names
+from the city down) is kept in the process per (generation, area) for active generations,
+whose areas never change, and read from the database only for areas not seen before. The
+chain's joins were the part of a lookup that grew with the number of grids (bench.scale).
 """
 
 from __future__ import annotations
@@ -19,6 +24,37 @@ from service.errors import ForbiddenError, NotFoundError
 __all__ = ["PointLookupBatcher", "find_chain_for_point", "find_chains_for_points", "LEVELS"]
 
 _LOOKUP_BATCH, _LOOKUP_BATCH_ARGS = positional(load_sql("lookup_batch"))
+
+
+def _areas_sql() -> str:
+    """Return lookup_batch.sql up to the deepest area of each point (no chains): the same
+    level cascade and tie-break, one row per point with the area's id."""
+    sql = load_sql("lookup_batch")
+    cut = sql.find("), chains AS (")
+    if cut < 0:
+        raise RuntimeError("lookup_batch.sql changed: service.repositories.lookup needs updating")
+    return sql[:cut] + (
+        ")\nSELECT hit.i, g.id AS generation,\n"
+        "       (SELECT active FROM generation WHERE id = g.id) AS generation_active,\n"
+        "       hit.area_id\nFROM hit CROSS JOIN g ORDER BY hit.i"
+    )
+
+
+_LOOKUP_AREAS, _LOOKUP_AREAS_ARGS = positional(_areas_sql())
+#: The chains (city down to the area) of areas by id, in a generation.
+_CHAINS = """
+SELECT d.id AS area_id, d.path,
+       array_agg(a.code ORDER BY a.depth) AS codes, array_agg(a.name ORDER BY a.depth) AS names
+FROM area d
+JOIN area a ON a.code = ANY (string_to_array(d.path, '/'))
+           AND a.generation_low <= $2 AND a.generation_high >= $2
+WHERE d.id = ANY (CAST($1 AS bigint[]))
+GROUP BY d.id, d.path
+"""
+#: Chains kept per process: (generation, area id) → (path, codes, names). A province's
+#: areas are ~40,000; past this many the cache starts again.
+MAX_CHAINS = 200_000
+_NO_CHAIN: dict[str, Any] = {"path": None, "codes": [], "names": []}
 
 
 def _args(names: tuple[str, ...], **values: Any) -> list[Any]:
@@ -45,6 +81,7 @@ class PointLookupBatcher:
         self._scheduled = False
         self._slots = asyncio.Semaphore(max_in_flight)
         self._max_batch = max_batch
+        self.chains: dict[tuple[int, int], dict[str, Any]] = {}
 
     async def lookup(self, lon: float, lat: float, generation: int | None):
         """Return the batch query's row for one point."""
@@ -66,9 +103,7 @@ class PointLookupBatcher:
     async def _run(self, generation: int | None, items: list) -> None:
         try:
             async with self._slots:
-                rows = await _fetch_chains(
-                    self._pool, [i[0] for i in items], [i[1] for i in items], generation
-                )
+                rows = await self._fetch([i[0] for i in items], [i[1] for i in items], generation)
         except BaseException as exc:  # every waiter must learn of the failure
             for _, _, future in items:
                 if not future.done():
@@ -79,6 +114,39 @@ class PointLookupBatcher:
         for row, (_, _, future) in zip(rows, items, strict=True):
             if not future.done():
                 future.set_result(row)
+
+    async def _fetch(self, lons: list[float], lats: list[float], generation: int | None):
+        """Return each point's row (generation, generation_active, path, codes, names)."""
+        args = {"lons": lons, "lats": lats, "generation": generation}
+        rows = await self._pool.fetch(_LOOKUP_AREAS, *[args[n] for n in _LOOKUP_AREAS_ARGS])
+        if not rows or not rows[0]["generation_active"]:
+            # No such generation, or a pending one (its areas may still change): the whole
+            # chain from the database, nothing kept.
+            return await _fetch_chains(self._pool, lons, lats, generation)
+        gen = rows[0]["generation"]
+        chains = self.chains
+        missing = {
+            r["area_id"]
+            for r in rows
+            if r["area_id"] is not None and (gen, r["area_id"]) not in chains
+        }
+        if missing:
+            found = await self._pool.fetch(_CHAINS, sorted(missing), gen)
+            if len(chains) + len(found) > MAX_CHAINS:
+                chains.clear()
+            for c in found:
+                chains[gen, c["area_id"]] = {
+                    "path": c["path"],
+                    "codes": list(c["codes"]),
+                    "names": list(c["names"]),
+                }
+        out = []
+        for r in rows:
+            chain = _NO_CHAIN if r["area_id"] is None else chains.get((gen, r["area_id"]))
+            if chain is None:  # dropped by a clear above: read whole, as for pending ones
+                return await _fetch_chains(self._pool, lons, lats, generation)
+            out.append({"generation": gen, "generation_active": True, **chain})
+        return out
 
 
 def _in_scope(principal: Principal, path: str | None) -> bool:

@@ -244,3 +244,30 @@ def test_a_point_in_a_community_left_without_a_grid_is_partial(tiny_client, tiny
         "outside_scope": 0,
         "total": 3,
     }
+
+
+def test_chains_of_an_active_generation_are_kept_and_a_pending_ones_are_not(
+    tiny_client, tiny_db_url, city
+):
+    # The batcher keeps each area's chain per active generation (they never change) and
+    # asks the database only for the deepest area; a pending generation's areas may still
+    # change, so its lookups read the whole chain every time and keep nothing.
+    chains = tiny_client.app.state.lookup_batcher.chains
+    chains.clear()
+    point = {"lon": 106.035, "lat": 26.005}
+    first = tiny_client.get("/lookup", params=point, headers=city).json()
+    gen = first["generation"]
+    assert list(chains) == [(gen, next(iter(chains))[1])]
+    (kept,) = chains.values()
+    assert kept["codes"] == [first[level]["code"] for level in LEVELS]
+    again = tiny_client.get("/lookup", params=point, headers=city).json()
+    assert again == first and len(chains) == 1
+    tokens = make_tokens(tiny_db_url, {"a": ("admin", None), "p": ("planner", "990100")})
+    pending = tiny_client.post(
+        "/generations", json={"description": "plan"}, headers=auth(tokens["a"])
+    ).json()["id"]
+    r = tiny_client.get(
+        "/lookup", params={**point, "generation": pending}, headers=auth(tokens["p"])
+    )
+    assert r.status_code == 200 and r.json()["generation"] == pending
+    assert all(g == gen for g, _ in chains)
