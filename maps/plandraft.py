@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import folium
+
 from maps.elements import AreaLayer, HtmlControl, html_text
 from maps.geojson import POLYGONAL, PageDataError, check_collection
 from maps.i18n import N_
@@ -88,6 +90,23 @@ def _rounded(props: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _before_layer_control(m, element) -> None:
+    """Move ``element`` before the map's layer control: the control's script names every
+    overlay, so an overlay added after it would be undefined when the control is made."""
+    items = list(m._children.items())
+    names = [k for k, v in items]
+    control = next(
+        (i for i, (_k, v) in enumerate(items) if isinstance(v, folium.LayerControl)), None
+    )
+    name = element.get_name()
+    if control is None or names.index(name) < control:
+        return
+    mine = items.pop(names.index(name))
+    items.insert(control, mine)
+    m._children.clear()
+    m._children.update(items)
+
+
 def add_plan_draft(
     page,
     *,
@@ -159,6 +178,7 @@ def add_plan_draft(
         },
     )
     page.add(DRAFT, layer)
+    _before_layer_control(page.map, layer)
     page.legend.add_classes(t("Draft grids: population vs the plan's mean"), classes)
     today_label, draft_label = t("Today"), t("Draft")
     head = f"<tr><th></th><th>{html_text(today_label)}</th><th>{html_text(draft_label)}</th></tr>"

@@ -97,6 +97,9 @@ def test_the_draft_is_drawn_beside_the_current_grids_with_its_metrics():
     assert "<td>Grids straddling communities</td><td>0</td><td>0</td>" in panel
     assert "Draft grids: population vs the plan&#x27;s mean" in panel or "plan's mean" in panel
     assert '"property":"population_dev"' in html
+    # The layer control names the draft: it is defined before the control is made.
+    layer = page.layers[DRAFT]
+    assert html.index(f"var {layer.get_name()} =") < html.index("L.control.layers(")
 
 
 def test_the_draft_speaks_chinese_by_default():
