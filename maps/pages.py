@@ -143,10 +143,11 @@ class Legend(HtmlControl):
         self.title = title
         self.sections: list[tuple[str, list[str]]] = []
 
-    def add_classes(self, heading: str, classes: Classes) -> None:
-        """Add a choropleth's swatches."""
+    def add_classes(self, heading: str, classes: Classes, opacity: float = 1.0) -> None:
+        """Add a choropleth's swatches (as see-through as its fills)."""
         rows = [
-            f'<div class="wg-row"><span class="wg-swatch" style="background:{c}"></span>'
+            f'<div class="wg-row"><span class="wg-swatch" style="background:{_rgba(c, opacity)}">'
+            "</span>"
             f"{html_text(label)}</div>"
             for c, label in zip(classes.colors, classes.labels, strict=True)
         ]
@@ -370,7 +371,9 @@ def _dispatch_legend(
 ) -> Legend:
     legend = Legend(t("Legend"))
     if grid_classes is not None:
-        legend.add_classes(t("Open incidents per grid"), grid_classes)
+        legend.add_classes(
+            t("Open incidents per grid"), grid_classes, LEVEL_STYLE["grid"]["fillOpacity"]
+        )
     legend.add_rows(
         t("Boundaries"),
         [_line_row(t.name("level", lv), LEVEL_STYLE[lv]) for lv in checked if lv != "grid"],
@@ -766,7 +769,12 @@ def _planning_grid_layer(
         grid_fc,
         name=t("Grids: {metric}", metric=metric_title.lower()),
         options={
-            "style": {"color": "#555555", "weight": 1, "fillOpacity": 0.8},
+            # As the dispatch page's grids: the streets show through the workload colours.
+            "style": {
+                "color": "#555555",
+                "weight": 1,
+                "fillOpacity": LEVEL_STYLE["grid"]["fillOpacity"],
+            },
             "choropleth": {
                 "property": metric,
                 "breaks": list(classes.breaks),
@@ -837,7 +845,7 @@ def planning_page(
                 AreaLayer(checked[level], name=t(LEVEL_TITLES[level]), options=options),
             )
     page.legend = Legend(metric_title)
-    page.legend.add_classes(t("per grid"), classes)
+    page.legend.add_classes(t("per grid"), classes, LEVEL_STYLE["grid"]["fillOpacity"])
     if checked:
         page.legend.add_rows(
             t("Boundaries"), [_line_row(t.name("level", lv), LEVEL_STYLE[lv]) for lv in checked]

@@ -32,7 +32,8 @@ LEVEL_STYLE = {
     "city": {"color": "#111111", "weight": 4, "fill": False},
     "district": {"color": "#333333", "weight": 3, "fill": False, "dashArray": None},
     "community": {"color": "#555555", "weight": 2, "fill": False, "dashArray": "6 4"},
-    "grid": {"color": "#666666", "weight": 1, "fillOpacity": 0.75},
+    # Half see-through: the street basemap (maps/basemap.py) stays readable under the colours.
+    "grid": {"color": "#666666", "weight": 1, "fillOpacity": 0.55},
 }
 
 
