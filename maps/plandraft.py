@@ -174,7 +174,7 @@ def add_plan_draft(
                 "title": "key",
                 "fields": [["population_dev_pct", t("Population vs mean")]],
             },
-            "popup": {"title": "key", "fields": [[p, t(label)] for p, label in DRAFT_FIELDS]},
+            "popup": {"title": "name", "fields": [[p, t(label)] for p, label in DRAFT_FIELDS]},
         },
     )
     page.add(DRAFT, layer)

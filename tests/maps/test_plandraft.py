@@ -31,7 +31,9 @@ def _grids():
 def _draft():
     # Today's first grid split in two halves; the others kept.
     halves = [
-        feature(square(106.0, 26.0, 0.005) | {}, key="n1", code="", population=80.0),
+        feature(
+            square(106.0, 26.0, 0.005), key="n1", code="", name="网格0（1/2）", population=80.0
+        ),
         feature(
             {
                 "type": "Polygon",
@@ -42,11 +44,18 @@ def _draft():
             },
             key="n2",
             code="",
+            name="网格0（2/2）",
             population=120.0,
         ),
     ]
     kept = [
-        feature(square(106.0 + i * 0.01, 26.0), key=code, code=code, population=100.0 * i)
+        feature(
+            square(106.0 + i * 0.01, 26.0),
+            key=code,
+            code=code,
+            name=f"网格{i}",
+            population=100.0 * i,
+        )
         for i, code in enumerate(GRID_CODES)
         if i > 0
     ]
@@ -115,3 +124,39 @@ def test_malformed_draft_refused():
     bad = collection([feature(square(106.0, 26.0), key="n1", population_dev="high")])
     with pytest.raises(PageDataError, match="population_dev"):
         add_plan_draft(page, name="x", grids=bad, today={}, draft={})
+
+
+def test_the_draft_page_works_in_a_browser(tmp_path):
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.maps.words import latin_words
+
+    page = planning_page(grids=_grids())
+    add_plan_draft(page, name="北部调整", grids=_draft(), today=TODAY, draft=DRAFT_SUMMARY)
+    path = tmp_path / "draft.html"
+    path.write_text(render_page(page, assets="inline"), "utf-8")
+    assert Path("/usr/bin/chromium").exists(), "apt-get install -y chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--no-sandbox", "--headless"]
+        )
+        try:
+            tab = browser.new_page(viewport={"width": 1400, "height": 900})
+            errors: list[str] = []
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.goto(path.as_uri())
+            tab.wait_for_selector(".leaflet-control-layers")
+            panel = tab.locator(".wg-plan-panel")
+            assert panel.is_visible()
+            text = panel.inner_text()
+            assert "草案：北部调整" in text and "现状" in text and "网格数" in text
+            assert latin_words(text) == []
+            overlays = tab.locator(".leaflet-control-layers-overlays").inner_text()
+            assert "草案：北部调整" in overlays
+            # The draft's five grids are drawn (dashed) over today's four.
+            assert tab.locator('path[stroke-dasharray="6 4"]').count() == 5
+            assert errors == []
+        finally:
+            browser.close()
