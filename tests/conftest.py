@@ -91,20 +91,41 @@ def demo_db_url() -> str:
     _drop_database(url)
 
 
-@pytest.fixture
-def tiny_db_url() -> str:
-    """Return the URL of a fresh throwaway database holding the tiny hierarchy."""
+def load_tiny(url: str, *, records=None, description: str = "tiny") -> int:
+    """Migrate the database at ``url`` and make the tiny hierarchy its active generation.
+
+    ``records``: other area records instead (the tiny ones moved elsewhere, say). Returns
+    the generation's id.
+    """
     from fixtures.tiny import tiny_records
     from service.repositories import boundaries
 
-    url = _create_database("wangge_test_tiny")
     migrate(url)
     engine = make_engine(url)
     with engine.begin() as conn:
-        gen = boundaries.create_generation(conn, description="tiny")
-        boundaries.write_areas(conn, generation_id=gen, records=tiny_records(), source="tiny")
+        gen = boundaries.create_generation(conn, description=description)
+        boundaries.write_areas(
+            conn,
+            generation_id=gen,
+            records=tiny_records() if records is None else records,
+            source="tiny",
+        )
         boundaries.activate_generation(conn, generation_id=gen)
     engine.dispose()
+    return gen
+
+
+def tiny_database(prefix: str) -> str:
+    """Return the URL of a new throwaway database (``prefix``…) holding the tiny hierarchy."""
+    url = _create_database(prefix)
+    load_tiny(url)
+    return url
+
+
+@pytest.fixture
+def tiny_db_url() -> str:
+    """Return the URL of a fresh throwaway database holding the tiny hierarchy."""
+    url = tiny_database("wangge_test_tiny")
     yield url
     _drop_database(url)
 

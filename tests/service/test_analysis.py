@@ -12,7 +12,6 @@ from shapely.geometry import MultiPolygon, Polygon, box, shape
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from fixtures.tiny import tiny_records
 from geo.areas import AreaRecord, as_multipolygon
 from service.analysis import (
     run_care,
@@ -22,9 +21,9 @@ from service.analysis import (
     run_workload,
 )
 from service.auth import Principal, create_token
-from service.db import make_engine, migrate
+from service.db import make_engine
 from service.repositories import boundaries
-from tests.conftest import _client, _create_database, _drop_database, auth, make_tokens
+from tests.conftest import _client, _drop_database, auth, make_tokens, tiny_database
 
 N1, S1, N2, S2 = "990101001001", "990101001002", "990102001001", "990102001002"
 G1, G2 = f"{N1}001", f"{N1}002"  # 106.00-106.01 / 106.01-106.02, 26.01-26.02
@@ -187,13 +186,9 @@ def _insert_cases(conn) -> dict:
 @pytest.fixture(scope="module")
 def cases():
     """Return (url, ids) of a tiny hierarchy holding the hand-made cases (built once)."""
-    url = _create_database("wangge_test_analysis")
-    migrate(url)
+    url = tiny_database("wangge_test_analysis")
     engine = make_engine(url)
     with engine.begin() as conn:
-        gen = boundaries.create_generation(conn, description="tiny")
-        boundaries.write_areas(conn, generation_id=gen, records=tiny_records(), source="tiny")
-        boundaries.activate_generation(conn, generation_id=gen)
         ids = _insert_cases(conn)
     engine.dispose()
     yield url, ids

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from service.db import make_engine, migrate
+from service.db import make_engine
 from service.dispatch.lifecycle import (
     ACTIONS,
     LIFECYCLE_COLUMNS,
@@ -19,7 +19,7 @@ from service.dispatch.lifecycle import (
     Event,
     replay,
 )
-from tests.conftest import LiveServer, _client, _create_database, _drop_database, auth
+from tests.conftest import LiveServer, _client, _drop_database, auth, tiny_database
 
 CITY, DISTRICT, DISTRICT2 = "990100", "990101", "990102"
 COMMUNITY, COMMUNITY_S = "990101001001", "990101001002"
@@ -47,17 +47,7 @@ ROLES = {
 @pytest.fixture(scope="module")
 def db_url():
     """A tiny hierarchy of the module's own (its cases accumulate across the tests)."""
-    from fixtures.tiny import tiny_records
-    from service.repositories import boundaries
-
-    url = _create_database("wangge_test_cases")
-    migrate(url)
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        gen = boundaries.create_generation(conn, description="tiny")
-        boundaries.write_areas(conn, generation_id=gen, records=tiny_records(), source="tiny")
-        boundaries.activate_generation(conn, generation_id=gen)
-    engine.dispose()
+    url = tiny_database("wangge_test_cases")
     yield url
     _drop_database(url)
 

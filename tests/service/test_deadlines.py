@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from service.db import make_async_engine, make_engine, migrate
+from service.db import make_async_engine, make_engine
 from service.dispatch.deadlines import sweep_deadlines
 from service.dispatch.lifecycle import (
     LIFECYCLE_COLUMNS,
@@ -26,7 +26,7 @@ from service.dispatch.lifecycle import (
     replay,
 )
 from service.settings import DispatchSettings
-from tests.conftest import LiveServer, _client, _create_database, _drop_database, auth
+from tests.conftest import LiveServer, _client, _drop_database, auth, tiny_database
 
 CITY, DISTRICT = "990100", "990101"
 COMMUNITY, COMMUNITY_S = "990101001001", "990101001002"
@@ -49,17 +49,7 @@ ROLES = {
 @pytest.fixture(scope="module")
 def db_url():
     """A tiny hierarchy of the module's own (sweeps here judge every case in it)."""
-    from fixtures.tiny import tiny_records
-    from service.repositories import boundaries
-
-    url = _create_database("wangge_test_deadlines")
-    migrate(url)
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        gen = boundaries.create_generation(conn, description="tiny")
-        boundaries.write_areas(conn, generation_id=gen, records=tiny_records(), source="tiny")
-        boundaries.activate_generation(conn, generation_id=gen)
-    engine.dispose()
+    url = tiny_database("wangge_test_deadlines")
     yield url
     _drop_database(url)
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from service.db import make_engine, migrate
-from tests.conftest import _client, _create_database, _drop_database, auth
+from service.db import make_engine
+from tests.conftest import _client, _drop_database, auth, tiny_database
 
 NW_GRID, NE_GRID = "990101001001001", "990101001001002"
 IN_NW, IN_NE = (106.005, 26.015), (106.015, 26.015)
@@ -56,17 +56,7 @@ E = [("report", None, "reported", T0, None)]  # in the NE grid, waiting
 
 @pytest.fixture(scope="module")
 def db_url():
-    from fixtures.tiny import tiny_records
-    from service.repositories import boundaries
-
-    url = _create_database("wangge_test_evaluation")
-    migrate(url)
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        gen = boundaries.create_generation(conn, description="tiny")
-        boundaries.write_areas(conn, generation_id=gen, records=tiny_records(), source="tiny")
-        boundaries.activate_generation(conn, generation_id=gen)
-    engine.dispose()
+    url = tiny_database("wangge_test_evaluation")
     yield url
     _drop_database(url)
 

@@ -10,8 +10,8 @@ from xml.etree import ElementTree as ET
 import pytest
 from sqlalchemy import text
 
-from service.db import make_engine, migrate
-from tests.conftest import _client, _create_database, _drop_database, auth
+from service.db import make_engine
+from tests.conftest import _client, _drop_database, auth, tiny_database
 
 CITY, COMMUNITY, NW_GRID = "990100", "990101001001", "990101001001001"
 IN_NW = (106.005, 26.015)
@@ -25,17 +25,7 @@ GRID = {"assignee": {"kind": "grid", "code": NW_GRID}}
 
 @pytest.fixture(scope="module")
 def db_url():
-    from fixtures.tiny import tiny_records
-    from service.repositories import boundaries
-
-    url = _create_database("wangge_test_open311_lifecycle")
-    migrate(url)
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        gen = boundaries.create_generation(conn, description="tiny")
-        boundaries.write_areas(conn, generation_id=gen, records=tiny_records(), source="tiny")
-        boundaries.activate_generation(conn, generation_id=gen)
-    engine.dispose()
+    url = tiny_database("wangge_test_open311_lifecycle")
     yield url
     _drop_database(url)
 

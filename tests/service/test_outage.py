@@ -30,11 +30,11 @@ from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
 from service.cli import app as cli_app
-from service.db import ensure_database, make_engine, make_pg_pool, migrate
+from service.db import ensure_database, make_engine, make_pg_pool
 from service.errors import register_error_handlers
 from service.outage import is_lost_connection, is_unavailable, reason
 from service.tiles import TileCache, TileKey
-from tests.conftest import LiveServer, auth, make_tokens
+from tests.conftest import LiveServer, auth, load_tiny, make_tokens
 
 IN_NW = (106.005, 26.015)  # inside the tiny fixture's north-western grid
 NEAR = {"lon": 106.03, "lat": 26.005}
@@ -359,19 +359,6 @@ def own_cluster():
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _load_tiny(url: str) -> None:
-    from fixtures.tiny import tiny_records
-    from service.repositories import boundaries
-
-    migrate(url)
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        gen = boundaries.create_generation(conn, description="tiny")
-        boundaries.write_areas(conn, generation_id=gen, records=tiny_records(), source="tiny")
-        boundaries.activate_generation(conn, generation_id=gen)
-    engine.dispose()
-
-
 class _Writer(threading.Thread):
     """POST incidents one after another on a connection of its own, until told to stop."""
 
@@ -404,7 +391,7 @@ def test_the_database_stops_and_restarts_under_the_running_server(
 ):
     url = own_cluster.url
     monkeypatch.setenv("DATABASE_URL", url)  # for the CLI
-    _load_tiny(url)
+    load_tiny(url)
     tokens = make_tokens(
         url, {"city": ("city_dispatcher", "990100"), "late": ("city_dispatcher", "990100")}
     )

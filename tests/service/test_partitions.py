@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from service.db import make_engine
-from tests.conftest import _client, _create_database, _drop_database, auth, make_tokens
+from tests.conftest import _client, _drop_database, auth, make_tokens, tiny_database
 
 CST = timezone(timedelta(hours=8))
 IN_NW = (106.005, 26.015)
@@ -36,17 +36,9 @@ FEB = {"since": "2025-02-01T00:00:00+08:00", "until": "2025-03-01T00:00:00+08:00
 
 @pytest.fixture(scope="module")
 def db_url():
-    from fixtures.tiny import tiny_records
-    from service.db import migrate
-    from service.repositories import boundaries
-
-    url = _create_database("wangge_test_partitions")
-    migrate(url)
+    url = tiny_database("wangge_test_partitions")
     engine = make_engine(url)
     with engine.begin() as conn:
-        gen = boundaries.create_generation(conn, description="tiny")
-        boundaries.write_areas(conn, generation_id=gen, records=tiny_records(), source="tiny")
-        boundaries.activate_generation(conn, generation_id=gen)
         conn.execute(text("SELECT incident_ensure_partitions(0, DATE '2025-01-01')"))
     engine.dispose()
     yield url

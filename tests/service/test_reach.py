@@ -19,11 +19,11 @@ from pyproj import Transformer
 from shapely.geometry import LineString
 from sqlalchemy import text
 
-from fixtures.tiny import grid_box, tiny_records
+from fixtures.tiny import grid_box
 from service.auth import Principal
-from service.db import make_engine, migrate
+from service.db import make_engine
 from service.errors import NotFoundError, UnprocessableError
-from tests.conftest import _client, _create_database, _drop_database, auth, make_tokens
+from tests.conftest import _client, _drop_database, auth, make_tokens, tiny_database
 
 SW = "990101001002"  # the facility's community
 NW = "990101001001"
@@ -110,15 +110,9 @@ def _expected_reached_segments(walk_m: float) -> list[LineString]:
 
 @pytest.fixture(scope="module")
 def url():
-    from service.repositories import boundaries
-
-    url = _create_database("wangge_test_reach")
-    migrate(url)
+    url = tiny_database("wangge_test_reach")
     engine = make_engine(url)
     with engine.begin() as conn:
-        gen = boundaries.create_generation(conn, description="tiny")
-        boundaries.write_areas(conn, generation_id=gen, records=tiny_records(), source="tiny")
-        boundaries.activate_generation(conn, generation_id=gen)
         conn.execute(
             text(
                 "INSERT INTO facility (name, kind, geom) VALUES "

@@ -19,8 +19,8 @@ import httpx
 import psycopg
 import pytest
 
-from service.db import ensure_database, make_engine, migrate
-from tests.conftest import make_tokens
+from service.db import ensure_database
+from tests.conftest import load_tiny, make_tokens
 from tests.service.test_outage import IN_NW, _free_port, _incidents_in, _tile_of, _wait_for
 
 MAX_LAG_S = 3.0
@@ -47,7 +47,7 @@ def clusters():
             conf.write("shared_buffers = 32MB\nmax_connections = 100\n")
         primary.start()
         ensure_database(primary.url)
-        _load_tiny(primary.url)
+        load_tiny(primary.url)
         standby = primary.make_standby(base / "standby", _free_port())
         standby.start()
         with psycopg.connect(standby.url) as conn:
@@ -58,19 +58,6 @@ def clusters():
             standby.stop(mode="immediate")
         primary.stop(mode="immediate")
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _load_tiny(url: str) -> None:
-    from fixtures.tiny import tiny_records
-    from service.repositories import boundaries
-
-    migrate(url)
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        gen = boundaries.create_generation(conn, description="tiny")
-        boundaries.write_areas(conn, generation_id=gen, records=tiny_records(), source="tiny")
-        boundaries.activate_generation(conn, generation_id=gen)
-    engine.dispose()
 
 
 class _Server:

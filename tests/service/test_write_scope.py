@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import text
 
 from service.auth import OPERATOR
-from service.db import make_engine, migrate
+from service.db import make_engine
 from service.specs.entity_kinds import ENTITIES, EntitySpec
-from tests.conftest import _client, _create_database, _drop_database, auth, make_tokens
+from tests.conftest import _client, _drop_database, auth, make_tokens, tiny_database
 
 OWN_COMMUNITY = "990101001001"
 OWN_GRID = "990101001001001"
@@ -71,17 +71,7 @@ MATRIX = _matrix()
 @pytest.fixture(scope="module")
 def db_url():
     """One tiny database for the module: every refused write is checked to write nothing."""
-    from fixtures.tiny import tiny_records
-    from service.repositories import boundaries
-
-    url = _create_database("wangge_test_write_scope")
-    migrate(url)
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        gen = boundaries.create_generation(conn, description="tiny")
-        boundaries.write_areas(conn, generation_id=gen, records=tiny_records(), source="tiny")
-        boundaries.activate_generation(conn, generation_id=gen)
-    engine.dispose()
+    url = tiny_database("wangge_test_write_scope")
     yield url
     _drop_database(url)
 
