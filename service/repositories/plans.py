@@ -754,12 +754,17 @@ def _unchanged_or_redrawn(
     m2_per_deg2 = frame.m_per_deg_lon * frame.m_per_deg_lat
     tol = planedit.DEFAULT_TOLERANCE.area_m2
     out = []
+    seen: set[str] = set()
     for g in grids:
         base = current.get(g.code) if g.code is not None else None
         if g.code is not None and (
-            base is None or shapely.symmetric_difference(base, g.geom).area * m2_per_deg2 > tol
+            base is None
+            or g.code in seen
+            or shapely.symmetric_difference(base, g.geom).area * m2_per_deg2 > tol
         ):
             g = PlanGrid(g.key, g.parent_code, g.name, g.geom, code=None)
+        if g.code is not None:
+            seen.add(g.code)
         out.append(g)
     return out
 
@@ -804,40 +809,55 @@ def publish_plan(
     outline = shapely.union_all(list(current_geoms.values()))
     current_codes = set(current_geoms)
     grids = _unchanged_or_redrawn(grids, current_geoms, outline)
-    try:
-        for g in grids:
-            if g.code is None and g.geom.geom_type != "Polygon":
-                raise PlanEditError("multipart", f"grid {g.key} has several parts", keys=[g.key])
-        planedit.check_partition(grids, outline, communities=read_plan_communities(conn, plan))
-    except PlanEditError as exc:
-        raise UnprocessableError(
-            f"plan {plan_id} is not a valid partition of {plan['area_code']}: {exc.message}",
-            field="plan_id",
-            extra={"reason": exc.reason, "keys": exc.keys or None},
-        ) from None
-    kept = {g.code for g in grids if g.code is not None and g.code in current_codes}
-    fresh = [g for g in grids if g.code is None or g.code not in current_codes]
-    codes = _new_codes(conn, fresh)
-    retired = sorted(current_codes - kept)
-    generation_id = boundaries.create_generation(
-        conn, description=f"plan {plan_id}: {plan['name']}", carry_over=True
-    )
-    if retired:
-        boundaries.retire_areas(conn, generation_id=generation_id, codes=retired)
+    kept = {g.code for g in grids if g.code is not None}
+    fresh = [g for g in grids if g.code is None]
     names = dict(
         conn.execute(
             text(f"SELECT code, name FROM ({_CURRENT_GRIDS}) c"),
             {"area": plan["area_code"], "g": current},
         ).all()
     )
+    renamed = [g for g in grids if g.code is not None and g.name != names.get(g.code)]
+    retired = sorted(current_codes - kept)
+    # The grids the plan changes must tile exactly the territory of the grids it retires,
+    # nest in their communities and be single polygons, no slivers: with the kept grids
+    # untouched, the area stays a partition. Defects of grids the plan does not touch
+    # (an overlap in today's data) are the topology analysis's to report, not a reason to
+    # refuse a plan that leaves them as they are.
+    try:
+        for g in fresh:
+            if g.geom.geom_type != "Polygon":
+                raise PlanEditError("multipart", f"grid {g.key} has several parts", keys=[g.key])
+        if fresh or retired:
+            planedit.check_replacement(
+                [PlanGrid(c, "", c, current_geoms[c], code=c) for c in retired],
+                fresh,
+                communities=read_plan_communities(conn, plan),
+            )
+    except PlanEditError as exc:
+        raise UnprocessableError(
+            f"plan {plan_id} is not a valid partition of {plan['area_code']}: {exc.message}",
+            field="plan_id",
+            extra={"reason": exc.reason, "keys": exc.keys or None},
+        ) from None
+    if not fresh and not retired and not renamed:
+        raise UnprocessableError(
+            f"plan {plan_id} changes nothing: its grids are today's; nothing to publish",
+            field="plan_id",
+        )
+    codes = _new_codes(conn, fresh)
+    generation_id = boundaries.create_generation(
+        conn, description=f"plan {plan_id}: {plan['name']}", carry_over=True
+    )
+    if retired:
+        boundaries.retire_areas(conn, generation_id=generation_id, codes=retired)
     # New grids with their new codes; kept grids renamed in the plan, under their codes.
     records = [
         AreaRecord(codes[g.key], g.name, "grid", g.parent_code, as_multipolygon(g.geom))
         for g in fresh
     ] + [
         AreaRecord(g.code, g.name, "grid", g.parent_code, as_multipolygon(current_geoms[g.code]))
-        for g in grids
-        if g.code in kept and g.name != names.get(g.code)
+        for g in renamed
     ]
     if records:
         boundaries.write_areas(

@@ -580,3 +580,22 @@ def test_a_code_is_kept_only_by_its_own_unchanged_grid(tiny_client, tiny_db_url,
     assert sw["name"] == "South-west" and sw["generation_low"] == r.json()["generation"]
     hist = tiny_client.get(f"/areas/{SW}/history", headers=h["city"]).json()
     assert sorted(x["name"] for x in hist) == ["Grid 1-2-1", "South-west"]
+
+
+def test_publish_judges_what_the_plan_changes(tiny_client, tiny_db_url, h):
+    # Today's data has a defect the plan will not touch: SE overlaps SW by 100 m × 1 km.
+    _sql(
+        tiny_db_url,
+        "UPDATE area SET geom = ST_Multi(ST_MakeEnvelope(106.009, 26.0, 106.02, 26.01, 4326)) "
+        "WHERE code = :c",
+        c=SE,
+    )
+    plan_id = _draft(tiny_client, h)
+    # A plan that changes nothing has nothing to publish.
+    r = tiny_client.post(f"/plans/{plan_id}/publish", headers=h["planner"])
+    assert "changes nothing" in _problem(r, 422)["detail"]
+    r = _edit(tiny_client, h, plan_id, {"op": "split_line", "key": NW, "line": mapping(CUT_NW)}, 1)
+    assert r.status_code == 200, r.text
+    r = tiny_client.post(f"/plans/{plan_id}/publish", headers=h["planner"])
+    assert r.status_code == 200, r.text
+    assert r.json()["retired"] == [NW] and SE in r.json()["kept"]
