@@ -42,6 +42,7 @@ from folium.template import Template
 
 from geo.coords import BD09, GCJ02, wgs84_to_bd09, wgs84_to_gcj02
 from maps.elements import js
+from maps.i18n import N_
 
 __all__ = [
     "WGS84",
@@ -145,13 +146,13 @@ _TIANDITU = "© 天地图 Tianditu (National Platform for Common GeoSpatial Info
 #: The providers ``WANGGE_BASEMAP`` may name (besides ``offline`` and ``custom``).
 PROVIDERS: dict[str, _Provider] = {
     "tianditu-vec": _Provider(
-        "Tianditu streets", WGS84, _tianditu("vec", "cva"), _TIANDITU, "tianditu_key"
+        N_("Tianditu streets"), WGS84, _tianditu("vec", "cva"), _TIANDITU, "tianditu_key"
     ),
     "tianditu-img": _Provider(
-        "Tianditu imagery", WGS84, _tianditu("img", "cia"), _TIANDITU, "tianditu_key"
+        N_("Tianditu imagery"), WGS84, _tianditu("img", "cia"), _TIANDITU, "tianditu_key"
     ),
     "amap": _Provider(
-        "Amap streets",
+        N_("Amap streets"),
         GCJ02,
         (
             TileSource(
@@ -163,7 +164,7 @@ PROVIDERS: dict[str, _Provider] = {
         "© 高德地图 AutoNavi",
     ),
     "amap-img": _Provider(
-        "Amap imagery",
+        N_("Amap imagery"),
         GCJ02,
         (
             TileSource(
@@ -178,7 +179,7 @@ PROVIDERS: dict[str, _Provider] = {
         "© 高德地图 AutoNavi",
     ),
     "tencent": _Provider(
-        "Tencent streets",
+        N_("Tencent streets"),
         GCJ02,
         (
             # Tencent numbers rows from the south (TMS): Leaflet's {-y}.
@@ -237,7 +238,7 @@ def custom_choice(
     url: str,
     *,
     datum: str = WGS84,
-    name: str = "Custom basemap",
+    name: str = N_("Custom basemap"),
     attribution: str = "",
     subdomains: str = "",
     key: str | None = None,
@@ -301,10 +302,10 @@ def offline_choice(
         url += ("&" if "?" in url else "?") + f"datum={datum}"
     return BasemapChoice(
         key=OFFLINE,
-        name="Offline map (own data)",
+        name=N_("Offline map (own data)"),
         datum=datum,
         sources=(TileSource(url, max_native_zoom=18),),
-        attribution="wangge: road network, districts, communities, grids",
+        attribution=N_("wangge: road network, districts, communities, grids"),
         tiles=tiles,
     )
 
@@ -357,7 +358,7 @@ def configure_basemaps(
     tianditu_key: str | None = None,
     url: str | None = None,
     url_datum: str = WGS84,
-    url_name: str = "Custom basemap",
+    url_name: str = N_("Custom basemap"),
     url_attribution: str = "",
     url_subdomains: str = "",
     url_key: str | None = None,
@@ -428,21 +429,26 @@ class BasemapLayer(JSCSSMixin, Layer):
     )
     default_js = [("wangge_basemap_js", "")]
 
-    def __init__(self, choice: BasemapChoice, *, show: bool):
-        super().__init__(name=choice.name, overlay=False, control=True, show=show)
+    def __init__(self, choice: BasemapChoice, *, show: bool, t: Callable[[str], str] = str):
+        super().__init__(name=t(choice.name), overlay=False, control=True, show=show)
         self._name = "BasemapLayer"
         self.choice = choice
-        self.options_js = js(choice.options())
+        options = choice.options()
+        if choice.key == OFFLINE:
+            options["attribution"] = t(choice.attribution)
+        self.options_js = js(options)
 
 
-def add_basemaps(m, basemaps: Basemaps) -> list[BasemapLayer]:
-    """Return the basemap layers added to the folium map ``m`` (the first one shown).
+def add_basemaps(m, basemaps: Basemaps, t: Callable[[str], str] = str) -> list[BasemapLayer]:
+    """Return the basemap layers added to the folium map ``m`` (the first one shown), their
+    names in the page's language (``t``: the page's translator).
 
     The map's ``LayerControl`` (added already or later) lists them as radio buttons: it is
     moved after them, since its script names them.
     """
     layers = [
-        BasemapLayer(choice, show=i == 0).add_to(m) for i, choice in enumerate(basemaps.choices)
+        BasemapLayer(choice, show=i == 0, t=t).add_to(m)
+        for i, choice in enumerate(basemaps.choices)
     ]
     for name, child in list(m._children.items()):
         if isinstance(child, LayerControl):

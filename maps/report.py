@@ -242,7 +242,7 @@ def _map_html(report: dict, t: Translator, basemaps=None) -> str | None:
     )
     add_gap_layers(page, analyses)
     if basemaps is not None:
-        add_basemaps(page.map, basemaps)
+        add_basemaps(page.map, basemaps, page.t)
     return render_page(page, assets="inline")
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import hashlib
 import math
 from collections import OrderedDict
@@ -320,20 +321,32 @@ async def offline_tile(
 
 
 # -- pages ---------------------------------------------------------------------------------
-def _static_zooms(bounds: Sequence[float]) -> list[int]:
-    # The zoom the page opens at on a laptop screen, one out and two in.
+def _static_tiles(bounds: Sequence[float]) -> list[tuple[int, int, int]]:
+    """Return the tiles a static file embeds: at the zoom it opens at on a laptop screen and
+    one out, the view around ``bounds`` (half its size again on each side, what the screen
+    shows beside the data); one and two zooms in, the data's own box; whole zooms while they
+    fit in :data:`STATIC_TILES`."""
     z = math.floor(zoom_for_bounds(bounds, 1280, 800))
-    return [zz for zz in (z, z + 1, z - 1, z + 2) if 0 <= zz <= 18]
+    w, h = bounds[2] - bounds[0], bounds[3] - bounds[1]
+    around = [bounds[0] - w / 2, bounds[1] - h / 2, bounds[2] + w / 2, bounds[3] + h / 2]
+    out: list[tuple[int, int, int]] = []
+    for zoom, box in ((z, around), (z + 1, bounds), (z - 1, around), (z + 2, bounds)):
+        if not 0 <= zoom <= 18:
+            continue
+        tiles = tiles_covering(box, [zoom], STATIC_TILES - len(out))
+        if tiles:
+            out.extend(tiles)
+    return out
 
 
 async def embedded_offline_tiles(
     conn, principal: Principal, bounds: Sequence[float], datum: str = WGS84
 ) -> dict[str, str]:
-    """Return the offline tiles of a static file's view, ``"z/x/y"`` → ``data:`` URI: three
-    zooms around the zoom that fits ``bounds`` (in ``datum``), at most :data:`STATIC_TILES`."""
+    """Return the offline tiles of a static file's view, ``"z/x/y"`` → ``data:`` URI: up to
+    four zooms around the zoom that fits ``bounds`` (in ``datum``; :func:`_static_tiles`)."""
     tiles = OfflineTiles(max_bytes=0)
     out: dict[str, str] = {}
-    for z, x, y in tiles_covering(bounds, _static_zooms(bounds), STATIC_TILES):
+    for z, x, y in _static_tiles(bounds):
         tile = await tiles.tile(conn, principal, z, x, y, datum)
         out[f"{z}/{x}/{y}"] = "data:image/png;base64," + base64.b64encode(tile.data).decode()
     return out
@@ -358,7 +371,7 @@ async def add_page_basemaps(
         if basemaps.offline is not None and bounds is not None:
             embedded = await embedded_offline_tiles(conn, principal, bounds, basemaps.datum)
         basemaps = basemaps.for_static_file(embedded)
-    add_basemaps(page.map, basemaps)
+    add_basemaps(page.map, basemaps, getattr(page, "t", str))
 
 
 def static_file_basemaps(url: str, principal: Principal, shown: Any, settings=None) -> Basemaps:
@@ -384,7 +397,14 @@ def static_file_basemaps(url: str, principal: Principal, shown: Any, settings=No
         finally:
             await pool.close()
 
-    return basemaps.for_static_file(asyncio.run(work()))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return basemaps.for_static_file(asyncio.run(work()))
+    # Called where an event loop runs already (a notebook, a browser-driving test): the
+    # tiles are read on a loop of their own in a worker thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return basemaps.for_static_file(pool.submit(asyncio.run, work()).result())
 
 
 def describe(basemaps: Basemaps) -> list[dict[str, Any]]:

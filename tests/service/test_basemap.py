@@ -395,15 +395,17 @@ def _open(browser, server, path, token, viewport=(1280, 800)):
     return ctx, page, problems
 
 
-def _tiles_loaded(page, key: str) -> int:
-    """Return how many basemap tiles of ``key`` loaded, once every one of them has."""
+def _tiles_loaded(page, key: str, *, every: bool = True) -> int:
+    """Return how many basemap tiles of ``key`` loaded (256 px images), once every one of
+    them has (``every``; a static file holds its view's tiles only: the rest are blank)."""
     selector = f".wg-basemap-{key} img.leaflet-tile"
+    real = "(t) => t.complete && t.naturalWidth === 256"
     page.wait_for_function(
         f"""() => {{
             const tiles = [...document.querySelectorAll('{selector}')];
-            return tiles.length > 0 && tiles.every((t) => t.complete && t.naturalWidth === 256)
-                && document.querySelectorAll('{selector}.leaflet-tile-loaded').length
-                   === tiles.length;
+            const loaded = document.querySelectorAll('{selector}.leaflet-tile-loaded').length;
+            return tiles.length > 0 && loaded === tiles.length && ({str(every).lower()}
+                ? tiles.every({real}) : tiles.filter({real}).length >= 2);
         }}""",
         timeout=30_000,
     )
@@ -571,7 +573,7 @@ def test_a_tianditu_key_reaches_served_pages_only(browser, guiyang_db_url, token
     with Server(guiyang_db_url, WANGGE_BASEMAP="tianditu-vec,offline", tianditu_key=key) as server:
         http = httpx.Client(base_url=server.base_url, timeout=20)
         html = http.get("/pages/dispatch", headers=auth(tokens["admin"])).text
-        assert f"tk={key}" in html and "Tianditu streets" in html
+        assert f"tk={key}" in html and "天地图矢量" in html  # its name in the page's language
         http.close()
     admin = Principal(token_id="cli", name="cli", role="admin", area_code=None, scope_path=None)
     with contextlib.ExitStack() as stack:
@@ -582,3 +584,56 @@ def test_a_tianditu_key_reaches_served_pages_only(browser, guiyang_db_url, token
     assert key not in static and "tianditu.gov.cn" not in static
     # The offline basemap travels inside the file, as pre-rendered tiles.
     assert '"tiles":{"' in static and "data:image/png;base64," in static
+
+
+def _check_offline_file(browser, path: Path, name: str, frame: bool = False) -> None:
+    """Open a static file from disk: its offline tiles load from inside it, aligned."""
+    from maps.offline import BOUNDARY
+
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = ctx.new_page()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        page.goto(path.as_uri())
+        target = page.frames[1] if frame else page
+        target.wait_for_selector(".leaflet-control-layers")
+        assert _tiles_loaded(target, "offline", every=False) >= 2
+        page.screenshot(path=str(ARTIFACTS / f"basemap-offline-{name}.png"), full_page=True)
+        # Nothing fetched but the file itself and its inline images.
+        assert all(u.startswith(("file:", "data:", "about:")) for u in requests), requests
+        if not frame:
+            image = _screenshot_without_overlays(page)
+            x, y = _container_point(page, 106.0 + DX, 26.02 + DY)
+            colours = [c for c, _, _ in BOUNDARY.values()]
+            assert any(_near(image, x, y, c) for c in colours), (x, y, image[round(y), round(x)])
+    finally:
+        ctx.close()
+
+
+def test_static_exports_and_the_report_carry_the_offline_basemap(
+    browser, guiyang_db_url, tmp_path, monkeypatch
+):
+    from maps.report import report_html
+    from service.analysis.report import run_report
+    from service.auth import Principal
+    from service.basemap import static_file_basemaps
+    from service.pages import export_page
+
+    monkeypatch.delenv("WANGGE_BASEMAP", raising=False)
+    admin = Principal(token_id="cli", name="cli", role="admin", area_code=None, scope_path=None)
+    for kind, params in (("dispatch", {}), ("planning", {}), ("tablet", {"grid": NW})):
+        path = tmp_path / f"{kind}.html"
+        path.write_text(export_page(guiyang_db_url, admin, kind, **params), encoding="utf-8")
+        _check_offline_file(browser, path, f"export-{kind}")
+
+    engine = _engine(guiyang_db_url)
+    with engine.begin() as conn:
+        body = run_report(conn, principal=admin, area_code=None, generation=None)
+    engine.dispose()
+    shown = body["analyses"]["workload"]["items"]
+    html = report_html(body, basemaps=static_file_basemaps(guiyang_db_url, admin, shown))
+    assert "wg.basemap(" in html
+    path = tmp_path / "report.html"
+    path.write_text(html, encoding="utf-8")
+    _check_offline_file(browser, path, "report", frame=True)
