@@ -45,6 +45,8 @@ __all__ = [
     "INPUT_CRS",
     "CHINA_BBOX",
     "GCJ02_BBOX",
+    "KRASOVSKY_A",
+    "KRASOVSKY_EE",
     "REASONS",
     "CoordinateError",
     "PointProblem",
@@ -95,9 +97,12 @@ CHINA_BBOX = (73.5, 18.1, 135.1, 53.6)
 #: shift, as (min lon, min lat, max lon, max lat); points outside it are returned unchanged.
 GCJ02_BBOX = (72.004, 0.8293, 137.8347, 55.8271)
 
-# Krasovsky 1940 ellipsoid, as used by the GCJ-02 formulas.
-_A = 6378245.0
-_EE = 0.00669342162296594323
+#: Krasovsky 1940 ellipsoid (semi-major axis, m; eccentricity squared), as the GCJ-02
+#: formulas use it.
+KRASOVSKY_A = 6378245.0
+KRASOVSKY_EE = 0.00669342162296594323
+_A = KRASOVSKY_A
+_EE = KRASOVSKY_EE
 _X_PI = np.pi * 3000.0 / 180.0
 _BD_DLON = 0.0065
 _BD_DLAT = 0.006
