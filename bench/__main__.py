@@ -25,6 +25,7 @@ BENCHES = (
     "bulk_assign",
     "bulk_import",
     "tiles",
+    "tiles_crs",
     "coverage",
     "abuse",
     "dispatch",
