@@ -28,13 +28,14 @@ import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import shapely
 
 from maps.basemap import (
+    OFFLINE,
     WGS84,
     Basemaps,
     add_basemaps,
@@ -262,6 +263,7 @@ class Tile:
 
     data: bytes
     etag: str
+    state: str  #: what it was drawn from (:func:`basemap_state`)
 
 
 class OfflineTiles:
@@ -308,7 +310,7 @@ class OfflineTiles:
         data = await _read_tile(conn, principal, z, x, y, datum, generation)
         png = await asyncio.to_thread(render_tile, z, x, y, data, font=self.font)
         etag = hashlib.sha256(repr(key).encode()).hexdigest()[:20]
-        tile = Tile(png, f'"{etag}"')
+        tile = Tile(png, f'"{etag}"', state)
         self._put(key, tile)
         return tile
 
@@ -371,7 +373,20 @@ async def add_page_basemaps(
         if basemaps.offline is not None and bounds is not None:
             embedded = await embedded_offline_tiles(conn, principal, bounds, basemaps.datum)
         basemaps = basemaps.for_static_file(embedded)
+    elif basemaps.offline is not None:
+        # The tiles' address names what they are drawn from: the browser keeps them while it
+        # holds, and a page opened after boundaries or roads changed asks for new ones.
+        state = await basemap_state(conn)
+        basemaps = Basemaps(
+            tuple(_versioned(c, state) if c.key == OFFLINE else c for c in basemaps.choices)
+        )
     add_basemaps(page.map, basemaps, getattr(page, "t", str))
+
+
+def _versioned(choice, state: str):
+    source = choice.sources[0]
+    url = source.url + ("&" if "?" in source.url else "?") + f"v={state}"
+    return replace(choice, sources=(replace(source, url=url),))
 
 
 def static_file_basemaps(url: str, principal: Principal, shown: Any, settings=None) -> Basemaps:

@@ -56,6 +56,10 @@ async def basemap_tile(
     x: TileX,
     y: TileY,
     datum: Datum = "WGS84",
+    v: Annotated[
+        str | None,
+        Query(max_length=80, description="what the page's tiles were drawn from (set by it)"),
+    ] = None,
 ) -> Response:
     n = 2**z
     if x >= n:
@@ -65,8 +69,9 @@ async def basemap_tile(
     tile = await _tiles(request).tile(pool, principal, z, x, y, datum)
     headers = {
         "ETag": tile.etag,
-        # Scoped data: the browser may keep it briefly; a proxy may not.
-        "Cache-Control": "private, max-age=300",
+        # Scoped data: never in a shared cache. A page's address names the state the tile
+        # is drawn from: while it is current the browser may keep the tile a day.
+        "Cache-Control": "private, max-age=86400" if v == tile.state else "private, max-age=300",
         "X-Content-Type-Options": "nosniff",
         "Vary": "Authorization, X-API-Key, Cookie",
     }

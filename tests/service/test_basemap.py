@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import socket
 import threading
 import time
@@ -300,14 +301,27 @@ def test_a_network_reimport_renews_the_tiles(guiyang_db_url, tokens):
     z = 15
     x, y = tile_of(*IN_NW, z)
     path = f"/tiles/basemap/{z}/{x}/{y}.png"
+    h = auth(tokens["admin"])
+
+    def page_version() -> str:
+        html = c.get("/pages/dispatch", headers=h).text
+        (v,) = set(re.findall(r"/tiles/basemap/\{z\}/\{x\}/\{y\}\.png\?v=([\w.]+)", html))
+        return v
+
     with TestClient(create_app(settings)) as c:
-        first = c.get(path, headers=auth(tokens["admin"]))
-        assert c.get(path, headers=auth(tokens["admin"])).headers["etag"] == first.headers["etag"]
+        v1 = page_version()
+        first = c.get(path, params={"v": v1}, headers=h)
+        # Asked for as the page names it: the browser may keep it while it is current.
+        assert first.headers["cache-control"] == "private, max-age=86400"
+        assert c.get(path, headers=h).headers["etag"] == first.headers["etag"]
         import_bus_routes(guiyang_db_url, name="again")
-        second = c.get(path, headers=auth(tokens["admin"]))
+        second = c.get(path, params={"v": v1}, headers=h)
         assert second.status_code == 200
         assert second.headers["etag"] != first.headers["etag"]
+        assert second.headers["cache-control"] == "private, max-age=300"  # an old page's
         assert c.app.state.offline_tiles.misses >= 2
+        # A page opened now asks for the new tiles by another address.
+        assert page_version() != v1
 
 
 # -- in a browser ------------------------------------------------------------------------------
@@ -573,7 +587,8 @@ def test_a_tianditu_key_reaches_served_pages_only(browser, guiyang_db_url, token
     with Server(guiyang_db_url, WANGGE_BASEMAP="tianditu-vec,offline", tianditu_key=key) as server:
         http = httpx.Client(base_url=server.base_url, timeout=20)
         html = http.get("/pages/dispatch", headers=auth(tokens["admin"])).text
-        assert f"tk={key}" in html and "天地图矢量" in html  # its name in the page's language
+        assert f"tk={key}" in html
+        assert json.dumps("天地图矢量") in html  # its name in the layer control, in Chinese
         http.close()
     admin = Principal(token_id="cli", name="cli", role="admin", area_code=None, scope_path=None)
     with contextlib.ExitStack() as stack:
