@@ -13,16 +13,17 @@ from typing import Annotated, Any
 
 import shapely
 import shapely.geometry
-from fastapi import APIRouter, File, Form, Header, Path, UploadFile
+from fastapi import APIRouter, File, Form, Header, Path, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from geo.planedit import PlanEditError, read_grid_file
 from geo.planmetrics import measure_shapes
 from geo.population import LocalFrame
 from service.auth import Principal
-from service.deps import ApiSettingsDep, PrincipalDep, SyncEngineDep
+from service.deps import ApiSettingsDep, PrincipalDep, SyncEngineDep, WriteConnDep
 from service.edge.limits import read_upload
 from service.errors import ForbiddenError, UnprocessableError
+from service.idempotency import request_fingerprint, run_idempotent
 from service.inputs import NUL_REASON, NulFree, find_nul
 from service.repositories import plans as repo
 from service.responses import JSON
@@ -125,27 +126,45 @@ def _edit_metrics(engine, plan_id: int, removed: list[str], added) -> dict[str, 
     return {"grids": shapes.to_dict(orient="records"), "plan": None}
 
 
-@router.post("", status_code=201, response_model=PlanRead, summary="Start a draft (planners)")
-async def create_plan(engine: SyncEngineDep, principal: PrincipalDep, body: PlanCreate) -> JSON:
-    """Copy the current grids of a community or county into a new draft; dispatch keeps
-    using the current grids until the draft is published."""
+@router.post(
+    "",
+    status_code=201,
+    response_model=PlanRead,
+    summary="Start a draft (planners)",
+    description="Copy the current grids of a community or county into a new draft; dispatch "
+    "keeps using the current grids until the draft is published. Send an `Idempotency-Key` "
+    "header to make a retry safe.",
+)
+async def create_plan(
+    request: Request, conn: WriteConnDep, principal: PrincipalDep, body: PlanCreate
+) -> JSON:
     _require_planner(principal)
+    # Read by hand, as the entity routes do: a key reused with another body is a 422.
+    key = request.headers.get("idempotency-key")
+    fingerprint = request_fingerprint("POST", request.url.path, body.model_dump(mode="json"))
 
-    def work() -> dict:
-        with engine.begin() as conn:
-            path = conn.execute(repo.AREA_PATH_SQL, {"code": body.area_code}).scalar()
-            _require_area(principal, path, body.area_code)
-            plan_id = repo.create_plan_from_area(
-                conn,
-                name=body.name.strip(),
-                area_code=body.area_code,
-                created_by=principal.token_id,
-                created_by_name=principal.name,
-            )
-            return repo.get_plan(conn, plan_id)
+    def create(c) -> dict:
+        path = c.execute(repo.AREA_PATH_SQL, {"code": body.area_code}).scalar()
+        _require_area(principal, path, body.area_code)
+        plan_id = repo.create_plan_from_area(
+            c,
+            name=body.name.strip(),
+            area_code=body.area_code,
+            created_by=principal.token_id,
+            created_by_name=principal.name,
+        )
+        return _public(repo.get_plan(c, plan_id))
 
-    plan = await run_in_threadpool(work)
-    return JSON(_public(plan), status_code=201, headers=_etag(plan["version"]))
+    async def work():
+        return 201, await conn.run_sync(create)
+
+    status, plan, replayed = await run_idempotent(
+        conn, principal=principal, key=key, fingerprint=fingerprint, work=work
+    )
+    headers = {**_etag(plan["version"]), "Location": f"/plans/{plan['id']}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSON(plan, status_code=status, headers=headers)
 
 
 @router.get("", response_model=list[PlanRead], summary="Plans of your area, newest first")

@@ -95,6 +95,14 @@ def test_a_draft_copies_the_areas_grids_and_leaves_dispatch_alone(tiny_client, h
     assert _keys(tiny_client, h, second) == {NW: NW, NE: NE}
     listed = tiny_client.get("/plans", headers=h["planner"]).json()
     assert [p["id"] for p in listed] == [second, plan_id]
+    # A retried creation with its Idempotency-Key makes one draft.
+    body = {"name": "Retried", "area_code": NORTH}
+    key = {**h["planner"], "Idempotency-Key": "draft-1"}
+    first, again = (tiny_client.post("/plans", json=body, headers=key) for _ in range(2))
+    assert first.status_code == again.status_code == 201
+    assert again.json()["id"] == first.json()["id"] and again.headers["Idempotent-Replayed"]
+    other = tiny_client.post("/plans", json={**body, "name": "Other"}, headers=key)
+    assert _problem(other, 422)["field"] == "Idempotency-Key"
 
 
 def test_only_planners_and_admins_in_their_area(tiny_client, h):
