@@ -173,7 +173,7 @@ def test_dispatch_page_of_the_city_and_its_drill_down(client, tokens):
     assert len(embedded(html, "wg.points")[0]["features"]) == 5  # open incidents
     assert "/pages/dispatch?area={code}" in html and "/pages/tablet?grid={code}" in html
     # Focused on district 1: its communities and grids only, and a breadcrumb to the city.
-    html = _get(client, "/pages/dispatch", tokens["city"], area=D1).text
+    html = _get(client, "/pages/dispatch", tokens["city"], area=D1, lang="en").text
     layers = embedded(html, "wg.areas")
     assert [len(fc["features"]) for fc in layers] == [1, 2, 4]
     codes = {f["properties"]["code"] for fc in layers for f in fc["features"]}
@@ -209,11 +209,12 @@ def test_planning_page_has_every_grids_workload(client, tokens):
     assert figures[NW] == (2, 3, 2, 2)
     assert figures[SE] == (2, 2, 1, 0)
     assert figures[NE_OF_D1] == (0, 0, 0, 0)
-    assert "Coverage gaps" in html
+    assert "wg.themes(" in html  # the coverage gaps, one theme at a time
 
 
 def test_tablet_page_is_small_and_carries_its_form(client, tokens):
-    r = client.get("/pages/tablet", headers=auth(tokens["officer"]) | {"Accept-Encoding": "gzip"})
+    headers = auth(tokens["officer"]) | {"Accept-Encoding": "gzip", "Accept-Language": "en"}
+    r = client.get("/pages/tablet", headers=headers)
     assert r.headers["content-encoding"] == "gzip"
     html = r.text
     assert len(html.encode()) < 15_000
@@ -321,7 +322,9 @@ def _open(browser, server, path, token, viewport=(1280, 800), **context):
     page = ctx.new_page()
     watch = Watch(page, server.base_url)
     sep = "&" if "?" in path else "?"
-    page.goto(f"{server.base_url}{path}{sep}access_token={token}")
+    # In English: these tests read the pages' words (tests/service/test_pages_i18n.py reads
+    # the Chinese ones).
+    page.goto(f"{server.base_url}{path}{sep}lang=en&access_token={token}")
     page.wait_for_selector(".leaflet-control-layers")
     # Exchanged for the page session cookie: the address bar holds no token.
     assert "access_token" not in page.url and token not in page.content()
@@ -457,8 +460,17 @@ def test_planning_page_in_a_browser(browser, live):
     # The coverage analyses' gaps are drawn: the tiny city has no service facility, so every
     # community lies beyond a 15-minute walk, and no grid has its 1+1+1 team.
     with_gaps = _paths(page)
-    assert with_gaps > 8
-    _toggle(page, "Coverage gaps")
+    assert with_gaps > 8  # one gap theme at a time: the first, beyond a 15-minute walk
+    themes = page.locator(".wg-themes label").all_inner_texts()
+    assert [t.strip() for t in themes] == [
+        "Beyond a 15-minute walk",
+        "Grids missing a team role",
+        "Workload outliers",
+        "No gap layer",
+    ]
+    page.locator(".wg-themes label").nth(1).click()
+    assert _paths(page) == 16  # the grids, and each of them missing a role
+    page.locator(".wg-themes label").nth(3).click()
     assert _paths(page) == 8  # the grids; the outlines above them are not clickable
     assert page.locator("[class*=leaflet-wgLines] path").count() == 7  # 4 + 2 + 1 outlines
     labels = page.locator(".leaflet-control-layers-overlays label").all_inner_texts()
@@ -467,7 +479,6 @@ def test_planning_page_in_a_browser(browser, live):
         "Communities",
         "Districts",
         "City outline",
-        "Coverage gaps",
     ]
     assert "Incidents in the last 90 days" in page.locator(".wg-legend").inner_text()
     _shot(page, "planning")

@@ -273,7 +273,8 @@ def _open(browser, server, path, token, viewport=(1400, 900), **context):
     page = ctx.new_page()
     watch = Watch(page, server.base_url)
     sep = "&" if "?" in path else "?"
-    page.goto(f"{server.base_url}{path}{sep}access_token={token}")
+    # In English: these tests read the pages' words (test_pages_i18n.py: the Chinese ones).
+    page.goto(f"{server.base_url}{path}{sep}lang=en&access_token={token}")
     page.wait_for_selector(".leaflet-control-layers")
     assert "access_token" not in page.url and token not in page.content()
     return ctx, page, watch
