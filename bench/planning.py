@@ -40,6 +40,7 @@ Creates tokens in that database.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import sys
 import time
@@ -387,8 +388,11 @@ def bench_proposal(goals: Goals, quick: bool) -> None:
     bursts = 2 if quick else 10
     layers = {"population": pop}
     frame = LocalFrame.around(shapely.GeometryCollection(list(comms.values())))
-    # Ours, nested in the communities.
+    # Ours, nested in the communities. Wall time is the goal; the process's CPU time is
+    # printed beside it (on a loaded machine the two part).
+    cpu = time.process_time()
     prop = propose_grids(comms, k, layers, bursts=bursts, seed=0)
+    cpu = time.process_time() - cpu
     geoms = np.array(prop.geoms, dtype=object)
     single = bool((shapely.get_num_geometries(geoms) == 1).all() and shapely.is_valid(geoms).all())
     ctx = PlanContext(frame=frame, communities=comms, population=pop)
@@ -406,7 +410,12 @@ def bench_proposal(goals: Goals, quick: bool) -> None:
         m.plan["straddling"] == 0 and m.plan["outside_communities"] == 0,
     )
     goals.at_most(
-        "proposal_nested_s", f"Kaiyang, {k} grids nested in communities", prop.seconds, 30.0, "s"
+        "proposal_nested_s",
+        f"Kaiyang, {k} grids nested in communities",
+        prop.seconds,
+        30.0,
+        "s",
+        detail=f"CPU {cpu:.1f} s; load average {os.getloadavg()[0]:.1f}",
     )
     goals.at_most(
         "proposal_dev_in_community",
@@ -445,7 +454,9 @@ def bench_proposal(goals: Goals, quick: bool) -> None:
     )
 
     # County-wide balance (grids may cross communities).
+    cpu = time.process_time()
     flat = propose_grids(comms, k, layers, bursts=bursts, seed=0, nest=False)
+    cpu = time.process_time() - cpu
     fgeoms = np.array(flat.geoms, dtype=object)
     fsingle = bool((shapely.get_num_geometries(fgeoms) == 1).all())
     fpp, _ = _shape_summary(flat, frame)
@@ -456,7 +467,14 @@ def bench_proposal(goals: Goals, quick: bool) -> None:
     goals.check(
         "proposal_flat_contiguous", f"county-wide proposal: all {k} grids one polygon", fsingle
     )
-    goals.at_most("proposal_flat_s", f"Kaiyang, {k} grids county-wide", flat.seconds, 30.0, "s")
+    goals.at_most(
+        "proposal_flat_s",
+        f"Kaiyang, {k} grids county-wide",
+        flat.seconds,
+        30.0,
+        "s",
+        detail=f"CPU {cpu:.1f} s; load average {os.getloadavg()[0]:.1f}",
+    )
     goals.at_most(
         "proposal_flat_dev",
         "county-wide: population deviation from the mean",
@@ -618,7 +636,10 @@ def bench_api(goals: Goals, url: str) -> None:
             )
         r, ms = timed(lambda: client.get(f"/plans/{plan_id}/coverage", headers=auth))
         goals.check(
-            "api_coverage_200", "GET /plans/{id}/coverage", r.status_code == 200, r.text[:200]
+            "api_coverage_200",
+            "GET /plans/{id}/coverage",
+            r.status_code == 200,
+            "" if r.status_code == 200 else r.text[:200],
         )
         if r.status_code == 200:
             staffing = r.json()["analyses"]["staffing"]["change"]
@@ -638,6 +659,7 @@ def bench_api(goals: Goals, url: str) -> None:
 
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
+    print(f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     urls = [a for a in argv if not a.startswith("--")]
     goals = Goals("planning", quick=quick)
     bench_metrics(goals, quick)

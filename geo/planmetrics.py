@@ -75,6 +75,8 @@ LOAD_MEASURES = (
 )
 #: Share of a grid's area below which an overlap with a community counts as a sliver.
 SLIVER_SHARE = 1e-3
+#: A grid within this many metres of a community lies in it (no overlap is measured).
+LOOSE_M = 1.0
 
 _POINT_LAYERS = ("households", "units", "incidents")
 
@@ -140,6 +142,15 @@ class PlanContext:
         self._community_codes = np.array(codes, dtype=object)
         self._community_geoms = np.array([self.communities[c] for c in codes], dtype=object)
         self._community_tree = shapely.STRtree(self._community_geoms)
+
+    def _loose_tree(self) -> shapely.STRtree:
+        """Return the index of the communities grown by :data:`LOOSE_M` (made once)."""
+        tree = self._trees.get("loose communities")
+        if tree is None:
+            grow = LOOSE_M / self.frame.m_per_deg_lat
+            tree = shapely.STRtree(shapely.buffer(self._community_geoms, grow, quad_segs=2))
+            self._trees["loose communities"] = tree
+        return tree
 
     def _layer(self, name: str) -> PointLayer:
         return getattr(self, name)
@@ -297,8 +308,9 @@ def count_communities(geoms, context: PlanContext) -> tuple[np.ndarray, np.ndarr
         return main, count
     tree = context._community_tree
     cg = context._community_geoms
-    # Cheap first: a grid within a community (edges may touch) straddles nothing.
-    wi, wc = tree.query(g, predicate="within")
+    # Cheap first: a grid within a community (edges may touch) straddles nothing; so does
+    # one within a metre of it (coordinates computed apart differ in their last bits).
+    wi, wc = context._loose_tree().query(g, predicate="within")
     main[wi] = context._community_codes[wc]
     count[wi] = 1
     rest = np.flatnonzero(count == 0)

@@ -425,7 +425,7 @@ def prepare_blocks(
     layers: Mapping[str, PointLayer],
     *,
     balance: Mapping[str, float] | None = None,
-    blocks_per_grid: int = 40,
+    blocks_per_grid: int = 25,
     nest: bool = True,
 ) -> Prepared:
     """Return the blocks of :func:`propose_grids` (steps 1–3), weighted, with their graph."""
@@ -511,7 +511,7 @@ def propose_grids(
     *,
     balance: Mapping[str, float] | None = None,
     epsilon: float = 0.04,
-    blocks_per_grid: int = 40,
+    blocks_per_grid: int = 25,
     bursts: int = 10,
     seed: int = 0,
     nest: bool = True,
