@@ -157,6 +157,7 @@ async def layer_items(
     count: bool = True,
     crs: str = EPSG_4326,
     lat_first: bool = False,
+    newest_first: bool = False,
 ) -> tuple[list[str], int | None]:
     """Return (GeoJSON feature texts, number matched) of one page of a layer.
 
@@ -170,6 +171,11 @@ async def layer_items(
     ``count=False``: the number matched is not counted (it is the number returned): a page
     of the first features of 50,000 need not find all 50,000 (count them from the layer's
     bins instead, :func:`count_binned`).
+
+    ``newest_first``: the layer's newest features first (by its time, then id, both
+    descending) instead of by id. The pages' first open incidents: read newest first along
+    the (status, time) index, a page of 2,000 reads about 2,000 rows; by id, the plan walked
+    the id index of every partition and tested each of a year's cases (2.5 s at 1 M).
     """
     check_readable(spec, principal)
     props = _select_props(spec, properties)
@@ -195,13 +201,16 @@ async def layer_items(
     if lat_first:
         geom = f"ST_FlipCoordinates({geom})"
     rows_sql = f"FROM {spec.source} WHERE {' AND '.join(where)}"
+    order = spec.order_sql
+    if newest_first and spec.datetime_sql:
+        order = f"{spec.datetime_sql} DESC, {spec.order_sql} DESC"
     # Counted at most this far (an uncorrelated subquery: run once): counting every match
     # (count(*) OVER ()) cost as much as the matches, not the page.
     params["bound"] = bound = offset + limit + COUNT_AHEAD
     bounded = f"(SELECT count(*) FROM (SELECT 1 {rows_sql} LIMIT :bound) c)"
     sql = (
         f"SELECT {_feature_sql(spec, props, geom, crs)}, {bounded if count else '0'} AS matched "
-        f"{rows_sql} ORDER BY {spec.order_sql} LIMIT :limit OFFSET :offset"
+        f"{rows_sql} ORDER BY {order} LIMIT :limit OFFSET :offset"
     )
     rows = await _fetch(pool, sql, params)
     if not count:
