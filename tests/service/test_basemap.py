@@ -249,6 +249,8 @@ def test_gcj02_tiles_are_the_wgs84_drawing_moved_by_the_shift(client, tokens):
     gcj = client.get(f"/tiles/basemap/{z}/{x}/{y}.png", params={"datum": "GCJ-02"}, headers=h)
     assert gcj.status_code == 200 and gcj.content != wgs.content
     assert gcj.headers["etag"] != wgs.headers["etag"]
+    bd = client.get(f"/tiles/basemap/{z}/{x}/{y}.png", params={"datum": "BD-09"}, headers=h)
+    assert bd.status_code == 200 and bd.content not in (wgs.content, gcj.content)
 
 
 def test_rail_water_and_road_classes_of_an_import_are_drawn_as_such(client, tokens, guiyang_db_url):
@@ -564,6 +566,23 @@ def test_a_gcj02_provider_gets_shifted_overlays_that_land_on_its_pixels(
                 ux, uy = _container_point(page, lon, lat)
                 assert (ux - x) ** 2 + (uy - y) ** 2 > 20**2
                 assert not _near(image, ux, uy, (255, 0, 0), radius=2, tol=60)
+            if kind == "tablet":
+                # A tap on the map files a case where the provider's street is: the form
+                # sends the tap in GCJ-02 and the server stores its exact WGS84 inverse.
+                want = (lon + 0.002, lat - 0.002)
+                tap = [float(v) for v in wgs84_to_gcj02(*want)]
+                px, py = _container_point(page, *tap)
+                page.mouse.click(px, py)
+                with page.expect_response(
+                    lambda r: r.url.endswith("/incidents") and r.request.method == "POST"
+                ) as answer:
+                    page.locator("#wg-report button[type=submit]").click()
+                filed = answer.value.json()
+                assert answer.value.status == 201, filed
+                sent = json.loads(answer.value.request.post_data)
+                assert sent["crs"] == "GCJ-02"
+                # One screen pixel at this zoom is ~2 m (2e-5°); unshifted it would be ~500 m.
+                assert abs(filed["lon"] - want[0]) < 5e-5 and abs(filed["lat"] - want[1]) < 5e-5
             assert not problems, problems
         finally:
             ctx.close()

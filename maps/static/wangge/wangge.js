@@ -341,7 +341,9 @@
       var grid = j.cells && j.cells.grid_code;
       if (o.pin && typeof j.lon === "number") {
         // The new case on the map at once, as the officer would see it after a reload.
-        var feature = { type: "Feature", geometry: { type: "Point", coordinates: [j.lon, j.lat] }, properties: j };
+        // The answer is WGS84; the page may be on a GCJ-02/BD-09 basemap (maps/basemap.py).
+        var ll = wg.onPage ? wg.onPage(j.lat, j.lon) : [j.lat, j.lon];
+        var feature = { type: "Feature", geometry: { type: "Point", coordinates: [ll[1], ll[0]] }, properties: j };
         wg.points({ type: "FeatureCollection", features: [feature] }, o.pin).addTo(map);
       }
       say(grid ? t("filed_in", { id: j.id, grid: grid }) : t("filed_outside", { id: j.id }), "wg-ok");
