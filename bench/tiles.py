@@ -377,8 +377,13 @@ def page_cases(url: str) -> list[tuple[str, str, str]]:
 
 
 def measure_pages(port: int, cases: list[tuple[str, str, str]], rounds: int = 3) -> list[dict]:
-    """GET every page ``rounds`` times (one at a time); return its median seconds, its size,
-    the open incidents it embeds and the total it states."""
+    """GET every page ``rounds`` times (one at a time); return its first time (the planning
+    page's analyses not yet kept by the server), the median of the others, its size, the
+    open incidents it embeds and the total it states.
+
+    Times are to the last byte on localhost, the page gzipped (the client accepts it): the
+    server's time, transfer being a fraction of a millisecond.
+    """
     import re
 
     out = []
@@ -387,7 +392,9 @@ def measure_pages(port: int, cases: list[tuple[str, str, str]], rounds: int = 3)
             times, r = [], None
             for _ in range(rounds):
                 started = time.perf_counter()
-                r = c.get(path, headers={"Authorization": f"Bearer {token}"})
+                # English: the page's note "N of M open incidents shown" is read below.
+                headers = {"Authorization": f"Bearer {token}", "Accept-Language": "en"}
+                r = c.get(path, headers=headers)
                 times.append(time.perf_counter() - started)
             shown = re.search(r"([\d,]+) of ([\d,]+) open incidents shown", r.text)
             out.append(
@@ -395,7 +402,8 @@ def measure_pages(port: int, cases: list[tuple[str, str, str]], rounds: int = 3)
                     "who": label,
                     "path": path,
                     "status": r.status_code,
-                    "seconds": statistics.median(times),
+                    "first": times[0],
+                    "seconds": statistics.median(times[1:] or times),
                     "bytes": len(r.content),
                     "capped": shown.group(0) if shown else "",
                 }
@@ -404,19 +412,23 @@ def measure_pages(port: int, cases: list[tuple[str, str, str]], rounds: int = 3)
 
 
 def report_pages(rows: list[dict], goals: Goals) -> str:
-    lines = [f"map pages, one request at a time, median of 3 (goal <= {PAGE_SECONDS:g} s each)"]
+    lines = [
+        f"map pages, server time, one request at a time: the first, then the median of the "
+        f"next two (goal: every one <= {PAGE_SECONDS:g} s)",
+        f"  {'page':<42}{'who':<38}{'':>4}{'first':>8}{'then':>8}{'page':>12}",
+    ]
     for r in rows:
         lines.append(
-            f"  {r['path']:<42}{r['who']:<38}{r['status']:>4}{r['seconds'] * 1000:>8.0f} ms"
-            f"{r['bytes'] / 1024:>9,.0f} KiB  {r['capped']}"
+            f"  {r['path']:<42}{r['who']:<38}{r['status']:>4}{r['first'] * 1000:>6.0f}ms"
+            f"{r['seconds'] * 1000:>6.0f}ms{r['bytes'] / 1024:>8,.0f} KiB  {r['capped']}"
         )
     bad = [f"{r['path']} as {r['who']}: {r['status']}" for r in rows if r["status"] != 200]
     goals.check("pages_200", "every map page answers 200 for every role", not bad, "; ".join(bad))
-    slowest = max(rows, key=lambda r: r["seconds"])
+    slowest = max(rows, key=lambda r: max(r["first"], r["seconds"]))
     goals.at_most(
         "pages_slowest",
-        "the slowest map page (any role), seconds",
-        slowest["seconds"],
+        "the slowest map page (any role, first request or repeated), seconds",
+        max(slowest["first"], slowest["seconds"]),
         PAGE_SECONDS,
         unit="s",
         detail=f"{slowest['path']} as {slowest['who']}",
@@ -702,7 +714,14 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda v: tuple(int(c) for c in v.split(",")),
         help="wrk connections, comma-separated (default 8,64; --quick 64)",
     )
+    parser.add_argument(
+        "--pages-only",
+        action="store_true",
+        help="time the map pages alone (every page for every role; no tipg, no load)",
+    )
     args = parser.parse_args(argv)
+    if args.pages_only:
+        return main_pages(args)
     rounds = 1 if args.quick else max(1, args.rounds)
     seconds = 3 if args.quick else max(1, round(args.seconds / rounds))
     conns = args.connections or ((64,) if args.quick else (8, 64))
@@ -713,12 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     tipg_version = ensure_tipg()
-    if args.incidents:
-        database = args.database or f"wangge_bench_tiles_{args.incidents}"
-        url, token = prepare_volume(database, args.incidents)
-    else:
-        url, token = prepare_database()
-        ensure_entities(url)
+    url, token = volume_or_demo(args)
     with psycopg.connect(_pg(url)) as conn:
         n_incidents, n_open = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE status <> 'closed') FROM incident"
@@ -811,6 +825,42 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         figures = {"results": results, **report["figures"], "pages": page_rows}
         args.json.write_text(json.dumps(figures, indent=1))
+    return goals.finish()
+
+
+def volume_or_demo(args) -> tuple[str, str]:
+    """Return (url, city token) of the run's database: the volume one, or the demo's."""
+    if args.incidents:
+        database = args.database or f"wangge_bench_tiles_{args.incidents}"
+        return prepare_volume(database, args.incidents)
+    url, token = prepare_database()
+    ensure_entities(url)
+    return url, token
+
+
+def main_pages(args) -> int:
+    """Time every map page for every role on one wangge server (``--pages-only``)."""
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    url, _ = volume_or_demo(args)
+    with psycopg.connect(_pg(url)) as conn:
+        n_incidents, n_open = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status <> 'closed') FROM incident"
+        ).fetchone()
+    goals = Goals("tiles pages", quick=args.quick)
+    proc = start_wangge(url, cache=False, port=WANGGE_PORT)
+    try:
+        rows = measure_pages(WANGGE_PORT, page_cases(url))
+    finally:
+        stop(proc)
+    print(
+        f"\nmap pages on {n_incidents:,} incidents ({n_open:,} not closed), 1 uvicorn worker, "
+        f"pool {POOL}, {os.cpu_count()} cores, load average {load_before:.1f} before / "
+        f"{os.getloadavg()[0]:.1f} after, {time.monotonic() - started:.0f}s in all\n"
+    )
+    print(report_pages(rows, goals))
+    if args.json:
+        args.json.write_text(json.dumps({"pages": rows}, indent=1))
     return goals.finish()
 
 

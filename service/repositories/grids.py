@@ -29,14 +29,24 @@ _WORKLOAD_SQL = """
     FROM unnest($1::text[]) AS g(code) LEFT JOIN recent r ON r.code = g.code
 """
 
+_TEAM_AND_UNITS_SQL = """
+    SELECT g.code,
+           (SELECT count(*) FROM unit u WHERE u.grid_code = g.code)::int AS units,
+           (SELECT count(DISTINCT m.team_role) FROM member m
+               WHERE m.serving_grid_code = g.code)::int AS team_roles
+    FROM unnest($1::text[]) AS g(code)
+"""
+
 
 async def list_grid_team(*, pool, grid_code: str) -> list[dict[str, Any]]:
     """Return the grid's team members (``name``, ``team_role``, ``phone``), by role."""
     return [dict(r) for r in await pool.fetch(_TEAM_SQL, grid_code)]
 
 
-async def count_grid_workload(*, pool, grid_codes: list[str]) -> dict[str, dict[str, Any]]:
+async def count_grid_workload(
+    *, pool, grid_codes: list[str], recent: bool = True
+) -> dict[str, dict[str, Any]]:
     """Return each grid's ``incidents_90d``, ``units`` and ``team_roles`` (roles filled),
-    by code."""
-    rows = await pool.fetch(_WORKLOAD_SQL, grid_codes)
+    by code; ``recent=False``: without ``incidents_90d`` (the caller has them)."""
+    rows = await pool.fetch(_WORKLOAD_SQL if recent else _TEAM_AND_UNITS_SQL, grid_codes)
     return {r["code"]: dict(r) for r in rows}

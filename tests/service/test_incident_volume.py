@@ -23,6 +23,7 @@ from service.db import make_engine
 from service.pages import MAX_INCIDENTS
 from service.specs.map_layers import CLUSTER_SHIFT, INCIDENT_BIN_ZOOMS, LAYERS
 from tests.conftest import auth, make_tokens
+from tests.maps.data import embedded as _embedded
 
 NW_GRID = "990101001001001"  # district 990101, community 990101001001, the west grid
 SE_GRID = "990102001002002"
@@ -232,12 +233,39 @@ def test_the_dispatch_page_embeds_its_cap_and_states_the_total(tiny_client, h, e
     _fill(engine, MAX_INCIDENTS + 250)
     _fill(engine, 60, box=(106.031, 26.001, 106.039, 26.009))
     _fill(engine, 500, status="closed")
+    with engine.begin() as conn:
+        # Reported a minute apart, the newest with the highest ids (by id, the page's first
+        # 2,000 would be the oldest).
+        conn.execute(
+            text(
+                "UPDATE incident SET reported_at = now() - make_interval(mins => "
+                "CAST((SELECT max(id) FROM incident) - id AS integer))"
+            )
+        )
+        newest = {
+            who: [
+                r[0]
+                for r in conn.execute(
+                    text(
+                        "SELECT id FROM incident WHERE status <> 'closed' AND district_code "
+                        "LIKE :d ORDER BY reported_at DESC, id DESC LIMIT :n"
+                    ),
+                    {"d": d, "n": MAX_INCIDENTS},
+                )
+            ]
+            for who, d in (("city", "%"), ("district", "990101"))
+        }
     for who, total in (("city", MAX_INCIDENTS + 310), ("district", MAX_INCIDENTS + 250)):
-        r = tiny_client.get("/pages/dispatch", headers=h[who])
+        r = tiny_client.get("/pages/dispatch", params={"lang": "en"}, headers=h[who])
         assert r.status_code == 200, r.text
         assert f"{MAX_INCIDENTS} of {total} open incidents shown" in r.text
+        # The ones embedded are the newest (what a dispatcher looks at first).
+        (embedded,) = _embedded(r.text, "wg.points")
+        assert sorted(f["id"] for f in embedded["features"]) == sorted(newest[who])
     # Below the cap the page shows them all and counts them itself.
-    r = tiny_client.get("/pages/dispatch", params={"area": SE_GRID}, headers=h["city"])
+    r = tiny_client.get(
+        "/pages/dispatch", params={"area": SE_GRID, "lang": "en"}, headers=h["city"]
+    )
     assert r.status_code == 200 and "60 open incidents" in r.text
     assert not re.search(r"\d+ of \d+ open incidents shown", r.text)
 
