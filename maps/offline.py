@@ -55,6 +55,7 @@ OSM_KINDS = {
     "primary": "major",
     "secondary": "major",
     "tertiary": "road",
+    "unclassified": "road",
     "residential": "minor",
     "service": "minor",
     "footway": "minor",

@@ -80,7 +80,7 @@ MAX_ZOOM = 20
 #: A static file embeds at most this many offline tiles (three zooms around its view).
 STATIC_TILES = 96
 #: Renderer version: part of every key and ETag, so a new style is never mixed with old tiles.
-STYLE_VERSION = "2"
+STYLE_VERSION = "3"
 #: A GCJ-02 or BD-09 tile holds WGS84 data up to ~0.013° away: read that much more.
 _DATUM_MARGIN_DEG = 0.02
 
@@ -162,8 +162,13 @@ _ROADS_SQL, _ROADS_ARGS = positional(
      WHERE e.geom && b.box
        AND (:all_roads OR e.properties->>'highway' IN ('motorway', 'trunk', 'primary',
             'secondary') OR e.properties ? 'railway' OR e.properties ? 'waterway')
+       AND (:minor_roads
+            OR NOT coalesce(e.properties->>'highway' = ANY(CAST(:minor AS text[])), false))
     """
 )
+#: OpenStreetMap classes drawn from zoom 14 only: below it a city's footways and service roads
+#: are thousands of lines nobody could tell apart (not read at all).
+_MINOR = [k for k, kind in OSM_KINDS.items() if kind == "minor"]
 
 
 def _kind(highway: str | None, railway: str | None, water: str | None) -> str:
@@ -193,7 +198,7 @@ async def _read_tile(
             "scope": principal.scope_path,
         }
         areas = await conn.fetch(_AREAS_SQL, *[params[n] for n in _AREAS_ARGS])
-    params = {**box, "all_roads": z >= 11}
+    params = {**box, "all_roads": z >= 11, "minor_roads": z >= 14, "minor": _MINOR}
     roads = await conn.fetch(_ROADS_SQL, *[params[n] for n in _ROADS_ARGS])
     return _tile_data(areas, roads, datum, z)
 
