@@ -265,6 +265,12 @@ def test_cli_writes_self_contained_pages(client, tiny_db_url, tmp_path, monkeypa
     assert r.exit_code == 1 and "no grid 990199001001001" in r.output
     r = runner.invoke(cli, ["map", "wall", "-o", str(out)])
     assert r.exit_code == 1 and "unknown page 'wall'" in r.output
+    # Chinese by default, English on request.
+    r = runner.invoke(cli, ["map", "tablet", "--grid", NW, "--lang", "en", "-o", str(out)])
+    assert r.exit_code == 0 and '<html lang="en">' in out.read_text()
+    assert '<html lang="zh-CN">' in (tmp_path / "t.html").read_text()
+    r = runner.invoke(cli, ["map", "tablet", "--grid", NW, "--lang", "fr", "-o", str(out)])
+    assert r.exit_code == 1 and "--lang is one of zh-CN, en" in r.output
 
 
 # -- in a browser ----------------------------------------------------------------------------
