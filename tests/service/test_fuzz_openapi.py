@@ -88,6 +88,7 @@ SEMANTIC: dict[str, list[str]] = {
     "GET /pages/tablet": ["grid"],  # required unless the token is a grid officer's
     # x and y below 2^z; each layer named once
     "GET /tiles/{layers}/{z}/{x}/{y}.mvt": ["x", "y", "layers"],
+    "GET /tiles/basemap/{z}/{x}/{y}.png": ["x", "y"],  # below 2^z
     "POST /tokens": ["area_code", "source"],  # the role's level of area; an intake's source
     # Free-form GeoJSON, checked feature by feature (code lengths per level, parents, valid
     # polygons) and refused whole on a NUL anywhere, keys and foreign members included.
