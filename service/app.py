@@ -11,6 +11,7 @@ from datetime import timedelta
 from cachetools import TTLCache
 from fastapi import FastAPI
 
+from maps.i18n import translator
 from service import __version__
 from service.db import make_async_engine, make_engine, make_pg_pool
 from service.dispatch.deadlines import sweep_forever
@@ -104,6 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     escalate_after=timedelta(minutes=dispatch.escalate_after_minutes),
                 )
             )
+        # The pages' message catalog (Babel reads the .po, ~0.3 s once per process) is read
+        # now, not while the first page's reader waits; frozen below with the rest.
+        await asyncio.to_thread(translator)
         # Everything allocated so far lives as long as the process: move it out of the
         # collector's sight, so full collections do not walk the app on every request burst
         # (they were the p99 of lookups, and a fifth of their throughput).
