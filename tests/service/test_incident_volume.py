@@ -309,3 +309,44 @@ def test_bins_are_written_under_the_event_lock(tiny_db_url, engine):
             ).scalar_one()
             == 1
         )
+
+
+def test_tile_pixels_by_formula_are_those_of_postgis(engine):
+    """Tiles place points by the Web Mercator formula (layers._tile_pixel_sql): the pixel
+    ST_AsMVTGeom(ST_Transform(p, 3857), ...) gives, kept or left out of the buffer alike."""
+    from service.repositories.layers import _IN_BUFFER, _tile_pixel_sql
+
+    px, py = _tile_pixel_sql("ST_X(q.geom)", "ST_Y(q.geom)")
+    sql = text(
+        f"""
+        SELECT q.z, ST_X(m.g), ST_Y(m.g), p.px, p.py, ({_IN_BUFFER}) AS kept
+        FROM (
+            SELECT z, ST_SetSRID(ST_MakePoint(106.0 + 0.4 * random(), 26.0 + 0.4 * random()),
+                                 4326) AS geom
+            FROM generate_series(10, 16) z, generate_series(1, 300)
+        ) q
+        CROSS JOIN LATERAL (
+            SELECT CAST((106.2 + 180) / 360 * 2 ^ q.z AS integer) AS x,
+                   CAST((1 - asinh(tan(radians(26.2))) / pi()) / 2 * 2 ^ q.z AS integer) AS y
+        ) t
+        CROSS JOIN LATERAL (
+            SELECT 4096.0 * 2 ^ q.z AS world, 4096.0 * t.x AS px0, 4096.0 * t.y AS py0
+        ) c
+        CROSS JOIN LATERAL (
+            SELECT ST_AsMVTGeom(ST_Transform(q.geom, 3857), ST_TileEnvelope(q.z, t.x, t.y),
+                                4096, 64, true) AS g
+        ) m
+        CROSS JOIN LATERAL (SELECT {px} AS px, {py} AS py) p
+        """.replace(":world", "c.world")
+        .replace(":px0", "c.px0")
+        .replace(":py0", "c.py0")
+        .replace("CAST(c.world AS float8)", "c.world")
+    )
+    with engine.connect() as conn:
+        conn.execute(text("SELECT setseed(0.12)"))
+        rows = conn.execute(sql).all()
+    kept = [r for r in rows if r.kept]
+    assert len(kept) > 100 and len(rows) - len(kept) > 100  # both cases are tried
+    # Where PostGIS keeps the point, the same pixel; where it clips it, left out too.
+    assert all((r[1], r[2]) == (r.px, r.py) for r in kept)
+    assert all(r[1] is None for r in rows if not r.kept)
