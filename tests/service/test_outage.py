@@ -133,7 +133,15 @@ class _Serve:
 
         self.port = _free_port()
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="critical",
+                # uvicorn closes a connection idle for 5 s; the test waits up to that long
+                # for the listener between requests, which on a loaded box ran past it.
+                timeout_keep_alive=120,
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
