@@ -16,7 +16,6 @@ import geopandas as gpd
 from sqlalchemy import Connection, text
 
 from geo.crs import STORAGE_SRID
-from geo.proposal import ProposalError, propose_grids
 from service.errors import NotFoundError, UnprocessableError
 from service.planning.metrics import CACHE, plan_context
 from service.repositories import plans as plans_repo
@@ -80,6 +79,9 @@ def create_proposal_draft(
         "units": ctx.units,
         "incidents": ctx.incidents,
     }
+    # GerryChain takes a second to import: only when a proposal is asked for.
+    from geo.proposal import ProposalError, propose_grids
+
     try:
         proposal = propose_grids(
             ctx.communities,
