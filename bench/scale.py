@@ -25,7 +25,9 @@ Measured at each size, one uvicorn worker per size, all three up at once:
 
 - ``lookup``: ``GET /lookup`` under ``wrk -c 32`` (points where people live, 10 % anywhere in
   the covered bbox); rounds alternate between sizes (median of ``--rounds``) so the
-  machine's other load falls on every size alike. Unit: one lookup.
+  machine's other load falls on every size alike. Unit: one lookup. Also the CPU a lookup
+  cost the server process and PostgreSQL's backends (µs per request, from /proc), which the
+  machine's other load disturbs far less than throughput.
 - ``batch``: ``POST /lookup/batch`` with 1,000 points, one request at a time. Unit: a point.
 - ``assign build`` / ``assign``: the service's :class:`service.bulk.CellAssigner` of the
   generation (unit: a grid) and assigning 1,000,000 points with it (unit: a point).
@@ -223,9 +225,38 @@ def _points(url: str, n: int, seed: int) -> np.ndarray:
     return np.round(out, 6)
 
 
+def cpu_seconds(pids) -> float:
+    """Return the CPU seconds (user + system) processes ``pids`` have used so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def backend_pids(url: str) -> list[int]:
+    """Return the server processes of PostgreSQL serving database ``url`` (but this one)."""
+    import psycopg
+
+    with psycopg.connect(url.replace("+psycopg", "")) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
 def wrk(env: Env, seconds: int, connections: int) -> dict:
+    """Run wrk's lookups; add the CPU each lookup cost the server process and PostgreSQL
+    (µs per request: a figure the machine's other load disturbs far less than throughput)."""
+    backends = backend_pids(env.url)
+    server = [env.proc.pid] if env.proc is not None else []
+    before = cpu_seconds(server), cpu_seconds(backends)
     try:
-        return run_wrk(
+        out = run_wrk(
             env.base + "/",
             seconds=seconds,
             connections=connections,
@@ -236,6 +267,10 @@ def wrk(env: Env, seconds: int, connections: int) -> dict:
         raise RuntimeError(
             f"{env.size.x}x (server {'running' if alive else 'exited'}): {exc}"
         ) from None
+    n = max(out["requests"], 1)
+    out["server_cpu_us"] = (cpu_seconds(server) - before[0]) / n * 1e6
+    out["db_cpu_us"] = (cpu_seconds(backends) - before[1]) / n * 1e6
+    return out
 
 
 def check_lookups(env: Env, n: int) -> list[str]:
@@ -498,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
             out["lookup"] = 1 / rps
             out["lookup_rps"] = rps
             out["lookup_p99_ms"] = statistics.median(w["p99_ms"] for w in rounds[env.size.x])
+            for key in ("server_cpu_us", "db_cpu_us"):
+                out[f"lookup_{key}"] = statistics.median(w[key] for w in rounds[env.size.x])
             out["batch"] = time_batch(env, 5 if args.quick else 20)
             out["assign build"], out["assign"], out["grids"] = time_assign(env, n_assign)
             out["import"] = time_import(env, n_import)
@@ -578,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
         ("items grids n", "grid items in the Kaiyang bbox"),
         ("lookup_p99_ms", "lookup p99 ms"),
         ("lookup_rps", "lookup req/s"),
+        ("lookup_server_cpu_us", "lookup server CPU µs/request"),
+        ("lookup_db_cpu_us", "lookup PostgreSQL CPU µs/request"),
     ):
         print(f"{label:<34}" + "".join(f"{res[x][key]:>14,.1f}" for x in xs))
     print(f"{'server peak RSS':<34}" + "".join(f"{res[x]['server rss MB']:>11.0f} MB" for x in xs))
@@ -594,6 +633,12 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     big, small = xs[-1], xs[0]
+    cpu = {x: res[x]["lookup_server_cpu_us"] + res[x]["lookup_db_cpu_us"] for x in (big, small)}
+    print(
+        f"lookup CPU per request (server + PostgreSQL) at {big}x / at {small}x: "
+        f"{cpu[big] / cpu[small]:.2f} (throughput on an idle machine would be about "
+        f"{cpu[small] / cpu[big]:.2f}x)"
+    )
     goals.at_least(
         f"lookup_{big}x_vs_{small}x",
         f"GET /lookup throughput at {big}x / at {small}x (median of {args.rounds} alternating "
