@@ -2,20 +2,23 @@
 
 A GCJ-02 front-end asks for tile z/x/y of *its* map: the Web Mercator tile of GCJ-02
 coordinates. Its features are those whose shifted geometry lies in it. WGS84 geometry is
-stored; the shift is non-linear and has no SQL form in PostGIS, so a tile is made in three
-steps, exact per vertex with the kernel that converts the input (:mod:`geo.coords`):
+stored, and PostGIS has no transform for GCJ-02 (PROJ does not know it), so the shift is
+:func:`geo.coords.wgs84_to_gcj02`'s formula written out in SQL (:func:`_gcj02_sql`; equal to
+the numpy kernel to < 1e-12°, tests/service/test_crs_output.py) and a tile is one
+statement, as a WGS84 tile is:
 
 1. the features are read (simplified to one pixel, as :func:`~service.repositories.layers.
    layer_tile` does) in a WGS84 box holding every point the shift puts in the tile
-   (:func:`_wgs84_box`), as WKB with their id and their tile properties as one ``jsonb``
-   (``ST_AsMVT`` writes a ``jsonb`` column's keys as attributes), one row of arrays;
-2. all their vertices are shifted in one numpy call (``shapely.transform``);
-3. the shifted WKB goes back in one statement (``unnest`` of arrays) to ``ST_AsMVTGeom`` and
-   ``ST_AsMVT``, which clip to the tile and encode as for WGS84 tiles.
+   (:func:`_wgs84_box`);
+2. points are shifted; polygons are dumped to points, shifted and put back together ring by
+   ring (the same vertices, each moved);
+3. ``ST_AsMVTGeom`` and ``ST_AsMVT`` clip and encode as for WGS84 tiles.
 
 A layer with bins (incidents) draws clusters as its WGS84 tiles do: the bins covering the
 box are counted, and past ``cluster_above`` each cell's centroid is shifted and drawn with
-its counts. Measured against WGS84 tiles in ``bench/tiles_crs.py``.
+its counts. Measured against WGS84 tiles in ``bench/tiles_crs.py`` (shifting the features'
+WKB with the numpy kernel and encoding it in a second statement ran at 0.35–0.5x of WGS84
+tiles for grids: the second round trip and the WKB both ways cost more than the arithmetic).
 BD-09 has no tiles: Baidu's maps use a tile grid of their own (BD-09 Mercator); Baidu
 front-ends take GeoJSON items with ``crs=BD-09``.
 """
@@ -27,7 +30,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import shapely
 
 from geo.coords import GCJ02, GCJ02_BBOX, KRASOVSKY_A, KRASOVSKY_EE, from_wgs84
 from service.auth import Principal
@@ -50,83 +52,6 @@ __all__ = ["TILE_CRS", "shifted_layer_tile"]
 #: The coordinate systems tiles can be drawn in besides WGS84.
 TILE_CRS = (GCJ02,)
 
-
-def _features_sql(spec: LayerSpec, where: list[str]) -> str:
-    """One row of arrays: the features' geometry (points as lon, lat; shapes as WKB), ids
-    and properties (a row per feature cost more in the driver than the statement did)."""
-    props = ", ".join(f"'{name}', {expr}" for name, expr in spec.tile_properties.items())
-    if spec.geometry == "point":
-        geom = "ST_X(t.geom) AS lon, ST_Y(t.geom) AS lat"
-        agg = "array_agg(f.lon) AS lon, array_agg(f.lat) AS lat"
-    else:
-        geom = "ST_AsBinary(ST_Simplify(t.geom, CAST(:tol AS float8), true)) AS wkb"
-        agg = "array_agg(f.wkb) AS wkb"
-    return f"""
-        SELECT {agg}, array_agg(f.fid) AS fid, array_agg(f.p) AS p FROM (
-            SELECT {geom}, {spec.mvt_id_sql} AS fid,
-                   jsonb_strip_nulls(jsonb_build_object({props})) AS p
-            FROM {spec.source}
-            WHERE t.geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326) AND {" AND ".join(where)}
-            ORDER BY {spec.order_sql}
-            LIMIT CAST(:cap AS integer)
-        ) f
-    """
-
-
-def _binned_sql(spec: LayerSpec, where: list[str], bin_where: list[str]) -> str:
-    """The cells of the bins under the box, and the features only when they are few enough
-    to draw (the lateral part is skipped otherwise: its condition on the outer row is a
-    one-time filter)."""
-    return f"""
-        WITH cells AS MATERIALIZED (
-            SELECT sum(b.n) AS n, sum(b.n) FILTER (WHERE b.status <> 'closed') AS open_n,
-                   sum(b.sx) AS sx, sum(b.sy) AS sy
-            FROM {spec.bins} b
-            WHERE b.z = CAST(:bz AS smallint) AND b.x = ANY(CAST(:bxs AS integer[]))
-              AND b.y BETWEEN :by0 AND :by1 AND b.n <> 0 AND {" AND ".join(bin_where)}
-            GROUP BY b.x >> CAST(:shift AS integer), b.y >> CAST(:shift AS integer)
-            HAVING sum(b.n) > 0
-        ), c AS (
-            SELECT coalesce(sum(n), 0) AS total, array_agg(n) AS cn,
-                   array_agg(coalesce(open_n, 0)) AS copen, array_agg(sx / n) AS clon,
-                   array_agg(sy / n) AS clat
-            FROM cells
-        )
-        SELECT c.total, c.cn, c.copen, c.clon, c.clat, f.*
-        FROM c CROSS JOIN LATERAL (
-            {_features_sql(spec, [*where, "c.total <= CAST(:above AS integer)"])}
-        ) f
-    """
-
-
-# The shifted geometry comes back in Web Mercator, projected with the shift (numpy): no
-# ST_Transform per feature.
-_ENCODE_SHAPES_SQL = """
-    SELECT ST_AsMVT(f.*, $4, 4096, 'geom', 'fid') FROM (
-        SELECT ST_AsMVTGeom(ST_GeomFromWKB(u.g, 3857), ST_TileEnvelope($1, $2, $3),
-                            4096, 64, true) AS geom, u.fid, u.p
-        FROM unnest(CAST($5 AS bytea[]), CAST($6 AS bigint[]), CAST($7 AS jsonb[])) AS u(g, fid, p)
-    ) f WHERE f.geom IS NOT NULL
-"""
-
-_ENCODE_POINTS_SQL = """
-    SELECT ST_AsMVT(f.*, $4, 4096, 'geom', 'fid') FROM (
-        SELECT ST_AsMVTGeom(ST_SetSRID(ST_MakePoint(u.x, u.y), 3857), ST_TileEnvelope($1, $2, $3),
-                            4096, 64, true) AS geom, u.fid, u.p
-        FROM unnest(CAST($5 AS float8[]), CAST($6 AS float8[]), CAST($7 AS bigint[]),
-                    CAST($8 AS jsonb[])) AS u(x, y, fid, p)
-    ) f WHERE f.geom IS NOT NULL
-"""
-
-_ENCODE_CLUSTERS_SQL = """
-    SELECT ST_AsMVT(f.*, $4, 4096, 'geom') FROM (
-        SELECT ST_AsMVTGeom(ST_SetSRID(ST_MakePoint(u.x, u.y), 3857), ST_TileEnvelope($1, $2, $3),
-                            4096, 64, true) AS geom,
-               u.point_count, u.open_count
-        FROM unnest(CAST($5 AS float8[]), CAST($6 AS float8[]), CAST($7 AS integer[]),
-                    CAST($8 AS integer[])) AS u(x, y, point_count, open_count)
-    ) f WHERE f.geom IS NOT NULL
-"""
 
 # --- points: the shift written in SQL, one statement as for WGS84 tiles -----------------
 
@@ -212,6 +137,52 @@ def _points_tile_sql(spec: LayerSpec, where: list[str]) -> str:
     """
 
 
+def _shapes_tile_sql(spec: LayerSpec, where: list[str]) -> str:
+    """A tile of polygons shifted vertex by vertex in SQL: each simplified shape's points
+    dumped, shifted (:func:`_gcj02_sql`) and put back together ring by ring, part by part,
+    then clipped and encoded as the WGS84 tiles are; one statement."""
+    props = ", ".join(f'{expr} AS "{name}"' for name, expr in spec.tile_properties.items())
+    names = ", ".join(f's."{name}"' for name in spec.tile_properties)
+    lon, lat, source = _gcj02_sql("SELECT p.fid, p.path, p.lon, p.lat FROM pts p")
+    return f"""
+        WITH src AS (
+            SELECT {spec.mvt_id_sql} AS fid, {props},
+                   ST_Multi(ST_Simplify(t.geom, CAST(:tol AS float8), true)) AS g
+            FROM {spec.source}
+            WHERE t.geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)
+              AND {" AND ".join(where)}
+            ORDER BY {spec.order_sql}
+            LIMIT CAST(:cap AS integer)
+        ), pts AS (
+            SELECT s.fid, d.path, ST_X(d.geom) AS lon, ST_Y(d.geom) AS lat
+            FROM src s, LATERAL ST_DumpPoints(s.g) d
+        ), shifted AS (
+            SELECT k.fid, k.path, {lon} AS x, {lat} AS y FROM {source}
+        ), rings AS (
+            SELECT fid, path[1] AS part, path[2] AS ring,
+                   ST_MakeLine(array_agg(ST_MakePoint(x, y) ORDER BY path[3])) AS line
+            FROM shifted GROUP BY fid, path[1], path[2]
+        ), parts AS (
+            SELECT fid, part,
+                   ST_MakePolygon((array_agg(line) FILTER (WHERE ring = 1))[1],
+                                  coalesce(array_agg(line ORDER BY ring) FILTER (WHERE ring > 1),
+                                           CAST('{{}}' AS geometry[]))) AS polygon
+            FROM rings GROUP BY fid, part
+        ), shapes AS (
+            SELECT fid, ST_SetSRID(ST_Collect(polygon ORDER BY part), 4326) AS g
+            FROM parts GROUP BY fid
+        ), feats AS (
+            SELECT ST_AsMVTGeom(ST_Transform(g.g, 3857),
+                                ST_TileEnvelope(CAST(:z AS integer), CAST(:x AS integer),
+                                                CAST(:y AS integer)), 4096, 64, true) AS geom,
+                   s.fid, {names}
+            FROM shapes g JOIN src s USING (fid)
+        )
+        SELECT ST_AsMVT(feats.*, '{spec.name}', 4096, 'geom', 'fid') FROM feats
+        WHERE feats.geom IS NOT NULL
+    """
+
+
 def _clustered_points_tile_sql(spec: LayerSpec, where: list[str], bin_where: list[str]) -> str:
     # As service.repositories.layers' clustered tiles: past cluster_above, one point per
     # cell at the centroid of its incidents (shifted), with their counts.
@@ -242,19 +213,6 @@ def _clustered_points_tile_sql(spec: LayerSpec, where: list[str], bin_where: lis
     """
 
 
-#: Web Mercator's sphere (EPSG:3857), as PostGIS projects to it.
-_R = 6378137.0
-
-
-def _shift_to_mercator(lon: np.ndarray, lat: np.ndarray, crs: str) -> tuple[np.ndarray, ...]:
-    """Return Web Mercator x, y of WGS84 points shifted into ``crs`` (the kernel, then the
-    spherical Mercator formulas PostGIS's ST_Transform applies)."""
-    glon, glat = from_wgs84(lon, lat, crs)
-    x = np.radians(glon) * _R
-    y = np.log(np.tan(np.pi / 4.0 + np.radians(glat) / 2.0)) * _R
-    return x, y
-
-
 #: Bound of the shift's derivatives (|ds/dlon| + |ds/dlat| < 0.0078 per component in China).
 _LIPSCHITZ = 0.01
 _SAMPLES = np.linspace(0.0, 1.0, 5)
@@ -282,10 +240,6 @@ def _wgs84_box(z: int, x: int, y: int, crs: str) -> tuple[float, float, float, f
         x1 - float(slon.min()) + pad,
         y1 - float(slat.min()) + pad,
     )
-
-
-def _shift(coords: np.ndarray, crs: str) -> np.ndarray:
-    return np.column_stack(_shift_to_mercator(coords[:, 0], coords[:, 1], crs))
 
 
 def _tile_index(lon: float, lat: float, z: int) -> tuple[int, int]:
@@ -346,50 +300,12 @@ async def shifted_layer_tile(
     )
     bz = _bin_zoom(z) if spec.bins else None
     bin_where = _bin_conditions(spec, filters) if bz is not None else None
-    if spec.geometry == "point" and crs == GCJ02:
-        # One statement, the shift in SQL (_gcj02_point_sql).
-        if bin_where is not None:
-            params.update(_bin_params(box, z, bz, spec.cluster_above))
-            sql = _clustered_points_tile_sql(spec, where, [_BIN_VISIBLE, *bin_where])
-        else:
-            sql = _points_tile_sql(spec, where)
-        params.update(z=z, x=x, y=y)
-        return bytes(await _fetch(pool, sql, params, "fetchval") or b"")
-    async with pool.acquire() as conn:  # both statements on one connection
-        if bin_where is not None:
-            params.update(_bin_params(box, z, bz, spec.cluster_above))
-            sql = _binned_sql(spec, where, [_BIN_VISIBLE, *bin_where])
-            row = await _fetch(conn, sql, params, "fetchrow")
-            if row["total"] > spec.cluster_above:
-                x_m, y_m = _shift_to_mercator(
-                    np.array(row["clon"], dtype=float), np.array(row["clat"], dtype=float), crs
-                )
-                data = await conn.fetchval(
-                    _ENCODE_CLUSTERS_SQL,
-                    z,
-                    x,
-                    y,
-                    spec.name,
-                    x_m.tolist(),
-                    y_m.tolist(),
-                    row["cn"],
-                    row["copen"],
-                )
-                return bytes(data or b"")
-        else:
-            row = await _fetch(conn, _features_sql(spec, where), params, "fetchrow")
-        if not row["fid"]:
-            return b""
-        if spec.geometry == "point":
-            x_m, y_m = _shift_to_mercator(
-                np.array(row["lon"], dtype=float), np.array(row["lat"], dtype=float), crs
-            )
-            args = (x_m.tolist(), y_m.tolist(), row["fid"], row["p"])
-            sql = _ENCODE_POINTS_SQL
-        else:
-            geoms = shapely.from_wkb(np.array(row["wkb"], dtype=object))
-            shifted = shapely.to_wkb(shapely.transform(geoms, lambda c: _shift(c, crs)))
-            args = (list(shifted), row["fid"], row["p"])
-            sql = _ENCODE_SHAPES_SQL
-        data = await conn.fetchval(sql, z, x, y, spec.name, *args)
-    return bytes(data or b"")
+    if bin_where is not None:
+        params.update(_bin_params(box, z, bz, spec.cluster_above))
+        sql = _clustered_points_tile_sql(spec, where, [_BIN_VISIBLE, *bin_where])
+    elif spec.geometry == "point":
+        sql = _points_tile_sql(spec, where)
+    else:
+        sql = _shapes_tile_sql(spec, where)
+    params.update(z=z, x=x, y=y)
+    return bytes(await _fetch(pool, sql, params, "fetchval") or b"")
