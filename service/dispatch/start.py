@@ -23,6 +23,13 @@ __all__ = ["start_columns"]
 _STATE_OF_STATUS = {"new": "reported", "open": "registered", "closed": "closed"}
 
 
+def _owner(path: str) -> tuple[str, str, str]:
+    """Return (path, level, code) of the owner of a case at ``path``: the community
+    containing it, else the lowest level containing it (a grid's case: the grid's community)."""
+    owner = path.rpartition("/")[0] if path.count("/") >= 3 else path
+    return owner, OWNER_LEVELS[owner.count("/")], owner.rpartition("/")[2]
+
+
 def start_columns(
     conn: Connection, *, columns: Mapping[str, Any], paths: np.ndarray
 ) -> dict[str, Any]:
@@ -35,18 +42,12 @@ def start_columns(
     n = len(paths)
     status = pd.Series(columns.get("status", np.full(n, "new", dtype=object)), dtype=object)
     state = status.map(_STATE_OF_STATUS)
-    # The owner: the community containing the case, else the lowest level containing it
-    # (the deepest area, unless that is a grid: then the grid's community).
-    # Few distinct paths (one per area), many rows: work out each distinct path's owner once.
+    # The owner (see _owner), once per distinct path (one per area; many rows): no owner
+    # outside every area, and columns of no owner when no row lies in an area or none is left.
     inverse, unique = pd.factorize(pd.Series(paths, dtype=object), use_na_sentinel=True)
-    path = pd.Series(np.append(np.asarray(unique, dtype=object), None), dtype=object)
-    depth = path.str.count("/")
-    owner_path = path.where(~(depth >= 3), path.str.rpartition("/")[0])
-    owner_level = owner_path.str.count("/").map(dict(enumerate(OWNER_LEVELS)))
-    owner_code = owner_path.str.rpartition("/")[2].where(owner_path.notna())
+    owners = np.array([*(_owner(p) for p in unique), (None, None, None)], dtype=object)
     owner_path, owner_level, owner_code = (
-        pd.Series(c.to_numpy(object)[inverse], dtype=object)
-        for c in (owner_path, owner_level, owner_code)
+        pd.Series(owners[inverse, i] if n else [], dtype=object) for i in range(3)
     )
 
     now = pd.Timestamp(conn.execute(text("SELECT now()")).scalar_one()).tz_convert("UTC")

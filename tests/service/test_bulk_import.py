@@ -215,3 +215,35 @@ def test_a_bad_row_refuses_the_import_and_writes_nothing(tiny_client, tiny_db_ur
     assert [(p["row"], p["field"]) for p in body["report"]["problems"]] == [(38, "reported_at")]
     assert counts() == start
     engine.dispose()
+
+
+def test_an_import_with_no_row_in_any_area_or_no_row_left(tiny_client, tiny_db_url, admin):
+    # Rows outside every area have no owner; a skip_bad import whose rows are all bad writes
+    # none. Neither is an error of the server.
+    frame = _rows(20)
+    frame["lon"], frame["lat"] = 106.5, 26.5
+    r = tiny_client.post(
+        "/incidents/import",
+        files={"file": ("i.csv", frame.to_csv(index=False).encode("utf-8-sig"))},
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 20 and r.json()["unassigned"] == 20
+    frame["reported_at"] = "not a time"
+    r = tiny_client.post(
+        "/incidents/import",
+        files={"file": ("i.csv", frame.to_csv(index=False).encode("utf-8-sig"))},
+        data={"skip_bad": "true"},
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 0 and r.json()["rejected"] == 20
+    engine = make_engine(tiny_db_url)
+    with engine.connect() as conn:
+        owners = conn.execute(
+            text("SELECT DISTINCT owner_level, owner_area_code, owner_area_path FROM incident")
+        ).all()
+        events = conn.execute(text("SELECT count(*) FROM case_event")).scalar()
+    engine.dispose()
+    assert owners == [(None, None, None)]
+    assert events == 20
