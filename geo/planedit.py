@@ -157,6 +157,10 @@ def _geometry_of(raw, field_name: str) -> BaseGeometry:
             ) from None
     if geom.is_empty:
         raise PlanEditError("invalid_geometry", f"{field_name}: is empty", field=field_name)
+    # Heights ([lon, lat, z] from a 3D-aware tool, PolygonZ from QGIS) mean nothing to a
+    # grid and overlays would carry them into grids the 2D table refuses: drop them.
+    if shapely.has_z(geom):
+        geom = shapely.force_2d(geom)
     coords = shapely.get_coordinates(geom)
     if not np.isfinite(coords).all():
         raise PlanEditError(

@@ -285,3 +285,24 @@ def test_read_grid_file_reads_polygons_and_their_fields():
     assert r.removed == ["A1", "A2"]
     assert [(g.key, g.code, g.name) for g in r.added] == [("A1", A1.code, "A"), (None, None, "B")]
     _refused("invalid_geometry", read_grid_file, b"garbage", "x.geojson")
+
+
+def test_drawn_z_coordinates_are_dropped():
+    # A line or region drawn in a 3D-aware tool ([lon, lat, height]) and a PolygonZ from a
+    # GeoPackage edit the plan's 2D grids; the grids they give are 2D (the table holds no Z).
+    line = {
+        "type": "LineString",
+        "coordinates": [[X + 0.5 * S, Y - 0.001, 1200.0], [X + 0.5 * S, Y + S + 0.001, 1250.0]],
+    }
+    assert not any(shapely.has_z(g.geom) for g in split_by_line(A1, line).added)
+    block = shapely.force_3d(box(X + 0.5 * S, Y + 0.5 * S, X + S, Y + S), 1200.0)
+    r = reassign_territory(A1, A2, mapping(block))
+    assert not any(shapely.has_z(g.geom) for g in r.added)
+    features = [
+        {"geometry": shapely.force_3d(box(X, Y, X + 1.5 * S, Y + S)), "name": "W"},
+        {"geometry": mapping(shapely.force_3d(box(X + 1.5 * S, Y, X + 2 * S, Y + S))), "name": "E"},
+    ]
+    r = replace_all([A1, A2], features, communities=COMMUNITIES)
+    assert [g.name for g in r.added] == ["W", "E"]
+    assert not any(shapely.has_z(g.geom) for g in r.added)
+    assert not shapely.has_z(parse_line(line)) and not shapely.has_z(parse_polygon(block))
