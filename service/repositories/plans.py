@@ -786,6 +786,12 @@ def publish_plan(
     plan = get_plan(conn, plan_id, for_update=True)
     _require_draft(plan)
     _require_version(plan, if_match, required=False)
+    # One generation change at a time: this waits for any transaction that is creating or
+    # activating a generation (another publish, an import) to end, and holds off others
+    # until this one ends; so the base check below reads what is really current. Without
+    # it, a publish that checked its base while another was being published went on to
+    # write on top of the other's generation. Reads of the table are not blocked.
+    conn.execute(text("LOCK TABLE generation IN SHARE ROW EXCLUSIVE MODE"))
     current = _current_generation(conn)
     if plan["base_generation"] != current:
         raise ConflictError(
