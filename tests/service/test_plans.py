@@ -607,3 +607,53 @@ def test_publish_judges_what_the_plan_changes(tiny_client, tiny_db_url, h):
     r = tiny_client.post(f"/plans/{plan_id}/publish", headers=h["planner"])
     assert r.status_code == 200, r.text
     assert r.json()["retired"] == [NW] and SE in r.json()["kept"]
+
+
+def test_a_publish_waiting_on_another_publish_is_refused_when_that_one_lands(
+    tiny_server, tiny_db_url, h
+):
+    # Two drafts drawn on generation 1. The first is being published (its transaction is
+    # open) when the second's publish arrives: once the first commits, generation 1 is no
+    # longer current, so the second must be refused (409), not published on top of it.
+    from service.repositories import plans as repo
+
+    with httpx.Client(base_url=tiny_server.base_url, timeout=60) as client:
+        first = _draft(client, h, name="first")
+        second = _draft(client, h, name="second")
+        r = _edit(client, h, first, {"op": "merge", "keys": [NW, NE]}, 1)
+        assert r.status_code == 200, r.text
+        r = _edit(client, h, second, {"op": "merge", "keys": [SW, SE]}, 1)
+        assert r.status_code == 200, r.text
+        engine = make_engine(tiny_db_url)
+        answer: list[httpx.Response] = []
+        try:
+            with engine.begin() as conn:
+                repo.publish_plan(conn, plan_id=first, if_match=None, actor="test")
+                thread = threading.Thread(
+                    target=lambda: answer.append(
+                        client.post(f"/plans/{second}/publish", headers=h["planner"])
+                    )
+                )
+                thread.start()
+                # Commit only once the second publish waits on a lock of the first.
+                waiting = text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+                for _ in range(400):
+                    with engine.connect() as probe:
+                        if probe.execute(waiting).scalar():
+                            break
+                    assert thread.is_alive(), answer[0].text
+                    threading.Event().wait(0.05)
+                else:
+                    raise AssertionError("the second publish never waited on the first")
+            thread.join(60)
+        finally:
+            engine.dispose()
+        stale = _problem(answer[0], 409)
+        assert stale["field"] == "base_generation"
+    assert len(_generations(tiny_db_url)) == 2
+    rows = _sql(tiny_db_url, "SELECT status FROM boundary_plan WHERE id = :p", p=second)
+    assert rows[0][0] == "draft"
+
