@@ -30,7 +30,7 @@ from folium.elements import JSCSSMixin
 
 from maps.elements import PageScript, html_text, js
 from maps.i18n import N_, TIME_ZONE, Translator
-from maps.pages import Page
+from maps.pages import HTTP_TEXT, Page
 
 __all__ = [
     "DISPATCH_TEXT",
@@ -63,6 +63,7 @@ _COMMON = {
     "send": N_("Send"),
     "cancel": N_("Cancel"),
     "required": N_("{field} is required."),
+    **HTTP_TEXT,
 }
 
 #: Every user-visible string of the dispatch page's live queue (``{x}`` are filled in).

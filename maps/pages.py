@@ -481,8 +481,29 @@ def _tablet_pin(t: Translator) -> dict[str, Any]:
     }
 
 
+#: What a refusal says on a page not in English, by HTTP status (``wg.problem``): the
+#: service's problem details are English. ``{field}`` is the input at fault, by its label.
+HTTP_TEXT = {
+    "http.400": N_("The request was not understood."),
+    "http.401": N_("Your page session has ended: open the page again."),
+    "http.403": N_("You may not do this."),
+    "http.404": N_("Not found, or outside your area."),
+    "http.409": N_("The case's state does not allow this now."),
+    "http.412": N_("Someone else changed this first: reload and try again."),
+    "http.413": N_("Too large."),
+    "http.415": N_("This kind of file is not accepted."),
+    "http.422": N_("Check what was entered: {field}"),
+    "http.429": N_("Too many requests: try again shortly."),
+    "http.5xx": N_("The service could not do it: try again later."),
+}
+
 #: What the tablet's report form says as it works (filled in by ``wg.reportForm``).
 REPORT_FORM_TEXT = {
+    **HTTP_TEXT,
+    "field.category": N_("Category"),
+    "field.description": N_("What is wrong"),
+    "field.lon": N_("Position"),
+    "field.lat": N_("Position"),
     "no_gps": N_("no GPS on this device: tap the map where the case is"),
     "locating": N_("locating…"),
     "gps": N_("GPS ±{m} m"),
@@ -496,7 +517,6 @@ REPORT_FORM_TEXT = {
     ),
     "filed_in": N_("Filed case #{id} in grid {grid}"),
     "filed_outside": N_("Filed case #{id} (outside every grid: queued for dispatch)"),
-    "refused": N_("refused"),
     "no_position": N_("No position yet: wait for GPS or tap the map where the case is."),
     "sending": N_("Sending…"),
 }
@@ -707,6 +727,7 @@ def tablet_page(
         "retries": 3,
         "pin": _tablet_pin(t),
         "text": t.texts(REPORT_FORM_TEXT),
+        "locale": t.lang,
     }
     script = (
         '{map}.getContainer().classList.add("wg-tablet");\n'

@@ -246,6 +246,22 @@ def test_the_live_tablet_writes_chinese(browser, live):
         page.wait_for_function("() => document.querySelector('.wg-answer').textContent !== ''")
         text = _no_english(page)
         assert "尚无位置" in text or "已登记" in text or "正在发送" in text, text
-        assert watch.problems == []
+        # A report outside the officer's grid is refused by the service (in English): the
+        # page says why in its own words.
+        x, y = page.evaluate(
+            """() => {
+                const map = window[document.querySelector('.folium-map').id];
+                map.setZoom(map.getZoom() - 1, {animate: false});
+                const p = map.latLngToContainerPoint([26.0155, 106.0125]);
+                return [p.x, p.y];
+            }"""
+        )
+        page.locator(".folium-map").click(position={"x": x, "y": y})
+        assert "地图点选" in page.locator(".wg-where").inner_text()
+        page.click("#wg-report button[type=submit]")
+        page.locator(".wg-answer.wg-error").wait_for(timeout=10_000)
+        text = _no_english(page)
+        assert "您无权执行此操作。 (HTTP 403)" in text, text
+        assert all("Failed to load resource" in p for p in watch.problems), watch.problems
     finally:
         ctx.close()

@@ -102,11 +102,9 @@
     });
   };
 
-  /* What a refusal says: the problem's detail, else its title, else the status. */
-  C.detail = function (res) {
-    var b = res && res.body;
-    if (b && (b.detail || b.title)) return b.detail || b.title;
-    return "HTTP " + (res ? res.status : "?");
+  /* What a refusal says, in the page's words (wg.problem). */
+  C.detail = function (res, T, locale) {
+    return wg.problem(res, T, locale);
   };
 
   /* The glyph of a case's category, as a small pin (not a map marker). */

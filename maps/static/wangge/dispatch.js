@@ -268,7 +268,7 @@
       var got = [];
       function page(url) {
         return C.request(url).then(function (res) {
-          if (!res.ok) throw new Error(C.detail(res));
+          if (!res.ok) throw new Error(C.detail(res, T, o.locale));
           got = got.concat(res.body.items);
           if (res.body.next && got.length < o.maxCases) {
             // Same origin, whatever host name the server saw.
@@ -404,7 +404,7 @@
         function (r) {
           if (!opened || opened.id !== id) return;
           if (!r[0].ok) {
-            caseEl.innerHTML = backButton() + "<p class='wg-msg wg-error'>" + esc(t("failed", { detail: C.detail(r[0]) })) + "</p>";
+            caseEl.innerHTML = backButton() + "<p class='wg-msg wg-error'>" + esc(t("failed", { detail: C.detail(r[0], T, o.locale) })) + "</p>";
             return;
           }
           opened.detail = r[0].body;
@@ -669,10 +669,10 @@
               if (opened && opened.detail) say(t("stale", { version: opened.detail.version }), "wg-error");
             });
           } else if (res.status === 409) {
-            reload({ text: t("refused", { detail: C.detail(res) }), cls: "wg-error" });
+            reload({ text: t("refused", { detail: C.detail(res, T, o.locale) }), cls: "wg-error" });
           } else {
             button.disabled = false;
-            say(t("failed", { detail: C.detail(res) }), "wg-error");
+            say(t("failed", { detail: C.detail(res, T, o.locale) }), "wg-error");
           }
         },
         function () {

@@ -207,6 +207,29 @@
     }, 0);
   };
 
+  function fill(template, values) {
+    return String(template).replace(/\{(\w+)\}/g, function (m, k) {
+      return values[k] !== undefined ? String(values[k]) : m;
+    });
+  }
+
+  /* What a refusal says. In English, the service's own words (the problem's detail, else
+   * its title); in another language, the page's words for its status (T["http.<status>"],
+   * naming the field at fault of a 422 by the page's label for it), since the service
+   * speaks English; the service's words when the page has none for the status. */
+  wg.problem = function (res, T, locale) {
+    var b = res && res.body;
+    var status = res ? res.status : "?";
+    T = T || {};
+    var own = T["http." + status] || (status >= 500 ? T["http.5xx"] : undefined);
+    if (own && locale && locale !== "en") {
+      var field = b && b.field ? String(b.field).split(/[.\[]/)[0] : "";
+      return fill(own, { field: T["field." + field] || field || "" });
+    }
+    if (b && (b.detail || b.title)) return b.detail || b.title;
+    return own ? fill(own, { field: (b && b.field) || "" }) : "HTTP " + status;
+  };
+
   /* A map control holding prepared (already escaped) HTML: legends, titles. */
   wg.control = function (map, html, position, cls) {
     var Control = L.Control.extend({
@@ -355,7 +378,7 @@
         form.querySelector("textarea").value = "";
         key = null;
       } else {
-        say((j.detail || j.title || t("refused")) + " (HTTP " + r.status + ")", "wg-error");
+        say(wg.problem({ status: r.status, body: j }, T, o.locale) + " (HTTP " + r.status + ")", "wg-error");
         if (r.status < 500) key = null;
       }
     }
