@@ -24,11 +24,11 @@ limit with 413 problem+json before anything reads or parses it: at once from
 ``Content-Length``, and, for a chunked body, as soon as the bytes received pass the limit
 (the handler reading it is stopped). The limits (:func:`body_limits`): ``POST
 /lookup/batch`` ``max_batch_points × batch_point_bytes`` plus an envelope, uploads
-(``…/import``, ``/generations/{id}/areas``) ``max_upload_bytes`` plus multipart framing, a
-case's photos (``/cases/{id}/attachments``) ``max_attachment_bytes`` plus framing, any
-other body ``max_body_bytes``. The exact checks (points per batch, bytes per file:
-:func:`read_upload`) stay in the handlers; this is the bound that keeps a 50 MB body from
-being parsed at all.
+(``…/import``, ``/generations/{id}/areas``, ``/plans/{id}/edits/file``)
+``max_upload_bytes`` plus multipart framing, a case's photos (``/cases/{id}/attachments``)
+``max_attachment_bytes`` plus framing, any other body ``max_body_bytes``. The exact checks
+(points per batch, bytes per file: :func:`read_upload`) stay in the handlers; this is the
+bound that keeps a 50 MB body from being parsed at all.
 """
 
 from __future__ import annotations
@@ -184,6 +184,8 @@ def body_limits(api: APISettings) -> Callable[[str], int]:
         if path.endswith("/lookup/batch"):
             return batch
         if path.endswith("/import") or (path.endswith("/areas") and "/generations/" in path):
+            return upload
+        if path.endswith("/edits/file") and "/plans/" in path:  # a redrawn set of grids
             return upload
         if path.endswith("/attachments") and "/cases/" in path:
             return attachment

@@ -657,3 +657,25 @@ def test_a_publish_waiting_on_another_publish_is_refused_when_that_one_lands(
     rows = _sql(tiny_db_url, "SELECT status FROM boundary_plan WHERE id = :p", p=second)
     assert rows[0][0] == "draft"
 
+
+def test_a_redrawn_set_larger_than_a_json_body_is_uploaded(tiny_client, h):
+    # A county's grids from QGIS easily exceed the 1 MiB a JSON body may have: the file
+    # route takes files up to WANGGE_API_MAX_UPLOAD_BYTES, as the entity imports do.
+    import json
+
+    import shapely
+
+    fc = tiny_client.get(f"/plans/{_draft(tiny_client, h)}/grids", headers=h["planner"]).json()
+    plan_id = _draft(tiny_client, h, name="dense")
+    for f in fc["features"]:  # the same grids, a vertex every ~30 cm along their edges
+        dense = shapely.segmentize(shapely.geometry.shape(f["geometry"]), 0.000003)
+        f["geometry"] = mapping(dense)
+        f["properties"] = {"code": f["properties"]["code"], "name": "renamed"}
+    data = json.dumps(fc).encode()
+    assert len(data) > 1_048_576
+    files = {"file": ("dense.geojson", data, "application/geo+json")}
+    r = tiny_client.post(
+        f"/plans/{plan_id}/edits/file", files=files, headers={**h["planner"], "If-Match": '"1"'}
+    )
+    assert r.status_code == 200, r.text
+    assert {f["properties"]["name"] for f in r.json()["added"]["features"]} == {"renamed"}
