@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import socket
 import statistics
 import sys
 import time
@@ -47,8 +48,16 @@ from service.specs.map_layers import LAYERS
 
 LAYER_NAMES = ("grids", "incidents")
 GOAL = 0.8
-#: Its own port: bench.tiles may run at the same time on a shared machine.
-WANGGE_PORT = 8791
+
+
+def _free_port() -> int:
+    """Return a port nobody listens on now: bench.tiles and test servers may run beside us
+    (a fixed port once answered the health check from another helper's server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 SYSTEMS = {"WGS84": "", "GCJ-02": "?crs=GCJ-02"}
 
 
@@ -79,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     url, token = prepare_database()
     ensure_entities(url)
     auth = {"Authorization": f"Bearer {token}"}
-    proc = start_wangge(url, cache=False, port=WANGGE_PORT)
+    port = _free_port()
+    proc = start_wangge(url, cache=False, port=port)
     results: dict[tuple[str, str, int], dict] = {}
     counts: dict[tuple[str, str], int] = {}
     try:
@@ -89,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             random.Random(11).shuffle(all_tiles)
             paths = [f"/tiles/{layer}/{z}/{x}/{y}.mvt" for z, x, y in all_tiles]
             # Once each way: keeps the tiles with data in both, warms PostgreSQL's cache.
-            got = {
-                s: fetch_all(WANGGE_PORT, [p + q for p in paths], auth) for s, q in SYSTEMS.items()
-            }
+            got = {s: fetch_all(port, [p + q for p in paths], auth) for s, q in SYSTEMS.items()}
             keep = [
                 i for i in range(len(paths)) if all(got[s][i].status_code == 200 for s in SYSTEMS)
             ]
@@ -107,13 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         for layer in LAYER_NAMES:
             for q in SYSTEMS.values():  # warm-up
-                run_wrk(WANGGE_PORT, [p + q for p in tiles[layer]], auth, 1, 8)
+                run_wrk(port, [p + q for p in tiles[layer]], auth, 1, 8)
             for c in conns:
                 runs: dict[str, list] = {s: [] for s in SYSTEMS}
                 for _ in range(rounds):
                     for s, q in SYSTEMS.items():
                         paths = [p + q for p in tiles[layer]]
-                        runs[s].append(run_wrk(WANGGE_PORT, paths, auth, seconds, c))
+                        runs[s].append(run_wrk(port, paths, auth, seconds, c))
                 for s in SYSTEMS:
                     results[(layer, s, c)] = _combine(runs[s])
     finally:
