@@ -415,7 +415,7 @@ def _bin_zoom(z: int) -> int | None:
 
 
 def _clustered_tile_sql(spec: LayerSpec, where: list[str], bin_where: list[str]) -> str:
-    # The tile's incidents counted from their bins (at most 4,096 cells, whatever the table
+    # The tile's incidents counted from their bins (32 x 32 cells, whatever the table
     # holds): more than cluster_above, and the tile draws one point per cell of 32 x 32 at
     # the centroid of its incidents with their count; otherwise the incidents themselves.
     # CASE evaluates only the branch it takes.

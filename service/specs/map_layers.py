@@ -23,9 +23,9 @@ __all__ = [
     "entity_layer",
 ]
 
-#: The zooms of ``incident_bin`` (migration 0012) besides its counters (z = 0): an incident
-#: tile at zoom z clusters the bins of the first of these at or above z + CLUSTER_SHIFT.
-INCIDENT_BIN_ZOOMS = (15, 17, 19, 21)
+#: The zooms of ``incident_bin`` (migrations 0012, 0021) besides its counters (z = 0): an
+#: incident tile at zoom z clusters the bins of z + CLUSTER_SHIFT (the first at or above it).
+INCIDENT_BIN_ZOOMS = (15, 16, 17, 18, 19, 20, 21)
 #: A clustered tile draws one point per 1/2^CLUSTER_SHIFT of its side (32 x 32 cells).
 CLUSTER_SHIFT = 5
 #: A cluster's properties in a tile (its feature has no id): how many incidents it stands
