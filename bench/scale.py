@@ -21,7 +21,9 @@ urban core of Guiyang holds ~15× more incidents at 100× than at 1× (its share
 province's people): tiles and items over it do more work per request at larger sizes, and
 their table says how much (features per tile).
 
-Measured at each size, one uvicorn worker per size, all three up at once:
+Measured at each size, one uvicorn worker per size, all three up at once; after the
+lookups, each operation is measured for every size before the next operation, in
+alternating order, so drift in the machine's other load falls on every size alike:
 
 - ``lookup``: ``GET /lookup`` under ``wrk -c 32`` (points where people live, 10 % anywhere in
   the covered bbox); rounds alternate between sizes (median of ``--rounds``) so the
@@ -445,6 +447,43 @@ def time_report(env: Env) -> tuple[float, list[str]]:
     return best, errors
 
 
+#: The operations measured after the lookups, each for every size before the next.
+OPERATIONS = ("batch", "assign", "import", "tiles", "items", "report")
+
+
+def measure(op: str, env: Env, out: dict, args, tiles) -> list[str]:
+    """Measure operation ``op`` of :data:`OPERATIONS` on ``env`` into ``out``; return the
+    errors seen."""
+    errors: list[str] = []
+    if op == "batch":
+        out["batch"] = time_batch(env, 5 if args.quick else 20)
+    elif op == "assign":
+        n = 100_000 if args.quick else 1_000_000
+        out["assign build"], out["assign"], out["grids"] = time_assign(env, n)
+    elif op == "import":
+        out["import"] = time_import(env, 10_000 if args.quick else 100_000)
+        out["bench rss MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    elif op == "tiles":
+        for layer in ("incidents", "grids"):
+            unc, cac, kb, errs = time_tiles(env, layer, tiles)
+            out[f"tile {layer} uncached"], out[f"tile {layer} cached"] = unc, cac
+            out[f"tile {layer} KB"] = kb
+            errors += errs
+    elif op == "items":
+        s, n, errs = time_items(env, "incidents", CORE)
+        out["items incidents"], out["items incidents n"] = s, n
+        errors += errs
+        s, n, errs = time_items(env, "grids", (106.8, 26.9, 107.2, 27.3))  # Kaiyang
+        out["items grids"], out["items grids n"] = s, n
+        errors += errs
+    elif op == "report":
+        out["report"], errs = time_report(env)
+        errors += errs
+    else:
+        raise ValueError(op)
+    return errors
+
+
 def figures(url: str) -> dict:
     engine = make_engine(url)
     with engine.connect() as conn:
@@ -538,26 +577,17 @@ def main(argv: list[str] | None = None) -> int:
             out["lookup_p99_ms"] = statistics.median(w["p99_ms"] for w in rounds[env.size.x])
             for key in ("server_cpu_us", "db_cpu_us"):
                 out[f"lookup_{key}"] = statistics.median(w[key] for w in rounds[env.size.x])
-            out["batch"] = time_batch(env, 5 if args.quick else 20)
-            out["assign build"], out["assign"], out["grids"] = time_assign(env, n_assign)
-            out["import"] = time_import(env, n_import)
-            for layer in ("incidents", "grids"):
-                unc, cac, kb, errs = time_tiles(env, layer, tiles)
-                out[f"tile {layer} uncached"], out[f"tile {layer} cached"] = unc, cac
-                out[f"tile {layer} KB"] = kb
-                errors += errs
-            s, n, errs = time_items(env, "incidents", CORE)
-            out["items incidents"], out["items incidents n"] = s, n
-            errors += errs
-            s, n, errs = time_items(env, "grids", (106.8, 26.9, 107.2, 27.3))  # Kaiyang
-            out["items grids"], out["items grids n"] = s, n
-            errors += errs
-            out["report"], errs = time_report(env)
-            errors += errs
+        # Every other operation is measured size after size, one operation at a time, in
+        # alternating order: the machine's other load drifts over minutes, and measuring
+        # one size's everything before the next's put that drift into the exponents.
+        for k, op in enumerate(OPERATIONS):
+            for env in envs if k % 2 == 0 else envs[::-1]:
+                errors += measure(op, env, res[env.size.x], args, tiles)
+        for env in envs:
+            out = res[env.size.x]
             out.update(figures(env.url))
             out["server rss MB"] = peak_rss_mb(env.proc.pid)
-            out["bench rss MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(out, flush=True)  # the raw figures, in case a later size fails
+            print(out, flush=True)  # the raw figures
             print(
                 f"{env.size.x}x measured: {out['grids']:,} grids, {out['incidents']:,} incidents",
                 flush=True,
