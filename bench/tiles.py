@@ -608,6 +608,19 @@ def start_tipg(url: str) -> subprocess.Popen:
     return start(cmd, tipg_env(url), f"http://127.0.0.1:{TIPG_PORT}/healthz", str(TIPG_VENV))
 
 
+def ports_in_use(*ports: int) -> list[int]:
+    """Return those of ``ports`` something listens on already (a server left by another run
+    would answer this run's health check and be measured in place of ours)."""
+    import socket
+
+    taken = []
+    for port in ports:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                taken.append(port)
+    return taken
+
+
 def start_wangge(url: str, cache: bool, port: int) -> subprocess.Popen:
     env = {"DATABASE_URL": url, "WANGGE_DB_POOL_SIZE": str(POOL)}
     if not cache:
@@ -729,6 +742,12 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk is missing: `make bench` installs it (apt-get install wrk)", file=sys.stderr)
         return 2
 
+    taken = ports_in_use(WANGGE_PORT, TIPG_PORT, WANGGE_CACHED_PORT)
+    if taken:
+        print(
+            f"ports {taken} are in use (another bench.tiles run?): stop it first", file=sys.stderr
+        )
+        return 2
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     tipg_version = ensure_tipg()
@@ -840,6 +859,9 @@ def volume_or_demo(args) -> tuple[str, str]:
 
 def main_pages(args) -> int:
     """Time every map page for every role on one wangge server (``--pages-only``)."""
+    if ports_in_use(WANGGE_PORT):
+        print(f"port {WANGGE_PORT} is in use (another bench.tiles run?)", file=sys.stderr)
+        return 2
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     url, _ = volume_or_demo(args)
