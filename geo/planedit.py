@@ -288,10 +288,26 @@ def _same_community(grids: Sequence[PlanGrid]) -> str:
 
 
 def _snap(geom: BaseGeometry, grids: Sequence[PlanGrid], frame: _Frame, tol: Tolerance):
+    """Return ``geom`` with each of its vertices within the tolerance of a grid vertex moved
+    onto the nearest one.
+
+    Vertex to vertex only: GEOS's ``snap`` also inserts the grid vertices that lie near a
+    drawn segment, and where a boundary's vertices are closer than the tolerance it walks
+    the line along the boundary from one to the next (slivers, and minutes on a dense one).
+    """
     if tol.snap_m <= 0:
         return geom
-    ref = shapely.union_all([shapely.boundary(g.geom) for g in grids])
-    return shapely.snap(geom, ref, tol.snap_m * frame.deg_per_m)
+    ref = np.unique(shapely.get_coordinates([g.geom for g in grids]), axis=0)
+    tree = shapely.STRtree(shapely.points(ref))
+    max_deg = tol.snap_m * frame.deg_per_m
+
+    def onto(xy: np.ndarray) -> np.ndarray:
+        near, hit = tree.query_nearest(shapely.points(xy), max_distance=max_deg, all_matches=False)
+        out = xy.copy()
+        out[near] = ref[hit]
+        return out
+
+    return shapely.transform(geom, onto)
 
 
 def _extend(line: LineString, by_deg: float) -> LineString:

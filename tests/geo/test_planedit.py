@@ -306,3 +306,17 @@ def test_drawn_z_coordinates_are_dropped():
     assert [g.name for g in r.added] == ["W", "E"]
     assert not any(shapely.has_z(g.geom) for g in r.added)
     assert not shapely.has_z(parse_line(line)) and not shapely.has_z(parse_polygon(block))
+
+
+def test_a_line_across_a_densely_drawn_boundary_cuts_where_drawn():
+    # Survey boundaries may have vertices closer than the snap tolerance (here every
+    # ~20 cm). Snapping moves the drawn vertices onto nearby grid vertices; it must not
+    # pull the line along the boundary from vertex to vertex (that made slivers).
+    dense = PlanGrid("D", "C_A", "D", shapely.segmentize(box(X, Y, X + S, Y + S), 2e-6))
+    line = LineString([(X + 0.5 * S + 1e-7, Y - 0.001), (X + 0.5 * S - 1e-7, Y + S + 0.001)])
+    r = split_by_line(dense, line)
+    assert [g.geom.area / (S * S) for g in r.added] == [pytest.approx(0.5, abs=1e-4)] * 2
+    block = box(X + 0.5 * S, Y + 0.5 * S, X + S + 1e-7, Y + S + 1e-7)
+    east = PlanGrid("E", "C_A", "E", shapely.segmentize(box(X + S, Y, X + 2 * S, Y + S), 2e-6))
+    r = reassign_territory(dense, east, block)
+    assert r.added[0].geom.area / (S * S) == pytest.approx(0.75, abs=1e-4)
