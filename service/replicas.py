@@ -225,6 +225,17 @@ class _ReplicaReads:
     async def fetchval(self, query, *args, **kwargs):
         return await self._read("fetchval", query, *args, **kwargs)
 
+    async def run(self, work):
+        """Return ``await work(pool)`` on the replica's pool, or on the primary's when the
+        replica cannot serve it (for reads that need a connection of their own, e.g. a
+        transaction with its own settings: ``acquire`` alone would not fall back)."""
+        try:
+            return await work(self._replica.pool)
+        except Exception as exc:
+            if not self._routing.falls_back(self._replica, exc):
+                raise
+        return await work(self._routing.primary_pool)
+
     def __getattr__(self, name):
         return getattr(self._replica.pool, name)
 

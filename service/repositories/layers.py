@@ -154,9 +154,15 @@ async def _fetch_custom(pool, sql: str, params: dict[str, Any]):
     args = [params[n] for n in names]
     if not hasattr(pool, "acquire"):  # a connection (a page's reads): its holder plans
         return await pool.fetch(text_sql, *args)
-    async with pool.acquire() as conn, conn.transaction(readonly=True):
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        return await conn.fetch(text_sql, *args)
+
+    async def custom(hot_pool):
+        async with hot_pool.acquire() as conn, conn.transaction(readonly=True):
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            return await conn.fetch(text_sql, *args)
+
+    # A replica's reads (service.replicas) run it where they fall back to the primary.
+    run = getattr(pool, "run", None)
+    return await (run(custom) if run else custom(pool))
 
 
 async def layer_items(
