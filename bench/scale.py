@@ -484,6 +484,18 @@ def measure(op: str, env: Env, out: dict, args, tiles) -> list[str]:
     return errors
 
 
+def free_port(start: int) -> int:
+    """Return the first port from ``start`` that nothing listens on (another helper's server
+    on the machine took the bench's port once: the health check reached it)."""
+    import socket
+
+    for port in range(start, start + 100):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) != 0:
+                return port
+    raise RuntimeError(f"no free port from {start}")
+
+
 def figures(url: str) -> dict:
     engine = make_engine(url)
     with engine.connect() as conn:
@@ -541,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     for i, size in enumerate(sizes):
         url, seconds = prepare(size, args.incidents * size.x)
         built[size.x] = seconds
-        envs.append(Env(size, url, BASE_PORT + i, _token(url), _points(url, 20_000, seed=7)))
+        port = free_port(BASE_PORT + i if not envs else envs[-1].port + 1)
+        envs.append(Env(size, url, port, _token(url), _points(url, 20_000, seed=7)))
 
     res: dict[int, dict] = {e.size.x: {} for e in envs}
     errors: list[str] = []
