@@ -639,9 +639,12 @@ def diff_plan(conn: Connection, *, plan_id: int) -> dict[str, Any]:
 
     ``unchanged`` codes; ``retired`` codes (current grids the plan redraws or drops) and
     ``added`` keys (grids that would get new codes); ``transfers``: territory from each
-    retired grid to each new one (m²), and ``moved_m2`` their sum; ``entities``: per table,
-    how many rows would move from which retired grid to which new key (units and facilities
-    by id; open cases only for incidents); ``staff``: team members and grid officers'
+    retired grid to each new one (m²; ``same_grid``: the new one is the same grid redrawn,
+    keeping its key, as after ``move_edge`` or ``reassign``), ``redrawn_m2`` their sum and
+    ``moved_m2`` the territory that changes grid (transfers not ``same_grid``: a reassigned
+    block, but all of a split or merged grid); ``entities``: per table, how many rows would
+    move from which retired grid to which new key (units and facilities by id; open cases
+    only for incidents; ``same_grid`` as for territory); ``staff``: team members and grid officers'
     tokens whose grid would be retired.
     """
     plan = get_plan(conn, plan_id)
@@ -663,7 +666,11 @@ def diff_plan(conn: Connection, *, plan_id: int) -> dict[str, Any]:
             params,
         )
     ]
-    transfers = [t for t in transfers if t["area_m2"] and t["area_m2"] >= 1]
+    transfers = [
+        {**t, "same_grid": t["to_key"] == t["from_code"]}
+        for t in transfers
+        if t["area_m2"] and t["area_m2"] >= 1
+    ]
     entities: dict[str, Any] = {}
     for table, condition in _MOVING.items():
         ids = ", array_agg(t.id ORDER BY t.id) AS ids" if table in _LISTED else ""
@@ -677,7 +684,7 @@ def diff_plan(conn: Connection, *, plan_id: int) -> dict[str, Any]:
             ),
             params,
         ).all()
-        moves = [dict(r._mapping) for r in rows]
+        moves = [{**r._mapping, "same_grid": r.to_key == r.from_code} for r in rows]
         entities[table] = {"total": sum(m["n"] for m in moves), "moves": moves}
     members = [
         dict(r._mapping)
@@ -711,7 +718,8 @@ def diff_plan(conn: Connection, *, plan_id: int) -> dict[str, Any]:
         "retired": retired,
         "added": added,
         "transfers": transfers,
-        "moved_m2": sum(t["area_m2"] for t in transfers),
+        "moved_m2": sum(t["area_m2"] for t in transfers if not t["same_grid"]),
+        "redrawn_m2": sum(t["area_m2"] for t in transfers),
         "entities": entities,
         "staff": {"members": members, "grid_officers": tokens},
     }

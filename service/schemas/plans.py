@@ -158,7 +158,8 @@ class PlanDiff(BaseModel):
     retired: list[str]
     added: list[str]
     transfers: list[dict[str, Any]]
-    moved_m2: float
+    moved_m2: float = Field(description="territory that changes grid (m²)")
+    redrawn_m2: float = Field(description="territory of the retired grids (m²)")
     entities: dict[str, Any]
     staff: dict[str, Any]
 

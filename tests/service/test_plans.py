@@ -427,7 +427,7 @@ def test_diff_then_publish_keeps_history_and_old_incidents_on_old_grids(
     area_nw = _sql(tiny_db_url, "SELECT area_m2 FROM area WHERE code = :c", c=NW)[0][0]
     assert d["moved_m2"] == pytest.approx(area_nw, rel=1e-3)
     assert d["entities"]["unit"]["moves"] == [
-        {"from_code": NW, "to_key": "n2", "n": 1, "ids": [unit.json()["id"]]}
+        {"from_code": NW, "to_key": "n2", "n": 1, "ids": [unit.json()["id"]], "same_grid": False}
     ]
     assert d["entities"]["incident"]["total"] == 1
     assert [m["name"] for m in d["staff"]["members"]] == ["Officer Li"]
@@ -679,3 +679,22 @@ def test_a_redrawn_set_larger_than_a_json_body_is_uploaded(tiny_client, h):
     )
     assert r.status_code == 200, r.text
     assert {f["properties"]["name"] for f in r.json()["added"]["features"]} == {"renamed"}
+
+
+def test_the_diff_of_a_reassign_counts_the_territory_that_changes_grid(tiny_client, tiny_db_url, h):
+    # NW's east half goes to NE: half of NW changes grid, though both grids are redrawn
+    # (and so both get new codes when published).
+    plan_id = _draft(tiny_client, h)
+    east_half = box(106.005, 26.0095, 106.0105, 26.0205)
+    body = {"op": "reassign", "from_key": NW, "to_key": NE, "region": mapping(east_half)}
+    r = _edit(tiny_client, h, plan_id, body, 1)
+    assert r.status_code == 200, r.text
+    d = tiny_client.get(f"/plans/{plan_id}/diff", headers=h["planner"]).json()
+    assert d["retired"] == [NW, NE] and d["added"] == [NW, NE]
+    area = dict(
+        _sql(tiny_db_url, "SELECT code, area_m2 FROM area WHERE code IN (:a, :b)", a=NW, b=NE)
+    )
+    assert d["moved_m2"] == pytest.approx(area[NW] / 2, rel=1e-3)
+    assert d["redrawn_m2"] == pytest.approx(area[NW] + area[NE], rel=1e-3)
+    moved = [t for t in d["transfers"] if not t["same_grid"]]
+    assert [(t["from_code"], t["to_key"]) for t in moved] == [(NW, NE)]
