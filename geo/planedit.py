@@ -178,7 +178,7 @@ def _geometry_of(raw, field_name: str) -> BaseGeometry:
 def parse_line(raw, field_name: str = "line") -> LineString:
     """Return a simple LineString from GeoJSON (or shapely); refuse multipart, self-crossing."""
     geom = _geometry_of(raw, field_name)
-    if geom.geom_type.startswith("Multi") or geom.geom_type == "GeometryCollection":
+    if geom.geom_type == "MultiLineString":
         raise PlanEditError(
             "multipart", f"{field_name}: one LineString, not a {geom.geom_type}", field=field_name
         )

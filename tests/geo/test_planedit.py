@@ -320,3 +320,12 @@ def test_a_line_across_a_densely_drawn_boundary_cuts_where_drawn():
     east = PlanGrid("E", "C_A", "E", shapely.segmentize(box(X + S, Y, X + 2 * S, Y + S), 2e-6))
     r = reassign_territory(dense, east, block)
     assert r.added[0].geom.area / (S * S) == pytest.approx(0.75, abs=1e-4)
+
+
+def test_a_line_of_the_wrong_kind_is_named_as_such():
+    # Only a MultiLineString is a "multipart" line; a polygon sent as a line is the wrong kind.
+    for geom in (MultiPolygon([A1.geom]), shapely.GeometryCollection([A1.geom])):
+        e = _refused("invalid_geometry", parse_line, mapping(geom), "line")
+        assert geom.geom_type in e.message
+    multi = {"type": "MultiLineString", "coordinates": [[[0, 0], [1, 1]], [[2, 2], [3, 3]]]}
+    _refused("multipart", parse_line, multi, "line")
