@@ -758,14 +758,19 @@ def read_grid_file(data: bytes, filename: str, *, layer: str | None = None) -> l
             warnings.simplefilter("ignore", RuntimeWarning)  # GDAL on in-memory file names
             frame = pyogrio.read_dataframe(io.BytesIO(data), layer=layer)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        # GDAL names the in-memory path it read (/vsimem/...): say what it found, not where.
+        why = str(exc).split("; ")[0]
+        why = " ".join(w for w in why.split() if "/vsi" not in w and "pyogrio" not in w)
         raise PlanEditError(
             "invalid_geometry",
-            f"{filename}: not a GeoJSON, GeoPackage or zipped Shapefile GDAL can read ({exc})",
+            f"{filename}: not a GeoJSON, GeoPackage or zipped Shapefile GDAL can read ({why})",
             field="file",
         ) from None
     if frame.crs is not None and frame.crs.to_epsg() not in (4326, _CGCS2000):
         frame = frame.to_crs(4326)
+    # A Shapefile keeps 10 characters of a field name (parent_code → parent_cod).
     columns = {c.lower(): c for c in frame.columns if c != "geometry"}
+    columns |= {n: columns[n[:10]] for n in _GRID_FIELDS if n not in columns and n[:10] in columns}
     features = []
     for i, geom in enumerate(frame.geometry):
         if geom is None:

@@ -329,3 +329,30 @@ def test_a_line_of_the_wrong_kind_is_named_as_such():
         assert geom.geom_type in e.message
     multi = {"type": "MultiLineString", "coordinates": [[[0, 0], [1, 1]], [[2, 2], [3, 3]]]}
     _refused("multipart", parse_line, multi, "line")
+
+
+def test_read_grid_file_takes_shapefile_truncated_fields_and_hides_gdal_paths(tmp_path):
+    import warnings
+    import zipfile
+
+    import geopandas as gpd
+
+    from geo.planedit import read_grid_file
+
+    frame = gpd.GeoDataFrame(
+        {"name": ["A"], "parent_code": ["C_A"], "code": [A1.code]},
+        geometry=[A1.geom],
+        crs="EPSG:4326",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GDAL truncates parent_code to parent_cod
+        frame.to_file(tmp_path / "grids.shp")
+    zipped = tmp_path / "grids.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        for part in tmp_path.glob("grids.*"):
+            if part.suffix != ".zip":
+                z.write(part, part.name)
+    (feature,) = read_grid_file(zipped.read_bytes(), "grids.zip")
+    assert (feature["name"], feature["parent_code"], feature["code"]) == ("A", "C_A", A1.code)
+    e = _refused("invalid_geometry", read_grid_file, b"PK\x03\x04garbage", "x.zip")
+    assert "vsimem" not in e.message and "pyogrio" not in e.message
