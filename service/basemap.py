@@ -51,6 +51,8 @@ from maps.offline import (
     Label,
     Line,
     TileData,
+    _lonlat,
+    _world_px,
     find_font,
     query_box,
     render_tile,
@@ -330,12 +332,18 @@ async def offline_tile(
 # -- pages ---------------------------------------------------------------------------------
 def _static_tiles(bounds: Sequence[float]) -> list[tuple[int, int, int]]:
     """Return the tiles a static file embeds: at the zoom it opens at on a laptop screen and
-    one out, the view around ``bounds`` (half its size again on each side, what the screen
-    shows beside the data); one and two zooms in, the data's own box; whole zooms while they
-    fit in :data:`STATIC_TILES`."""
+    one out, the view around ``bounds`` (half its size again on each side, and at least a
+    1920 x 1080 screen centred on it: a narrow area opens on a wide screen); one and two zooms
+    in, the data's own box; whole zooms while they fit in :data:`STATIC_TILES`."""
     z = math.floor(zoom_for_bounds(bounds, 1280, 800))
-    w, h = bounds[2] - bounds[0], bounds[3] - bounds[1]
-    around = [bounds[0] - w / 2, bounds[1] - h / 2, bounds[2] + w / 2, bounds[3] + h / 2]
+    (x0, x1), (y1, y0) = _world_px(
+        np.array([bounds[0], bounds[2]]), np.array([bounds[1], bounds[3]]), z
+    )
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    half_w, half_h = max(x1 - x0, 960.0), max(y1 - y0, 540.0)
+    west, north = _lonlat(cx - half_w, cy - half_h, z)
+    east, south = _lonlat(cx + half_w, cy + half_h, z)
+    around = [west, south, east, north]
     out: list[tuple[int, int, int]] = []
     for zoom, box in ((z, around), (z + 1, bounds), (z - 1, around), (z + 2, bounds)):
         if not 0 <= zoom <= 18:

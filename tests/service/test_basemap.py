@@ -671,3 +671,22 @@ def test_static_exports_and_the_report_carry_the_offline_basemap(
     path = tmp_path / "report.html"
     path.write_text(html, encoding="utf-8")
     _check_offline_file(browser, path, "report", frame=True)
+
+
+def test_a_static_file_embeds_the_whole_screen_around_narrow_data():
+    """A tall, narrow area (Kaiyang) opens on a wide screen: the embedded offline tiles reach
+    the screen's edges at the zoom it opens at, not just twice the data's width (the coverage
+    report's map was grey down its right third)."""
+    import math
+
+    from maps.offline import TILE, _world_px
+    from maps.style import zoom_for_bounds
+    from service.basemap import _static_tiles
+
+    bounds = (106.85, 26.95, 107.10, 27.35)  # ~25 km wide, ~45 km tall
+    z = math.floor(zoom_for_bounds(bounds, 1280, 800))
+    tiles = {(x, y) for zz, x, y in _static_tiles(bounds) if zz == z}
+    cx, cy = _world_px(np.array([106.975]), np.array([27.15]), z)
+    for px in (cx[0] - 700, cx[0] + 700):  # a 1400 x 800 view centred on the data
+        for py in (cy[0] - 400, cy[0] + 400):
+            assert (int(px // TILE), int(py // TILE)) in tiles
