@@ -37,7 +37,7 @@ h2{font-size:17px;margin:26px 0 10px;border-bottom:1px solid #ddd;padding-bottom
 .card b{display:block;font-size:22px} .card span{color:#666;font-size:12px}
 .charts{display:flex;flex-wrap:wrap;gap:14px}
 .charts svg{background:#fff;border:1px solid #ddd;border-radius:6px}
-iframe{width:100%;height:680px;border:1px solid #ccc;border-radius:6px;background:#fff}
+iframe{width:100%;height:860px;border:1px solid #ccc;border-radius:6px;background:#fff}
 table{border-collapse:collapse;background:#fff;font-size:13px}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:right} th{background:#f0f0f0}
 td.l,th.l{text-align:left}

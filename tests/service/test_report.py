@@ -571,3 +571,39 @@ def test_cli_fails_on_an_unknown_area(demo_db_url, monkeypatch, tmp_path):
     assert result.exit_code == 1
     assert "area" in result.output
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+def test_report_map_legend_leaves_the_layer_control_readable(kaiyang_report, lang, tmp_path):
+    """The report's map frame is tall enough for the gap themes' box, the basemap switcher
+    with the layers, and the legend: none drawn over another (the legend hid the layer
+    checkboxes in a 680 px frame)."""
+    from playwright.sync_api import sync_playwright
+
+    from maps.basemap import configure_basemaps
+    from maps.report import report_html
+
+    basemaps = configure_basemaps(["offline", "osm"], offline_url="/basemap/{z}/{x}/{y}.png")
+    page_file = tmp_path / "report.html"
+    page_file.write_text(report_html(kaiyang_report, lang=lang, basemaps=basemaps), "utf-8")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = chromium.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(page_file.as_uri())
+            frame = page.frames[1]
+            frame.wait_for_selector(".wg-legend")
+            boxes = frame.evaluate(
+                """() => Array.from(document.querySelectorAll(
+                    '.leaflet-control-layers, .wg-legend')).map(e => {
+                        const r = e.getBoundingClientRect();
+                        return [r.left, r.top, r.right, r.bottom, innerHeight]; })"""
+            )
+        finally:
+            chromium.close()
+    assert len(boxes) >= 2
+    for i, a in enumerate(boxes):
+        assert a[3] <= a[4], f"control {i} runs off the frame's bottom: {a}"
+        for b in boxes[i + 1 :]:
+            overlap = min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+            assert not overlap, f"controls overlap: {a} {b}"
