@@ -654,6 +654,68 @@ def replace_all(
     """Return the plan's grids replaced by ``features`` (dicts: ``geometry`` (GeoJSON or
     shapely), ``name``, optional ``parent_code`` and ``code``).
 
+    See :func:`_replace_all`. A set refused for gaps, overlaps or grids outside their
+    community that fits far better read as GCJ-02 or BD-09 (traced over Amap, Tencent or
+    Baidu and saved as WGS84) is refused saying so.
+    """
+    kw = {"communities": communities, "base": base, "tolerance": tolerance}
+    try:
+        return _replace_all(old, features, **kw)
+    except PlanEditError as exc:
+        if exc.reason not in ("gap", "overlap", "crosses_community"):
+            raise
+        datum = _shifted_datum(old, features, kw)
+        if datum is None:
+            raise
+        raise PlanEditError(
+            exc.reason,
+            f"{exc.message}. The set fits far better read as {datum} coordinates: it was likely "
+            f"traced over a {datum} map; convert it to WGS84 (EPSG:4326) and upload it again",
+            field=exc.field,
+            keys=exc.keys,
+        ) from None
+
+
+def _shifted_datum(old, features, kw) -> str | None:
+    """Return "GCJ-02" or "BD-09" if ``features`` read in that datum fit the territory of
+    ``old`` far better (a fifth of the misfit or less) than as given."""
+    from geo.coords import to_wgs84
+
+    try:
+        geoms = [_geometry_of(f.get("geometry"), "geometry") for f in features]
+    except PlanEditError:
+        return None
+    territory = shapely.union_all([g.geom for g in old])
+
+    def misfit(gs) -> float:
+        return float(shapely.symmetric_difference(shapely.union_all(gs), territory).area)
+
+    given = misfit(geoms)
+    for datum in ("GCJ-02", "BD-09"):
+        try:
+            moved = [
+                shapely.transform(
+                    g, lambda xy, d=datum: np.column_stack(to_wgs84(xy[:, 0], xy[:, 1], d))
+                )
+                for g in geoms
+            ]
+        except Exception:  # outside China, where the datum is undefined
+            continue
+        if misfit(moved) <= 0.2 * given:
+            return datum
+    return None
+
+
+def _replace_all(
+    old: Sequence[PlanGrid],
+    features: Sequence[dict],
+    *,
+    communities: dict[str, BaseGeometry],
+    base: Sequence[PlanGrid] = (),
+    tolerance: Tolerance = DEFAULT_TOLERANCE,
+) -> EditResult:
+    """Return the plan's grids replaced by ``features``.
+
     A feature without ``parent_code`` goes to the community holding most of it. A feature
     whose ``code`` names a grid of ``old`` or of ``base`` (the grids the plan was drawn
     from) that it equals (within the area tolerance, same community) is that grid again:

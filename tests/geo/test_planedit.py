@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import shapely
 from shapely.geometry import LineString, MultiPolygon, Polygon, box, mapping
@@ -356,3 +357,21 @@ def test_read_grid_file_takes_shapefile_truncated_fields_and_hides_gdal_paths(tm
     assert (feature["name"], feature["parent_code"], feature["code"]) == ("A", "C_A", A1.code)
     e = _refused("invalid_geometry", read_grid_file, b"PK\x03\x04garbage", "x.zip")
     assert "vsimem" not in e.message and "pyogrio" not in e.message
+
+
+def test_a_set_drawn_on_a_gcj02_map_is_refused_saying_so():
+    # Traced over Amap or Tencent (GCJ-02, shifted by some hundred metres) and saved as if
+    # it were WGS84: the shift makes gaps and overlaps; the refusal names the likely cause.
+    from geo.coords import from_wgs84
+
+    def shifted(geom):
+        return shapely.transform(
+            geom, lambda xy: np.column_stack(from_wgs84(xy[:, 0], xy[:, 1], "GCJ-02"))
+        )
+
+    # Traced by hand: a few metres off besides the shift (no snapping rescues it).
+    features = [
+        _feature(shifted(g.geom).buffer(-3e-5, join_style="mitre"), name=g.name) for g in (A1, A2)
+    ]
+    e = _refused("crosses_community", replace_all, [A1, A2], features, communities=COMMUNITIES)
+    assert "GCJ-02" in e.message, e.message
