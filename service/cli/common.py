@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "operator",
     "database_url",
+    "settings",
     "fail",
     "database_unreachable",
     "connect",
@@ -50,9 +51,26 @@ def operator() -> Principal:
 
 def database_url() -> str:
     """Return the URL of the configured database (``DATABASE_URL`` or the local cluster)."""
+    return settings().db.resolved_url()
+
+
+def settings():
+    """Return the service's settings; a setting that cannot work (``WANGGE_BASEMAP=bogus``,
+    a keyed basemap without its key) ends the command in one line naming it, without the
+    values read (a provider key stays out of the terminal and the logs)."""
+    from pydantic import ValidationError
+
     from service.settings import get_settings
 
-    return get_settings().db.resolved_url()
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        said = []
+        for error in exc.errors(include_input=False, include_url=False):
+            msg = error["msg"].removeprefix("Value error, ")
+            where = ".".join(str(p) for p in error.get("loc", ()))
+            said.append(msg if msg.startswith("WANGGE_") or not where else f"{where}: {msg}")
+        fail("; ".join(said) or f"{exc.title}: invalid settings")
 
 
 def fail(message: str) -> NoReturn:

@@ -96,3 +96,28 @@ def test_import_admin_loads_any_city_and_tokens_check_their_area(run, tiny_db_ur
     assert ok.exit_code == 0 and ok.output.startswith("wg_")
     wrong = run("token", "create", "--role", "grid_officer", "--area", "520121", "--name", "x")
     assert wrong.exit_code == 1 and "scoped to a grid" in wrong.output
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"WANGGE_BASEMAP": "bogus"}, "WANGGE_BASEMAP: unknown basemap 'bogus'"),
+        ({"WANGGE_BASEMAP": "tianditu-vec"}, "set WANGGE_BASEMAP_TIANDITU_KEY"),
+        (
+            {"WANGGE_BASEMAP": "amap,tianditu-vec", "WANGGE_BASEMAP_TIANDITU_KEY": "SECRET123"},
+            "must share a datum",
+        ),
+    ],
+)
+def test_a_bad_basemap_setting_ends_any_command_in_one_line(monkeypatch, env, said):
+    """A basemap the settings cannot serve stops ``wangge serve`` (or any command) at once
+    with one line naming the setting, not a traceback, and never echoes a key."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["serve", "--port", "1"])
+    assert result.exit_code == 1
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+    out = result.output
+    assert out.startswith("error: ") and said in out and "Traceback" not in out
+    assert len(out.strip().splitlines()) <= 3
+    assert "SECRET123" not in out
