@@ -59,6 +59,7 @@ from service.errors import (
     UnprocessableError,
     WanggeError,
 )
+from service.preconditions import if_match_holds, parse_if_match
 from service.repositories.entities import scope_params
 from service.repositories.filters import Where
 from service.repositories.paging import fetch_page
@@ -597,14 +598,6 @@ async def record_event(
     return after, event_id
 
 
-def _parse_if_match(value: str | None) -> int | None:
-    """Return the version an If-Match header names (None: no condition)."""
-    if value is None or value.strip() == "*":
-        return None
-    tag = value.strip().removeprefix("W/").strip('"')
-    return int(tag) if tag.isdigit() and len(tag) < 10 else -1
-
-
 _UNIT_PATH_SQL = "SELECT area_path FROM unit WHERE id = :id"
 _ORIGINAL_SQL = (
     f"SELECT t.category, t.state FROM incident t WHERE t.id = :id AND {case_visible_sql()}"
@@ -729,8 +722,7 @@ async def _act_once(
     row = dict(found)
     row.pop("ord", None)  # a batched read's position
     case = CaseState.from_row(row)
-    wanted = _parse_if_match(if_match)
-    if wanted is not None and wanted != case.version:
+    if not if_match_holds(parse_if_match(if_match), case.version):
         raise PreconditionFailedError(
             f"case {case_id} is at version {case.version}, not {if_match}; "
             "read it again and decide again",

@@ -37,6 +37,7 @@ from service.errors import (
     PreconditionRequiredError,
     UnprocessableError,
 )
+from service.preconditions import IfMatch, describe, if_match_holds
 from service.repositories import boundaries
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "get_plan",
     "list_plans",
     "EDIT_OPS",
-    "parse_if_match",
     "edit_plan",
     "list_plan_edits",
     "discard_plan",
@@ -301,16 +301,7 @@ def list_plans(conn: Connection, *, area_codes: list[str] | None = None) -> list
 EDIT_OPS = ("split_line", "split_parts", "merge", "move_edge", "reassign", "replace_all")
 
 
-def parse_if_match(value: str | None) -> int | None:
-    """Return the plan version an ``If-Match`` header names (``"3"``, ``W/"3"``); None if
-    absent; -1 if it names no version (it then matches none)."""
-    if value is None:
-        return None
-    tag = value.strip().removeprefix("W/").strip('"')
-    return int(tag) if tag.isdigit() and len(tag) < 10 else -1
-
-
-def _require_version(plan: dict[str, Any], expected: int | None, *, required: bool) -> None:
+def _require_version(plan: dict[str, Any], expected: IfMatch, *, required: bool) -> None:
     if expected is None:
         if required:
             raise PreconditionRequiredError(
@@ -319,10 +310,10 @@ def _require_version(plan: dict[str, Any], expected: int | None, *, required: bo
                 field="If-Match",
             )
         return
-    if expected != plan["version"]:
+    if not if_match_holds(expected, plan["version"]):
         raise PreconditionFailedError(
             f"plan {plan['id']} is at version {plan['version']}, If-Match names "
-            f"{expected if expected >= 0 else 'no version'}: it changed since you read it; "
+            f"{describe(expected)}: it changed since you read it; "
             "read it again and redo the edit",
             field="If-Match",
             extra={"version": plan["version"]},
@@ -428,7 +419,7 @@ def edit_plan(
     conn: Connection,
     *,
     plan_id: int,
-    if_match: int | None,
+    if_match: IfMatch,
     edit: dict[str, Any],
     actor: str,
     actor_name: str = "",
@@ -558,7 +549,7 @@ def list_plan_edits(conn: Connection, plan_id: int) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-def discard_plan(conn: Connection, *, plan_id: int, if_match: int | None, actor: str) -> int:
+def discard_plan(conn: Connection, *, plan_id: int, if_match: IfMatch, actor: str) -> int:
     """Mark a draft discarded (its grids and history stay readable); return its version."""
     plan = get_plan(conn, plan_id, for_update=True)
     _require_draft(plan)
@@ -778,7 +769,7 @@ def _unchanged_or_redrawn(
 
 
 def publish_plan(
-    conn: Connection, *, plan_id: int, if_match: int | None, actor: str, actor_name: str = ""
+    conn: Connection, *, plan_id: int, if_match: IfMatch, actor: str, actor_name: str = ""
 ) -> dict[str, Any]:
     """Publish a draft as the next boundary generation, in the caller's transaction.
 

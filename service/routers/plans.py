@@ -25,6 +25,7 @@ from service.edge.limits import read_upload
 from service.errors import ForbiddenError, UnprocessableError
 from service.idempotency import request_fingerprint, run_idempotent
 from service.inputs import NUL_REASON, NulFree, find_nul
+from service.preconditions import parse_if_match
 from service.repositories import plans as repo
 from service.responses import JSON
 from service.schemas.plans import (
@@ -248,7 +249,7 @@ async def _edit(
             return repo.edit_plan(
                 conn,
                 plan_id=plan_id,
-                if_match=repo.parse_if_match(if_match),
+                if_match=parse_if_match(if_match),
                 edit=edit,
                 actor=principal.token_id,
                 actor_name=principal.name,
@@ -384,7 +385,7 @@ async def publish_plan(
             return repo.publish_plan(
                 conn,
                 plan_id=plan_id,
-                if_match=repo.parse_if_match(if_match),
+                if_match=parse_if_match(if_match),
                 actor=principal.token_id,
                 actor_name=principal.name,
             )
@@ -405,7 +406,7 @@ async def discard_plan(
             repo.discard_plan(
                 conn,
                 plan_id=plan_id,
-                if_match=repo.parse_if_match(if_match),
+                if_match=parse_if_match(if_match),
                 actor=principal.token_id,
             )
             return repo.get_plan(conn, plan_id)

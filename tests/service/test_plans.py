@@ -355,6 +355,27 @@ def test_stale_or_missing_if_match_is_refused(tiny_client, h):
     )
 
 
+def test_if_match_star_and_lists_follow_rfc_9110(tiny_client, h):
+    plan_id = _draft(tiny_client, h)
+
+    def edit(body, if_match):
+        return tiny_client.post(
+            f"/plans/{plan_id}/edits", json=body, headers={**h["planner"], "If-Match": if_match}
+        )
+
+    # `*` matches any current version; a list matches when any of its tags does.
+    r = edit({"op": "split_line", "key": NW, "line": mapping(CUT_NW)}, "*")
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 2
+    cut_ne = LineString([(106.015, 26.0095), (106.015, 26.0205)])
+    r = edit({"op": "split_line", "key": NE, "line": mapping(cut_ne)}, '"1", "2", "9"')
+    assert r.status_code == 200, r.text
+    # A weak tag never matches (If-Match compares strongly), nor a list of stale ones.
+    assert _problem(edit({"op": "merge", "keys": [SW, SE]}, 'W/"3"'), 412)["version"] == 3
+    _problem(edit({"op": "merge", "keys": [SW, SE]}, '"1", "2"'), 412)
+    assert edit({"op": "merge", "keys": [SW, SE]}, '"3"').status_code == 200
+
+
 def test_concurrent_edits_one_wins_the_other_gets_412(tiny_server, tiny_db_url, h):
     with httpx.Client(base_url=tiny_server.base_url, timeout=30) as client:
         plan_id = _draft(client, h)
