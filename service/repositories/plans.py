@@ -14,6 +14,7 @@ pure shapely (:mod:`geo.planedit`); here it is read and written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import geopandas as gpd
@@ -48,6 +49,7 @@ __all__ = [
     "create_plan_from_grids",
     "read_plan_grids",
     "get_plan",
+    "get_plan_in",
     "list_plans",
     "EDIT_OPS",
     "edit_plan",
@@ -283,6 +285,21 @@ def get_plan(conn: Connection, plan_id: int, *, for_update: bool = False) -> dic
     if row is None:
         raise NotFoundError(f"no plan {plan_id}", field="plan_id")
     return _plan_dict(row)
+
+
+def get_plan_in(
+    conn: Connection, plan_id: int, covers: Callable[[str], bool], *, for_update: bool = False
+) -> dict[str, Any]:
+    """Return the plan if its area passes ``covers`` (the caller's scope, e.g.
+    ``Principal.covers_path``); a plan outside it is a 404 as if it did not exist, like every
+    other thing outside one's scope."""
+    try:
+        plan = get_plan(conn, plan_id, for_update=for_update)
+    except NotFoundError:
+        plan = None
+    if plan is None or plan["area_path"] is None or not covers(plan["area_path"]):
+        raise NotFoundError(f"no plan {plan_id} that you may see", field="plan_id")
+    return plan
 
 
 def list_plans(conn: Connection, *, area_codes: list[str] | None = None) -> list[dict[str, Any]]:

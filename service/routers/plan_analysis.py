@@ -74,8 +74,7 @@ async def get_plan_metrics(engine: SyncEngineDep, principal: PrincipalDep, plan_
 
     def work():
         with engine.connect() as conn:
-            plan = plans_repo.get_plan(conn, plan_id)
-            _require_area(principal, plan["area_path"], plan["area_code"])
+            plans_repo.get_plan_in(conn, plan_id, principal.covers_path)
             plan, metrics = plan_metrics.read_plan_metrics(conn, plan_id)
             return plan, plan_metrics.metrics_json(metrics)
 
@@ -182,8 +181,7 @@ async def get_plan_coverage(
     def work():
         with engine.connect() as conn:
             try:
-                plan = plans_repo.get_plan(conn, plan_id)
-                _require_area(principal, plan["area_path"], plan["area_code"])
+                plans_repo.get_plan_in(conn, plan_id, principal.covers_path)
                 return run_whatif(conn, plan_id=plan_id, principal=principal, analyses=names)
             finally:
                 conn.rollback()  # the hypothetical generation is never kept

@@ -73,9 +73,7 @@ def _require_area(principal: Principal, path: str | None, code: str) -> None:
 
 
 def _plan_for(conn, principal: Principal, plan_id: int, *, for_update: bool = False) -> dict:
-    plan = repo.get_plan(conn, plan_id, for_update=for_update)
-    _require_area(principal, plan["area_path"], plan["area_code"])
-    return plan
+    return repo.get_plan_in(conn, plan_id, principal.covers_path, for_update=for_update)
 
 
 def _public(plan: dict) -> dict:

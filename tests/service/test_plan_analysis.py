@@ -95,7 +95,7 @@ def test_metrics_of_a_draft_and_after_an_edit(tiny_client, h):
 def test_metrics_for_planners_of_the_area_only(tiny_client, h):
     plan_id = _draft(tiny_client, h)
     _problem(tiny_client.get(f"/plans/{plan_id}/metrics", headers=h["community"]), 403)
-    _problem(tiny_client.get(f"/plans/{plan_id}/metrics", headers=h["other_planner"]), 403)
+    _problem(tiny_client.get(f"/plans/{plan_id}/metrics", headers=h["other_planner"]), 404)
     _problem(tiny_client.get("/plans/999999/metrics", headers=h["planner"]), 404)
 
 

@@ -114,7 +114,17 @@ def test_only_planners_and_admins_in_their_area(tiny_client, h):
     )
     _problem(r, 403)
     plan_id = _draft(tiny_client, h)
-    _problem(tiny_client.get(f"/plans/{plan_id}", headers=h["other_planner"]), 403)
+    # A plan outside one's area is not found, as if it did not exist (as entities are);
+    # a role that may not plan at all is forbidden.
+    for r in (
+        tiny_client.get(f"/plans/{plan_id}", headers=h["other_planner"]),
+        tiny_client.get(f"/plans/{plan_id}/grids", headers=h["other_planner"]),
+        _edit(tiny_client, h, plan_id, {"op": "merge", "keys": [NW, NE]}, 1, who="other_planner"),
+    ):
+        assert _problem(r, 404)["detail"] == f"no plan {plan_id} that you may see"
+    assert _problem(tiny_client.get("/plans/999999", headers=h["planner"]), 404)["detail"] == (
+        "no plan 999999 that you may see"
+    )
     _problem(tiny_client.post(f"/plans/{plan_id}/publish", headers=h["community"]), 403)
     assert tiny_client.get("/plans", headers=h["other_planner"]).json() == []
     assert tiny_client.get(f"/plans/{plan_id}", headers=h["admin"]).status_code == 200
