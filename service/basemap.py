@@ -79,8 +79,8 @@ __all__ = [
 #: The offline basemap's route (under /tiles: the page session cookie is accepted there).
 BASEMAP_TILE_URL = "/tiles/basemap/{z}/{x}/{y}.png"
 MAX_ZOOM = 20
-#: A static file embeds at most this many offline tiles (three zooms around its view).
-STATIC_TILES = 96
+#: A static file embeds at most this many offline tiles (three zooms around its view, ~7 KB each).
+STATIC_TILES = 160
 #: Renderer version: part of every key and ETag, so a new style is never mixed with old tiles.
 STYLE_VERSION = "3"
 #: A GCJ-02 or BD-09 tile holds WGS84 data up to ~0.013° away: read that much more.
@@ -333,25 +333,41 @@ async def offline_tile(
 def _static_tiles(bounds: Sequence[float]) -> list[tuple[int, int, int]]:
     """Return the tiles a static file embeds: at the zoom it opens at on a laptop screen and
     one out, the view around ``bounds`` (half its size again on each side, and at least a
-    1920 x 1080 screen centred on it: a narrow area opens on a wide screen); one and two zooms
-    in, the data's own box; whole zooms while they fit in :data:`STATIC_TILES`."""
+    1920 x 1080 screen centred on it: a narrow area opens on a wide screen); one zoom in, the
+    data's box and a 1920 x 1200 view centred on it (a taller frame, the report's, opens
+    between the two: at zoom z + 0.5 the page draws z + 1 tiles at 0.71); two zooms in, the
+    data's own box; whole zooms while they fit in
+    :data:`STATIC_TILES`."""
     z = math.floor(zoom_for_bounds(bounds, 1280, 800))
-    (x0, x1), (y1, y0) = _world_px(
-        np.array([bounds[0], bounds[2]]), np.array([bounds[1], bounds[3]]), z
-    )
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    half_w, half_h = max(x1 - x0, 960.0), max(y1 - y0, 540.0)
-    west, north = _lonlat(cx - half_w, cy - half_h, z)
-    east, south = _lonlat(cx + half_w, cy + half_h, z)
-    around = [west, south, east, north]
     out: list[tuple[int, int, int]] = []
-    for zoom, box in ((z, around), (z + 1, bounds), (z - 1, around), (z + 2, bounds)):
+    for zoom, box in (
+        (z, _view_around(bounds, z, 1920, 1080, grow=True)),
+        (z + 1, _view_around(bounds, z + 1, 1920, 1200)),
+        (z - 1, _view_around(bounds, z - 1, 1920, 1080, grow=True)),
+        (z + 2, bounds),
+    ):
         if not 0 <= zoom <= 18:
             continue
         tiles = tiles_covering(box, [zoom], STATIC_TILES - len(out))
         if tiles:
             out.extend(tiles)
     return out
+
+
+def _view_around(
+    bounds: Sequence[float], z: int, width: float, height: float, *, grow: bool = False
+) -> list[float]:
+    """Return the lon/lat box of ``bounds`` and a ``width`` x ``height`` px view centred on it
+    at zoom ``z`` (``grow``: and half the data's size again on each side)."""
+    (x0, x1), (y1, y0) = _world_px(
+        np.array([bounds[0], bounds[2]]), np.array([bounds[1], bounds[3]]), z
+    )
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    k = 1.0 if grow else 0.5
+    half_w, half_h = max(k * (x1 - x0), width / 2), max(k * (y1 - y0), height / 2)
+    west, north = _lonlat(cx - half_w, cy - half_h, z)
+    east, south = _lonlat(cx + half_w, cy + half_h, z)
+    return [west, south, east, north]
 
 
 async def embedded_offline_tiles(
