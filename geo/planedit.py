@@ -720,8 +720,9 @@ def _replace_all(
     whose ``code`` names a grid of ``old`` or of ``base`` (the grids the plan was drawn
     from) that it equals (within the area tolerance, same community) is that grid again:
     its code is its key and stays; every other feature is a new grid. The set must tile the
-    territory of ``old`` and nest in ``communities``. Grids of ``old`` that come back
-    unchanged (same key, code and name) are neither removed nor added.
+    territory of ``old`` and nest in ``communities``. A feature without a code that equals a
+    codeless grid of ``old`` (same community and name) is that grid again. Grids of ``old``
+    that come back unchanged (same key, code and name) are neither removed nor added.
     """
     if not features:
         raise PlanEditError("gap", "the file has no grids", field="features")
@@ -733,6 +734,11 @@ def _replace_all(
     old_edges = np.array([shapely.boundary(g.geom) for g in old], dtype=object)
     edge_tree = shapely.STRtree(old_edges)
     snap_deg = tolerance.snap_m * frame.deg_per_m
+    uncoded: dict[tuple[str, str], list[PlanGrid]] = {}
+    for g in old:
+        if not isinstance(g.code, str) and g.key:  # None (or NaN read through pandas)
+            uncoded.setdefault((g.parent_code, g.name), []).append(g)
+    taken: set[str] = set()
     new: list[PlanGrid] = []
     for i, f in enumerate(features):
         where = f"features[{i}]"
@@ -783,6 +789,21 @@ def _replace_all(
             and frame.area_m2(shapely.symmetric_difference(base.geom, geom)) <= tolerance.area_m2
         ):
             new.append(PlanGrid(base.key, parent, name, base.geom, code=base.code))
+            continue
+        # A codeless feature equal to a grid an edit drew (same community and name) is that
+        # grid again: the same file saved twice changes nothing.
+        again = next(
+            (
+                g
+                for g in uncoded.get((str(parent), name), ())
+                if g.key not in taken
+                and frame.area_m2(shapely.symmetric_difference(g.geom, geom)) <= tolerance.area_m2
+            ),
+            None,
+        )
+        if again is not None:
+            taken.add(again.key)
+            new.append(PlanGrid(again.key, again.parent_code, name, again.geom))
         else:
             new.append(PlanGrid(None, str(parent), name, geom))
     codes_kept = [g.code for g in new if g.code]

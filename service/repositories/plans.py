@@ -347,7 +347,13 @@ def _require_draft(plan: dict[str, Any]) -> None:
 
 def _grids_of(frame: gpd.GeoDataFrame) -> list[PlanGrid]:
     return [
-        PlanGrid(r.key, r.parent_code, r.name, _polygon(r.geometry), code=r.code)
+        PlanGrid(
+            r.key,
+            r.parent_code,
+            r.name,
+            _polygon(r.geometry),
+            code=r.code if isinstance(r.code, str) else None,  # pandas reads NULL as NaN
+        )
         for r in frame.itertuples(index=False)
     ]
 
@@ -449,7 +455,8 @@ def edit_plan(
     plan, checks ``if_match`` against its version (428 without one, 412 when stale), runs
     the edit (:mod:`geo.planedit`; a refusal is a 422 naming its ``reason``), replaces the
     grids it removed by those it added, records the edit (``payload``: what to log, the
-    request by default) and adds one to the version. Reads and writes only the grids the
+    request by default) and adds one to the version; an edit that changes nothing keeps the
+    version and is not logged. Reads and writes only the grids the
     edit touches (``replace_all`` excepted).
 
     Returns ``version``, ``removed`` (keys) and ``added`` (:class:`~geo.planedit.PlanGrid`
@@ -466,6 +473,10 @@ def edit_plan(
             field=exc.field or "op",
             extra={"reason": exc.reason, "keys": exc.keys or None},
         ) from None
+    if not result.removed and not result.added:
+        # Nothing changes (e.g. the same set uploaded again): the version stays, so nobody
+        # else's If-Match goes stale, and nothing is logged.
+        return {"version": plan["version"], "removed": [], "added": []}
     next_key = conn.execute(
         text("SELECT next_key FROM boundary_plan WHERE id = :id"), {"id": plan_id}
     ).scalar_one()

@@ -205,6 +205,24 @@ def test_replace_all_keeps_unchanged_codes_and_adds_the_rest():
     ]
 
 
+def test_replace_all_of_the_same_set_changes_nothing():
+    # Grids an edit drew have no code; the same set saved again (no codes, same names) is
+    # the same grids, so nothing is removed or added.
+    drawn = [
+        PlanGrid("n1", "C_A", "West", box(X, Y, X + 2 * S, Y + 0.5 * S)),
+        PlanGrid("n2", "C_A", "East", box(X, Y + 0.5 * S, X + 2 * S, Y + S)),
+        B1,
+        B2,
+    ]
+    features = [_feature(g.geom, name=g.name, code=g.code) for g in drawn]
+    r = replace_all(drawn, features, communities=COMMUNITIES)
+    assert r.removed == [] and r.added == []
+    # Renamed, it is a change.
+    features[0]["name"] = "West renamed"
+    r = replace_all(drawn, features, communities=COMMUNITIES)
+    assert r.removed == ["n1"] and [g.name for g in r.added] == ["West renamed"]
+
+
 def test_replace_all_snaps_vertices_drawn_next_to_the_grids():
     # Redrawn in a desktop GIS half a metre off the plan's outer corners (≈ 4.5e-6°).
     off = 4.5e-6

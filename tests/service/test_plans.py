@@ -565,6 +565,18 @@ def test_replace_from_an_uploaded_file(tiny_client, h, tmp_path):
     assert _keys(tiny_client, h, plan_id)[SW] == SW
     edits = tiny_client.get(f"/plans/{plan_id}/edits", headers=h["planner"]).json()
     assert edits[-1]["payload"] == {"op": "replace_all", "file": "redrawn.gpkg", "features": 5}
+    # Saving the same file again changes nothing: 200 at the same version, nothing logged,
+    # so nobody else's If-Match goes stale.
+    r = tiny_client.post(
+        f"/plans/{plan_id}/edits/file", files=files, headers={**h["planner"], "If-Match": '"2"'}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["removed"] == [], r.json()
+    assert r.json()["version"] == 2 and r.headers["ETag"] == '"2"'
+    assert tiny_client.get(f"/plans/{plan_id}", headers=h["planner"]).json()["version"] == 2
+    assert len(tiny_client.get(f"/plans/{plan_id}/edits", headers=h["planner"]).json()) == len(
+        edits
+    )
     # Not a file GDAL reads: refused naming the file.
     bad = {"file": ("x.gpkg", b"not a geopackage", "application/octet-stream")}
     r = tiny_client.post(
