@@ -415,6 +415,10 @@ def test_workload_counts_backlog_overdue_and_finds_the_busy_grid(conn):
     # No outlier when the bar is higher than the busy grid.
     calm = run_workload(conn, principal=CITY_PLANNER, z=3, median_ratio=20)
     assert calm["summary"]["outliers_high"] == 0
+    # As of now the backlog is read as the cases open now (their index), as of a given
+    # moment as those not closed by then: the same cases when the moment is now.
+    as_of = run_workload(conn, principal=CITY_PLANNER, until=datetime.now(UTC))
+    assert as_of["summary"] == result["summary"] and as_of["items"] == result["items"]
 
 
 # -- the API: scope, roles, parameters --------------------------------------------------------
