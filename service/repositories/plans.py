@@ -438,6 +438,36 @@ def _run_edit(conn: Connection, plan: dict[str, Any], edit: dict[str, Any]) -> E
     raise UnprocessableError(f"unknown edit {op!r}; one of {', '.join(EDIT_OPS)}", field="op")
 
 
+#: The input of each edit a refusal names when the geometry does not say which one: the
+#: line, parts, region or features that would make a bad grid.
+_EDIT_INPUT = {
+    "split_line": "line",
+    "split_parts": "parts",
+    "merge": "keys",
+    "move_edge": "line",
+    "reassign": "region",
+    "replace_all": "features",
+}
+#: Refusals about which grids an edit names rather than the shape it draws.
+_KEY_REASONS = {"crosses_community": "keys", "not_adjacent": "keys", "unknown_grid": "keys"}
+
+
+def _field_at_fault(
+    edit: dict[str, Any], exc: PlanEditError, payload: dict[str, Any] | None
+) -> str:
+    """Name the request's input at fault (never ``op``): ``file`` for an uploaded set."""
+    if payload is not None and "file" in payload:
+        return "file"
+    if exc.field:
+        return exc.field
+    op = edit["op"]
+    if op in ("merge", "move_edge") and exc.reason in _KEY_REASONS:
+        return "keys"
+    if op == "reassign" and exc.reason in _KEY_REASONS:
+        return "to_key"
+    return _EDIT_INPUT.get(op, "op")
+
+
 def edit_plan(
     conn: Connection,
     *,
@@ -470,7 +500,7 @@ def edit_plan(
     except PlanEditError as exc:
         raise UnprocessableError(
             exc.message,
-            field=exc.field or "op",
+            field=_field_at_fault(edit, exc, payload),
             extra={"reason": exc.reason, "keys": exc.keys or None},
         ) from None
     if not result.removed and not result.added:

@@ -334,6 +334,8 @@ def test_refused_edits_name_the_problem_and_change_nothing(tiny_client, h):
     for body, reason in cases:
         problem = _problem(_edit(tiny_client, h, plan_id, body, 1), 422, reason)
         assert problem["detail"], body
+        # The field at fault is an input of the request, never `op`.
+        assert problem["field"].split("[")[0].split(".")[0] in set(body) - {"op"}, problem
     # Nothing changed: still version 1 with the four current grids.
     plan = tiny_client.get(f"/plans/{plan_id}", headers=h["planner"])
     assert plan.headers["ETag"] == '"1"'
@@ -583,6 +585,14 @@ def test_replace_from_an_uploaded_file(tiny_client, h, tmp_path):
         f"/plans/{plan_id}/edits/file", files=bad, headers={**h["planner"], "If-Match": '"2"'}
     )
     assert _problem(r, 422)["field"] == "file"
+    # A set refused for its geometry names the file too (not `op`).
+    gappy = tmp_path / "gappy.gpkg"
+    frame.iloc[:-1].to_file(gappy)
+    files = {"file": ("gappy.gpkg", gappy.read_bytes(), "application/geopackage+sqlite3")}
+    r = tiny_client.post(
+        f"/plans/{plan_id}/edits/file", files=files, headers={**h["planner"], "If-Match": '"2"'}
+    )
+    assert _problem(r, 422, "gap")["field"] == "file"
 
 
 def test_a_discarded_draft_stays_readable_and_takes_no_edits(tiny_client, h):
