@@ -12,7 +12,7 @@ import shapely.geometry
 from sqlalchemy import Engine
 
 from service.auth import Principal
-from service.errors import ForbiddenError
+from service.errors import ForbiddenError, NotFoundError
 from service.planning.metrics import metrics_json, read_base_metrics, read_plan_metrics
 from service.repositories import plans as plans_repo
 
@@ -24,7 +24,7 @@ DRAFT_ROLES = frozenset({"admin", "planner"})
 def plan_draft_view(engine: Engine, principal: Principal, plan_id: int) -> dict[str, Any]:
     """Return ``{"name", "grids", "today", "draft"}`` of plan ``plan_id`` for the page.
 
-    403 for other roles or a plan outside the caller's area; 404 for no such plan.
+    403 for other roles; 404 for no such plan or one outside the caller's area.
     """
     if principal.role not in DRAFT_ROLES:
         raise ForbiddenError(
@@ -34,7 +34,8 @@ def plan_draft_view(engine: Engine, principal: Principal, plan_id: int) -> dict[
     with engine.connect() as conn:
         plan = plans_repo.get_plan(conn, plan_id)
         if plan["area_path"] is None or not principal.covers_path(plan["area_path"]):
-            raise ForbiddenError(f"plan {plan_id} is outside your area", field="plan")
+            # As if it did not exist, like everything outside one's scope.
+            raise NotFoundError(f"no plan {plan_id} that you may see", field="plan")
         plan, metrics = read_plan_metrics(conn, plan_id)
         today = read_base_metrics(conn, plan_id)
         grids = plans_repo.read_plan_grids(conn, plan_id)

@@ -227,5 +227,7 @@ def test_planning_page_shows_a_draft_beside_the_current_grids(tiny_client, h):
     assert plain.status_code == 200 and "Draft:" not in plain.text
     r = tiny_client.get("/pages/planning", params={"plan": plan_id}, headers=h["community"])
     _problem(r, 403)
+    r = tiny_client.get("/pages/planning", params={"plan": plan_id}, headers=h["other_planner"])
+    _problem(r, 404)
     r = tiny_client.get("/pages/planning", params={"plan": 999999}, headers=h["planner"])
     _problem(r, 404)
