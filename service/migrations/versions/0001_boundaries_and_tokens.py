@@ -1,5 +1,4 @@
-"""Boundary generations, areas with subdivided lookup parts, API tokens.
-"""
+"""Boundary generations, areas with subdivided lookup parts, API tokens."""
 
 from alembic import op
 

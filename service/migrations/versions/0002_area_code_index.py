@@ -1,5 +1,4 @@
-"""B-tree index on area codes for the lookup's ancestor chain.
-"""
+"""B-tree index on area codes for the lookup's ancestor chain."""
 
 from alembic import op
 
