@@ -37,16 +37,19 @@ class UnknownCrsError(WanggeError):
     title = "Unsupported coordinate system"
 
 
-def output_crs(raw: str | None, *, field: str = "crs") -> str:
-    """Return the canonical name of the ``crs`` asked for (EPSG:4326 when absent); 400 if
-    unknown, naming it and what is accepted."""
+def output_crs(raw: str | None, *, field: str = "crs", status: int = 400) -> str:
+    """Return the canonical name of the ``crs`` asked for (EPSG:4326 when absent); refused
+    if unknown, naming it and what is accepted: 400 in OGC API and tiles, ``status=422`` in
+    the REST API (its status for every invalid parameter)."""
     if raw is None:
         return EPSG_4326
     try:
         return parse_crs(raw)
     except ValueError as exc:
         accepted = ", ".join(CRS_URIS.values())
-        raise UnknownCrsError(f"{field}: {exc}; or the URIs {accepted}", field=field) from None
+        error = UnknownCrsError(f"{field}: {exc}; or the URIs {accepted}", field=field)
+        error.status = status
+        raise error from None
 
 
 def content_crs(name: str) -> dict[str, str]:

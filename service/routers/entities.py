@@ -308,7 +308,7 @@ def _add_list_routes(router: APIRouter, spec: EntitySpec) -> None:
             limit=limit,
             offset=q.offset,
         )
-        crs = output_crs(q.crs)
+        crs = output_crs(q.crs, status=422)
         body = page(request, shift_items(items, crs), total, limit=limit, offset=q.offset)
         return JSON(body, headers=content_crs(crs) if spec.point else None)
 
@@ -339,7 +339,7 @@ def _add_item_routes(router: APIRouter, spec: EntitySpec) -> None:
         conn: WriteConnDep,  # a sensitive kind's detail reads are logged
         crs: Annotated[OutputCrs, Query()] = None,
     ) -> JSON:
-        name = output_crs(crs)
+        name = output_crs(crs, status=422)
         item = await repo.get_entity(conn, spec, principal=principal, entity_id=entity_id)
         return JSON(shift_items([item], name)[0], headers=content_crs(name) if spec.point else None)
 

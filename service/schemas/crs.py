@@ -51,7 +51,7 @@ OutputCrs = Annotated[
         max_length=200,
         description="the system of the coordinates answered: EPSG:4326 (default), EPSG:4490, "
         "GCJ-02 (Amap, Tencent) or BD-09 (Baidu), shifted on the server (exact to 1e-6°); "
-        "names as the input's `crs`; an unknown one is 400",
+        "names as the input's `crs`; an unknown one is refused (OGC API: 400, REST: 422)",
         json_schema_extra={"enum": list(OUTPUT_CRS_NAMES)},
     ),
 ]

@@ -35,11 +35,9 @@ TOKEN_CACHE_S = 1.0
 @pytest.fixture(scope="module")
 def workers_db():
     """Return the URL of a throwaway database with the tiny hierarchy, for this module."""
-    from tests.conftest import _create_database, _drop_database
-    from tests.service.test_replicas import _load_tiny
+    from tests.conftest import _drop_database, tiny_database
 
-    url = _create_database("wangge_test_workers")
-    _load_tiny(url)
+    url = tiny_database("wangge_test_workers")
     yield url
     _drop_database(url)
 
