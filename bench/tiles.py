@@ -641,6 +641,28 @@ end
 """
 
 
+def settle(url: str, limit_s: float = 60) -> float:
+    """Wait until no other query runs in the database (at most ``limit_s``); return the wait.
+
+    A server's statements outlive the wrk run that sent them: at 1 M incidents tipg's
+    incident tiles take ~2 s each, and the ten still running when its round ended took the
+    CPU from the first seconds of the next server's 3-s round (wangge's uncached incident
+    tiles measured 35 req/s, p99 986 ms, against ~300 req/s, p99 ~100 ms on a quiet
+    database). Each round starts on a quiet database.
+    """
+    start = time.perf_counter()
+    with psycopg.connect(_pg(url), autocommit=True) as conn:
+        while time.perf_counter() - start < limit_s:
+            busy = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state = 'active' AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+            if not busy:
+                break
+            time.sleep(0.05)
+    return time.perf_counter() - start
+
+
 def run_wrk(port: int, paths: list[str], headers: dict, seconds: float, connections: int):
     lua = WRK_LUA % (
         ", ".join(json.dumps(p) for p in paths),
@@ -820,6 +842,7 @@ def main(argv: list[str] | None = None) -> int:
                         port, needs_token = SERVERS[server]
                         headers = auth if needs_token else {}
                         urls = paths[server][workload]
+                        settle(url)
                         runs[server].append(run_wrk(port, urls, headers, seconds, c))
                 for server in servers:
                     results[f"{server}|{workload}|{c}"] = _combine(runs[server])
