@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -13,6 +12,7 @@ from fastapi import FastAPI
 
 from maps.i18n import translator
 from service import __version__
+from service.background import stop_jobs
 from service.db import make_async_engine, make_engine, make_pg_pool
 from service.dispatch.deadlines import sweep_forever
 from service.dispatch.stream import CaseStream
@@ -93,7 +93,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             url, app.state.pg_pool, token_check_s=settings.api.token_cache_seconds
         ).start()
         # The coming months of incidents get their partitions (now, then daily).
-        keeping_months = asyncio.create_task(keep_months_ahead(app.state.engine))
+        # Background jobs stop between rounds, never mid-statement (service/background.py).
+        stopping = asyncio.Event()
+        keeping_months = asyncio.create_task(
+            keep_months_ahead(app.state.engine, stopping), name="incident partitions"
+        )
         # Every process sweeps deadlines; row locks make each one fire once (deadlines.py).
         dispatch = settings.dispatch
         sweeping = None
@@ -101,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeping = asyncio.create_task(
                 sweep_forever(
                     app.state.engine,
+                    stopping,
                     every_seconds=dispatch.sweep_seconds,
                     escalate_after=timedelta(minutes=dispatch.escalate_after_minutes),
                 )
@@ -116,11 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            for task in (sweeping, keeping_months):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            await stop_jobs(stopping, (sweeping, keeping_months))
             await listener.close()
             if app.state.read_routing is not None:
                 await app.state.read_routing.close()

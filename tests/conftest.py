@@ -43,13 +43,16 @@ def _server_url() -> str:
     return LocalCluster.from_env().url
 
 
-def _create_database(prefix: str) -> str:
+def _create_database(prefix: str, *, template: str | None = None) -> str:
     server = make_url(sync_url(_server_url()))
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
     admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            if template is None:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            else:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     except Exception as exc:  # fail loudly: the suite needs a real PostGIS
         pytest.fail(
             f"cannot create a test database on {server.render_as_string(hide_password=True)}: "
@@ -115,11 +118,41 @@ def load_tiny(url: str, *, records=None, description: str = "tiny") -> int:
     return gen
 
 
+#: The session's template of :func:`tiny_database` (made on first use, dropped at the end).
+_TINY_TEMPLATE: list[str] = []
+
+
+def _tiny_template() -> str:
+    """Return the name of a database holding what :func:`load_tiny` makes, and the coming
+    year's incident partitions (what a server creates at start), to copy from.
+
+    A copy takes ~0.4 s where migrating and loading take ~2 s, and the test servers find
+    their partitions made instead of creating them while the test runs.
+    """
+    if not _TINY_TEMPLATE:
+        url = _create_database("wangge_test_template")
+        load_tiny(url)
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("SELECT incident_ensure_partitions(12, NULL)"))
+        engine.dispose()
+        _TINY_TEMPLATE.append(make_url(url).database)
+    return _TINY_TEMPLATE[0]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for name in _TINY_TEMPLATE:
+        _drop_database(
+            make_url(sync_url(_server_url()))
+            .set(database=name)
+            .render_as_string(hide_password=False)
+        )
+
+
 def tiny_database(prefix: str) -> str:
-    """Return the URL of a new throwaway database (``prefix``…) holding the tiny hierarchy."""
-    url = _create_database(prefix)
-    load_tiny(url)
-    return url
+    """Return the URL of a new throwaway database (``prefix``…) holding the tiny hierarchy
+    (migrated, the tiny areas its active generation, as :func:`load_tiny` leaves it)."""
+    return _create_database(prefix, template=_tiny_template())
 
 
 @pytest.fixture

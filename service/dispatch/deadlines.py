@@ -57,6 +57,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.background import pause
 from service.dispatch.lifecycle import (
     ACTIONS,
     CATEGORIES,
@@ -435,14 +436,18 @@ async def sweep_deadlines(
 
 
 async def sweep_forever(
-    engine: AsyncEngine, *, every_seconds: float, escalate_after: timedelta | None
+    engine: AsyncEngine,
+    stop: asyncio.Event,
+    *,
+    every_seconds: float,
+    escalate_after: timedelta | None,
 ) -> None:
-    """Sweep every ``every_seconds`` until cancelled (a server process's background task).
+    """Sweep every ``every_seconds`` until ``stop`` is set (a server process's background
+    task; a sweep in flight ends first, see :mod:`service.background`).
 
     Errors are logged, never raised: a database that is away now is swept on a later round.
     """
-    while True:
-        await asyncio.sleep(every_seconds)
+    while not await pause(stop, every_seconds):
         try:
             result = await sweep_deadlines(engine, escalate_after=escalate_after)
         except asyncio.CancelledError:

@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.background import pause
+
 __all__ = [
     "list_partitions",
     "ensure_partitions",
@@ -78,13 +80,14 @@ def ensure_partitions(conn: Connection, *, months_ahead: int, since: date | None
 
 async def keep_months_ahead(
     engine: AsyncEngine,
+    stop: asyncio.Event,
     *,
     months_ahead: int = MONTHS_AHEAD,
     every_seconds: float = ENSURE_EVERY_S,
     retry_seconds: float = RETRY_S,
 ) -> None:
     """Create this month and the next ``months_ahead`` now and once every ``every_seconds``,
-    for as long as the server runs (each server process does; creation takes an advisory
+    until ``stop`` is set (each server process does; creation takes an advisory
     lock, so they never collide, and costs a few milliseconds when nothing is missing).
 
     Creating a partition locks ``incident``: the attempt waits at most ``LOCK_TIMEOUT`` for
@@ -93,7 +96,7 @@ async def keep_months_ahead(
     rows of a month without a partition land in ``incident_default`` and move into their
     month when it is created.
     """
-    while True:
+    while not stop.is_set():
         wait = every_seconds
         try:
             async with engine.begin() as conn:
@@ -115,7 +118,8 @@ async def keep_months_ahead(
         except Exception:  # noqa: BLE001 - the next round tries again; nothing is lost meanwhile
             log.warning("could not create the coming months' incident partitions", exc_info=True)
             wait = retry_seconds
-        await asyncio.sleep(wait)
+        if await pause(stop, wait):
+            return
 
 
 def archive_months(conn: Connection, *, before: date) -> list[str]:
