@@ -4,9 +4,11 @@ The key is claimed by inserting it in the write's own transaction. A concurrent 
 the same key blocks on that insert until the first commits, then replays the stored response;
 if the first rolls back, the second proceeds. The same key with a different body is refused.
 
-Two front doors to the same three statements: :func:`run_idempotent` on a SQLAlchemy
-connection (entity writes, Open311) and :func:`run_idempotent_pg` on a raw asyncpg
-connection inside the caller's transaction (case actions, which run on the hot pool:
+Three front doors to the same three statements: :func:`run_idempotent` on a SQLAlchemy
+async connection (entity writes, Open311), :func:`run_idempotent_sync` on a synchronous one
+in a worker thread (plan edits, whose geometry work must not hold the event loop:
+:mod:`service.routers.plans`) and :func:`run_idempotent_pg` on a raw asyncpg connection
+inside the caller's transaction (case actions, which run on the hot pool:
 :mod:`service.dispatch.cases`).
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.auth import Principal
@@ -28,6 +30,7 @@ __all__ = [
     "request_fingerprint",
     "check_key",
     "run_idempotent",
+    "run_idempotent_sync",
     "run_idempotent_pg",
     "MAX_KEY_LENGTH",
 ]
@@ -90,6 +93,31 @@ async def run_idempotent(
         await conn.execute(text(_STORE), {**ids, "s": status, "r": orjson.dumps(body).decode()})
         return status, body, False
     row = (await conn.execute(text(_STORED), ids)).first()
+    _same_request(row.request_sha256, fingerprint)
+    return row.status, row.response, True
+
+
+def run_idempotent_sync(
+    conn: Connection,
+    *,
+    principal: Principal,
+    key: str | None,
+    fingerprint: bytes,
+    work: Callable[[], tuple[int, Any]],
+) -> tuple[int, Any, bool]:
+    """As :func:`run_idempotent`, on a synchronous connection in the caller's transaction;
+    ``work`` is a plain function, and its body is stored as orjson renders a response
+    (numpy numbers included)."""
+    if key is None:
+        return (*work(), False)
+    check_key(key)
+    ids = {"t": principal.token_id, "k": key}
+    if conn.execute(text(_CLAIM), {**ids, "h": fingerprint}).scalar():
+        status, body = work()
+        stored = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+        conn.execute(text(_STORE), {**ids, "s": status, "r": stored.decode()})
+        return status, body, False
+    row = conn.execute(text(_STORED), ids).first()
     _same_request(row.request_sha256, fingerprint)
     return row.status, row.response, True
 

@@ -14,7 +14,7 @@ pure shapely (:mod:`geo.planedit`); here it is read and written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import geopandas as gpd
@@ -492,9 +492,7 @@ def edit_plan(
     Returns ``version``, ``removed`` (keys) and ``added`` (:class:`~geo.planedit.PlanGrid`
     with their keys).
     """
-    plan = get_plan(conn, plan_id, for_update=True)
-    _require_draft(plan)
-    _require_version(plan, if_match, required=True)
+    plan = _begin_edit(conn, plan_id, if_match, required=True)
     try:
         result = _run_edit(conn, plan, edit)
     except PlanEditError as exc:
@@ -535,40 +533,57 @@ def edit_plan(
             for g in added
         ],
     )
-    version = plan["version"] + 1
-    conn.execute(
-        text(
-            "UPDATE boundary_plan SET version = :v, next_key = :k, updated_at = now() "
-            "WHERE id = :id"
-        ),
-        {"v": version, "k": next_key, "id": plan_id},
-    )
-    _log_edit(
+    version = _end_edit(
         conn,
-        plan_id=plan_id,
-        version=version,
+        plan,
         op=edit["op"],
         actor=actor,
         actor_name=actor_name,
         removed=result.removed,
         added=[g.key for g in added],
         payload=edit if payload is None else payload,
+        sets={"next_key": next_key},
     )
     return {"version": version, "removed": list(result.removed), "added": added}
 
 
-def _log_edit(
+def _begin_edit(
+    conn: Connection, plan_id: int, if_match: IfMatch, *, required: bool
+) -> dict[str, Any]:
+    """Return the plan locked for a change (edit, discard, publish): a draft, at the version
+    ``if_match`` names (428 when ``required`` and absent, 412 when stale; 409 not a draft)."""
+    plan = get_plan(conn, plan_id, for_update=True)
+    _require_draft(plan)
+    _require_version(plan, if_match, required=required)
+    return plan
+
+
+def _end_edit(
     conn: Connection,
+    plan: dict[str, Any],
     *,
-    plan_id: int,
-    version: int,
     op: str,
     actor: str,
     actor_name: str,
-    removed: list[str],
-    added: list[str],
     payload: dict[str, Any],
-) -> None:
+    removed: Sequence[str] = (),
+    added: Sequence[str] = (),
+    sets: dict[str, Any] | None = None,
+    now: tuple[str, ...] = (),
+) -> int:
+    """Add one to the plan's version with ``sets`` (column → value) and the columns of
+    ``now`` set to now(), log the change as that version, and return it."""
+    version = plan["version"] + 1
+    sets = dict(sets or {})
+    assignments = "".join(f", {column} = :{column}" for column in sets)
+    assignments += "".join(f", {column} = now()" for column in now)
+    conn.execute(
+        text(
+            f"UPDATE boundary_plan SET version = :version, updated_at = now(){assignments} "
+            "WHERE id = :plan_id"
+        ),
+        {**sets, "version": version, "plan_id": plan["id"]},
+    )
     conn.execute(
         text(
             "INSERT INTO boundary_plan_edit (plan_id, version, op, actor, actor_name, removed, "
@@ -576,7 +591,7 @@ def _log_edit(
             "CAST(:payload AS jsonb))"
         ),
         {
-            "plan": plan_id,
+            "plan": plan["id"],
             "v": version,
             "op": op,
             "actor": actor,
@@ -586,6 +601,7 @@ def _log_edit(
             "payload": orjson.dumps(payload, default=_jsonable).decode(),
         },
     )
+    return version
 
 
 def _jsonable(value):
@@ -607,31 +623,20 @@ def list_plan_edits(conn: Connection, plan_id: int) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-def discard_plan(conn: Connection, *, plan_id: int, if_match: IfMatch, actor: str) -> int:
+def discard_plan(
+    conn: Connection, *, plan_id: int, if_match: IfMatch, actor: str, actor_name: str = ""
+) -> int:
     """Mark a draft discarded (its grids and history stay readable); return its version."""
-    plan = get_plan(conn, plan_id, for_update=True)
-    _require_draft(plan)
-    _require_version(plan, if_match, required=False)
-    version = plan["version"] + 1
-    conn.execute(
-        text(
-            "UPDATE boundary_plan SET status = 'discarded', version = :v, updated_at = now() "
-            "WHERE id = :id"
-        ),
-        {"v": version, "id": plan_id},
-    )
-    _log_edit(
+    plan = _begin_edit(conn, plan_id, if_match, required=False)
+    return _end_edit(
         conn,
-        plan_id=plan_id,
-        version=version,
+        plan,
         op="discard",
         actor=actor,
-        actor_name="",
-        removed=[],
-        added=[],
+        actor_name=actor_name,
         payload={},
+        sets={"status": "discarded"},
     )
-    return version
 
 
 # -- diff and publish -----------------------------------------------------------------------
@@ -840,9 +845,7 @@ def publish_plan(
     generation is activated (entities re-mapped, open cases follow: :func:`service.
     repositories.boundaries.activate_generation`) and the plan is marked published.
     """
-    plan = get_plan(conn, plan_id, for_update=True)
-    _require_draft(plan)
-    _require_version(plan, if_match, required=False)
+    plan = _begin_edit(conn, plan_id, if_match, required=False)
     # One generation change at a time: this waits for any transaction that is creating or
     # activating a generation (another publish, an import) to end, and holds off others
     # until this one ends; so the base check below reads what is really current. Without
@@ -927,29 +930,20 @@ def publish_plan(
             conn, generation_id=generation_id, records=records, source=f"plan:{plan_id}"
         )
     remapped = boundaries.activate_generation(conn, generation_id=generation_id)
-    version = plan["version"] + 1
     for key, code in codes.items():
         conn.execute(
             text("UPDATE boundary_plan_grid SET code = :code WHERE plan_id = :plan AND key = :key"),
             {"code": code, "plan": plan_id, "key": key},
         )
-    conn.execute(
-        text(
-            "UPDATE boundary_plan SET status = 'published', published_generation = :g, "
-            "published_at = now(), version = :v, updated_at = now() WHERE id = :id"
-        ),
-        {"g": generation_id, "v": version, "id": plan_id},
-    )
-    _log_edit(
+    version = _end_edit(
         conn,
-        plan_id=plan_id,
-        version=version,
+        plan,
         op="publish",
         actor=actor,
         actor_name=actor_name,
-        removed=[],
-        added=[],
         payload={"generation": generation_id, "codes": codes, "retired": retired},
+        sets={"status": "published", "published_generation": generation_id},
+        now=("published_at",),
     )
     return {
         "plan_id": plan_id,

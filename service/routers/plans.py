@@ -7,13 +7,15 @@ worker thread on the primary's synchronous engine, one transaction per request
 
 from __future__ import annotations
 
-import importlib
+import hashlib
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import shapely
 import shapely.geometry
 from fastapi import APIRouter, File, Form, Header, Path, Request, UploadFile
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from geo.planedit import PlanEditError, read_grid_file
@@ -23,8 +25,9 @@ from service.auth import Principal
 from service.deps import ApiSettingsDep, PrincipalDep, SyncEngineDep, WriteConnDep
 from service.edge.limits import read_upload
 from service.errors import ForbiddenError, UnprocessableError
-from service.idempotency import request_fingerprint, run_idempotent
+from service.idempotency import request_fingerprint, run_idempotent, run_idempotent_sync
 from service.inputs import NUL_REASON, NulFree, find_nul
+from service.planning.metrics import edit_metrics
 from service.preconditions import parse_if_match
 from service.repositories import plans as repo
 from service.responses import JSON
@@ -48,6 +51,14 @@ PlanId = Annotated[int, Path(ge=1, le=2**62)]
 IfMatch = Annotated[
     str | None,
     Header(alias="If-Match", max_length=64, description='the plan\'s ETag, e.g. "3"'),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="makes a retry safe: the same key and request again answer the first "
+        "answer (even once the plan has moved on), the same key with another request is 422",
+    ),
 ]
 _STALE = {
     412: {"description": "If-Match names an older version of the plan: read it and redo"},
@@ -100,22 +111,16 @@ def _feature_collection(grids) -> dict[str, Any]:
     }
 
 
-def _edit_metrics(engine, plan_id: int, removed: list[str], added) -> dict[str, Any] | None:
-    """Return the measures of the grids an edit changed (and of the plan, when the metrics
-    glue of the planning page is installed: ``service.planning.metrics.edit_metrics``)."""
+def _edit_metrics(conn, plan_id: int, removed: list[str], added) -> dict[str, Any] | None:
+    """Return the measures of the grids an edit changed and of the plan
+    (:func:`service.planning.metrics.edit_metrics`), read in the edit's transaction (so a
+    replayed answer carries them); should that fail, the changed grids' shapes alone."""
     changed = {g.key: g.geom for g in added}
     try:
-        glue = importlib.import_module("service.planning.metrics")
-    except ModuleNotFoundError:
-        glue = None
-    if glue is not None and hasattr(glue, "edit_metrics"):
-        try:
-            with engine.connect() as conn:
-                return glue.edit_metrics(
-                    conn, plan_id=plan_id, removed=list(removed), changed=changed
-                )
-        except Exception:  # the edit is committed; its measures are a courtesy
-            log.exception("plan %s: measuring the edit failed", plan_id)
+        with conn.begin_nested():  # a failure rolls back the measuring, not the edit
+            return edit_metrics(conn, plan_id=plan_id, removed=list(removed), changed=changed)
+    except Exception:  # the edit stands; its measures are a courtesy
+        log.exception("plan %s: measuring the edit failed", plan_id)
     if not changed:
         return None
     geoms = list(changed.values())
@@ -123,6 +128,70 @@ def _edit_metrics(engine, plan_id: int, removed: list[str], added) -> dict[str, 
     shapes = measure_shapes(frame.to_metric(geoms))
     shapes.insert(0, "key", list(changed))
     return {"grids": shapes.to_dict(orient="records"), "plan": None}
+
+
+async def _edit(
+    request: Request,
+    engine,
+    principal: Principal,
+    plan_id: int,
+    *,
+    key: str | None,
+    request_body: Any,
+    change: Callable[[Connection], dict[str, Any]],
+) -> JSON:
+    """Every change of a plan, one way: the plan read in the caller's scope, the
+    ``Idempotency-Key`` claimed, then ``change`` (the repository's: lock, If-Match, write,
+    log) and its answer, all in one transaction in a worker thread.
+
+    The key is claimed before If-Match is checked: a retry of an edit that went through is
+    answered the first answer again (``Idempotent-Replayed: true``), never a 412 for the
+    version its own first attempt made. ``request_body`` is what the key's fingerprint
+    reads (the same key with another body is a 422)."""
+    _require_planner(principal)
+    fingerprint = request_fingerprint("POST", request.url.path, request_body)
+
+    def work() -> tuple[int, Any, bool]:
+        with engine.begin() as conn:
+            _plan_for(conn, principal, plan_id)
+            return run_idempotent_sync(
+                conn,
+                principal=principal,
+                key=key,
+                fingerprint=fingerprint,
+                work=lambda: (200, change(conn)),
+            )
+
+    status, answer, replayed = await run_in_threadpool(work)
+    headers = _etag(answer["version"])
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSON(answer, status_code=status, headers=headers)
+
+
+def _grid_edit(principal: Principal, plan_id: int, if_match: str | None, edit, payload):
+    """Return the change of a grid edit (:func:`_edit`): the edit, and its answer with the
+    grids added and the measures."""
+
+    def change(conn: Connection) -> dict[str, Any]:
+        done = repo.edit_plan(
+            conn,
+            plan_id=plan_id,
+            if_match=parse_if_match(if_match),
+            edit=edit,
+            actor=principal.token_id,
+            actor_name=principal.name,
+            payload=payload,
+        )
+        return {
+            "plan_id": plan_id,
+            "version": done["version"],
+            "removed": done["removed"],
+            "added": _feature_collection(done["added"]),
+            "metrics": _edit_metrics(conn, plan_id, done["removed"], done["added"]),
+        }
+
+    return change
 
 
 @router.post(
@@ -238,38 +307,6 @@ async def plan_edits(engine: SyncEngineDep, principal: PrincipalDep, plan_id: Pl
     return JSON(await run_in_threadpool(work))
 
 
-async def _edit(
-    engine, principal: Principal, plan_id: int, if_match: str | None, edit: dict, payload: dict
-) -> JSON:
-    def work() -> dict:
-        with engine.begin() as conn:
-            _plan_for(conn, principal, plan_id, for_update=True)
-            return repo.edit_plan(
-                conn,
-                plan_id=plan_id,
-                if_match=parse_if_match(if_match),
-                edit=edit,
-                actor=principal.token_id,
-                actor_name=principal.name,
-                payload=payload,
-            )
-
-    done = await run_in_threadpool(work)
-    metrics = await run_in_threadpool(
-        _edit_metrics, engine, plan_id, done["removed"], done["added"]
-    )
-    return JSON(
-        {
-            "plan_id": plan_id,
-            "version": done["version"],
-            "removed": done["removed"],
-            "added": _feature_collection(done["added"]),
-            "metrics": metrics,
-        },
-        headers=_etag(done["version"]),
-    )
-
-
 @router.post(
     "/{plan_id:int}/edits",
     response_model=PlanEditResult,
@@ -286,14 +323,17 @@ async def _edit(
     responses=_STALE,
 )
 async def edit_plan(
+    request: Request,
     engine: SyncEngineDep,
     principal: PrincipalDep,
     plan_id: PlanId,
     body: PlanEdit,
     if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSON:
     _require_planner(principal)
     payload = body.model_dump(mode="json")
+    sent = payload
     nul = find_nul(payload)
     if nul is not None:
         raise UnprocessableError(f"{nul}: {NUL_REASON}", field=nul)
@@ -304,7 +344,15 @@ async def edit_plan(
         ]
         # The log keeps what was done, not megabytes of coordinates.
         payload = {"op": "replace_all", "features": len(edit["features"])}
-    return await _edit(engine, principal, plan_id, if_match, edit, payload)
+    return await _edit(
+        request,
+        engine,
+        principal,
+        plan_id,
+        key=idempotency_key,
+        request_body=sent,
+        change=_grid_edit(principal, plan_id, if_match, edit, payload),
+    )
 
 
 @router.post(
@@ -317,6 +365,7 @@ async def edit_plan(
     responses=_STALE,
 )
 async def replace_from_file(
+    request: Request,
     engine: SyncEngineDep,
     principal: PrincipalDep,
     api: ApiSettingsDep,
@@ -324,6 +373,7 @@ async def replace_from_file(
     file: UploadFile = File(description="GeoJSON, GeoPackage or zipped Shapefile of grids"),
     layer: NulFree | None = Form(None, max_length=200),
     if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSON:
     _require_planner(principal)
     data = await read_upload(file, api)
@@ -336,7 +386,16 @@ async def replace_from_file(
         ) from None
     edit = {"op": "replace_all", "features": features}
     payload = {"op": "replace_all", "file": filename, "features": len(features)}
-    return await _edit(engine, principal, plan_id, if_match, edit, payload)
+    sent = {"file_sha256": hashlib.sha256(data).hexdigest(), "filename": filename, "layer": layer}
+    return await _edit(
+        request,
+        engine,
+        principal,
+        plan_id,
+        key=idempotency_key,
+        request_body=sent,
+        change=_grid_edit(principal, plan_id, if_match, edit, payload),
+    )
 
 
 @router.get(
@@ -373,41 +432,46 @@ async def plan_diff(engine: SyncEngineDep, principal: PrincipalDep, plan_id: Pla
     responses={**_STALE, 409: {"description": "not a draft, base not current, or pending"}},
 )
 async def publish_plan(
-    engine: SyncEngineDep, principal: PrincipalDep, plan_id: PlanId, if_match: IfMatch = None
+    request: Request,
+    engine: SyncEngineDep,
+    principal: PrincipalDep,
+    plan_id: PlanId,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSON:
-    _require_planner(principal)
+    def change(conn: Connection) -> dict[str, Any]:
+        return repo.publish_plan(
+            conn,
+            plan_id=plan_id,
+            if_match=parse_if_match(if_match),
+            actor=principal.token_id,
+            actor_name=principal.name,
+        )
 
-    def work() -> dict:
-        with engine.begin() as conn:
-            _plan_for(conn, principal, plan_id, for_update=True)
-            return repo.publish_plan(
-                conn,
-                plan_id=plan_id,
-                if_match=parse_if_match(if_match),
-                actor=principal.token_id,
-                actor_name=principal.name,
-            )
-
-    done = await run_in_threadpool(work)
-    return JSON(done, headers=_etag(done["version"]))
+    return await _edit(
+        request, engine, principal, plan_id, key=idempotency_key, request_body=None, change=change
+    )
 
 
 @router.post("/{plan_id:int}/discard", response_model=PlanRead, summary="Discard a draft")
 async def discard_plan(
-    engine: SyncEngineDep, principal: PrincipalDep, plan_id: PlanId, if_match: IfMatch = None
+    request: Request,
+    engine: SyncEngineDep,
+    principal: PrincipalDep,
+    plan_id: PlanId,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSON:
-    _require_planner(principal)
+    def change(conn: Connection) -> dict[str, Any]:
+        repo.discard_plan(
+            conn,
+            plan_id=plan_id,
+            if_match=parse_if_match(if_match),
+            actor=principal.token_id,
+            actor_name=principal.name,
+        )
+        return _public(repo.get_plan(conn, plan_id))
 
-    def work() -> dict:
-        with engine.begin() as conn:
-            _plan_for(conn, principal, plan_id, for_update=True)
-            repo.discard_plan(
-                conn,
-                plan_id=plan_id,
-                if_match=parse_if_match(if_match),
-                actor=principal.token_id,
-            )
-            return repo.get_plan(conn, plan_id)
-
-    plan = await run_in_threadpool(work)
-    return JSON(_public(plan), headers=_etag(plan["version"]))
+    return await _edit(
+        request, engine, principal, plan_id, key=idempotency_key, request_body=None, change=change
+    )

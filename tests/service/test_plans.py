@@ -751,3 +751,109 @@ def test_the_diff_of_a_reassign_counts_the_territory_that_changes_grid(tiny_clie
     assert d["redrawn_m2"] == pytest.approx(area[NW] + area[NE], rel=1e-3)
     moved = [t for t in d["transfers"] if not t["same_grid"]]
     assert [(t["from_code"], t["to_key"]) for t in moved] == [(NW, NE)]
+
+
+def _post(client, h, path, key, version=None, who="planner", **kw):
+    headers = {**h[who], "Idempotency-Key": key}
+    if version is not None:
+        headers["If-Match"] = f'"{version}"'
+    return client.post(path, headers=headers, **kw)
+
+
+def test_a_retried_edit_with_its_idempotency_key_acts_once(tiny_client, tiny_db_url, h, tmp_path):
+    import geopandas as gpd
+
+    plan_id = _draft(tiny_client, h)
+    edits = f"/plans/{plan_id}/edits"
+    split = {"op": "split_line", "key": NW, "line": mapping(CUT_NW)}
+    first = _post(tiny_client, h, edits, "split-1", 1, json=split)
+    assert first.status_code == 200, first.text
+    # The answer was lost on a flaky network: the retry, still at If-Match "1", is the first
+    # answer again (not a 412 for the version its own first attempt made), and splits nothing.
+    again = _post(tiny_client, h, edits, "split-1", 1, json=split)
+    assert again.status_code == 200, again.text
+    assert again.headers["Idempotent-Replayed"] == "true" and again.headers["ETag"] == '"2"'
+    assert again.json() == first.json()
+    assert len(_keys(tiny_client, h, plan_id)) == 5
+    # The same key with another request is refused; another key at a stale version is a 412.
+    merge = {"op": "merge", "keys": [SW, SE]}
+    assert _problem(_post(tiny_client, h, edits, "split-1", 2, json=merge), 422)["field"] == (
+        "Idempotency-Key"
+    )
+    _problem(_post(tiny_client, h, edits, "merge-1", 1, json=merge), 412)
+    # A refused attempt stores nothing: the same key, now at the right version, acts.
+    r = _post(tiny_client, h, edits, "merge-1", 2, json=merge)
+    assert r.status_code == 200 and "Idempotent-Replayed" not in r.headers, r.text
+    assert r.json()["version"] == 3
+    # Keys are the caller's: another planner's same key is another request.
+    cut_ne = {
+        "op": "split_line",
+        "key": NE,
+        "line": mapping(LineString([(106.015, 26.0095), (106.015, 26.0205)])),
+    }
+    assert (
+        _post(tiny_client, h, edits, "split-1", 3, who="planner2", json=cut_ne).status_code == 200
+    )
+    # A file uploaded twice with its key replaces once.
+    frame = gpd.GeoDataFrame(
+        {"name": ["North", "Grid 1-2-1", "Grid 1-2-2"], "code": [None, SW, SE]},
+        geometry=[box(106.0, 26.01, 106.02, 26.02), grid_box(1, 2, 1), grid_box(1, 2, 2)],
+        crs="EPSG:4326",
+    )
+    path = tmp_path / "north.gpkg"
+    frame.to_file(path)
+    # (SW and SE were merged at version 3: the file restores them, and joins the north.)
+    files = {"file": ("north.gpkg", path.read_bytes(), "application/geopackage+sqlite3")}
+    upload = [_post(tiny_client, h, f"{edits}/file", "file-1", 4, files=files) for _ in range(2)]
+    assert [u.status_code for u in upload] == [200, 200], upload[0].text
+    assert upload[1].headers["Idempotent-Replayed"] == "true"
+    assert upload[1].json() == upload[0].json() and upload[0].json()["version"] == 5
+    other = {"file": ("north.gpkg", path.read_bytes() + b"\0", "application/geopackage+sqlite3")}
+    _problem(_post(tiny_client, h, f"{edits}/file", "file-1", 5, files=other), 422)
+    # Publishing retried: one generation, the second answer the first's.
+    published = [
+        _post(tiny_client, h, f"/plans/{plan_id}/publish", "publish-1", 5) for _ in range(2)
+    ]
+    assert [p.status_code for p in published] == [200, 200], published[0].text
+    assert published[1].json() == published[0].json()
+    assert published[1].headers["Idempotent-Replayed"] == "true"
+    assert (
+        _sql(
+            tiny_db_url,
+            "SELECT count(*) FROM generation WHERE description LIKE :d",
+            d=f"plan {plan_id}:%",
+        )[0][0]
+        == 1
+    )
+    log = tiny_client.get(f"/plans/{plan_id}/edits", headers=h["planner"]).json()
+    assert [e["op"] for e in log] == ["split_line", "merge", "split_line", "replace_all", "publish"]
+    # A discard retried after the plan moved on is the first answer too.
+    second = _draft(tiny_client, h, name="To drop")
+    dropped = [_post(tiny_client, h, f"/plans/{second}/discard", "drop-1", 1) for _ in range(2)]
+    assert [d.status_code for d in dropped] == [200, 200]
+    assert dropped[1].json() == dropped[0].json() and dropped[1].headers["ETag"] == '"2"'
+
+
+def test_one_key_sent_twice_at_once_edits_once(tiny_server, tiny_db_url, h):
+    with httpx.Client(base_url=tiny_server.base_url, timeout=60) as client:
+        plan_id = _draft(client, h)
+        split = {"op": "split_line", "key": NW, "line": mapping(CUT_NW)}
+        answers: list[httpx.Response] = []
+        barrier = threading.Barrier(2)
+
+        def run():
+            barrier.wait()
+            answers.append(_post(client, h, f"/plans/{plan_id}/edits", "twice", 1, json=split))
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [a.status_code for a in answers] == [200, 200], answers[0].text
+        assert answers[0].json() == answers[1].json()
+        assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == 1
+    edits = _sql(
+        tiny_db_url, "SELECT count(*) FROM boundary_plan_edit WHERE plan_id = :p", p=plan_id
+    )
+    assert edits[0][0] == 1
