@@ -66,7 +66,14 @@ def digits_for_tolerance(tolerance_deg: float) -> int:
     return max(1, min(7, math.ceil(-math.log10(tolerance_deg))))
 
 
-def _where(spec: LayerSpec, principal: Principal, generation: int | None) -> tuple[list, dict]:
+def _where(
+    spec: LayerSpec,
+    principal: Principal,
+    generation: int | None,
+    filters: dict[str, str] | None = None,
+) -> tuple[list, dict]:
+    """Return the conditions (on ``t``) and parameters of the features the caller sees, with
+    ``filters`` (property: value, compared as text)."""
     # The same scope rules as the areas and entities APIs, from the same definitions.
     params: dict[str, Any] = scope_params(principal)
     if spec.kind == "area":
@@ -79,6 +86,9 @@ def _where(spec: LayerSpec, principal: Principal, generation: int | None) -> tup
         params.update(level=spec.level, g=generation)
     else:
         where = [point_visible_sql("t")]
+    for i, (name, value) in enumerate((filters or {}).items()):
+        where.append(f"CAST({spec.properties[name]} AS text) = :f{i}")
+        params[f"f{i}"] = str(value)
     return where, params
 
 
@@ -203,13 +213,10 @@ async def layer_items(
     """
     check_readable(spec, principal)
     props = _select_props(spec, properties)
-    where, params = _where(spec, principal, generation)
+    where, params = _where(spec, principal, generation, filters)
     if bbox is not None:
         where.append("t.geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326)")
         params.update(x0=bbox[0], y0=bbox[1], x1=bbox[2], y1=bbox[3])
-    for i, (name, value) in enumerate((filters or {}).items()):
-        where.append(f"CAST({spec.properties[name]} AS text) = :f{i}")
-        params[f"f{i}"] = str(value)
     if datetime_range is not None and spec.datetime_sql:
         start, end = datetime_range
         if start is not None:
@@ -323,13 +330,22 @@ def _tile_pixel_sql(lon: str, lat: str) -> tuple[str, str]:
 _IN_BUFFER = "p.px BETWEEN -64 AND 4160 AND p.py BETWEEN -64 AND 4160"
 
 
-def _tile_sql(spec: LayerSpec, where: list[str]) -> str:
+#: The tile's Web Mercator envelope (parameters :z, :x, :y).
+TILE_ENVELOPE = "ST_TileEnvelope(CAST(:z AS integer), CAST(:x AS integer), CAST(:y AS integer))"
+
+
+def tile_properties(spec: LayerSpec, alias: str) -> tuple[str, str]:
+    """Return SQL of the layer's tile properties: their expressions named (on ``t``), and
+    the names as columns of ``alias``."""
     props = ", ".join(f'{expr} AS "{name}"' for name, expr in spec.tile_properties.items())
-    names = ", ".join(f'f."{name}"' for name in spec.tile_properties)
-    env = """
+    return props, ", ".join(f'{alias}."{name}"' for name in spec.tile_properties)
+
+
+def _tile_sql(spec: LayerSpec, where: list[str]) -> str:
+    props, names = tile_properties(spec, "p")
+    env = f"""
         WITH env AS (
-            SELECT ST_TileEnvelope(CAST(:z AS integer), CAST(:x AS integer),
-                                   CAST(:y AS integer)) AS m
+            SELECT {TILE_ENVELOPE} AS m
         ), env4326 AS (
             SELECT m, ST_Transform(m, 4326) AS g FROM env
         )"""
@@ -343,7 +359,7 @@ def _tile_sql(spec: LayerSpec, where: list[str]) -> str:
             LIMIT CAST(:cap AS integer)
         )
         SELECT ST_AsMVT(f.*, '{spec.name}', 4096, 'geom', 'fid') FROM (
-            SELECT ST_MakePoint(p.px, p.py) AS geom, p.fid, {names.replace("f.", "p.")}
+            SELECT ST_MakePoint(p.px, p.py) AS geom, p.fid, {names}
             FROM feats p WHERE {_IN_BUFFER}
         ) f
         """
@@ -373,10 +389,14 @@ _BIN_VISIBLE = (
 )
 
 
-def _bin_conditions(spec: LayerSpec, filters: dict[str, str]) -> list[str] | None:
-    """Return the conditions on the layer's bins for the request's filters, or None when a
-    filter cannot be read there (the tile is then drawn from the rows, capped)."""
-    out = []
+def _clustering(spec: LayerSpec, z: int, filters: dict[str, str]) -> tuple[int, list[str]] | None:
+    """Return (zoom of the bins, conditions on them: the caller's scope and ``filters``) of a
+    tile at zoom ``z`` of a layer with bins, or None when it is drawn from the rows, capped: no
+    bins fine enough, or a filter the bins do not hold (a category)."""
+    bz = _bin_zoom(z) if spec.bins else None
+    if bz is None:
+        return None
+    out = [_BIN_VISIBLE]
     for i, name in enumerate(filters):
         if name == INCIDENTS.lifecycle.column:
             out.append(f"b.status = :f{i}")
@@ -384,7 +404,7 @@ def _bin_conditions(spec: LayerSpec, filters: dict[str, str]) -> list[str] | Non
             out.append(f"split_part(b.area_path, '/', {_PATH_PART[name]}) = :f{i}")
         else:
             return None
-    return out
+    return bz, out
 
 
 #: The part of an area path naming the area of each level.
@@ -420,12 +440,25 @@ def _bin_zoom(z: int) -> int | None:
     return next((bz for bz in INCIDENT_BIN_ZOOMS if bz >= z + CLUSTER_SHIFT), None)
 
 
-def _clustered_tile_sql(spec: LayerSpec, where: list[str], bin_where: list[str]) -> str:
-    # The tile's incidents counted from their bins (32 x 32 cells, whatever the table
-    # holds): more than cluster_above, and the tile draws one point per cell of 32 x 32 at
-    # the centroid of its incidents with their count; otherwise the incidents themselves.
-    # CASE evaluates only the branch it takes.
-    px, py = _tile_pixel_sql("k.sx / k.n", "k.sy / k.n")
+#: A cluster's counts, from a row ``k`` of ``cells`` (:func:`clustered_sql`).
+CELL_COUNTS = (
+    "CAST(k.n AS integer) AS point_count, CAST(coalesce(k.open_n, 0) AS integer) AS open_count"
+)
+#: A cluster's place: the centroid of its incidents, from a row ``k`` of ``cells``.
+CELL_CENTROID = ("k.sx / k.n", "k.sy / k.n")
+
+
+def clustered_sql(spec: LayerSpec, bin_where: list[str], *, clusters: str, rows: str) -> str:
+    """Return the statement of a tile of a layer with bins, in whatever tile grid.
+
+    The tile's incidents are counted from their bins (``cells``: 32 x 32 cells, whatever
+    the table holds; parameters from :func:`bin_params`): more than ``cluster_above``, and
+    the tile is ``clusters``, an MVT drawn from ``cells k`` (one point a cell at
+    :data:`CELL_CENTROID` with :data:`CELL_COUNTS`); otherwise ``rows``, the statement
+    drawing the incidents themselves. CASE evaluates only the branch it takes. One
+    definition for WGS84 tiles (:func:`layer_tile`) and GCJ-02 ones
+    (:mod:`service.tiles.shifted`), which differ only in where they put a point.
+    """
     return f"""
         WITH cells AS (
             SELECT b.x >> CAST(:shift AS integer) AS cx, b.y >> CAST(:shift AS integer) AS cy,
@@ -438,18 +471,37 @@ def _clustered_tile_sql(spec: LayerSpec, where: list[str], bin_where: list[str])
             HAVING sum(b.n) > 0
         )
         SELECT CASE WHEN (SELECT coalesce(sum(n), 0) FROM cells) > CAST(:above AS integer)
-        THEN (
+        THEN ({clusters})
+        ELSE ({rows}) END
+    """
+
+
+def bin_params(spec: LayerSpec, z: int, bz: int, bins: tuple[int, int, int, int]) -> dict[str, Any]:
+    """Return the parameters of :func:`clustered_sql` for a tile at zoom ``z`` reading the
+    bins ``bins`` (x0, y0, x1, y1, inclusive) of zoom ``bz``."""
+    bx0, by0, bx1, by1 = bins
+    return {
+        "bz": bz,
+        "shift": bz - z - CLUSTER_SHIFT,
+        # Each column of bins one range of the key (z, x, y): a range of x would read the
+        # whole strip of the map above and below the tile.
+        "bxs": list(range(bx0, bx1 + 1)),
+        "by0": by0,
+        "by1": by1,
+        "above": spec.cluster_above,
+    }
+
+
+def _clustered_tile_sql(spec: LayerSpec, where: list[str], bin_where: list[str]) -> str:
+    # Clusters placed by their pixel in the tile (_tile_pixel_sql), kept within its buffer.
+    px, py = _tile_pixel_sql(*CELL_CENTROID)
+    clusters = f"""
             SELECT ST_AsMVT(c.*, '{spec.name}', 4096, 'geom') FROM (
                 SELECT ST_MakePoint(p.px, p.py) AS geom, p.point_count, p.open_count
-                FROM (
-                    SELECT {px} AS px, {py} AS py, CAST(k.n AS integer) AS point_count,
-                           CAST(coalesce(k.open_n, 0) AS integer) AS open_count
-                    FROM cells k
-                ) p WHERE {_IN_BUFFER}
-            ) c
-        )
-        ELSE ({_tile_sql(spec, where)}) END
-    """
+                FROM (SELECT {px} AS px, {py} AS py, {CELL_COUNTS} FROM cells k) p
+                WHERE {_IN_BUFFER}
+            ) c"""
+    return clustered_sql(spec, bin_where, clusters=clusters, rows=_tile_sql(spec, where))
 
 
 async def layer_tile(
@@ -473,29 +525,20 @@ async def layer_tile(
     if z < spec.min_zoom:
         return b""
     filters = filters or {}
-    where, params = _where(spec, principal, generation)
-    for i, (name, value) in enumerate(filters.items()):
-        where.append(f"CAST({spec.properties[name]} AS text) = :f{i}")
-        params[f"f{i}"] = str(value)
+    where, params = _where(spec, principal, generation, filters)
     # One pixel of a 4096 extent: finer detail is lost in quantisation anyway.
     params.update(z=z, x=x, y=y, cap=spec.max_features_per_tile, tol=360.0 / (4096 * 2**z))
     # The map's side and the tile's corner in pixels of a 4096 extent (points' pixels).
     params.update(world=4096.0 * 2**z, px0=4096.0 * x, py0=4096.0 * y)
-    sql = None
-    bz = _bin_zoom(z) if spec.bins else None
-    bin_where = _bin_conditions(spec, filters) if bz is not None else None
-    if bin_where is not None:
-        d = bz - z
+    clustering = _clustering(spec, z, filters)
+    if clustering is not None:
+        bz, bin_where = clustering
+        d = bz - z  # the tile's bins: 2^d x 2^d of them
         params.update(
-            bz=bz,
-            shift=d - CLUSTER_SHIFT,
-            # Each column of bins one range of the key (z, x, y): a range of x would read
-            # the whole strip of the map above and below the tile.
-            bxs=list(range(x << d, (x + 1) << d)),
-            by0=y << d,
-            by1=((y + 1) << d) - 1,
-            above=spec.cluster_above,
+            bin_params(spec, z, bz, (x << d, y << d, ((x + 1) << d) - 1, ((y + 1) << d) - 1))
         )
-        sql = _clustered_tile_sql(spec, where, [_BIN_VISIBLE, *bin_where])
-    data = await _fetch(pool, sql or _tile_sql(spec, where), params, "fetchval")
+        sql = _clustered_tile_sql(spec, where, bin_where)
+    else:
+        sql = _tile_sql(spec, where)
+    data = await _fetch(pool, sql, params, "fetchval")
     return bytes(data or b"")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 
@@ -37,14 +36,18 @@ from service.auth import Principal
 # The layer's scope conditions, bins and statement runner: one definition, shared with the
 # WGS84 tiles (service.repositories.layers), so both draw the same features.
 from service.repositories.layers import (
-    _BIN_VISIBLE,
-    _bin_conditions,
-    _bin_zoom,
+    CELL_CENTROID,
+    CELL_COUNTS,
+    TILE_ENVELOPE,
+    _clustering,
     _fetch,
     _where,
+    bin_params,
     check_readable,
+    clustered_sql,
+    tile_properties,
 )
-from service.specs.map_layers import CLUSTER_SHIFT, LayerSpec
+from service.specs.map_layers import LayerSpec
 from service.tiles.cache import SHIFT_DEG, tile_bounds
 
 __all__ = ["TILE_CRS", "shifted_layer_tile"]
@@ -113,16 +116,14 @@ def _gcj02_point_sql(inner: str, others: str) -> str:
     lon, lat, source = _gcj02_sql(inner)
     return f"""
         SELECT ST_AsMVTGeom(ST_Transform(ST_SetSRID(ST_MakePoint({lon}, {lat}), 4326), 3857),
-                            ST_TileEnvelope(CAST(:z AS integer), CAST(:x AS integer),
-                                            CAST(:y AS integer)), 4096, 64, true) AS geom,
+                            {TILE_ENVELOPE}, 4096, 64, true) AS geom,
                {others}
         FROM {source}
     """
 
 
 def _points_tile_sql(spec: LayerSpec, where: list[str]) -> str:
-    props = ", ".join(f'{expr} AS "{name}"' for name, expr in spec.tile_properties.items())
-    names = ", ".join(f'k."{name}"' for name in spec.tile_properties)
+    props, names = tile_properties(spec, "k")
     inner = f"""
         SELECT ST_X(t.geom) AS lon, ST_Y(t.geom) AS lat, {spec.mvt_id_sql} AS fid, {props}
         FROM {spec.source}
@@ -141,8 +142,7 @@ def _shapes_tile_sql(spec: LayerSpec, where: list[str]) -> str:
     """A tile of polygons shifted vertex by vertex in SQL: each simplified shape's points
     dumped, shifted (:func:`_gcj02_sql`) and put back together ring by ring, part by part,
     then clipped and encoded as the WGS84 tiles are; one statement."""
-    props = ", ".join(f'{expr} AS "{name}"' for name, expr in spec.tile_properties.items())
-    names = ", ".join(f's."{name}"' for name in spec.tile_properties)
+    props, names = tile_properties(spec, "s")
     lon, lat, source = _gcj02_sql("SELECT p.fid, p.path, p.lon, p.lat FROM pts p")
     return f"""
         WITH src AS (
@@ -173,8 +173,7 @@ def _shapes_tile_sql(spec: LayerSpec, where: list[str]) -> str:
             FROM parts GROUP BY fid
         ), feats AS (
             SELECT ST_AsMVTGeom(ST_Transform(g.g, 3857),
-                                ST_TileEnvelope(CAST(:z AS integer), CAST(:x AS integer),
-                                                CAST(:y AS integer)), 4096, 64, true) AS geom,
+                                {TILE_ENVELOPE}, 4096, 64, true) AS geom,
                    s.fid, {names}
             FROM shapes g JOIN src s USING (fid)
         )
@@ -184,33 +183,18 @@ def _shapes_tile_sql(spec: LayerSpec, where: list[str]) -> str:
 
 
 def _clustered_points_tile_sql(spec: LayerSpec, where: list[str], bin_where: list[str]) -> str:
-    # As service.repositories.layers' clustered tiles: past cluster_above, one point per
-    # cell at the centroid of its incidents (shifted), with their counts.
-    cells = """
-        SELECT CAST(k.sx / k.n AS float8) AS lon, CAST(k.sy / k.n AS float8) AS lat,
-               CAST(k.n AS integer) AS point_count,
-               CAST(coalesce(k.open_n, 0) AS integer) AS open_count
+    # The WGS84 tiles' clusters (service.repositories.layers.clustered_sql), each cell's
+    # centroid shifted.
+    lon, lat = CELL_CENTROID
+    cells = f"""
+        SELECT CAST({lon} AS float8) AS lon, CAST({lat} AS float8) AS lat, {CELL_COUNTS}
         FROM cells k
     """
-    return f"""
-        WITH cells AS (
-            SELECT b.x >> CAST(:shift AS integer) AS cx, b.y >> CAST(:shift AS integer) AS cy,
-                   sum(b.n) AS n, sum(b.n) FILTER (WHERE b.status <> 'closed') AS open_n,
-                   sum(b.sx) AS sx, sum(b.sy) AS sy
-            FROM {spec.bins} b
-            WHERE b.z = CAST(:bz AS smallint) AND b.x = ANY(CAST(:bxs AS integer[]))
-              AND b.y BETWEEN :by0 AND :by1 AND b.n <> 0 AND {" AND ".join(bin_where)}
-            GROUP BY 1, 2
-            HAVING sum(b.n) > 0
-        )
-        SELECT CASE WHEN (SELECT coalesce(sum(n), 0) FROM cells) > CAST(:above AS integer)
-        THEN (
+    clusters = f"""
             SELECT ST_AsMVT(c.*, '{spec.name}', 4096, 'geom') FROM (
                 {_gcj02_point_sql(cells, "k.point_count, k.open_count")}
-            ) c WHERE c.geom IS NOT NULL
-        )
-        ELSE ({_points_tile_sql(spec, where)}) END
-    """
+            ) c WHERE c.geom IS NOT NULL"""
+    return clustered_sql(spec, bin_where, clusters=clusters, rows=_points_tile_sql(spec, where))
 
 
 #: Bound of the shift's derivatives (|ds/dlon| + |ds/dlat| < 0.0078 per component in China).
@@ -250,18 +234,11 @@ def _tile_index(lon: float, lat: float, z: int) -> tuple[int, int]:
     return min(max(tx, 0), n - 1), min(max(ty, 0), n - 1)
 
 
-def _bin_params(box, z: int, bz: int, above: int) -> dict[str, Any]:
+def _bins(box, bz: int) -> tuple[int, int, int, int]:
+    """Return the bins (x0, y0, x1, y1) of zoom ``bz`` covering the WGS84 ``box``."""
     bx0, by0 = _tile_index(box[0], box[3], bz)  # north-west
     bx1, by1 = _tile_index(box[2], box[1], bz)  # south-east
-    d = bz - z
-    return {
-        "bz": bz,
-        "shift": d - CLUSTER_SHIFT,
-        "bxs": list(range(bx0, bx1 + 1)),
-        "by0": by0,
-        "by1": by1,
-        "above": above,
-    }
+    return bx0, by0, bx1, by1
 
 
 async def shifted_layer_tile(
@@ -285,10 +262,7 @@ async def shifted_layer_tile(
     if z < spec.min_zoom:
         return b""
     filters = filters or {}
-    where, params = _where(spec, principal, generation)
-    for i, (name, value) in enumerate(filters.items()):
-        where.append(f"CAST({spec.properties[name]} AS text) = :f{i}")
-        params[f"f{i}"] = str(value)
+    where, params = _where(spec, principal, generation, filters)
     box = _wgs84_box(z, x, y, crs)
     params.update(
         x0=box[0],
@@ -298,11 +272,11 @@ async def shifted_layer_tile(
         cap=spec.max_features_per_tile,
         tol=360.0 / (4096 * 2**z),
     )
-    bz = _bin_zoom(z) if spec.bins else None
-    bin_where = _bin_conditions(spec, filters) if bz is not None else None
-    if bin_where is not None:
-        params.update(_bin_params(box, z, bz, spec.cluster_above))
-        sql = _clustered_points_tile_sql(spec, where, [_BIN_VISIBLE, *bin_where])
+    clustering = _clustering(spec, z, filters)
+    if clustering is not None:
+        bz, bin_where = clustering
+        params.update(bin_params(spec, z, bz, _bins(box, bz)))
+        sql = _clustered_points_tile_sql(spec, where, bin_where)
     elif spec.geometry == "point":
         sql = _points_tile_sql(spec, where)
     else:
