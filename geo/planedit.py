@@ -198,27 +198,32 @@ def parse_line(raw, field_name: str = "line") -> LineString:
 def parse_polygon(raw, field_name: str = "region") -> Polygon:
     """Return a valid single Polygon from GeoJSON (or shapely); refuse multipart and
     self-intersecting rings, naming where."""
-    geom = _geometry_of(raw, field_name)
+    return _one_polygon(_geometry_of(raw, field_name), field_name)
+
+
+def _one_polygon(geom: BaseGeometry, field_name: str, label: str | None = None) -> Polygon:
+    """Return ``geom`` as one valid Polygon (a MultiPolygon of one part is its part), or
+    refuse it: ``multipart``, ``invalid_geometry`` or ``self_intersecting``, saying
+    ``label`` (default ``field_name``) and naming ``field_name``."""
+    label = label or field_name
     if isinstance(geom, MultiPolygon):
         if len(geom.geoms) != 1:
             raise PlanEditError(
                 "multipart",
-                f"{field_name}: one Polygon, not a MultiPolygon of {len(geom.geoms)} parts",
+                f"{label}: must be one Polygon, not a MultiPolygon of {len(geom.geoms)} parts",
                 field=field_name,
             )
         geom = geom.geoms[0]
     if not isinstance(geom, Polygon):
         raise PlanEditError(
             "invalid_geometry",
-            f"{field_name}: must be a Polygon, not a {geom.geom_type}",
+            f"{label}: must be a Polygon, not a {geom.geom_type}",
             field=field_name,
         )
     if not geom.is_valid:
         why = shapely.is_valid_reason(geom)
-        reason = "self_intersecting" if "Self-intersection" in why or "Ring" in why else None
-        raise PlanEditError(
-            reason or "invalid_geometry", f"{field_name}: is invalid: {why}", field=field_name
-        )
+        reason = "self_intersecting" if "Self-intersection" in why else "invalid_geometry"
+        raise PlanEditError(reason, f"{label}: is invalid: {why}", field=field_name)
     return geom
 
 
@@ -338,30 +343,34 @@ def _check_new(grids: Sequence[PlanGrid], frame: _Frame, tol: Tolerance) -> None
     for g in grids:
         if g.code is not None:
             continue  # a current grid, unchanged: accepted as it is
-        label = f"grid {g.key}" if g.key else f"new grid {g.name!r}"
         if not isinstance(g.geom, Polygon):
-            _single(g.geom, g.key, label)
+            _single(g.geom, g.key, _label(g))
         if not g.geom.is_valid:
-            raise PlanEditError(
-                "invalid_geometry",
-                f"{label} is invalid: {shapely.is_valid_reason(g.geom)}",
-                keys=[g.key] if g.key else [],
-            )
+            raise _refused(g, "invalid_geometry", f"is invalid: {shapely.is_valid_reason(g.geom)}")
         area = frame.area_m2(g.geom)
         if area < tol.min_area_m2:
-            raise PlanEditError(
+            raise _refused(
+                g,
                 "sliver",
-                f"{label} would be {area:.0f} m², under the {tol.min_area_m2:.0f} m² a grid needs",
-                keys=[g.key] if g.key else [],
+                f"would be {area:.0f} m², under the {tol.min_area_m2:.0f} m² a grid needs",
             )
         width = frame.width_m(g.geom)
         if width < tol.min_width_m:
-            raise PlanEditError(
+            raise _refused(
+                g,
                 "sliver",
-                f"{label} would be a strip {width:.1f} m wide, under the {tol.min_width_m:.0f} m "
-                "a grid needs",
-                keys=[g.key] if g.key else [],
+                f"would be a strip {width:.1f} m wide, under the {tol.min_width_m:.0f} m a grid "
+                "needs",
             )
+
+
+def _label(g: PlanGrid) -> str:
+    return f"grid {g.key}" if g.key else f"new grid {g.name!r}"
+
+
+def _refused(g: PlanGrid, reason: str, what: str, sep: str = " ") -> PlanEditError:
+    """Return the refusal of grid ``g`` (``what`` it would be), naming it and its key."""
+    return PlanEditError(reason, f"{_label(g)}{sep}{what}", keys=[g.key] if g.key else [])
 
 
 def check_replacement(
@@ -382,19 +391,20 @@ def check_replacement(
     if communities is not None:
         for g in new:
             parent = communities.get(g.parent_code)
-            label = f"grid {g.key}" if g.key else f"new grid {g.name!r}"
             if parent is None:
-                raise PlanEditError(
+                raise _refused(
+                    g,
                     "crosses_community",
-                    f"{label}: its community {g.parent_code} is not in the plan's area",
-                    keys=[g.key] if g.key else [],
+                    f"its community {g.parent_code} is not in the plan's area",
+                    sep=": ",
                 )
             outside = frame.area_m2(shapely.difference(g.geom, parent))
             if outside > tolerance.area_m2:
-                raise PlanEditError(
+                raise _refused(
+                    g,
                     "crosses_community",
-                    f"{label}: {outside:.0f} m² of it lie outside its community {g.parent_code}",
-                    keys=[g.key] if g.key else [],
+                    f"{outside:.0f} m² of it lie outside its community {g.parent_code}",
+                    sep=": ",
                 )
     new_geoms = np.array([g.geom for g in new], dtype=object)
     if len(new) > 1:
@@ -749,27 +759,7 @@ def _replace_all(
                 snapped = shapely.snap(geom, shapely.union_all(old_edges[near]), snap_deg)
                 if snapped.is_valid and not snapped.is_empty:
                     geom = snapped
-        if isinstance(geom, MultiPolygon) and len(geom.geoms) > 1:
-            raise PlanEditError(
-                "multipart",
-                f"{where}: a grid must be one polygon, not {len(geom.geoms)} parts",
-                field=f"{where}.geometry",
-            )
-        if isinstance(geom, MultiPolygon):
-            geom = geom.geoms[0]
-        if not isinstance(geom, Polygon):
-            raise PlanEditError(
-                "invalid_geometry",
-                f"{where}: must be a Polygon, not a {geom.geom_type}",
-                field=f"{where}.geometry",
-            )
-        if not geom.is_valid:
-            why = shapely.is_valid_reason(geom)
-            raise PlanEditError(
-                "self_intersecting" if "Self-intersection" in why else "invalid_geometry",
-                f"{where}: is invalid: {why}",
-                field=f"{where}.geometry",
-            )
+        geom = _one_polygon(geom, f"{where}.geometry", where)
         parent = f.get("parent_code")
         if parent is None:
             shared = shapely.area(shapely.intersection(cgeoms, geom))

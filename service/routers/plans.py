@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import shapely
 import shapely.geometry
-from fastapi import APIRouter, File, Form, Header, Path, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Path, Request, UploadFile
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
@@ -28,6 +29,7 @@ from service.errors import ForbiddenError, UnprocessableError
 from service.idempotency import request_fingerprint, run_idempotent, run_idempotent_sync
 from service.inputs import NUL_REASON, NulFree, find_nul
 from service.planning.metrics import edit_metrics
+from service.preconditions import IfMatch as IfMatchCondition
 from service.preconditions import parse_if_match
 from service.repositories import plans as repo
 from service.responses import JSON
@@ -130,68 +132,88 @@ def _edit_metrics(conn, plan_id: int, removed: list[str], added) -> dict[str, An
     return {"grids": shapes.to_dict(orient="records"), "plan": None}
 
 
-async def _edit(
-    request: Request,
-    engine,
-    principal: Principal,
-    plan_id: int,
-    *,
-    key: str | None,
-    request_body: Any,
-    change: Callable[[Connection], dict[str, Any]],
-) -> JSON:
-    """Every change of a plan, one way: the plan read in the caller's scope, the
-    ``Idempotency-Key`` claimed, then ``change`` (the repository's: lock, If-Match, write,
-    log) and its answer, all in one transaction in a worker thread.
+@dataclass(frozen=True)
+class PlanChange:
+    """A change of one plan as a request asks it (every edit, publish, discard): who, which
+    plan, its ``If-Match`` and ``Idempotency-Key``. :meth:`run` is the one way it is made."""
 
-    The key is claimed before If-Match is checked: a retry of an edit that went through is
-    answered the first answer again (``Idempotent-Replayed: true``), never a 412 for the
-    version its own first attempt made. ``request_body`` is what the key's fingerprint
-    reads (the same key with another body is a 422)."""
-    _require_planner(principal)
-    fingerprint = request_fingerprint("POST", request.url.path, request_body)
+    request: Request
+    engine: Any
+    principal: Principal
+    plan_id: int
+    if_match: IfMatchCondition
+    key: str | None
 
-    def work() -> tuple[int, Any, bool]:
-        with engine.begin() as conn:
-            _plan_for(conn, principal, plan_id)
-            return run_idempotent_sync(
-                conn,
-                principal=principal,
-                key=key,
-                fingerprint=fingerprint,
-                work=lambda: (200, change(conn)),
-            )
-
-    status, answer, replayed = await run_in_threadpool(work)
-    headers = _etag(answer["version"])
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return JSON(answer, status_code=status, headers=headers)
-
-
-def _grid_edit(principal: Principal, plan_id: int, if_match: str | None, edit, payload):
-    """Return the change of a grid edit (:func:`_edit`): the edit, and its answer with the
-    grids added and the measures."""
-
-    def change(conn: Connection) -> dict[str, Any]:
-        done = repo.edit_plan(
-            conn,
-            plan_id=plan_id,
-            if_match=parse_if_match(if_match),
-            edit=edit,
-            actor=principal.token_id,
-            actor_name=principal.name,
-            payload=payload,
-        )
+    @property
+    def actor(self) -> dict[str, Any]:
+        """Who changes the plan, and at which version (the repository's keywords)."""
         return {
-            "plan_id": plan_id,
-            "version": done["version"],
-            "removed": done["removed"],
-            "added": _feature_collection(done["added"]),
-            "metrics": _edit_metrics(conn, plan_id, done["removed"], done["added"]),
+            "plan_id": self.plan_id,
+            "if_match": self.if_match,
+            "actor": self.principal.token_id,
+            "actor_name": self.principal.name,
         }
 
-    return change
+    async def run(self, sent: Any, change: Callable[[Connection], dict[str, Any]]) -> JSON:
+        """Make the change: the plan read in the caller's scope, the key claimed, then
+        ``change`` (the repository's: lock, If-Match, write, log) and its answer, all in one
+        transaction in a worker thread.
+
+        The key is claimed before If-Match is judged: a retry of an edit that went through
+        is answered the first answer again (``Idempotent-Replayed: true``), never a 412 for
+        the version its own first attempt made. ``sent`` is the request as the key's
+        fingerprint reads it (the same key with another request is a 422)."""
+        fingerprint = request_fingerprint("POST", self.request.url.path, sent)
+
+        def work() -> tuple[int, Any, bool]:
+            with self.engine.begin() as conn:
+                _plan_for(conn, self.principal, self.plan_id)
+                return run_idempotent_sync(
+                    conn,
+                    principal=self.principal,
+                    key=self.key,
+                    fingerprint=fingerprint,
+                    work=lambda: (200, change(conn)),
+                )
+
+        status, answer, replayed = await run_in_threadpool(work)
+        headers = _etag(answer["version"])
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return JSON(answer, status_code=status, headers=headers)
+
+    async def edit_grids(self, sent: Any, edit: dict[str, Any], log: dict[str, Any]) -> JSON:
+        """Run a grid edit (``log``: what the plan's history keeps of it); its answer has
+        the grids added and their measures."""
+
+        def change(conn: Connection) -> dict[str, Any]:
+            done = repo.edit_plan(conn, edit=edit, payload=log, **self.actor)
+            return {
+                "plan_id": self.plan_id,
+                "version": done["version"],
+                "removed": done["removed"],
+                "added": _feature_collection(done["added"]),
+                "metrics": _edit_metrics(conn, self.plan_id, done["removed"], done["added"]),
+            }
+
+        return await self.run(sent, change)
+
+
+def _plan_change(
+    request: Request,
+    engine: SyncEngineDep,
+    principal: PrincipalDep,
+    plan_id: PlanId,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> PlanChange:
+    _require_planner(principal)
+    return PlanChange(
+        request, engine, principal, plan_id, parse_if_match(if_match), idempotency_key
+    )
+
+
+PlanChangeDep = Annotated[PlanChange, Depends(_plan_change)]
 
 
 @router.post(
@@ -322,37 +344,19 @@ async def plan_edits(engine: SyncEngineDep, principal: PrincipalDep, plan_id: Pl
     "`invalid_geometry`. Answers the new grids with their measures and the new ETag.",
     responses=_STALE,
 )
-async def edit_plan(
-    request: Request,
-    engine: SyncEngineDep,
-    principal: PrincipalDep,
-    plan_id: PlanId,
-    body: PlanEdit,
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
-) -> JSON:
-    _require_planner(principal)
-    payload = body.model_dump(mode="json")
-    sent = payload
-    nul = find_nul(payload)
+async def edit_plan(change: PlanChangeDep, body: PlanEdit) -> JSON:
+    sent = body.model_dump(mode="json")
+    nul = find_nul(sent)
     if nul is not None:
         raise UnprocessableError(f"{nul}: {NUL_REASON}", field=nul)
-    edit = dict(payload)
+    edit, log = dict(sent), sent
     if body.op == "replace_all":
         edit["features"] = [
-            {**f["properties"], "geometry": f["geometry"]} for f in payload["features"]
+            {**f["properties"], "geometry": f["geometry"]} for f in sent["features"]
         ]
         # The log keeps what was done, not megabytes of coordinates.
-        payload = {"op": "replace_all", "features": len(edit["features"])}
-    return await _edit(
-        request,
-        engine,
-        principal,
-        plan_id,
-        key=idempotency_key,
-        request_body=sent,
-        change=_grid_edit(principal, plan_id, if_match, edit, payload),
-    )
+        log = {"op": "replace_all", "features": len(edit["features"])}
+    return await change.edit_grids(sent, edit, log)
 
 
 @router.post(
@@ -365,17 +369,11 @@ async def edit_plan(
     responses=_STALE,
 )
 async def replace_from_file(
-    request: Request,
-    engine: SyncEngineDep,
-    principal: PrincipalDep,
+    change: PlanChangeDep,
     api: ApiSettingsDep,
-    plan_id: PlanId,
     file: UploadFile = File(description="GeoJSON, GeoPackage or zipped Shapefile of grids"),
     layer: NulFree | None = Form(None, max_length=200),
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSON:
-    _require_planner(principal)
     data = await read_upload(file, api)
     filename = file.filename or "upload"
     try:
@@ -384,18 +382,10 @@ async def replace_from_file(
         raise UnprocessableError(
             exc.message, field=exc.field or "file", extra={"reason": exc.reason}
         ) from None
-    edit = {"op": "replace_all", "features": features}
-    payload = {"op": "replace_all", "file": filename, "features": len(features)}
     sent = {"file_sha256": hashlib.sha256(data).hexdigest(), "filename": filename, "layer": layer}
-    return await _edit(
-        request,
-        engine,
-        principal,
-        plan_id,
-        key=idempotency_key,
-        request_body=sent,
-        change=_grid_edit(principal, plan_id, if_match, edit, payload),
-    )
+    edit = {"op": "replace_all", "features": features}
+    log = {"op": "replace_all", "file": filename, "features": len(features)}
+    return await change.edit_grids(sent, edit, log)
 
 
 @router.get(
@@ -431,47 +421,14 @@ async def plan_diff(engine: SyncEngineDep, principal: PrincipalDep, plan_id: Pla
     "`If-Match` is optional here; when sent, a stale one is refused (412).",
     responses={**_STALE, 409: {"description": "not a draft, base not current, or pending"}},
 )
-async def publish_plan(
-    request: Request,
-    engine: SyncEngineDep,
-    principal: PrincipalDep,
-    plan_id: PlanId,
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
-) -> JSON:
-    def change(conn: Connection) -> dict[str, Any]:
-        return repo.publish_plan(
-            conn,
-            plan_id=plan_id,
-            if_match=parse_if_match(if_match),
-            actor=principal.token_id,
-            actor_name=principal.name,
-        )
-
-    return await _edit(
-        request, engine, principal, plan_id, key=idempotency_key, request_body=None, change=change
-    )
+async def publish_plan(change: PlanChangeDep) -> JSON:
+    return await change.run(None, lambda conn: repo.publish_plan(conn, **change.actor))
 
 
 @router.post("/{plan_id:int}/discard", response_model=PlanRead, summary="Discard a draft")
-async def discard_plan(
-    request: Request,
-    engine: SyncEngineDep,
-    principal: PrincipalDep,
-    plan_id: PlanId,
-    if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
-) -> JSON:
-    def change(conn: Connection) -> dict[str, Any]:
-        repo.discard_plan(
-            conn,
-            plan_id=plan_id,
-            if_match=parse_if_match(if_match),
-            actor=principal.token_id,
-            actor_name=principal.name,
-        )
-        return _public(repo.get_plan(conn, plan_id))
+async def discard_plan(change: PlanChangeDep) -> JSON:
+    def discard(conn: Connection) -> dict[str, Any]:
+        repo.discard_plan(conn, **change.actor)
+        return _public(repo.get_plan(conn, change.plan_id))
 
-    return await _edit(
-        request, engine, principal, plan_id, key=idempotency_key, request_body=None, change=change
-    )
+    return await change.run(None, discard)
