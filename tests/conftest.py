@@ -257,3 +257,12 @@ class LiveServer:
 def tiny_server(tiny_db_url):
     with LiveServer(tiny_db_url) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Return headless Chromium for the test module (page helpers: tests/service/browser.py)."""
+    from tests.service.browser import launch_chromium
+
+    with launch_chromium() as chromium:
+        yield chromium

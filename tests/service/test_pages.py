@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +19,7 @@ from service.auth import Principal
 from service.cli import app as cli
 from tests.conftest import auth, make_tokens
 from tests.maps.data import controls, embedded
+from tests.service.browser import Watch, open_page, shot
 
 CITY = "990100"
 D1, D2 = "990101", "990102"
@@ -28,16 +28,6 @@ NE_OF_D1 = "990101001001002"
 SW = "990101001002001"
 SE = "990102001002002"
 ALL_GRIDS = [f"{d}001{c:03d}{g:03d}" for d in (D1, D2) for c in (1, 2) for g in (1, 2)]  # 8 grids
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "pages"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 TOKEN_SPECS = {
     "admin": ("admin", None),
     "city": ("city_dispatcher", CITY),
@@ -274,21 +264,6 @@ def test_cli_writes_self_contained_pages(client, tiny_db_url, tmp_path, monkeypa
 
 
 # -- in a browser ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    # Fail, never skip: playwright is in the test extras and `make test` installs chromium.
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        pytest.fail(f"the browser checks need playwright ({exc}): pip install -e '.[test]'")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.fail("the browser checks need Debian's chromium: apt-get install -y chromium")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def live(tiny_server, tiny_db_url):
     """A live server on a seeded tiny city, its tokens, and an HTTP client for it."""
@@ -305,38 +280,6 @@ def live(tiny_server, tiny_db_url):
     http.close()
 
 
-class Watch:
-    """What a page does that it should not: console errors, exceptions, foreign requests."""
-
-    def __init__(self, page, origin: str):
-        self.problems: list[str] = []
-        page.on(
-            "console",
-            lambda m: self.problems.append(f"console: {m.text}") if m.type == "error" else None,
-        )
-        page.on("pageerror", lambda e: self.problems.append(f"exception: {e}"))
-
-        def request(r):
-            if not (r.url.startswith(origin) or r.url.startswith(("data:", "file:"))):
-                self.problems.append(f"request to {r.url}")
-
-        page.on("request", request)
-
-
-def _open(browser, server, path, token, viewport=(1280, 800), **context):
-    ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, **context)
-    page = ctx.new_page()
-    watch = Watch(page, server.base_url)
-    sep = "&" if "?" in path else "?"
-    # In English: these tests read the pages' words (tests/service/test_pages_i18n.py reads
-    # the Chinese ones).
-    page.goto(f"{server.base_url}{path}{sep}lang=en&access_token={token}")
-    page.wait_for_selector(".leaflet-control-layers")
-    # Exchanged for the page session cookie: the address bar holds no token.
-    assert "access_token" not in page.url and token not in page.content()
-    return ctx, page, watch
-
-
 def _paths(page) -> int:
     return page.locator("path.leaflet-interactive").count()
 
@@ -346,20 +289,15 @@ def _toggle(page, label: str) -> None:
     control.get_by_role("checkbox", name=label, exact=True).click()
 
 
-def _shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-
-
 def test_dispatch_page_in_a_browser(browser, live):
     server, tokens, _ = live
-    ctx, page, watch = _open(browser, server, "/pages/dispatch", tokens["city"], (1400, 900))
+    ctx, page, watch = open_page(browser, server, "/pages/dispatch", tokens["city"], (1400, 900))
     # City + 2 districts + 4 communities + 8 grids, each an SVG path.
     assert _paths(page) == 15
     assert page.locator(".marker-cluster, .wg-incident").count() > 0
     assert page.locator(".wg-legend").is_visible()
     assert "Open incidents per grid" in page.locator(".wg-legend").inner_text()
-    _shot(page, "dispatch")
+    shot(page, "dispatch")
     _toggle(page, "Grids (open incidents)")
     assert _paths(page) == 7
     _toggle(page, "Grids (open incidents)")
@@ -384,7 +322,7 @@ def test_dispatch_page_in_a_browser(browser, live):
 
 def test_tablet_page_in_a_browser_files_one_case_despite_a_lost_answer(browser, live):
     server, tokens, http = live
-    ctx, page, watch = _open(
+    ctx, page, watch = open_page(
         browser,
         server,
         "/pages/tablet",
@@ -436,7 +374,7 @@ def test_tablet_page_in_a_browser_files_one_case_despite_a_lost_answer(browser, 
     mine = [i for i in filed if i["description"] == "pothole by the school gate"]
     assert len(mine) == 1
     assert (mine[0]["source"], mine[0]["category"]) == ("patrol", "road")
-    _shot(page, "tablet")
+    shot(page, "tablet")
     page.unroute("**/incidents")
 
     # A tap on the map sets the position; outside the officer's grid the service refuses,
@@ -462,7 +400,7 @@ def test_tablet_page_in_a_browser_files_one_case_despite_a_lost_answer(browser, 
 
 def test_planning_page_in_a_browser(browser, live):
     server, tokens, _ = live
-    ctx, page, watch = _open(browser, server, "/pages/planning", tokens["planner"], (1400, 900))
+    ctx, page, watch = open_page(browser, server, "/pages/planning", tokens["planner"], (1400, 900))
     # The coverage analyses' gaps are drawn: the tiny city has no service facility, so every
     # community lies beyond a 15-minute walk, and no grid has its 1+1+1 team.
     with_gaps = _paths(page)
@@ -487,7 +425,7 @@ def test_planning_page_in_a_browser(browser, live):
         "City outline",
     ]
     assert "Incidents in the last 90 days" in page.locator(".wg-legend").inner_text()
-    _shot(page, "planning")
+    shot(page, "planning")
     page.locator("path.leaflet-interactive").first.click()
     popup = page.locator(".leaflet-popup-content")
     popup.wait_for()

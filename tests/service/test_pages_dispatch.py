@@ -13,13 +13,12 @@ import json
 import re
 import struct
 import zlib
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import auth, make_tokens
-from tests.service.test_pages import ARTIFACTS, CHROMIUM_ARGS, Watch
+from tests.service.browser import open_page, shot
 
 CITY, D1 = "990100", "990101"
 COMMUNITY = "990101001001"
@@ -62,11 +61,6 @@ def _report(client, token, where=IN_NW, category="road", description="") -> int:
     r = client.post("/incidents", json={**body, "description": description}, headers=auth(token))
     assert r.status_code == 201, r.text
     return r.json()["id"]
-
-
-def _shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def _act(client, token, case_id, action, body=None) -> dict:
@@ -235,20 +229,6 @@ def test_the_served_pages_carry_their_live_parts_and_exports_do_not(
 
 
 # -- in a browser ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        pytest.fail(f"the browser checks need playwright ({exc}): pip install -e '.[test]'")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.fail("the browser checks need Debian's chromium: apt-get install -y chromium")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def live(tiny_server, tiny_db_url):
     """A live server on the tiny city with a team in the officer's grid, its tokens, and an
@@ -266,18 +246,6 @@ def live(tiny_server, tiny_db_url):
     assert http.post("/members", json=member, headers=auth(tokens["admin"])).status_code == 201
     yield tiny_server, tokens, http
     http.close()
-
-
-def _open(browser, server, path, token, viewport=(1400, 900), **context):
-    ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, **context)
-    page = ctx.new_page()
-    watch = Watch(page, server.base_url)
-    sep = "&" if "?" in path else "?"
-    # In English: these tests read the pages' words (test_pages_i18n.py: the Chinese ones).
-    page.goto(f"{server.base_url}{path}{sep}lang=en&access_token={token}")
-    page.wait_for_selector(".leaflet-control-layers")
-    assert "access_token" not in page.url and token not in page.content()
-    return ctx, page, watch
 
 
 def _sql(url: str, sql: str, **params) -> list:
@@ -316,7 +284,9 @@ def test_the_dispatch_page_shows_a_case_filed_elsewhere_live(browser, live, tiny
         i=red,
     )
 
-    ctx, page, watch = _open(browser, server, "/pages/dispatch", tokens["community"])
+    ctx, page, watch = open_page(
+        browser, server, "/pages/dispatch", tokens["community"], (1400, 900)
+    )
     page.wait_for_selector(".wg-status.wg-on")  # following the stream
     # The queue loads beside the stream (both start at once): wait for its three cases.
     page.wait_for_function(
@@ -407,7 +377,7 @@ def test_the_dispatch_page_shows_a_case_filed_elsewhere_live(browser, live, tiny
     _act(http, tokens["community"], first, "reject", {"reason": "not_a_case"})
     page.wait_for_function("(id) => !wg.live.markers[id]", arg=first, timeout=10_000)
     assert page.locator(f".wg-qitem[data-id='{first}']").count() == 0
-    _shot(page, "dispatch-live")
+    shot(page, "dispatch-live")
     assert page.evaluate("window.__sameDocument") is True
     # The one 412 is the only thing Chromium reports.
     assert all("412" in p for p in watch.problems), watch.problems
@@ -417,7 +387,7 @@ def test_the_dispatch_page_shows_a_case_filed_elsewhere_live(browser, live, tiny
 def test_the_tablet_works_offline_and_sends_each_thing_once(browser, live, tiny_db_url):
     server, tokens, http = live
     case = _dispatched(http, tokens, description="blocked drain")
-    ctx, page, watch = _open(
+    ctx, page, watch = open_page(
         browser,
         server,
         "/pages/tablet",
@@ -527,7 +497,7 @@ def test_the_tablet_works_offline_and_sends_each_thing_once(browser, live, tiny_
         f"document.querySelector(\".wg-mycase[data-id='{case}']\").dataset.state === 'handled'"
     )
     assert "Waiting to send" not in mine.inner_text()
-    _shot(page, "tablet-offline")
+    shot(page, "tablet-offline")
     # Chromium's only complaints: requests tried without a network, and the lost answer.
     expected = ("net::ERR_INTERNET_DISCONNECTED", "net::ERR_CONNECTION_RESET")
     assert all(p.endswith(expected) for p in watch.problems), watch.problems
@@ -541,7 +511,7 @@ def test_live_markers_sit_on_their_points(browser, live):
     server, tokens, http = live
     for category in ("road", "water", "gas", "sanitation"):
         _report(http, tokens["officer"], category=category)
-    ctx, page, _ = _open(browser, server, "/pages/dispatch", tokens["community"])
+    ctx, page, _ = open_page(browser, server, "/pages/dispatch", tokens["community"], (1400, 900))
     page.wait_for_function("() => Object.keys(wg.live.markers).length >= 4", timeout=10_000)
     # One point: past the clustering zoom the four pins are drawn one by one.
     page.evaluate(

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import auth, make_tokens
 from tests.maps.words import english_left, latin_words
-from tests.service.test_pages import CHROMIUM_ARGS, Watch
+from tests.service.browser import open_page
 
 CITY, D1 = "990100", "990101"
 COMMUNITY = "990101001001"
@@ -147,16 +147,6 @@ def test_the_static_export_speaks_the_asked_language(client, tiny_db_url):
 
 
 # -- in a browser: what the live scripts write ------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def live(tiny_server, tiny_db_url):
     tokens = make_tokens(tiny_db_url, TOKEN_SPECS)
@@ -187,12 +177,7 @@ DOM_TEXT = """() => {
 
 def _open(browser, server, path, token):
     # An English browser: the page's language is the service's choice (Chinese by default).
-    ctx = browser.new_context(viewport={"width": 1400, "height": 900}, locale="en-US")
-    page = ctx.new_page()
-    watch = Watch(page, server.base_url)
-    page.goto(f"{server.base_url}{path}?access_token={token}&lang=zh-CN")
-    page.wait_for_selector(".leaflet-control-layers")
-    return ctx, page, watch
+    return open_page(browser, server, path, token, (1400, 900), lang="zh-CN", locale="en-US")
 
 
 def _no_english(page) -> str:
