@@ -54,6 +54,7 @@ __all__ = [
     "BasemapChoice",
     "Basemaps",
     "BasemapLayer",
+    "FAILURE_TEXT",
     "provider_choice",
     "custom_choice",
     "offline_choice",
@@ -417,8 +418,27 @@ def configure_basemaps(
 
 
 # -- the switcher ------------------------------------------------------------------------------
+#: What the map says when a provider's tiles do not load (``wg.basemap`` switches to the
+#: offline basemap then): ``{name}`` is the provider's name in the page's language.
+FAILURE_TEXT = {
+    "failed": N_(
+        "The basemap “{name}” did not load (no internet connection, an invalid or expired "
+        "key, or the provider refused)."
+    ),
+    "switched": N_(
+        "The basemap “{name}” did not load (no internet connection, an invalid or expired "
+        "key, or the provider refused): showing the offline map (own data) instead."
+    ),
+    "close": N_("Close"),
+}
+
+
 class BasemapLayer(JSCSSMixin, Layer):
-    """One basemap choice as a base layer of the page's layer control (``wg.basemap``)."""
+    """One basemap choice as a base layer of the page's layer control (``wg.basemap``).
+
+    A provider's layer carries the notice its page shows if its tiles do not load
+    (:data:`FAILURE_TEXT`, in the page's language).
+    """
 
     _template = Template(
         """
@@ -436,6 +456,13 @@ class BasemapLayer(JSCSSMixin, Layer):
         options = choice.options()
         if choice.key == OFFLINE:
             options["attribution"] = t(choice.attribution)
+        else:
+            name = t(choice.name)
+            options["texts"] = {
+                "failed": t(FAILURE_TEXT["failed"]).format(name=name),
+                "switched": t(FAILURE_TEXT["switched"]).format(name=name),
+                "close": t(FAILURE_TEXT["close"]),
+            }
         self.options_js = js(options)
 
 

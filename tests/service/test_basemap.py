@@ -29,7 +29,16 @@ from shapely import affinity
 from service.db import migrate
 from tests.conftest import _create_database, _drop_database, auth, make_tokens
 from tests.reference import reference_path
-from tests.service.test_pages import ARTIFACTS, CHROMIUM_ARGS
+from tests.service.browser import (
+    ARTIFACTS,
+    MAP_JS,
+    container_point,
+    near,
+    open_page,
+    screenshot_without_overlays,
+    shot,
+    tiles_loaded,
+)
 
 BUS_ROUTES = "guiyang_bus_routes_cityvein_bd09.geojson"
 DX, DY = 0.69, 0.57  # the tiny city, moved onto central Guiyang
@@ -204,7 +213,7 @@ def test_offline_tiles_draw_the_imported_streets_and_the_areas(client, tokens):
     assert white > 0.02, white
     background = share_of(image, BACKGROUND[:3], tol=6)
     assert 0.2 < background < 0.98, background
-    (ARTIFACTS).mkdir(parents=True, exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "basemap-tile-z15.png").write_bytes(r.content)
 
     # The same tile again: from the cache, with an ETag; If-None-Match → 304.
@@ -327,32 +336,35 @@ def test_a_network_reimport_renews_the_tiles(guiyang_db_url, tokens):
 
 
 # -- in a browser ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:
-        pytest.fail(f"the browser checks need playwright ({exc}): pip install -e '.[test]'")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.fail("the browser checks need Debian's chromium: apt-get install -y chromium")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 class StubTiles:
     """A provider's tile server, local: grey tiles with a grid, and a red dot at ``dot``
-    (lon, lat in the provider's datum) wherever a tile holds it."""
+    (lon, lat in the provider's datum) wherever a tile holds it.
 
-    def __init__(self, dot: tuple[float, float]):
+    ``status``: what it answers instead (403: a bad key; 500: a provider in trouble; 0: it
+    takes the request and never answers, as a firewalled network does).
+    """
+
+    def __init__(self, dot: tuple[float, float] = (0.0, 0.0), *, status: int = 200):
         self.dot = dot
+        self.status = status
         self.requests: list[str] = []
+        self.release = threading.Event()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's name
                 stub.requests.append(self.path)
+                if stub.status == 0:
+                    stub.release.wait(60)
+                    return
+                if stub.status != 200:
+                    body = b'{"msg": "invalid key"}'
+                    self.send_response(stub.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 z, x, y = (int(v) for v in self.path.split("?")[0].strip("/")[:-4].split("/"))
                 body = stub.tile(z, x, y)
                 self.send_response(200)
@@ -393,64 +405,9 @@ class StubTiles:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-_MAP = "Object.values(window).find((v) => v instanceof L.Map)"
-
-
-def _open(browser, server, path, token, viewport=(1280, 800)):
-    ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-    page = ctx.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda e: problems.append(f"exception: {e}"))
-    sep = "&" if "?" in path else "?"
-    page.goto(f"{server.base_url}{path}{sep}access_token={token}")
-    page.wait_for_selector(".leaflet-control-layers")
-    return ctx, page, problems
-
-
-def _tiles_loaded(page, key: str, *, every: bool = True) -> int:
-    """Return how many basemap tiles of ``key`` loaded (256 px images), once every one of
-    them has (``every``; a static file holds its view's tiles only: the rest are blank)."""
-    selector = f".wg-basemap-{key} img.leaflet-tile"
-    real = "(t) => t.complete && t.naturalWidth === 256"
-    page.wait_for_function(
-        f"""() => {{
-            const tiles = [...document.querySelectorAll('{selector}')];
-            const loaded = document.querySelectorAll('{selector}.leaflet-tile-loaded').length;
-            return tiles.length > 0 && loaded === tiles.length && ({str(every).lower()}
-                ? tiles.every({real}) : tiles.filter({real}).length >= 2);
-        }}""",
-        timeout=30_000,
-    )
-    return page.locator(f"{selector}.leaflet-tile-loaded").count()
-
-
-def _screenshot_without_overlays(page) -> np.ndarray:
-    page.add_style_tag(
-        content=".leaflet-overlay-pane,.leaflet-marker-pane,.leaflet-shadow-pane,"
-        ".leaflet-control-container,.leaflet-tooltip-pane,.leaflet-popup-pane"
-        "{visibility:hidden !important}"
-    )
-    png = page.screenshot()
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-
-
-def _container_point(page, lon: float, lat: float) -> tuple[float, float]:
-    p = page.evaluate(
-        f"() => {{ const m = {_MAP}; const p = m.latLngToContainerPoint([{lat}, {lon}]);"
-        " const r = m.getContainer().getBoundingClientRect();"
-        " return [p.x + r.left, p.y + r.top]; }"
-    )
-    return p[0], p[1]
-
-
-def _near(image: np.ndarray, x: float, y: float, colour, *, radius=3, tol=45) -> bool:
-    xi, yi = round(x), round(y)
-    patch = image[max(0, yi - radius) : yi + radius + 1, max(0, xi - radius) : xi + radius + 1]
-    return bool(np.any(np.all(np.abs(patch.astype(int) - np.array(colour)) <= tol, axis=-1)))
 
 
 PAGES = {
@@ -468,25 +425,24 @@ def test_each_page_shows_the_offline_basemap_under_aligned_overlays(
 
     path, who = PAGES[kind]
     with Server(guiyang_db_url) as server:
-        ctx, page, problems = _open(browser, server, path, tokens[who])
+        ctx, page, watch = open_page(browser, server, path, tokens[who], lang=None, foreign_ok=True)
         try:
-            assert _tiles_loaded(page, "offline") >= 2
+            assert tiles_loaded(page, "offline") >= 2
             # The switcher lists the offline basemap as a base layer.
             assert page.locator(".leaflet-control-layers-base input[type=radio]").count() >= 1
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / f"basemap-offline-{kind}.png"))
-            image = _screenshot_without_overlays(page)
+            shot(page, f"basemap-offline-{kind}")
+            image = screenshot_without_overlays(page)
             # The tiles draw the officer's grid's corner where the page puts it: the north-west
             # corner of the tiny city, a boundary in the tiles' own purples.
-            x, y = _container_point(page, 106.0 + DX, 26.02 + DY)
+            x, y = container_point(page, 106.0 + DX, 26.02 + DY)
             colours = [c for c, _, _ in BOUNDARY.values()]
-            assert any(_near(image, x, y, c) for c in colours), (
+            assert any(near(image, x, y, c) for c in colours), (
                 kind,
                 x,
                 y,
                 image[round(y), round(x)],
             )
-            assert not problems, problems
+            assert not watch.exceptions, watch.exceptions
         finally:
             ctx.close()
 
@@ -516,15 +472,15 @@ def test_a_gcj02_provider_gets_shifted_overlays_that_land_on_its_pixels(
             r = http.post("/incidents", json=body, headers=auth(tokens["officer"]))
             assert r.status_code == 201, r.text
         path, who = PAGES[kind]
-        ctx, page, problems = _open(browser, server, path, tokens[who])
+        ctx, page, watch = open_page(browser, server, path, tokens[who], lang=None, foreign_ok=True)
         try:
-            assert _tiles_loaded(page, "custom") >= 2 and stub.requests
-            page.screenshot(path=str(ARTIFACTS / f"basemap-gcj02-stub-{kind}.png"))
+            assert tiles_loaded(page, "custom") >= 2 and stub.requests
+            shot(page, f"basemap-gcj02-stub-{kind}")
             # The page's overlays are in GCJ-02: the officer's grid's north-west corner, as
             # drawn, is the GCJ-02 image of the stored corner (exact, server side).
             vertices = page.evaluate(
                 f"""() => {{
-                    const m = {_MAP}; const out = [];
+                    const m = {MAP_JS}; const out = [];
                     m.eachLayer((l) => {{
                         if (l.feature && l.feature.properties.code === '{NW}')
                             l.getLatLngs().flat(3).forEach((p) => out.push([p.lng, p.lat]));
@@ -545,7 +501,7 @@ def test_a_gcj02_provider_gets_shifted_overlays_that_land_on_its_pixels(
                 page.wait_for_selector(".leaflet-marker-icon")
                 markers = page.evaluate(
                     f"""() => {{
-                        const m = {_MAP}; const out = [];
+                        const m = {MAP_JS}; const out = [];
                         m.eachLayer((l) => {{
                             if (l instanceof L.Marker && !l.getChildCount) {{
                                 const p = l.getLatLng(); out.push([p.lng, p.lat]);
@@ -559,19 +515,19 @@ def test_a_gcj02_provider_gets_shifted_overlays_that_land_on_its_pixels(
                     assert abs(mlon - glon) < 1e-6 and abs(mlat - glat) < 1e-6, markers
                 mlon, mlat = markers[0]
                 # ... and lands on the stub's red dot (the tile drawn by another program).
-                image = _screenshot_without_overlays(page)
-                x, y = _container_point(page, mlon, mlat)
-                assert _near(image, x, y, (255, 0, 0), radius=2, tol=60), image[round(y), round(x)]
+                image = screenshot_without_overlays(page)
+                x, y = container_point(page, mlon, mlat)
+                assert near(image, x, y, (255, 0, 0), radius=2, tol=60), image[round(y), round(x)]
                 # Where the WGS84 point would have been drawn unshifted, there is no dot.
-                ux, uy = _container_point(page, lon, lat)
+                ux, uy = container_point(page, lon, lat)
                 assert (ux - x) ** 2 + (uy - y) ** 2 > 20**2
-                assert not _near(image, ux, uy, (255, 0, 0), radius=2, tol=60)
+                assert not near(image, ux, uy, (255, 0, 0), radius=2, tol=60)
             if kind == "tablet":
                 # A tap on the map files a case where the provider's street is: the form
                 # sends the tap in GCJ-02 and the server stores its exact WGS84 inverse.
                 want = (lon + 0.002, lat - 0.002)
                 tap = [float(v) for v in wgs84_to_gcj02(*want)]
-                px, py = _container_point(page, *tap)
+                px, py = container_point(page, *tap)
                 page.mouse.click(px, py)
                 with page.expect_response(
                     lambda r: r.url.endswith("/incidents") and r.request.method == "POST"
@@ -583,7 +539,7 @@ def test_a_gcj02_provider_gets_shifted_overlays_that_land_on_its_pixels(
                 assert sent["crs"] == "GCJ-02"
                 # One screen pixel at this zoom is ~2 m (2e-5°); unshifted it would be ~500 m.
                 assert abs(filed["lon"] - want[0]) < 5e-5 and abs(filed["lat"] - want[1]) < 5e-5
-            assert not problems, problems
+            assert not watch.exceptions, watch.exceptions
         finally:
             ctx.close()
             http.close()
@@ -596,6 +552,102 @@ def _cases_at(http, token, lon, lat) -> list:
     return [
         i for i in items if abs(i.get("lon", 0) - lon) < 1e-9 and abs(i.get("lat", 0) - lat) < 1e-9
     ]
+
+
+#: A provider that fails, on each page: what it does, the page, the page's language.
+FAILURES = {
+    "bad key (403)": (403, "dispatch", "zh-CN"),
+    "provider error (500)": (500, "tablet", "en"),
+    "unreachable": (-1, "planning", "zh-CN"),
+    "no answer": (0, "dispatch", "en"),
+}
+NOTICE = {
+    "zh-CN": ("底图“Stub streets”无法加载", "，已改用离线底图"),
+    "en": ("The basemap “Stub streets” did not load", ": showing the offline map"),
+}
+OFFLINE_NAME = {"zh-CN": "离线底图", "en": "Offline map"}
+
+
+@pytest.mark.parametrize("failure", list(FAILURES))
+def test_a_provider_that_fails_gives_way_to_the_offline_basemap_with_a_notice(
+    browser, guiyang_db_url, tokens, failure
+):
+    """A dispatch room without internet, a bad Tianditu key, a provider refusing: the map
+    says which basemap failed, in the page's language, and shows the offline one (in the
+    page's datum: the overlays stay on it); the switcher still offers the provider."""
+    from geo.coords import wgs84_to_gcj02
+    from maps.offline import BOUNDARY
+
+    status, kind, lang = FAILURES[failure]
+    with contextlib.ExitStack() as stack:
+        stub = stack.enter_context(StubTiles(status=max(status, 0)))
+        url = stub.url
+        if status < 0:  # nothing listens on its port
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                url = f"http://127.0.0.1:{sock.getsockname()[1]}/{{z}}/{{x}}/{{y}}.png"
+        server = stack.enter_context(
+            Server(
+                guiyang_db_url,
+                WANGGE_BASEMAP="custom,offline",
+                url=url,
+                url_datum="GCJ-02",
+                url_name="Stub streets",
+            )
+        )
+        path, who = PAGES[kind]
+        ctx, page, watch = open_page(
+            browser,
+            server,
+            path,
+            tokens[who],
+            lang=lang,
+            foreign_ok=True,
+            # No answer at all: the page waits 2 s for a first tile (15 s by default).
+            init_script="window.WG_BASEMAP_WAIT_MS = 2000;",
+        )
+        try:
+            notice = page.locator(".wg-notice[role=alert]")
+            notice.wait_for(timeout=20_000)
+            failed, fallback = NOTICE[lang]
+            text = notice.inner_text()
+            assert failed in text and fallback in text, text
+            assert tiles_loaded(page, "offline") >= 2
+            assert page.locator(".wg-basemap-custom").count() == 0  # the provider is gone
+            shot(page, f"basemap-fallback-{kind}-{status}")
+            # The switcher: the offline basemap is the one checked, the provider still offered.
+            base = page.locator(".leaflet-control-layers-base label")
+            provider = base.filter(has_text="Stub streets").locator("input")
+            offline = base.filter(has_text=OFFLINE_NAME[lang]).locator("input")
+            assert offline.is_checked() and not provider.is_checked()
+            if status == 403:
+                # Picking the provider again tries it again: it fails again, said again.
+                page.locator(".leaflet-control-layers").hover()
+                asked = len(stub.requests)
+                provider.click()
+                page.wait_for_function(
+                    "() => document.querySelector('.wg-notice') !== null"
+                    " && document.querySelectorAll('.wg-basemap-custom').length === 0"
+                )
+                assert len(stub.requests) > asked
+                assert offline.is_checked()
+                shot(page, f"basemap-fallback-{kind}-{status}-again")
+                # Closed, the notice is gone.
+                page.locator(".wg-notice-close").click()
+                assert notice.count() == 0
+                page.mouse.move(5, 700)
+                assert tiles_loaded(page, "offline") >= 2
+            # The offline tiles are in GCJ-02 like the overlays: the officer's grid's corner
+            # is drawn by the tiles where the page puts it.
+            image = screenshot_without_overlays(page)
+            x, y = container_point(
+                page, *(float(v) for v in wgs84_to_gcj02(106.0 + DX, 26.02 + DY))
+            )
+            colours = [c for c, _, _ in BOUNDARY.values()]
+            assert any(near(image, x, y, c) for c in colours), (x, y, image[round(y), round(x)])
+            assert not watch.exceptions, watch.exceptions
+        finally:
+            ctx.close()
 
 
 def test_a_tianditu_key_reaches_served_pages_only(browser, guiyang_db_url, tokens):
@@ -632,15 +684,15 @@ def _check_offline_file(browser, path: Path, name: str, frame: bool = False) -> 
         page.goto(path.as_uri())
         target = page.frames[1] if frame else page
         target.wait_for_selector(".leaflet-control-layers")
-        assert _tiles_loaded(target, "offline", every=False) >= 2
-        page.screenshot(path=str(ARTIFACTS / f"basemap-offline-{name}.png"), full_page=True)
+        assert tiles_loaded(target, "offline", every=False) >= 2
+        shot(page, f"basemap-offline-{name}", full_page=True)
         # Nothing fetched but the file itself and its inline images.
         assert all(u.startswith(("file:", "data:", "about:")) for u in requests), requests
         if not frame:
-            image = _screenshot_without_overlays(page)
-            x, y = _container_point(page, 106.0 + DX, 26.02 + DY)
+            image = screenshot_without_overlays(page)
+            x, y = container_point(page, 106.0 + DX, 26.02 + DY)
             colours = [c for c, _, _ in BOUNDARY.values()]
-            assert any(_near(image, x, y, c) for c in colours), (x, y, image[round(y), round(x)])
+            assert any(near(image, x, y, c) for c in colours), (x, y, image[round(y), round(x)])
     finally:
         ctx.close()
 

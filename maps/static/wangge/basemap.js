@@ -6,6 +6,13 @@
  *      tiles: {"z/x/y": data URI} (a static file's pre-rendered offline tiles), zooms: [lo, hi]}.
  * The overlays of the page are already in o.datum (shifted by the server), so nothing here
  * moves coordinates.
+ *
+ * A provider whose tiles do not come (no internet in a closed dispatch room, a bad or expired
+ * key, a provider refusing: every tile of a view failing, or none arriving within
+ * wg.basemapWait ms) is replaced by the offline basemap, in the same datum (the overlays stay
+ * where they are), and the map says so in the page's language (o.texts) until the reader
+ * closes the notice or picks a basemap. The switcher keeps every choice: picking the failed
+ * provider again tries it again.
  */
 (function () {
   "use strict";
@@ -101,6 +108,105 @@
     }
     var group = L.layerGroup(layers);
     group.wgBasemap = o.key;
+    groups.push(group);
+    if (!o.tiles && o.key !== "offline") watch(group, layers, o);
     return group;
   };
+
+  /* Milliseconds a shown provider may take to deliver its first tile of a view. */
+  wg.basemapWait = window.WG_BASEMAP_WAIT_MS || 15000;
+  var groups = [];
+
+  function watch(group, layers, o) {
+    layers.forEach(function (layer) {
+      var pass = { loaded: 0, failed: 0 };
+      var timer = null;
+      function stop() {
+        if (timer) clearTimeout(timer);
+        timer = null;
+      }
+      layer.on("loading", function () {
+        pass = { loaded: 0, failed: 0 };
+        stop();
+        timer = setTimeout(function () {
+          timer = null;
+          if (pass.loaded === 0 && layer.isLoading()) failed(group, o);
+        }, wg.basemapWait);
+      });
+      layer.on("tileload", function () {
+        pass.loaded += 1;
+        stop();
+      });
+      layer.on("tileerror", function () {
+        pass.failed += 1;
+      });
+      // Every tile of the view answered: none of them with an image.
+      layer.on("load", function () {
+        stop();
+        if (pass.failed > 0 && pass.loaded === 0) failed(group, o);
+      });
+      layer.on("remove", stop);
+    });
+  }
+
+  function failed(group, o) {
+    // Not inside the tile layer's own event: Leaflet goes on with the layer after it.
+    setTimeout(function () {
+      giveWay(group, o);
+    }, 0);
+  }
+
+  function giveWay(group, o) {
+    var map = group._map;
+    if (!map) return;
+    var offline = null;
+    groups.forEach(function (g) {
+      if (g.wgBasemap === "offline" && g !== group) offline = g;
+    });
+    var T = o.texts || {};
+    if (offline) {
+      map.wgSwitching = true; // the layer control announces it as a base layer change
+      map.removeLayer(group);
+      map.addLayer(offline);
+      map.wgSwitching = false;
+    }
+    notice(map, offline ? T.switched : T.failed, T.close);
+  }
+
+  /* A notice in the map's top-left corner, under the page's title (Leaflet stacks a corner's
+   * controls: it covers none of them), until closed or a basemap is picked; one at a time. */
+  function notice(map, text, close) {
+    var box = map.wgNotice;
+    if (!box || !box.parentNode) {
+      box = L.DomUtil.create("div", "wg-notice leaflet-control");
+      box.setAttribute("role", "alert");
+      L.DomEvent.disableClickPropagation(box);
+      L.DomEvent.disableScrollPropagation(box);
+      var control = L.control({ position: "topleft" });
+      control.onAdd = function () {
+        return box;
+      };
+      control.addTo(map);
+      map.wgNotice = box;
+    }
+    if (!map.wgNoticeWatch) {
+      map.wgNoticeWatch = true;
+      map.on("baselayerchange", function () {
+        if (map.wgNotice && map.wgNotice.parentNode && !map.wgSwitching) {
+          map.wgNotice.parentNode.removeChild(map.wgNotice);
+        }
+      });
+    }
+    box.textContent = "";
+    var span = L.DomUtil.create("span", "wg-notice-text", box);
+    span.textContent = text;
+    var button = L.DomUtil.create("button", "wg-notice-close", box);
+    button.type = "button";
+    button.textContent = "\u00d7";
+    button.setAttribute("aria-label", close || "");
+    button.title = close || "";
+    L.DomEvent.on(button, "click", function () {
+      if (box.parentNode) box.parentNode.removeChild(box);
+    });
+  }
 })();
