@@ -18,18 +18,25 @@ dispatchers and admins may run analyses; a grid officer only for their own grid;
 systems not at all.
 
 Generations: areas are read in ``generation`` (default the current one). Entities carry the
-cells of the current generation; for another generation they are re-located on the fly
-(``locate_point``, one index probe per row: fine for history, not for the hot path).
+cells of the current generation; for another generation those whose cells may differ are
+re-located on the fly (``locate_point``, one index probe per row): the rows located in an
+area that generation does not have, or lying in an area it has and the current one has not,
+or not located at all. Every other row is in the same area row in both and keeps its cells,
+so a what-if of a draft (:mod:`service.planning.whatif`) re-locates what the draft changes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Required, TypedDict, Unpack
 
 import orjson
 from sqlalchemy import Connection, text
 
+from geo.crs import STORAGE_SRID
 from service.auth import STAFF_ROLES, Principal, require_readable_generation
 from service.errors import ForbiddenError, NotFoundError
 
@@ -40,6 +47,7 @@ __all__ = [
     "resolve_scope",
     "area_in_scope",
     "located",
+    "relocating_everything",
     "geometry_json",
     "ANALYSES",
     "run_staffing",
@@ -152,13 +160,51 @@ def located(table: str, columns: tuple[str, ...], *, scope: Scope) -> str:
     The subquery exposes ``columns`` plus ``area_path``, ``grid_code``, ``community_code``.
     """
     cols = ", ".join(f"e.{c}" for c in columns)
+    stored = f"SELECT {cols}, e.area_path, e.grid_code, e.community_code FROM {table} e"
     if scope.current:
         # Cells written by the database for the current generation: a plain, indexable scan.
-        return f"(SELECT {cols}, e.area_path, e.grid_code, e.community_code FROM {table} e)"
-    return (
-        f"(SELECT {cols}, loc.area_path, loc.grid_code, loc.community_code FROM {table} e "
-        "CROSS JOIN LATERAL locate_point(e.geom, :g) loc)"
+        return f"({stored})"
+    relocated = (
+        f"SELECT {cols}, loc.area_path, loc.grid_code, loc.community_code FROM {table} e "
+        "CROSS JOIN LATERAL locate_point(e.geom, :g) loc"
     )
+    if _RELOCATE_ALL.get():
+        return f"({relocated})"
+    return f"({stored} WHERE NOT {_MAY_MOVE} UNION ALL {relocated} WHERE {_MAY_MOVE})"
+
+
+def _valid(alias: str, generation: str) -> str:
+    return f"({alias}.generation_low <= {generation} AND {alias}.generation_high >= {generation})"
+
+
+_CURRENT_ID = "(SELECT max(id) FROM generation WHERE active)"
+#: True (never NULL) for a row whose cells in generation :g may differ from those stored (the
+#: current generation's): not located; located in an area row :g does not have; or lying in an
+#: area row :g has and the current generation has not (first by the box of all such rows, one
+#: comparison, then their parts' index). locate_point picks the deepest covering area, the
+#: lowest code first: with neither of these, the same row in both.
+_MAY_MOVE = (
+    "(e.area_path IS NULL"
+    f" OR e.area_path IN (SELECT o.path FROM area o WHERE {_valid('o', _CURRENT_ID)}"
+    f" AND NOT {_valid('o', ':g')})"
+    f" OR coalesce(e.geom && (SELECT ST_SetSRID(ST_Extent(n.geom)::geometry, {STORAGE_SRID})"
+    f" FROM area n WHERE {_valid('n', ':g')} AND NOT {_valid('n', _CURRENT_ID)})"
+    " AND EXISTS (SELECT 1 FROM area_part p WHERE p.geom && e.geom"
+    f" AND {_valid('p', ':g')} AND NOT {_valid('p', _CURRENT_ID)} AND ST_Covers(p.geom, e.geom)),"
+    " false))"
+)
+_RELOCATE_ALL: ContextVar[bool] = ContextVar("relocate_all", default=False)
+
+
+@contextmanager
+def relocating_everything() -> Iterator[None]:
+    """Within it, :func:`located` re-locates every row in another generation than the
+    current one (the reference the proportional re-location is tested and measured against)."""
+    token = _RELOCATE_ALL.set(True)
+    try:
+        yield
+    finally:
+        _RELOCATE_ALL.reset(token)
 
 
 def geometry_json(expr: str, enabled: bool) -> str:

@@ -231,3 +231,73 @@ def test_planning_page_shows_a_draft_beside_the_current_grids(tiny_client, h):
     _problem(r, 404)
     r = tiny_client.get("/pages/planning", params={"plan": 999999}, headers=h["planner"])
     _problem(r, 404)
+
+
+def test_what_if_relocates_what_the_draft_changes_as_relocating_everything_would(
+    tiny_client, tiny_db_url, h
+):
+    from service.analysis import located, relocating_everything, resolve_scope
+    from service.auth import Principal
+    from service.planning.whatif import _write_hypothetical, run_whatif
+    from service.repositories.plans import get_plan
+
+    plan_id = _draft(tiny_client, h)
+    edits = [
+        {"op": "split_line", "key": NW, "line": mapping(CUT_NW)},
+        {"op": "merge", "keys": [f"{SOUTH}001", f"{SOUTH}002"]},
+    ]
+    for version, edit in enumerate(edits, start=1):
+        r = tiny_client.post(
+            f"/plans/{plan_id}/edits",
+            json=edit,
+            headers={**h["planner"], "If-Match": f'"{version}"'},
+        )
+        assert r.status_code == 200, r.text
+    admin = Principal("test", "test", "admin", None, None)
+    engine = make_engine(tiny_db_url)
+    with engine.connect() as conn, conn.begin() as doomed:
+        # Incidents and units on a lattice over the district and beyond it (outside every
+        # grid), on grid edges and the new cut too, some open, reported over the last weeks.
+        lattice = "generate_series(0, 12) i, generate_series(0, 12) j"
+        point = "ST_SetSRID(ST_MakePoint(105.998 + i * 0.0025, 25.998 + j * 0.0025), 4326)"
+        conn.execute(
+            text(
+                "INSERT INTO incident (category, source, geom, status, reported_at) "
+                f"SELECT 'gas', 'patrol', {point}, CASE WHEN (i + j) % 3 = 0 THEN 'open' "
+                "ELSE 'new' END, now() - make_interval(hours => i * 13 + j) FROM " + lattice
+            )
+        )
+        conn.execute(
+            text(f"INSERT INTO unit (name, kind, geom) SELECT 'u', 'shop', {point} FROM {lattice}")
+        )
+        plan = get_plan(conn, plan_id)
+
+        def whatif() -> dict:
+            with conn.begin_nested() as hypothetical:  # run_whatif leaves it to roll back
+                out = run_whatif(conn, plan_id=plan_id, principal=admin)
+                hypothetical.rollback()
+            return out
+
+        with conn.begin_nested() as hypothetical:
+            generation, _codes = _write_hypothetical(conn, plan)
+            scope = resolve_scope(conn, principal=admin, area_code=None, generation=generation)
+
+            def cells(table: str) -> list[tuple]:
+                sql = f"SELECT * FROM {located(table, ('id',), scope=scope)} x ORDER BY id"
+                return [tuple(r) for r in conn.execute(text(sql), scope.params())]
+
+            for table in ("incident", "unit"):
+                changed_only = cells(table)
+                with relocating_everything():
+                    everything = cells(table)
+                assert changed_only == everything and len(everything) == 169, table
+                # The split and the merged grids' rows moved; the rest kept their cells.
+                moved = {r[2] for r in everything} - {None, NE, f"{NORTH}002"}
+                assert moved and not moved & {NW, f"{SOUTH}001", f"{SOUTH}002"}
+            hypothetical.rollback()
+        proportional = whatif()
+        assert proportional["analyses"]["workload"]["draft"]["incidents"] > 0
+        with relocating_everything():
+            assert whatif() == proportional
+        doomed.rollback()
+    engine.dispose()
