@@ -34,10 +34,12 @@ __all__ = [
     "Line",
     "Area",
     "Label",
+    "PlacedLabel",
     "TileData",
     "tile_bounds",
     "query_box",
     "render_tile",
+    "place_labels",
     "find_font",
     "tiles_covering",
 ]
@@ -79,19 +81,28 @@ STYLE = {
 }
 #: Boundaries: level → (colour, width in tile px, first zoom).
 BOUNDARY = {
-    "grid": ((176, 160, 196), 1.0, 13),
+    "grid": ((176, 160, 196), 1.0, 11),  # read below zoom 13 where large (service.basemap)
     "community": ((150, 130, 178), 1.5, 10),
     "district": ((120, 96, 150), 2.5, 0),
     "city": ((90, 70, 120), 3.5, 0),
 }
 #: Labels: level → (font px, colour, first zoom, last zoom, priority: lower wins a collision).
+#: An area's name is drawn only where it fits inside the area as drawn (:class:`Label`'s
+#: ``box``): a community or grid is named from the zoom at which it is large enough on screen,
+#: whatever its size (a county's 5-km grids from zoom 12-13, a city's 500-m grids from 15-16),
+#: never as a pile of names over areas too small to hold them. Sizes allow for the pages' half
+#: zoom steps (Leaflet then draws the next zoom's tiles at 71 %: 13 px reads as 9 px).
 LABEL = {
-    "city": (16, (60, 40, 90), 0, 9, 0),
-    "district": (15, (70, 50, 100), 8, 13, 1),
-    "community": (12, (90, 70, 120), 12, 16, 2),
-    "grid": (11, (110, 95, 135), 15, 22, 3),
-    "road": (11, (80, 80, 80), 15, 22, 4),
+    "city": (17, (60, 40, 90), 0, 9, 0),
+    "district": (16, (70, 50, 100), 8, 13, 1),
+    "community": (14, (80, 60, 112), 10, 16, 2),
+    "grid": (13, (96, 78, 126), 11, 22, 3),
+    "road": (12, (80, 80, 80), 15, 22, 4),
 }
+#: Where a label may go when its place is taken, in its own heights (below, then above).
+_NUDGES = (0.0, 1.15, -1.15, 2.3, -2.3)
+#: How much larger an area's name is drawn where the area is large on screen.
+_BIG = 1.4
 
 
 @dataclass(frozen=True)
@@ -113,12 +124,24 @@ class Area:
 
 @dataclass(frozen=True)
 class Label:
-    """A name at a lon/lat point."""
+    """A name at a lon/lat point; ``box`` (min lon, min lat, max lon, max lat): the area it
+    names, which the drawn name must fit in (None: no such limit, e.g. a street's name)."""
 
     level: str
     text: str
     lon: float
     lat: float
+    box: tuple[float, float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class PlacedLabel:
+    """A label as drawn: its text, level and box in world pixels (left, top, right, bottom)."""
+
+    level: str
+    text: str
+    box: tuple[float, float, float, float]
+    size: int  #: font px
 
 
 @dataclass
@@ -270,35 +293,83 @@ def _draw_boundaries(draw, data: TileData, z: int, ox: float, oy: float) -> None
                     draw.line(_points(ring, z, ox, oy), fill=colour, width=width, joint="curve")
 
 
-def _draw_labels(draw, data: TileData, z: int, ox: float, oy: float, font_path) -> None:
+def _text_size(text: str, size: int, font_path) -> tuple[float, float]:
+    font = _font(font_path, size * _SCALE)
+    left, top, right, bottom = _MEASURE.textbbox((0, 0), text, font=font, stroke_width=2 * _SCALE)
+    return (right - left) / _SCALE, (bottom - top) / _SCALE
+
+
+_MEASURE = ImageDraw.Draw(Image.new("L", (1, 1)))
+
+
+def place_labels(
+    data: TileData, z: int, x: int, y: int, *, font: str | None = None
+) -> list[PlacedLabel]:
+    """Return the labels tile ``z/x/y`` draws, where it draws them (world pixels).
+
+    Labels of ``data`` (the tile and its margin) are placed in priority order (:data:`LABEL`),
+    each at its point or, when that place is taken, just below or above it; a name that does
+    not fit inside its area at this zoom, or finds no free place, is left out. The decisions
+    are taken in world pixels over the tile's margin in a fixed order, so a tile and its
+    neighbour decide alike for the labels both see. The result holds those touching the tile.
+    """
+    font_path = font or find_font()
     candidates = []
     for label in data.labels:
         style = LABEL.get(label.level)
         if style is None or not label.text:
             continue
-        size, colour, first, last, priority = style
+        size, _, first, last, priority = style
         if not first <= z <= last:
             continue
         px, py = _world_px(np.array([label.lon]), np.array([label.lat]), z)
-        candidates.append((priority, label.text, float(px[0]), float(py[0]), size, colour))
-    # Collisions decided in world pixels over the tile and its margin, in a fixed order: a
-    # tile and its neighbour decide alike for the labels both see.
-    candidates.sort(key=lambda c: (c[0], c[2], c[3], c[1]))
+        candidates.append((priority, float(px[0]), float(py[0]), label.text, label, size))
+    candidates.sort(key=lambda c: c[:4])
+    ox, oy = x * TILE, y * TILE
     placed: list[tuple[float, float, float, float]] = []
-    for _, text, wx, wy, size, colour in candidates:
-        font = _font(font_path, size * _SCALE)
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font, stroke_width=2 * _SCALE)
-        w, h = (right - left) / _SCALE, (bottom - top) / _SCALE
-        box = (wx - w / 2 - 2, wy - h / 2 - 2, wx + w / 2 + 2, wy + h / 2 + 2)
-        if any(box[0] < p[2] and p[0] < box[2] and box[1] < p[3] and p[1] < box[3] for p in placed):
+    out: list[PlacedLabel] = []
+    for _, wx, wy, text, label, size in candidates:
+        w, h = _text_size(text, size, font_path)
+        bounds = None
+        if label.box is not None:
+            (bx0, bx1), (by1, by0) = _world_px(
+                np.array([label.box[0], label.box[2]]), np.array([label.box[1], label.box[3]]), z
+            )
+            if w > 0.9 * (bx1 - bx0) or h > 0.8 * (by1 - by0):
+                continue  # the area is too small on screen to hold its name
+            bounds = (float(bx0), float(by0), float(bx1), float(by1))
+            # An area filling much of the screen (the officer's own grid on the tablet) is
+            # named larger: readable at a glance, and still at 71 % between whole zooms.
+            big = round(size * _BIG)
+            bw, bh = _text_size(text, big, font_path)
+            if bw <= 0.4 * (bx1 - bx0) and bh <= 0.3 * (by1 - by0):
+                size, w, h = big, bw, bh
+        for nudge in _NUDGES:
+            cy = wy + nudge * h
+            box = (wx - w / 2 - 2, cy - h / 2 - 2, wx + w / 2 + 2, cy + h / 2 + 2)
+            if bounds is not None and not (bounds[1] <= box[1] and box[3] <= bounds[3]):
+                continue
+            if not any(
+                box[0] < p[2] and p[0] < box[2] and box[1] < p[3] and p[1] < box[3] for p in placed
+            ):
+                break
+        else:
             continue
         placed.append(box)
         if box[2] < ox or box[0] > ox + TILE or box[3] < oy or box[1] > oy + TILE:
             continue
+        out.append(PlacedLabel(label.level, text, box, size))
+    return out
+
+
+def _draw_labels(draw, placed: Sequence[PlacedLabel], ox: float, oy: float, font_path) -> None:
+    for label in placed:
+        size, colour = label.size, LABEL[label.level][1]
+        cx, cy = (label.box[0] + label.box[2]) / 2, (label.box[1] + label.box[3]) / 2
         draw.text(
-            ((wx - ox) * _SCALE, (wy - oy) * _SCALE),
-            text,
-            font=font,
+            ((cx - ox) * _SCALE, (cy - oy) * _SCALE),
+            label.text,
+            font=_font(font_path, size * _SCALE),
             fill=colour,
             anchor="mm",
             stroke_width=2 * _SCALE,
@@ -324,7 +395,8 @@ def render_tile(z: int, x: int, y: int, data: TileData, *, font: str | None = No
     draw = ImageDraw.Draw(image)
     _draw_lines(draw, data, z, ox, oy)
     _draw_boundaries(draw, data, z, ox, oy)
-    _draw_labels(draw, data, z, ox, oy, font or find_font())
+    font = font or find_font()
+    _draw_labels(draw, place_labels(data, z, x, y, font=font), ox, oy, font)
     image = image.resize((TILE, TILE), Image.Resampling.LANCZOS).convert("RGB")
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=False, compress_level=6)

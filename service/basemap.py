@@ -82,7 +82,7 @@ MAX_ZOOM = 20
 #: A static file embeds at most this many offline tiles (three zooms around its view, ~7 KB each).
 STATIC_TILES = 160
 #: Renderer version: part of every key and ETag, so a new style is never mixed with old tiles.
-STYLE_VERSION = "3"
+STYLE_VERSION = "4"
 #: A GCJ-02 or BD-09 tile holds WGS84 data up to ~0.013° away: read that much more.
 _DATUM_MARGIN_DEG = 0.02
 
@@ -134,22 +134,31 @@ def _levels(z: int) -> list[str]:
     levels = ["city", "district"]
     if z >= 10:
         levels.append("community")
-    if z >= 13:
+    if z >= GRID_ZOOM:
         levels.append("grid")
     return levels
+
+
+#: Grids are read from this zoom; below :data:`ALL_GRIDS_ZOOM` only those at least
+#: :data:`BIG_GRID_PX` wide on screen (a county's grids of several km, on the page of the grid
+#: officer who works one), not a city's thousands of small ones.
+GRID_ZOOM, ALL_GRIDS_ZOOM, BIG_GRID_PX = 11, 13, 64
 
 
 _AREAS_SQL, _AREAS_ARGS = positional(
     f"""
     SELECT a.level, a.name,
            ST_AsBinary(ST_Simplify(ST_ClipByBox2D(ST_Boundary(a.geom), b.box), :tol)) AS lines,
-           ST_X(p.pt) AS lon, ST_Y(p.pt) AS lat
+           ST_X(p.pt) AS lon, ST_Y(p.pt) AS lat,
+           ST_XMin(a.geom) AS x0, ST_YMin(a.geom) AS y0, ST_XMax(a.geom) AS x1,
+           ST_YMax(a.geom) AS y1
       FROM area a
      CROSS JOIN (SELECT ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326) AS box) b
      CROSS JOIN LATERAL (SELECT ST_PointOnSurface(a.geom) AS pt) p
      WHERE a.generation_low <= :g AND a.generation_high >= :g
        AND a.level = ANY(CAST(:levels AS text[]))
        AND a.geom && b.box
+       AND (a.level <> 'grid' OR ST_XMax(a.geom) - ST_XMin(a.geom) >= :grid_deg)
        AND {area_visible_sql("a")}
      ORDER BY a.depth, a.code
     """
@@ -198,6 +207,8 @@ async def _read_tile(
             "g": generation,
             "levels": _levels(z),
             "scope": principal.scope_path,
+            # Degrees of longitude BIG_GRID_PX wide at this zoom (every grid from zoom 13).
+            "grid_deg": 0.0 if z >= ALL_GRIDS_ZOOM else BIG_GRID_PX * 360.0 / (256 * 2**z),
         }
         areas = await conn.fetch(_AREAS_SQL, *[params[n] for n in _AREAS_ARGS])
     params = {**box, "all_roads": z >= 11, "minor_roads": z >= 14, "minor": _MINOR}
@@ -226,11 +237,15 @@ def _tile_data(areas: Sequence, roads: Sequence, datum: str, z: int) -> TileData
         for part in _parts(geom):
             data.lines.append(Line(part, kind, row["name"] or ""))
     if areas:
-        lon = np.array([r["lon"] for r in areas], dtype=float)
-        lat = np.array([r["lat"] for r in areas], dtype=float)
-        lon, lat = shift_lonlat(lon, lat, datum)
+        # Each label's point and its area's box, in the tiles' datum (the box's corners moved:
+        # the shift is nearly uniform over an area).
+        xs = np.array([[r["lon"], r["x0"], r["x1"]] for r in areas], dtype=float)
+        ys = np.array([[r["lat"], r["y0"], r["y1"]] for r in areas], dtype=float)
+        lon, lat = shift_lonlat(xs.ravel(), ys.ravel(), datum)
+        lon, lat = lon.reshape(xs.shape), lat.reshape(ys.shape)
         for row, lo, la in zip(areas, lon.tolist(), lat.tolist(), strict=True):
-            data.labels.append(Label(row["level"], row["name"], lo, la))
+            box = (lo[1], la[1], lo[2], la[2])
+            data.labels.append(Label(row["level"], row["name"], lo[0], la[0], box))
     if z >= 15:
         data.labels.extend(_road_labels(data.lines))
     return data

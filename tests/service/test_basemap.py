@@ -745,3 +745,131 @@ def test_a_static_file_embeds_the_whole_screen_around_narrow_data():
         for px in (cx[0] - 700, cx[0] + 700):  # a 1400 x 900 view centred on the data
             for py in (cy[0] - 450, cy[0] + 450):
                 assert (int(px // TILE), int(py // TILE)) in tiles, (zoom, px, py)
+
+
+# -- names at the zoom each page opens at ------------------------------------------------------
+#: The tiny city grown eight times (grids ~8 km across, as a county's are: Kaiyang's 66 grids
+#: cover 2,000 km²), with Chinese names, north of Guiyang.
+COUNTY_SCALE, COUNTY_AT = 8.0, (106.60, 26.70)
+COUNTY_GRID_NAME = "城关社区第1网格"
+
+
+@pytest.fixture(scope="module")
+def county_db_url():
+    from fixtures.tiny import tiny_records
+    from geo.areas import AreaRecord
+    from tests.conftest import load_tiny
+
+    def grown(geom):
+        big = affinity.scale(geom, COUNTY_SCALE, COUNTY_SCALE, origin=(106.0, 26.0))
+        return affinity.translate(big, COUNTY_AT[0] - 106.0, COUNTY_AT[1] - 26.0)
+
+    names = {NW: COUNTY_GRID_NAME, NW[:12]: "城关社区", D1: "开阳县", CITY: "贵阳市"}
+    records = [
+        AreaRecord(r.code, names.get(r.code, r.name), r.level, r.parent_code, grown(r.geom))
+        for r in tiny_records()
+    ]
+    url = _create_database("wangge_test_county")
+    load_tiny(url, records=records, description="a county's grids")
+    yield url
+    _drop_database(url)
+
+
+def _placed_labels(url: str, scope_path: str | None, tiles) -> dict:
+    """Return text → (tile, placed label) of the offline tiles ``tiles`` as the service draws
+    them for a caller of ``scope_path``."""
+    import asyncio
+    import concurrent.futures
+
+    from maps.offline import place_labels
+    from service.auth import Principal
+    from service.basemap import _read_tile, basemap_state
+    from service.db import make_pg_pool
+
+    who = Principal(
+        token_id="t", name="t", role="grid_officer", area_code=None, scope_path=scope_path
+    )
+
+    async def work():
+        pool = await make_pg_pool(url, size=1)
+        try:
+            async with pool.acquire() as conn:
+                generation = int((await basemap_state(conn)).split(".")[1])
+                out = {}
+                for z, x, y in tiles:
+                    data = await _read_tile(conn, who, z, x, y, "WGS84", generation)
+                    for p in place_labels(data, z, x, y):
+                        out[p.text] = ((z, x, y), p, data)
+                return out
+        finally:
+            await pool.close()
+
+    # Playwright's loop runs in this thread: read on a loop of our own.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, work()).result()
+
+
+def test_a_grid_officers_tablet_names_the_grid_at_the_zoom_it_opens_at(browser, county_db_url):
+    """A county's grid fills the tablet's map around zoom 13: the offline basemap names it
+    there (grid names began at zoom 15: the officer's map showed none)."""
+    from maps.offline import LABEL, render_tile
+
+    officer = make_tokens(county_db_url, {"officer": ("grid_officer", NW)})["officer"]
+    engine = _engine(county_db_url)
+    with engine.begin() as conn:
+        (path,) = conn.exec_driver_sql("SELECT path FROM area WHERE code = %s", (NW,)).one()
+    engine.dispose()
+    with Server(county_db_url) as server:
+        ctx, page, watch = open_page(
+            browser, server, "/pages/tablet", officer, (1024, 768), lang="zh-CN", has_touch=True
+        )
+        try:
+            assert tiles_loaded(page, "offline") >= 2
+            zoom = page.evaluate(f"() => {MAP_JS}.getZoom()")
+            srcs = page.evaluate(
+                "() => [...document.querySelectorAll('.wg-basemap-offline img.leaflet-tile')]"
+                ".map((t) => t.src)"
+            )
+            tiles = {
+                tuple(int(v) for v in m.groups())
+                for m in (re.search(r"/tiles/basemap/(\d+)/(\d+)/(\d+)\.png", s) for s in srcs)
+                if m
+            }
+            (tile_zoom,) = {z for z, _, _ in tiles}
+            assert tile_zoom < 15, (zoom, tile_zoom)  # below the zoom grid names began at
+            shot(page, "basemap-county-tablet")
+            placed = _placed_labels(county_db_url, path, tiles)
+            assert COUNTY_GRID_NAME in placed, (zoom, sorted(placed))
+            (z, x, y), label, data = placed[COUNTY_GRID_NAME]
+            # Drawn: the tile differs from one without the grid's name ...
+            without = type(data)(
+                lines=data.lines,
+                areas=data.areas,
+                labels=[lb for lb in data.labels if lb.text != COUNTY_GRID_NAME],
+            )
+            assert render_tile(z, x, y, data) != render_tile(z, x, y, without)
+            # ... and on the tablet's screen, inside its map, in the label's colour.
+            corners = page.evaluate(
+                f"""() => {{
+                    const m = {MAP_JS}; const r = m.getContainer().getBoundingClientRect();
+                    const box = {list(label.box)};
+                    return [[box[0], box[1]], [box[2], box[3]]].map(([px, py]) => {{
+                        const p = m.latLngToContainerPoint(m.unproject([px, py], {z}));
+                        return [p.x + r.left, p.y + r.top];
+                    }});
+                }}"""
+            )
+            (left, top), (right, bottom) = corners
+            size = page.viewport_size
+            map_box = page.locator(".folium-map").bounding_box()
+            assert map_box["x"] <= left and right <= map_box["x"] + map_box["width"], corners
+            assert map_box["y"] <= top and bottom <= map_box["y"] + map_box["height"], corners
+            assert right <= size["width"] and bottom <= size["height"]
+            image = screenshot_without_overlays(page)
+            patch = image[round(top) : round(bottom), round(left) : round(right)]
+            colour = np.array(LABEL["grid"][1])
+            ink = np.all(np.abs(patch.astype(int) - colour) <= 40, axis=-1).mean()
+            assert ink > 0.03, ink  # the characters' strokes
+            assert not watch.exceptions, watch.exceptions
+        finally:
+            ctx.close()
