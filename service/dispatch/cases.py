@@ -60,6 +60,7 @@ from service.errors import (
     WanggeError,
 )
 from service.preconditions import if_match_holds, parse_if_match
+from service.repositories.byid import ById
 from service.repositories.entities import scope_params
 from service.repositories.filters import Where
 from service.repositories.paging import fetch_page
@@ -240,13 +241,16 @@ _LIMITS = (
 async def _fetch(
     conn: AsyncConnection, principal: Principal, case_id: int, *, lock: bool = False
 ) -> Mapping[str, Any]:
+    # In its month's partition only (ById: the month from incident_month).
+    by_id = await ById.look_up(conn, "incident", case_id)
     row = (
         await conn.execute(
             text(
                 f"SELECT {_CASE_COLUMNS}{_LIMITS if lock else ''} FROM incident t "
-                f"WHERE t.id = :id AND {case_visible_sql()}" + (" FOR UPDATE OF t" if lock else "")
+                f"WHERE {by_id.sql()} AND {case_visible_sql()}"
+                + (" FOR UPDATE OF t" if lock else "")
             ),
-            {"id": case_id, **scope_params(principal)},
+            {**by_id.params, **scope_params(principal)},
         )
     ).first()
     if row is None:
@@ -300,7 +304,10 @@ async def find_duplicates(
 ) -> list[dict[str, Any]]:
     """Return the cases the caller sees that may repeat this one: same category, within
     ``distance_m`` (geodesic) and ``hours`` of it, not cancelled; nearest first."""
-    await _fetch(conn, principal, case_id)
+    case = await _fetch(conn, principal, case_id)
+    # The window as bounds of the candidates' own reported_at: they read only its months.
+    window = timedelta(hours=hours)
+    by_id = ById("incident", case_id, case["reported_at"])
     rows = await conn.execute(
         text(
             "SELECT c.id, c.category, c.state, c.description, c.address, c.reported_at, "
@@ -312,13 +319,18 @@ async def find_duplicates(
             " AND c.geom && ST_Expand(t.geom, :d / (111320 * cos(radians(ST_Y(t.geom)))) * 1.01,"
             "    :d / 110574 * 1.01) "
             " AND ST_DWithin(c.geom::geography, t.geom::geography, :d) "
-            " AND c.reported_at BETWEEN t.reported_at - make_interval(secs => :s) "
-            "     AND t.reported_at + make_interval(secs => :s) "
+            " AND c.reported_at BETWEEN :since AND :until "
             " AND c.state <> 'cancelled' "
-            f"WHERE t.id = :id AND {case_visible_sql('c')} "
+            f"WHERE {by_id.sql()} AND {case_visible_sql('c')} "
             "ORDER BY distance_m, c.id LIMIT 100"
         ),
-        {"id": case_id, "d": distance_m, "s": hours * 3600, **scope_params(principal)},
+        {
+            **by_id.params,
+            "d": distance_m,
+            "since": case["reported_at"] - window,
+            "until": case["reported_at"] + window,
+            **scope_params(principal),
+        },
     )
     return [
         {**r._mapping, "hours_apart": float(r.hours_apart), "distance_m": float(r.distance_m)}
@@ -344,17 +356,23 @@ async def _row(conn, sql: str, **params: Any):
 
 
 # The case as an action reads it: its columns, its category's time limits and its row
-# version (xmin), which the write checks so that nothing changed the row in between.
-_ACT_READ = (
-    f"SELECT t.xmin AS row_xmin, {', '.join(_CASE_FIELDS)}{_LIMITS} FROM incident t "
-    f"WHERE t.id = :id AND {case_visible_sql()}"
-)
-_ACT_READ_LOCKED = _ACT_READ + " FOR UPDATE OF t"
-# The same for several actions at once (ActionBatches): each with its caller's scope.
+# version (xmin), which the write checks so that nothing changed the row in between. Found
+# by id in its month's partition (``by_id``: ById.sql, the month from incident_month).
+@functools.cache
+def _act_read(by_id: str, lock: bool) -> str:
+    return (
+        f"SELECT t.xmin AS row_xmin, {', '.join(_CASE_FIELDS)}{_LIMITS} FROM incident t "
+        f"WHERE {by_id} AND {case_visible_sql()}" + (" FOR UPDATE OF t" if lock else "")
+    )
+
+
+# The same for several actions at once (ActionBatches): each with its caller's scope, each
+# case in its month (pruned per case as the join runs).
 _ACT_READ_MANY = (
     f"SELECT q.ord, t.xmin AS row_xmin, {', '.join(_CASE_FIELDS)}{_LIMITS} "
-    "FROM unnest(CAST(:ids AS bigint[]), CAST(:scopes AS text[]), CAST(:cities AS boolean[])) "
-    "WITH ORDINALITY AS q(id, scope, scope_city, ord) JOIN incident t ON t.id = q.id WHERE "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:ats AS timestamptz[]), CAST(:scopes AS text[]), "
+    "CAST(:cities AS boolean[])) WITH ORDINALITY AS q(id, at, scope, scope_city, ord) "
+    "JOIN incident t ON t.id = q.id AND t.reported_at = q.at WHERE "
     + case_visible_sql().replace(":scope_city", "q.scope_city").replace(":scope", "q.scope")
 )
 
@@ -365,26 +383,45 @@ _ACT_READ_MANY = (
 # waiting (SKIP LOCKED): waiting for a row while holding the event lock would deadlock with a
 # writer that holds the row and waits for the event lock (the deadline sweep, an action on its
 # locked path). A row held by another is a conflict like a changed one.
+# Each case is found in its month's partition: one write names the case's id and month
+# (ById.sql: pruned when the statement starts, under generic plans too), several join their
+# months (pruned per case as the join runs); writes of a case whose month is unknown name
+# the id alone.
 _EVENT_COLUMNS = tuple(f.name for f in fields(Event))
-_RECORD_EVENTS = (
-    "WITH g AS (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:versions AS int[]), "
-    "CAST(:xmins AS xid[])) WITH ORDINALITY AS g(id, from_version, row_xmin, ord)), "
-    "locked AS (SELECT t.id, g.ord FROM incident t JOIN g ON t.id = g.id "
-    "AND t.version = g.from_version AND t.xmin = g.row_xmin FOR UPDATE OF t SKIP LOCKED), "
-    "c AS (SELECT * FROM jsonb_populate_recordset(NULL::incident, CAST(:cases AS jsonb)) "
-    "WITH ORDINALITY AS c), "
-    "changed AS (UPDATE incident t SET "
-    + ", ".join(f"{col} = c.{col}" for col in LIFECYCLE_COLUMNS)
-    + ", updated_at = now() FROM locked JOIN c ON c.ordinality = locked.ord "
-    "WHERE t.id = locked.id RETURNING t.id, locked.ord), "
-    "e AS (SELECT * FROM jsonb_populate_recordset(NULL::case_event, CAST(:events AS jsonb)) "
-    "WITH ORDINALITY AS e) "
-    "INSERT INTO case_event (incident_id, "
-    + ", ".join(_EVENT_COLUMNS)
-    + ") SELECT changed.id, "
-    + ", ".join(f"e.{col}" for col in _EVENT_COLUMNS)
-    + " FROM changed JOIN e ON e.ordinality = changed.ord ORDER BY changed.ord "
-    "RETURNING incident_id, id"
+
+
+@functools.cache
+def _record_events(g: str, match: str, where: str) -> str:
+    return (
+        f"WITH g AS ({g}), "
+        "locked AS (SELECT t.id, t.reported_at, g.ord FROM incident t JOIN g ON t.id = g.id "
+        f"AND t.version = g.from_version AND t.xmin = g.row_xmin{match} "
+        "FOR UPDATE OF t SKIP LOCKED), "
+        "c AS (SELECT * FROM jsonb_populate_recordset(NULL::incident, CAST(:cases AS jsonb)) "
+        "WITH ORDINALITY AS c), "
+        "changed AS (UPDATE incident t SET "
+        + ", ".join(f"{col} = c.{col}" for col in LIFECYCLE_COLUMNS)
+        + ", updated_at = now() FROM locked JOIN c ON c.ordinality = locked.ord "
+        f"WHERE t.id = locked.id{where} RETURNING t.id, locked.ord), "
+        "e AS (SELECT * FROM jsonb_populate_recordset(NULL::case_event, CAST(:events AS jsonb)) "
+        "WITH ORDINALITY AS e) "
+        "INSERT INTO case_event (incident_id, "
+        + ", ".join(_EVENT_COLUMNS)
+        + ") SELECT changed.id, "
+        + ", ".join(f"e.{col}" for col in _EVENT_COLUMNS)
+        + " FROM changed JOIN e ON e.ordinality = changed.ord ORDER BY changed.ord "
+        "RETURNING incident_id, id"
+    )
+
+
+_ONE_WRITE = (
+    "SELECT CAST(:id AS bigint) AS id, CAST(:version AS int) AS from_version, "
+    "CAST(:xmin AS xid) AS row_xmin, CAST(1 AS bigint) AS ord"
+)
+_MANY_WRITES = (
+    "SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:versions AS int[]), "
+    "CAST(:xmins AS xid[]), CAST(:ats AS timestamptz[])) "
+    "WITH ORDINALITY AS g(id, from_version, row_xmin, reported_at, ord)"
 )
 
 
@@ -397,19 +434,37 @@ class _Write:
     row_xmin: int
     case: dict[str, Any]
     event: dict[str, Any]
+    #: The case's reported_at (its month's partition); None: found by id alone.
+    reported_at: datetime | None = None
 
 
 async def _write_events(conn, writes: list[_Write]) -> dict[int, int]:
     """Write ``writes`` (distinct cases) in one statement; return case id → event id for
     those written."""
-    query, names = _statement(_RECORD_EVENTS)
-    params = {
-        "ids": [w.incident_id for w in writes],
-        "versions": [w.from_version for w in writes],
-        "xmins": [w.row_xmin for w in writes],
+    params: dict[str, Any] = {
         "cases": orjson.dumps([w.case for w in writes]).decode(),
         "events": orjson.dumps([w.event for w in writes]).decode(),
     }
+    if len(writes) == 1:
+        w = writes[0]
+        by_id = ById("incident", w.incident_id, w.reported_at)
+        cond = f" AND {by_id.sql()}"
+        sql = _record_events(_ONE_WRITE, cond, cond)
+        params.update(by_id.params, version=w.from_version, xmin=w.row_xmin)
+    else:
+        months = all(w.reported_at is not None for w in writes)
+        sql = _record_events(
+            _MANY_WRITES,
+            " AND t.reported_at = g.reported_at" if months else "",
+            " AND t.reported_at = locked.reported_at" if months else "",
+        )
+        params.update(
+            ids=[w.incident_id for w in writes],
+            versions=[w.from_version for w in writes],
+            xmins=[w.row_xmin for w in writes],
+            ats=[w.reported_at for w in writes],
+        )
+    query, names = _statement(sql)
     rows = await conn.fetch(query, *[params[n] for n in names])
     return {r["incident_id"]: r["id"] for r in rows}
 
@@ -520,14 +575,22 @@ class _Together:
 
 
 class _Reads(_Together):
-    """Cases read for actions (id, scope, scope_city) → the row, or None."""
+    """Cases read for actions (id, reported_at, scope, scope_city) → the row, or None."""
 
     async def _run(self, conn, items):
+        if len(items) == 1 or any(i[1] is None for i in items):
+            out = []
+            for case_id, at, scope, city in items:
+                by_id = ById("incident", case_id, at)
+                sql = _act_read(by_id.sql(), False)
+                out.append(await _row(conn, sql, **by_id.params, scope=scope, scope_city=city))
+            return out
         query, names = _statement(_ACT_READ_MANY)
         params = {
             "ids": [i[0] for i in items],
-            "scopes": [i[1] for i in items],
-            "cities": [i[2] for i in items],
+            "ats": [i[1] for i in items],
+            "scopes": [i[2] for i in items],
+            "cities": [i[3] for i in items],
         }
         out: list[Any] = [None] * len(items)
         for r in await conn.fetch(query, *[params[n] for n in names]):
@@ -577,12 +640,13 @@ async def record_event(
     case: CaseState,
     event: Event,
     row_xmin: int,
+    reported_at: datetime | None = None,
     batches: ActionBatches | None = None,
 ) -> tuple[CaseState, int | None]:
     """Write ``event`` and the case it leaves (``apply``) if the row is still the one read
     (``case.version`` and ``row_xmin``): alone, or with other actions' (``batches``); return
     that case and the event's id, or None for the id when another write came first (nothing
-    written)."""
+    written). ``reported_at``: the case's, so the write reads its month only."""
     after = apply(case, event)
     write = _Write(
         incident_id=incident_id,
@@ -590,6 +654,7 @@ async def record_event(
         row_xmin=row_xmin,
         case={"id": incident_id, **after.columns()},
         event=event.row(),
+        reported_at=reported_at,
     )
     if batches is None:
         event_id = (await _write_events(conn, [write])).get(incident_id)
@@ -599,9 +664,11 @@ async def record_event(
 
 
 _UNIT_PATH_SQL = "SELECT area_path FROM unit WHERE id = :id"
-_ORIGINAL_SQL = (
-    f"SELECT t.category, t.state FROM incident t WHERE t.id = :id AND {case_visible_sql()}"
-)
+
+
+@functools.cache
+def _original_sql(by_id: str) -> str:
+    return f"SELECT t.category, t.state FROM incident t WHERE {by_id} AND {case_visible_sql()}"
 
 
 async def _resolve(
@@ -642,7 +709,10 @@ async def _resolve(
     if duplicate_of is not None and "duplicate_of" in taken:
         if duplicate_of == case_id:
             raise UnprocessableError("a case cannot repeat itself", field="duplicate_of")
-        original = await _row(conn, _ORIGINAL_SQL, id=duplicate_of, **scope_params(principal))
+        by_id = await ById.look_up(conn, "incident", duplicate_of)
+        original = await _row(
+            conn, _original_sql(by_id.sql()), **by_id.params, **scope_params(principal)
+        )
         if original is None:
             raise UnprocessableError(
                 f"no case {duplicate_of} that you may see", field="duplicate_of"
@@ -689,7 +759,9 @@ async def act_on_case(
     version; 409: not possible in the case's state (naming the actions that are); 403: not
     the caller's to take; 422: a field missing or wrong. Refusals write nothing.
     """
-    args = (conn, principal, case_id, action, params, if_match, now)
+    # The case's month, once: every statement of the action reads that partition only.
+    by_id = await ById.look_up(conn, "incident", case_id)
+    args = (conn, principal, by_id, action, params, if_match, now)
     if in_transaction:
         return await _act_once(*args, lock=True)
     done = await _act_once(*args, lock=False, batches=batches)
@@ -702,7 +774,7 @@ async def act_on_case(
 async def _act_once(
     conn,
     principal: Principal,
-    case_id: int,
+    by_id: ById,
     action: str,
     params: Mapping[str, Any],
     if_match: str | None,
@@ -712,11 +784,14 @@ async def _act_once(
     batches: ActionBatches | None = None,
 ) -> dict[str, Any] | None:
     """Act once; None when the row changed between the read and the write (never locked)."""
+    case_id = by_id.id
     scope = scope_params(principal)
-    if batches is None or lock:
-        found = await _row(conn, _ACT_READ_LOCKED if lock else _ACT_READ, id=case_id, **scope)
+    if batches is None or lock or by_id.at is None:
+        found = await _row(conn, _act_read(by_id.sql(), lock), **by_id.params, **scope)
     else:
-        found = await batches.reads.submit(conn, (case_id, scope["scope"], scope["scope_city"]))
+        found = await batches.reads.submit(
+            conn, (case_id, by_id.at, scope["scope"], scope["scope_city"])
+        )
     if found is None:
         raise NotFoundError(f"no case {case_id} that you may see", field="id")
     row = dict(found)
@@ -763,6 +838,7 @@ async def _act_once(
         case=case,
         event=event,
         row_xmin=row.pop("row_xmin"),
+        reported_at=row["reported_at"],
         batches=batches,
     )
     if event_id is None:

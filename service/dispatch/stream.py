@@ -136,9 +136,18 @@ _COLUMNS = f"""
 # Codes never change meaning: the path of a code is that of its newest version. Every lookup
 # is per event row (lateral, scalar): the hot pool's generic plans know no row counts, and
 # joins planned for a large log (hash joins, parallel workers) cost a read of a few new
-# events tens of milliseconds.
+# events tens of milliseconds. The case is read in its month's partition only (its month
+# from incident_month, migration 0020, pruned as each event's read starts); a case the map
+# lacks is read by id alone (the map is a shortcut: service.repositories.byid).
 _JOINS = """
-JOIN LATERAL (SELECT * FROM incident WHERE id = e.incident_id LIMIT 1) i ON true
+JOIN LATERAL (
+    SELECT * FROM incident WHERE id = e.incident_id
+       AND reported_at = (SELECT m.reported_at FROM incident_month m WHERE m.id = e.incident_id)
+    UNION ALL
+    SELECT * FROM incident WHERE id = e.incident_id
+       AND NOT EXISTS (SELECT FROM incident_month m WHERE m.id = e.incident_id)
+    LIMIT 1
+) i ON true
 LEFT JOIN LATERAL (
     SELECT a.path FROM area a WHERE a.code = e.from_owner_area_code
     ORDER BY a.generation_high DESC LIMIT 1

@@ -6,6 +6,8 @@ Neither function checks scope: the router finds the case through
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -13,9 +15,12 @@ from service.errors import NotFoundError
 
 __all__ = ["store_attachment", "get_attachment"]
 
+# The case's month given (its reported_at): the foreign key's check reads that partition
+# only; without it, a trigger (migration 0013) reads the case by id in every month.
 _STORE = text(
-    "INSERT INTO case_attachment (incident_id, sha256, media_type, bytes, data, created_by) "
-    "VALUES (:case_id, :sha256, :media_type, :bytes, :data, :created_by) "
+    "INSERT INTO case_attachment "
+    "(incident_id, incident_reported_at, sha256, media_type, bytes, data, created_by) "
+    "VALUES (:case_id, :reported_at, :sha256, :media_type, :bytes, :data, :created_by) "
     "ON CONFLICT (incident_id, sha256) DO NOTHING RETURNING 1"
 )
 _GET = text(
@@ -31,10 +36,13 @@ async def store_attachment(
     media_type: str,
     data: bytes,
     created_by: str | None,
+    reported_at: datetime | None = None,
 ) -> bool:
-    """Return whether the photo was stored now (False: the case already had these bytes)."""
+    """Return whether the photo was stored now (False: the case already had these bytes).
+    ``reported_at``: the case's (None: read from the case)."""
     params = {
         "case_id": case_id,
+        "reported_at": reported_at,
         "sha256": sha256,
         "media_type": media_type,
         "bytes": len(data),

@@ -20,6 +20,7 @@ from geo.coords import CoordinateError, to_wgs84, validate_point
 from service.auth import Principal
 from service.errors import ForbiddenError, NotFoundError, UnprocessableError
 from service.references import check_references
+from service.repositories.byid import ID_TIME_MAPS, ById
 from service.repositories.filters import Where
 from service.repositories.paging import fetch_page
 from service.specs.entity_kinds import EntitySpec
@@ -41,10 +42,6 @@ __all__ = [
     "row_to_read",
 ]
 
-#: Tables partitioned by their spec's time column → the table mapping each id to that time
-#: (kept by triggers, migration 0020). A by-id statement on such a table names the row's
-#: time as well, so it reads one partition instead of probing every month's index.
-ID_TIME_MAPS = {"incident": "incident_month"}
 
 COUNT_GROUPS = {
     "grid": "grid_code",
@@ -240,41 +237,10 @@ async def list_entities(
     return items, total
 
 
-class _ById:
-    """The condition selecting one row by id (``sql(alias)``) and its parameters: on a table
-    partitioned by month (:data:`ID_TIME_MAPS`), with the row's time as well."""
-
-    def __init__(self, spec: EntitySpec, entity_id: int, at: datetime | None = None):
-        self.spec, self.params = spec, {"id": entity_id}
-        if at is not None:
-            self.params["id_at"] = at
-
-    @classmethod
-    async def look_up(cls, conn: AsyncConnection, spec: EntitySpec, entity_id: int) -> _ById:
-        """Return the condition for ``entity_id``, its time read from the table's id map (an
-        id the map lacks is read by id alone: the map is a shortcut, never the truth)."""
-        at = None
-        months = ID_TIME_MAPS.get(spec.table)
-        if months is not None:
-            at = (
-                await conn.execute(
-                    text(f"SELECT reported_at FROM {months} WHERE id = :id"), {"id": entity_id}
-                )
-            ).scalar()
-        return cls(spec, entity_id, at)
-
-    def sql(self, alias: str | None = "t") -> str:
-        prefix = f"{alias}." if alias else ""
-        cond = f"{prefix}id = :id"
-        if "id_at" in self.params:
-            cond += f" AND {prefix}{self.spec.time_column} = :id_at"
-        return cond
-
-
 async def _fetch_visible(
-    conn, spec: EntitySpec, principal: Principal, entity_id: int, by_id: _ById | None = None
+    conn, spec: EntitySpec, principal: Principal, entity_id: int, by_id: ById | None = None
 ):
-    by_id = by_id or await _ById.look_up(conn, spec, entity_id)
+    by_id = by_id or await ById.look_up(conn, spec.table, entity_id)
     row = (
         await conn.execute(
             text(
@@ -309,7 +275,7 @@ def _check_rules(spec: EntitySpec, row: Mapping[str, Any]) -> None:
 
 
 async def _read_back_in_scope(
-    conn: AsyncConnection, spec: EntitySpec, principal: Principal, by_id: _ById
+    conn: AsyncConnection, spec: EntitySpec, principal: Principal, by_id: ById
 ) -> Any:
     """Return the row as written (its cells assigned by the database); refuse (403) one the
     write moved outside the principal's area."""
@@ -392,7 +358,7 @@ async def create_entity(
             params,
         )
     ).one()
-    by_id = _ById(spec, new[0], new[1] if timed else None)
+    by_id = ById(spec.table, new[0], new[1] if timed else None)
     row = await _read_back_in_scope(conn, spec, principal, by_id)
     return row_to_read(spec, row)
 
@@ -407,7 +373,7 @@ async def update_entity(
 ) -> dict[str, Any]:
     """Change the fields given in ``patch``; a moved entity is re-mapped to its cells."""
     _require_role(spec, principal, spec.change_roles, "change")
-    by_id = await _ById.look_up(conn, spec, entity_id)
+    by_id = await ById.look_up(conn, spec.table, entity_id)
     current = await _fetch_visible(conn, spec, principal, entity_id, by_id)
     values = _values(spec, patch, exclude_unset=True)
     # References must name something in scope; a change's replaced values too.
@@ -448,7 +414,7 @@ async def delete_entity(
 ) -> None:
     """Delete a visible entity (dispatchers and admins only)."""
     _require_role(spec, principal, spec.delete_roles, "delete")
-    by_id = await _ById.look_up(conn, spec, entity_id)
+    by_id = await ById.look_up(conn, spec.table, entity_id)
     await _fetch_visible(conn, spec, principal, entity_id, by_id)
     await conn.execute(text(f"DELETE FROM {spec.table} WHERE {by_id.sql(None)}"), by_id.params)
     await _log_reads(conn, spec, principal, [entity_id], "delete")

@@ -135,7 +135,7 @@ async def upload_attachment(
     sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
     async with request.app.state.engine.begin() as conn:
         # 404 for a case the caller does not see, as everywhere.
-        await case_repo.get_case(conn, principal=principal, case_id=case_id)
+        case = await case_repo.get_case(conn, principal=principal, case_id=case_id)
         created = await repo.store_attachment(
             conn,
             case_id=case_id,
@@ -143,6 +143,7 @@ async def upload_attachment(
             media_type=media_type,
             data=data,
             created_by=principal.token_id,
+            reported_at=case["reported_at"],
         )
     url = str(request.url_for("case_attachment", case_id=case_id, sha256=sha256))
     return JSON(

@@ -694,32 +694,33 @@ def test_concurrent_writes_share_a_statement_and_fail_alone(client, h, db_url):
             for case_id in ids:
                 row = dict(
                     await conns[0].fetchrow(
-                        f"SELECT xmin AS row_xmin, id, category, "
+                        f"SELECT xmin AS row_xmin, id, category, reported_at, "
                         f"{', '.join(LIFECYCLE_COLUMNS)} FROM incident WHERE id = $1",
                         case_id,
                     )
                 )
                 case = CaseState.from_row(row)
                 event = decide(case, "comment", centre, {"note": "n"}, now=now, limits={})
-                writes_.append((case, event, row["row_xmin"]))
+                writes_.append((case, event, row["row_xmin"], row["reported_at"]))
             batches = repo.ActionBatches()
             batches.writes = writes = Counted()
 
-            def write(conn, case_id, case, event, xmin):
+            def write(conn, case_id, case, event, xmin, at):
                 return repo.record_event(
                     conn,
                     incident_id=case_id,
                     case=case,
                     event=event,
                     row_xmin=xmin,
+                    reported_at=at,
                     batches=batches,
                 )
 
             # The first write goes alone; the rest queue behind it and go as one statement:
             # three good ones, the first one's case again (same version: a conflict) and
             # one the table refuses (a state it does not know).
-            case0, event0, xmin0 = writes_[0]
-            bad_case, bad_event, bad_xmin = writes_[3]
+            case0, event0, xmin0, at0 = writes_[0]
+            bad_case, bad_event, bad_xmin, bad_at = writes_[3]
             bad = writes.submit(
                 conns[5],
                 repo._Write(
@@ -728,11 +729,12 @@ def test_concurrent_writes_share_a_statement_and_fail_alone(client, h, db_url):
                     row_xmin=bad_xmin,
                     case={"id": ids[3], **bad_case.columns(), "state": "lost"},
                     event=bad_event.row(),
+                    reported_at=bad_at,
                 ),
             )
             return await asyncio.gather(
                 *(write(conns[i], ids[i], *writes_[i]) for i in range(3)),
-                write(conns[3], ids[0], case0, event0, xmin0),
+                write(conns[3], ids[0], case0, event0, xmin0, at0),
                 bad,
                 return_exceptions=True,
             )
@@ -762,6 +764,14 @@ def test_concurrent_reads_share_a_statement_each_in_its_callers_scope(client, h,
 
     mine = _case_in(client, h, "reported")
     sibling = _report(client, h, where=IN_OTHER, who="community_s")
+    at = dict(
+        _sql(
+            db_url,
+            "SELECT id, reported_at FROM incident_month WHERE id IN (:a, :b)",
+            a=mine,
+            b=sibling,
+        )
+    )
     statements = []
 
     class Counted(repo._Reads):
@@ -776,10 +786,12 @@ def test_concurrent_reads_share_a_statement_each_in_its_callers_scope(client, h,
         community = "990100/990101/990101001001"
         try:
             return await asyncio.gather(
-                reads.submit(conns[0], (mine, community, False)),
-                reads.submit(conns[1], (mine, community, False)),
-                reads.submit(conns[2], (sibling, community, False)),  # a sibling's: unseen
-                reads.submit(conns[3], (99999999, None, False)),  # none such, even for admin
+                reads.submit(conns[0], (mine, at[mine], community, False)),
+                reads.submit(conns[1], (mine, at[mine], community, False)),
+                # a sibling's: unseen
+                reads.submit(conns[2], (sibling, at[sibling], community, False)),
+                # none such, even for admin
+                reads.submit(conns[3], (99999999, at[mine], None, False)),
             )
         finally:
             for conn in conns:

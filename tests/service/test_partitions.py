@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from service.db import make_engine
+from service.dispatch.stream import _AFTER_SQL, _REPLAY_SQL
 from tests.conftest import _client, _drop_database, auth, make_tokens, tiny_database
 
 CST = timezone(timedelta(hours=8))
@@ -31,6 +32,8 @@ REPORTED = {
     "mar": datetime(2025, 3, 20, 9, 0, tzinfo=CST),
     "far": datetime(2090, 7, 1, 12, 0, tzinfo=CST),
 }
+GRID = "990101001001001"
+JPEG_TYPE = {"Content-Type": "image/jpeg"}
 FEB = {"since": "2025-02-01T00:00:00+08:00", "until": "2025-03-01T00:00:00+08:00"}
 
 
@@ -53,7 +56,16 @@ def client(db_url):
 
 @pytest.fixture(scope="module")
 def h(db_url):
-    tokens = make_tokens(db_url, {"city": ("city_dispatcher", "990100"), "admin": ("admin", None)})
+    tokens = make_tokens(
+        db_url,
+        {
+            "city": ("city_dispatcher", "990100"),
+            "admin": ("admin", None),
+            "community": ("community_dispatcher", "990101001001"),
+            "grid": ("grid_officer", "990101001001001"),
+            "district": ("district_dispatcher", "990101"),
+        },
+    )
     return {k: auth(v) for k, v in tokens.items()}
 
 
@@ -123,42 +135,84 @@ class Recorder:
         event.remove(Engine, "before_cursor_execute", self)
 
 
-def _relations(plan: dict) -> set[str]:
-    found = {plan["Relation Name"]} if "Relation Name" in plan else set()
+class RawRecorder:
+    """Record the statements run on raw asyncpg connections (the hot pool's: case actions),
+    with their parameters; SQLAlchemy's asyncpg statements are :class:`Recorder`'s."""
+
+    def __init__(self, monkeypatch):
+        import asyncpg
+
+        self.statements: list[tuple[str, str, object]] = []
+        for name in ("fetch", "fetchrow", "fetchval"):
+            original = getattr(asyncpg.Connection, name)
+
+            def recorded(conn, query, *args, _original=original, **kwargs):
+                if "incident" in query:
+                    self.statements.append(("asyncpg", query, args))
+                return _original(conn, query, *args, **kwargs)
+
+            monkeypatch.setattr(asyncpg.Connection, name, recorded)
+
+
+#: A partition of incident: a month's, or the default one.
+PARTITION = re.compile(r"incident_(\d{4}_\d{2}|default)")
+
+
+def _relations(plan: dict, executed: bool = False) -> set[str]:
+    """Return the relations ``plan`` reads (``executed``: those its run read at least once)."""
+    found = set()
+    if "Relation Name" in plan and (not executed or plan.get("Actual Loops", 0) > 0):
+        found.add(plan["Relation Name"])
     for sub in plan.get("Plans", ()):
-        found |= _relations(sub)
+        found |= _relations(sub, executed)
     return found
 
 
 def _explain(
-    db_url: str, statements: list[tuple[str, str, object]], generic: bool
+    db_url: str,
+    statements: list[tuple[str, str, object]],
+    generic: bool,
+    *,
+    analyze: bool = False,
 ) -> list[set[str]]:
-    """Return the incident partitions each statement's plan reads (custom or generic plan),
-    explained through the driver that ran it, with the same parameters."""
+    """Return the incident partitions each statement's plan reads, under a generic plan or a
+    custom one: prepared (``PREPARE``, parameter types inferred as the driver's were) and
+    explained with ``EXPLAIN EXECUTE`` on the same parameters (as literals the server wrote),
+    so a generic plan is one (an ``EXPLAIN`` sent with parameters is planned with their
+    values, a custom plan whatever the mode). ``analyze``: the partitions the statement's run
+    read (pruning as a join runs shows only there); only for statements that write nothing."""
     import asyncpg
-    import psycopg
 
     mode = "force_generic_plan" if generic else "force_custom_plan"
     dsn = db_url.replace("postgresql+psycopg://", "postgresql://")
+    options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
 
-    async def with_asyncpg(sql, params):
+    async def explain(driver, sql, params):
+        if driver != "asyncpg":  # psycopg's %(name)s: as asyncpg's $n
+            names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql)))
+            sql = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", sql)
+            params = [params[n] for n in names]
         conn = await asyncpg.connect(dsn)
         try:
             await conn.execute(f"SET plan_cache_mode = {mode}")
-            return await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *(params or ()))
+            types = (await conn.prepare(sql)).get_parameters()
+            literals = []
+            for value, t in zip(params or (), types, strict=True):
+                name = await conn.fetchval("SELECT format_type($1, NULL)", t.oid)
+                literals.append(
+                    await conn.fetchval(f"SELECT quote_nullable(CAST($1 AS {name}))", value)
+                )
+            await conn.execute(f"PREPARE explained AS {sql}")
+            args = f"({', '.join(literals)})" if literals else ""
+            return await conn.fetchval(f"EXPLAIN ({options}) EXECUTE explained{args}")
         finally:
             await conn.close()
 
     out = []
     for driver, sql, params in statements:
-        if driver == "asyncpg":
-            raw = asyncio.run(with_asyncpg(sql, params))
-        else:
-            with psycopg.connect(dsn) as conn:
-                conn.execute(f"SET plan_cache_mode = {mode}")
-                raw = conn.execute(f"EXPLAIN (FORMAT JSON) {sql}", params).fetchone()[0]
+        raw = asyncio.run(explain(driver, sql, params))
         plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
-        out.append({r for r in _relations(plan) if r.startswith("incident_")})
+        out.append({r for r in _relations(plan, analyze) if PARTITION.fullmatch(r)})
     return out
 
 
@@ -220,6 +274,88 @@ def test_reads_and_writes_of_one_incident_by_id_read_only_its_month(client, h, d
     assert len(by_id) == 7, [s[1][:80] for s in by_id]
     for (_, sql, _), partitions in zip(by_id, _explain(db_url, by_id, generic), strict=True):
         assert partitions == {"incident_2025_01"}, (sql, partitions)
+
+
+#: Statements reading or writing the incident table itself (not incident_month, case_event).
+READS_INCIDENT = re.compile(r"\bincident t\b|UPDATE incident\b|FROM incident WHERE")
+JPEG = b"\xff\xd8\xff" + b"jpeg" * 10
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
+def test_every_statement_of_one_case_reads_only_its_month(client, h, db_url, monkeypatch, generic):
+    # /cases/{id}, its events, duplicates and photos, and actions (alone, with If-Match, with
+    # an Idempotency-Key, naming an assignee or a duplicate, escalating), on SQLAlchemy and
+    # on the hot pool's raw asyncpg: every statement names the case's month (incident_month
+    # via service.repositories.byid), so each reads that partition only.
+    body = {"category": "water", "source": "patrol", "lon": IN_NW[0], "lat": IN_NW[1]}
+    at = datetime(2025, 4, 22, 9, 0, tzinfo=CST).isoformat()  # a month no other test uses
+    ids = []
+    for _ in range(2):
+        r = client.post("/incidents", json={**body, "reported_at": at}, headers=h["grid"])
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    case, other = ids
+
+    def act(who, case_id, action, json=None, **headers):
+        r = client.post(
+            f"/cases/{case_id}/actions/{action}", json=json, headers={**h[who], **headers}
+        )
+        assert r.status_code == 200, (action, r.text)
+        return r
+
+    raw = RawRecorder(monkeypatch)
+    with Recorder() as recorded:
+        r = client.get(f"/cases/{case}", headers=h["community"])
+        assert r.status_code == 200, r.text
+        assert client.get(f"/cases/{case}/events", headers=h["community"]).status_code == 200
+        found = client.get(f"/cases/{case}/duplicates", headers=h["community"]).json()
+        assert other in [c["id"] for c in found]
+        act("community", case, "comment", {"note": "n"}, **{"If-Match": r.headers["etag"]})
+        act("community", case, "accept", **{"Idempotency-Key": f"accept-{case}-{generic}"})
+        act("community", case, "dispatch", {"assignee": {"kind": "grid", "code": GRID}})
+        act("grid", case, "sign")
+        photo = client.post(
+            f"/cases/{case}/attachments", content=JPEG, headers={**h["grid"], **JPEG_TYPE}
+        )
+        assert photo.status_code in (200, 201), photo.text
+        assert client.get(photo.json()["url"], headers=h["grid"]).status_code == 200
+        act("grid", case, "feedback", {"note": "done", "attachments": [photo.json()["url"]]})
+        act("community", other, "escalate", {"reason": "r"})
+        act("district", other, "reject", {"reason": "duplicate", "duplicate_of": case})
+    # (the case stream's reads of the events, many cases each, are judged below)
+    statements = [
+        s
+        for s in recorded.statements + raw.statements
+        if READS_INCIDENT.search(s[1]) and s[1] not in (_AFTER_SQL, _REPLAY_SQL)
+    ]
+    # the case, its events, its duplicates (the case, then them), the photo's case (upload,
+    # read); 7 actions: the case (read, write each), the original named by the rejection
+    assert len(statements) == 6 + 7 * 2 + 1, [s[1][:80] for s in statements]
+    for (_, sql, _), partitions in zip(
+        statements, _explain(db_url, statements, generic), strict=True
+    ):
+        assert partitions == {"incident_2025_04"}, (sql, partitions)
+
+    # The case stream reads each event's case in the case's month (pruned per event, as
+    # the read runs): the partitions read are the months of the events' cases.
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        after = conn.execute(
+            text("SELECT min(id) - 1 FROM case_event WHERE incident_id = :i"), {"i": case}
+        ).scalar()
+        months = set(
+            conn.execute(
+                text(
+                    "SELECT DISTINCT tableoid::regclass::text FROM incident WHERE id IN "
+                    "(SELECT incident_id FROM case_event WHERE id > :a ORDER BY id LIMIT 500)"
+                ),
+                {"a": after},
+            ).scalars()
+        )
+    engine.dispose()
+    assert "incident_2025_04" in months
+    read = _explain(db_url, [("asyncpg", _AFTER_SQL, (after,))], generic, analyze=True)
+    assert read == [months]
 
 
 def test_the_month_of_every_id_is_kept_on_write(db_url, cases):

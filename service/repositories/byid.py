@@ -1,0 +1,70 @@
+"""One row of a table partitioned by month, by id, in one partition.
+
+``incident`` is partitioned by month of ``reported_at`` (migration 0013) and its key is
+``(id, reported_at)``: a statement naming the id alone cannot prune, it probes the key index
+of every month (and PostgreSQL 15 locks and opens each). ``incident_month`` (0020, kept by
+triggers) maps each id to its ``reported_at``, which is never updated: a by-id statement
+looks the time up first (:meth:`ById.look_up`, one probe of one small index) and names it
+too (:meth:`ById.sql`), so it reads one partition under custom plans (pruned when planned)
+and under generic ones (pruned as the executor starts: the hot pool's statements).
+
+An id the map lacks is read by id alone: the map is a shortcut, never the truth.
+
+Used by the entity reads and writes (:mod:`service.repositories.entities`, on SQLAlchemy)
+and by every single-case operation of dispatch (:mod:`service.dispatch.cases`, on SQLAlchemy
+and on the hot pool's raw asyncpg connections).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+
+__all__ = ["ID_TIME_MAPS", "ById"]
+
+#: Tables partitioned by a time column → (the table mapping each id to that time, the
+#: column). A by-id statement on such a table names the row's time as well.
+ID_TIME_MAPS = {"incident": ("incident_month", "reported_at")}
+
+_SQL = {table: f"SELECT {c} FROM {m} WHERE id = $1" for table, (m, c) in ID_TIME_MAPS.items()}
+_TEXT = {
+    table: text(f"SELECT {c} FROM {m} WHERE id = :id") for table, (m, c) in ID_TIME_MAPS.items()
+}
+
+
+class ById:
+    """The condition selecting one row of ``table`` by id (:meth:`sql`, parameters ``:id``
+    and, when the row's time is known, ``:id_at``) and its parameters (:attr:`params`)."""
+
+    __slots__ = ("table", "id", "at")
+
+    def __init__(self, table: str, entity_id: int, at: datetime | None = None):
+        self.table, self.id, self.at = table, entity_id, at
+
+    @classmethod
+    async def look_up(cls, conn, table: str, entity_id: int) -> ById:
+        """Return the condition for ``entity_id``, its time read from the table's id map on
+        ``conn``: a SQLAlchemy ``AsyncConnection`` or a raw asyncpg connection (the hot pool).
+        A table without a map, or an id the map lacks, is read by id alone."""
+        if table not in ID_TIME_MAPS:
+            return cls(table, entity_id)
+        if hasattr(conn, "fetchval"):  # asyncpg: a prepared statement of the connection
+            at = await conn.fetchval(_SQL[table], entity_id)
+        else:
+            at = (await conn.execute(_TEXT[table], {"id": entity_id})).scalar()
+        return cls(table, entity_id, at)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """``id``, and ``id_at`` when the row's time is known."""
+        return {"id": self.id} if self.at is None else {"id": self.id, "id_at": self.at}
+
+    def sql(self, alias: str | None = "t") -> str:
+        """Return ``alias.id = :id`` (and ``alias.<time> = :id_at`` when the time is known)."""
+        prefix = f"{alias}." if alias else ""
+        cond = f"{prefix}id = :id"
+        if self.at is not None:
+            cond += f" AND {prefix}{ID_TIME_MAPS[self.table][1]} = :id_at"
+        return cond
