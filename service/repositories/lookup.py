@@ -5,15 +5,17 @@ SQLAlchemy engine (see ``service.db.make_pg_pool``), and single-point lookups th
 together are answered by one batch query (:class:`PointLookupBatcher`): under load a round
 trip to PostgreSQL serves many requests, at no cost in latency when requests are few.
 
-The batcher's query finds each point's deepest area only; the area's chain (codes and names
-from the city down) is kept in the process per (generation, area) for active generations,
-whose areas never change, and read from the database only for areas not seen before. The
+Single and batch lookups (``POST /lookup/batch``) find each point's deepest area only; the
+area's chain (codes and names from the city down) is kept in the process per (generation,
+area) for active generations, whose areas never change, and read from the database only for
+areas not seen before (:func:`chains_of`: one cache per pool, shared by both paths). The
 chain's joins were the part of a lookup that grew with the number of grids (bench.scale).
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 from geo.areas import LEVELS
@@ -21,7 +23,13 @@ from service.auth import Principal, require_readable_generation
 from service.db import load_sql, positional
 from service.errors import ForbiddenError, NotFoundError
 
-__all__ = ["PointLookupBatcher", "find_chain_for_point", "find_chains_for_points", "LEVELS"]
+__all__ = [
+    "PointLookupBatcher",
+    "chains_of",
+    "find_chain_for_point",
+    "find_chains_for_points",
+    "LEVELS",
+]
 
 _LOOKUP_BATCH, _LOOKUP_BATCH_ARGS = positional(load_sql("lookup_batch"))
 
@@ -67,6 +75,57 @@ async def _fetch_chains(pool, lons: list[float], lats: list[float], generation: 
     )
 
 
+_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def chains_of(pool) -> dict[tuple[int, int], dict[str, Any]]:
+    """Return the chains kept for ``pool``'s database: (generation, area id) → path, codes,
+    names (one dict per pool, made on first use; single and batch lookups share it)."""
+    chains = _CACHES.get(pool)
+    if chains is None:
+        chains = _CACHES[pool] = {}
+    return chains
+
+
+async def _fetch_with_chains(
+    pool,
+    chains: dict[tuple[int, int], dict[str, Any]],
+    lons: list[float],
+    lats: list[float],
+    generation: int | None,
+):
+    """Return each point's row (i, generation, generation_active, path, codes, names), in
+    input order: the deepest area of each point from the database, its chain from ``chains``
+    (areas not in it read and kept; a pending or unknown generation read whole, not kept)."""
+    args = {"lons": lons, "lats": lats, "generation": generation}
+    rows = await pool.fetch(_LOOKUP_AREAS, *[args[n] for n in _LOOKUP_AREAS_ARGS])
+    if not rows or not rows[0]["generation_active"]:
+        # No such generation, or a pending one (its areas may still change): the whole
+        # chain from the database, nothing kept.
+        return await _fetch_chains(pool, lons, lats, generation)
+    gen = rows[0]["generation"]
+    missing = {
+        r["area_id"] for r in rows if r["area_id"] is not None and (gen, r["area_id"]) not in chains
+    }
+    if missing:
+        found = await pool.fetch(_CHAINS, sorted(missing), gen)
+        if len(chains) + len(found) > MAX_CHAINS:
+            chains.clear()
+        for c in found:
+            chains[gen, c["area_id"]] = {
+                "path": c["path"],
+                "codes": list(c["codes"]),
+                "names": list(c["names"]),
+            }
+    out = []
+    for r in rows:
+        chain = _NO_CHAIN if r["area_id"] is None else chains.get((gen, r["area_id"]))
+        if chain is None:  # dropped by a clear above: read whole, as for pending ones
+            return await _fetch_chains(pool, lons, lats, generation)
+        out.append({"i": r["i"], "generation": gen, "generation_active": True, **chain})
+    return out
+
+
 class PointLookupBatcher:
     """Coalesce concurrent single-point lookups into batch queries.
 
@@ -81,7 +140,7 @@ class PointLookupBatcher:
         self._scheduled = False
         self._slots = asyncio.Semaphore(max_in_flight)
         self._max_batch = max_batch
-        self.chains: dict[tuple[int, int], dict[str, Any]] = {}
+        self.chains = chains_of(pool)
 
     async def lookup(self, lon: float, lat: float, generation: int | None):
         """Return the batch query's row for one point."""
@@ -117,36 +176,7 @@ class PointLookupBatcher:
 
     async def _fetch(self, lons: list[float], lats: list[float], generation: int | None):
         """Return each point's row (generation, generation_active, path, codes, names)."""
-        args = {"lons": lons, "lats": lats, "generation": generation}
-        rows = await self._pool.fetch(_LOOKUP_AREAS, *[args[n] for n in _LOOKUP_AREAS_ARGS])
-        if not rows or not rows[0]["generation_active"]:
-            # No such generation, or a pending one (its areas may still change): the whole
-            # chain from the database, nothing kept.
-            return await _fetch_chains(self._pool, lons, lats, generation)
-        gen = rows[0]["generation"]
-        chains = self.chains
-        missing = {
-            r["area_id"]
-            for r in rows
-            if r["area_id"] is not None and (gen, r["area_id"]) not in chains
-        }
-        if missing:
-            found = await self._pool.fetch(_CHAINS, sorted(missing), gen)
-            if len(chains) + len(found) > MAX_CHAINS:
-                chains.clear()
-            for c in found:
-                chains[gen, c["area_id"]] = {
-                    "path": c["path"],
-                    "codes": list(c["codes"]),
-                    "names": list(c["names"]),
-                }
-        out = []
-        for r in rows:
-            chain = _NO_CHAIN if r["area_id"] is None else chains.get((gen, r["area_id"]))
-            if chain is None:  # dropped by a clear above: read whole, as for pending ones
-                return await _fetch_chains(self._pool, lons, lats, generation)
-            out.append({"generation": gen, "generation_active": True, **chain})
-        return out
+        return await _fetch_with_chains(self._pool, self.chains, lons, lats, generation)
 
 
 def _in_scope(principal: Principal, path: str | None) -> bool:
@@ -214,7 +244,7 @@ async def find_chains_for_points(
     Each result has a ``status``: ``matched`` (a grid), ``partial`` (some levels),
     ``unmatched`` (no area) or ``outside_scope`` (in an area the caller may not see).
     """
-    rows = await _fetch_chains(pool, lons, lats, generation)
+    rows = await _fetch_with_chains(pool, chains_of(pool), lons, lats, generation)
     empty = _levels([], [])
     results: list[dict[str, Any]] = []
     for row in rows:

@@ -271,3 +271,56 @@ def test_chains_of_an_active_generation_are_kept_and_a_pending_ones_are_not(
     )
     assert r.status_code == 200 and r.json()["generation"] == pending
     assert all(g == gen for g, _ in chains)
+
+
+def test_batch_lookups_take_chains_from_the_single_lookups_cache(tiny_client, tiny_db_url, city):
+    # POST /lookup/batch finds each point's deepest area only and takes its chain from the
+    # cache single lookups keep (one per pool): what one path read, the other reuses; the
+    # answers are those of the whole-chain query (lookup_batch.sql), cached or not.
+    import asyncio
+
+    import asyncpg
+
+    from service.repositories import lookup
+
+    chains = tiny_client.app.state.lookup_batcher.chains
+    chains.clear()
+    points = [
+        [106.005, 26.015],
+        [106.015, 26.015],
+        [106.005, 26.005],
+        [106.035, 26.005],
+        [106.025, 26.015],
+        [106.005, 26.015],  # again: one chain for both
+        [0.5, 0.5],  # outside every area
+        [106.0, 26.01],  # on an edge between grids
+    ]
+    r = tiny_client.post("/lookup/batch", json={"points": points}, headers=city)
+    assert r.status_code == 200, r.text
+    gen = r.json()["generation"]
+    first = r.json()["results"]
+    kept = dict(chains)
+    areas = {tuple(x[level]["code"] for level in LEVELS if x[level]) for x in first}
+    assert len(kept) == len(areas - {()}) and all(g == gen for g, _ in kept)
+    # A single lookup of a point the batch saw asks the database for no chain.
+    one = tiny_client.get("/lookup", params={"lon": 106.005, "lat": 26.015}, headers=city).json()
+    assert [one[level]["code"] for level in LEVELS] == [first[0][level]["code"] for level in LEVELS]
+    assert dict(chains) == kept
+    again = tiny_client.post("/lookup/batch", json={"points": points}, headers=city).json()
+    assert again["results"] == first
+
+    async def both():
+        conn = await asyncpg.connect("postgresql://" + tiny_db_url.split("://", 1)[1])
+        try:
+            lons, lats = [p[0] for p in points], [p[1] for p in points]
+            whole = await lookup._fetch_chains(conn, lons, lats, gen)
+            cold = await lookup._fetch_with_chains(conn, {}, lons, lats, gen)
+            warm = await lookup._fetch_with_chains(conn, dict(kept), lons, lats, gen)
+            return whole, cold, warm
+        finally:
+            await conn.close()
+
+    whole, cold, warm = asyncio.run(both())
+    fields = ("i", "generation", "generation_active", "path", "codes", "names")
+    whole = [{k: (list(r[k]) if k in ("codes", "names") else r[k]) for k in fields} for r in whole]
+    assert cold == whole and warm == whole
