@@ -29,6 +29,7 @@ BENCHES = (
     "coverage",
     "abuse",
     "dispatch",
+    "cases",
     "scale",
     "workers",
     "planning",
