@@ -247,3 +247,52 @@ def test_an_import_with_no_row_in_any_area_or_no_row_left(tiny_client, tiny_db_u
     engine.dispose()
     assert owners == [(None, None, None)]
     assert events == 20
+
+
+def test_bins_rolled_up_from_the_finest_zoom_equal_the_per_zoom_formula(tiny_db_url):
+    # Migration 0022 bins a statement's rows once at zoom 21 and rolls the coarser zooms up
+    # from there; 0012 computed each zoom's tile from the point. Same keys and counts, sums
+    # up to the order of additions, on points anywhere (the poles' clamp and the
+    # antimeridian included), signed as a DELETE's and an UPDATE's are.
+    import importlib
+
+    v12 = importlib.import_module("service.migrations.versions.0012_incident_bins")
+    v21 = importlib.import_module("service.migrations.versions.0021_incident_bins_every_zoom")
+    v22 = importlib.import_module("service.migrations.versions.0022_incident_bins_rolled_up")
+    rng = np.random.default_rng(22)
+    n = 20_000
+    lon = np.concatenate([rng.uniform(105.9, 106.1, n), rng.uniform(-180, 180, 500)])
+    lat = np.concatenate([rng.uniform(25.9, 26.1, n), rng.uniform(-90, 90, 500)])
+    lon[:4], lat[:4] = [-180, 180, 0, 106.0], [90, -90, 85.0511, 26.0]
+    rows = pd.DataFrame(
+        {
+            "status": rng.choice(["new", "open", "closed"], len(lon)),
+            "area_path": rng.choice(["", "520100", "520100/520102"], len(lon)),
+            "lon": lon,
+            "lat": lat,
+            "s": rng.choice([1, 1, 1, -1], len(lon)),
+        }
+    )
+    source = "SELECT status, area_path, lon, lat, s FROM pts"
+    per_zoom = v21._with(v12._upsert(source), v21.ZOOMS)
+    per_zoom = "SELECT " + per_zoom.split("SELECT", 1)[1].split("ORDER BY")[0]
+    engine = make_engine(tiny_db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                'CREATE TEMP TABLE pts (status text, area_path text COLLATE "C", '
+                "lon double precision, lat double precision, s integer)"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO pts VALUES (:status, :area_path, :lon, :lat, :s)"),
+            rows.to_dict("records"),
+        )
+        expected = {tuple(r[:5]): tuple(r[5:]) for r in conn.execute(text(per_zoom)).all()}
+        got = {tuple(r[:5]): tuple(r[5:]) for r in conn.execute(text(v22.rolled_up(source))).all()}
+    engine.dispose()
+    assert {k[0] for k in got} == set(v21.ZOOMS)
+    assert got.keys() == expected.keys()
+    for key, (count, sx, sy) in got.items():
+        assert count == expected[key][0], key
+        assert (sx, sy) == pytest.approx(expected[key][1:], abs=1e-7), key
