@@ -134,7 +134,7 @@ _LAYERS = (
             ("kind", N_("Defect")),
             ("parent_code", N_("Parent")),
             ("codes", N_("Areas")),
-            ("area_m2", "Area m²"),
+            ("area_m2", N_("Area m²")),
         ),
     ),
     GapLayer(

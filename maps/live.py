@@ -283,6 +283,9 @@ def add_dispatch_queue(
         "categories": t.names("category"),
         "glyphs": t.names("category_glyph"),
         "teamRoles": t.names("team_role"),
+        # The queue names an owner, an assignee or an actor's area by name (codes read as
+        # numbers to a dispatcher); codes of areas not on the page stay codes.
+        "names": dict(page.names),
         "locale": t.lang,
         "timeZone": TIME_ZONE,
         "text": _words(t, text),

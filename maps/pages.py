@@ -127,6 +127,8 @@ class Page:
     layers: dict[str, Any] = field(default_factory=dict)
     legend: Legend | None = None
     t: Translator = field(default_factory=translator)
+    #: Area code → name of the areas the page holds (its scripts name areas, not codes).
+    names: dict[str, str] = field(default_factory=dict)
 
     def add(self, title: str, layer: Any, *, to: Any = None) -> Any:
         """Return ``layer`` added to the map (or to the group ``to``) under the key ``title``."""
@@ -219,6 +221,9 @@ MAP_TEXT = {
     "zoom_out": N_("Zoom out"),
     "layers": N_("Layers"),
     "close": N_("Close"),
+    # The scale bar's lengths ({n}: a number).
+    "metres": N_("{n} m"),
+    "kilometres": N_("{n} km"),
 }
 
 
@@ -437,6 +442,11 @@ def dispatch_page(
         name = breadcrumb[-1].get("name") if breadcrumb else None
         title = t("Dispatch · {name}", name=name or t("all areas"))
     page = Page("dispatch", title, m, t=t)
+    page.names = {str(c["code"]): str(c["name"]) for c in breadcrumb if c.get("name")}
+    for fc in checked.values():
+        for f in fc["features"]:
+            props = f["properties"]
+            page.names[str(props["code"])] = str(props["name"])
     grid_classes = None
     if "grid" in checked:
         grid_classes = integer_classes(

@@ -403,7 +403,11 @@ def _topology_chart(report: dict, t: Translator) -> str:
             (
                 t(name),
                 topo[kind]["count"],
-                f"{topo[kind]['count']:,} · {topo[kind]['area_m2']:,.0f} m²",
+                t(
+                    "{n} · {area} m²",
+                    n=format(topo[kind]["count"], ","),
+                    area=format(topo[kind]["area_m2"], ",.0f"),
+                ),
             )
             for kind, name in _DEFECTS.items()
         ],

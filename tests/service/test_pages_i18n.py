@@ -201,6 +201,10 @@ def test_the_live_dispatch_page_writes_chinese(browser, live):
         text = _no_english(page)
         assert "办理记录" in text and "李娜" in text and "网格管理员" in text
         assert re.search(r"\d{4}年\d{1,2}月\d{1,2}日", text), text  # dates in Chinese
+        # Areas by name, not by a 12- or 15-digit code: the owner, the grid team dispatched to.
+        queue = page.locator("#wg-queue").inner_text()
+        assert "社区 区域001" in queue and "网格团队 区域001" in queue, queue
+        assert COMMUNITY not in queue and NW not in queue, queue
         page.locator(".wg-act").first.click()
         page.wait_for_selector(".wg-actform:not([hidden])")
         _no_english(page)

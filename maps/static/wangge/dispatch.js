@@ -216,8 +216,15 @@
       if (da !== db) return da - db;
       return b.id - a.id;
     }
+    /* An area's name as the page knows it (the page's areas), else its code. */
+    function areaName(code) {
+      return (o.names && o.names[code]) || code || "";
+    }
+    function assignee(kind, code) {
+      return t("assignee." + kind, { code: kind === "grid" ? areaName(code) : code });
+    }
     function owner(c) {
-      return c.owner_level ? label("level", c.owner_level) + " " + (c.owner_area_code || "") : "";
+      return c.owner_level ? label("level", c.owner_level) + " " + areaName(c.owner_area_code) : "";
     }
     function row(c) {
       var cls = "wg-qitem" + (c.clock ? " wg-clock-" + c.clock : "") + (fresh(c) ? " wg-fresh" : "");
@@ -439,7 +446,7 @@
         [T["field.state"], label("state", d.state) + (d.clock ? " · " + C.due(d, T) : "")],
         [T["field.priority"], label("priority", d.priority)],
         [T["field.owner"], owner(d)],
-        [T["field.assignee"], d.assignee_kind ? t("assignee." + d.assignee_kind, { code: d.assignee_code }) : ""],
+        [T["field.assignee"], d.assignee_kind ? assignee(d.assignee_kind, d.assignee_code) : ""],
         [T["field.reported"], C.when(d.reported_at, o)],
         [T["field.address"], d.address],
         [T["field.description"], d.description],
@@ -502,9 +509,9 @@
               .join(" ");
             return (
               "<li><time>" + esc(C.when(e.at, o)) + "</time> <b>" + esc(label("action", e.action)) + "</b> " +
-              "<span class='wg-note'>" + esc(t("by", { role: label("role", e.actor_role) + (e.actor_area_code ? " " + e.actor_area_code : "") })) + "</span>" +
+              "<span class='wg-note'>" + esc(t("by", { role: label("role", e.actor_role) + (e.actor_area_code ? " " + areaName(e.actor_area_code) : "") })) + "</span>" +
               (moved ? "<br>" + esc(label("state", e.from_state)) + " → " + esc(label("state", e.to_state)) : "") +
-              (e.assignee_code && e.action === "dispatch" ? "<br>" + esc(t("assignee." + e.assignee_kind, { code: e.assignee_code })) : "") +
+              (e.assignee_code && e.action === "dispatch" ? "<br>" + esc(assignee(e.assignee_kind, e.assignee_code)) : "") +
               (e.reason ? "<div>" + esc(T["field.reason"]) + ": " + esc(label("reason", e.reason)) + "</div>" : "") +
               (e.note ? "<div class='wg-enote'>" + esc(e.note) + "</div>" : "") +
               (photos ? "<div>" + photos + "</div>" : "") +

@@ -178,7 +178,8 @@
     return control;
   };
 
-  /* Leaflet's own controls in the page's language, T = {zoom_in, zoom_out, layers, close}:
+  /* Leaflet's own controls in the page's language, T = {zoom_in, zoom_out, layers, close,
+   * metres, kilometres}:
    * the zoom buttons' and layer toggle's titles, popups' close buttons, the attribution's
    * prefix (no English tooltip), and a metric scale. The controls are placed after this
    * runs (the page's script adds them in turn), hence the delay. */
@@ -189,7 +190,17 @@
         el.setAttribute("aria-label", text);
       }
     }
-    L.control.scale({ imperial: false }).addTo(map);
+    // The scale's units in the page's words ("500 米", "1 公里"): T.metres, T.kilometres.
+    var Scale = L.Control.Scale.extend({
+      _updateMetric: function (maxMeters) {
+        var meters = this._getRoundNum(maxMeters);
+        var label = meters < 1000
+          ? fill(T.metres || "{n} m", { n: meters })
+          : fill(T.kilometres || "{n} km", { n: meters / 1000 });
+        this._updateScale(this._mScale, label, meters / maxMeters);
+      },
+    });
+    new Scale({ imperial: false }).addTo(map);
     if (map.attributionControl) {
       map.attributionControl.setPrefix("<a href='https://leafletjs.com'>Leaflet</a>");
     }
