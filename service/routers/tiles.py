@@ -13,7 +13,6 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from service.crs_output import UnknownCrsError, output_crs
 from service.deps import PoolDep, PrincipalDep, layer_or_404, parse_generation
 from service.errors import UnprocessableError
 from service.repositories import layers as repo
@@ -22,8 +21,9 @@ from service.responses import JSON
 from service.schemas.tiles import TileJSON
 from service.specs.map_layers import LAYERS, LayerSpec
 from service.tiles import TileKey, TileResponse
+from service.tiles.query import TILE_CRS, read_tile_query
 from service.tiles.response import HIT, MISS
-from service.tiles.shifted import TILE_CRS, shifted_layer_tile
+from service.tiles.shifted import shifted_layer_tile
 
 router = APIRouter(prefix="/tiles", tags=["tiles"])
 
@@ -98,39 +98,12 @@ async def tile(
     )
     if q.get("generation") is None:
         cache.current_generation = generation
-    # crs=GCJ-02: the tile of a GCJ-02 map, drawn by service.tiles.shifted.
-    crs = output_crs(q.get("crs"))
-    if crs not in ("EPSG:4326", "EPSG:4490", *TILE_CRS):
-        raise UnknownCrsError(
-            f"crs: no {crs} tiles (Baidu's maps use a tile grid of their own); tiles are "
-            "EPSG:4326 (default) or GCJ-02; GeoJSON items take crs=BD-09",
-            field="crs",
-        )
-    filters: dict[str, dict[str, str]] = {s.name: {} for s in specs}
-    for name, value in q.items():
-        if name in ("generation", "access_token", "crs"):
-            continue
-        owners = [s for s in specs if name in s.filters]
-        if not owners:
-            raise UnprocessableError(f"unknown parameter {name!r} for these layers", field=name)
-        for spec in owners:
-            filters[spec.name][name] = value
+    # crs=GCJ-02: the tile of a GCJ-02 map, drawn by service.tiles.shifted; the layers'
+    # filters. Read as the shortcut reads them (service.tiles.query).
+    query = read_tile_query(specs, q)
+    crs, filters = query.crs, query.filters
     key = TileKey(
-        tuple(s.name for s in specs),
-        z,
-        x,
-        y,
-        principal.scope_path,
-        generation,
-        # The crs by its canonical name: "amap" and "GCJ-02" are one tile (and the cache's
-        # invalidation knows which keys are shifted, service.tiles.cache).
-        tuple(
-            sorted(
-                (k, crs if k == "crs" else v)
-                for k, v in q.items()
-                if k != "access_token" and not (k == "crs" and crs not in TILE_CRS)
-            )
-        ),
+        tuple(s.name for s in specs), z, x, y, principal.scope_path, generation, query.key_params
     )
     entry = cache.get(key)
     marks = HIT

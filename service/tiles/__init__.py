@@ -10,8 +10,9 @@ A request for ``/tiles/{layers}/{z}/{x}/{y}.mvt`` takes one of two paths:
 
 Both answer through ``response.tile_response`` (ETag, ``If-None-Match`` → 304, gzip, caching
 headers), so a tile reads the same whichever path served it. The shortcut looks up the key
-the route stores for a request without query parameters, and can only do so once the route
-has recorded the current generation (``TileCache.current_generation``).
+the route stores, its query (crs, filters) read by the same ``query.read_tile_query``, and can
+only do so once the route has recorded the current generation
+(``TileCache.current_generation``).
 
 ``cache.TileCache`` holds rendered tiles and drops exactly those a change touched;
 ``listener.ChangeListener`` feeds it the database's change notifications and clears it

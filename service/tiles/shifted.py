@@ -30,7 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from geo.coords import GCJ02, GCJ02_BBOX, KRASOVSKY_A, KRASOVSKY_EE, from_wgs84
+from geo.coords import GCJ02_BBOX, KRASOVSKY_A, KRASOVSKY_EE, from_wgs84
 from service.auth import Principal
 
 # The layer's scope conditions, bins and statement runner: one definition, shared with the
@@ -49,11 +49,9 @@ from service.repositories.layers import (
 )
 from service.specs.map_layers import LayerSpec
 from service.tiles.cache import SHIFT_DEG, tile_bounds
+from service.tiles.query import TILE_CRS
 
 __all__ = ["TILE_CRS", "shifted_layer_tile"]
-
-#: The coordinate systems tiles can be drawn in besides WGS84.
-TILE_CRS = (GCJ02,)
 
 
 # --- points: the shift written in SQL, one statement as for WGS84 tiles -----------------

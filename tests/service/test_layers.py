@@ -346,6 +346,51 @@ def test_cache_hits_take_the_shortcut_without_crossing_scopes(caching_client, h,
     )
 
 
+def test_hits_with_a_crs_or_filters_take_the_shortcut_as_the_route_reads_them(
+    caching_client, h, tiny_db_url
+):
+    z, x, y = _tile_of(*IN_NW, 15)
+    base = f"/tiles/grids,incidents/{z}/{x}/{y}.mvt"
+    for query in ("?crs=GCJ-02", "?status=open", "?crs=GCJ-02&status=open&status=closed"):
+        first = caching_client.get(base + query, headers=h["city"])
+        assert first.headers["x-tile-cache"] == "miss", query
+        again = caching_client.get(base + query, headers=h["city"])
+        assert again.headers.get("x-tile-shortcut") == "1", query
+        assert again.content == first.content and again.headers["etag"] == first.headers["etag"]
+    # The key the route made: "amap" is GCJ-02, the last of a repeated filter counts, and
+    # crs=EPSG:4326 is the plain tile.
+    gcj = caching_client.get(base + "?crs=amap&status=closed", headers=h["city"])
+    assert gcj.headers.get("x-tile-shortcut") == "1"
+    assert (
+        gcj.content
+        == caching_client.get(base + "?crs=GCJ-02&status=closed", headers=h["city"]).content
+    )
+    plain = caching_client.get(base, headers=h["city"])
+    wgs84 = caching_client.get(base + "?crs=EPSG:4326", headers=h["city"])
+    assert wgs84.headers.get("x-tile-shortcut") == "1" and wgs84.content == plain.content
+    # Another scope never reads the city's entries.
+    officer = caching_client.get(base + "?crs=GCJ-02", headers=h["grid"])
+    assert officer.headers["x-tile-cache"] == "miss"
+    # What the route refuses stays refused, with the plain tile cached.
+    for query, status, field in (
+        ("?crs=BD-09", 400, "crs"),
+        ("?crs=", 400, "crs"),
+        ("?colour=red", 422, "colour"),
+        ("?crs=GCJ-02&name=x&kind=y", 422, "kind"),  # grids filter on name, none on kind
+    ):
+        r = caching_client.get(base + query, headers=h["city"])
+        assert r.status_code == status and r.json()["field"] == field, (query, r.text)
+    # A generation asked for is checked in the database: the route answers, from the cache.
+    engine = make_engine(tiny_db_url)
+    with engine.connect() as conn:
+        g = conn.execute(text("SELECT max(id) FROM generation WHERE active")).scalar_one()
+    engine.dispose()
+    for _ in range(2):
+        r = caching_client.get(f"{base}?generation={g}", headers=h["city"])
+    assert r.headers["x-tile-cache"] == "hit" and "x-tile-shortcut" not in r.headers
+    assert caching_client.get(f"{base}?generation=999999", headers=h["city"]).status_code == 404
+
+
 def test_a_bulk_write_flushes_its_layers_not_the_others(tiny_client, h, tiny_db_url):
     z, x, y = _tile_of(106.035, 26.005, 14)
     incidents = f"/tiles/incidents/{z}/{x}/{y}.mvt"
