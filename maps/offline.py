@@ -103,6 +103,9 @@ LABEL = {
 _NUDGES = (0.0, 1.15, -1.15, 2.3, -2.3)
 #: How much larger an area's name is drawn where the area is large on screen.
 _BIG = 1.4
+#: The share of its area's width a name may take (else it waits for a zoom where the area is
+#: larger): a district's view names its communities, not every one of their grids.
+_FIT = {"community": 0.7, "grid": 0.5}
 
 
 @dataclass(frozen=True)
@@ -335,7 +338,7 @@ def place_labels(
             (bx0, bx1), (by1, by0) = _world_px(
                 np.array([label.box[0], label.box[2]]), np.array([label.box[1], label.box[3]]), z
             )
-            if w > 0.9 * (bx1 - bx0) or h > 0.8 * (by1 - by0):
+            if w > _FIT.get(label.level, 0.9) * (bx1 - bx0) or h > 0.8 * (by1 - by0):
                 continue  # the area is too small on screen to hold its name
             bounds = (float(bx0), float(by0), float(bx1), float(by1))
             # An area filling much of the screen (the officer's own grid on the tablet) is

@@ -82,7 +82,7 @@ MAX_ZOOM = 20
 #: A static file embeds at most this many offline tiles (three zooms around its view, ~7 KB each).
 STATIC_TILES = 160
 #: Renderer version: part of every key and ETag, so a new style is never mixed with old tiles.
-STYLE_VERSION = "4"
+STYLE_VERSION = "5"
 #: A GCJ-02 or BD-09 tile holds WGS84 data up to ~0.013° away: read that much more.
 _DATUM_MARGIN_DEG = 0.02
 
