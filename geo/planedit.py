@@ -818,14 +818,60 @@ _CGCS2000 = 4490
 _GRID_FIELDS = ("name", "parent_code", "code")
 
 
+def _refuse_file(filename: str, what: str) -> PlanEditError:
+    return PlanEditError("invalid_geometry", f"{filename}: {what}", field="file")
+
+
+def _flat_zip(data: bytes, filename: str) -> bytes:
+    """Return the zip's files at its top level (QGIS users zip the folder a Shapefile is in;
+    GDAL reads a zip's layers only there); refuse a zip that holds no layer GDAL would find
+    (a Shapefile's parts without its .shp, say), naming what it holds."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            members = {}
+            for info in z.infolist():
+                base = info.filename.replace("\\", "/").rsplit("/", 1)[-1]
+                if info.is_dir() or not base or info.filename.startswith("__MACOSX/"):
+                    continue
+                members.setdefault(base, info)
+            layers = [n for n in members if n.lower().endswith(_LAYER_SUFFIXES)]
+            if not layers:
+                held = ", ".join(sorted(members)[:8]) or "nothing"
+                raise _refuse_file(
+                    filename,
+                    f"the zip holds no .shp (nor GeoPackage, GeoJSON or KML); it holds {held}. "
+                    "A zipped Shapefile needs its .shp, .shx, .dbf and .prj together",
+                )
+            out = io.BytesIO()
+            with zipfile.ZipFile(out, "w") as flat:
+                for base, info in members.items():
+                    flat.writestr(base, z.read(info))
+    except PlanEditError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError):  # ValueError: a corrupt member
+        raise _refuse_file(filename, "is not a readable zip file") from None
+    return out.getvalue()
+
+
+#: What a zip must hold for GDAL to find a layer in it.
+_LAYER_SUFFIXES = (".shp", ".gpkg", ".geojson", ".json", ".kml")
+
+
 def read_grid_file(data: bytes, filename: str, *, layer: str | None = None) -> list[dict]:
-    """Return the polygons of a GeoJSON, GeoPackage or zipped Shapefile as features for
+    """Return the polygons of a GeoJSON, GeoPackage, KML or zipped Shapefile as features for
     :func:`replace_all` (``geometry`` in lon/lat, ``name``, ``parent_code``, ``code`` when
-    the file has those fields). Other CRSs than EPSG:4326 and CGCS2000 are transformed; a
-    file without one is taken as lon/lat."""
+    the file has those fields, in any case). Other CRSs than EPSG:4326 and CGCS2000 are
+    transformed; a file without one is taken as lon/lat. An empty file, a zip without a
+    layer, a file of points or lines, or one without rows is refused naming the file."""
     import pyogrio
     import pyogrio.errors
 
+    if not data:
+        raise _refuse_file(filename, "the file is empty")
+    if data[:4] == b"PK\x03\x04":
+        data = _flat_zip(data, filename)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # GDAL on in-memory file names
@@ -834,11 +880,11 @@ def read_grid_file(data: bytes, filename: str, *, layer: str | None = None) -> l
         # GDAL names the in-memory path it read (/vsimem/...): say what it found, not where.
         why = str(exc).split("; ")[0]
         why = " ".join(w for w in why.split() if "/vsi" not in w and "pyogrio" not in w)
-        raise PlanEditError(
-            "invalid_geometry",
-            f"{filename}: not a GeoJSON, GeoPackage or zipped Shapefile GDAL can read ({why})",
-            field="file",
+        raise _refuse_file(
+            filename, f"not a GeoJSON, GeoPackage, KML or zipped Shapefile GDAL can read ({why})"
         ) from None
+    if len(frame) == 0:
+        raise _refuse_file(filename, "has no grids (its layer has no rows)")
     if frame.crs is not None and frame.crs.to_epsg() not in (4326, _CGCS2000):
         frame = frame.to_crs(4326)
     # A Shapefile keeps 10 characters of a field name (parent_code → parent_cod).
@@ -847,8 +893,10 @@ def read_grid_file(data: bytes, filename: str, *, layer: str | None = None) -> l
     features = []
     for i, geom in enumerate(frame.geometry):
         if geom is None:
-            raise PlanEditError(
-                "invalid_geometry", f"{filename}: row {i} has no geometry", field="file"
+            raise _refuse_file(filename, f"row {i} has no geometry")
+        if geom.geom_type not in ("Polygon", "MultiPolygon"):
+            raise _refuse_file(
+                filename, f"row {i} is a {geom.geom_type}; grids are polygons (Polygon layers)"
             )
         feature: dict = {"geometry": geom}
         for name in _GRID_FIELDS:

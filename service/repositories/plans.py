@@ -496,8 +496,9 @@ def edit_plan(
     try:
         result = _run_edit(conn, plan, edit)
     except PlanEditError as exc:
+        uploaded = payload.get("file") if payload is not None else None
         raise UnprocessableError(
-            exc.message,
+            exc.message if uploaded is None else f"{uploaded}: {exc.message}",
             field=_field_at_fault(edit, exc, payload),
             extra={"reason": exc.reason, "keys": exc.keys or None},
         ) from None

@@ -363,15 +363,17 @@ async def edit_plan(change: PlanChangeDep, body: PlanEdit) -> JSON:
     "/{plan_id:int}/edits/file",
     response_model=PlanEditResult,
     summary="Replace a draft's grids from a file (If-Match required)",
-    description="A redrawn set as GeoJSON, GeoPackage or zipped Shapefile (polygons; "
-    "fields `name`, optional `parent_code` and `code`), in EPSG:4326 or CGCS2000 (other CRSs "
-    "are transformed). Checked as `replace_all`.",
+    description="A redrawn set as GeoJSON, GeoPackage, KML or zipped Shapefile (polygons; "
+    "fields `name`, optional `parent_code` and `code`, in any case), in EPSG:4326 or CGCS2000 "
+    "(other CRSs, e.g. Gauss-Kruger zones, are transformed; heights are dropped). Checked as "
+    "`replace_all`; a file that is empty, not one of these, a zip without a layer, points or "
+    "lines, or no rows is a 422 naming it.",
     responses=_STALE,
 )
 async def replace_from_file(
     change: PlanChangeDep,
     api: ApiSettingsDep,
-    file: UploadFile = File(description="GeoJSON, GeoPackage or zipped Shapefile of grids"),
+    file: UploadFile = File(description="GeoJSON, GeoPackage, KML or zipped Shapefile of grids"),
     layer: NulFree | None = Form(None, max_length=200),
 ) -> JSON:
     data = await read_upload(file, api)

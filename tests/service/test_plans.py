@@ -857,3 +857,116 @@ def test_one_key_sent_twice_at_once_edits_once(tiny_server, tiny_db_url, h):
         tiny_db_url, "SELECT count(*) FROM boundary_plan_edit WHERE plan_id = :p", p=plan_id
     )
     assert edits[0][0] == 1
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _qgis_files(tmp_path) -> dict[str, tuple[str, bytes]]:
+    """The north community redrawn as a ring around a core (a grid with a hole and the grid
+    filling it), the south kept, as QGIS users save it: odd but valid."""
+    import warnings
+
+    import geopandas as gpd
+    from shapely import force_3d
+
+    north = box(106.0, 26.01, 106.02, 26.02)
+    core = box(106.006, 26.013, 106.014, 26.017)
+    geoms = [
+        MultiPolygon([north.difference(core)]),  # a MultiPolygon of one part, with a hole
+        MultiPolygon([core]),
+        MultiPolygon([grid_box(1, 2, 1)]),
+        MultiPolygon([grid_box(1, 2, 2)]),
+    ]
+    frame = gpd.GeoDataFrame(
+        {
+            "Name": ["Ring", "Core", "Grid 1-2-1", "Grid 1-2-2"],
+            "PARENT_CODE": [NORTH, NORTH, SOUTH, SOUTH],
+            "Code": [None, None, SW, SE],
+        },
+        geometry=[force_3d(g, 1250.0) for g in geoms],  # heights from a 3D survey
+        crs="EPSG:4326",
+    )
+    out = {}
+    # CGCS2000 / 3-degree Gauss-Kruger, central meridian 105E (the zone of 106E) and 114E.
+    gk = tmp_path / "gk.gpkg"
+    frame.to_crs("EPSG:4544").to_file(gk, layer="grids")
+    out["gpkg"] = ("redrawn.gpkg", gk.read_bytes())
+    shp = tmp_path / "shp"
+    shp.mkdir()
+    with warnings.catch_warnings():  # the format keeps 10 characters: PARENT_COD
+        warnings.simplefilter("ignore")
+        frame.to_crs("EPSG:4547").to_file(shp / "grids.shp")
+    members = {p.name: p.read_bytes() for p in sorted(shp.iterdir())}
+    out["shp"] = ("grids.zip", _zip({f"QGIS export/{n}": d for n, d in members.items()}))
+    kml = tmp_path / "grids.kml"
+    frame.to_file(kml, driver="KML")
+    out["kml"] = ("grids.kml", kml.read_bytes())
+    out["_shp_members"] = ("", _zip({n: d for n, d in members.items() if not n.endswith(".shp")}))
+    points = tmp_path / "points.gpkg"
+    gpd.GeoDataFrame(
+        {"name": ["a", "b"]},
+        geometry=gpd.points_from_xy([106.005, 106.015], [26.015, 26.015]),
+        crs="EPSG:4326",
+    ).to_file(points)
+    out["points"] = ("points.gpkg", points.read_bytes())
+    nothing = tmp_path / "nothing.gpkg"
+    frame.iloc[:0].to_file(nothing)
+    out["nothing"] = ("nothing.gpkg", nothing.read_bytes())
+    return out
+
+
+def test_redrawn_sets_as_qgis_saves_them(tiny_client, h, tmp_path):
+    files = _qgis_files(tmp_path)
+    plan_id = _draft(tiny_client, h)
+    version = 1
+
+    def upload(name, data):
+        return tiny_client.post(
+            f"/plans/{plan_id}/edits/file",
+            files={"file": (name, data, "application/octet-stream")},
+            headers={**h["planner"], "If-Match": f'"{version}"'},
+        )
+
+    def state():
+        return (
+            tiny_client.get(f"/plans/{plan_id}", headers=h["planner"]).json()["version"],
+            tiny_client.get(f"/plans/{plan_id}/grids", headers=h["planner"]).json(),
+        )
+
+    # Wrong content: refused naming the file and what is wrong with it, nothing written.
+    before = state()
+    refusals = {
+        "points": ("points.gpkg", files["points"][1], "Point"),
+        "empty": ("empty.gpkg", b"", "empty"),
+        "no shp": ("grids.zip", files["_shp_members"][1], ".shp"),
+        "no rows": ("nothing.gpkg", files["nothing"][1], "no grids"),
+        "50 MB": ("big.gpkg", b"\0" * 50_000_000, "GeoPackage"),
+    }
+    for case, (name, data, says) in refusals.items():
+        r = upload(name, data)
+        assert 400 <= r.status_code < 500, (case, r.status_code, r.text[:300])
+        body = _problem(r, r.status_code)
+        assert body["field"] == "file" and name in body["detail"], (case, body)
+        assert says in body["detail"], (case, body)
+        assert state() == before, case
+    # Odd but valid: accepted, and the grids are what the file drew.
+    for fmt in ("gpkg", "shp", "kml"):
+        name, data = files[fmt]
+        r = upload(name, data)
+        assert r.status_code == 200, (fmt, r.text[:500])
+        version = r.json()["version"]
+        grids = {f["properties"]["name"]: f for f in state()[1]["features"]}
+        assert sorted(grids) == ["Core", "Grid 1-2-1", "Grid 1-2-2", "Ring"], fmt
+        ring = grids["Ring"]
+        assert ring["properties"]["parent_code"] == NORTH, fmt
+        assert grids["Grid 1-2-1"]["properties"]["code"] == SW, fmt
+        assert len(ring["geometry"]["coordinates"][0]) == 2, fmt  # the ring keeps its hole
