@@ -505,6 +505,8 @@ HTTP_TEXT = {
     "http.422": N_("Check what was entered: {field}"),
     "http.429": N_("Too many requests: try again shortly."),
     "http.5xx": N_("The service could not do it: try again later."),
+    # A refusal as shown, with its status ({detail}: one of the above, or the service's).
+    "http.refused": N_("{detail} (HTTP {status})"),
 }
 
 #: What the tablet's report form says as it works (filled in by ``wg.reportForm``).

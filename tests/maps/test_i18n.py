@@ -383,19 +383,7 @@ def test_planning_gap_themes_are_distinct_and_one_is_shown():
 
 
 # -- in a browser: what the scripts put in the DOM ---------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert Path("/usr/bin/chromium").exists(), "apt-get install -y chromium"
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path="/usr/bin/chromium", args=["--no-sandbox", "--headless"]
-        )
-        yield chromium
-        chromium.close()
-
-
+# The browser: tests/conftest.py's fixture (tests/service/browser.py launches it).
 #: Text of the DOM a reader sees: text, and the attributes browsers show.
 DOM_TEXT = """() => {
   const out = [document.title, document.body.innerText];

@@ -152,7 +152,7 @@ def test_the_report_form_posts_with_an_idempotency_key():
     assert "navigator.geolocation.getCurrentPosition" in runtime
     assert 'method: "POST"' in runtime and "JSON.stringify(body)" in runtime
     assert 'headers["X-CSRF-Token"] = o.csrf' in runtime and "Authorization" not in runtime
-    assert "wg.problem({ status: r.status, body: j }" in runtime  # the refusal, in words
+    assert "wg.refusal({ status: r.status, body: j }" in runtime  # the refusal, in words
     assert "j.cells && j.cells.grid_code" in runtime
 
 

@@ -250,7 +250,7 @@ def test_the_live_tablet_writes_chinese(browser, live):
         page.click("#wg-report button[type=submit]")
         page.locator(".wg-answer.wg-error").wait_for(timeout=10_000)
         text = _no_english(page)
-        assert "您无权执行此操作。 (HTTP 403)" in text, text
+        assert "您无权执行此操作。（错误码 HTTP 403）" in text, text
         assert all("Failed to load resource" in p for p in watch.problems), watch.problems
     finally:
         ctx.close()

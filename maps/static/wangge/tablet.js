@@ -468,7 +468,7 @@
       return store.dropCase(c.id);
     }
     function refused(item, res) {
-      var detail = C.detail(res, T, o.locale) + " (HTTP " + res.status + ")";
+      var detail = wg.refusal(res, T, o.locale);
       var h = handlers[item.seq];
       delete handlers[item.seq];
       if (item.kind === "action") problem[item.caseId] = detail;

@@ -241,6 +241,15 @@
     return own ? fill(own, { field: (b && b.field) || "" }) : "HTTP " + status;
   };
 
+  /* A refusal as the page shows it: what it says (wg.problem) and its HTTP status, in the
+   * page's typography (T["http.refused"]: "{detail} (HTTP {status})"). */
+  wg.refusal = function (res, T, locale) {
+    return fill((T && T["http.refused"]) || "{detail} (HTTP {status})", {
+      detail: wg.problem(res, T, locale),
+      status: res ? res.status : "?",
+    });
+  };
+
   /* A map control holding prepared (already escaped) HTML: legends, titles. */
   wg.control = function (map, html, position, cls) {
     var Control = L.Control.extend({
@@ -389,7 +398,7 @@
         form.querySelector("textarea").value = "";
         key = null;
       } else {
-        say(wg.problem({ status: r.status, body: j }, T, o.locale) + " (HTTP " + r.status + ")", "wg-error");
+        say(wg.refusal({ status: r.status, body: j }, T, o.locale), "wg-error");
         if (r.status < 500) key = null;
       }
     }
