@@ -239,27 +239,34 @@ _LIMITS = (
 
 
 async def _fetch(
-    conn: AsyncConnection, principal: Principal, case_id: int, *, lock: bool = False
+    conn, principal: Principal, case_id: int, *, lock: bool = False
 ) -> Mapping[str, Any]:
+    """Return the case as the API reads it (404 when the caller does not see it); ``conn``:
+    a SQLAlchemy ``AsyncConnection`` or the hot pool's raw asyncpg connection."""
     # In its month's partition only (ById: the month from incident_month).
     by_id = await ById.look_up(conn, "incident", case_id)
-    row = (
-        await conn.execute(
-            text(
-                f"SELECT {_CASE_COLUMNS}{_LIMITS if lock else ''} FROM incident t "
-                f"WHERE {by_id.sql()} AND {case_visible_sql()}"
-                + (" FOR UPDATE OF t" if lock else "")
-            ),
-            {**by_id.params, **scope_params(principal)},
-        )
-    ).first()
+    sql = (
+        f"SELECT {_CASE_COLUMNS}{_LIMITS if lock else ''} FROM incident t "
+        f"WHERE {by_id.sql()} AND {case_visible_sql()}" + (" FOR UPDATE OF t" if lock else "")
+    )
+    params = {**by_id.params, **scope_params(principal)}
+    if hasattr(conn, "fetchrow"):  # raw asyncpg: a prepared statement, a generic plan
+        found = await _row(conn, sql, **params)
+        row = None if found is None else dict(found)
+    else:
+        found = (await conn.execute(text(sql), params)).first()
+        row = None if found is None else found._mapping
     if row is None:
         raise NotFoundError(f"no case {case_id} that you may see", field="id")
-    return row._mapping
+    return row
 
 
-async def get_case(conn: AsyncConnection, *, principal: Principal, case_id: int) -> dict[str, Any]:
-    """Return one case the caller sees, with the actions it may take now (404 otherwise)."""
+async def get_case(conn, *, principal: Principal, case_id: int) -> dict[str, Any]:
+    """Return one case the caller sees, with the actions it may take now (404 otherwise).
+
+    ``conn``: a SQLAlchemy ``AsyncConnection`` or a raw asyncpg one (``GET /cases/{id}``
+    reads on the hot pool: its generic plan prunes to the case's month as it starts, where
+    SQLAlchemy's prepared statement was planned anew per call)."""
     row = await _fetch(conn, principal, case_id)
     out = _read(row, _now())
     case = CaseState.from_row(row)
