@@ -18,11 +18,12 @@ dispatchers and admins may run analyses; a grid officer only for their own grid;
 systems not at all.
 
 Generations: areas are read in ``generation`` (default the current one). Entities carry the
-cells of the current generation; for another generation those whose cells may differ are
-re-located on the fly (``locate_point``, one index probe per row): the rows located in an
-area that generation does not have, or lying in an area it has and the current one has not,
-or not located at all. Every other row is in the same area row in both and keeps its cells,
-so a what-if of a draft (:mod:`service.planning.whatif`) re-locates what the draft changes.
+cells of the current generation (a closed case those it was handled in); for another
+generation those whose cells may differ are re-located on the fly (``locate_point``, one
+index probe per row): the rows located in an area not of both generations, or lying in an
+area the other has and the current one has not, or not located at all. Every other row is in
+the same area in both and keeps its cells, so a what-if of a draft
+(:mod:`service.planning.whatif`) re-locates what the draft changes.
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ def located(table: str, columns: tuple[str, ...], *, scope: Scope) -> str:
         "LEFT JOIN LATERAL (SELECT * FROM locate_point(e.geom, :g) WHERE grid.path IS NULL "
         "OFFSET 0) whole ON true"
     )
-    return f"({stored} WHERE NOT {_MAY_MOVE} UNION ALL {moved} WHERE {_MAY_MOVE})"
+    may_move = f"coalesce({_MAY_MOVE}, true)"  # every row in exactly one branch
+    return f"({stored} WHERE NOT {may_move} UNION ALL {moved} WHERE {may_move})"
 
 
 def _valid(alias: str, generation: str) -> str:
@@ -190,15 +192,17 @@ def _valid(alias: str, generation: str) -> str:
 
 
 _CURRENT_ID = "(SELECT max(id) FROM generation WHERE active)"
-#: True (never NULL) for a row whose cells in generation :g may differ from those stored (the
-#: current generation's): not located; located in an area row :g does not have; or lying in an
-#: area row :g has and the current generation has not (those rows' polygons collected once, a
-#: point-in-polygon test per row; entities are points). locate_point picks the deepest covering
-#: area, the lowest code first: with neither of these, the same row in both.
+#: True (never NULL) for a row whose cells in generation :g may differ from those stored: not
+#: located; located in an area (its path) that is not one of both the current generation and
+#: :g (a closed case keeps the cells it was handled in, perhaps of an older generation); or
+#: lying in an area :g has and the current generation has not (those collected once, a
+#: point-in-polygon test a row; entities are points). Stored cells are the current
+#: generation's, and locate_point picks the deepest covering area, the lowest code first:
+#: with neither, the same area in both.
 _MAY_MOVE = (
     "(e.area_path IS NULL"
-    f" OR e.area_path IN (SELECT o.path FROM area o WHERE {_valid('o', _CURRENT_ID)}"
-    f" AND NOT {_valid('o', ':g')})"
+    f" OR e.area_path NOT IN (SELECT o.path FROM area o WHERE {_valid('o', _CURRENT_ID)}"
+    f" AND {_valid('o', ':g')})"
     " OR coalesce(ST_Intersects(e.geom, (SELECT ST_CollectionExtract(ST_Collect(n.geom), 3)"
     f" FROM area n WHERE {_valid('n', ':g')} AND NOT {_valid('n', _CURRENT_ID)})), false))"
 )
