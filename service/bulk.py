@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import shapely
+from psycopg.copy import QueuedLibpqWriter
 from pydantic import AnyHttpUrl
 from pydantic.fields import FieldInfo
 from sqlalchemy import Connection, text
@@ -586,7 +587,9 @@ def copy_rows(
     """COPY rows with their cells into the entity's table.
 
     One COPY statement, fed chunk by chunk: PostgreSQL parses and indexes one chunk while
-    Python formats the next, so the two cores work at once.
+    Python formats the next, so the two cores work at once. The chunks are sent by a thread
+    (psycopg's queued writer): a plain write returns only once the server has read all but
+    a socket buffer of it, so Python would format while the server waited, and the reverse.
     """
     n = len(x)
     sources: dict[str, Any] = {
@@ -607,7 +610,7 @@ def copy_rows(
     names = list(sources)
     raw = conn.connection.driver_connection
     sql = f"COPY {spec.table} ({', '.join(names)}) FROM STDIN"
-    with raw.cursor() as cur, cur.copy(sql) as copy:
+    with raw.cursor() as cur, cur.copy(sql, writer=QueuedLibpqWriter(cur)) as copy:
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             size = stop - start
