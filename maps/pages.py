@@ -740,6 +740,8 @@ def tablet_page(
         "pin": _tablet_pin(t),
         "text": t.texts(REPORT_FORM_TEXT),
         "locale": t.lang,
+        # The answer names the case's grid: by name when it is this page's.
+        "names": {str(props["code"]): str(props["name"])},
     }
     script = (
         '{map}.getContainer().classList.add("wg-tablet");\n'

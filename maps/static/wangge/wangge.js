@@ -389,7 +389,8 @@
         var feature = { type: "Feature", geometry: { type: "Point", coordinates: [ll[1], ll[0]] }, properties: j };
         wg.points({ type: "FeatureCollection", features: [feature] }, o.pin).addTo(map);
       }
-      say(grid ? t("filed_in", { id: j.id, grid: grid }) : t("filed_outside", { id: j.id }), "wg-ok");
+      var named = grid && ((o.names && o.names[grid]) || grid);
+      say(grid ? t("filed_in", { id: j.id, grid: named }) : t("filed_outside", { id: j.id }), "wg-ok");
     }
     function finish(r, j) {
       send.disabled = false;
