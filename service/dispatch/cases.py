@@ -243,22 +243,30 @@ async def _fetch(
 ) -> Mapping[str, Any]:
     """Return the case as the API reads it (404 when the caller does not see it); ``conn``:
     a SQLAlchemy ``AsyncConnection`` or the hot pool's raw asyncpg connection."""
-    # In its month's partition only (ById: the month from incident_month).
-    by_id = await ById.look_up(conn, "incident", case_id)
-    sql = (
-        f"SELECT {_CASE_COLUMNS}{_LIMITS if lock else ''} FROM incident t "
-        f"WHERE {by_id.sql()} AND {case_visible_sql()}" + (" FOR UPDATE OF t" if lock else "")
-    )
-    params = {**by_id.params, **scope_params(principal)}
-    if hasattr(conn, "fetchrow"):  # raw asyncpg: a prepared statement, a generic plan
-        found = await _row(conn, sql, **params)
-        row = None if found is None else dict(found)
-    else:
-        found = (await conn.execute(text(sql), params)).first()
-        row = None if found is None else found._mapping
-    if row is None:
-        raise NotFoundError(f"no case {case_id} that you may see", field="id")
-    return row
+    # In its month's partition only (ById: the month from incident_month). The hot pool's
+    # generic plan takes the month in the statement (pruned as it runs); SQLAlchemy's,
+    # planned per call, needs it as a parameter: looked up first.
+    raw = hasattr(conn, "fetchrow")
+    by_id = ById.of_map("incident", case_id) if raw else None
+    while True:
+        if by_id is None:
+            by_id = await ById.look_up(conn, "incident", case_id)
+        sql = (
+            f"SELECT {_CASE_COLUMNS}{_LIMITS if lock else ''} FROM incident t "
+            f"WHERE {by_id.sql()} AND {case_visible_sql()}" + (" FOR UPDATE OF t" if lock else "")
+        )
+        params = {**by_id.params, **scope_params(principal)}
+        if raw:  # a prepared statement, a generic plan
+            found = await _row(conn, sql, **params)
+            row = None if found is None else dict(found)
+        else:
+            found = (await conn.execute(text(sql), params)).first()
+            row = None if found is None else found._mapping
+        if row is not None:
+            return row
+        if not by_id.inline:
+            raise NotFoundError(f"no case {case_id} that you may see", field="id")
+        by_id = None  # not in the map (or not the caller's): ask again, by its looked-up month
 
 
 async def get_case(conn, *, principal: Principal, case_id: int) -> dict[str, Any]:
@@ -374,12 +382,14 @@ def _act_read(by_id: str, lock: bool) -> str:
 
 
 # The same for several actions at once (ActionBatches): each with its caller's scope, each
-# case in its month (pruned per case as the join runs).
+# case in its month (incident_month joined: pruned per case as the join runs). A case the
+# map lacks is not found here: its action reads it again alone (_act_once).
 _ACT_READ_MANY = (
     f"SELECT q.ord, t.xmin AS row_xmin, {', '.join(_CASE_FIELDS)}{_LIMITS} "
-    "FROM unnest(CAST(:ids AS bigint[]), CAST(:ats AS timestamptz[]), CAST(:scopes AS text[]), "
-    "CAST(:cities AS boolean[])) WITH ORDINALITY AS q(id, at, scope, scope_city, ord) "
-    "JOIN incident t ON t.id = q.id AND t.reported_at = q.at WHERE "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:scopes AS text[]), CAST(:cities AS boolean[])) "
+    "WITH ORDINALITY AS q(id, scope, scope_city, ord) "
+    "JOIN incident_month m ON m.id = q.id "
+    "JOIN incident t ON t.id = q.id AND t.reported_at = m.reported_at WHERE "
     + case_visible_sql().replace(":scope_city", "q.scope_city").replace(":scope", "q.scope")
 )
 
@@ -582,22 +592,20 @@ class _Together:
 
 
 class _Reads(_Together):
-    """Cases read for actions (id, reported_at, scope, scope_city) → the row, or None."""
+    """Cases read for actions (id, scope, scope_city) → the row, or None (none such, not the
+    caller's, or not in incident_month)."""
 
     async def _run(self, conn, items):
-        if len(items) == 1 or any(i[1] is None for i in items):
-            out = []
-            for case_id, at, scope, city in items:
-                by_id = ById("incident", case_id, at)
-                sql = _act_read(by_id.sql(), False)
-                out.append(await _row(conn, sql, **by_id.params, scope=scope, scope_city=city))
-            return out
+        if len(items) == 1:
+            case_id, scope, city = items[0]
+            by_id = ById.of_map("incident", case_id)
+            sql = _act_read(by_id.sql(), False)
+            return [await _row(conn, sql, **by_id.params, scope=scope, scope_city=city)]
         query, names = _statement(_ACT_READ_MANY)
         params = {
             "ids": [i[0] for i in items],
-            "ats": [i[1] for i in items],
-            "scopes": [i[2] for i in items],
-            "cities": [i[3] for i in items],
+            "scopes": [i[1] for i in items],
+            "cities": [i[2] for i in items],
         }
         out: list[Any] = [None] * len(items)
         for r in await conn.fetch(query, *[params[n] for n in names]):
@@ -716,10 +724,15 @@ async def _resolve(
     if duplicate_of is not None and "duplicate_of" in taken:
         if duplicate_of == case_id:
             raise UnprocessableError("a case cannot repeat itself", field="duplicate_of")
-        by_id = await ById.look_up(conn, "incident", duplicate_of)
+        by_id = ById.of_map("incident", duplicate_of)
         original = await _row(
             conn, _original_sql(by_id.sql()), **by_id.params, **scope_params(principal)
         )
+        if original is None:  # not in incident_month (or not the caller's): by id alone
+            by_id = await ById.look_up(conn, "incident", duplicate_of)
+            original = await _row(
+                conn, _original_sql(by_id.sql()), **by_id.params, **scope_params(principal)
+            )
         if original is None:
             raise UnprocessableError(
                 f"no case {duplicate_of} that you may see", field="duplicate_of"
@@ -766,8 +779,10 @@ async def act_on_case(
     version; 409: not possible in the case's state (naming the actions that are); 403: not
     the caller's to take; 422: a field missing or wrong. Refusals write nothing.
     """
-    # The case's month, once: every statement of the action reads that partition only.
-    by_id = await ById.look_up(conn, "incident", case_id)
+    # Every statement of the action reads the case's month only: the reads name it by a
+    # sub-select of incident_month (the hot pool's generic plans prune as they run), the write
+    # by the reported_at read.
+    by_id = ById.of_map("incident", case_id)
     args = (conn, principal, by_id, action, params, if_match, now)
     if in_transaction:
         return await _act_once(*args, lock=True)
@@ -793,12 +808,14 @@ async def _act_once(
     """Act once; None when the row changed between the read and the write (never locked)."""
     case_id = by_id.id
     scope = scope_params(principal)
-    if batches is None or lock or by_id.at is None:
+    if batches is None or lock:
         found = await _row(conn, _act_read(by_id.sql(), lock), **by_id.params, **scope)
     else:
-        found = await batches.reads.submit(
-            conn, (case_id, by_id.at, scope["scope"], scope["scope_city"])
-        )
+        found = await batches.reads.submit(conn, (case_id, scope["scope"], scope["scope_city"]))
+    if found is None and by_id.inline:
+        # Not in incident_month (or not the caller's): by its looked-up month, or id alone.
+        by_id = await ById.look_up(conn, "incident", case_id)
+        found = await _row(conn, _act_read(by_id.sql(), lock), **by_id.params, **scope)
     if found is None:
         raise NotFoundError(f"no case {case_id} that you may see", field="id")
     row = dict(found)

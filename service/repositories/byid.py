@@ -10,6 +10,13 @@ and under generic ones (pruned as the executor starts: the hot pool's statements
 
 An id the map lacks is read by id alone: the map is a shortcut, never the truth.
 
+On the hot pool (generic plans) a statement can also name the month by a sub-select of the map
+(:meth:`ById.of_map`): no round trip of its own, the partition chosen as the statement runs
+(the sub-select is an init plan; run-time pruning). A custom plan cannot prune on it when
+planned (it plans every month, then runs one), so SQLAlchemy's statements look the month up
+first. An inline statement finds no row for an id the map lacks: its caller asks again with
+:meth:`ById.look_up`.
+
 Used by the entity reads and writes (:mod:`service.repositories.entities`, on SQLAlchemy)
 and by every single-case operation of dispatch (:mod:`service.dispatch.cases`, on SQLAlchemy
 and on the hot pool's raw asyncpg connections).
@@ -38,10 +45,20 @@ class ById:
     """The condition selecting one row of ``table`` by id (:meth:`sql`, parameters ``:id``
     and, when the row's time is known, ``:id_at``) and its parameters (:attr:`params`)."""
 
-    __slots__ = ("table", "id", "at")
+    __slots__ = ("table", "id", "at", "inline")
 
     def __init__(self, table: str, entity_id: int, at: datetime | None = None):
         self.table, self.id, self.at = table, entity_id, at
+        self.inline = False
+
+    @classmethod
+    def of_map(cls, table: str, entity_id: int) -> ById:
+        """Return the condition naming the row's time by a sub-select of the table's id map
+        (:attr:`inline`; a table without a map: by id alone). For generic plans; no row for
+        an id the map lacks (ask again with :meth:`look_up`)."""
+        by_id = cls(table, entity_id)
+        by_id.inline = table in ID_TIME_MAPS
+        return by_id
 
     @classmethod
     async def look_up(cls, conn, table: str, entity_id: int) -> ById:
@@ -68,9 +85,13 @@ class ById:
         return {"id": self.id} if self.at is None else {"id": self.id, "id_at": self.at}
 
     def sql(self, alias: str | None = "t") -> str:
-        """Return ``alias.id = :id`` (and ``alias.<time> = :id_at`` when the time is known)."""
+        """Return ``alias.id = :id`` and ``alias.<time> = :id_at`` when the time is known (or
+        ``= (SELECT <time> FROM <map> WHERE id = :id)`` when :attr:`inline`)."""
         prefix = f"{alias}." if alias else ""
         cond = f"{prefix}id = :id"
         if self.at is not None:
             cond += f" AND {prefix}{ID_TIME_MAPS[self.table][1]} = :id_at"
+        elif self.inline:
+            months, column = ID_TIME_MAPS[self.table]
+            cond += f" AND {prefix}{column} = (SELECT m.{column} FROM {months} m WHERE m.id = :id)"
         return cond
