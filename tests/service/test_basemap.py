@@ -612,7 +612,7 @@ def test_a_provider_that_fails_gives_way_to_the_offline_basemap_with_a_notice(
             failed, fallback = NOTICE[lang]
             text = notice.inner_text()
             assert failed in text and fallback in text, text
-            assert tiles_loaded(page, "offline") >= 2
+            assert tiles_loaded(page, "offline", timeout=60_000) >= 2
             assert page.locator(".wg-basemap-custom").count() == 0  # the provider is gone
             shot(page, f"basemap-fallback-{kind}-{status}")
             # The switcher: the offline basemap is the one checked, the provider still offered.
@@ -636,9 +636,10 @@ def test_a_provider_that_fails_gives_way_to_the_offline_basemap_with_a_notice(
                 page.locator(".wg-notice-close").click()
                 assert notice.count() == 0
                 page.mouse.move(5, 700)
-                assert tiles_loaded(page, "offline") >= 2
+                assert tiles_loaded(page, "offline", timeout=60_000) >= 2
             # The offline tiles are in GCJ-02 like the overlays: the officer's grid's corner
             # is drawn by the tiles where the page puts it.
+            page.wait_for_timeout(300)  # the last tiles' fade-in (Leaflet: 0.2 s)
             image = screenshot_without_overlays(page)
             x, y = container_point(
                 page, *(float(v) for v in wgs84_to_gcj02(106.0 + DX, 26.02 + DY))
