@@ -172,13 +172,15 @@ def located(table: str, columns: tuple[str, ...], *, scope: Scope) -> str:
         return f"({relocated})"
     # The rows that may move are located by locate_point's own first step inline (the grid
     # covering the point; no function call per row), and by locate_point where no grid does
-    # (OFFSET 0 keeps that a one-time filter of the lateral: the call is skipped otherwise).
+    # (OFFSET 0 keeps that a one-time filter of the lateral: the call is skipped otherwise;
+    # and each part's area read by its id, not found again through the areas' GiST index).
     moved = (
         f"SELECT {cols}, coalesce(grid.path, whole.area_path) AS area_path, "
         "coalesce(split_part(grid.path, '/', 4), whole.grid_code) AS grid_code, "
         "coalesce(split_part(grid.path, '/', 3), whole.community_code) AS community_code "
-        f"FROM {table} e LEFT JOIN LATERAL (SELECT a.path FROM area_part p JOIN area a ON "
-        f"a.id = p.area_id WHERE p.depth = 3 AND p.geom && e.geom AND {_valid('p', ':g')} "
+        f"FROM {table} e LEFT JOIN LATERAL (SELECT a.path FROM area_part p CROSS JOIN LATERAL "
+        "(SELECT path, geom FROM area WHERE id = p.area_id OFFSET 0) a "
+        f"WHERE p.depth = 3 AND p.geom && e.geom AND {_valid('p', ':g')} "
         "AND ST_Covers(a.geom, e.geom) ORDER BY p.code LIMIT 1) grid ON true "
         "LEFT JOIN LATERAL (SELECT * FROM locate_point(e.geom, :g) WHERE grid.path IS NULL "
         "OFFSET 0) whole ON true"
