@@ -58,7 +58,7 @@ import httpx
 import numpy as np
 import psycopg
 
-from bench.common import ROOT, database_url, run_wrk, start, stop
+from bench.common import ROOT, database_url, run_wrk, start_uvicorn, stop
 from bench.goals import Goals
 
 #: The last revision whose single-case statements named the case by id alone.
@@ -73,10 +73,22 @@ LUA = """
 local paths = {%s}
 local headers = {["Authorization"] = "Bearer %s", ["Content-Type"] = "application/json"}
 local method, body = "%s", %s
-local i = 0
+local once = %s
+local i, answered = 0, 0
 request = function()
   i = i + 1
+  if once and i > #paths then
+    -- every path sent once (a take-over twice is a 409): the connections still waiting for
+    -- the last answers ask for something harmless until the thread stops
+    return wrk.format("GET", "/health")
+  end
   return wrk.format(method, paths[((i - 1) %% #paths) + 1], headers, body)
+end
+response = function(status, headers, body)
+  answered = answered + 1
+  if once and answered >= #paths then
+    wrk.thread:stop()
+  end
 end
 """
 
@@ -102,23 +114,7 @@ def start_server(tree: Path, url: str, port: int) -> subprocess.Popen:
         "WANGGE_DISPATCH_SWEEP_SECONDS": "0",
         "PYTHONPATH": str(tree),
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "service.app:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    return start(cmd, env, f"http://127.0.0.1:{port}/health", str(tree))
+    return start_uvicorn("service.app:create_app", port, env, cwd=tree)
 
 
 def pick_cases(url: str, takeovers: int, seed: int = 3) -> tuple[list[int], list[int]]:
@@ -144,9 +140,24 @@ def pick_cases(url: str, takeovers: int, seed: int = 3) -> tuple[list[int], list
     return read, take
 
 
-def wrk_lua(paths: list[str], token: str, method: str = "GET", body: str | None = None) -> str:
+def wrk_lua(
+    paths: list[str],
+    token: str,
+    method: str = "GET",
+    body: str | None = None,
+    *,
+    once: bool = False,
+) -> str:
+    """Return a wrk script sending ``paths`` in turn (``once``: each once, then stop, so a
+    round faster than the list was sized for never repeats a one-time action)."""
     quoted = ", ".join(f'"{p}"' for p in paths)
-    return LUA % (quoted, token, method, "nil" if body is None else f"[[{body}]]")
+    return LUA % (
+        quoted,
+        token,
+        method,
+        "nil" if body is None else f"[[{body}]]",
+        "true" if once else "false",
+    )
 
 
 def backend_pids(url: str) -> list[int]:
@@ -239,8 +250,17 @@ def main(argv: list[str] | None = None) -> int:
     url, token = prepare_volume(args.database, args.incidents)
     # Each take-over round needs cases of its own: enough for ~400 actions a second (a
     # round that runs out takes a case twice: a 409, and the all-2xx check fails).
-    read, take = pick_cases(url, (int(400 * args.seconds) + 200) * args.rounds * 2)
+    needed = (int(400 * args.seconds) + 200) * args.rounds * 2
+    read, take = pick_cases(url, needed)
+    if len(take) < needed // 2:
+        # Earlier runs took these cases over (for good): the volume's cases made anew.
+        with psycopg.connect(_pg(url), autocommit=True) as conn:
+            conn.execute("DELETE FROM incident WHERE description = 'volume'")
+        url, token = prepare_volume(args.database, args.incidents)
+        read, take = pick_cases(url, needed)
     per_round = len(take) // (args.rounds * 2)
+    if per_round == 0:
+        raise SystemExit(f"bench.cases: no open case the city may take over in {args.database}")
     pts = sample_points(url, BATCH * 4)
     chunks = [pts[(r * BATCH) % len(pts) :][:BATCH] for r in range(args.batch_rounds + 2)]
     results: dict[str, dict[str, list]] = {}
@@ -271,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                     token,
                     "POST",
                     '{"note": "bench"}',
+                    once=True,
                 ),
             }
             for op, lua_of in ops.items():

@@ -114,9 +114,10 @@ def start(
 
 
 def start_uvicorn(
-    app: str, port: int, env: dict, *options: str, timeout: float = 60.0
+    app: str, port: int, env: dict, *options: str, timeout: float = 60.0, cwd: Path = ROOT
 ) -> subprocess.Popen:
-    """Serve the app factory ``app`` (``module:function``) on ``port``, one worker, quietly."""
+    """Serve the app factory ``app`` (``module:function``) on ``port``, one worker, quietly,
+    from the source tree ``cwd`` (this checkout by default)."""
     cmd = [
         sys.executable,
         "-m",
@@ -134,7 +135,7 @@ def start_uvicorn(
         "--no-access-log",
         *options,
     ]
-    return start(cmd, env, f"http://127.0.0.1:{port}/health", str(ROOT), timeout=timeout)
+    return start(cmd, env, f"http://127.0.0.1:{port}/health", str(cwd), timeout=timeout)
 
 
 def stop(proc: subprocess.Popen) -> None:
