@@ -217,6 +217,16 @@ area_part = Table(
     Column("geom", Geometry("POLYGON", srid=STORAGE_SRID, spatial_index=False), nullable=False),
     Index("area_part_geom", "geom", postgresql_using="gist"),
     Index("area_part_area", "area_id"),
+    # One per level for lookup_batch.sql's level-by-level search (migration 0023).
+    *(
+        Index(
+            f"area_part_geom_depth{d}",
+            "geom",
+            postgresql_using="gist",
+            postgresql_where=text(f"depth = {d}"),
+        )
+        for d in range(4)
+    ),
 )
 
 # -- boundary plans (drafts of an area's grids, migration 0019) -----------------------------
