@@ -297,7 +297,7 @@ def _shown(name: str, value: Any) -> Any:
         if not math.isfinite(value):
             return None
         if name.endswith("_share"):
-            return f"{100 * value:.1f} %"
+            return f"{100 * value:.1f}%"
         return round(value, 1)
     return value
 

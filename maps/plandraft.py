@@ -66,7 +66,7 @@ def _read(value: Any, how: str) -> str:
     if value is None:
         return "–"
     if how == "pct":
-        return f"{100 * float(value):.1f} %"
+        return f"{100 * float(value):.1f}%"
     if how == "ratio":
         return f"{float(value):.3f}"
     return f"{int(value):d}"
@@ -77,7 +77,7 @@ def _rounded(props: Mapping[str, Any]) -> dict[str, Any]:
         k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in props.items()
     }
     dev = out.get("population_dev")
-    out["population_dev_pct"] = None if dev is None else f"{100 * float(dev):+.1f} %"
+    out["population_dev_pct"] = None if dev is None else f"{100 * float(dev):+.1f}%"
     for k in ("population", "incidents_per_year"):
         if out.get(k) is not None:
             out[k] = round(float(out[k]))

@@ -96,13 +96,13 @@ def test_the_draft_is_drawn_beside_the_current_grids_with_its_metrics():
     draft_fc = layers[1]
     assert [f["properties"]["key"] for f in draft_fc["features"]][:2] == ["n1", "n2"]
     props = draft_fc["features"][0]["properties"]
-    assert props["population_dev_pct"] == "-50.0 %"  # 80 against a mean of 160
+    assert props["population_dev_pct"] == "-50.0%"  # 80 against a mean of 160
     assert props["polsby_popper"] == 0.785
     panel = controls(html)
     assert "Draft: North redraw" in panel
-    # Today beside the draft: 4 grids → 5, largest population deviation 50.0 % → 42.9 %.
+    # Today beside the draft: 4 grids → 5, largest population deviation 50.0% → 42.9%.
     assert "<td>Grids</td><td>4</td><td>5</td>" in panel
-    assert "<td>Largest population deviation</td><td>50.0 %</td><td>42.9 %</td>" in panel
+    assert "<td>Largest population deviation</td><td>50.0%</td><td>42.9%</td>" in panel
     assert "<td>Grids straddling communities</td><td>0</td><td>0</td>" in panel
     assert "Draft grids: population vs the plan&#x27;s mean" in panel or "plan's mean" in panel
     assert '"property":"population_dev"' in html
