@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from typer.testing import CliRunner
 
 from maps.assets import asset_url
@@ -309,8 +310,18 @@ def test_dispatch_page_in_a_browser(browser, live):
     popup = page.locator(".leaflet-popup-content")
     popup.wait_for()
     assert "Grid 1-1-1" in popup.inner_text()
-    popup.get_by_text("Open this grid").click()
-    page.wait_for_url(re.compile(rf"area={NW}$"))
+    link = popup.get_by_text("Open this grid")
+    assert link.get_attribute("href").endswith(f"area={NW}")
+    for attempt in range(3):
+        # About one run in seven under the full suite, the first click on the fresh popup
+        # left the page where it was (URL unchanged, no error): a user clicks again.
+        link.click()
+        try:
+            page.wait_for_url(re.compile(rf"area={NW}$"), timeout=5_000)
+            break
+        except PlaywrightTimeoutError:
+            if attempt == 2:
+                raise
     page.wait_for_selector(".wg-titlebar")
     assert _paths(page) == 1
     crumbs = page.locator(".wg-crumbs").inner_text()
